@@ -1,0 +1,317 @@
+"""The event schema: every state change of a run, as a frozen, versioned dataclass.
+
+A run is one stream (``run-<id>``). Events are facts in the past tense; the
+event manager decides, the workers report, the projections fold them.
+
+Each type has a stable ``TYPE`` name and a ``VERSION``. Stored data of an older
+version is upcast explicitly (``UPCASTERS``) before it is decoded. A reader
+that meets a type it does not know (written by a newer Cyclone) skips it with a
+warning: ``decode`` returns ``None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+
+__all__ = [
+    "EVENT_TYPES",
+    "TERMINAL_RUN_EVENTS",
+    "UPCASTERS",
+    "Event",
+    "JobFinished",
+    "JobQueued",
+    "JobSkipped",
+    "JobStarted",
+    "NewEvent",
+    "RecordedEvent",
+    "RunCancelRequested",
+    "RunCancelled",
+    "RunErrored",
+    "RunFailed",
+    "RunPlanned",
+    "RunRequested",
+    "RunSucceeded",
+    "StepFinished",
+    "StepSkipped",
+    "StepStarted",
+    "decode",
+    "new_event_id",
+    "run_stream",
+    "utc_now",
+]
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound="Event")
+
+EVENT_TYPES: dict[str, type[Event]] = {}
+
+# (type name, stored version) -> function turning that version's data into the next version's.
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def utc_now() -> str:
+    """The current time as an ISO 8601 UTC timestamp with microseconds."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def run_stream(run_id: str) -> str:
+    """The stream name that holds a run's events."""
+    return f"run-{run_id}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of all domain events. Subclasses register with ``@_register``."""
+
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+
+    def to_data(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _register(cls: type[E]) -> type[E]:
+    if not cls.TYPE:
+        raise TypeError(f"{cls.__name__} has no TYPE")
+    if cls.TYPE in EVENT_TYPES:
+        raise TypeError(f"event type {cls.TYPE!r} registered twice")
+    EVENT_TYPES[cls.TYPE] = cls
+    return cls
+
+
+# --- run lifecycle --------------------------------------------------------------------
+
+
+@_register
+@dataclass(frozen=True)
+class RunRequested(Event):
+    """Someone asked for a run. Records everything needed to reproduce it."""
+
+    TYPE: ClassVar[str] = "RunRequested"
+    project: str
+    trigger: str  # "cli", "manual", "push", "tag", "pull_request", "schedule", "rerun"
+    branch: str
+    commit: str
+    pipeline_file: str  # file name, as shown in diagnostics
+    pipeline: str  # the file's content, so a rerun uses exactly the same pipeline
+    source: str  # where the source comes from: a local directory or a Git URL
+    params: dict[str, str] = field(default_factory=dict)
+    requested_by: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class RunPlanned(Event):
+    """The pipeline compiled into a job graph (``shared.pipeline.plan.Plan.to_data``)."""
+
+    TYPE: ClassVar[str] = "RunPlanned"
+    plan: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+@_register
+@dataclass(frozen=True)
+class JobQueued(Event):
+    TYPE: ClassVar[str] = "JobQueued"
+    job: str
+
+
+@_register
+@dataclass(frozen=True)
+class JobStarted(Event):
+    TYPE: ClassVar[str] = "JobStarted"
+    job: str
+    worker: str
+    executor: str
+
+
+@_register
+@dataclass(frozen=True)
+class JobSkipped(Event):
+    TYPE: ClassVar[str] = "JobSkipped"
+    job: str
+    reason: str
+
+
+@_register
+@dataclass(frozen=True)
+class JobFinished(Event):
+    """A job ended. ``status`` is success, failure, cancelled or errored."""
+
+    TYPE: ClassVar[str] = "JobFinished"
+    job: str
+    status: str
+    duration_s: float
+    reason: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class StepStarted(Event):
+    TYPE: ClassVar[str] = "StepStarted"
+    job: str
+    step: str
+    attempt: int = 1
+
+
+@_register
+@dataclass(frozen=True)
+class StepFinished(Event):
+    """A step ended. ``status`` is success, failure, timeout, cancelled or errored."""
+
+    TYPE: ClassVar[str] = "StepFinished"
+    job: str
+    step: str
+    status: str
+    exit_code: int | None
+    duration_s: float
+    attempt: int = 1
+    reason: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class StepSkipped(Event):
+    TYPE: ClassVar[str] = "StepSkipped"
+    job: str
+    step: str
+    reason: str
+
+
+@_register
+@dataclass(frozen=True)
+class RunCancelRequested(Event):
+    TYPE: ClassVar[str] = "RunCancelRequested"
+    reason: str = ""
+    requested_by: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class RunSucceeded(Event):
+    TYPE: ClassVar[str] = "RunSucceeded"
+    duration_s: float
+
+
+@_register
+@dataclass(frozen=True)
+class RunFailed(Event):
+    TYPE: ClassVar[str] = "RunFailed"
+    duration_s: float
+    reason: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class RunCancelled(Event):
+    TYPE: ClassVar[str] = "RunCancelled"
+    duration_s: float
+    reason: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class RunErrored(Event):
+    """The run could not complete for a reason outside the pipeline (bad file, crash, ...)."""
+
+    TYPE: ClassVar[str] = "RunErrored"
+    duration_s: float
+    reason: str
+
+
+TERMINAL_RUN_EVENTS: tuple[type[Event], ...] = (RunSucceeded, RunFailed, RunCancelled, RunErrored)
+
+
+# --- envelopes --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event on its way into the store: the envelope fields the writer chooses."""
+
+    event: Event
+    id: str = field(default_factory=new_event_id)
+    ts: str = field(default_factory=utc_now)
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str:
+        return self.event.TYPE
+
+    @property
+    def version(self) -> int:
+        return self.event.VERSION
+
+    def data_json(self) -> str:
+        return json.dumps(self.event.to_data(), separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as stored: ``(stream, seq)`` is unique; ``position`` orders all events."""
+
+    id: str
+    stream: str
+    seq: int
+    type: str
+    version: int
+    ts: str
+    data: dict[str, Any]
+    meta: dict[str, str]
+    position: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> RecordedEvent:
+        return cls(
+            id=str(raw["id"]),
+            stream=str(raw["stream"]),
+            seq=int(raw["seq"]),
+            type=str(raw["type"]),
+            version=int(raw["version"]),
+            ts=str(raw["ts"]),
+            data=dict(raw["data"]),
+            meta=dict(raw.get("meta") or {}),
+            position=int(raw["position"]),
+        )
+
+
+def decode(recorded: RecordedEvent) -> Event | None:
+    """The domain event inside ``recorded``, upcast to the current version.
+
+    Returns ``None`` (and logs a warning) for a type this Cyclone does not know or a
+    version newer than it understands, so old readers survive new writers.
+    """
+    cls = EVENT_TYPES.get(recorded.type)
+    if cls is None:
+        log.warning(
+            "skipping unknown event type",
+            extra={"event_type": recorded.type, "stream": recorded.stream, "seq": recorded.seq},
+        )
+        return None
+    data, version = dict(recorded.data), recorded.version
+    if version > cls.VERSION:
+        log.warning(
+            "skipping event of a newer version",
+            extra={"event_type": recorded.type, "version": version, "seq": recorded.seq},
+        )
+        return None
+    while version < cls.VERSION:
+        data = UPCASTERS[(recorded.type, version)](data)
+        version += 1
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})

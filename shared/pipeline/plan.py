@@ -1,0 +1,148 @@
+"""The compiled pipeline: what the event manager schedules and the executors run.
+
+Plain frozen dataclasses, JSON round-trippable (``Plan.to_data`` / ``Plan.from_data``)
+because a run's plan is recorded in its ``RunPlanned`` event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["BuildSpec", "JobSpec", "Plan", "ServiceSpec", "StepSpec", "When"]
+
+STATUS_SUCCESS = "success"
+STATUS_FAILURE = "failure"
+
+
+@dataclass(frozen=True)
+class When:
+    """When a job or step runs. Empty ``branches`` / ``events`` match anything.
+
+    ``branches`` are globs; a leading ``!`` excludes. ``status`` lists the outcomes
+    so far under which it runs: ("success",) by default, ("failure",) for cleanup
+    or notification on failure, both for "always".
+    """
+
+    branches: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+    status: tuple[str, ...] = (STATUS_SUCCESS,)
+
+    def matches(self, branch: str, event: str) -> bool:
+        return self._branch_matches(branch) and (not self.events or event in self.events)
+
+    def runs_on(self, outcome_so_far: str) -> bool:
+        return outcome_so_far in self.status
+
+    def _branch_matches(self, branch: str) -> bool:
+        includes = [b for b in self.branches if not b.startswith("!")]
+        excludes = [b[1:] for b in self.branches if b.startswith("!")]
+        if any(fnmatch.fnmatchcase(branch, pattern) for pattern in excludes):
+            return False
+        return not includes or any(fnmatch.fnmatchcase(branch, p) for p in includes)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A sidecar container, reachable from the job's steps by ``name``."""
+
+    name: str
+    image: str
+    env: dict[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] = ()  # arguments; empty keeps the image's default
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """A container image built from the workspace (caicloud.yml's ``build`` section)."""
+
+    context_dir: str = "."
+    dockerfile: str = "Dockerfile"
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    image: str
+    commands: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    timeout_s: float | None = None
+    retry: int = 0  # extra attempts after a non-zero exit
+    when: When = field(default_factory=When)
+    build: BuildSpec | None = None  # set: this step builds an image instead of running commands
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    image: str
+    steps: tuple[StepSpec, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+    services: tuple[ServiceSpec, ...] = ()
+    timeout_s: float | None = None
+    when: When = field(default_factory=When)
+    matrix: dict[str, str] = field(default_factory=dict)  # this expansion's values
+
+
+@dataclass(frozen=True)
+class Plan:
+    source_file: str
+    jobs: tuple[JobSpec, ...]  # in a topological order of ``needs``
+
+    def job(self, name: str) -> JobSpec:
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        raise KeyError(name)
+
+    def to_data(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Plan:
+        return cls(source_file=data["source_file"], jobs=tuple(_job(j) for j in data["jobs"]))
+
+
+def _when(d: dict[str, Any]) -> When:
+    return When(
+        branches=tuple(d.get("branches", ())),
+        events=tuple(d.get("events", ())),
+        status=tuple(d.get("status", (STATUS_SUCCESS,))),
+    )
+
+
+def _step(d: dict[str, Any]) -> StepSpec:
+    build = d.get("build")
+    return StepSpec(
+        name=d["name"],
+        image=d["image"],
+        commands=tuple(d.get("commands", ())),
+        env=dict(d.get("env", {})),
+        timeout_s=d.get("timeout_s"),
+        retry=int(d.get("retry", 0)),
+        when=_when(d.get("when", {})),
+        build=BuildSpec(**build) if build else None,
+    )
+
+
+def _service(d: dict[str, Any]) -> ServiceSpec:
+    return ServiceSpec(name=d["name"], image=d["image"], env=dict(d.get("env", {})),
+                       command=tuple(d.get("command", ())))
+
+
+def _job(d: dict[str, Any]) -> JobSpec:
+    return JobSpec(
+        name=d["name"],
+        image=d["image"],
+        steps=tuple(_step(s) for s in d["steps"]),
+        env=dict(d.get("env", {})),
+        needs=tuple(d.get("needs", ())),
+        services=tuple(_service(s) for s in d.get("services", ())),
+        timeout_s=d.get("timeout_s"),
+        when=_when(d.get("when", {})),
+        matrix=dict(d.get("matrix", {})),
+    )

@@ -1,0 +1,81 @@
+"""Executor port: runs a job's steps in isolation on one host (Docker, or the host shell).
+
+Contract, in call order (the workermanager is the only caller):
+
+1. ``prepare_run(ctx)`` once a run reaches this host, before its first job: the
+   run's private network and its workspace, filled with ``ctx.source_dir``.
+   Idempotent: a second call for the same run changes nothing.
+2. Per job: ``start_services(ctx, job, on_log)`` starts the job's sidecars on the
+   run's network, reachable by name, then ``run_step(...)`` for each step in order,
+   then ``stop_services(ctx, job)`` (also after a failure or cancel).
+3. ``run_step`` runs ``step.commands`` with the workspace as working directory so
+   that the first failing command fails the step; streams each output line to
+   ``on_log(stream, ts, text)`` as it is written; returns the exit code. It kills
+   the step when ``step.timeout_s`` passes (``timed_out=True``) and when its task is
+   cancelled (the kill is finished before ``CancelledError`` propagates).
+4. ``destroy_run(run_id)`` removes everything of the run (containers, network,
+   workspace). Safe twice, safe after a failed or partial ``prepare_run``.
+5. ``leftover_runs()`` lists run ids that still own resources on this host (every
+   resource is labelled with its run id), so a restart can reap the ones whose
+   run is over.
+
+Jobs of different runs, and independent jobs of one run, may run concurrently.
+Raises ``ExecutorUnavailable`` when the backend cannot be reached and
+``ExecutorError`` when a step cannot be started (bad image, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.pipeline.plan import JobSpec, StepSpec
+
+__all__ = ["Executor", "LogSink", "RunContext", "StepOutcome", "WORKSPACE"]
+
+WORKSPACE = "/workspace"  # where the workspace is mounted in every step container
+
+# on_log(stream, ts, text): stream is "stdout" or "stderr", ts ISO 8601 UTC, text without "\n"
+LogSink = Callable[[str, str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    run_id: str
+    source_dir: str | None = None  # copied into the workspace by prepare_run; None: empty
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    exit_code: int | None  # None when the step never produced one (killed before start)
+    timed_out: bool = False
+
+
+class Executor(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def supports_services(self) -> bool: ...
+
+    async def prepare_run(self, ctx: RunContext) -> None: ...
+
+    async def start_services(self, ctx: RunContext, job: JobSpec, on_log: LogSink) -> None: ...
+
+    async def run_step(
+        self,
+        ctx: RunContext,
+        job: JobSpec,
+        step: StepSpec,
+        env: Mapping[str, str],
+        on_log: LogSink,
+    ) -> StepOutcome: ...
+
+    async def stop_services(self, ctx: RunContext, job: JobSpec) -> None: ...
+
+    async def destroy_run(self, run_id: str) -> None: ...
+
+    async def leftover_runs(self) -> set[str]: ...
+
+    async def close(self) -> None: ...

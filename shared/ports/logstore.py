@@ -1,0 +1,58 @@
+"""Log store port: the lines a run's steps printed, in order, per run.
+
+Contract (every adapter; ``tests/contracts/logstore.py`` checks it):
+
+* ``append(run_id, lines)`` stores the lines after the run's existing ones and
+  gives each its index (0, 1, 2, ... per run, no gaps); durable once it returns.
+  Appending the same batch twice (same ``batch_id``) stores it once, so a consumer
+  that is redelivered a batch does not duplicate lines.
+* ``read(run_id, from_index)`` yields the stored lines with ``index >= from_index``
+  in order, without holding the whole log in memory.
+* ``count(run_id)`` is the number of stored lines; ``delete(run_id)`` removes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["LogLine", "LogStore", "StoredLine"]
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line a step printed; ``stream`` is stdout or stderr; ``ts`` ISO 8601 UTC."""
+
+    job: str
+    step: str
+    stream: str
+    ts: str
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"job": self.job, "step": self.step, "stream": self.stream, "ts": self.ts,
+                "text": self.text}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> LogLine:
+        return cls(job=str(raw["job"]), step=str(raw["step"]), stream=str(raw["stream"]),
+                   ts=str(raw["ts"]), text=str(raw["text"]))
+
+
+@dataclass(frozen=True)
+class StoredLine:
+    index: int
+    line: LogLine
+
+
+class LogStore(Protocol):
+    async def append(self, run_id: str, lines: Sequence[LogLine], batch_id: str) -> int: ...
+
+    def read(self, run_id: str, from_index: int = 0) -> AsyncIterator[StoredLine]: ...
+
+    async def count(self, run_id: str) -> int: ...
+
+    async def delete(self, run_id: str) -> None: ...
+
+    async def close(self) -> None: ...
