@@ -202,14 +202,12 @@ class RunCancelRequested(Event):
 @dataclass(frozen=True)
 class RunSucceeded(Event):
     TYPE: ClassVar[str] = "RunSucceeded"
-    duration_s: float
 
 
 @_register
 @dataclass(frozen=True)
 class RunFailed(Event):
     TYPE: ClassVar[str] = "RunFailed"
-    duration_s: float
     reason: str = ""
 
 
@@ -217,7 +215,6 @@ class RunFailed(Event):
 @dataclass(frozen=True)
 class RunCancelled(Event):
     TYPE: ClassVar[str] = "RunCancelled"
-    duration_s: float
     reason: str = ""
 
 
@@ -227,7 +224,6 @@ class RunErrored(Event):
     """The run could not complete for a reason outside the pipeline (bad file, crash, ...)."""
 
     TYPE: ClassVar[str] = "RunErrored"
-    duration_s: float
     reason: str
 
 

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Bus", "Message", "Subscription", "TOPIC_EVENTS", "TOPIC_JOBS", "TOPIC_LOGS"]
+__all__ = ["TOPIC_EVENTS", "TOPIC_JOBS", "TOPIC_LOGS", "Bus", "Message", "Subscription"]
 
 TOPIC_EVENTS = "cyclone.events"  # every domain event, key = run id
 TOPIC_JOBS = "cyclone.jobs"  # jobs ready to run, key = run id

@@ -32,7 +32,7 @@ from typing import Protocol
 
 from shared.pipeline.plan import JobSpec, StepSpec
 
-__all__ = ["Executor", "LogSink", "RunContext", "StepOutcome", "WORKSPACE"]
+__all__ = ["WORKSPACE", "Executor", "LogSink", "RunContext", "StepOutcome"]
 
 WORKSPACE = "/workspace"  # where the workspace is mounted in every step container
 

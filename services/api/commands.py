@@ -1,0 +1,50 @@
+"""What the API writes: run requests and cancel requests, only ever as appended events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from shared import events as ev
+from shared.errors import CycloneError
+from shared.events import NewEvent, run_stream
+from shared.ports.eventstore import EventStore
+from shared.projections.runs import RunView
+from shared.runstream import append_to_run, new_run_id
+
+__all__ = ["RunNotFound", "request_cancel", "request_run"]
+
+
+class RunNotFound(CycloneError):
+    pass
+
+
+async def request_run(
+    store: EventStore, *, project: str, trigger: str, branch: str, commit: str,
+    pipeline_file: str, pipeline: str, source: str, params: Mapping[str, str] | None = None,
+    requested_by: str = "", run_id: str | None = None,
+) -> str:
+    """Record a new run; the event manager plans it from this event alone."""
+    run_id = run_id or new_run_id()
+    event = ev.RunRequested(
+        project=project, trigger=trigger, branch=branch, commit=commit,
+        pipeline_file=pipeline_file, pipeline=pipeline, source=source,
+        params=dict(params or {}), requested_by=requested_by,
+    )
+    await store.append(run_stream(run_id), [NewEvent(event)], expected_seq=0)
+    return run_id
+
+
+async def request_cancel(store: EventStore, run_id: str, reason: str = "",
+                         requested_by: str = "") -> RunView:
+    """Ask for a run to be cancelled; a no-op for a run already ended or being cancelled."""
+
+    def cancel(run: RunView | None) -> list[ev.Event]:
+        if run is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        if run.done or run.cancel_requested:
+            return []
+        return [ev.RunCancelRequested(reason=reason, requested_by=requested_by)]
+
+    result = await append_to_run(store, run_id, cancel)
+    assert result.run is not None
+    return result.run

@@ -1,0 +1,120 @@
+"""The run state machine as a pure function: given a run's state, what happens next.
+
+``decide(run, requested, settings)`` returns the events to append; it reads no
+clock, store or bus, so it is tested on plain values and replays the same way.
+Rules:
+
+* a requested run is planned (the pipeline compiled from the file content the
+  request recorded), or errored when the file is invalid;
+* a pending job whose needs have all ended is queued when its ``when`` matches the
+  run's branch and trigger and its ``when.status`` matches its needs' outcome
+  (failure when any need failed or was skipped because of a failure), else skipped
+  with the reason; at most ``max_parallel_jobs`` jobs of a run are queued or running;
+* a cancel request skips every job not yet started; the run ends cancelled once no
+  job is running;
+* when every job has ended, the run ends: errored if a job errored, failed if a job
+  failed, else succeeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from shared import events as ev
+from shared.errors import PipelineError
+from shared.pipeline import load
+from shared.pipeline.plan import Plan
+from shared.projections.runs import JOB_DONE, JobView, RunView
+
+__all__ = ["decide"]
+
+
+def decide(run: RunView | None, requested: ev.RunRequested | None,
+           max_parallel_jobs: int) -> list[ev.Event]:
+    if run is None or run.done:
+        return []
+    if run.plan is None:
+        return _plan(run, requested)
+    plan = Plan.from_data(run.plan)
+    if run.cancel_requested:
+        return _cancel(run)
+    events: list[ev.Event] = []
+    active = sum(1 for j in run.jobs if j.status in ("queued", "running"))
+    for job in run.jobs:
+        if job.status != "pending" or not _needs_done(run, job):
+            continue
+        verdict = _verdict(run, plan, job)
+        if verdict is not None:
+            events.append(ev.JobSkipped(job=job.name, reason=verdict))
+            run = _assume(run, job.name, "skipped")
+        elif active < max_parallel_jobs:
+            events.append(ev.JobQueued(job=job.name))
+            active += 1
+    if events:
+        # Skips can unblock dependents and end the run: decide again on the new state.
+        return events + decide(_assume_all(run, events), requested, max_parallel_jobs)
+    return _finish(run)
+
+
+def _plan(run: RunView, requested: ev.RunRequested | None) -> list[ev.Event]:
+    if requested is None:
+        return [ev.RunErrored(reason="run has no RunRequested event")]
+    try:
+        result = load(requested.pipeline, requested.pipeline_file)
+    except PipelineError as exc:
+        return [ev.RunErrored(reason=f"invalid pipeline:\n{exc}")]
+    planned = ev.RunPlanned(plan=result.plan.to_data(),
+                            warnings=[str(w) for w in result.warnings])
+    return [planned]
+
+
+def _cancel(run: RunView) -> list[ev.Event]:
+    events: list[ev.Event] = [
+        ev.JobSkipped(job=j.name, reason="run cancelled")
+        for j in run.jobs if j.status in ("pending", "queued")
+    ]
+    if not any(j.status == "running" for j in run.jobs):
+        events.append(ev.RunCancelled(reason="cancelled"))
+    return events
+
+
+def _needs_done(run: RunView, job: JobView) -> bool:
+    return all((need := run.job(n)) is not None and need.status in JOB_DONE for n in job.needs)
+
+
+def _verdict(run: RunView, plan: Plan, job: JobView) -> str | None:
+    """Why the job must be skipped, or None when it should run."""
+    spec = plan.job(job.name)
+    if not spec.when.matches(run.branch, run.trigger):
+        return f"when: does not match branch {run.branch!r} / event {run.trigger!r}"
+    failed = [n for n in job.needs if run.job_failed(n)]
+    outcome = "failure" if failed else "success"
+    if spec.when.runs_on(outcome):
+        return None
+    if failed:
+        return f"needs failed: {', '.join(failed)}"
+    return "when.status: runs only on failure"
+
+
+def _finish(run: RunView) -> list[ev.Event]:
+    if any(j.status not in JOB_DONE for j in run.jobs):
+        return []
+    errored = [j.name for j in run.jobs if j.status == "errored"]
+    failed = [j.name for j in run.jobs if j.status in ("failure", "cancelled")]
+    if errored:
+        return [ev.RunErrored(reason=f"job errored: {', '.join(errored)}")]
+    if failed:
+        return [ev.RunFailed(reason=f"job failed: {', '.join(failed)}")]
+    return [ev.RunSucceeded()]
+
+
+def _assume(run: RunView, job_name: str, status: str) -> RunView:
+    jobs = tuple(replace(j, status=status) if j.name == job_name else j for j in run.jobs)
+    return replace(run, jobs=jobs)
+
+
+def _assume_all(run: RunView, events: list[ev.Event]) -> RunView:
+    for e in events:
+        if isinstance(e, ev.JobQueued):
+            run = _assume(run, e.job, "queued")
+    return run

@@ -1,0 +1,83 @@
+"""The event manager: reacts to every run event by deciding what happens next.
+
+It consumes ``cyclone.events`` in one consumer group (runs are split across
+replicas by partition, keyed by run id) and appends its decisions to the run's
+stream through ``append_to_run`` (optimistic concurrency, so two replicas that
+briefly both see a run after a rebalance cannot both queue a job). It also
+raises and clears the run's cancel signal in the coordination service, which
+the workers running the run's jobs watch.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from services.eventmanager.decide import decide
+from shared import events as ev
+from shared.events import RecordedEvent, decode, run_stream
+from shared.keys import cancel_key
+from shared.ports.bus import TOPIC_EVENTS, Bus
+from shared.ports.coordination import Coordinator
+from shared.ports.eventstore import EventStore
+from shared.projections.runs import RunView, run_id_of
+from shared.runstream import append_to_run, load_run
+from shared.wire import decode_event
+
+__all__ = ["EventManager"]
+
+log = logging.getLogger(__name__)
+
+
+class EventManager:
+    def __init__(self, store: EventStore, bus: Bus, coord: Coordinator,
+                 max_parallel_jobs: int, group: str = "eventmanager") -> None:
+        self.store = store
+        self.bus = bus
+        self.coord = coord
+        self.max_parallel_jobs = max_parallel_jobs
+        self.group = group
+        self._seen: dict[str, int] = {}  # run id -> highest seq handled (drops redeliveries)
+
+    async def run(self) -> None:
+        sub = await self.bus.subscribe(TOPIC_EVENTS, self.group)
+        try:
+            async for message in sub:
+                await self.handle(decode_event(message.value))
+                await sub.commit(message)
+        finally:
+            await sub.close()
+
+    async def handle(self, recorded: RecordedEvent) -> None:
+        run_id = run_id_of(recorded.stream)
+        if recorded.seq <= self._seen.get(run_id, 0):
+            return
+        self._seen[run_id] = recorded.seq
+        await self.advance(run_id)
+
+    async def advance(self, run_id: str) -> RunView | None:
+        """Append whatever the run's current state calls for; returns the new state."""
+        requested = await self._requested(run_id)
+        result = await append_to_run(
+            self.store, run_id, lambda run: decide(run, requested, self.max_parallel_jobs)
+        )
+        run = await load_run(self.store, run_id) if result.appended else result.run
+        if run is not None:
+            await self._signal_cancel(run)
+            if run.done:
+                self._seen.pop(run_id, None)
+        return run
+
+    async def _requested(self, run_id: str) -> ev.RunRequested | None:
+        run = await load_run(self.store, run_id)
+        if run is None or run.plan is not None:
+            return None
+        first = await self.store.read(run_stream(run_id))
+        event = decode(first[0]) if first else None
+        return event if isinstance(event, ev.RunRequested) else None
+
+    async def _signal_cancel(self, run: RunView) -> None:
+        key = cancel_key(run.id)
+        if run.done:
+            await self.coord.delete(key)
+        elif run.cancel_requested and any(j.status == "running" for j in run.jobs):
+            await self.coord.put(key, b"cancel")

@@ -1,0 +1,175 @@
+"""Runs one job on an executor: services, then each step (when, retry, timeouts), reporting
+every transition as an event.
+
+The job's deadline and a cancel request both end the step that is running by
+cancelling its task, which makes the executor kill the container before it
+returns; the runner itself is never cancelled half-way, so it always records
+how each step and the job ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from shared import events as ev
+from shared.errors import ExecutorError
+from shared.pipeline.plan import JobSpec, StepSpec
+from shared.ports.executor import WORKSPACE, Executor, LogSink, RunContext, StepOutcome
+from shared.projections.runs import RunView
+
+__all__ = ["JobRun", "step_env"]
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[Sequence[ev.Event]], Awaitable[None]]
+SinkFor = Callable[[str, str], LogSink]  # (job, step) -> on_log
+
+
+def step_env(run: RunView, job: JobSpec, step: StepSpec) -> dict[str, str]:
+    """Job env < step env < run params; the built-ins always win."""
+    env = {**job.env, **step.env, **dict(run.params)}
+    env.update({
+        "CI": "true",
+        "CYCLONE": "true",
+        "CYCLONE_RUN_ID": run.id,
+        "CYCLONE_PROJECT": run.project,
+        "CYCLONE_JOB": job.name,
+        "CYCLONE_STEP": step.name,
+        "CYCLONE_BRANCH": run.branch,
+        "CYCLONE_COMMIT": run.commit,
+        "CYCLONE_EVENT": run.trigger,
+        "CYCLONE_WORKSPACE": WORKSPACE,
+    })
+    return env
+
+
+@dataclass
+class _Ended:
+    status: str  # success failure timeout cancelled errored
+    exit_code: int | None
+    reason: str = ""
+
+
+class JobRun:
+    def __init__(self, run: RunView, job: JobSpec, executor: Executor, ctx: RunContext,
+                 report: Report, sink_for: SinkFor, flush: Callable[[], Awaitable[None]]) -> None:
+        self.run = run
+        self.job = job
+        self.executor = executor
+        self.ctx = ctx
+        self.report = report
+        self.sink_for = sink_for
+        self.flush = flush
+        self.cancelled = asyncio.Event()
+        self._deadline = (time.monotonic() + job.timeout_s) if job.timeout_s else None
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    async def execute(self) -> str:
+        """Run the job to its end and report it; returns the job's status."""
+        started = time.monotonic()
+        status, reason = await self._run_all()
+        await self.flush()
+        await self.report([ev.JobFinished(job=self.job.name, status=status,
+                                          duration_s=round(time.monotonic() - started, 3),
+                                          reason=reason)])
+        return status
+
+    async def _run_all(self) -> tuple[str, str]:
+        try:
+            await self.executor.start_services(self.ctx, self.job,
+                                               self.sink_for(self.job.name, "services"))
+        except ExecutorError as exc:
+            await self.executor.stop_services(self.ctx, self.job)
+            return "errored", str(exc)
+        try:
+            return await self._run_steps()
+        finally:
+            await self.executor.stop_services(self.ctx, self.job)
+
+    async def _run_steps(self) -> tuple[str, str]:
+        failed_step = ""
+        for step in self.job.steps:
+            skip = self._skip_reason(step, failed=bool(failed_step))
+            if skip:
+                await self.report([ev.StepSkipped(job=self.job.name, step=step.name,
+                                                  reason=skip)])
+                continue
+            ended = await self._run_with_retry(step)
+            if ended.status == "cancelled":
+                return "cancelled", "run cancelled"
+            if ended.status == "errored":
+                return "errored", ended.reason
+            if ended.status == "timeout" and self._job_timed_out():
+                return "failure", f"job timed out after {self.job.timeout_s:g}s"
+            if ended.status != "success":
+                failed_step = failed_step or step.name
+        if failed_step:
+            return "failure", f"step failed: {failed_step}"
+        return "success", ""
+
+    def _skip_reason(self, step: StepSpec, failed: bool) -> str:
+        if self.cancelled.is_set():
+            return "run cancelled"
+        if not step.when.matches(self.run.branch, self.run.trigger):
+            return f"when: does not match branch {self.run.branch!r} / event {self.run.trigger!r}"
+        if self._job_timed_out():
+            return "job timed out"
+        if not step.when.runs_on("failure" if failed else "success"):
+            return "an earlier step failed" if failed else "when.status: runs only on failure"
+        return ""
+
+    async def _run_with_retry(self, step: StepSpec) -> _Ended:
+        attempts = step.retry + 1
+        ended = _Ended("errored", None)
+        for attempt in range(1, attempts + 1):
+            await self.report([ev.StepStarted(job=self.job.name, step=step.name,
+                                              attempt=attempt)])
+            started = time.monotonic()
+            ended = await self._attempt(step)
+            await self.flush()
+            await self.report([ev.StepFinished(
+                job=self.job.name, step=step.name, status=ended.status,
+                exit_code=ended.exit_code, duration_s=round(time.monotonic() - started, 3),
+                attempt=attempt, reason=ended.reason,
+            )])
+            if ended.status in ("success", "cancelled", "errored") or self._job_timed_out():
+                break
+        return ended
+
+    async def _attempt(self, step: StepSpec) -> _Ended:
+        env = step_env(self.run, self.job, step)
+        task = asyncio.create_task(self.executor.run_step(
+            self.ctx, self.job, step, env, self.sink_for(self.job.name, step.name)))
+        stop = asyncio.create_task(self.cancelled.wait())
+        try:
+            timeout = None if self._deadline is None else max(0, self._deadline - time.monotonic())
+            await asyncio.wait({task, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not task.done():
+            task.cancel()  # the executor kills the container before this returns
+            await asyncio.gather(task, return_exceptions=True)
+            if self.cancelled.is_set():
+                return _Ended("cancelled", None, "run cancelled")
+            return _Ended("timeout", None, f"job timed out after {self.job.timeout_s:g}s")
+        try:
+            outcome: StepOutcome = task.result()
+        except ExecutorError as exc:
+            return _Ended("errored", None, str(exc))
+        except Exception as exc:  # an executor bug must end the step, not hang the run
+            log.exception("executor failed", extra={"run": self.run.id, "step": step.name})
+            return _Ended("errored", None, f"executor failed: {exc!r}")
+        if outcome.timed_out:
+            return _Ended("timeout", outcome.exit_code, f"step timed out after {step.timeout_s:g}s")
+        if outcome.exit_code == 0:
+            return _Ended("success", 0)
+        return _Ended("failure", outcome.exit_code, f"exit code {outcome.exit_code}")
+
+    def _job_timed_out(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline

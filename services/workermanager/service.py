@@ -1,0 +1,212 @@
+"""The workermanager: takes queued jobs off ``cyclone.jobs`` and runs them on its executor.
+
+For each job it (1) claims it in the coordination service (create-if-absent, bound
+to this worker's lease, so a redelivered job is not run twice), (2) appends
+``JobStarted`` only if the run's state still has the job queued and no cancel
+requested, (3) prepares the run's network and workspace on this host once, (4)
+runs the job (``jobs.JobRun``), shipping logs to ``cyclone.logs``. It watches the
+run cancel signals and removes a run's containers, network and workspace when the
+run ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+
+from services.workermanager.jobs import JobRun
+from services.workermanager.logship import LogShipper
+from shared import events as ev
+from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode
+from shared.keys import CANCEL_PREFIX, cancel_key, claim_key, run_of_cancel_key, worker_key
+from shared.pipeline.plan import Plan
+from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, Bus
+from shared.ports.coordination import Coordinator, Lease
+from shared.ports.eventstore import EventStore
+from shared.ports.executor import Executor, RunContext
+from shared.projections.runs import RunView, run_id_of
+from shared.runstream import append_to_run
+from shared.wire import decode_event
+
+__all__ = ["WorkerManager"]
+
+log = logging.getLogger(__name__)
+
+_TERMINAL_TYPES = frozenset(t.TYPE for t in TERMINAL_RUN_EVENTS)
+
+
+class WorkerManager:
+    def __init__(self, store: EventStore, bus: Bus, coord: Coordinator, executor: Executor,
+                 worker_id: str, capacity: int, lease_ttl: float = 10.0) -> None:
+        self.store = store
+        self.bus = bus
+        self.coord = coord
+        self.executor = executor
+        self.worker_id = worker_id
+        self.capacity = asyncio.Semaphore(capacity)
+        self.lease_ttl = lease_ttl
+        self.lease: Lease | None = None
+        self.active: dict[tuple[str, str], JobRun] = {}  # (run id, job) -> running job
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._prepared: dict[str, asyncio.Task[None]] = {}  # run id -> prepare_run task
+
+    async def run(self) -> None:
+        self.lease = await self.coord.grant_lease(self.lease_ttl)
+        await self.coord.put(worker_key(self.worker_id), self.executor.name.encode(), self.lease)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._keep_alive())
+            group.create_task(self._consume_jobs())
+            group.create_task(self._consume_run_ends())
+            group.create_task(self._watch_cancels())
+
+    async def close(self) -> None:
+        """Stop every running job (killing its step) and remove what this worker created."""
+        for job in self.active.values():
+            job.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for run_id in list(self._prepared):
+            await self._destroy(run_id)
+        if self.lease is not None:
+            with contextlib.suppress(Exception):
+                await self.lease.revoke()
+
+    # --- loops -----------------------------------------------------------------------
+
+    async def _keep_alive(self) -> None:
+        assert self.lease is not None
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            await self.lease.refresh()
+
+    async def _consume_jobs(self) -> None:
+        sub = await self.bus.subscribe(TOPIC_JOBS, "workermanager")
+        try:
+            async for message in sub:
+                await self.capacity.acquire()  # take no more jobs than we can run
+                task = asyncio.create_task(self._take(decode_event(message.value)))
+                self._tasks.add(task)
+                task.add_done_callback(self._job_done)
+                await sub.commit(message)
+        finally:
+            await sub.close()
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.capacity.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job handling failed", exc_info=task.exception())
+
+    async def _consume_run_ends(self) -> None:
+        # Every worker sees every run end (its own group): each cleans its own host.
+        sub = await self.bus.subscribe(TOPIC_EVENTS, f"workermanager-{self.worker_id}")
+        try:
+            async for message in sub:
+                recorded = decode_event(message.value)
+                if recorded.type in _TERMINAL_TYPES:
+                    await self._run_ended(run_id_of(recorded.stream))
+                await sub.commit(message)
+        finally:
+            await sub.close()
+
+    async def _watch_cancels(self) -> None:
+        async for change in self.coord.watch(CANCEL_PREFIX):
+            if change.kind == "put":
+                self._cancel_run(run_of_cancel_key(change.key))
+
+    # --- one job ---------------------------------------------------------------------
+
+    async def _take(self, queued: RecordedEvent) -> None:
+        event = decode(queued)
+        if not isinstance(event, ev.JobQueued):
+            return
+        run_id, name = run_id_of(queued.stream), event.job
+        if not await self.coord.create(claim_key(run_id, name), self.worker_id.encode(),
+                                       self.lease):
+            return  # another worker has it (a redelivery)
+        try:
+            await self._start_and_run(run_id, name)
+        finally:
+            await self.coord.delete(claim_key(run_id, name))
+
+    async def _start_and_run(self, run_id: str, name: str) -> None:
+        def start(run: RunView | None) -> list[ev.Event]:
+            job = run.job(name) if run else None
+            if run is None or run.done or run.cancel_requested or job is None:
+                return []
+            if job.status != "queued":
+                return []
+            return [ev.JobStarted(job=name, worker=self.worker_id, executor=self.executor.name)]
+
+        result = await append_to_run(self.store, run_id, start)
+        if not result.appended or result.run is None or result.run.plan is None:
+            return
+        run = result.run
+        spec = Plan.from_data(run.plan).job(name)
+        ctx = RunContext(run_id=run_id, source_dir=_source_dir(run.source))
+        shipper = LogShipper(self.bus, run_id)
+        job = JobRun(run, spec, self.executor, ctx, report=self._reporter(run_id),
+                     sink_for=shipper.sink, flush=shipper.flush)
+        self.active[(run_id, name)] = job
+        try:
+            if await self.coord.get(cancel_key(run_id)) is not None:
+                job.cancel()
+            prepared = await self._prepare(ctx)
+            if prepared:
+                await self._report(run_id, [ev.JobFinished(job=name, status="errored",
+                                                           duration_s=0.0, reason=prepared)])
+                return
+            await job.execute()
+        finally:
+            self.active.pop((run_id, name), None)
+            await shipper.close()
+
+    async def _prepare(self, ctx: RunContext) -> str:
+        """Prepare the run on this host once; returns an error message, or "" when ready."""
+        task = self._prepared.get(ctx.run_id)
+        if task is None:
+            task = asyncio.create_task(self.executor.prepare_run(ctx))
+            self._prepared[ctx.run_id] = task
+        try:
+            await asyncio.shield(task)
+        except Exception as exc:
+            log.warning("prepare_run failed", extra={"run": ctx.run_id, "error": str(exc)})
+            return f"could not prepare the run's workspace: {exc}"
+        return ""
+
+    def _reporter(self, run_id: str):  # type: ignore[no-untyped-def]
+        async def report(events: Sequence[ev.Event]) -> None:
+            await self._report(run_id, events)
+
+        return report
+
+    async def _report(self, run_id: str, events: Sequence[ev.Event]) -> None:
+        await append_to_run(self.store, run_id, lambda run: events)
+
+    # --- cancel and clean-up -----------------------------------------------------------
+
+    def _cancel_run(self, run_id: str) -> None:
+        for (rid, _), job in self.active.items():
+            if rid == run_id:
+                job.cancel()
+
+    async def _run_ended(self, run_id: str) -> None:
+        self._cancel_run(run_id)  # nothing should be running; make sure of it
+        if run_id in self._prepared:
+            await self._destroy(run_id)
+
+    async def _destroy(self, run_id: str) -> None:
+        task = self._prepared.pop(run_id, None)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        try:
+            await self.executor.destroy_run(run_id)
+        except Exception:
+            log.exception("could not remove a run's resources", extra={"run": run_id})
+
+
+def _source_dir(source: str) -> str | None:
+    return source if source and os.path.isdir(source) else None

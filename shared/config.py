@@ -1,0 +1,81 @@
+"""Settings from environment variables, declared in one place.
+
+Every setting has a sane default so ``cyclone run`` / ``cyclone up`` work with
+nothing configured. A malformed value fails at start-up with a ``ConfigError``
+that names the variable and what it expected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import ConfigError
+
+__all__ = ["Settings"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path  # CYCLONE_HOME: the store, logs and workspaces of the embedded mode
+    executor: str  # CYCLONE_EXECUTOR: auto | docker | shell
+    max_parallel_jobs: int  # CYCLONE_MAX_PARALLEL_JOBS: jobs of one run running at once
+    worker_capacity: int  # CYCLONE_WORKER_CAPACITY: jobs one workermanager runs at once
+    log_level: str  # CYCLONE_LOG_LEVEL
+    log_format: str  # CYCLONE_LOG_FORMAT: json | text
+    worker_id: str  # CYCLONE_WORKER_ID: defaults to host name and pid
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            home=Path(env.get("CYCLONE_HOME") or Path.home() / ".cyclone").expanduser(),
+            executor=_choice(env, "CYCLONE_EXECUTOR", "auto", ("auto", "docker", "shell")),
+            max_parallel_jobs=_positive_int(env, "CYCLONE_MAX_PARALLEL_JOBS", 4),
+            worker_capacity=_positive_int(env, "CYCLONE_WORKER_CAPACITY", 4),
+            log_level=_choice(env, "CYCLONE_LOG_LEVEL", "WARNING",
+                              ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),
+            log_format=_choice(env, "CYCLONE_LOG_FORMAT", "json", ("json", "text")),
+            worker_id=env.get("CYCLONE_WORKER_ID") or f"{os.uname().nodename}-{os.getpid()}",
+        )
+
+    @property
+    def store_path(self) -> Path:
+        return self.home / "events.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.home / "work"
+
+    @property
+    def owners_dir(self) -> Path:
+        return self.home / "owners"
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
+    if value < 1:
+        raise ConfigError(f"{name}={raw!r}: expected a number >= 1")
+    return value
+
+
+def _choice(
+    env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...], upper: bool = False
+) -> str:
+    raw = env.get(name) or default
+    value = raw.upper() if upper else raw.lower()
+    if value not in allowed:
+        raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(allowed)}")
+    return value

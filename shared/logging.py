@@ -1,0 +1,56 @@
+"""Structured logging: one JSON object per line on stderr (or plain text for humans).
+
+Fields passed with ``extra={...}`` become keys of the JSON object. Values whose key
+looks like a secret are masked, so a token never reaches a log by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["configure_logging"]
+
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_SECRET_WORDS = ("password", "secret", "token", "authorization")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RESERVED:
+                entry[key] = "***" if _looks_secret(key) else value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(
+            f"{k}={'***' if _looks_secret(k) else v}"
+            for k, v in vars(record).items() if k not in _RESERVED
+        )
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        return f"{text} ({extras})" if extras else text
+
+
+def _looks_secret(key: str) -> bool:
+    return any(word in key.lower() for word in _SECRET_WORDS)
+
+
+def configure_logging(level: str = "WARNING", fmt: str = "json") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

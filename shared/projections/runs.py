@@ -1,0 +1,280 @@
+"""Run read models as pure functions over a run's event stream.
+
+``apply(run, recorded)`` returns the next ``RunView`` and never mutates its input;
+``fold(events)`` is ``apply`` over a whole stream. Every view is a frozen
+dataclass of tuples, so a view rebuilt from the store compares equal (``==``) to
+the one kept live from the bus. Times come from the events' own timestamps, so a
+replay today gives the same durations as the live run did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from shared import events as ev
+from shared.events import RecordedEvent, decode
+from shared.pipeline.plan import Plan
+
+__all__ = [
+    "JOB_DONE",
+    "RUN_DONE",
+    "JobView",
+    "RunView",
+    "StepView",
+    "apply",
+    "fold",
+    "run_id_of",
+]
+
+log = logging.getLogger(__name__)
+
+JOB_DONE = frozenset({"success", "failure", "cancelled", "errored", "skipped"})
+RUN_DONE = frozenset({"success", "failure", "cancelled", "errored"})
+_JOB_FAILED = frozenset({"failure", "cancelled", "errored"})
+
+
+@dataclass(frozen=True)
+class StepView:
+    name: str
+    status: str = "pending"  # pending running success failure timeout cancelled errored skipped
+    exit_code: int | None = None
+    attempt: int = 0
+    started_at: str = ""
+    finished_at: str = ""
+    duration_s: float | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class JobView:
+    name: str
+    needs: tuple[str, ...] = ()
+    status: str = "pending"  # pending queued running success failure cancelled errored skipped
+    steps: tuple[StepView, ...] = ()
+    worker: str = ""
+    executor: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+    duration_s: float | None = None
+    reason: str = ""
+
+    def step(self, name: str) -> StepView | None:
+        return next((s for s in self.steps if s.name == name), None)
+
+
+@dataclass(frozen=True)
+class RunView:
+    id: str
+    project: str = ""
+    status: str = "requested"  # requested running success failure cancelled errored
+    trigger: str = ""
+    branch: str = ""
+    commit: str = ""
+    pipeline_file: str = ""
+    source: str = ""
+    params: tuple[tuple[str, str], ...] = ()
+    created_at: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+    duration_s: float | None = None
+    cancel_requested: bool = False
+    reason: str = ""
+    jobs: tuple[JobView, ...] = ()
+    last_seq: int = 0
+    skipped_events: int = 0  # events of unknown types that were skipped
+    plan: dict[str, Any] | None = field(default=None, compare=True, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.status in RUN_DONE
+
+    def job(self, name: str) -> JobView | None:
+        return next((j for j in self.jobs if j.name == name), None)
+
+    def job_failed(self, name: str) -> bool:
+        """Whether a job failed, or was skipped because something it needs failed."""
+        job = self.job(name)
+        if job is None:
+            return False
+        if job.status in _JOB_FAILED:
+            return True
+        return job.status == "skipped" and any(self.job_failed(n) for n in job.needs)
+
+    def summary(self) -> dict[str, Any]:
+        """The fields a run list shows."""
+        return {
+            "id": self.id, "project": self.project, "status": self.status,
+            "trigger": self.trigger, "branch": self.branch, "commit": self.commit,
+            "created_at": self.created_at, "finished_at": self.finished_at,
+            "duration_s": self.duration_s,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("plan")
+        data["params"] = dict(self.params)
+        return data
+
+
+def run_id_of(stream: str) -> str:
+    return stream.removeprefix("run-")
+
+
+def fold(events: Iterable[RecordedEvent], run: RunView | None = None) -> RunView | None:
+    """The view after every event of one run's stream (``None`` for no events)."""
+    for recorded in events:
+        run = apply(run, recorded)
+    return run
+
+
+def apply(run: RunView | None, recorded: RecordedEvent) -> RunView:
+    """The view after one more event. Unknown event types are counted and skipped."""
+    if run is None:
+        run = RunView(id=run_id_of(recorded.stream))
+    event = decode(recorded)
+    run = replace(run, last_seq=recorded.seq)
+    if event is None:
+        return replace(run, skipped_events=run.skipped_events + 1)
+    handler = _HANDLERS.get(type(event))
+    return handler(run, event, recorded.ts) if handler else run
+
+
+# --- handlers: (view, event, event timestamp) -> view ----------------------------------
+
+
+def _requested(run: RunView, e: ev.RunRequested, ts: str) -> RunView:
+    return replace(
+        run, project=e.project, trigger=e.trigger, branch=e.branch, commit=e.commit,
+        pipeline_file=e.pipeline_file, source=e.source, created_at=ts,
+        params=tuple(sorted(e.params.items())),
+    )
+
+
+def _planned(run: RunView, e: ev.RunPlanned, ts: str) -> RunView:
+    plan = Plan.from_data(e.plan)
+    jobs = tuple(
+        JobView(name=j.name, needs=j.needs, steps=tuple(StepView(name=s.name) for s in j.steps))
+        for j in plan.jobs
+    )
+    return replace(run, status="running", started_at=ts, jobs=jobs, plan=e.plan)
+
+
+def _job_queued(run: RunView, e: ev.JobQueued, ts: str) -> RunView:
+    return _with_job(run, e.job, status="queued")
+
+
+def _job_started(run: RunView, e: ev.JobStarted, ts: str) -> RunView:
+    return _with_job(run, e.job, status="running", worker=e.worker, executor=e.executor,
+                     started_at=ts)
+
+
+def _job_skipped(run: RunView, e: ev.JobSkipped, ts: str) -> RunView:
+    job = run.job(e.job)
+    steps = job.steps if job else ()
+    skipped = tuple(replace(s, status="skipped") if s.status == "pending" else s for s in steps)
+    return _with_job(run, e.job, status="skipped", reason=e.reason, steps=skipped,
+                     finished_at=ts)
+
+
+def _job_finished(run: RunView, e: ev.JobFinished, ts: str) -> RunView:
+    job = run.job(e.job)
+    steps = job.steps if job else ()
+    # Steps the job never reached are shown as skipped, not left pending forever.
+    closed = tuple(replace(s, status="skipped") if s.status == "pending" else s for s in steps)
+    return _with_job(run, e.job, status=e.status, duration_s=e.duration_s, reason=e.reason,
+                     finished_at=ts, steps=closed)
+
+
+def _step_started(run: RunView, e: ev.StepStarted, ts: str) -> RunView:
+    return _with_step(run, e.job, e.step, status="running", attempt=e.attempt, started_at=ts,
+                      exit_code=None, finished_at="", duration_s=None, reason="")
+
+
+def _step_finished(run: RunView, e: ev.StepFinished, ts: str) -> RunView:
+    return _with_step(run, e.job, e.step, status=e.status, exit_code=e.exit_code,
+                      attempt=e.attempt, finished_at=ts, duration_s=e.duration_s,
+                      reason=e.reason)
+
+
+def _step_skipped(run: RunView, e: ev.StepSkipped, ts: str) -> RunView:
+    return _with_step(run, e.job, e.step, status="skipped", reason=e.reason)
+
+
+def _cancel_requested(run: RunView, e: ev.RunCancelRequested, ts: str) -> RunView:
+    return replace(run, cancel_requested=True)
+
+
+def _finished(status: str) -> Any:
+    def handler(run: RunView, e: Any, ts: str) -> RunView:
+        reason = getattr(e, "reason", "")
+        # A run that ends while steps are still marked running (a crash, an abandoned
+        # run) must not show them running forever.
+        jobs = tuple(_close_job(j, status) for j in run.jobs)
+        return replace(run, status=status, finished_at=ts, duration_s=_elapsed(run, ts),
+                       reason=reason, jobs=jobs)
+
+    return handler
+
+
+_HANDLERS: dict[type[ev.Event], Any] = {
+    ev.RunRequested: _requested,
+    ev.RunPlanned: _planned,
+    ev.JobQueued: _job_queued,
+    ev.JobStarted: _job_started,
+    ev.JobSkipped: _job_skipped,
+    ev.JobFinished: _job_finished,
+    ev.StepStarted: _step_started,
+    ev.StepFinished: _step_finished,
+    ev.StepSkipped: _step_skipped,
+    ev.RunCancelRequested: _cancel_requested,
+    ev.RunSucceeded: _finished("success"),
+    ev.RunFailed: _finished("failure"),
+    ev.RunCancelled: _finished("cancelled"),
+    ev.RunErrored: _finished("errored"),
+}
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _with_job(run: RunView, name: str, **changes: Any) -> RunView:
+    if run.job(name) is None:
+        log.warning("event for unknown job", extra={"run": run.id, "job": name})
+        return run
+    jobs = tuple(replace(j, **changes) if j.name == name else j for j in run.jobs)
+    return replace(run, jobs=jobs)
+
+
+def _with_step(run: RunView, job_name: str, step_name: str, **changes: Any) -> RunView:
+    job = run.job(job_name)
+    if job is None or job.step(step_name) is None:
+        log.warning("event for unknown step", extra={"run": run.id, "job": job_name,
+                                                      "step": step_name})
+        return run
+    steps = tuple(replace(s, **changes) if s.name == step_name else s for s in job.steps)
+    return _with_job(run, job_name, steps=steps)
+
+
+def _close_job(job: JobView, run_status: str) -> JobView:
+    if job.status in JOB_DONE:
+        return job
+    ended = "cancelled" if run_status == "cancelled" else "errored"
+    steps = tuple(
+        replace(s, status=ended if s.status == "running" else "skipped")
+        if s.status in ("pending", "running") else s
+        for s in job.steps
+    )
+    status = ended if job.status == "running" else "skipped"
+    return replace(job, status=status, steps=steps)
+
+
+def _elapsed(run: RunView, ts: str) -> float | None:
+    start = run.created_at or run.started_at
+    if not start:
+        return None
+    return round((datetime.fromisoformat(ts) - datetime.fromisoformat(start)).total_seconds(), 6)
