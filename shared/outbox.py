@@ -71,13 +71,15 @@ class OutboxRelay:
     ``owns(stream)`` limits the relay to the streams this process is responsible
     for (``cyclone run`` owns only the runs it started; a server owns all).
     ``poll_s`` bounds how late events appended by another process are noticed.
+    ``checkpoint=None`` keeps the position in memory only (``cyclone run``, whose
+    runs live and die with its process).
     """
 
     def __init__(
         self,
         store: NotifyingStore,
         bus: Bus,
-        checkpoint: str = "outbox",
+        checkpoint: str | None = "outbox",
         owns: Callable[[str], bool] = lambda stream: True,
         poll_s: float = 1.0,
     ) -> None:
@@ -92,10 +94,11 @@ class OutboxRelay:
     async def start_at(self, position: int) -> None:
         """Start from ``position`` instead of the saved checkpoint."""
         self.position = position
-        await self.store.save_checkpoint(self.checkpoint, position)
+        if self.checkpoint:
+            await self.store.save_checkpoint(self.checkpoint, position)
 
     async def run(self) -> None:
-        if not self.position:
+        if not self.position and self.checkpoint:
             self.position = await self.store.checkpoint(self.checkpoint)
         while True:
             await self.drain()
@@ -116,7 +119,8 @@ class OutboxRelay:
                 if self.owns(recorded.stream):
                     await self._publish(recorded)
             self.position = batch[-1].position
-            await self.store.save_checkpoint(self.checkpoint, self.position)
+            if self.checkpoint:
+                await self.store.save_checkpoint(self.checkpoint, self.position)
 
     async def _publish(self, recorded: RecordedEvent) -> None:
         key = run_id_of(recorded.stream)

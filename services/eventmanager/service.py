@@ -23,7 +23,7 @@ from shared.projections.runs import RunView, run_id_of
 from shared.runstream import append_to_run, load_run
 from shared.wire import decode_event
 
-__all__ = ["EventManager"]
+__all__ = ["EventManager", "abandon_run"]
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +81,12 @@ class EventManager:
             await self.coord.delete(key)
         elif run.cancel_requested and any(j.status == "running" for j in run.jobs):
             await self.coord.put(key, b"cancel")
+
+
+async def abandon_run(store: EventStore, run_id: str, reason: str) -> bool:
+    """End a run whose owner died mid-way as errored; False if it had already ended."""
+
+    def end(run: RunView | None) -> list[ev.Event]:
+        return [] if run is None or run.done else [ev.RunErrored(reason=reason)]
+
+    return bool((await append_to_run(store, run_id, end)).appended)

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from services.workermanager.jobs import JobRun
 from services.workermanager.logship import LogShipper
@@ -187,6 +187,15 @@ class WorkerManager:
         await append_to_run(self.store, run_id, lambda run: events)
 
     # --- cancel and clean-up -----------------------------------------------------------
+
+    async def reap(self, is_live: Callable[[str], bool]) -> list[str]:
+        """Remove what runs that are no longer live left on this host (after a crash)."""
+        reaped = []
+        for run_id in sorted(await self.executor.leftover_runs()):
+            if not is_live(run_id) and run_id not in self._prepared:
+                await self._destroy(run_id)
+                reaped.append(run_id)
+        return reaped
 
     def _cancel_run(self, run_id: str) -> None:
         for (rid, _), job in self.active.items():

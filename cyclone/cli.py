@@ -1,0 +1,282 @@
+"""The ``cyclone`` command.
+
+    cyclone run [FILE]      run the pipeline of the current directory, live (exit 0 / 1 / 2)
+    cyclone lint FILE...    check pipeline files; every problem with file:line
+    cyclone replay          rebuild the run projections from the event store, print counts
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from cyclone.display import Display
+from cyclone.embedded import Embedded
+from services.api.commands import request_cancel, request_run
+from shared import events as ev
+from shared.config import Settings
+from shared.errors import ConfigError, CycloneError
+from shared.events import decode
+from shared.logging import configure_logging
+from shared.pipeline import lint
+from shared.pipeline.diagnostics import Diagnostic
+from shared.ports.bus import TOPIC_EVENTS, TOPIC_LOGS, Message
+from shared.projections.replay import replay_runs
+from shared.runstream import new_run_id
+from shared.wire import decode_event, decode_log_batch
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+PIPELINE_FILES = (".cyclone.yml", ".cyclone.yaml", "caicloud.yml", "caicloud.yaml")
+_RUN_ENDS = {t.TYPE: t for t in ev.TERMINAL_RUN_EVENTS}
+_LOG_QUIET_S = 0.1  # after the run ends, lines still in flight arrive within this
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"cyclone: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        code: int = args.func(args, settings)
+    except CycloneError as exc:
+        print(f"cyclone: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cyclone", description="Container-native CI/CD")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the pipeline of the current directory")
+    run.add_argument("file", nargs="?", help=f"pipeline file (default: {PIPELINE_FILES[0]}, "
+                                             "then caicloud.yml)")
+    run.add_argument("--branch", help="branch to run as (default: the checked-out one)")
+    run.add_argument("--event", default="cli",
+                     choices=["cli", "push", "tag", "pull_request", "manual", "schedule"],
+                     help="trigger event that `when.event` sees (default: cli)")
+    run.add_argument("--param", action="append", default=[], metavar="K=V",
+                     help="extra environment variable for every step (repeatable)")
+    run.add_argument("--no-color", action="store_true", help="plain output")
+    run.set_defaults(func=_run)
+
+    lint_cmd = sub.add_parser("lint", help="check pipeline files")
+    lint_cmd.add_argument("files", nargs="+")
+    lint_cmd.set_defaults(func=_lint)
+
+    replay = sub.add_parser("replay", help="rebuild run projections from the event store")
+    replay.add_argument("--runs", action="store_true", help="also list every run")
+    replay.set_defaults(func=_replay)
+    return parser
+
+
+# --- lint --------------------------------------------------------------------------------
+
+
+def _lint(args: argparse.Namespace, settings: Settings) -> int:
+    worst = EXIT_OK
+    for name in args.files:
+        diagnostics = _lint_file(Path(name))
+        for diagnostic in diagnostics:
+            print(diagnostic)
+        if any(d.severity == "error" for d in diagnostics):
+            worst = EXIT_INVALID
+        elif not diagnostics:
+            print(f"{name}: ok")
+    return worst
+
+
+def _lint_file(path: Path) -> list[Diagnostic]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [Diagnostic(file=str(path), line=0, column=0, path="",
+                           message=f"cannot read: {exc}")]
+    return lint(text, str(path))
+
+
+# --- run ---------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    path = Path(args.file) if args.file else _find_pipeline(Path.cwd())
+    if path is None:
+        print(f"cyclone: no pipeline file here (looked for {', '.join(PIPELINE_FILES)})",
+              file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"cyclone: {path}: cannot read: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    diagnostics = lint(text, path.name)
+    for diagnostic in diagnostics:
+        print(diagnostic, file=sys.stderr)
+    if any(d.severity == "error" for d in diagnostics):
+        return EXIT_INVALID
+    params = _parse_params(args.param)
+    if params is None:
+        return EXIT_INVALID
+    display = Display(colour=False if args.no_color else None)
+    return asyncio.run(_run_async(args, settings, path.name, text, params, display))
+
+
+async def _run_async(args: argparse.Namespace, settings: Settings, file_name: str,
+                     text: str, params: dict[str, str], display: Display) -> int:
+    source = Path.cwd()
+    branch, commit = _git_head(source)
+    branch = args.branch or branch
+    runtime = await Embedded.start(settings, own_all_runs=False)
+    try:
+        run_id = new_run_id()
+        runtime.ownership.claim(run_id)
+        if runtime.executor.name == "shell":
+            display.note("warning: no Docker daemon reachable: steps run on the host shell, "
+                         "without isolation, and services are unavailable")
+        display.header(run_id, file_name, branch, runtime.executor.name)
+        events = await runtime.bus.subscribe(TOPIC_EVENTS, f"cli-{run_id}")
+        logs = await runtime.bus.subscribe(TOPIC_LOGS, f"cli-{run_id}")
+        await request_run(
+            runtime.store, run_id=run_id, project=source.name, trigger=args.event,
+            branch=branch, commit=commit, pipeline_file=file_name, pipeline=text,
+            source=str(source), params=params,
+            requested_by="cli",
+        )
+        with _cancel_on_signals(runtime, run_id, display):
+            outcome = await _follow(run_id, events, logs, display)
+        await events.close()
+        await logs.close()
+        return EXIT_OK if outcome == ev.RunSucceeded.TYPE else EXIT_FAILED
+    finally:
+        await runtime.stop()
+
+
+async def _follow(run_id: str, events: object, logs: object, display: Display) -> str:
+    """Print the run's events and log lines as they come; returns the run's end event type."""
+    streams = {"events": aiter(events), "logs": aiter(logs)}  # type: ignore[call-overload]
+    waiting = {asyncio.ensure_future(anext(it)): name for name, it in streams.items()}
+    outcome = ""
+    try:
+        while waiting:
+            done, _ = await asyncio.wait(waiting, timeout=_LOG_QUIET_S if outcome else None,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                break  # the run has ended and no more lines are arriving
+            for future in sorted(done, key=lambda f: waiting[f] != "logs"):
+                name = waiting.pop(future)
+                message: Message | None = None
+                with contextlib.suppress(StopAsyncIteration):
+                    message = future.result()
+                if message is None:
+                    continue
+                waiting[asyncio.ensure_future(anext(streams[name]))] = name
+                if message.key != run_id:
+                    continue
+                if name == "logs":
+                    for line in decode_log_batch(message.value)[2]:
+                        display.log_line(line)
+                    continue
+                recorded = decode_event(message.value)
+                event = decode(recorded)
+                if event is not None and not outcome:
+                    display.event(event)
+                if recorded.type in _RUN_ENDS:
+                    outcome = recorded.type
+    finally:
+        for future in waiting:
+            future.cancel()
+    return outcome
+
+
+@contextlib.contextmanager
+def _cancel_on_signals(runtime: Embedded, run_id: str, display: Display):  # type: ignore[no-untyped-def]
+    """Ctrl-C or SIGTERM cancels the run (its containers are killed and removed)."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[object]] = set()
+
+    def cancel() -> None:
+        display.note("cancelling the run (containers are being stopped)...")
+        task = loop.create_task(request_cancel(runtime.store, run_id, "interrupted by user",
+                                               requested_by="cli"))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, cancel)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _find_pipeline(directory: Path) -> Path | None:
+    return next((directory / n for n in PIPELINE_FILES if (directory / n).is_file()), None)
+
+
+def _parse_params(raw: list[str]) -> dict[str, str] | None:
+    params: dict[str, str] = {}
+    for item in raw:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"cyclone: --param {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return None
+        params[key] = value
+    return params
+
+
+def _git_head(directory: Path) -> tuple[str, str]:
+    """(branch, commit) of the checkout at ``directory``; ("", "") outside Git."""
+
+    def git(*argv: str) -> str:
+        try:
+            done = subprocess.run(["git", "-C", str(directory), *argv], capture_output=True,
+                                  text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    branch = git("symbolic-ref", "--short", "-q", "HEAD")
+    return branch, git("rev-parse", "-q", "--verify", "HEAD")
+
+
+# --- replay ------------------------------------------------------------------------------
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_replay_async(args, settings))
+
+
+async def _replay_async(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = await Embedded.start(settings, own_all_runs=False)  # recovers crashed runs
+    try:
+        replayed = await replay_runs(runtime.store)
+    finally:
+        await runtime.stop()
+    for run_id in runtime.recovered:
+        print(f"run {run_id}: marked errored (interrupted)")
+    counts = ", ".join(f"{status} {n}" for status, n in sorted(replayed.by_status().items()))
+    print(f"{replayed.events} events, {len(replayed.runs)} runs" + (f": {counts}" if counts
+                                                                      else ""))
+    if replayed.skipped_events:
+        print(f"{replayed.skipped_events} events of unknown types skipped")
+    if args.runs:
+        for run in sorted(replayed.runs.values(), key=lambda r: r.id):
+            duration = f"{run.duration_s:.1f}s" if run.duration_s is not None else "-"
+            print(f"{run.id}  {run.status:<10} {run.branch or '-':<16} {duration:>8}  "
+                  f"{run.reason.splitlines()[0] if run.reason else ''}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The embedded mode: all five services as tasks of one process, on the embedded adapters.
+
+This is the composition root: the only place that picks adapters and wires the
+services together (services never import each other). Resources are entered in
+an ``AsyncExitStack`` so whatever was opened is closed again, even when start-up
+fails half-way (the same idea as aiohttp's cleanup contexts).
+
+On start it recovers from an earlier crash: runs left unfinished by a process
+that is gone are ended as errored ("interrupted"), and the containers, networks
+and volumes they left behind are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+from shared.adapters.bus.memory import MemoryBus
+from shared.adapters.coordination.memory import MemoryCoordinator
+from shared.adapters.logstore.files import FileLogStore
+
+from cyclone.ownership import RunOwnership
+from services.api.readmodel import RunsReadModel
+from services.eventmanager.service import EventManager, abandon_run
+from services.logserver.service import LogServer
+from services.notifier.service import Notifier
+from services.workermanager.executors import open_executor
+from services.workermanager.service import WorkerManager
+from shared.adapters.eventstore.sqlite import SqliteEventStore
+from shared.config import Settings
+from shared.outbox import NotifyingStore, OutboxRelay
+from shared.ports.executor import Executor
+from shared.projections.replay import replay_runs
+from shared.projections.runs import run_id_of
+
+__all__ = ["INTERRUPTED", "Embedded"]
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "interrupted: the Cyclone process running it stopped before it finished"
+
+
+@dataclass
+class Embedded:
+    settings: Settings
+    store: NotifyingStore
+    bus: MemoryBus
+    coord: MemoryCoordinator
+    logs: FileLogStore
+    executor: Executor
+    ownership: RunOwnership
+    relay: OutboxRelay
+    eventmanager: EventManager
+    workermanager: WorkerManager
+    readmodel: RunsReadModel
+    recovered: list[str] = field(default_factory=list)
+    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, settings: Settings, *, own_all_runs: bool) -> Embedded:
+        """Open the adapters, recover from a crash, start every service.
+
+        ``own_all_runs``: a server (``cyclone up``) is responsible for every run in
+        the store; ``cyclone run`` only for the runs it starts itself.
+        """
+        stack = AsyncExitStack()
+        try:
+            return await cls._start(settings, own_all_runs, stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+
+    @classmethod
+    async def _start(cls, settings: Settings, own_all: bool, stack: AsyncExitStack) -> Embedded:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        inner = await SqliteEventStore.open(settings.store_path)
+        stack.push_async_callback(inner.close)
+        store = NotifyingStore(inner)
+        bus = MemoryBus()
+        stack.push_async_callback(bus.close)
+        coord = MemoryCoordinator()
+        stack.push_async_callback(coord.close)
+        logs = FileLogStore(settings.logs_dir)
+        stack.push_async_callback(logs.close)
+        executor = await open_executor(settings.executor, settings.work_dir)
+        stack.push_async_callback(executor.close)
+        ownership = RunOwnership(settings.owners_dir)
+        stack.callback(ownership.release_all)
+
+        owns: Callable[[str], bool] = (
+            (lambda stream: True) if own_all
+            else (lambda stream: ownership.owns(run_id_of(stream)))
+        )
+        relay = OutboxRelay(store, bus, checkpoint="outbox" if own_all else None, owns=owns)
+        eventmanager = EventManager(store, bus, coord, settings.max_parallel_jobs)
+        workermanager = WorkerManager(store, bus, coord, executor, settings.worker_id,
+                                      settings.worker_capacity)
+        stack.push_async_callback(workermanager.close)
+        runtime = cls(settings=settings, store=store, bus=bus, coord=coord, logs=logs,
+                      executor=executor, ownership=ownership, relay=relay,
+                      eventmanager=eventmanager, workermanager=workermanager,
+                      readmodel=RunsReadModel(), _stack=stack)
+        await runtime._recover(own_all)
+        if own_all:
+            runtime.readmodel = await RunsReadModel.rebuild(store)
+        else:
+            await relay.start_at(await store.last_position())
+        for service in (relay.run, eventmanager.run, workermanager.run,
+                        LogServer(bus, logs).run, Notifier(bus).run, runtime._follow_readmodel):
+            runtime._tasks.append(asyncio.create_task(service(), name=service.__qualname__))
+        stack.push_async_callback(runtime._stop_tasks)
+        return runtime
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
+
+    async def _stop_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _follow_readmodel(self) -> None:
+        await self.readmodel.follow(self.bus)
+
+    async def _recover(self, own_all: bool) -> None:
+        """End the runs of dead processes and remove what they left on this host."""
+        replayed = await replay_runs(self.store)
+        for run in replayed.runs.values():
+            if not run.done and self.ownership.is_orphan(run.id):
+                if await abandon_run(self.store, run.id, INTERRUPTED):
+                    self.recovered.append(run.id)
+                    log.warning("run interrupted by an earlier crash; marked errored",
+                                extra={"run": run.id})
+                self.ownership.release(run.id)
+            elif not run.done and own_all:
+                self.ownership.claim(run.id)
+
+        def is_live(run_id: str) -> bool:
+            run = replayed.runs.get(run_id)
+            return run is not None and not run.done and run.id not in self.recovered
+
+        reaped = await self.workermanager.reap(is_live)
+        if reaped:
+            log.warning("removed containers, networks and volumes left by ended runs",
+                        extra={"runs": reaped})

@@ -1,0 +1,328 @@
+"""The embedded log store: one newline-delimited JSON file per run.
+
+Implements ``shared.ports.logstore.LogStore``; the port's docstring is the contract.
+
+File format, ``<root>/<run_id>.ndjson``, one JSON object a line::
+
+    {"i": 0, "job": "build", "step": "test", "stream": "stdout", "ts": "...", "text": "..."}
+    {"i": 1, "job": "build", "step": "test", "stream": "stderr", "ts": "...", "text": "..."}
+    {"batch": "<batch id>"}
+
+``append`` writes a batch's lines followed by its batch marker in ONE write, so
+after a restart a redelivered batch is recognised by its marker and not stored twice.
+
+Crash safety. The first time a run is used, its file is scanned once (which also
+rebuilds the run's state: next index, a sparse offset index, the recent batch ids).
+A well-formed file ends with a marker; anything after the last complete marker (a
+half-written line, or whole lines of a batch whose write was cut short) is truncated,
+so a batch is stored entirely or not at all and its redelivery stores it again.
+
+Durability. Each batch is one unbuffered write into the operating system, with no
+fsync (far too slow per batch): a stored batch survives the process crashing or
+being killed, not a power loss or an OS crash.
+
+Concurrency. Appends to one run are serialised by a per-run ``asyncio.Lock``; file
+I/O runs in threads (``asyncio.to_thread``) so the loop never blocks. Run state is
+cached per store object, so ONE store object (one process) must own the writes of a
+root; readers in other processes see complete lines but the cached counts of this
+object do not see their appends. A cancelled ``append`` or ``delete`` still completes.
+
+Memory per run in use: a byte offset every ``SPARSE_EVERY`` lines (so ``read`` can
+start near ``from_index``) and the last ``RECENT_BATCHES`` batch ids; a batch id
+redelivered after that many newer batches of the same run would be stored again.
+``read`` streams the file in chunks of about ``CHUNK_BYTES``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from shared.errors import StoreError
+from shared.ports.logstore import LogLine, StoredLine
+
+__all__ = ["CHUNK_BYTES", "RECENT_BATCHES", "SPARSE_EVERY", "FileLogStore"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SPARSE_EVERY = 1000
+RECENT_BATCHES = 10_000
+CHUNK_BYTES = 256 * 1024
+
+# Run ids become file names: no separators, no dots, so no path can leave the root.
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
+
+
+@dataclass
+class _RunState:
+    """What this store knows of one run's file (mutated only on the event loop)."""
+
+    next_index: int = 0
+    size: int = 0  # bytes holding whole batches
+    offsets: list[int] = field(default_factory=list)  # offsets[k]: line k * SPARSE_EVERY
+    batches: OrderedDict[str, int] = field(default_factory=OrderedDict)  # id -> first index
+
+    def remember(self, batch_id: str, first: int) -> None:
+        self.batches[batch_id] = first
+        while len(self.batches) > RECENT_BATCHES:
+            self.batches.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class _Written:
+    end: int  # the file's size after the write
+    sparse: list[int]  # offsets of the batch's lines whose index is a multiple of SPARSE_EVERY
+
+
+class FileLogStore:
+    """A ``LogStore`` in a directory of ``<run_id>.ndjson`` files.
+
+    Run ids may only hold ``[A-Za-z0-9_-]``; anything else is a ``StoreError``.
+    ``close`` waits for writes in flight; any call after it raises ``StoreError``.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._states: dict[str, _RunState] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    async def append(self, run_id: str, lines: Sequence[LogLine], batch_id: str) -> int:
+        """Store ``lines`` after the run's lines; the index of the first of them.
+
+        A batch id already stored returns the index it was stored at, storing nothing.
+        """
+        path = self._path(run_id)
+        return await self._shielded(self._append(run_id, path, list(lines), batch_id))
+
+    async def read(self, run_id: str, from_index: int = 0) -> AsyncIterator[StoredLine]:
+        """Yield lines with ``index >= from_index``, up to the end of the file as it is
+        when the reader gets there (lines appended meanwhile are included)."""
+        path = self._path(run_id)
+        state = await self._loaded(run_id, path)
+        want = max(from_index, 0)
+        k = min(want // SPARSE_EVERY, len(state.offsets) - 1)
+        offset = state.offsets[k] if k >= 0 else 0
+        # No file handle is held across a yield: an abandoned reader leaks nothing.
+        while self._states.get(run_id) is state:  # stop if the run was deleted meanwhile
+            chunk, end = await _io(_read_chunk, path, offset, want)
+            if end == offset:
+                return
+            for stored in chunk:
+                yield stored
+            if chunk:
+                want = chunk[-1].index + 1
+            offset = end
+
+    async def count(self, run_id: str) -> int:
+        return (await self._loaded(run_id, self._path(run_id))).next_index
+
+    async def delete(self, run_id: str) -> None:
+        """Remove the run's lines (and its batch ids: a later batch starts at index 0)."""
+        path = self._path(run_id)
+        await self._shielded(self._delete(run_id, path))
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _path(self, run_id: str) -> Path:
+        if self._closed:
+            raise StoreError(f"log store {self.root} is closed")
+        if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+            raise StoreError(f"invalid run id {run_id!r}: only letters, digits, _ and -")
+        return self.root / f"{run_id}.ndjson"
+
+    def _lock(self, run_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(run_id, asyncio.Lock())
+
+    async def _shielded(self, coro: Coroutine[Any, Any, T]) -> T:
+        # A write must finish together with its state update even if the caller is
+        # cancelled, else the cached state and the file disagree.
+        task = asyncio.ensure_future(coro)
+        self._pending.add(task)
+        task.add_done_callback(_settle(self._pending))
+        return await asyncio.shield(task)
+
+    async def _loaded(self, run_id: str, path: Path) -> _RunState:
+        state = self._states.get(run_id)
+        if state is not None:
+            return state
+        async with self._lock(run_id):
+            return await self._state(run_id, path)
+
+    async def _state(self, run_id: str, path: Path) -> _RunState:
+        """The run's state, loading (and repairing) its file once. Caller holds the lock."""
+        state = self._states.get(run_id)
+        if state is None:
+            state = await _io(_load, path)
+            self._states[run_id] = state
+        return state
+
+    async def _append(self, run_id: str, path: Path, lines: list[LogLine], batch_id: str) -> int:
+        async with self._lock(run_id):
+            state = await self._state(run_id, path)
+            if batch_id in state.batches:
+                return state.batches[batch_id]
+            first = state.next_index
+            if not lines:
+                return first
+            written = await _io(_write_batch, path, first, lines, batch_id)
+            state.next_index += len(lines)
+            state.size = written.end
+            state.offsets.extend(written.sparse)
+            state.remember(batch_id, first)
+            return first
+
+    async def _delete(self, run_id: str, path: Path) -> None:
+        async with self._lock(run_id):
+            await _io(path.unlink, True)  # missing_ok
+            self._states.pop(run_id, None)
+
+
+def _settle(pending: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        pending.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller, if still waiting, gets it via shield
+
+    return done
+
+
+async def _io(fn: Callable[..., T], *args: Any) -> T:
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except OSError as exc:
+        raise StoreError(f"log store: {exc}") from exc
+
+
+# --- file format (these run in worker threads) ---------------------------------------------
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    # surrogatepass: step output decoded with surrogateescape must not fail the batch.
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "surrogatepass") + b"\n"
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """The JSON object on a complete line; None for a partial or malformed one."""
+    if not raw.endswith(b"\n"):
+        return None
+    try:
+        record = json.loads(raw.decode("utf-8", "surrogatepass"))
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _load(path: Path) -> _RunState:
+    """Scan ``path`` once; truncate whatever follows the last complete batch marker."""
+    state = _RunState()
+    try:
+        file = open(path, "r+b")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        return state
+    with file:
+        offset, index, batch_first, sparse = 0, 0, -1, []
+        for raw in file:
+            record = _parse(raw)
+            if record is None:
+                break
+            if isinstance(record.get("batch"), str):
+                state.remember(record["batch"], index if batch_first < 0 else batch_first)
+                offset += len(raw)
+                state.next_index, state.size, batch_first = index, offset, -1
+                continue
+            if record.get("i") != index:  # lines carry contiguous indices; else corrupt
+                break
+            if index % SPARSE_EVERY == 0:
+                sparse.append(offset)
+            batch_first = index if batch_first < 0 else batch_first
+            index += 1
+            offset += len(raw)
+        state.offsets = sparse[: -(-state.next_index // SPARSE_EVERY)]
+        end = file.seek(0, os.SEEK_END)
+        if end > state.size:
+            log.warning(
+                "log file %s: truncating %d bytes after the last complete batch",
+                path, end - state.size,
+            )
+            file.truncate(state.size)
+    return state
+
+
+def _write_batch(path: Path, first: int, lines: list[LogLine], batch_id: str) -> _Written:
+    parts: list[bytes] = []
+    sparse: list[int] = []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Unbuffered: each write goes straight to the OS, and a failed one can be undone.
+    with open(path, "ab", buffering=0) as file:
+        start = offset = file.seek(0, os.SEEK_END)
+        for index, line in enumerate(lines, first):
+            if index % SPARSE_EVERY == 0:
+                sparse.append(offset)
+            raw = _encode({"i": index, **line.to_json()})
+            parts.append(raw)
+            offset += len(raw)
+        parts.append(_encode({"batch": batch_id}))
+        data = memoryview(b"".join(parts))
+        try:
+            while data:  # one write call unless the OS takes it in pieces
+                data = data[file.write(data) or 0 :]
+        except BaseException:
+            file.truncate(start)  # no half batch left behind a later one
+            raise
+        return _Written(end=start + len(data.obj), sparse=sparse)  # type: ignore[arg-type]
+
+
+def _read_chunk(path: Path, offset: int, want: int) -> tuple[list[StoredLine], int]:
+    """Lines with index >= ``want`` among the complete lines from ``offset`` on.
+
+    Returns them and the offset after the last complete line read (``offset`` itself
+    when there is nothing more).
+    """
+    try:
+        file = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        return [], offset
+    with file:
+        file.seek(offset)
+        data = file.read(CHUNK_BYTES)
+        cut = data.rfind(b"\n")
+        while cut < 0:  # a single line longer than a chunk, or the end of the file
+            more = file.read(CHUNK_BYTES)
+            if not more:
+                return [], offset
+            cut = len(data) + more.rfind(b"\n") if b"\n" in more else -1
+            data += more
+    lines = []
+    for raw in data[: cut + 1].splitlines(keepends=True):
+        stored = _stored(_parse(raw))
+        if stored is not None and stored.index >= want:
+            lines.append(stored)
+    return lines, offset + cut + 1
+
+
+def _stored(record: dict[str, Any] | None) -> StoredLine | None:
+    """The stored line a record holds; None for a marker or a malformed record."""
+    if record is None or not isinstance(record.get("i"), int):
+        return None
+    try:
+        return StoredLine(index=record["i"], line=LogLine.from_json(record))
+    except KeyError:
+        return None
