@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from shared import events as ev
 from shared.errors import ExecutorError
 from shared.pipeline.plan import JobSpec, StepSpec
-from shared.ports.executor import WORKSPACE, Executor, LogSink, RunContext, StepOutcome
+from shared.ports.executor import Executor, LogSink, RunContext, StepOutcome
 from shared.projections.runs import RunView
 
 __all__ = ["JobRun", "step_env"]
@@ -42,7 +42,6 @@ def step_env(run: RunView, job: JobSpec, step: StepSpec) -> dict[str, str]:
         "CYCLONE_BRANCH": run.branch,
         "CYCLONE_COMMIT": run.commit,
         "CYCLONE_EVENT": run.trigger,
-        "CYCLONE_WORKSPACE": WORKSPACE,
     })
     return env
 

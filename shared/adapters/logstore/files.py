@@ -221,8 +221,10 @@ def _encode(record: dict[str, Any]) -> bytes:
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
     """The JSON object on a complete line; None for a partial or malformed one."""
-    if not raw.endswith(b"\n"):
-        return None
+    return _decode(raw[:-1]) if raw.endswith(b"\n") else None
+
+
+def _decode(raw: bytes) -> dict[str, Any] | None:
     try:
         record = json.loads(raw.decode("utf-8", "surrogatepass"))
     except ValueError:
@@ -234,7 +236,7 @@ def _load(path: Path) -> _RunState:
     """Scan ``path`` once; truncate whatever follows the last complete batch marker."""
     state = _RunState()
     try:
-        file = open(path, "r+b")  # noqa: SIM115 - closed by the with below
+        file = open(path, "r+b")
     except FileNotFoundError:
         return state
     with file:
@@ -280,14 +282,20 @@ def _write_batch(path: Path, first: int, lines: list[LogLine], batch_id: str) ->
             parts.append(raw)
             offset += len(raw)
         parts.append(_encode({"batch": batch_id}))
-        data = memoryview(b"".join(parts))
+        payload = b"".join(parts)
         try:
-            while data:  # one write call unless the OS takes it in pieces
-                data = data[file.write(data) or 0 :]
+            _write_all(file.fileno(), payload)
         except BaseException:
             file.truncate(start)  # no half batch left behind a later one
             raise
-        return _Written(end=start + len(data.obj), sparse=sparse)  # type: ignore[arg-type]
+        return _Written(end=start + len(payload), sparse=sparse)
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    """One write call, unless the OS takes the payload in pieces."""
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _read_chunk(path: Path, offset: int, want: int) -> tuple[list[StoredLine], int]:
@@ -297,25 +305,24 @@ def _read_chunk(path: Path, offset: int, want: int) -> tuple[list[StoredLine], i
     when there is nothing more).
     """
     try:
-        file = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        file = open(path, "rb")
     except FileNotFoundError:
         return [], offset
     with file:
         file.seek(offset)
         data = file.read(CHUNK_BYTES)
-        cut = data.rfind(b"\n")
-        while cut < 0:  # a single line longer than a chunk, or the end of the file
+        while b"\n" not in data:  # a line longer than a chunk, or a partial last line
             more = file.read(CHUNK_BYTES)
             if not more:
                 return [], offset
-            cut = len(data) + more.rfind(b"\n") if b"\n" in more else -1
             data += more
+    complete = data[: data.rfind(b"\n")]
     lines = []
-    for raw in data[: cut + 1].splitlines(keepends=True):
-        stored = _stored(_parse(raw))
+    for raw in complete.split(b"\n"):
+        stored = _stored(_decode(raw))
         if stored is not None and stored.index >= want:
             lines.append(stored)
-    return lines, offset + cut + 1
+    return lines, offset + len(complete) + 1
 
 
 def _stored(record: dict[str, Any] | None) -> StoredLine | None:

@@ -1,0 +1,29 @@
+# The two commands: `make up` (set up, then run Cyclone on its embedded defaults)
+# and `make test` (set up, then run the whole test suite). Both are idempotent.
+VENV := .venv/bin
+EXAMPLE ?= examples
+
+.PHONY: up test setup setup-docker lint bench clean
+
+setup:
+	@bash scripts/setup-python.sh
+
+setup-docker:
+	@bash scripts/setup-docker.sh
+	@bash scripts/build-test-images.sh
+
+up: setup setup-docker
+	cd $(EXAMPLE) && ../$(VENV)/cyclone run
+
+test: setup setup-docker
+	$(VENV)/python -m pytest -q -ra
+
+lint: setup
+	$(VENV)/ruff check shared services cyclone tests bench
+	$(VENV)/mypy
+
+bench: setup setup-docker
+	$(VENV)/python bench/overhead.py
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

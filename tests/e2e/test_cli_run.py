@@ -1,0 +1,284 @@
+"""``cyclone run`` end to end: the real CLI, the embedded services, the real Docker daemon."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.docker_support import cyclone_leftovers
+from tests.e2e.conftest import Project, run_id_in
+
+pytestmark = pytest.mark.usefixtures("docker_ready")
+
+DAG = """
+    env:
+      GREETING: hello
+    jobs:
+      build:
+        image: IMAGE
+        steps:
+          - name: write
+            run:
+              - mkdir -p out
+              - echo "$GREETING from $CYCLONE_JOB/$CYCLONE_STEP" > out/result.txt
+      test:
+        image: IMAGE
+        needs: build
+        services:
+          web:
+            image: IMAGE
+            command: [httpd, -f, -p, "8080", -h, /etc]
+        steps:
+          - name: read
+            run: cat out/result.txt
+          - name: reach-service
+            run:
+              - for i in $(seq 1 50); do wget -q -O /dev/null http://web:8080/passwd && break; sleep 0.2; done
+              - wget -q -O - http://web:8080/passwd | head -n 1
+      lint:
+        image: IMAGE
+        steps:
+          - name: source
+            run: cat input.txt
+      package:
+        image: IMAGE
+        needs: [test, lint]
+        steps:
+          - name: done
+            run: echo "packaged $(cat out/result.txt)"
+"""
+
+
+def assert_nothing_left(run_id: str) -> None:
+    assert cyclone_leftovers(run_id) == [], "the run left Docker resources behind"
+
+
+def test_three_job_dag_with_service_and_shared_workspace(project: Project) -> None:
+    project.write(DAG)
+    (project.dir / "input.txt").write_text("source file content\n")
+    done = project.run("run", "--no-color")
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "[build/write] success" in out
+    assert "[test/read] hello from build/write" in out  # a file written by one job's step
+    assert "[test/reach-service] root:x:0:0" in out  # the service, reached by name
+    assert "[lint/source] source file content" in out  # the current directory's files
+    assert "[package/done] packaged hello from build/write" in out
+    assert out.index("[package] started") > out.index("[test] success")
+    assert out.index("[package] started") > out.index("[lint] success")
+    assert "run succeeded" in out
+    assert_nothing_left(run_id_in(out))
+
+
+def test_failing_step_fails_run_and_skips_dependents(project: Project) -> None:
+    project.write("""
+        jobs:
+          build:
+            image: IMAGE
+            steps:
+              - name: broken
+                run: [echo before, "false", echo never-printed]
+              - name: after
+                run: echo should-not-run
+              - name: on-failure
+                when: {status: failure}
+                run: echo cleaning up
+          deploy:
+            image: IMAGE
+            needs: build
+            steps:
+              - run: echo deploying
+          report:
+            image: IMAGE
+            needs: build
+            when: {status: failure}
+            steps:
+              - run: echo build failed, reporting
+    """)
+    done = project.run("run", "--no-color")
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert "[build/broken] + false" in out
+    assert "never-printed" not in out and "should-not-run" not in out
+    assert "[build/broken] failure" in out and "exit code 1" in out
+    assert "[build/after] skipped: an earlier step failed" in out
+    assert "[build/on-failure] cleaning up" in out
+    assert "[deploy] skipped: needs failed: build" in out
+    assert "[report/step-1] build failed, reporting" in out
+    assert "run failed: job failed: build" in out
+    assert_nothing_left(run_id_in(out))
+
+
+def test_step_timeout_kills_the_step(project: Project) -> None:
+    project.write("""
+        jobs:
+          slow:
+            image: IMAGE
+            steps:
+              - name: sleepy
+                timeout: 2s
+                run: [echo going to sleep, sleep 120, echo woke-up]
+    """)
+    started = time.monotonic()
+    done = project.run("run", "--no-color")
+    elapsed = time.monotonic() - started
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "[slow/sleepy] timeout" in done.stdout
+    assert "step timed out after 2s" in done.stdout
+    assert "woke-up" not in done.stdout
+    assert elapsed < 60, "the step was not killed at its timeout"
+    assert_nothing_left(run_id_in(done.stdout))
+
+
+def _read_until(proc: subprocess.Popen[str], needle: str, timeout: float) -> tuple[str, float]:
+    """Read the process's output until ``needle`` appears; returns (output, arrival time)."""
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"{needle!r} did not appear within {timeout}s:\n{seen}"
+        ready, _, _ = select.select([proc.stdout], [], [], remaining)
+        if ready:
+            line = proc.stdout.readline()
+            assert line, f"process ended before {needle!r}:\n{seen}"
+            seen += line
+    return seen, time.monotonic()
+
+
+def test_logs_stream_live_in_order_while_the_step_runs(project: Project) -> None:
+    project.write("""
+        jobs:
+          talk:
+            image: IMAGE
+            steps:
+              - name: count
+                run:
+                  - for i in $(seq 1 100); do echo "line $i"; done
+                  - echo "first phase done" >&2
+                  - sleep 3
+                  - echo "second phase"
+    """)
+    proc = project.start("run", "--no-color")
+    try:
+        first, first_at = _read_until(proc, "first phase done", timeout=60)
+        assert "[talk/count] success" not in first  # the step is still running
+        _, second_at = _read_until(proc, "second phase", timeout=30)
+        assert second_at - first_at > 1.5, "lines were buffered instead of streamed"
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    numbers = [int(x.rsplit(" ", 1)[1]) for x in first.splitlines()
+               if x.startswith("[talk/count] line ")]
+    assert numbers == list(range(1, 101))
+
+
+def test_cancel_during_a_step_leaves_nothing_behind(project: Project) -> None:
+    project.write("""
+        jobs:
+          long:
+            image: IMAGE
+            services:
+              web:
+                image: IMAGE
+                command: [httpd, -f, -p, "8080"]
+            steps:
+              - name: wait
+                run: [echo started waiting, sleep 300]
+          after:
+            image: IMAGE
+            needs: long
+            steps:
+              - run: echo never
+    """)
+    proc = project.start("run", "--no-color")
+    try:
+        seen, _ = _read_until(proc, "started waiting", timeout=60)
+        run_id = run_id_in(seen)
+        assert cyclone_leftovers(run_id), "the run should own containers while it runs"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 1
+        assert proc.stdout is not None
+        out = seen + proc.stdout.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "run cancelled" in out
+    assert "[after] skipped: run cancelled" in out
+    assert_nothing_left(run_id)
+
+
+def test_invalid_needs_exits_2_with_file_and_line(project: Project) -> None:
+    project.write("""
+        jobs:
+          build:
+            image: IMAGE
+            steps:
+              - run: echo hi
+          test:
+            image: IMAGE
+            needs: [biuld]
+            steps:
+              - run: echo hi
+    """)
+    done = project.run("run")
+    assert done.returncode == 2
+    assert ".cyclone.yml:9: jobs.test.needs" in done.stderr
+    assert "unknown job 'biuld'" in done.stderr
+
+
+def test_sigkill_mid_step_then_replay_marks_interrupted_and_cleans_up(
+    project: Project,
+) -> None:
+    project.write("""
+        jobs:
+          long:
+            image: IMAGE
+            steps:
+              - name: wait
+                run: [echo started waiting, sleep 300]
+    """)
+    proc = project.start("run", "--no-color")
+    try:
+        seen, _ = _read_until(proc, "started waiting", timeout=60)
+        run_id = run_id_in(seen)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert cyclone_leftovers(run_id), "a SIGKILLed run leaves its containers (until recovery)"
+
+    replay = project.run("replay", "--runs")
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert f"run {run_id}: marked errored (interrupted)" in replay.stdout
+    assert "1 runs: errored 1" in replay.stdout
+    assert_nothing_left(run_id)
+
+    again = project.run("replay", "--runs")  # the history stays intact and is not redone
+    assert "marked errored" not in again.stdout
+    assert f"{run_id}  errored" in again.stdout
+    assert "interrupted" in again.stdout
+
+
+def test_no_docker_daemon_falls_back_to_the_host_shell(project: Project) -> None:
+    project.write("""
+        jobs:
+          build:
+            image: IMAGE
+            steps:
+              - run: [echo "on the host in $CYCLONE_WORKSPACE", cat input.txt]
+    """)
+    (project.dir / "input.txt").write_text("copied source\n")
+    project.env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
+    done = project.run("run", "--no-color")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "warning: no Docker daemon reachable" in done.stdout
+    assert "(shell)" in done.stdout
+    assert "[build/step-1] copied source" in done.stdout

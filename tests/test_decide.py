@@ -1,0 +1,141 @@
+"""The run state machine (event manager's ``decide``) on plain values: no I/O involved."""
+
+from __future__ import annotations
+
+from services.eventmanager.decide import decide
+from shared import events as ev
+from shared.events import NewEvent, RecordedEvent, run_stream
+from shared.pipeline.plan import JobSpec, Plan, StepSpec, When
+from shared.projections.runs import RunView, fold
+
+
+def job(name: str, *needs: str, when: When | None = None) -> JobSpec:
+    return JobSpec(name=name, image="img", steps=(StepSpec(name="s", image="img"),),
+                   needs=needs, when=when or When())
+
+
+class History:
+    """A run's stream built by hand, folded exactly as the services fold it."""
+
+    def __init__(self, *jobs: JobSpec, branch: str = "main", trigger: str = "push") -> None:
+        self.events: list[RecordedEvent] = []
+        self.requested = ev.RunRequested(project="p", trigger=trigger, branch=branch,
+                                         commit="c0ffee", pipeline_file=".cyclone.yml",
+                                         pipeline="", source="")
+        self.add(self.requested, ev.RunPlanned(plan=Plan(".cyclone.yml", jobs).to_data()))
+
+    def add(self, *events: ev.Event) -> History:
+        for event in events:
+            new = NewEvent(event)
+            seq = len(self.events) + 1
+            self.events.append(RecordedEvent(
+                id=new.id, stream=run_stream("r1"), seq=seq, type=new.type,
+                version=new.version, ts=new.ts, data=event.to_data(), meta={}, position=seq))
+        return self
+
+    @property
+    def run(self) -> RunView:
+        run = fold(self.events)
+        assert run is not None
+        return run
+
+    def decide(self, max_parallel: int = 10) -> list[ev.Event]:
+        return decide(self.run, self.requested, max_parallel)
+
+    def finish(self, name: str, status: str) -> History:
+        return self.add(ev.JobStarted(job=name, worker="w", executor="docker"),
+                        ev.JobFinished(job=name, status=status, duration_s=1.0))
+
+
+def test_independent_jobs_are_queued_together_and_dependents_wait() -> None:
+    h = History(job("a"), job("b"), job("c", "a", "b"))
+    assert h.decide() == [ev.JobQueued(job="a"), ev.JobQueued(job="b")]
+    h.add(*h.decide()).finish("a", "success")
+    assert h.decide() == []  # c still needs b
+    h.finish("b", "success")
+    assert h.decide() == [ev.JobQueued(job="c")]
+
+
+def test_parallelism_is_bounded_by_the_setting() -> None:
+    h = History(job("a"), job("b"), job("c"))
+    assert h.decide(max_parallel=2) == [ev.JobQueued(job="a"), ev.JobQueued(job="b")]
+    h.add(ev.JobQueued(job="a"), ev.JobQueued(job="b"))
+    assert h.decide(max_parallel=2) == []
+    h.finish("a", "success")
+    assert h.decide(max_parallel=2) == [ev.JobQueued(job="c")]
+
+
+def test_failure_skips_dependents_transitively_and_fails_the_run() -> None:
+    h = History(job("a"), job("b", "a"), job("c", "b"))
+    h.add(ev.JobQueued(job="a")).finish("a", "failure")
+    assert h.decide() == [
+        ev.JobSkipped(job="b", reason="needs failed: a"),
+        ev.JobSkipped(job="c", reason="needs failed: b"),
+        ev.RunFailed(reason="job failed: a"),
+    ]
+
+
+def test_when_status_failure_runs_only_after_a_failure() -> None:
+    on_failure = When(status=("failure",))
+    ok = History(job("a"), job("notify", "a", when=on_failure))
+    ok.add(ev.JobQueued(job="a")).finish("a", "success")
+    assert ok.decide() == [
+        ev.JobSkipped(job="notify", reason="when.status: runs only on failure"),
+        ev.RunSucceeded(),
+    ]
+    bad = History(job("a"), job("notify", "a", when=on_failure))
+    bad.add(ev.JobQueued(job="a")).finish("a", "failure")
+    assert bad.decide() == [ev.JobQueued(job="notify")]
+    bad.add(ev.JobQueued(job="notify")).finish("notify", "success")
+    assert bad.decide() == [ev.RunFailed(reason="job failed: a")]
+
+
+def test_always_runs_after_success_and_failure() -> None:
+    always = When(status=("success", "failure"))
+    h = History(job("a"), job("cleanup", "a", when=always))
+    h.add(ev.JobQueued(job="a")).finish("a", "failure")
+    assert h.decide() == [ev.JobQueued(job="cleanup")]
+
+
+def test_branch_and_event_filters_skip_without_failing_the_run() -> None:
+    only_release = When(branches=("release/*", "!release/old"), events=("push",))
+    h = History(job("a"), job("deploy", "a", when=only_release), branch="main")
+    h.add(ev.JobQueued(job="a")).finish("a", "success")
+    decided = h.decide()
+    assert isinstance(decided[0], ev.JobSkipped) and "does not match branch 'main'" in \
+        decided[0].reason
+    assert decided[1:] == [ev.RunSucceeded()]
+    release = History(job("deploy", when=only_release), branch="release/1.0")
+    assert release.decide() == [ev.JobQueued(job="deploy")]
+    old = History(job("deploy", when=only_release), branch="release/old")
+    assert isinstance(old.decide()[0], ev.JobSkipped)
+
+
+def test_cancel_skips_waiting_jobs_and_ends_when_nothing_runs() -> None:
+    h = History(job("a"), job("b"), job("c", "a"))
+    h.add(ev.JobQueued(job="a"), ev.JobQueued(job="b"),
+          ev.JobStarted(job="a", worker="w", executor="docker"), ev.RunCancelRequested())
+    assert h.decide() == [ev.JobSkipped(job="b", reason="run cancelled"),
+                          ev.JobSkipped(job="c", reason="run cancelled")]
+    h.add(*h.decide()).add(ev.JobFinished(job="a", status="cancelled", duration_s=1.0))
+    assert h.decide() == [ev.RunCancelled(reason="cancelled")]
+    h.add(*h.decide())
+    assert h.decide() == []  # an ended run never gets more events
+    assert h.run.status == "cancelled"
+
+
+def test_an_errored_job_errors_the_run() -> None:
+    h = History(job("a"), job("b"))
+    h.add(ev.JobQueued(job="a"), ev.JobQueued(job="b")).finish("a", "errored")
+    h.finish("b", "failure")
+    assert h.decide() == [ev.RunErrored(reason="job errored: a")]
+
+
+def test_an_invalid_pipeline_errors_the_run_with_the_diagnostics() -> None:
+    requested = ev.RunRequested(project="p", trigger="cli", branch="", commit="",
+                                pipeline_file=".cyclone.yml", pipeline="jobs: [", source="")
+    h = History(job("a"))
+    h.events = h.events[:1]  # requested only
+    decided = decide(h.run, requested, 4)
+    assert len(decided) == 1 and isinstance(decided[0], ev.RunErrored)
+    assert decided[0].reason.startswith("invalid pipeline:\n.cyclone.yml:1")
