@@ -100,6 +100,20 @@ class LogStoreContract:
         assert [s.index for s in stored] == list(range(start, 2500))
         assert [s.line.text for s in stored] == [f"line {n}" for n in range(start, 2500)]
 
+    async def test_read_from_index_after_reopen(
+        self, logs: LogStore, reopen: ReopenLogs
+    ) -> None:
+        run = run_id()
+        for batch in range(3):
+            texts = [f"line {batch * 900 + n}" for n in range(900)]
+            await logs.append(run, lines_of(*texts), batch_id=f"b{batch}")
+
+        again = await reopen(logs)
+
+        for start in (0, 1000, 1999, 2001, 2699):
+            stored = await read_all(again, run, from_index=start)
+            assert [s.line.text for s in stored] == [f"line {n}" for n in range(start, 2700)]
+
     async def test_count(self, logs: LogStore) -> None:
         run = run_id()
         assert await logs.count(run) == 0
