@@ -126,16 +126,16 @@ async def test_another_process_holding_the_write_lock(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     store = await SqliteEventStore.open(path)
     stream = unique("run")
-    await store.append(stream, jobs("a"), expected_seq=0)
     other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # another process in the middle of an append
     try:
+        await store.append(stream, jobs("a"), expected_seq=0)
+        other.execute("BEGIN IMMEDIATE")  # another process in the middle of an append
         assert [e.seq for e in await store.read(stream)] == [1]
         waiting = asyncio.ensure_future(store.append(stream, jobs("b"), expected_seq=1))
         done, _ = await asyncio.wait([waiting], timeout=0.3)
         assert not done, "append should wait for the lock, not fail"
-    finally:
         other.execute("ROLLBACK")
+        assert [e.seq for e in await waiting] == [2]
+    finally:
         other.close()
-    assert [e.seq for e in await waiting] == [2]
-    await store.close()
+        await store.close()

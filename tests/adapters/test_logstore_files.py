@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -159,3 +160,29 @@ async def test_calls_after_close_are_store_errors(root: Path) -> None:
 
     with pytest.raises(StoreError, match="closed"):
         await logs.append(run_id(), lines_of("x"), batch_id="b1")
+
+
+async def test_a_cancelled_append_leaves_the_log_consistent(root: Path) -> None:
+    run = run_id()
+    logs = FileLogStore(root)
+    try:
+        for k in range(40):  # cancel at a different point of the append each time
+            task = asyncio.ensure_future(
+                logs.append(run, lines_of(*(f"c{k}-{n}" for n in range(2000))), f"c{k}")
+            )
+            for _ in range(k):
+                await asyncio.sleep(0)  # lets the append run k steps before the cancel
+            task.cancel()
+        end = await logs.append(run, lines_of("end"), batch_id="end")
+        stored = await read_all(logs, run)
+    finally:
+        await logs.close()
+
+    assert [s.index for s in stored] == list(range(end + 1))
+    count, _, _ = await reopened_texts(root, run)
+    assert count == end + 1
+    batches: dict[str, list[str]] = {}
+    for s in stored[:-1]:
+        batches.setdefault(s.line.text.split("-")[0], []).append(s.line.text)
+    for name, texts in batches.items():  # each cancelled batch is stored whole or not at all
+        assert texts == [f"{name}-{n}" for n in range(2000)]

@@ -23,7 +23,7 @@ from shared.errors import BusError
 from shared.ports.bus import Bus, Message, Subscription
 from tests.support import eventually
 
-__all__ = ["BusContract", "Collector", "wait_total"]
+__all__ = ["BusContract", "Collector", "publish_all", "spread", "unique", "wait_total"]
 
 TIMEOUT = 15.0  # generous for a real Kafka's group rebalances
 

@@ -282,3 +282,22 @@ def test_no_docker_daemon_falls_back_to_the_host_shell(project: Project) -> None
     assert "warning: no Docker daemon reachable" in done.stdout
     assert "(shell)" in done.stdout
     assert "[build/step-1] copied source" in done.stdout
+
+
+def test_no_docker_daemon_and_services_say_clearly_why_the_job_cannot_run(
+    project: Project,
+) -> None:
+    project.write("""
+        jobs:
+          test:
+            image: IMAGE
+            services:
+              db: {image: IMAGE}
+            steps:
+              - run: echo never
+    """)
+    project.env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
+    done = project.run("run", "--no-color")
+    assert done.returncode == 1
+    assert "cannot run services" in done.stdout
+    assert "never" not in done.stdout.replace("+ echo never", "")

@@ -1,0 +1,44 @@
+"""Executors: the workermanager's ways of running steps, picked by name and availability.
+
+* ``docker`` (``DockerExecutor``): containers, a private network and a workspace volume
+  per run; services; image builds. Needs a reachable Docker daemon.
+* ``shell`` (``ShellExecutor``): the host's ``/bin/sh`` in a per-run directory; no
+  isolation, no services, no image builds. The fallback when Docker is unreachable.
+
+``open_executor("auto", home)`` prefers Docker and falls back to the shell with a
+warning; ``"docker"`` insists on Docker (``ExecutorUnavailable`` otherwise); ``"shell"``
+never touches Docker.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from services.workermanager.executors.docker import DockerExecutor
+from services.workermanager.executors.shell import ShellExecutor
+from shared.errors import ConfigError, ExecutorUnavailable
+from shared.ports.executor import Executor
+
+__all__ = ["KINDS", "DockerExecutor", "ShellExecutor", "open_executor"]
+
+log = logging.getLogger(__name__)
+
+KINDS = ("auto", "docker", "shell")
+
+
+async def open_executor(kind: str, home: Path) -> Executor:
+    """The executor named by ``kind``; the shell executor keeps its run directories in
+    ``home``. Close it with ``await executor.close()``."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown executor {kind!r}: expected one of {', '.join(KINDS)}")
+    if kind == "shell":
+        return ShellExecutor(home)
+    try:
+        return await DockerExecutor.connect()
+    except ExecutorUnavailable as exc:
+        if kind == "docker":
+            raise
+        log.warning("no Docker daemon reachable (%s): steps run on the host shell without "
+                    "isolation, and services are unavailable", exc)
+        return ShellExecutor(home)

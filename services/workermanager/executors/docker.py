@@ -1,0 +1,602 @@
+"""Docker executor: each step and service in its own container, on the run's network, with
+the run's workspace volume at ``/workspace`` (aiodocker, Docker Engine API >= 1.41).
+
+What it creates, all labelled ``io.cyclone.managed=1`` and ``io.cyclone.run=<run id>``
+so that ``destroy_run`` and ``leftover_runs`` find them without any local state:
+
+* network ``cyclone-<run>`` (bridge; services join it under their name as alias);
+* volume ``cyclone-<run>-ws``, filled from ``RunContext.source_dir`` through a helper
+  container that is created, never started, from Cyclone's own empty image
+  ``cyclone/workspace-helper:1`` (built ``FROM scratch`` once, so no step image and no
+  registry are needed);
+* containers ``cyclone-<run>-<job>-<step>-<random>``, removed when the step ends;
+* image ``cyclone-built/<run>:latest`` for a step with a ``BuildSpec`` (also tagged
+  ``build.tag`` when set); a later step whose image is ``BUILT_IMAGE`` runs it.
+
+The run's network is created last in ``prepare_run``: it marks a finished preparation,
+so a second call changes nothing and a call after a half-done one starts over.
+
+Logs are read with ``GET /containers/{id}/logs?follow=1&timestamps=1`` while the step
+runs. Docker 20.10 can end that stream before the last frames of a container that
+just exited, so after the exit the executor reads once more from where the live stream
+got to (``_Cursor``) and delivers what was missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import posixpath
+import secrets
+import struct
+import tarfile
+import tempfile
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, cast
+
+import aiodocker
+import aiohttp
+from aiodocker.containers import DockerContainer
+from aiodocker.exceptions import DockerError
+from aiodocker.networks import DockerNetwork
+from aiodocker.volumes import DockerVolume
+
+from services.workermanager.executors.script import (
+    StepOutput,
+    check_run_id,
+    finish_shielded,
+    sanitise,
+    step_script,
+)
+from shared.errors import ExecutorError, ExecutorUnavailable
+from shared.events import utc_now
+from shared.pipeline.plan import BuildSpec, JobSpec, ServiceSpec, StepSpec
+from shared.ports.executor import WORKSPACE, LogSink, RunContext, StepOutcome
+
+__all__ = [
+    "BUILT_IMAGE",
+    "HELPER_IMAGE",
+    "LABEL_MANAGED",
+    "LABEL_RUN",
+    "DockerExecutor",
+    "built_image",
+    "network_name",
+    "volume_name",
+]
+
+log = logging.getLogger(__name__)
+
+LABEL_MANAGED = "io.cyclone.managed"
+LABEL_RUN = "io.cyclone.run"
+LABEL_JOB = "io.cyclone.job"
+LABEL_ROLE = "io.cyclone.role"
+BUILT_IMAGE = "BUILT_IMAGE"  # caicloud.yml's marker for "the image the build step made"
+HELPER_IMAGE = "cyclone/workspace-helper:1"
+
+CONNECT_TIMEOUT_S = 5.0
+LOG_DRAIN_S = 5.0  # how long the live log stream may lag behind the container's exit
+CHUNK = 256 * 1024
+SPOOL_BYTES = 16 * 1024 * 1024  # archives larger than this go to a temporary file
+NS = 1_000_000_000
+_JSON_LOGS = {"Type": "json-file", "Config": {}}  # the logs endpoint needs a readable driver
+
+
+def network_name(run_id: str) -> str:
+    return f"cyclone-{run_id}"
+
+
+def volume_name(run_id: str) -> str:
+    return f"cyclone-{run_id}-ws"
+
+
+def built_image(run_id: str) -> str:
+    return f"cyclone-built/{run_id.lower()}:latest"
+
+
+class DockerExecutor:
+    """The Docker implementation of ``shared.ports.executor.Executor``."""
+
+    def __init__(self, docker: aiodocker.Docker | None = None) -> None:
+        self._docker = docker if docker is not None else aiodocker.Docker()
+        self._owns_client = docker is None
+        self._helper_ready = False
+        self._helper_lock = asyncio.Lock()
+        self._run_locks: dict[str, asyncio.Lock] = {}
+        self._service_logs: dict[tuple[str, str], list[asyncio.Task[None]]] = {}
+
+    @classmethod
+    async def connect(cls, url: str | None = None) -> DockerExecutor:
+        """An executor on the daemon at ``url`` (default: DOCKER_HOST, then the local
+        socket); ``ExecutorUnavailable`` when it does not answer within a few seconds."""
+        try:
+            docker = aiodocker.Docker(url=url)
+        except ValueError as exc:
+            raise ExecutorUnavailable(f"no Docker daemon configured: {exc}") from exc
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await docker.version()
+        except (DockerError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            await docker.close()
+            reason = exc.message if isinstance(exc, DockerError) else str(exc) or "timed out"
+            raise ExecutorUnavailable(
+                f"cannot reach the Docker daemon at {docker.docker_host}: {reason}") from exc
+        executor = cls(docker)
+        executor._owns_client = True
+        return executor
+
+    @property
+    def name(self) -> str:
+        return "docker"
+
+    @property
+    def supports_services(self) -> bool:
+        return True
+
+    # -- the run: network, workspace volume ----------------------------------------------
+
+    async def prepare_run(self, ctx: RunContext) -> None:
+        run_id = check_run_id(ctx.run_id)
+        async with self._run_locks.setdefault(run_id, asyncio.Lock()):
+            with _docker_errors(f"preparing run {run_id}"):
+                if await _exists(self._docker.networks.get(network_name(run_id))):
+                    return
+                await self._docker.volumes.create(  # type: ignore[no-untyped-call]
+                    {"Name": volume_name(run_id), "Labels": _labels(run_id)})
+                if ctx.source_dir is not None:
+                    await self._copy_in(run_id, Path(ctx.source_dir))
+                await _absent_ok(self._docker.networks.create({
+                    "Name": network_name(run_id), "Driver": "bridge", "CheckDuplicate": True,
+                    "Labels": _labels(run_id),
+                }), also=(409,))
+
+    async def destroy_run(self, run_id: str) -> None:
+        run_id = check_run_id(run_id)
+        for key in [k for k in self._service_logs if k[0] == run_id]:
+            await _cancel_all(self._service_logs.pop(key))
+        selector = {"label": [f"{LABEL_RUN}={run_id}"]}
+        with _docker_errors(f"removing run {run_id}"):
+            for container in await self._containers(selector):
+                await _absent_ok(container.delete(force=True, v=True), also=(409,))
+            for network in await self._docker.networks.list(filters=selector):
+                await _absent_ok(DockerNetwork(self._docker, network["Id"]).delete())  # type: ignore[no-untyped-call]
+            for volume in (await self._docker.volumes.list(filters=selector))["Volumes"] or []:  # type: ignore[no-untyped-call]
+                await _absent_ok(DockerVolume(self._docker, volume["Name"]).delete())  # type: ignore[no-untyped-call]
+            await _absent_ok(self._docker.images.delete(built_image(run_id)), also=(409,))
+        self._run_locks.pop(run_id, None)
+
+    async def leftover_runs(self) -> set[str]:
+        selector = {"label": [LABEL_RUN]}
+        with _docker_errors("listing Cyclone's Docker resources"):
+            labels = [c["Labels"] for c in await self._containers(selector)]
+            labels += [n["Labels"] for n in await self._docker.networks.list(filters=selector)]
+            volumes = (await self._docker.volumes.list(filters=selector))["Volumes"] or []  # type: ignore[no-untyped-call]
+            labels += [v["Labels"] for v in volumes]
+        return {found[LABEL_RUN] for found in labels if found and found.get(LABEL_RUN)}
+
+    async def close(self) -> None:
+        for key in list(self._service_logs):
+            await _cancel_all(self._service_logs.pop(key))
+        if self._owns_client:
+            await self._docker.close()
+
+    # -- services ---------------------------------------------------------------------
+
+    async def start_services(self, ctx: RunContext, job: JobSpec, on_log: LogSink) -> None:
+        run_id = check_run_id(ctx.run_id)
+        for service in job.services:
+            with _docker_errors(f"service {service.name!r} of job {job.name!r}"):
+                name = _container_name(run_id, job.name, "svc", service.name)
+                container = await self._create(self._service_config(run_id, job, service), name)
+                await container.start()
+                state = (await container.show())["State"]
+                if not state.get("Running"):
+                    tail = await container.log(stdout=True, stderr=True, tail=5)
+                    raise ExecutorError(
+                        f"service {service.name!r} ({service.image}) exited at once with code "
+                        f"{state.get('ExitCode')}: {''.join(tail).strip() or 'no output'}")
+            self._follow_service(run_id, job.name, service.name, container.id, on_log)
+
+    async def stop_services(self, ctx: RunContext, job: JobSpec) -> None:
+        """Best effort: what cannot be removed now is removed by ``destroy_run``."""
+        run_id = check_run_id(ctx.run_id)
+        await _cancel_all(self._service_logs.pop((run_id, job.name), []))
+        if not job.services:
+            return
+        selector = {"label": [f"{LABEL_RUN}={run_id}", f"{LABEL_JOB}={job.name}",
+                              f"{LABEL_ROLE}=service"]}
+        try:
+            with _docker_errors(f"stopping the services of job {job.name!r}"):
+                for container in await self._containers(selector):
+                    await _absent_ok(container.delete(force=True, v=True), also=(409,))
+        except ExecutorError as exc:
+            log.warning("could not remove service containers: %s", exc, extra={"run": run_id})
+
+    def _service_config(self, run_id: str, job: JobSpec, service: ServiceSpec) -> dict[str, Any]:
+        network = network_name(run_id)
+        config: dict[str, Any] = {
+            "Image": service.image,
+            "Env": _env_list(service.env),
+            "Labels": _labels(run_id, job=job.name, role="service", service=service.name),
+            "HostConfig": {"Binds": [f"{volume_name(run_id)}:{WORKSPACE}"],
+                           "NetworkMode": network, "LogConfig": _JSON_LOGS},
+            "NetworkingConfig": {"EndpointsConfig": {network: {"Aliases": [service.name]}}},
+        }
+        if service.command:
+            config["Cmd"] = list(service.command)
+        return config
+
+    def _follow_service(self, run_id: str, job: str, service: str, container_id: str,
+                        on_log: LogSink) -> None:
+        async def prefixed(stream: str, ts: str, text: str) -> None:
+            await on_log(stream, ts, f"[{service}] {text}")
+
+        async def follow() -> None:
+            output = StepOutput(prefixed)
+            with contextlib.suppress(DockerError, aiohttp.ClientError, OSError):
+                await self._read_logs(container_id, output, _Cursor(), follow=True)
+            await output.flush()
+
+        task = asyncio.create_task(follow(), name=f"service-logs-{service}")
+        self._service_logs.setdefault((run_id, job), []).append(task)
+
+    # -- steps ------------------------------------------------------------------------
+
+    async def run_step(self, ctx: RunContext, job: JobSpec, step: StepSpec,
+                       env: Mapping[str, str], on_log: LogSink) -> StepOutcome:
+        run_id = check_run_id(ctx.run_id)
+        if step.build is not None:
+            return await self._build(run_id, step, step.build, on_log)
+        name = _container_name(run_id, job.name, step.name)
+        try:
+            with _docker_errors(f"step {step.name!r} of job {job.name!r}"):
+                container = await self._create(self._step_config(run_id, job, step, env), name)
+                return await self._run(container, step, on_log)
+        finally:
+            # also on cancel: the container is killed and gone before CancelledError goes on
+            await finish_shielded(self._remove_quietly(name))
+
+    def _step_config(self, run_id: str, job: JobSpec, step: StepSpec,
+                     env: Mapping[str, str]) -> dict[str, Any]:
+        image = built_image(run_id) if step.image == BUILT_IMAGE else step.image
+        config: dict[str, Any] = {
+            "Image": image,
+            "Env": _env_list({**env, "CYCLONE_WORKSPACE": WORKSPACE}),
+            "WorkingDir": WORKSPACE,
+            "Labels": _labels(run_id, job=job.name, step=step.name, role="step"),
+            "HostConfig": {"Binds": [f"{volume_name(run_id)}:{WORKSPACE}"],
+                           "NetworkMode": network_name(run_id), "LogConfig": _JSON_LOGS},
+        }
+        if step.commands:  # without commands the image's own entrypoint runs (a plugin step)
+            config["Entrypoint"] = ["/bin/sh", "-c"]
+            config["Cmd"] = [step_script(step.commands)]
+        return config
+
+    async def _run(self, container: DockerContainer, step: StepSpec,
+                   on_log: LogSink) -> StepOutcome:
+        output = StepOutput(on_log)
+        cursor = _Cursor()
+        await container.start()
+        live = asyncio.create_task(self._read_logs(container.id, output, cursor, follow=True))
+        try:
+            exit_code, timed_out = await _wait(container, step.timeout_s)
+            await asyncio.wait({live}, timeout=LOG_DRAIN_S)
+            await _cancel_all([live])
+            await self._read_logs(container.id, output, cursor, follow=False)
+            await output.flush()
+        finally:
+            await _cancel_all([live])
+        return StepOutcome(exit_code=exit_code, timed_out=timed_out)
+
+    async def _read_logs(self, container_id: str, output: StepOutput, cursor: _Cursor,
+                         follow: bool) -> None:
+        """Feed the container's log frames after ``cursor`` to ``output``."""
+        params: dict[str, Any] = {"stdout": True, "stderr": True, "timestamps": True,
+                                  "follow": follow}
+        skip = 0
+        if not follow and cursor.max_ns:
+            since, skip = cursor.resume_point()
+            params["since"] = f"{since // NS}.{since % NS:09d}"
+        async with self._docker._query(f"containers/{container_id}/logs", params=params,
+                                       timeout=None) as response:
+            while (frame := await _next_frame(response.content)) is not None:
+                stream, raw_ts, data = frame
+                if skip:
+                    skip -= 1
+                    continue
+                ns, ts = _parse_ts(raw_ts)
+                cursor.delivered(ns)
+                await output.feed(stream, ts, data)
+
+    # -- containers, images -----------------------------------------------------------
+
+    async def _create(self, config: dict[str, Any], name: str) -> DockerContainer:
+        """Create the container, pulling its image first when it is not on this host."""
+        image = str(config["Image"])
+        try:
+            return await self._docker.containers.create(config, name=name)
+        except DockerError as exc:
+            if exc.status != 404 or await _exists(self._docker.images.inspect(image)):
+                raise  # 404 for something else, e.g. the run's network is gone
+        try:
+            await self._docker.images.pull(image)
+        except DockerError as exc:
+            if exc.status == 900:
+                raise
+            raise ExecutorError(f"image {image!r} is not on this Docker host and pulling it "
+                                f"failed: {exc.message}") from exc
+        return await self._docker.containers.create(config, name=name)
+
+    async def _containers(self, selector: Mapping[str, list[str]]) -> list[DockerContainer]:
+        return await self._docker.containers.list(all=True, filters=json.dumps(selector))
+
+    async def _remove_quietly(self, name: str) -> None:
+        try:
+            await _absent_ok(self._docker.containers.container(name).delete(force=True, v=True),
+                             also=(409,))
+        except (DockerError, aiohttp.ClientError, OSError) as exc:
+            log.warning("could not remove container %s (destroy_run will): %s", name, exc)
+
+    @contextlib.asynccontextmanager
+    async def _helper(self, run_id: str) -> AsyncIterator[DockerContainer]:
+        """A created, never started, container with the run's workspace at /workspace."""
+        await self._ensure_helper_image()
+        name = _container_name(run_id, "workspace")
+        config: dict[str, Any] = {"Image": HELPER_IMAGE, "Cmd": ["/never-started"],
+                  "Labels": _labels(run_id, role="helper"),
+                  "HostConfig": {"Binds": [f"{volume_name(run_id)}:{WORKSPACE}"]}}
+        try:
+            yield await self._docker.containers.create(config, name=name)
+        finally:
+            await finish_shielded(self._remove_quietly(name))
+
+    async def _ensure_helper_image(self) -> None:
+        async with self._helper_lock:
+            if self._helper_ready:
+                return
+            if not await _exists(self._docker.images.inspect(HELPER_IMAGE)):
+                dockerfile = f"FROM scratch\nLABEL {LABEL_MANAGED}=1\n".encode()
+                await self._docker.images.build(fileobj=_tar_of({"Dockerfile": dockerfile}),
+                                                encoding="identity", tag=HELPER_IMAGE)
+            self._helper_ready = True
+
+    async def _copy_in(self, run_id: str, source: Path) -> None:
+        archive = await asyncio.to_thread(_tar_directory, source)
+        try:
+            async with self._helper(run_id) as helper:
+                await helper.put_archive(WORKSPACE, _read_chunks(archive))  # type: ignore[no-untyped-call]
+        finally:
+            archive.close()
+
+    async def _workspace_archive(self, run_id: str, subdir: str) -> IO[bytes]:
+        """A tar of ``/workspace/<subdir>`` with paths relative to it (a build context)."""
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+        try:
+            async with self._helper(run_id) as helper, self._docker._query(
+                    f"containers/{helper.id}/archive", timeout=None,
+                    params={"path": posixpath.join(WORKSPACE, subdir, ".")}) as response:
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    await asyncio.to_thread(spool.write, chunk)
+            spool.seek(0)
+            return cast(IO[bytes], spool)
+        except BaseException:
+            spool.close()
+            raise
+
+    # -- image builds -----------------------------------------------------------------
+
+    async def _build(self, run_id: str, step: StepSpec, build: BuildSpec,
+                     on_log: LogSink) -> StepOutcome:
+        output = StepOutput(on_log)
+
+        async def fail(message: str) -> StepOutcome:
+            await output.flush()
+            await output.feed("stderr", utc_now(), f"{message}\n".encode())
+            return StepOutcome(exit_code=1)
+
+        context_dir = posixpath.normpath(build.context_dir.lstrip("/") or ".")
+        if context_dir.startswith(".."):
+            return await fail(f"build context {build.context_dir!r} is outside the workspace")
+        with _docker_errors(f"build step {step.name!r}"):
+            try:
+                context = await self._workspace_archive(run_id, context_dir)
+            except DockerError as exc:
+                if exc.status != 404:
+                    raise
+                return await fail(f"build context {build.context_dir!r} is not in the workspace")
+            try:
+                async with asyncio.timeout(step.timeout_s):
+                    error = await self._stream_build(context, build, built_image(run_id), output)
+            except TimeoutError:
+                await output.flush()
+                return StepOutcome(exit_code=None, timed_out=True)
+            finally:
+                context.close()
+            if error:
+                return await fail(f"image build failed: {error}")
+            if build.tag:
+                repo, tag = _split_tag(build.tag)
+                await self._docker.images.tag(built_image(run_id), repo, tag=tag)
+        await output.flush()
+        return StepOutcome(exit_code=0)
+
+    async def _stream_build(self, context: IO[bytes], build: BuildSpec, tag: str,
+                            output: StepOutput) -> str:
+        """Run the build, its output to ``output``; returns the error text, "" on success."""
+        stream = cast(AsyncGenerator[dict[str, Any], None], self._docker.images.build(
+            fileobj=context, encoding="identity", path_dockerfile=build.dockerfile, tag=tag,
+            forcerm=True, labels={LABEL_MANAGED: "1"}, stream=True))
+        try:
+            async with contextlib.aclosing(stream):
+                async for item in stream:
+                    text = item.get("stream") or item.get("status")
+                    if text:
+                        await output.feed("stdout", utc_now(), str(text).encode())
+        except DockerError as exc:
+            if exc.status == 900:
+                raise
+            return exc.message.strip()
+        return ""
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+class _Cursor:
+    """How far the live log stream got, so a second read delivers only what it missed.
+
+    Frames carry Docker's nanosecond timestamps. ``resume_point`` is one second before
+    the newest one delivered, and the number of delivered frames at or after it: the
+    re-read starts there (``since``) and skips that many, which is exact as long as the
+    stdout and stderr copiers do not write more than a second out of order.
+    """
+
+    WINDOW_NS = NS
+
+    def __init__(self) -> None:
+        self.max_ns = 0
+        self._recent: deque[int] = deque()
+
+    def delivered(self, ns: int) -> None:
+        self.max_ns = max(self.max_ns, ns)
+        self._recent.append(ns)
+        while self._recent and self._recent[0] < self.max_ns - 2 * self.WINDOW_NS:
+            self._recent.popleft()
+
+    def resume_point(self) -> tuple[int, int]:
+        since = max(self.max_ns - self.WINDOW_NS, 0)
+        return since, sum(1 for ns in self._recent if ns >= since)
+
+
+async def _next_frame(content: aiohttp.StreamReader) -> tuple[str, bytes, bytes] | None:
+    """One frame of Docker's multiplexed log stream: (stream, raw timestamp, data)."""
+    try:
+        header = await content.readexactly(8)
+        kind, length = struct.unpack(">BxxxL", header)
+        payload = await content.readexactly(length)
+    except asyncio.IncompleteReadError:
+        return None
+    raw_ts, _, data = payload.partition(b" ")
+    return ("stderr" if kind == 2 else "stdout"), raw_ts, data
+
+
+def _parse_ts(raw: bytes) -> tuple[int, str]:
+    """Docker's ``2024-05-01T12:00:00.123456789Z`` as (ns since epoch, ISO 8601 UTC)."""
+    try:
+        whole, _, fraction = raw.decode().rstrip("Z").partition(".")
+        moment = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+        nanos = int(fraction[:9].ljust(9, "0"))
+    except ValueError:
+        now = datetime.now(UTC)
+        return int(now.timestamp() * NS), now.isoformat(timespec="microseconds")
+    stamp = moment + timedelta(microseconds=nanos // 1000)
+    return int(moment.timestamp()) * NS + nanos, stamp.isoformat(timespec="microseconds")
+
+
+async def _wait(container: DockerContainer, timeout_s: float | None) -> tuple[int | None, bool]:
+    """(exit code, timed out); on timeout the container is killed (exit code None)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            result = await container.wait()
+        return int(result["StatusCode"]), False
+    except TimeoutError:
+        await _absent_ok(container.kill(), also=(409,))
+        await container.wait()
+        return None, True
+
+
+@contextlib.contextmanager
+def _docker_errors(what: str) -> Iterator[None]:
+    """Translate aiodocker / aiohttp errors into Cyclone's, saying what was being done."""
+    try:
+        yield
+    except DockerError as exc:
+        if exc.status == 900:
+            raise ExecutorUnavailable(f"{what}: {exc.message}") from exc
+        raise ExecutorError(f"{what}: {exc.message}") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ExecutorUnavailable(f"{what}: lost the Docker daemon: {exc}") from exc
+
+
+async def _absent_ok(operation: Awaitable[Any], also: tuple[int, ...] = ()) -> None:
+    """Await a removal; "not found" (and the ``also`` statuses) mean it is already done."""
+    try:
+        await operation
+    except DockerError as exc:
+        if exc.status != 404 and exc.status not in also:
+            raise
+
+
+async def _exists(lookup: Awaitable[Any]) -> bool:
+    try:
+        await lookup
+    except DockerError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, Exception):
+            log.debug("log reader ended with %r", result)
+
+
+def _labels(run_id: str, **extra: str) -> dict[str, str]:
+    return {LABEL_MANAGED: "1", LABEL_RUN: run_id,
+            **{f"io.cyclone.{key}": value for key, value in extra.items()}}
+
+
+def _container_name(run_id: str, *parts: str) -> str:
+    return "-".join(["cyclone", run_id, *(sanitise(p) for p in parts), secrets.token_hex(3)])
+
+
+def _env_list(env: Mapping[str, str]) -> list[str]:
+    return [f"{key}={value}" for key, value in env.items()]
+
+
+def _split_tag(reference: str) -> tuple[str, str]:
+    """``registry:5000/app:1.2`` -> (``registry:5000/app``, ``1.2``); no tag: ``latest``."""
+    repo, sep, tag = reference.rpartition(":")
+    if not sep or "/" in tag:
+        return reference, "latest"
+    return repo, tag
+
+
+def _tar_of(files: Mapping[str, bytes]) -> IO[bytes]:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+def _tar_directory(source: Path) -> IO[bytes]:
+    """A tar of ``source``'s content (symlinks kept as links), spooled to disk when big."""
+    if not source.is_dir():
+        raise ExecutorError(f"source directory {str(source)!r} does not exist")
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+    try:
+        with tarfile.open(fileobj=spool, mode="w") as tar:
+            tar.add(source, arcname=".")
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return cast(IO[bytes], spool)
+
+
+async def _read_chunks(file: IO[bytes]) -> AsyncIterator[bytes]:
+    while chunk := await asyncio.to_thread(file.read, CHUNK):
+        yield chunk

@@ -1,0 +1,208 @@
+"""Shell executor: steps run as ``/bin/sh -c <script>`` on this host, in a per-run directory.
+
+The fallback for a machine without a reachable Docker daemon. There is no isolation:
+steps see the host's files and tools; ``step.image`` is ignored (said once per run in
+a warning); services and image builds cannot run and fail the job with a clear
+``ExecutorError``.
+
+Layout: ``<root>/<run id>/workspace`` is the workspace. ``prepare_run`` copies the
+source into ``workspace.partial`` and renames it when complete, so the workspace's
+presence marks a finished preparation (a second call changes nothing; a call after a
+failed one starts over).
+
+Each step runs in a new session (its own process group) with only ``PATH`` and ``HOME``
+from the host's environment, plus the step's env and ``CYCLONE_WORKSPACE``. When the
+shell exits, whatever it left running in its group is killed, as a container's end
+would. On timeout or cancel the group gets SIGTERM, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from services.workermanager.executors.script import (
+    StepOutput,
+    check_run_id,
+    finish_shielded,
+    step_script,
+)
+from shared.errors import ExecutorError
+from shared.events import utc_now
+from shared.pipeline.plan import JobSpec, StepSpec
+from shared.ports.executor import LogSink, RunContext, StepOutcome
+
+__all__ = ["ShellExecutor"]
+
+log = logging.getLogger(__name__)
+
+TERM_GRACE_S = 2.0  # between SIGTERM and SIGKILL
+OUTPUT_DRAIN_S = 5.0  # how long a step's pipes may stay open after its group is killed
+_HOST_ENV = ("PATH", "HOME")
+
+
+class ShellExecutor:
+    """The host-shell implementation of ``shared.ports.executor.Executor``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._warned_image: set[str] = set()
+        self._running: dict[str, set[asyncio.subprocess.Process]] = {}
+
+    @property
+    def name(self) -> str:
+        return "shell"
+
+    @property
+    def supports_services(self) -> bool:
+        return False
+
+    def workspace(self, run_id: str) -> Path:
+        return self.root / check_run_id(run_id) / "workspace"
+
+    async def prepare_run(self, ctx: RunContext) -> None:
+        workspace = self.workspace(ctx.run_id)
+        if workspace.is_dir():
+            return
+        await asyncio.to_thread(_fill, workspace, ctx.source_dir)
+
+    async def start_services(self, ctx: RunContext, job: JobSpec, on_log: LogSink) -> None:
+        if job.services:
+            names = ", ".join(service.name for service in job.services)
+            raise ExecutorError(
+                f"the shell executor cannot run services (job {job.name} needs: {names}); "
+                "start a Docker daemon to run this job")
+
+    async def stop_services(self, ctx: RunContext, job: JobSpec) -> None:
+        return None
+
+    async def run_step(self, ctx: RunContext, job: JobSpec, step: StepSpec,
+                       env: Mapping[str, str], on_log: LogSink) -> StepOutcome:
+        workspace = self.workspace(ctx.run_id)
+        if step.build is not None:
+            raise ExecutorError(f"the shell executor cannot build images (step {step.name!r} "
+                                f"of job {job.name!r}); start a Docker daemon to build")
+        if not workspace.is_dir():
+            raise ExecutorError(f"run {ctx.run_id} is not prepared on this host")
+        self._warn_image_ignored(ctx.run_id, step)
+        full_env = {k: os.environ[k] for k in _HOST_ENV if k in os.environ}
+        full_env.update(env)
+        full_env["CYCLONE_WORKSPACE"] = str(workspace)
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", step_script(step.commands), cwd=workspace, env=full_env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        running = self._running.setdefault(ctx.run_id, set())
+        running.add(proc)
+        try:
+            return await _supervise(proc, step.timeout_s, StepOutput(on_log))
+        finally:
+            running.discard(proc)
+            # also on cancel: the process group is gone before CancelledError goes on
+            await finish_shielded(_terminate(proc))
+
+    async def destroy_run(self, run_id: str) -> None:
+        check_run_id(run_id)
+        for proc in self._running.pop(run_id, set()):
+            await _terminate(proc)
+        self._warned_image.discard(run_id)
+        run_dir = self.root / run_id
+        if run_dir.exists():
+            await asyncio.to_thread(shutil.rmtree, run_dir, onerror=_make_writable_and_retry)
+
+    async def leftover_runs(self) -> set[str]:
+        if not self.root.is_dir():
+            return set()
+        return {entry.name for entry in self.root.iterdir() if entry.is_dir()}
+
+    async def close(self) -> None:
+        for run_id in list(self._running):
+            for proc in self._running.pop(run_id):
+                await _terminate(proc)
+
+    def _warn_image_ignored(self, run_id: str, step: StepSpec) -> None:
+        if run_id not in self._warned_image:
+            self._warned_image.add(run_id)
+            log.warning("the shell executor ignores step images: steps run on the host shell, "
+                        "without isolation", extra={"run": run_id, "image": step.image})
+
+
+async def _supervise(proc: asyncio.subprocess.Process, timeout_s: float | None,
+                     output: StepOutput) -> StepOutcome:
+    assert proc.stdout is not None and proc.stderr is not None
+    readers = [asyncio.create_task(_pump(proc.stdout, "stdout", output)),
+               asyncio.create_task(_pump(proc.stderr, "stderr", output))]
+    timed_out = False
+    try:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await proc.wait()
+        except TimeoutError:
+            timed_out = True
+        await _terminate(proc)  # what the shell left behind ends with it
+        await asyncio.wait(readers, timeout=OUTPUT_DRAIN_S)
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+    await output.flush()
+    code = proc.returncode
+    if timed_out or code is None:
+        return StepOutcome(exit_code=None, timed_out=timed_out)
+    return StepOutcome(exit_code=128 - code if code < 0 else code)  # killed by N: 128+N
+
+
+async def _pump(pipe: asyncio.StreamReader, stream: str, output: StepOutput) -> None:
+    while chunk := await pipe.read(64 * 1024):
+        await output.feed(stream, utc_now(), chunk)
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the step's process group, SIGKILL it after a grace period if the shell
+    is still there; then SIGKILL whatever else is left in the group."""
+    if proc.returncode is None:
+        _signal_group(proc.pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(TERM_GRACE_S):
+                await proc.wait()
+        except TimeoutError:
+            pass
+    _signal_group(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _fill(workspace: Path, source_dir: str | None) -> None:
+    """Create ``workspace`` with a copy of ``source_dir``; atomic by a final rename."""
+    partial = workspace.with_name(workspace.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial, onerror=_make_writable_and_retry)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    if source_dir is None:
+        partial.mkdir()
+    elif not Path(source_dir).is_dir():
+        raise ExecutorError(f"source directory {source_dir!r} does not exist")
+    else:
+        shutil.copytree(source_dir, partial, symlinks=True)
+    partial.rename(workspace)
+
+
+def _make_writable_and_retry(func: Callable[..., Any], path: str, _exc: Any) -> None:
+    """rmtree's error hook: a step may leave read-only directories behind."""
+    parent = os.path.dirname(path)
+    with contextlib.suppress(OSError):
+        os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
+        os.chmod(path, os.stat(path).st_mode | stat.S_IWUSR)
+    func(path)

@@ -1,0 +1,163 @@
+"""The compiler: a linted pipeline file -> the ``Plan`` the event manager schedules.
+
+``load(text, file)`` is the front end's entry point: it lints (``lint``), raises
+``PipelineError`` with every diagnostic (errors first) when there is any error,
+and otherwise compiles. It never raises anything else, whatever the text.
+
+``.cyclone.yml`` compilation:
+
+* env: ``JobSpec.env`` is the global env, then the job's, then the matrix values
+  (later wins); ``StepSpec.env`` holds only the step's own env (the runtime lays
+  it over the job's).
+* matrix: one job per combination, named ``build (python=3.11, db=pg)`` (keys in
+  file order), ``JobSpec.matrix`` holding the combination, each value also in the
+  env as ``KEY`` upper-cased with non-alphanumerics as ``_``, and
+  ``${{ matrix.KEY }}`` substituted in images, commands, env values and service
+  images. Needing a matrix job means needing all its expansions.
+* ``Plan.jobs`` is topologically ordered by ``needs``, file order among jobs
+  that are free to go (stable).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shared.errors import PipelineError
+from shared.pipeline import caicloud
+from shared.pipeline.diagnostics import Diagnostic
+from shared.pipeline.lint import MATRIX_REF, CheckedCyclone, check_cyclone, detect_format
+from shared.pipeline.plan import JobSpec, Plan, ServiceSpec, StepSpec, When
+from shared.pipeline.schema import JobModel, StepModel, WhenModel
+
+__all__ = ["LoadResult", "combinations", "compile_cyclone", "job_name", "load",
+           "matrix_env_key"]
+
+_STATUS_ORDER = ("success", "failure")
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    plan: Plan
+    warnings: list[Diagnostic]
+
+
+def load(text: str, file: str) -> LoadResult:
+    """Lint and compile ``text`` (read as ``file``); raise ``PipelineError`` on any error."""
+    plan: Plan | None
+    if detect_format(text, file) == "caicloud":
+        cai, diagnostics = caicloud.check_caicloud(text, file)
+        plan = caicloud.translate(cai, file) if cai is not None else None
+    else:
+        checked, diagnostics = check_cyclone(text, file)
+        plan = compile_cyclone(checked, file) if checked is not None else None
+    if plan is None:
+        raise PipelineError(diagnostics)
+    return LoadResult(plan, [d for d in diagnostics if d.severity == "warning"])
+
+
+def combinations(matrix: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Every combination of a matrix, the first key varying slowest; ``[{}]`` for none."""
+    keys = list(matrix)
+    return [dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(matrix[key] for key in keys))]
+
+
+def job_name(name: str, combination: dict[str, str]) -> str:
+    """``build`` + ``{python: 3.11}`` -> ``build (python=3.11)``."""
+    if not combination:
+        return name
+    return f"{name} ({', '.join(f'{k}={v}' for k, v in combination.items())})"
+
+
+def matrix_env_key(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", key).upper()
+
+
+def compile_cyclone(checked: CheckedCyclone, file: str) -> Plan:
+    """The plan of a linted ``.cyclone.yml`` (``check_cyclone`` found no error)."""
+    expansions = {name: combinations(job.matrix or {}) for name, job in checked.jobs.items()}
+    names = {name: [job_name(name, c) for c in combos] for name, combos in expansions.items()}
+    jobs: list[JobSpec] = []
+    for name, job in checked.jobs.items():
+        needs = tuple(n for need in dict.fromkeys(job.needs) for n in names[need])
+        for combo in expansions[name]:
+            jobs.append(_job(job_name(name, combo), job, combo, needs, checked.env))
+    return Plan(source_file=file, jobs=tuple(_topological(jobs)))
+
+
+def _job(name: str, job: JobModel, combo: dict[str, str], needs: tuple[str, ...],
+         global_env: dict[str, str]) -> JobSpec:
+    def sub(text: str) -> str:
+        return MATRIX_REF.sub(lambda m: combo[m.group(1)], text)
+
+    env = {k: sub(v) for k, v in global_env.items()}
+    env.update({k: sub(v) for k, v in (job.env or {}).items()})
+    env.update({matrix_env_key(k): v for k, v in combo.items()})
+    image = sub(job.image) if job.image else ""
+    services = (
+        [(n, s.image, s.env, s.command) for n, s in job.services.items()]
+        if isinstance(job.services, dict)
+        else [(s.name, s.image, s.env, s.command) for s in job.services or []])
+    return JobSpec(
+        name=name,
+        image=image,
+        steps=tuple(_step(i, step, image, sub) for i, step in enumerate(job.steps, 1)),
+        env=env,
+        needs=needs,
+        services=tuple(
+            ServiceSpec(name=n, image=sub(img), env={k: sub(v) for k, v in (e or {}).items()},
+                        command=tuple(cmd))
+            for n, img, e, cmd in services),
+        timeout_s=job.timeout,
+        when=when_of(job.when),
+        matrix=dict(combo),
+    )
+
+
+def _step(index: int, step: StepModel, job_image: str, sub: Callable[[str], str]) -> StepSpec:
+    return StepSpec(
+        name=step.name or f"step-{index}",
+        image=sub(step.image) if step.image else job_image,
+        commands=tuple(sub(command) for command in step.run),
+        env={k: sub(v) for k, v in (step.env or {}).items()},
+        timeout_s=step.timeout,
+        retry=step.retry,
+        when=when_of(step.when),
+    )
+
+
+def when_of(when: WhenModel | None) -> When:
+    """``status: always`` means both outcomes; no status means success only."""
+    if when is None:
+        return When()
+    statuses = set(_STATUS_ORDER) if "always" in when.status else set(when.status)
+    return When(
+        branches=tuple(dict.fromkeys(when.branch)),
+        events=tuple(dict.fromkeys(when.event)),
+        status=tuple(s for s in _STATUS_ORDER if s in statuses) or When().status,
+    )
+
+
+def _topological(jobs: list[JobSpec]) -> list[JobSpec]:
+    """Kahn's algorithm, always taking the ready job that comes first in the file (stable)."""
+    position = {job.name: i for i, job in enumerate(jobs)}
+    waiting = {job.name: len(set(job.needs)) for job in jobs}
+    dependants: dict[str, list[str]] = {job.name: [] for job in jobs}
+    for job in jobs:
+        for need in set(job.needs):
+            dependants[need].append(job.name)
+    ready = [i for i, job in enumerate(jobs) if not waiting[job.name]]
+    heapq.heapify(ready)
+    out: list[JobSpec] = []
+    while ready:  # lint guarantees the graph is acyclic, so every job gets here
+        job = jobs[heapq.heappop(ready)]
+        out.append(job)
+        for name in dependants[job.name]:
+            waiting[name] -= 1
+            if not waiting[name]:
+                heapq.heappush(ready, position[name])
+    return out

@@ -1,0 +1,267 @@
+"""The linter: every problem of a pipeline file, errors and warnings, each with its line.
+
+``lint(text, file)`` never raises for bad input. For ``.cyclone.yml`` it runs, in
+order: YAML parsing (``loader``), structural checks (``schema``, one job at a time
+so that every job's problems are reported), then the semantic checks below (job
+and step names, images, needs, cycles, matrix references). ``caicloud.yml`` files
+are checked by ``caicloud.check_caicloud``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from shared.pipeline import caicloud
+from shared.pipeline.diagnostics import Diagnostic
+from shared.pipeline.loader import Path, Reporter, ordered, parse
+from shared.pipeline.schema import CycloneFile, JobModel, did_you_mean, validate
+
+__all__ = [
+    "JOBS_LIMIT",
+    "JOB_NAME",
+    "MATRIX_LIMIT",
+    "MATRIX_REF",
+    "CheckedCyclone",
+    "check_cyclone",
+    "detect_format",
+    "lint",
+]
+
+JOB_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+MATRIX_KEY = re.compile(r"[A-Za-z0-9_-]+")
+MATRIX_REF = re.compile(r"\$\{\{\s*matrix\.([^\s}]*)\s*\}\}")
+MATRIX_LIMIT = 256  # expansions of one job; more is almost surely a mistake
+JOBS_LIMIT = 1000  # jobs of a plan, matrices expanded
+CAICLOUD_FILES = ("caicloud.yml", "caicloud.yaml")
+_CAICLOUD_TOP = re.compile(r"^(pre_build|build|integration|post_build|deploy)\s*:", re.M)
+_JOBS_TOP = re.compile(r"^jobs\s*:", re.M)
+
+
+@dataclass(frozen=True)
+class CheckedCyclone:
+    """A ``.cyclone.yml`` without errors, ready for ``compile``."""
+
+    env: dict[str, str]
+    jobs: dict[str, JobModel]  # in file order
+
+
+def lint(text: str, file: str) -> list[Diagnostic]:
+    """Every problem in ``text`` (read as ``file``): errors first, then warnings."""
+    if detect_format(text, file) == "caicloud":
+        return caicloud.check_caicloud(text, file)[1]
+    return check_cyclone(text, file)[1]
+
+
+def detect_format(text: str, file: str) -> Literal["cyclone", "caicloud"]:
+    """``caicloud`` for a file named caicloud.yml / caicloud.yaml, or whose top level has
+    caicloud sections (pre_build, build, ...) and no ``jobs``; else ``cyclone``."""
+    if file.replace("\\", "/").rsplit("/", 1)[-1] in CAICLOUD_FILES:
+        return "caicloud"
+    parsed = parse(text, file)
+    if parsed.document is not None:
+        data = parsed.document.data
+        is_cai = (isinstance(data, dict) and "jobs" not in data
+                  and any(section in data for section in caicloud.SECTIONS))
+        return "caicloud" if is_cai else "cyclone"
+    # unparsable: judge by the top-level keys as written, to report in the right terms
+    is_cai = bool(_CAICLOUD_TOP.search(text)) and not _JOBS_TOP.search(text)
+    return "caicloud" if is_cai else "cyclone"
+
+
+def check_cyclone(text: str, file: str) -> tuple[CheckedCyclone | None, list[Diagnostic]]:
+    """Lint a ``.cyclone.yml``; the checked file comes back only when there is no error."""
+    parsed = parse(text, file)
+    if parsed.document is None:
+        return None, parsed.diagnostics
+    document = parsed.document
+    report = Reporter(file, document)
+    data = document.data
+    if isinstance(data, dict):  # "x-" keys are for YAML anchors only, as in compose files
+        data = {k: v for k, v in data.items() if not k.startswith("x-")}
+    top, problems = validate(CycloneFile, data, (), document, file)
+    report.diagnostics.extend(problems)
+    found = data.get("jobs") if isinstance(data, dict) else None
+    raw_jobs: dict[str, Any] = found if isinstance(found, dict) else {}
+    jobs: dict[str, JobModel] = {}
+    for name, raw in raw_jobs.items():
+        job, problems = validate(JobModel, raw, ("jobs", name), document, file)
+        report.diagnostics.extend(problems)
+        if job is not None:
+            jobs[name] = job
+    names = list(raw_jobs)
+    _check_names(report, names)
+    for name in names:
+        _check_steps(report, name, raw_jobs[name])
+    for name, job in jobs.items():
+        _check_job(report, name, job, top.env if top else None)
+    total = sum(math.prod(len(v) for v in (job.matrix or {}).values()) for job in jobs.values())
+    if total > JOBS_LIMIT:
+        report.error(("jobs",), f"the matrices expand to {total} jobs (at most {JOBS_LIMIT})")
+    # jobs with structural errors: their needs are still checked, as far as they read
+    needs = {name: jobs[name].needs if name in jobs else _raw_needs(raw_jobs[name])
+             for name in names}
+    _check_needs(report, names, needs)
+    diagnostics = ordered(report.diagnostics)
+    if top is None or any(d.severity == "error" for d in diagnostics):
+        return None, diagnostics
+    return CheckedCyclone(dict(top.env or {}), jobs), diagnostics
+
+
+def _check_names(report: Reporter, names: list[str]) -> None:
+    for name in names:
+        if not JOB_NAME.fullmatch(name):
+            report.error(("jobs", name), f"invalid job name '{name}' (use letters, digits, "
+                         "'_', '.' and '-')", at_key=True)
+
+
+def _check_steps(report: Reporter, name: str, raw: object) -> None:
+    """Images and step names, read from the raw job so that a job with other errors is
+    checked too."""
+    steps = raw.get("steps") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict) or not isinstance(steps, list):
+        return
+    base: Path = ("jobs", name)
+    named = [(step.get("name") if isinstance(step, dict) else None, i)
+             for i, step in enumerate(steps)]
+    imageless = [n if isinstance(n, str) else f"step-{i + 1}" for n, i in named
+                 if not (isinstance(steps[i], dict) and steps[i].get("image") is not None)]
+    if raw.get("image") is None and imageless:
+        report.error(base, f"missing required key 'image' (step '{imageless[0]}' has no "
+                     "image of its own)")
+    seen: dict[str, int] = {}
+    for step_name, i in named:
+        given = isinstance(step_name, str)
+        key = step_name if isinstance(step_name, str) else f"step-{i + 1}"
+        if key in seen:
+            line = report.document.marks.locate((*base, "steps", seen[key]))[0]
+            report.error((*base, "steps", i, "name") if given else (*base, "steps", i),
+                         f"duplicate step name '{key}' (first at line {line})",
+                         shown=(*base, "steps", i, "name"))
+        seen.setdefault(key, i)
+
+
+def _check_job(report: Reporter, name: str, job: JobModel, global_env: dict[str, str] | None,
+               ) -> None:
+    base: Path = ("jobs", name)
+    _check_services(report, base, job)
+    _check_matrix(report, base, job)
+    keys = set(job.matrix or {})
+    for path, value in _templated(base, job, global_env):
+        for ref in MATRIX_REF.findall(value):
+            if ref not in keys:
+                known = f"{did_you_mean(ref, sorted(keys))}" if keys else " (the job has no matrix)"
+                report.error(path, f"unknown matrix key '{ref}'{known}")
+
+
+def _check_services(report: Reporter, base: Path, job: JobModel) -> None:
+    if isinstance(job.services, dict):
+        named = [((*base, "services", n), n) for n in job.services]
+    else:
+        named = [((*base, "services", i, "name"), s.name) for i, s in enumerate(job.services or [])]
+    seen: set[str] = set()
+    for path, name in named:
+        if not JOB_NAME.fullmatch(name):
+            report.error(path, f"invalid service name '{name}' (use letters, digits, '_', '.' "
+                         "and '-')", at_key=True)
+        if name in seen:
+            report.error(path, f"duplicate service name '{name}'")
+        seen.add(name)
+
+
+def _check_matrix(report: Reporter, base: Path, job: JobModel) -> None:
+    matrix = job.matrix or {}
+    for key, values in matrix.items():
+        path: Path = (*base, "matrix", key)
+        if not MATRIX_KEY.fullmatch(key):
+            report.error(path, f"invalid matrix key '{key}' (use letters, digits, '_' and '-')",
+                         at_key=True)
+        for i, value in enumerate(values):
+            if value in values[:i]:
+                report.error((*path, i), f"duplicate value '{value}'")
+    count = math.prod(len(values) for values in matrix.values())
+    if count > MATRIX_LIMIT:
+        report.error((*base, "matrix"), f"expands to {count} jobs (at most {MATRIX_LIMIT})")
+
+
+def _templated(base: Path, job: JobModel, global_env: dict[str, str] | None,
+               ) -> Iterator[tuple[Path, str]]:
+    """Every string where ``${{ matrix.KEY }}`` is substituted, with its path."""
+    if job.image:
+        yield (*base, "image"), job.image
+    for key, value in (global_env or {}).items():
+        yield ("env", key), value
+    for key, value in (job.env or {}).items():
+        yield (*base, "env", key), value
+    services: list[tuple[str | int, str]] = (
+        [(n, s.image) for n, s in job.services.items()] if isinstance(job.services, dict)
+        else [(i, s.image) for i, s in enumerate(job.services or [])])
+    for ref, image in services:
+        yield (*base, "services", ref, "image"), image
+    for i, step in enumerate(job.steps):
+        where: Path = (*base, "steps", i)
+        if step.image:
+            yield (*where, "image"), step.image
+        for j, command in enumerate(step.run):
+            yield (*where, "run", j), command
+        for key, value in (step.env or {}).items():
+            yield (*where, "env", key), value
+
+
+def _raw_needs(raw: object) -> list[str]:
+    """The names a job that failed validation needs, as far as they can be read."""
+    value = raw.get("needs") if isinstance(raw, dict) else None
+    items = value if isinstance(value, list) else [value]
+    return [item for item in items if isinstance(item, str)]
+
+
+def _check_needs(report: Reporter, names: list[str], needs: dict[str, list[str]]) -> None:
+    for name, wanted in needs.items():
+        where: Path = ("jobs", name, "needs")
+        for i, need in enumerate(wanted):
+            if need == name:
+                report.error((*where, i), f"job '{name}' needs itself", shown=where)
+            elif need not in names:
+                others = [n for n in names if n != name]
+                report.error((*where, i), f"unknown job '{need}'{did_you_mean(need, others)}",
+                             shown=where)
+            elif need in wanted[:i]:
+                report.warning((*where, i), f"job '{need}' is listed twice", shown=where)
+    for cycle in _cycles(names, needs):
+        first, second = cycle[0], cycle[1]
+        index = needs[first].index(second)
+        report.error(("jobs", first, "needs", index),
+                     f"dependency cycle: {' -> '.join(cycle)}", shown=("jobs", first, "needs"))
+
+
+def _cycles(names: list[str], needs: dict[str, list[str]]) -> list[list[str]]:
+    """One cycle per set of jobs caught in one, each starting at its first job in the file."""
+    edges = {n: [d for d in dict.fromkeys(wanted) if d in needs and d != n]
+             for n, wanted in needs.items()}
+    order = {name: i for i, name in enumerate(names)}
+    state: dict[str, int] = {}  # 1: on the DFS stack, 2: done
+    found: dict[frozenset[str], list[str]] = {}
+    for root in names:
+        if state.get(root):
+            continue
+        stack: list[tuple[str, Iterator[str]]] = [(root, iter(edges[root]))]
+        state[root] = 1
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                state[node] = 2
+                stack.pop()
+            elif state.get(child) == 1:  # back edge: the stack from child on is a cycle
+                path = [n for n, _ in stack]
+                ring = path[path.index(child):]
+                start = min(range(len(ring)), key=lambda k: order[ring[k]])
+                ring = ring[start:] + ring[:start]
+                found.setdefault(frozenset(ring), [*ring, ring[0]])
+            elif not state.get(child):
+                state[child] = 1
+                stack.append((child, iter(edges[child])))
+    return list(found.values())

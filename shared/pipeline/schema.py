@@ -1,0 +1,396 @@
+"""The pipeline files' YAML types: lenient pydantic models, and their errors as diagnostics.
+
+Lenient means the spellings people write are accepted (a string where a list is
+expected, numbers and booleans as env values, a duration as seconds or "10m");
+everything else is rejected with a message naming the key. Models forbid unknown
+keys and are strict (no silent "3" -> 3 coercion) except where a validator below
+says otherwise.
+
+``validate(model, data, base, document, file)`` validates one part of a parsed
+document and turns every pydantic error into a ``Diagnostic`` at the YAML line of
+the offending key or value (``loc`` is mapped to the document's marks).
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+import types
+from collections.abc import Sequence
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    ValidationError,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from shared.pipeline.diagnostics import Diagnostic
+from shared.pipeline.duration import parse_duration
+from shared.pipeline.loader import Document, Path, format_path
+
+__all__ = [
+    "EVENTS",
+    "STATUSES",
+    "CaiBuild",
+    "CaiDeploy",
+    "CaiFile",
+    "CaiSection",
+    "CaiService",
+    "CycloneFile",
+    "JobModel",
+    "NamedServiceModel",
+    "ServiceModel",
+    "StepModel",
+    "WhenModel",
+    "did_you_mean",
+    "kind",
+    "validate",
+]
+
+EVENTS = ("push", "tag", "pull_request", "manual", "cli", "schedule")
+STATUSES = ("success", "failure", "always")
+MAP_TAG, LIST_TAG = "<mapping>", "<list>"  # union member tags; stripped from error locs
+
+
+def kind(value: object) -> str:
+    """How a value reads in a message: "a string", "a list", "null", ..."""
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a mapping", bytes: "binary data", set: "a set"}
+    for tp, name in names.items():
+        if isinstance(value, tp):
+            return name
+    return f"a {type(value).__name__}"  # date, datetime: "a date"
+
+
+def did_you_mean(name: str, candidates: Sequence[str]) -> str:
+    """``", did you mean 'x'?"`` for the closest candidate, or ``""``."""
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f", did you mean '{close[0]}'?" if close else ""
+
+
+# --- lenient value types ---------------------------------------------------------------------
+
+
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+def _scalar_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    if value is None:  # "KEY:" with nothing after it reads as an empty value
+        return ""
+    raise PydanticCustomError("scalar", "expected a string, number or boolean, got {kind}",
+                              {"kind": kind(value)})
+
+
+def _duration(value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise PydanticCustomError("duration", str(exc)) from exc
+
+
+def _command(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return shlex.split(value)
+    except ValueError as exc:
+        raise PydanticCustomError("command", "cannot split command: {why}",
+                                  {"why": str(exc).lower()}) from exc
+
+
+def _choice(allowed: Sequence[str], what: str) -> Any:
+    def check(value: str) -> str:
+        if value not in allowed:
+            listed = ", ".join(allowed)
+            raise PydanticCustomError(
+                "choice", "unknown {what} '{value}'{hint} (expected one of: {listed})",
+                {"what": what, "value": value, "hint": did_you_mean(value, allowed),
+                 "listed": listed})
+        return value
+    return AfterValidator(check)
+
+
+def _commands_present(value: list[str]) -> list[str]:
+    if not any(command.strip() for command in value):
+        raise PydanticCustomError("no_commands", "needs at least one command")
+    return value
+
+
+def _env_item(value: str) -> str:
+    if "=" not in value or not value.split("=", 1)[0].strip():
+        raise PydanticCustomError("env_item", "expected KEY=VALUE, got '{value}'",
+                                  {"value": value})
+    return value
+
+
+def _map_or_list(value: Any) -> str | None:
+    return MAP_TAG if isinstance(value, dict) else LIST_TAG if isinstance(value, list) else None
+
+
+Scalar = Annotated[str, PlainValidator(_scalar_str)]
+EnvMap = dict[str, Scalar]
+Duration = Annotated[float, PlainValidator(_duration)]
+StrList = Annotated[list[str], BeforeValidator(_as_list)]  # one string or a list of them
+Commands = Annotated[list[str], BeforeValidator(_as_list), AfterValidator(_commands_present)]
+Command = Annotated[list[str], BeforeValidator(_command)]  # shlex-split string or a list
+NonEmpty = Annotated[str, Field(min_length=1)]
+Event = Annotated[str, _choice(EVENTS, "event")]
+Status = Annotated[str, _choice(STATUSES, "status")]
+EnvItems = list[Annotated[str, AfterValidator(_env_item)]]
+MAP_OR_LIST = Discriminator(_map_or_list, custom_error_type="map_or_list",
+                            custom_error_message="expected a mapping or a list")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --- .cyclone.yml ----------------------------------------------------------------------------
+
+
+class WhenModel(_Model):
+    branch: StrList = []
+    event: Annotated[list[Event], BeforeValidator(_as_list)] = []
+    status: Annotated[list[Status], BeforeValidator(_as_list)] = []
+
+
+class ServiceModel(_Model):
+    image: NonEmpty
+    env: EnvMap | None = None
+    command: Command = []
+
+
+class NamedServiceModel(ServiceModel):
+    name: NonEmpty
+
+
+Services = Annotated[
+    Union[  # noqa: UP007 - members carry Tag metadata
+        Annotated[dict[str, ServiceModel], Tag(MAP_TAG)],
+        Annotated[list[NamedServiceModel], Tag(LIST_TAG)],
+    ],
+    MAP_OR_LIST,
+]
+
+
+class StepModel(_Model):
+    name: NonEmpty | None = None
+    image: NonEmpty | None = None
+    run: Commands
+    env: EnvMap | None = None
+    when: WhenModel | None = None
+    timeout: Duration | None = None
+    retry: Annotated[int, Field(ge=0)] = 0
+
+
+class JobModel(_Model):
+    image: NonEmpty | None = None
+    env: EnvMap | None = None
+    needs: StrList = []
+    services: Services | None = None
+    when: WhenModel | None = None
+    timeout: Duration | None = None
+    matrix: dict[str, Annotated[list[Scalar], Field(min_length=1)]] | None = None
+    steps: Annotated[list[StepModel], Field(min_length=1)]
+
+
+class CycloneFile(_Model):
+    """The top level; jobs are validated one by one (``JobModel``) to report them all."""
+
+    env: EnvMap | None = None
+    jobs: Annotated[dict[str, Any], Field(min_length=1)]
+
+
+# --- caicloud.yml ----------------------------------------------------------------------------
+
+Environment = Annotated[
+    Union[  # noqa: UP007 - members carry Tag metadata
+        Annotated[EnvItems, Tag(LIST_TAG)],
+        Annotated[EnvMap, Tag(MAP_TAG)],
+    ],
+    MAP_OR_LIST,
+]
+
+
+class _Container(_Model):
+    """Keys of the original's container block that this runner does not honour (warned)."""
+
+    name: Any = None
+    pull: Any = None
+    privileged: Any = None
+    ports: Any = None
+    links: Any = None
+    entrypoint: Any = None
+    extra_hosts: Any = None
+    volumes: Any = None
+    devices: Any = None
+    net: Any = None
+    dns: Any = None
+    auth_config: Any = None
+    mem_limit: Any = None
+    cpuset: Any = None
+    oom_kill_disable: Any = None
+
+
+class CaiService(_Container):
+    image: NonEmpty | None = None  # the original defaults it to the service's name
+    environment: Environment | None = None
+    commands: StrList | None = None
+    command: Command | None = None
+
+
+class CaiSection(_Container):
+    """pre_build, integration, post_build: commands run in ``image``."""
+
+    image: NonEmpty | None = None
+    environment: Environment | None = None
+    commands: Commands | None = None
+    context_dir: Any = None  # meaningful in the build section only (warned elsewhere)
+    dockerfile_name: Any = None
+    outputs: Any = None  # pre_build's copy-out: the workspace is shared here anyway
+    services: dict[str, CaiService | None] | None = None  # integration only (checked)
+
+
+class CaiBuild(_Model):
+    """build: an image built from ``<context_dir>/<dockerfile_name>``."""
+
+    context_dir: NonEmpty | None = None
+    dockerfile_name: NonEmpty | None = None
+    environment: Environment | None = None
+
+
+class CaiDeploy(_Model):
+    """One deploy entry: a cluster deployment (not runnable here) or image + commands."""
+
+    type: str | None = None
+    host: str | None = None
+    token: str | None = None
+    cluster: str | None = None
+    namespace: str | None = None
+    deployment: str | None = None
+    containers: StrList | None = None
+    image: NonEmpty | None = None
+    commands: Commands | None = None
+    environment: Environment | None = None
+
+
+class CaiFile(_Model):
+    """The top level; sections are validated one by one to report them all."""
+
+    pre_build: Any = None
+    build: Any = None
+    integration: Any = None
+    post_build: Any = None
+    deploy: Any = None
+
+
+# --- pydantic errors -> diagnostics ----------------------------------------------------------
+
+_EXPECTED = {
+    "string_type": "a string", "int_type": "an integer", "bool_type": "a boolean",
+    "float_type": "a number", "list_type": "a list", "dict_type": "a mapping",
+    "model_type": "a mapping", "model_attributes_type": "a mapping",
+}
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], data: Any, base: Path, document: Document,
+             file: str) -> tuple[M | None, list[Diagnostic]]:
+    """Validate ``data`` (found at ``base`` in ``document``) as ``model``."""
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        return None, [_diagnostic(model, error, base, document, file) for error in exc.errors()]
+
+
+def _diagnostic(model: type[BaseModel], error: ErrorDetails, base: Path, document: Document,
+                file: str) -> Diagnostic:
+    loc = tuple(p for p in error["loc"] if p not in (MAP_TAG, LIST_TAG, "[key]"))
+    path = (*base, *loc)
+    marks = document.marks
+    kind_ = error["type"]
+    if kind_ == "missing":
+        line, col = marks.locate(path[:-1])
+        return Diagnostic(file, line, col, format_path(marks.known(path[:-1])),
+                          f"missing required key '{path[-1]}'")
+    if kind_ == "extra_forbidden":
+        line, col = marks.locate(path, at_key=True)
+        hint = did_you_mean(str(path[-1]), _keys_at(model, error["loc"][:-1]))
+        return Diagnostic(file, line, col, format_path(path), f"unknown key '{path[-1]}'{hint}")
+    line, col = marks.locate(path)
+    return Diagnostic(file, line, col, format_path(marks.known(path)), _message(error))
+
+
+def _message(error: ErrorDetails) -> str:
+    kind_ = error["type"]
+    if kind_ in _EXPECTED:
+        return f"expected {_EXPECTED[kind_]}, got {kind(error['input'])}"
+    if kind_ in ("too_short", "string_too_short"):
+        return "must not be empty"
+    ctx = error.get("ctx") or {}
+    if kind_ == "greater_than_equal":
+        return f"must be >= {ctx.get('ge')}"
+    return str(error["msg"])
+
+
+def _keys_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """The keys allowed at ``loc`` below ``model`` (for "did you mean")."""
+    tp: Any = model
+    for part in loc:
+        tp = _child(tp, part)
+        if tp is None:
+            return []
+    tp = _strip(tp)
+    return list(tp.model_fields) if _is_model(tp) else []
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _strip(tp: Any) -> Any:
+    """``Annotated[X, ...]`` -> X, ``X | None`` -> X."""
+    while True:
+        if get_origin(tp) is Annotated:
+            tp = get_args(tp)[0]
+        elif get_origin(tp) in (Union, types.UnionType):
+            members = [a for a in get_args(tp) if a is not type(None)]
+            if len(members) != 1:
+                return tp
+            tp = members[0]
+        else:
+            return tp
+
+
+def _child(tp: Any, part: str | int) -> Any:
+    tp = _strip(tp)
+    if _is_model(tp):
+        field = tp.model_fields.get(part) if isinstance(part, str) else None
+        return field.annotation if field else None
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):  # a tagged union: pick the member by its tag
+        for member in get_args(tp):
+            tags = [m for m in getattr(member, "__metadata__", ()) if isinstance(m, Tag)]
+            if tags and tags[0].tag == part:
+                return member
+        return None
+    if origin is dict:
+        return get_args(tp)[1]
+    if origin is list:
+        return get_args(tp)[0]
+    return None

@@ -1,0 +1,161 @@
+"""What only the Docker executor does: services, image pulls, image builds, names, labels."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiodocker
+import pytest
+
+from services.workermanager.executors import DockerExecutor
+from services.workermanager.executors.docker import BUILT_IMAGE, built_image
+from shared.errors import ExecutorError, ExecutorUnavailable
+from shared.pipeline.plan import BuildSpec, ServiceSpec
+from shared.ports.executor import RunContext
+from tests.docker_support import TEST_IMAGE, cyclone_leftovers_async
+from tests.executors.conftest import Logs, job_of, step_of
+from tests.support import eventually
+
+pytestmark = pytest.mark.usefixtures("docker_ready")
+
+WEB = ServiceSpec(name="web", image=TEST_IMAGE, env={"GREETING": "hello from web"},
+                  command=("sh", "-c", 'echo "$GREETING"; exec httpd -f -p 8080 -h /etc'))
+
+
+@pytest.fixture
+async def docker() -> AsyncIterator[DockerExecutor]:
+    executor = await DockerExecutor.connect()
+    try:
+        yield executor
+    finally:
+        await executor.close()
+
+
+@pytest.fixture
+async def run(docker: DockerExecutor, source: Path) -> AsyncIterator[RunContext]:
+    ctx = RunContext(run_id=f"t{uuid.uuid4().hex[:16]}", source_dir=str(source))
+    await docker.prepare_run(ctx)
+    try:
+        yield ctx
+    finally:
+        await docker.destroy_run(ctx.run_id)
+
+
+async def test_a_service_is_reachable_by_name_and_its_output_is_logged(
+        docker: DockerExecutor, run: RunContext) -> None:
+    step = step_of("fetch", "for i in $(seq 1 50); do wget -q -O - http://web:8080/passwd "
+                   "&& exit 0; sleep 0.1; done; exit 1")
+    job = job_of("test (db=web)", step, services=(WEB,))
+    service_logs, logs = Logs(), Logs()
+    await docker.start_services(run, job, service_logs)
+    try:
+        outcome = await docker.run_step(run, job, step, {}, logs)
+        await eventually(lambda: "[web] hello from web" in service_logs.texts(),
+                         what="the service's own output")
+    finally:
+        await docker.stop_services(run, job)
+    assert outcome.exit_code == 0, logs.lines
+    assert "root:x:0:0:root:/root:/bin/sh" in logs.texts("stdout")
+    assert [r for r in await cyclone_leftovers_async(run.run_id) if r.startswith("container")] == []
+
+
+async def test_a_service_that_exits_at_once_is_an_error_naming_it(
+        docker: DockerExecutor, run: RunContext) -> None:
+    broken = ServiceSpec(name="db", image=TEST_IMAGE,
+                         command=("sh", "-c", "echo bad config >&2; exit 3"))
+    job = job_of("test", step_of("never", "true"), services=(broken,))
+    try:
+        with pytest.raises(ExecutorError, match=r"service 'db'.*code 3.*bad config"):
+            await docker.start_services(run, job, Logs())
+    finally:
+        await docker.stop_services(run, job)
+
+
+async def test_a_missing_image_is_an_error_naming_it(
+        docker: DockerExecutor, run: RunContext) -> None:
+    step = step_of("nope", "true", image="cyclone-test/does-not-exist:1")
+    with pytest.raises(ExecutorError, match="'cyclone-test/does-not-exist:1'") as raised:
+        await docker.run_step(run, job_of("build", step), step, {}, Logs())
+    assert "Traceback" not in str(raised.value)
+    assert [r for r in await cyclone_leftovers_async(run.run_id) if r.startswith("container")] == []
+
+
+async def test_step_containers_are_named_and_labelled_from_the_run_job_and_step(
+        docker: DockerExecutor, run: RunContext) -> None:
+    step = step_of("wait (a=1)", "echo started", "sleep 30")
+    job = job_of("test (python=3.11, os=linux)", step)
+    logs = Logs()
+    task = asyncio.create_task(docker.run_step(run, job, step, {}, logs))
+    try:
+        await eventually(lambda: "started" in logs.texts(), what="the step to start")
+        async with aiodocker.Docker() as client:
+            [container] = await client.containers.list(
+                filters='{"label": ["io.cyclone.run=%s", "io.cyclone.job=%s"]}'
+                % (run.run_id, job.name))
+            info = await container.show()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert re.fullmatch(rf"/cyclone-{run.run_id}-test_python_3\.11_os_linux-wait_a_1-[0-9a-f]{{6}}",
+                        info["Name"])
+    assert info["Config"]["Labels"]["io.cyclone.managed"] == "1"
+    assert info["Config"]["Labels"]["io.cyclone.step"] == "wait (a=1)"
+
+
+async def test_a_build_step_builds_an_image_that_a_later_step_runs(
+        docker: DockerExecutor, run: RunContext, source: Path) -> None:
+    tag = f"cyclone-test/built-{run.run_id}:1"
+    logs = Logs()
+    write = step_of("write", "mkdir -p app", "echo 'built with love' > app/greeting.txt",
+                    f"printf 'FROM {TEST_IMAGE}\\nCOPY greeting.txt /greeting.txt\\n' "
+                    "> app/Containerfile")
+    build = step_of("image", build=BuildSpec(context_dir="app", dockerfile="Containerfile",
+                                             tag=tag))
+    use = step_of("use", "cat /greeting.txt", image=BUILT_IMAGE)
+    job = job_of("build", write, build, use)
+    try:
+        for step in job.steps:
+            outcome = await docker.run_step(run, job, step, {}, logs)
+            assert outcome.exit_code == 0, logs.lines
+        assert any(text.startswith("Step 2/2 : COPY") for text in logs.texts("stdout"))
+        assert logs.texts("stdout")[-1] == "built with love"
+        async with aiodocker.Docker() as client:
+            await client.images.inspect(tag)  # the user's tag exists too
+    finally:
+        async with aiodocker.Docker() as client:
+            await client.images.delete(tag)
+    await docker.destroy_run(run.run_id)
+    async with aiodocker.Docker() as client:
+        with pytest.raises(aiodocker.DockerError):
+            await client.images.inspect(built_image(run.run_id))
+
+
+async def test_a_failing_build_fails_the_step_with_the_error_logged(
+        docker: DockerExecutor, run: RunContext) -> None:
+    write = step_of("write", f"printf 'FROM {TEST_IMAGE}\\nRUN exit 5\\n' > Dockerfile")
+    build = step_of("image", build=BuildSpec())
+    job = job_of("build", write, build)
+    logs = Logs()
+    await docker.run_step(run, job, write, {}, logs)
+    outcome = await docker.run_step(run, job, build, {}, logs)
+    assert outcome.exit_code == 1
+    assert any("image build failed" in t and "5" in t for t in logs.texts("stderr")), logs.lines
+
+
+async def test_an_unreachable_daemon_is_unavailable_quickly() -> None:
+    started = time.monotonic()
+    with pytest.raises(ExecutorUnavailable, match="nonexistent"):
+        await DockerExecutor.connect("unix:///nonexistent/docker.sock")
+    assert time.monotonic() - started < 6
+
+
+async def test_leftover_runs_lists_runs_that_own_resources(
+        docker: DockerExecutor, run: RunContext) -> None:
+    assert run.run_id in await docker.leftover_runs()
+    assert await cyclone_leftovers_async(run.run_id) == [
+        f"network cyclone-{run.run_id}", f"volume cyclone-{run.run_id}-ws"]
