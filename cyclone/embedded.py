@@ -19,10 +19,6 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
-from shared.adapters.bus.memory import MemoryBus
-from shared.adapters.coordination.memory import MemoryCoordinator
-from shared.adapters.logstore.files import FileLogStore
-
 from cyclone.ownership import RunOwnership
 from services.api.readmodel import RunsReadModel
 from services.eventmanager.service import EventManager, abandon_run
@@ -30,7 +26,10 @@ from services.logserver.service import LogServer
 from services.notifier.service import Notifier
 from services.workermanager.executors import open_executor
 from services.workermanager.service import WorkerManager
+from shared.adapters.bus.memory import MemoryBus
+from shared.adapters.coordination.memory import MemoryCoordinator
 from shared.adapters.eventstore.sqlite import SqliteEventStore
+from shared.adapters.logstore.files import FileLogStore
 from shared.config import Settings
 from shared.outbox import NotifyingStore, OutboxRelay
 from shared.ports.executor import Executor
@@ -142,11 +141,11 @@ class Embedded:
             elif not run.done and own_all:
                 self.ownership.claim(run.id)
 
-        def is_live(run_id: str) -> bool:
+        def is_over(run_id: str) -> bool:
             run = replayed.runs.get(run_id)
-            return run is not None and not run.done and run.id not in self.recovered
+            return run is not None and (run.done or run_id in self.recovered)
 
-        reaped = await self.workermanager.reap(is_live)
+        reaped = await self.workermanager.reap(is_over)
         if reaped:
             log.warning("removed containers, networks and volumes left by ended runs",
                         extra={"runs": reaped})

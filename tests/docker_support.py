@@ -35,8 +35,8 @@ __all__ = [
     "cyclone_leftovers",
     "cyclone_leftovers_async",
     "docker_available",
-    "docker_ready",
     "docker_problem",
+    "docker_ready",
 ]
 
 T = TypeVar("T")

@@ -52,6 +52,7 @@ class WorkerManager:
         self.active: dict[tuple[str, str], JobRun] = {}  # (run id, job) -> running job
         self._tasks: set[asyncio.Task[None]] = set()
         self._prepared: dict[str, asyncio.Task[None]] = {}  # run id -> prepare_run task
+        self._teardowns: dict[str, asyncio.Task[None]] = {}  # run id -> destroy in progress
 
     async def run(self) -> None:
         self.lease = await self.coord.grant_lease(self.lease_ttl)
@@ -68,6 +69,8 @@ class WorkerManager:
             job.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._teardowns:
+            await asyncio.gather(*self._teardowns.values(), return_exceptions=True)
         for run_id in list(self._prepared):
             await self._destroy(run_id)
         if self.lease is not None:
@@ -188,11 +191,15 @@ class WorkerManager:
 
     # --- cancel and clean-up -----------------------------------------------------------
 
-    async def reap(self, is_live: Callable[[str], bool]) -> list[str]:
-        """Remove what runs that are no longer live left on this host (after a crash)."""
+    async def reap(self, is_over: Callable[[str], bool]) -> list[str]:
+        """Remove what ended runs left on this host (after a crash).
+
+        Only runs ``is_over`` vouches for are touched: the Docker host may be shared
+        with other Cyclone installations whose runs this one knows nothing about.
+        """
         reaped = []
         for run_id in sorted(await self.executor.leftover_runs()):
-            if not is_live(run_id) and run_id not in self._prepared:
+            if is_over(run_id) and run_id not in self._prepared:
                 await self._destroy(run_id)
                 reaped.append(run_id)
         return reaped
@@ -208,9 +215,19 @@ class WorkerManager:
             await self._destroy(run_id)
 
     async def _destroy(self, run_id: str) -> None:
-        task = self._prepared.pop(run_id, None)
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
+        """Remove the run's resources; the removal finishes even if our caller is cancelled
+        (``close`` waits for it), so a run's end never leaves half its containers behind."""
+        teardown = self._teardowns.get(run_id)
+        if teardown is None:
+            teardown = asyncio.create_task(self._teardown(run_id))
+            self._teardowns[run_id] = teardown
+            teardown.add_done_callback(lambda _: self._teardowns.pop(run_id, None))
+        await asyncio.shield(teardown)
+
+    async def _teardown(self, run_id: str) -> None:
+        prepare = self._prepared.pop(run_id, None)
+        if prepare is not None:
+            await asyncio.gather(prepare, return_exceptions=True)
         try:
             await self.executor.destroy_run(run_id)
         except Exception:

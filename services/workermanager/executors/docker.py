@@ -80,6 +80,7 @@ BUILT_IMAGE = "BUILT_IMAGE"  # caicloud.yml's marker for "the image the build st
 HELPER_IMAGE = "cyclone/workspace-helper:1"
 
 CONNECT_TIMEOUT_S = 5.0
+SERVICE_SETTLE_S = 0.5  # a service still running this long after its start counts as up
 LOG_DRAIN_S = 5.0  # how long the live log stream may lag behind the container's exit
 CHUNK = 256 * 1024
 SPOOL_BYTES = 16 * 1024 * 1024  # archives larger than this go to a temporary file
@@ -188,19 +189,20 @@ class DockerExecutor:
     # -- services ---------------------------------------------------------------------
 
     async def start_services(self, ctx: RunContext, job: JobSpec, on_log: LogSink) -> None:
+        """Start each service, then give them ``SERVICE_SETTLE_S`` together: one that has
+        exited by then (a bad command, a broken config) is an ExecutorError with its last
+        output. Readiness is not awaited: steps retry, as in any CI."""
         run_id = check_run_id(ctx.run_id)
+        started: list[tuple[ServiceSpec, DockerContainer]] = []
         for service in job.services:
             with _docker_errors(f"service {service.name!r} of job {job.name!r}"):
                 name = _container_name(run_id, job.name, "svc", service.name)
                 container = await self._create(self._service_config(run_id, job, service), name)
                 await container.start()
-                state = (await container.show())["State"]
-                if not state.get("Running"):
-                    tail = await container.log(stdout=True, stderr=True, tail=5)
-                    raise ExecutorError(
-                        f"service {service.name!r} ({service.image}) exited at once with code "
-                        f"{state.get('ExitCode')}: {''.join(tail).strip() or 'no output'}")
             self._follow_service(run_id, job.name, service.name, container.id, on_log)
+            started.append((service, container))
+        with _docker_errors(f"services of job {job.name!r}"):
+            await asyncio.gather(*(_still_running(s, c) for s, c in started))
 
     async def stop_services(self, ctx: RunContext, job: JobSpec) -> None:
         """Best effort: what cannot be removed now is removed by ``destroy_run``."""
@@ -495,6 +497,18 @@ def _parse_ts(raw: bytes) -> tuple[int, str]:
         return int(now.timestamp() * NS), now.isoformat(timespec="microseconds")
     stamp = moment + timedelta(microseconds=nanos // 1000)
     return int(moment.timestamp()) * NS + nanos, stamp.isoformat(timespec="microseconds")
+
+
+async def _still_running(service: ServiceSpec, container: DockerContainer) -> None:
+    try:
+        async with asyncio.timeout(SERVICE_SETTLE_S):
+            result = await container.wait()
+    except TimeoutError:
+        return
+    tail = await container.log(stdout=True, stderr=True, tail=5)
+    raise ExecutorError(
+        f"service {service.name!r} ({service.image}) exited at once with code "
+        f"{result.get('StatusCode')}: {''.join(tail).strip() or 'no output'}")
 
 
 async def _wait(container: DockerContainer, timeout_s: float | None) -> tuple[int | None, bool]:
