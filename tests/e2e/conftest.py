@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import select
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +41,49 @@ class Project:
         return subprocess.run(self.command(*args), cwd=self.dir, env=self.env, text=True,
                               capture_output=True, timeout=timeout, check=False)
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(self.command(*args), cwd=self.dir, env=self.env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
+    @contextlib.contextmanager
+    def start(self, *args: str) -> Iterator[Running]:
+        """The CLI running in the background; killed and reaped when the block ends."""
+        proc = subprocess.Popen(self.command(*args), cwd=self.dir, env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
+        with proc:
+            try:
+                yield Running(proc)
+            finally:
+                proc.kill()
+                proc.wait()
+
+
+class Running:
+    """A running CLI whose output is read as it is written (no read-ahead buffering, so
+    the time a line is seen is the time it was printed)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.output = ""
+
+    def read_until(self, needle: str, timeout: float) -> float:
+        """Read until ``needle`` has been printed; returns when it was seen."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        start = len(self.output)
+        while needle not in self.output[start:]:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"{needle!r} not printed within {timeout}s:\n{self.output}"
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if ready:
+                chunk = os.read(fd, 65536)
+                assert chunk, f"process ended before printing {needle!r}:\n{self.output}"
+                self.output += chunk.decode()
+        return time.monotonic()
+
+    def finish(self, timeout: float) -> int:
+        """Wait for the exit; the rest of the output is added to ``output``."""
+        assert self.proc.stdout is not None
+        code = self.proc.wait(timeout=timeout)
+        self.output += self.proc.stdout.read().decode()
+        return code
 
 
 def run_id_in(output: str) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
-import subprocess
 import time
 
 import pytest
@@ -135,22 +133,6 @@ def test_step_timeout_kills_the_step(project: Project) -> None:
     assert_nothing_left(run_id_in(done.stdout))
 
 
-def _read_until(proc: subprocess.Popen[str], needle: str, timeout: float) -> tuple[str, float]:
-    """Read the process's output until ``needle`` appears; returns (output, arrival time)."""
-    assert proc.stdout is not None
-    seen = ""
-    deadline = time.monotonic() + timeout
-    while needle not in seen:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"{needle!r} did not appear within {timeout}s:\n{seen}"
-        ready, _, _ = select.select([proc.stdout], [], [], remaining)
-        if ready:
-            line = proc.stdout.readline()
-            assert line, f"process ended before {needle!r}:\n{seen}"
-            seen += line
-    return seen, time.monotonic()
-
-
 def test_logs_stream_live_in_order_while_the_step_runs(project: Project) -> None:
     project.write("""
         jobs:
@@ -160,21 +142,18 @@ def test_logs_stream_live_in_order_while_the_step_runs(project: Project) -> None
               - name: count
                 run:
                   - for i in $(seq 1 100); do echo "line $i"; done
-                  - echo "first phase done" >&2
+                  - echo "phase $((0+1)) done" >&2
                   - sleep 3
-                  - echo "second phase"
+                  - echo "phase $((1+1)) done"
     """)
-    proc = project.start("run", "--no-color")
-    try:
-        first, first_at = _read_until(proc, "first phase done", timeout=60)
-        assert "[talk/count] success" not in first  # the step is still running
-        _, second_at = _read_until(proc, "second phase", timeout=30)
+    with project.start("run", "--no-color") as cli:
+        # The needles are what the commands print, not the echoed commands themselves.
+        first_at = cli.read_until("phase 1 done", timeout=60)
+        assert "[talk/count] success" not in cli.output  # the step is still running
+        second_at = cli.read_until("phase 2 done", timeout=30)
         assert second_at - first_at > 1.5, "lines were buffered instead of streamed"
-        assert proc.wait(timeout=60) == 0
-    finally:
-        proc.kill()
-        proc.wait()
-    numbers = [int(x.rsplit(" ", 1)[1]) for x in first.splitlines()
+        assert cli.finish(timeout=60) == 0
+    numbers = [int(x.rsplit(" ", 1)[1]) for x in cli.output.splitlines()
                if x.startswith("[talk/count] line ")]
     assert numbers == list(range(1, 101))
 
@@ -190,25 +169,20 @@ def test_cancel_during_a_step_leaves_nothing_behind(project: Project) -> None:
                 command: [httpd, -f, -p, "8080"]
             steps:
               - name: wait
-                run: [echo started waiting, sleep 300]
+                run: [echo "waiting since $((1+1))", sleep 300]
           after:
             image: IMAGE
             needs: long
             steps:
               - run: echo never
     """)
-    proc = project.start("run", "--no-color")
-    try:
-        seen, _ = _read_until(proc, "started waiting", timeout=60)
-        run_id = run_id_in(seen)
+    with project.start("run", "--no-color") as cli:
+        cli.read_until("waiting since 2", timeout=60)
+        run_id = run_id_in(cli.output)
         assert cyclone_leftovers(run_id), "the run should own containers while it runs"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 1
-        assert proc.stdout is not None
-        out = seen + proc.stdout.read()
-    finally:
-        proc.kill()
-        proc.wait()
+        cli.proc.send_signal(signal.SIGINT)
+        assert cli.finish(timeout=60) == 1
+        out = cli.output
     assert "run cancelled" in out
     assert "[after] skipped: run cancelled" in out
     assert_nothing_left(run_id)
@@ -242,17 +216,13 @@ def test_sigkill_mid_step_then_replay_marks_interrupted_and_cleans_up(
             image: IMAGE
             steps:
               - name: wait
-                run: [echo started waiting, sleep 300]
+                run: [echo "waiting since $((1+1))", sleep 300]
     """)
-    proc = project.start("run", "--no-color")
-    try:
-        seen, _ = _read_until(proc, "started waiting", timeout=60)
-        run_id = run_id_in(seen)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        proc.kill()
-        proc.wait()
+    with project.start("run", "--no-color") as cli:
+        cli.read_until("waiting since 2", timeout=60)
+        run_id = run_id_in(cli.output)
+        os.kill(cli.proc.pid, signal.SIGKILL)
+        cli.proc.wait(timeout=30)
     assert cyclone_leftovers(run_id), "a SIGKILLed run leaves its containers (until recovery)"
 
     replay = project.run("replay", "--runs")

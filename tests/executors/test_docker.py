@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 import uuid
@@ -94,9 +95,8 @@ async def test_step_containers_are_named_and_labelled_from_the_run_job_and_step(
     try:
         await eventually(lambda: "started" in logs.texts(), what="the step to start")
         async with aiodocker.Docker() as client:
-            [container] = await client.containers.list(
-                filters='{"label": ["io.cyclone.run=%s", "io.cyclone.job=%s"]}'
-                % (run.run_id, job.name))
+            selector = {"label": [f"io.cyclone.run={run.run_id}", f"io.cyclone.job={job.name}"]}
+            [container] = await client.containers.list(filters=json.dumps(selector))
             info = await container.show()
     finally:
         task.cancel()
