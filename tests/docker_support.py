@@ -67,7 +67,7 @@ async def _problem_async(image: str | None) -> str | None:
     except aiodocker.DockerError as exc:
         if exc.status == 404:
             return f"image {image} is missing"
-        return f"Docker daemon at {docker.docker_host} not usable: {exc.message}"
+        return f"Docker daemon not usable: {exc.message}"
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         return f"Docker daemon at {docker.docker_host} not reachable: {exc!r}"
     finally:

@@ -94,10 +94,3 @@ async def test_symlinks_in_the_source_stay_links(
     finally:
         await shell.destroy_run(ctx.run_id)
 
-
-async def test_read_only_leftovers_are_removed(shell: ShellExecutor, run: RunContext) -> None:
-    step = step_of("lock", "mkdir -p cache/mod", "touch cache/mod/f", "chmod -R a-w cache")
-    await shell.run_step(run, job_of("build", step), step, {}, Logs())
-    await shell.destroy_run(run.run_id)
-    assert not (shell.root / run.run_id).exists()
-    assert await shell.leftover_runs() == set()

@@ -124,9 +124,10 @@ class DockerExecutor:
                 await docker.version()
         except (DockerError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             await docker.close()
-            reason = exc.message if isinstance(exc, DockerError) else str(exc) or "timed out"
-            raise ExecutorUnavailable(
-                f"cannot reach the Docker daemon at {docker.docker_host}: {reason}") from exc
+            # aiodocker's message names the address it tried; others do not
+            reason = (exc.message if isinstance(exc, DockerError)
+                      else f"{docker.docker_host}: {exc or 'no answer'}")
+            raise ExecutorUnavailable(f"cannot reach the Docker daemon: {reason}") from exc
         executor = cls(docker)
         executor._owns_client = True
         return executor
@@ -165,9 +166,11 @@ class DockerExecutor:
             for container in await self._containers(selector):
                 await _absent_ok(container.delete(force=True, v=True), also=(409,))
             for network in await self._docker.networks.list(filters=selector):
-                await _absent_ok(DockerNetwork(self._docker, network["Id"]).delete())  # type: ignore[no-untyped-call]
-            for volume in (await self._docker.volumes.list(filters=selector))["Volumes"] or []:  # type: ignore[no-untyped-call]
-                await _absent_ok(DockerVolume(self._docker, volume["Name"]).delete())  # type: ignore[no-untyped-call]
+                net = DockerNetwork(self._docker, network["Id"])  # type: ignore[no-untyped-call]
+                await _absent_ok(net.delete())
+            for volume in await self._volumes(selector):
+                vol = DockerVolume(self._docker, volume["Name"])  # type: ignore[no-untyped-call]
+                await _absent_ok(vol.delete())  # type: ignore[no-untyped-call]
             await _absent_ok(self._docker.images.delete(built_image(run_id)), also=(409,))
         self._run_locks.pop(run_id, None)
 
@@ -176,8 +179,7 @@ class DockerExecutor:
         with _docker_errors("listing Cyclone's Docker resources"):
             labels = [c["Labels"] for c in await self._containers(selector)]
             labels += [n["Labels"] for n in await self._docker.networks.list(filters=selector)]
-            volumes = (await self._docker.volumes.list(filters=selector))["Volumes"] or []  # type: ignore[no-untyped-call]
-            labels += [v["Labels"] for v in volumes]
+            labels += [v["Labels"] for v in await self._volumes(selector)]
         return {found[LABEL_RUN] for found in labels if found and found.get(LABEL_RUN)}
 
     async def close(self) -> None:
@@ -337,6 +339,10 @@ class DockerExecutor:
     async def _containers(self, selector: Mapping[str, list[str]]) -> list[DockerContainer]:
         return await self._docker.containers.list(all=True, filters=json.dumps(selector))
 
+    async def _volumes(self, selector: Mapping[str, list[str]]) -> list[dict[str, Any]]:
+        found = await self._docker.volumes.list(filters=selector)  # type: ignore[no-untyped-call]
+        return list(found["Volumes"] or [])
+
     async def _remove_quietly(self, name: str) -> None:
         try:
             await _absent_ok(self._docker.containers.container(name).delete(force=True, v=True),
@@ -349,9 +355,11 @@ class DockerExecutor:
         """A created, never started, container with the run's workspace at /workspace."""
         await self._ensure_helper_image()
         name = _container_name(run_id, "workspace")
-        config: dict[str, Any] = {"Image": HELPER_IMAGE, "Cmd": ["/never-started"],
-                  "Labels": _labels(run_id, role="helper"),
-                  "HostConfig": {"Binds": [f"{volume_name(run_id)}:{WORKSPACE}"]}}
+        config: dict[str, Any] = {
+            "Image": HELPER_IMAGE, "Cmd": ["/never-started"],
+            "Labels": _labels(run_id, role="helper"),
+            "HostConfig": {"Binds": [f"{volume_name(run_id)}:{WORKSPACE}"]},
+        }
         try:
             yield await self._docker.containers.create(config, name=name)
         finally:
@@ -371,7 +379,8 @@ class DockerExecutor:
         archive = await asyncio.to_thread(_tar_directory, source)
         try:
             async with self._helper(run_id) as helper:
-                await helper.put_archive(WORKSPACE, _read_chunks(archive))  # type: ignore[no-untyped-call]
+                chunks = _read_chunks(archive)
+                await helper.put_archive(WORKSPACE, chunks)  # type: ignore[no-untyped-call]
         finally:
             archive.close()
 

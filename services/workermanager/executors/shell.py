@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import stat
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class ShellExecutor:
         self.root = root
         self._warned_image: set[str] = set()
         self._running: dict[str, set[asyncio.subprocess.Process]] = {}
+        self._prepare_locks: dict[str, asyncio.Lock] = {}
 
     @property
     def name(self) -> str:
@@ -70,9 +72,9 @@ class ShellExecutor:
 
     async def prepare_run(self, ctx: RunContext) -> None:
         workspace = self.workspace(ctx.run_id)
-        if workspace.is_dir():
-            return
-        await asyncio.to_thread(_fill, workspace, ctx.source_dir)
+        async with self._prepare_locks.setdefault(ctx.run_id, asyncio.Lock()):
+            if not workspace.is_dir():
+                await asyncio.to_thread(_fill, workspace, ctx.source_dir)
 
     async def start_services(self, ctx: RunContext, job: JobSpec, on_log: LogSink) -> None:
         if job.services:
@@ -114,9 +116,10 @@ class ShellExecutor:
         for proc in self._running.pop(run_id, set()):
             await _terminate(proc)
         self._warned_image.discard(run_id)
+        self._prepare_locks.pop(run_id, None)
         run_dir = self.root / run_id
         if run_dir.exists():
-            await asyncio.to_thread(shutil.rmtree, run_dir, onerror=_make_writable_and_retry)
+            await asyncio.to_thread(_remove_tree, run_dir)
 
     async def leftover_runs(self) -> set[str]:
         if not self.root.is_dir():
@@ -188,7 +191,7 @@ def _fill(workspace: Path, source_dir: str | None) -> None:
     """Create ``workspace`` with a copy of ``source_dir``; atomic by a final rename."""
     partial = workspace.with_name(workspace.name + ".partial")
     if partial.exists():
-        shutil.rmtree(partial, onerror=_make_writable_and_retry)
+        _remove_tree(partial)
     partial.parent.mkdir(parents=True, exist_ok=True)
     if source_dir is None:
         partial.mkdir()
@@ -199,8 +202,15 @@ def _fill(workspace: Path, source_dir: str | None) -> None:
     partial.rename(workspace)
 
 
+def _remove_tree(path: Path) -> None:
+    """``shutil.rmtree`` that also removes what a step made read-only."""
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=_make_writable_and_retry)
+    else:
+        shutil.rmtree(path, onerror=_make_writable_and_retry)
+
+
 def _make_writable_and_retry(func: Callable[..., Any], path: str, _exc: Any) -> None:
-    """rmtree's error hook: a step may leave read-only directories behind."""
     parent = os.path.dirname(path)
     with contextlib.suppress(OSError):
         os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
