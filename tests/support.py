@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 T = TypeVar("T")
 
 
-async def eventually(
-    check: Callable[[], Awaitable[T] | T], timeout: float = 10.0, interval: float = 0.02,
-    what: str = "condition",
-) -> T:
+@overload
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float = ...,
+                     interval: float = ..., what: str = ...) -> T: ...
+
+
+@overload
+async def eventually(check: Callable[[], T], timeout: float = ..., interval: float = ...,
+                     what: str = ...) -> T: ...
+
+
+async def eventually(check: Callable[[], object], timeout: float = 10.0,
+                     interval: float = 0.02, what: str = "condition") -> object:
     """Poll ``check`` until it returns a truthy value; fail with ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
-        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+        if inspect.isawaitable(result):
             result = await result
         if result:
-            return result  # type: ignore[return-value]
+            return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)

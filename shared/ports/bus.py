@@ -12,7 +12,8 @@ Contract (every adapter; ``tests/contracts/bus.py`` checks it):
   records that it and everything before it on its partition is done. Consumers
   must be idempotent: redelivery after a crash or rebalance is normal.
 * ``Subscription.close()`` leaves the group; its uncommitted messages go to the
-  remaining members. ``Bus.close()`` ends every subscription's iteration.
+  remaining members. ``Bus.close()`` ends every subscription's iteration. Both are
+  safe to call twice.
 * Errors are ``BusError``; no driver exception escapes.
 """
 

@@ -15,7 +15,9 @@ Contract (every adapter; ``tests/contracts/coordination.py`` checks it):
 * ``put`` overwrites; ``get`` returns the value or ``None``; ``delete`` returns
   whether the key existed; ``get_prefix`` returns ``{key: value}``.
 * ``watch(prefix)`` yields a ``WatchEvent`` for every later put or delete of a key
-  under ``prefix``, in order, until the iterator is closed.
+  under ``prefix`` (from the moment ``watch`` is called), in order, until its
+  ``aclose()`` or the coordinator's ``close()``.
+* ``close()`` ends every watch and is safe to call twice.
 * Safe for concurrent use; errors are ``CoordinationError``.
 """
 
@@ -25,7 +27,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-__all__ = ["Coordinator", "Lease", "WatchEvent"]
+__all__ = ["Coordinator", "Lease", "Watch", "WatchEvent"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,14 @@ class WatchEvent:
     kind: Literal["put", "delete"]
     key: str
     value: bytes | None
+
+
+class Watch(Protocol):
+    def __aiter__(self) -> AsyncIterator[WatchEvent]: ...
+
+    async def __anext__(self) -> WatchEvent: ...
+
+    async def aclose(self) -> None: ...
 
 
 class Lease(Protocol):
@@ -60,6 +70,6 @@ class Coordinator(Protocol):
 
     async def delete(self, key: str) -> bool: ...
 
-    def watch(self, prefix: str) -> AsyncIterator[WatchEvent]: ...
+    def watch(self, prefix: str) -> Watch: ...
 
     async def close(self) -> None: ...

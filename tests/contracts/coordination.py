@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shared.errors import LeaseExpired
-from shared.ports.coordination import Coordinator, WatchEvent
+from shared.ports.coordination import Coordinator, Watch, WatchEvent
 from tests.support import eventually
 
 __all__ = ["CoordinationContract", "WatchLog", "unique_prefix"]
@@ -38,7 +38,7 @@ def unique_prefix() -> str:
 class WatchLog:
     """Reads a watch in a background task; ``events`` leaves out the readiness probes."""
 
-    def __init__(self, watch: AsyncIterator[WatchEvent]) -> None:
+    def __init__(self, watch: Watch) -> None:
         self.watch = watch
         self.seen: list[WatchEvent] = []
         self.ended = False
@@ -75,7 +75,7 @@ class WatchLog:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        await self.watch.aclose()  # type: ignore[attr-defined]
+        await self.watch.aclose()
 
 
 class CoordinationContract:
@@ -202,7 +202,7 @@ class CoordinationContract:
     async def test_a_closed_watch_ends_its_iteration(self, coord: Coordinator) -> None:
         prefix = unique_prefix()
         watch = coord.watch(prefix)
-        await watch.aclose()  # type: ignore[attr-defined]
+        await watch.aclose()
         await coord.put(prefix + "a", b"1")
         with pytest.raises(StopAsyncIteration):
             await asyncio.wait_for(anext(watch), TIMEOUT)
