@@ -25,7 +25,7 @@ from shared.events import decode
 from shared.logging import configure_logging
 from shared.pipeline import lint
 from shared.pipeline.diagnostics import Diagnostic
-from shared.ports.bus import TOPIC_EVENTS, TOPIC_LOGS, Message
+from shared.ports.bus import TOPIC_EVENTS, TOPIC_LOGS, Message, Subscription
 from shared.projections.replay import replay_runs
 from shared.runstream import new_run_id
 from shared.wire import decode_event, decode_log_batch
@@ -161,9 +161,10 @@ async def _run_async(args: argparse.Namespace, settings: Settings, file_name: st
         await runtime.stop()
 
 
-async def _follow(run_id: str, events: object, logs: object, display: Display) -> str:
+async def _follow(run_id: str, events: Subscription, logs: Subscription,
+                  display: Display) -> str:
     """Print the run's events and log lines as they come; returns the run's end event type."""
-    streams = {"events": aiter(events), "logs": aiter(logs)}  # type: ignore[call-overload]
+    streams = {"events": aiter(events), "logs": aiter(logs)}
     waiting = {asyncio.ensure_future(anext(it)): name for name, it in streams.items()}
     outcome = ""
     try:

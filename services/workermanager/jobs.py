@@ -21,7 +21,7 @@ from shared.pipeline.plan import JobSpec, StepSpec
 from shared.ports.executor import Executor, LogSink, RunContext, StepOutcome
 from shared.projections.runs import RunView
 
-__all__ = ["JobRun", "step_env"]
+__all__ = ["JobRun", "Report", "step_env"]
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ import contextlib
 import uuid
 
 from shared.ports.bus import TOPIC_LOGS, Bus
+from shared.ports.executor import LogSink
 from shared.ports.logstore import LogLine
 from shared.wire import encode_log_batch
 
@@ -29,7 +30,7 @@ class LogShipper:
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
 
-    def sink(self, job: str, step: str):  # type: ignore[no-untyped-def]
+    def sink(self, job: str, step: str) -> LogSink:
         """An executor ``on_log`` callback that tags lines with job and step."""
 
         async def on_log(stream: str, ts: str, text: str) -> None:

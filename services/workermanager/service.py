@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 
-from services.workermanager.jobs import JobRun
+from services.workermanager.jobs import JobRun, Report
 from services.workermanager.logship import LogShipper
 from shared import events as ev
 from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode
@@ -145,9 +145,9 @@ class WorkerManager:
             return [ev.JobStarted(job=name, worker=self.worker_id, executor=self.executor.name)]
 
         result = await append_to_run(self.store, run_id, start)
-        if not result.appended or result.run is None or result.run.plan is None:
-            return
         run = result.run
+        if not result.appended or run is None or run.plan is None:
+            return
         spec = Plan.from_data(run.plan).job(name)
         ctx = RunContext(run_id=run_id, source_dir=_source_dir(run.source))
         shipper = LogShipper(self.bus, run_id)
@@ -180,7 +180,7 @@ class WorkerManager:
             return f"could not prepare the run's workspace: {exc}"
         return ""
 
-    def _reporter(self, run_id: str):  # type: ignore[no-untyped-def]
+    def _reporter(self, run_id: str) -> Report:
         async def report(events: Sequence[ev.Event]) -> None:
             await self._report(run_id, events)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -271,3 +272,18 @@ def test_no_docker_daemon_and_services_say_clearly_why_the_job_cannot_run(
     assert done.returncode == 1
     assert "cannot run services" in done.stdout
     assert "never" not in done.stdout.replace("+ echo never", "")
+
+
+def test_caicloud_yml_builds_an_image_and_integration_runs_in_it(project: Project) -> None:
+    (project.dir / "caicloud.yml").write_text(
+        (Path(__file__).parents[2] / "examples" / "caicloud" / "caicloud.yml").read_text())
+    done = project.run("run", "--no-color")
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    order = [out.index(f"[{job}] started")
+             for job in ("pre_build", "build", "integration", "post_build")]
+    assert order == sorted(order)
+    assert "Successfully built" in out
+    assert "[integration/integration] built demo" in out  # file baked into the built image
+    run_id = run_id_in(out)
+    assert_nothing_left(run_id)
