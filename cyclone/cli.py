@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -45,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"cyclone: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    configure_logging(settings.log_level, settings.log_format)
+    # People read the CLI's warnings; services (later: `cyclone service`) log JSON.
+    log_format = settings.log_format if "CYCLONE_LOG_FORMAT" in os.environ else "text"
+    configure_logging(settings.log_level, log_format)
     try:
         code: int = args.func(args, settings)
     except CycloneError as exc:
