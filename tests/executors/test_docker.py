@@ -173,3 +173,63 @@ async def test_the_last_output_of_a_quickly_exiting_step_is_never_lost(
                                       for step, sink in zip(steps, sinks, strict=True)))
     assert [o.exit_code for o in outcomes] == [0] * len(steps)
     assert [sink.texts()[-1] for sink in sinks] == [f"last {i}" for i in range(len(steps))]
+
+
+async def _step_network_modes(run_id: str) -> list[str]:
+    async with aiodocker.Docker() as client:
+        found = await client.containers.list(all=True, filters=json.dumps(
+            {"label": [f"io.cyclone.run={run_id}", "io.cyclone.role=step"]}))
+        return [(await c.show())["HostConfig"]["NetworkMode"] for c in found]
+
+
+async def test_steps_share_the_job_sandbox_network_and_still_reach_services(
+        docker: DockerExecutor, run: RunContext) -> None:
+    waiting = step_of("wait", "wget -q -O - http://web:8080/passwd | head -n 1", "sleep 30")
+    job = job_of("sandboxed", waiting, services=(WEB,))
+    logs = Logs()
+    await docker.start_services(run, job, Logs())
+    try:
+        task = asyncio.create_task(docker.run_step(run, job, waiting, {}, logs))
+        await eventually(lambda: "root:x:0:0:root:/root:/bin/sh" in logs.texts(), timeout=30,
+                         what="the service reached by name from inside the sandbox")
+        modes = await _step_network_modes(run.run_id)
+        assert len(modes) == 1 and modes[0].startswith("container:")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await docker.stop_services(run, job)
+
+
+@pytest.fixture(scope="module")
+def shell_less_image() -> str:
+    """An image with busybox but no /bin/sh, whose entrypoint prints a line (a plugin)."""
+    import subprocess
+    import tarfile
+    import tempfile
+
+    name = "cyclone-test/no-shell:latest"
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "root.tar"
+        with tarfile.open(archive, "w") as tar:
+            tar.add("/bin/busybox", arcname="bin/busybox")
+        subprocess.run(["docker", "import", "-c",
+                        'ENTRYPOINT ["/bin/busybox", "echo", "plugin ran"]',
+                        str(archive), name], check=True, capture_output=True)
+    return name
+
+
+async def test_a_job_whose_image_has_no_shell_runs_its_steps_on_the_network(
+        docker: DockerExecutor, run: RunContext, shell_less_image: str) -> None:
+    plugin = step_of("plugin", image=shell_less_image)  # no commands: the entrypoint runs
+    fetch = step_of("fetch", "for i in $(seq 1 50); do wget -q -O - http://web:8080/passwd "
+                    "&& exit 0; sleep 0.1; done; exit 1")
+    job = job_of("plugins", plugin, fetch, services=(WEB,))
+    plugin_logs, fetch_logs = Logs(), Logs()
+    await docker.start_services(run, job, Logs())
+    try:
+        assert (await docker.run_step(run, job, plugin, {}, plugin_logs)).exit_code == 0
+        assert plugin_logs.texts() == ["plugin ran"]
+        assert (await docker.run_step(run, job, fetch, {}, fetch_logs)).exit_code == 0
+        assert "root:x:0:0:root:/root:/bin/sh" in fetch_logs.texts()
+    finally:
+        await docker.stop_services(run, job)
