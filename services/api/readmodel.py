@@ -7,8 +7,9 @@ equals a rebuilt one; redelivered events are dropped by ``(stream, seq)``.
 
 from __future__ import annotations
 
+from shared.consume import consume
 from shared.events import RecordedEvent
-from shared.ports.bus import TOPIC_EVENTS, Bus
+from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.ports.eventstore import EventStore
 from shared.projections.replay import replay_runs
 from shared.projections.runs import RunView, apply, run_id_of
@@ -35,10 +36,7 @@ class RunsReadModel:
         self.runs[run_id] = apply(current, recorded)
 
     async def follow(self, bus: Bus, group: str = "api-readmodel") -> None:
-        sub = await bus.subscribe(TOPIC_EVENTS, group)
-        try:
-            async for message in sub:
-                self.apply(decode_event(message.value))
-                await sub.commit(message)
-        finally:
-            await sub.close()
+        async def handle(message: Message) -> None:
+            self.apply(decode_event(message.value))
+
+        await consume(bus, TOPIC_EVENTS, group, handle)

@@ -14,9 +14,10 @@ import logging
 
 from services.eventmanager.decide import decide
 from shared import events as ev
-from shared.events import RecordedEvent, decode, run_stream
+from shared.consume import consume
+from shared.events import decode, run_stream
 from shared.keys import cancel_key
-from shared.ports.bus import TOPIC_EVENTS, Bus
+from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.ports.coordination import Coordinator
 from shared.ports.eventstore import EventStore
 from shared.projections.runs import RunView, run_id_of
@@ -39,15 +40,10 @@ class EventManager:
         self._seen: dict[str, int] = {}  # run id -> highest seq handled (drops redeliveries)
 
     async def run(self) -> None:
-        sub = await self.bus.subscribe(TOPIC_EVENTS, self.group)
-        try:
-            async for message in sub:
-                await self.handle(decode_event(message.value))
-                await sub.commit(message)
-        finally:
-            await sub.close()
+        await consume(self.bus, TOPIC_EVENTS, self.group, self.handle)
 
-    async def handle(self, recorded: RecordedEvent) -> None:
+    async def handle(self, message: Message) -> None:
+        recorded = decode_event(message.value)
         run_id = run_id_of(recorded.stream)
         if recorded.seq <= self._seen.get(run_id, 0):
             return

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from shared.ports.bus import TOPIC_LOGS, Bus
+from shared.consume import consume
+from shared.ports.bus import TOPIC_LOGS, Bus, Message
 from shared.ports.logstore import LogStore
 from shared.wire import decode_log_batch
 
@@ -25,11 +26,8 @@ class LogServer:
         self.group = group
 
     async def run(self) -> None:
-        sub = await self.bus.subscribe(TOPIC_LOGS, self.group)
-        try:
-            async for message in sub:
-                run_id, batch_id, lines = decode_log_batch(message.value)
-                await self.logs.append(run_id, lines, batch_id)
-                await sub.commit(message)
-        finally:
-            await sub.close()
+        await consume(self.bus, TOPIC_LOGS, self.group, self.handle)
+
+    async def handle(self, message: Message) -> None:
+        run_id, batch_id, lines = decode_log_batch(message.value)
+        await self.logs.append(run_id, lines, batch_id)

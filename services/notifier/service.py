@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 
+from shared.consume import consume
 from shared.events import TERMINAL_RUN_EVENTS
-from shared.ports.bus import TOPIC_EVENTS, Bus
+from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.projections.runs import run_id_of
 from shared.wire import decode_event
 
@@ -27,13 +28,10 @@ class Notifier:
         self.group = group
 
     async def run(self) -> None:
-        sub = await self.bus.subscribe(TOPIC_EVENTS, self.group)
-        try:
-            async for message in sub:
-                recorded = decode_event(message.value)
-                if recorded.type in _TERMINAL:
-                    log.info("run ended", extra={"run": run_id_of(recorded.stream),
-                                                 "outcome": recorded.type})
-                await sub.commit(message)
-        finally:
-            await sub.close()
+        await consume(self.bus, TOPIC_EVENTS, self.group, self.handle)
+
+    async def handle(self, message: Message) -> None:
+        recorded = decode_event(message.value)
+        if recorded.type in _TERMINAL:
+            log.info("run ended", extra={"run": run_id_of(recorded.stream),
+                                         "outcome": recorded.type})

@@ -20,10 +20,11 @@ from collections.abc import Callable, Sequence
 from services.workermanager.jobs import JobRun, Report
 from services.workermanager.logship import LogShipper
 from shared import events as ev
+from shared.consume import consume
 from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode
 from shared.keys import CANCEL_PREFIX, cancel_key, claim_key, run_of_cancel_key, worker_key
 from shared.pipeline.plan import Plan
-from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, Bus
+from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, Bus, Message
 from shared.ports.coordination import Coordinator, Lease
 from shared.ports.eventstore import EventStore
 from shared.ports.executor import Executor, RunContext
@@ -86,16 +87,13 @@ class WorkerManager:
             await self.lease.refresh()
 
     async def _consume_jobs(self) -> None:
-        sub = await self.bus.subscribe(TOPIC_JOBS, "workermanager")
-        try:
-            async for message in sub:
-                await self.capacity.acquire()  # take no more jobs than we can run
-                task = asyncio.create_task(self._take(decode_event(message.value)))
-                self._tasks.add(task)
-                task.add_done_callback(self._job_done)
-                await sub.commit(message)
-        finally:
-            await sub.close()
+        await consume(self.bus, TOPIC_JOBS, "workermanager", self._job_queued)
+
+    async def _job_queued(self, message: Message) -> None:
+        await self.capacity.acquire()  # take no more jobs than we can run
+        task = asyncio.create_task(self._take(decode_event(message.value)))
+        self._tasks.add(task)
+        task.add_done_callback(self._job_done)
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -105,15 +103,13 @@ class WorkerManager:
 
     async def _consume_run_ends(self) -> None:
         # Every worker sees every run end (its own group): each cleans its own host.
-        sub = await self.bus.subscribe(TOPIC_EVENTS, f"workermanager-{self.worker_id}")
-        try:
-            async for message in sub:
-                recorded = decode_event(message.value)
-                if recorded.type in _TERMINAL_TYPES:
-                    await self._run_ended(run_id_of(recorded.stream))
-                await sub.commit(message)
-        finally:
-            await sub.close()
+        await consume(self.bus, TOPIC_EVENTS, f"workermanager-{self.worker_id}",
+                      self._maybe_run_ended)
+
+    async def _maybe_run_ended(self, message: Message) -> None:
+        recorded = decode_event(message.value)
+        if recorded.type in _TERMINAL_TYPES:
+            await self._run_ended(run_id_of(recorded.stream))
 
     async def _watch_cancels(self) -> None:
         async for change in self.coord.watch(CANCEL_PREFIX):
