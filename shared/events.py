@@ -24,6 +24,7 @@ __all__ = [
     "EVENT_TYPES",
     "TERMINAL_RUN_EVENTS",
     "UPCASTERS",
+    "CheckoutQueued",
     "Event",
     "JobFinished",
     "JobQueued",
@@ -37,6 +38,7 @@ __all__ = [
     "RunFailed",
     "RunPlanned",
     "RunRequested",
+    "RunSourceResolved",
     "RunSucceeded",
     "StepFinished",
     "StepSkipped",
@@ -123,6 +125,27 @@ class RunPlanned(Event):
 
 @_register
 @dataclass(frozen=True)
+class CheckoutQueued(Event):
+    """The run's source must be fetched (from ``RunRequested.source``) before planning."""
+
+    TYPE: ClassVar[str] = "CheckoutQueued"
+
+
+@_register
+@dataclass(frozen=True)
+class RunSourceResolved(Event):
+    """The checkout resolved the requested ref to a commit and read the pipeline file there."""
+
+    TYPE: ClassVar[str] = "RunSourceResolved"
+    commit: str
+    branch: str
+    pipeline_file: str
+    pipeline: str
+    log_lines: int = 0  # lines the checkout logged (job "checkout")
+
+
+@_register
+@dataclass(frozen=True)
 class JobQueued(Event):
     TYPE: ClassVar[str] = "JobQueued"
     job: str
@@ -155,6 +178,7 @@ class JobFinished(Event):
     status: str
     duration_s: float
     reason: str = ""
+    log_lines: int = 0  # lines shipped for the job: a log stream is complete when it has them all
 
 
 @_register

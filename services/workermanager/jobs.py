@@ -15,10 +15,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from services.workermanager.logship import LogShipper
 from shared import events as ev
 from shared.errors import ExecutorError
 from shared.pipeline.plan import JobSpec, StepSpec
-from shared.ports.executor import Executor, LogSink, RunContext, StepOutcome
+from shared.ports.executor import Executor, RunContext, StepOutcome
 from shared.projections.runs import RunView
 
 __all__ = ["JobRun", "Report", "step_env"]
@@ -26,7 +27,6 @@ __all__ = ["JobRun", "Report", "step_env"]
 log = logging.getLogger(__name__)
 
 Report = Callable[[Sequence[ev.Event]], Awaitable[None]]
-SinkFor = Callable[[str, str], LogSink]  # (job, step) -> on_log
 
 
 def step_env(run: RunView, job: JobSpec, step: StepSpec) -> dict[str, str]:
@@ -55,14 +55,15 @@ class _Ended:
 
 class JobRun:
     def __init__(self, run: RunView, job: JobSpec, executor: Executor, ctx: RunContext,
-                 report: Report, sink_for: SinkFor, flush: Callable[[], Awaitable[None]]) -> None:
+                 report: Report, logs: LogShipper) -> None:
         self.run = run
         self.job = job
         self.executor = executor
         self.ctx = ctx
         self.report = report
-        self.sink_for = sink_for
-        self.flush = flush
+        self.logs = logs
+        self.sink_for = logs.sink
+        self.flush = logs.flush
         self.cancelled = asyncio.Event()
         self._deadline = (time.monotonic() + job.timeout_s) if job.timeout_s else None
 
@@ -76,7 +77,7 @@ class JobRun:
         await self.flush()
         await self.report([ev.JobFinished(job=self.job.name, status=status,
                                           duration_s=round(time.monotonic() - started, 3),
-                                          reason=reason)])
+                                          reason=reason, log_lines=self.logs.shipped)])
         return status
 
     async def _run_all(self) -> tuple[str, str]:

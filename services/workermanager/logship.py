@@ -27,6 +27,7 @@ class LogShipper:
         self.linger_s = linger_s
         self.max_lines = max_lines
         self._buffer: list[LogLine] = []
+        self.shipped = 0  # lines handed to the bus so far
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
 
@@ -54,6 +55,7 @@ class LogShipper:
                 return
             value = encode_log_batch(self.run_id, uuid.uuid4().hex, lines)
             await self.bus.publish(TOPIC_LOGS, self.run_id, value)
+            self.shipped += len(lines)
 
     async def close(self) -> None:
         if self._timer is not None:

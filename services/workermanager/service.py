@@ -148,7 +148,7 @@ class WorkerManager:
         ctx = RunContext(run_id=run_id, source_dir=_source_dir(run.source))
         shipper = LogShipper(self.bus, run_id)
         job = JobRun(run, spec, self.executor, ctx, report=self._reporter(run_id),
-                     sink_for=shipper.sink, flush=shipper.flush)
+                     logs=shipper)
         self.active[(run_id, name)] = job
         try:
             if await self.coord.get(cancel_key(run_id)) is not None:

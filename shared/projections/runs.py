@@ -83,6 +83,8 @@ class RunView:
     finished_at: str = ""
     duration_s: float | None = None
     cancel_requested: bool = False
+    checkout: str = ""  # "" (not needed), "queued", "done"
+    log_lines: int = 0  # lines the run's steps and checkout logged, as its events report
     reason: str = ""
     jobs: tuple[JobView, ...] = ()
     last_seq: int = 0
@@ -155,6 +157,15 @@ def _requested(run: RunView, e: ev.RunRequested, ts: str) -> RunView:
     )
 
 
+def _checkout_queued(run: RunView, e: ev.CheckoutQueued, ts: str) -> RunView:
+    return replace(run, checkout="queued")
+
+
+def _source_resolved(run: RunView, e: ev.RunSourceResolved, ts: str) -> RunView:
+    return replace(run, checkout="done", commit=e.commit, branch=e.branch,
+                   pipeline_file=e.pipeline_file, log_lines=run.log_lines + e.log_lines)
+
+
 def _planned(run: RunView, e: ev.RunPlanned, ts: str) -> RunView:
     plan = Plan.from_data(e.plan)
     jobs = tuple(
@@ -182,6 +193,7 @@ def _job_skipped(run: RunView, e: ev.JobSkipped, ts: str) -> RunView:
 
 
 def _job_finished(run: RunView, e: ev.JobFinished, ts: str) -> RunView:
+    run = replace(run, log_lines=run.log_lines + e.log_lines)
     job = run.job(e.job)
     steps = job.steps if job else ()
     # Steps the job never reached are shown as skipped, not left pending forever.
@@ -223,6 +235,8 @@ def _finished(status: str) -> Any:
 
 _HANDLERS: dict[type[ev.Event], Any] = {
     ev.RunRequested: _requested,
+    ev.CheckoutQueued: _checkout_queued,
+    ev.RunSourceResolved: _source_resolved,
     ev.RunPlanned: _planned,
     ev.JobQueued: _job_queued,
     ev.JobStarted: _job_started,
