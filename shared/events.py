@@ -31,6 +31,9 @@ __all__ = [
     "JobSkipped",
     "JobStarted",
     "NewEvent",
+    "ProjectDeleted",
+    "ProjectRegistered",
+    "ProjectUpdated",
     "RecordedEvent",
     "RunCancelRequested",
     "RunCancelled",
@@ -43,7 +46,10 @@ __all__ = [
     "StepFinished",
     "StepSkipped",
     "StepStarted",
+    "TokenCreated",
+    "TokenRevoked",
     "decode",
+    "is_run_stream",
     "new_event_id",
     "run_stream",
     "utc_now",
@@ -71,6 +77,10 @@ def new_event_id() -> str:
 def run_stream(run_id: str) -> str:
     """The stream name that holds a run's events."""
     return f"run-{run_id}"
+
+
+def is_run_stream(stream: str) -> bool:
+    return stream.startswith("run-")
 
 
 @dataclass(frozen=True)
@@ -249,6 +259,55 @@ class RunErrored(Event):
 
     TYPE: ClassVar[str] = "RunErrored"
     reason: str
+
+
+# --- projects and API tokens (streams "project-<name>" and "tokens") ----------------------
+
+
+@_register
+@dataclass(frozen=True)
+class ProjectRegistered(Event):
+    TYPE: ClassVar[str] = "ProjectRegistered"
+    name: str
+    repo: str
+    default_branch: str = "main"
+    pipeline_file: str = ".cyclone.yml"
+    env: dict[str, str] = field(default_factory=dict)
+    max_concurrent_runs: int = 0  # 0: no limit
+
+
+@_register
+@dataclass(frozen=True)
+class ProjectUpdated(Event):
+    """Only the fields that changed, by name."""
+
+    TYPE: ClassVar[str] = "ProjectUpdated"
+    changes: dict[str, Any]
+
+
+@_register
+@dataclass(frozen=True)
+class ProjectDeleted(Event):
+    TYPE: ClassVar[str] = "ProjectDeleted"
+
+
+@_register
+@dataclass(frozen=True)
+class TokenCreated(Event):
+    """An API token; only its SHA-256 is ever stored."""
+
+    TYPE: ClassVar[str] = "TokenCreated"
+    token_id: str
+    name: str
+    token_hash: str
+    admin: bool = False
+
+
+@_register
+@dataclass(frozen=True)
+class TokenRevoked(Event):
+    TYPE: ClassVar[str] = "TokenRevoked"
+    token_id: str
 
 
 TERMINAL_RUN_EVENTS: tuple[type[Event], ...] = (RunSucceeded, RunFailed, RunCancelled, RunErrored)

@@ -8,7 +8,7 @@ equals a rebuilt one; redelivered events are dropped by ``(stream, seq)``.
 from __future__ import annotations
 
 from shared.consume import consume
-from shared.events import RecordedEvent
+from shared.events import RecordedEvent, is_run_stream
 from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.ports.eventstore import EventStore
 from shared.projections.replay import replay_runs
@@ -27,6 +27,8 @@ class RunsReadModel:
         return cls((await replay_runs(store)).runs)
 
     def apply(self, recorded: RecordedEvent) -> None:
+        if not is_run_stream(recorded.stream):
+            return
         run_id = run_id_of(recorded.stream)
         current = self.runs.get(run_id)
         if current is not None and recorded.seq <= current.last_seq:

@@ -15,7 +15,7 @@ import logging
 from services.eventmanager.decide import decide
 from shared import events as ev
 from shared.consume import consume
-from shared.events import decode, run_stream
+from shared.events import decode, is_run_stream, run_stream
 from shared.keys import cancel_key
 from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.ports.coordination import Coordinator
@@ -44,6 +44,8 @@ class EventManager:
 
     async def handle(self, message: Message) -> None:
         recorded = decode_event(message.value)
+        if not is_run_stream(recorded.stream):
+            return
         run_id = run_id_of(recorded.stream)
         if recorded.seq <= self._seen.get(run_id, 0):
             return

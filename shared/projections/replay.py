@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from shared.events import is_run_stream
 from shared.ports.eventstore import EventStore
 from shared.projections.runs import RunView, apply, run_id_of
 
@@ -30,7 +31,7 @@ async def replay_runs(store: EventStore, page: int = 1000) -> Replayed:
     out = Replayed()
     while batch := await store.read_all(out.position, limit=page):
         for recorded in batch:
-            if recorded.stream.startswith("run-"):
+            if is_run_stream(recorded.stream):
                 run_id = run_id_of(recorded.stream)
                 out.runs[run_id] = apply(out.runs.get(run_id), recorded)
                 out.events += 1
