@@ -121,6 +121,7 @@ class RunRequested(Event):
     source: str  # where the source comes from: a local directory or a Git URL
     params: dict[str, str] = field(default_factory=dict)
     requested_by: str = ""
+    source_kind: str = "dir"  # "dir": copy the directory; "git": check out ``commit`` of it
 
 
 @_register
@@ -259,6 +260,7 @@ class RunErrored(Event):
 
     TYPE: ClassVar[str] = "RunErrored"
     reason: str
+    log_lines: int = 0  # lines logged on the way to the error (e.g. a failed checkout)
 
 
 # --- projects and API tokens (streams "project-<name>" and "tokens") ----------------------

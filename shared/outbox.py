@@ -35,11 +35,13 @@ class NotifyingStore:
     def __init__(self, inner: EventStore) -> None:
         self.inner = inner
         self.appended = asyncio.Event()
+        self.appended_total = 0  # events appended through this process (a metric)
 
     async def append(
         self, stream: str, events: Sequence[NewEvent], expected_seq: int
     ) -> list[RecordedEvent]:
         recorded = await self.inner.append(stream, events, expected_seq)
+        self.appended_total += len(recorded)
         self.appended.set()
         return recorded
 

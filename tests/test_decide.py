@@ -40,7 +40,7 @@ class History:
         return run
 
     def decide(self, max_parallel: int = 10) -> list[ev.Event]:
-        return decide(self.run, self.requested, max_parallel)
+        return decide(self.run, (".cyclone.yml", ""), max_parallel)
 
     def finish(self, name: str, status: str) -> History:
         return self.add(ev.JobStarted(job=name, worker="w", executor="docker"),
@@ -132,10 +132,29 @@ def test_an_errored_job_errors_the_run() -> None:
 
 
 def test_an_invalid_pipeline_errors_the_run_with_the_diagnostics() -> None:
-    requested = ev.RunRequested(project="p", trigger="cli", branch="", commit="",
-                                pipeline_file=".cyclone.yml", pipeline="jobs: [", source="")
     h = History(job("a"))
     h.events = h.events[:1]  # requested only
-    decided = decide(h.run, requested, 4)
+    decided = decide(h.run, (".cyclone.yml", "jobs: ["), 4)
     assert len(decided) == 1 and isinstance(decided[0], ev.RunErrored)
     assert decided[0].reason.startswith("invalid pipeline:\n.cyclone.yml:1")
+
+
+def test_a_run_without_a_known_pipeline_file_gets_one_checkout_then_is_planned() -> None:
+    h = History(job("a"))
+    h.events = h.events[:1]  # requested only, from a Git project: nothing to plan yet
+    assert decide(h.run, None, 4) == [ev.CheckoutQueued()]
+    h.add(ev.CheckoutQueued())
+    assert decide(h.run, None, 4) == []  # waiting for the checkout, not queueing twice
+    text = "jobs:\n  a:\n    image: img\n    steps:\n      - run: echo hi\n"
+    h.add(ev.RunSourceResolved(commit="c0ffee", branch="main", pipeline_file=".cyclone.yml",
+                               pipeline=text))
+    decided = decide(h.run, (".cyclone.yml", text), 4)
+    assert len(decided) == 1 and isinstance(decided[0], ev.RunPlanned)
+    assert decided[0].plan["jobs"][0]["name"] == "a"
+
+
+def test_cancel_before_planning_ends_the_run_at_once() -> None:
+    h = History(job("a"))
+    h.events = h.events[:1]
+    h.add(ev.CheckoutQueued(), ev.RunCancelRequested())
+    assert decide(h.run, None, 4) == [ev.RunCancelled(reason="cancelled before it was planned")]

@@ -21,14 +21,14 @@ class RunNotFound(CycloneError):
 async def request_run(
     store: EventStore, *, project: str, trigger: str, branch: str, commit: str,
     pipeline_file: str, pipeline: str, source: str, params: Mapping[str, str] | None = None,
-    requested_by: str = "", run_id: str | None = None,
+    requested_by: str = "", run_id: str | None = None, source_kind: str = "dir",
 ) -> str:
     """Record a new run; the event manager plans it from this event alone."""
     run_id = run_id or new_run_id()
     event = ev.RunRequested(
         project=project, trigger=trigger, branch=branch, commit=commit,
         pipeline_file=pipeline_file, pipeline=pipeline, source=source,
-        params=dict(params or {}), requested_by=requested_by,
+        params=dict(params or {}), requested_by=requested_by, source_kind=source_kind,
     )
     await store.append(run_stream(run_id), [NewEvent(event)], expected_seq=0)
     return run_id

@@ -1,11 +1,14 @@
 """The run state machine as a pure function: given a run's state, what happens next.
 
-``decide(run, requested, settings)`` returns the events to append; it reads no
-clock, store or bus, so it is tested on plain values and replays the same way.
+``decide(run, source, max_parallel_jobs)`` returns the events to append; it reads
+no clock, store or bus, so it is tested on plain values and replays the same way.
+``source`` is the pipeline file (name, content) recorded so far: in the request
+itself (``cyclone run``, a rerun) or by the checkout (``RunSourceResolved``).
 Rules:
 
-* a requested run is planned (the pipeline compiled from the file content the
-  request recorded), or errored when the file is invalid;
+* a run whose pipeline file is not known yet gets its checkout queued, once;
+* a run whose file is known is planned (compiled from that content), or errored
+  when the file is invalid;
 * a pending job whose needs have all ended is queued when its ``when`` matches the
   run's branch and trigger and its ``when.status`` matches its needs' outcome
   (failure when any need failed or was skipped because of a failure), else skipped
@@ -29,12 +32,19 @@ from shared.projections.runs import JOB_DONE, JobView, RunView
 __all__ = ["decide"]
 
 
-def decide(run: RunView | None, requested: ev.RunRequested | None,
+PipelineSource = tuple[str, str]  # (file name, content)
+
+
+def decide(run: RunView | None, source: PipelineSource | None,
            max_parallel_jobs: int) -> list[ev.Event]:
     if run is None or run.done:
         return []
     if run.plan is None:
-        return _plan(run, requested)
+        if run.cancel_requested:
+            return [ev.RunCancelled(reason="cancelled before it was planned")]
+        if source is None:
+            return [ev.CheckoutQueued()] if not run.checkout else []
+        return _plan(source)
     plan = Plan.from_data(run.plan)
     if run.cancel_requested:
         return _cancel(run)
@@ -52,15 +62,14 @@ def decide(run: RunView | None, requested: ev.RunRequested | None,
             active += 1
     if events:
         # Skips can unblock dependents and end the run: decide again on the new state.
-        return events + decide(_assume_all(run, events), requested, max_parallel_jobs)
+        return events + decide(_assume_all(run, events), source, max_parallel_jobs)
     return _finish(run)
 
 
-def _plan(run: RunView, requested: ev.RunRequested | None) -> list[ev.Event]:
-    if requested is None:
-        return [ev.RunErrored(reason="run has no RunRequested event")]
+def _plan(source: PipelineSource) -> list[ev.Event]:
+    file, text = source
     try:
-        result = load(requested.pipeline, requested.pipeline_file)
+        result = load(text, file)
     except PipelineError as exc:
         return [ev.RunErrored(reason=f"invalid pipeline:\n{exc}")]
     planned = ev.RunPlanned(plan=result.plan.to_data(),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from services.eventmanager.decide import decide
+from services.eventmanager.decide import PipelineSource, decide
 from shared import events as ev
 from shared.consume import consume
 from shared.events import decode, is_run_stream, run_stream
@@ -54,9 +54,9 @@ class EventManager:
 
     async def advance(self, run_id: str) -> RunView | None:
         """Append whatever the run's current state calls for; returns the new state."""
-        requested = await self._requested(run_id)
+        source = await self._pipeline_source(run_id)
         result = await append_to_run(
-            self.store, run_id, lambda run: decide(run, requested, self.max_parallel_jobs)
+            self.store, run_id, lambda run: decide(run, source, self.max_parallel_jobs)
         )
         run = await load_run(self.store, run_id) if result.appended else result.run
         if run is not None:
@@ -65,13 +65,18 @@ class EventManager:
                 self._seen.pop(run_id, None)
         return run
 
-    async def _requested(self, run_id: str) -> ev.RunRequested | None:
-        run = await load_run(self.store, run_id)
-        if run is None or run.plan is not None:
-            return None
-        first = await self.store.read(run_stream(run_id))
-        event = decode(first[0]) if first else None
-        return event if isinstance(event, ev.RunRequested) else None
+    async def _pipeline_source(self, run_id: str) -> PipelineSource | None:
+        """The pipeline file recorded for the run: by its checkout, else by its request."""
+        source = None
+        for recorded in await self.store.read(run_stream(run_id)):
+            event = decode(recorded)
+            if isinstance(event, ev.RunSourceResolved):
+                return event.pipeline_file, event.pipeline
+            if isinstance(event, ev.RunRequested) and event.pipeline:
+                source = event.pipeline_file, event.pipeline
+            if isinstance(event, ev.RunPlanned):
+                break
+        return source
 
     async def _signal_cancel(self, run: RunView) -> None:
         key = cancel_key(run.id)

@@ -77,6 +77,7 @@ class RunView:
     commit: str = ""
     pipeline_file: str = ""
     source: str = ""
+    source_kind: str = "dir"
     params: tuple[tuple[str, str], ...] = ()
     created_at: str = ""
     started_at: str = ""
@@ -152,7 +153,8 @@ def apply(run: RunView | None, recorded: RecordedEvent) -> RunView:
 def _requested(run: RunView, e: ev.RunRequested, ts: str) -> RunView:
     return replace(
         run, project=e.project, trigger=e.trigger, branch=e.branch, commit=e.commit,
-        pipeline_file=e.pipeline_file, source=e.source, created_at=ts,
+        pipeline_file=e.pipeline_file, source=e.source, source_kind=e.source_kind,
+        created_at=ts,
         params=tuple(sorted(e.params.items())),
     )
 
@@ -224,11 +226,12 @@ def _cancel_requested(run: RunView, e: ev.RunCancelRequested, ts: str) -> RunVie
 def _finished(status: str) -> Any:
     def handler(run: RunView, e: Any, ts: str) -> RunView:
         reason = getattr(e, "reason", "")
+        log_lines = run.log_lines + getattr(e, "log_lines", 0)
         # A run that ends while steps are still marked running (a crash, an abandoned
         # run) must not show them running forever.
         jobs = tuple(_close_job(j, status) for j in run.jobs)
         return replace(run, status=status, finished_at=ts, duration_s=_elapsed(run, ts),
-                       reason=reason, jobs=jobs)
+                       reason=reason, jobs=jobs, log_lines=log_lines)
 
     return handler
 

@@ -1,0 +1,106 @@
+"""The OpenAPI 3.1 document served at ``/api/v1/openapi.json``.
+
+Kept next to the routes and checked against them by a test, so a route cannot be
+added or removed without the document following.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.api.models import ProjectCreate, ProjectPatch, RunCreate, TokenCreate
+
+__all__ = ["openapi_document"]
+
+_ERROR = {"type": "object", "required": ["error", "detail"],
+          "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}
+_OBJECT = {"type": "object"}
+
+
+def _op(summary: str, ok: int, *, body: dict[str, Any] | None = None,
+        params: list[dict[str, Any]] | None = None, content: str = "application/json",
+        errors: tuple[int, ...] = (401, 404)) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        str(ok): {"description": "OK",
+                  **({"content": {content: {"schema": _OBJECT}}} if ok != 204 else {})}}
+    for status in (*errors, *((400, 413) if body else ())):
+        responses[str(status)] = {"description": "error", "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": body}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(name: str, kind: str = "string") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": kind}}
+
+
+def openapi_document() -> dict[str, Any]:
+    project, run, token = [_path("name")], [_path("id")], [_path("id")]
+    logs_query = [_path("id"), _query("follow"), _query("from", "integer")]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Cyclone", "version": "1",
+                 "description": "Container-native, event-sourced CI/CD. Authenticate with "
+                                "`Authorization: Bearer <token>`."},
+        "components": {
+            "schemas": {"Error": _ERROR},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": _op("Liveness and readiness", 200, errors=())},
+            "/metrics": {"get": _op("Prometheus metrics", 200, content="text/plain",
+                                    errors=())},
+            "/api/v1/openapi.json": {"get": _op("This document", 200, errors=())},
+            "/api/v1/projects": {
+                "get": _op("List projects", 200, errors=(401,)),
+                "post": _op("Register a project", 201, body=ProjectCreate.model_json_schema(),
+                            errors=(401, 409)),
+            },
+            "/api/v1/projects/{name}": {
+                "get": _op("Show a project", 200, params=project),
+                "patch": _op("Change a project", 200, params=project,
+                             body=ProjectPatch.model_json_schema()),
+                "delete": _op("Delete a project", 204, params=project),
+            },
+            "/api/v1/projects/{name}/runs": {
+                "post": _op("Trigger a run (202 with its id)", 202, params=project,
+                            body=RunCreate.model_json_schema()),
+            },
+            "/api/v1/runs": {
+                "get": _op("List runs, newest first", 200, errors=(400, 401),
+                           params=[_query("project"), _query("status"), _query("branch"),
+                                   _query("limit", "integer"), _query("cursor")]),
+            },
+            "/api/v1/runs/{id}": {"get": _op("Show a run: jobs, steps, timings", 200,
+                                             params=run)},
+            "/api/v1/runs/{id}/cancel": {"post": _op("Cancel a run", 202, params=run,
+                                                     errors=(401, 404, 409))},
+            "/api/v1/runs/{id}/rerun": {"post": _op("Run again: same commit, params and "
+                                                    "pipeline file", 202, params=run)},
+            "/api/v1/runs/{id}/events": {"get": _op("The run's raw event history", 200,
+                                                    params=run)},
+            "/api/v1/runs/{id}/logs": {"get": _op(
+                "Log lines as NDJSON; with follow=1 Server-Sent Events until the run ends "
+                "(resume with Last-Event-ID)", 200, params=logs_query,
+                content="application/x-ndjson")},
+            "/api/v1/runs/{id}/logs/ws": {"get": _op("Log lines over a websocket", 101,
+                                                     params=logs_query)},
+            "/api/v1/tokens": {
+                "get": _op("List API tokens (admin)", 200, errors=(401, 403)),
+                "post": _op("Create an API token (admin); shown once", 201,
+                            body=TokenCreate.model_json_schema(), errors=(401, 403)),
+            },
+            "/api/v1/tokens/{id}": {"delete": _op("Revoke an API token (admin)", 204,
+                                                  params=token, errors=(401, 403, 404))},
+        },
+    }

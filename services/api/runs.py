@@ -1,0 +1,132 @@
+"""Runs: reads come from the read model (projections); writes only append events."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.api.auth import TOKEN_KEY
+from services.api.commands import RunNotFound, request_cancel, request_run
+from services.api.context import CONTEXT, ApiContext
+from services.api.errors import ApiError
+from services.api.models import RunCreate
+from services.api.projects import require_project
+from shared import events as ev
+from shared.events import decode, run_stream
+from shared.projections.runs import RUN_DONE, RunView
+
+__all__ = ["run_routes"]
+
+_STATUSES = frozenset({"requested", "running"} | RUN_DONE)
+
+
+def _run(ctx: ApiContext, run_id: str) -> RunView:
+    run = ctx.readmodel.runs.get(run_id)
+    if run is None:
+        raise ApiError(404, f"no run {run_id!r}")
+    return run
+
+
+def _accepted(run_id: str) -> web.Response:
+    return web.json_response({"id": run_id, "url": f"/api/v1/runs/{run_id}"}, status=202)
+
+
+async def _trigger(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    project = await require_project(ctx.store, request.match_info["name"])
+    body = RunCreate.model_validate(await request.json() if request.can_read_body else {})
+    branch = body.ref or ("" if body.commit else project.default_branch)
+    run_id = await request_run(
+        ctx.store, project=project.name, trigger="manual", branch=branch,
+        commit=body.commit or "", pipeline_file=project.pipeline_file, pipeline="",
+        source=project.repo, params={**project.env, **body.params},
+        requested_by=_who(request), source_kind="git",
+    )
+    return _accepted(run_id)
+
+
+def _who(request: web.Request) -> str:
+
+    token = request.get(TOKEN_KEY)
+    return f"token:{token.name}" if token is not None else "anonymous"
+
+
+async def _list(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    query = request.query
+    status = query.get("status")
+    if status is not None and status not in _STATUSES:
+        raise ApiError(400, f"status: expected one of {', '.join(sorted(_STATUSES))}")
+    try:
+        limit = int(query.get("limit", "50"))
+    except ValueError:
+        raise ApiError(400, "limit: expected a whole number") from None
+    if not 1 <= limit <= 500:
+        raise ApiError(400, "limit: expected 1 to 500")
+    cursor = query.get("cursor")
+    runs = sorted(ctx.readmodel.runs.values(), key=lambda r: r.id, reverse=True)
+    picked = [r for r in runs
+              if (cursor is None or r.id < cursor)
+              and (not query.get("project") or r.project == query["project"])
+              and (not status or r.status == status)
+              and (not query.get("branch") or r.branch == query["branch"])]
+    page = picked[:limit]
+    next_cursor = page[-1].id if len(picked) > limit else None
+    return web.json_response({"runs": [r.summary() for r in page], "next": next_cursor})
+
+
+async def _show(request: web.Request) -> web.Response:
+    return web.json_response(_run(request.app[CONTEXT], request.match_info["id"]).to_json())
+
+
+async def _cancel(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    run_id = request.match_info["id"]
+    try:
+        run = await request_cancel(ctx.store, run_id, "cancelled through the API",
+                                   requested_by=_who(request))
+    except RunNotFound:
+        raise ApiError(404, f"no run {run_id!r}") from None
+    if run.done:
+        raise ApiError(409, f"run {run_id!r} has already ended ({run.status})")
+    return web.json_response({"id": run_id, "status": "cancelling"}, status=202)
+
+
+async def _rerun(request: web.Request) -> web.Response:
+    """Same commit, params and pipeline file content as the first run recorded."""
+    ctx = request.app[CONTEXT]
+    run_id = request.match_info["id"]
+    events = [e for r in await ctx.store.read(run_stream(run_id)) if (e := decode(r))]
+    requested = next((e for e in events if isinstance(e, ev.RunRequested)), None)
+    if requested is None:
+        raise ApiError(404, f"no run {run_id!r}")
+    resolved = next((e for e in events if isinstance(e, ev.RunSourceResolved)), None)
+    new_id = await request_run(
+        ctx.store, project=requested.project, trigger="rerun",
+        branch=resolved.branch if resolved else requested.branch,
+        commit=resolved.commit if resolved else requested.commit,
+        pipeline_file=resolved.pipeline_file if resolved else requested.pipeline_file,
+        pipeline=resolved.pipeline if resolved else requested.pipeline,
+        source=requested.source, params=requested.params, requested_by=_who(request),
+        source_kind=requested.source_kind,
+    )
+    return _accepted(new_id)
+
+
+async def _events(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    run_id = request.match_info["id"]
+    recorded = await ctx.store.read(run_stream(run_id))
+    if not recorded:
+        raise ApiError(404, f"no run {run_id!r}")
+    return web.json_response({"events": [r.to_json() for r in recorded]})
+
+
+def run_routes() -> list[web.RouteDef]:
+    return [
+        web.post("/api/v1/projects/{name}/runs", _trigger),
+        web.get("/api/v1/runs", _list),
+        web.get("/api/v1/runs/{id}", _show),
+        web.post("/api/v1/runs/{id}/cancel", _cancel),
+        web.post("/api/v1/runs/{id}/rerun", _rerun),
+        web.get("/api/v1/runs/{id}/events", _events),
+    ]

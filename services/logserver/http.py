@@ -1,0 +1,240 @@
+"""The log server's HTTP side: a run's log as history, as a live SSE stream, over a websocket.
+
+Routes (``log_routes``; the API app mounts them and authenticates them):
+
+* ``GET /api/v1/runs/{id}/logs`` -- the stored lines as ``application/x-ndjson``, one
+  ``{"i", "job", "step", "stream", "ts", "text"}`` object a line. ``?from=N`` starts at
+  index N.
+* the same with ``?follow=1`` or ``Accept: text/event-stream`` -- Server-Sent Events:
+  ``id: <i>`` / ``event: line`` / ``data: <object>`` per line, live, until the run has
+  ended and every line it logged is delivered; then ``event: end`` with
+  ``{"status": ...}``. ``Last-Event-ID: <i>`` (sent by a reconnecting EventSource)
+  resumes at ``i + 1`` and wins over ``?from=``: no gap, no repeat. A comment line is
+  sent after ``keepalive_s`` of silence so proxies keep the connection open.
+* ``GET /api/v1/runs/{id}/logs/ws`` -- the same lines as websocket text messages, then
+  ``{"end": "<status>"}`` and a normal close.
+
+An unknown run is a 404 ``{"error": "not_found", ...}``; a malformed ``from`` or
+``Last-Event-ID`` a 400 ``{"error": "bad_request", ...}``.
+
+Every route reads the log store in chunks (``LogServer.chunks`` / ``follow_chunks``)
+and writes a chunk in one write, awaiting the transport's drain, so memory stays
+flat whatever the log's size and a slow client slows only its own stream.
+
+A stream is complete when the run is done and the store holds ``run.log_lines`` lines
+(the count its events report). Should lines be counted that never arrive (a worker
+lost them), the stream still ends ``END_GRACE_S`` after the last progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import WSMsgType, web
+
+from services.logserver.service import LogServer
+from shared.errors import CycloneError
+from shared.ports.logstore import StoredLine
+from shared.projections.runs import RunView
+
+__all__ = ["END_GRACE_S", "KEEPALIVE_S", "WS_HEARTBEAT_S", "RunLookup", "line_json", "log_routes"]
+
+log = logging.getLogger(__name__)
+
+# The run's current view (the API passes its read model); None for an unknown run.
+RunLookup = Callable[[str], Awaitable[RunView | None]]
+
+KEEPALIVE_S = 15.0  # SSE comment after this much silence
+END_GRACE_S = 30.0  # a done run's stream waits at most this long for missing lines
+WS_HEARTBEAT_S = 30.0  # websocket ping interval; a peer that misses a pong is dropped
+RETRY_MS = 2000  # tells an EventSource how long to wait before reconnecting
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def log_routes(server: LogServer, runs: RunLookup, *, keepalive_s: float = KEEPALIVE_S,
+               heartbeat_s: float = WS_HEARTBEAT_S) -> list[web.RouteDef]:
+    """The log routes over ``server``'s store; ``runs`` looks a run up by id."""
+    handlers = _Handlers(server, runs, keepalive_s, heartbeat_s)
+    return [
+        web.get("/api/v1/runs/{id}/logs", handlers.logs, allow_head=False),
+        web.get("/api/v1/runs/{id}/logs/ws", handlers.websocket, allow_head=False),
+    ]
+
+
+def line_json(stored: StoredLine) -> str:
+    """The JSON object every route sends for one line."""
+    line = stored.line
+    return _encode({"i": stored.index, "job": line.job, "step": line.step,
+                    "stream": line.stream, "ts": line.ts, "text": line.text})
+
+
+class _Completion:
+    """``is_complete`` for a follower: the run is done and every line it logged is here.
+
+    Keeps the last view it saw (``run``) for the end message.
+    """
+
+    def __init__(self, runs: RunLookup, run: RunView) -> None:
+        self.runs = runs
+        self.run = run
+        self._progress = (-1, 0.0)  # (next index, when it was first seen)
+
+    async def __call__(self, next_index: int) -> bool:
+        run = await self.runs(self.run.id)
+        if run is None:
+            return True  # the run is gone: nothing more will come
+        self.run = run
+        if not run.done:
+            return False
+        if next_index >= run.log_lines:
+            return True
+        now = time.monotonic()
+        if next_index != self._progress[0]:
+            self._progress = (next_index, now)
+        elif now - self._progress[1] >= END_GRACE_S:
+            log.warning("log stream ends with lines missing",
+                        extra={"run": run.id, "have": next_index, "expected": run.log_lines})
+            return True
+        return False
+
+
+class _Handlers:
+    def __init__(self, server: LogServer, runs: RunLookup, keepalive_s: float,
+                 heartbeat_s: float) -> None:
+        self.server = server
+        self.runs = runs
+        self.keepalive_s = keepalive_s
+        self.heartbeat_s = heartbeat_s
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        run = await self.runs(request.match_info["id"])
+        if run is None:
+            return _not_found(request.match_info["id"])
+        follow = (request.query.get("follow", "").lower() in ("1", "true", "yes")
+                  or "text/event-stream" in request.headers.get("Accept", ""))
+        try:
+            start = _start_index(request, resume=follow)
+        except ValueError as exc:
+            return web.json_response({"error": "bad_request", "detail": str(exc)}, status=400)
+        resp = web.StreamResponse(headers={"Cache-Control": "no-cache"})
+        try:
+            if follow:
+                await self._sse(request, resp, run, start)
+            else:
+                await self._history(request, resp, run.id, start)
+        except ConnectionResetError:
+            pass  # the client went away mid-stream
+        except CycloneError as exc:
+            log.error("log stream failed", extra={"run": run.id, "error": str(exc)})
+            raise
+        return resp
+
+    async def _history(self, request: web.Request, resp: web.StreamResponse, run_id: str,
+                       start: int) -> None:
+        resp.content_type = "application/x-ndjson"
+        await resp.prepare(request)
+        async with contextlib.aclosing(self.server.chunks(run_id, start)) as chunks:
+            async for chunk in chunks:
+                # write() awaits the transport's drain past 64 KiB: memory stays flat
+                await resp.write("".join(line_json(s) + "\n" for s in chunk).encode())
+        await resp.write_eof()
+
+    async def _sse(self, request: web.Request, resp: web.StreamResponse, run: RunView,
+                   start: int) -> None:
+        resp.headers["X-Accel-Buffering"] = "no"
+        resp.content_type = "text/event-stream"
+        await resp.prepare(request)
+        await resp.write(f"retry: {RETRY_MS}\n\n".encode())  # headers out, before any line
+        complete = _Completion(self.runs, run)
+        last_write = time.monotonic()
+        follow = self.server.follow_chunks(run.id, start, complete)
+        async with contextlib.aclosing(follow) as chunks:
+            async for chunk in chunks:
+                if chunk:
+                    await resp.write("".join(_sse_line(s) for s in chunk).encode())
+                    last_write = time.monotonic()
+                elif _gone(request):
+                    return
+                elif time.monotonic() - last_write >= self.keepalive_s:
+                    await resp.write(b": keep-alive\n\n")
+                    last_write = time.monotonic()
+        end = _encode({"status": complete.run.status})
+        await resp.write(f"event: end\ndata: {end}\n\n".encode())
+        await resp.write_eof()
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        run = await self.runs(request.match_info["id"])
+        if run is None:
+            return _not_found(request.match_info["id"])
+        try:
+            start = _start_index(request, resume=False)
+        except ValueError as exc:
+            return web.json_response({"error": "bad_request", "detail": str(exc)}, status=400)
+        ws = web.WebSocketResponse(heartbeat=self.heartbeat_s)
+        await ws.prepare(request)
+        # Someone must read the socket: that is where pongs and the peer's close arrive.
+        reader = asyncio.create_task(_ignore_incoming(ws))
+        try:
+            await self._send_ws(ws, run, start)
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            reader.cancel()
+            await asyncio.wait({reader})
+        return ws
+
+    async def _send_ws(self, ws: web.WebSocketResponse, run: RunView, start: int) -> None:
+        complete = _Completion(self.runs, run)
+        async with contextlib.aclosing(self.server.follow_chunks(run.id, start, complete)) as c:
+            async for chunk in c:
+                if ws.closed:
+                    return
+                for stored in chunk:
+                    await ws.send_str(line_json(stored))
+        await ws.send_str(_encode({"end": complete.run.status}))
+        await ws.close()
+
+
+async def _ignore_incoming(ws: web.WebSocketResponse) -> None:
+    async for message in ws:
+        if message.type == WSMsgType.ERROR:
+            return
+
+
+def _sse_line(stored: StoredLine) -> str:
+    return f"id: {stored.index}\nevent: line\ndata: {line_json(stored)}\n\n"
+
+
+def _start_index(request: web.Request, *, resume: bool) -> int:
+    """The first index to send: after ``Last-Event-ID`` (when resuming), else ``?from``."""
+    last = request.headers.get("Last-Event-ID", "").strip() if resume else ""
+    if last:
+        return _index(last, "Last-Event-ID") + 1
+    raw = request.query.get("from", "")
+    return _index(raw, "from") if raw else 0
+
+
+def _index(raw: str, name: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected a line index (a whole number)") from None
+    if value < 0:
+        raise ValueError(f"{name}={raw!r}: expected a line index >= 0")
+    return value
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _not_found(run_id: str) -> web.Response:
+    return web.json_response({"error": "not_found", "detail": f"no run {run_id!r}"},
+                             status=404)

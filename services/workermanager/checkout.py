@@ -1,0 +1,333 @@
+"""Git checkout for server-mode runs: resolve a ref to a commit, read the pipeline file
+there, export the commit's tree into a directory.
+
+``GitCheckout`` keeps one bare mirror per repository URL under ``cache_dir`` (directory
+name = sha256 of the URL) and fetches into it shallowly (depth 1), so a repository is
+cloned once per worker and later runs fetch only what changed. Any URL ``git clone``
+takes works (https, ssh, git://, file://, a local path).
+
+Contract:
+
+* Every failure -- git missing, an unreachable or private repository, an unknown ref or
+  commit, a missing pipeline file, a git command running past ``timeout`` s -- raises
+  ``CheckoutError`` whose message says what failed and ends with git's own stderr.
+  Credentials in URLs (``user:password@``) are masked in every message and log line.
+* Git never prompts (``GIT_TERMINAL_PROMPT=0``, no terminal): a private repository
+  fails instead of hanging. A git command past its timeout, or whose caller is
+  cancelled, is killed with its children (ssh, remote helpers).
+* Concurrency: operations on one repository are serialised by a lock shared by every
+  ``GitCheckout`` of the process with the same ``cache_dir``, so two runs never fetch
+  into one mirror at once; different repositories proceed in parallel. Instances are
+  cheap: make one per run so that ``on_line`` goes to that run's log. (Processes sharing
+  a ``cache_dir`` are not serialised; give each worker process its own.)
+* ``on_line`` gets each line git prints while talking to the remote (the command first,
+  then git's progress, one line per phase), credentials masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import hashlib
+import os
+import re
+import shutil
+import signal
+import tempfile
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from shared.errors import ExecutorError
+
+__all__ = ["DEFAULT_PIPELINE", "LEGACY_PIPELINE", "CheckoutError", "GitCheckout",
+           "Resolved", "mask_credentials"]
+
+DEFAULT_PIPELINE = ".cyclone.yml"
+LEGACY_PIPELINE = "caicloud.yml"  # read when the default file is absent
+
+OnLine = Callable[[str], Awaitable[None]]
+
+# Variables that would point git at another repository (they are set inside git hooks).
+_REPO_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+              "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE")
+_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_HEX = re.compile(r"[0-9a-fA-F]{4,64}")
+_TAIL_LINES = 20  # lines of git's stderr kept for an error message
+
+# One lock per mirror directory, shared by every GitCheckout of the process; an entry
+# lives while some coroutine holds or awaits it.
+_LOCKS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def mask_credentials(text: str, url: str = "") -> str:
+    """``text`` with the userinfo of any ``scheme://user:pw@host`` URL replaced by ``***``.
+
+    With ``url``, its userinfo is also masked where git prints it without the scheme
+    (``unable to look up user:pw@host``).
+    """
+    if "://" in url:
+        netloc = url.split("://", 1)[1].split("/", 1)[0]
+        if "@" in netloc:
+            userinfo = netloc.rsplit("@", 1)[0]
+            for secret in {userinfo, unquote(userinfo)}:
+                text = text.replace(secret + "@", "***@")
+    return _URL_USERINFO.sub("***@", text)
+
+
+class CheckoutError(ExecutorError):
+    """The source could not be checked out; the message ends with git's stderr."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a run's ref resolved to, and its pipeline file read at that commit."""
+
+    commit: str  # full SHA
+    branch: str  # branch name; "" for a tag or a bare commit
+    pipeline_file: str  # the file actually read
+    pipeline: str  # its content
+
+
+@dataclass(frozen=True)
+class _Done:
+    returncode: int
+    stdout: bytes
+    stderr: str  # last lines, masked
+
+
+class GitCheckout:
+    """Resolves and exports commits of Git repositories through local bare mirrors."""
+
+    def __init__(self, cache_dir: Path, on_line: OnLine | None = None,
+                 timeout: float = 300.0) -> None:
+        self.cache_dir = cache_dir
+        self.on_line = on_line
+        self.timeout = timeout  # seconds, per git command
+
+    def mirror_path(self, url: str) -> Path:
+        """The bare mirror of ``url`` (which may not exist yet)."""
+        return self.cache_dir / hashlib.sha256(url.encode()).hexdigest()
+
+    async def resolve(self, url: str, ref: str = "", commit: str = "",
+                      pipeline_file: str = DEFAULT_PIPELINE) -> Resolved:
+        """Fetch and resolve the run's source, and read its pipeline file.
+
+        ``commit`` given: that commit (abbreviations allowed); ``branch`` is then ``ref``
+        (without ``refs/heads/``) taken on trust, since the branch may have moved since.
+        Else ``ref`` (a branch or tag name -- a branch wins -- or a full ``refs/...``
+        name). Else the remote's default branch. ``.cyclone.yml`` falls back to
+        ``caicloud.yml`` when absent.
+        """
+        mirror = self.mirror_path(url)
+        async with self._lock(mirror):
+            await self._init_mirror(mirror, url)
+            if commit:
+                sha = await self._fetch_commit(mirror, url, commit)
+                branch = _branch_of(ref) if ref.startswith("refs/") or not ref else ref
+            else:
+                remote_ref, branch = await self._remote_ref(url, ref)
+                sha = await self._fetch_ref(mirror, url, remote_ref)
+        pipeline_file, content = await self._read_pipeline(mirror, url, sha, pipeline_file)
+        return Resolved(commit=sha, branch=branch, pipeline_file=pipeline_file,
+                        pipeline=content)
+
+    async def export(self, url: str, commit: str, dest: Path) -> None:
+        """Write the tree of ``commit`` into ``dest`` (created; files there are
+        overwritten), keeping executable bits; fetches the commit when missing."""
+        mirror = self.mirror_path(url)
+        async with self._lock(mirror):
+            await self._init_mirror(mirror, url)
+            sha = await self._fetch_commit(mirror, url, commit)
+        dest.mkdir(parents=True, exist_ok=True)
+        # A private index file, so concurrent exports of one mirror do not share one.
+        with tempfile.TemporaryDirectory(prefix="index-", dir=self.cache_dir) as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            tree = ("--git-dir", str(mirror), "--work-tree", str(dest))
+            for args in (("read-tree", sha), ("checkout-index", "--all", "--force")):
+                done = await self._git(*tree, *args, url=url, env=env)
+                if done.returncode != 0:
+                    raise self._error(f"cannot export {sha} of {url} into {dest}", url, done)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _lock(self, mirror: Path) -> asyncio.Lock:
+        key = str(mirror.resolve())
+        lock = _LOCKS.get(key)
+        if lock is None:
+            lock = _LOCKS[key] = asyncio.Lock()
+        return lock
+
+    async def _init_mirror(self, mirror: Path, url: str) -> None:
+        if (mirror / "HEAD").exists():
+            return
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        done = await self._git("init", "--quiet", "--bare", str(mirror), url=url)
+        if done.returncode != 0:
+            raise self._error(f"cannot create the mirror of {url} in {mirror}", url, done)
+
+    async def _remote_ref(self, url: str, ref: str) -> tuple[str, str]:
+        """The remote's full name for ``ref`` (default branch when empty) and its branch."""
+        if ref:
+            wanted = [ref] if ref.startswith("refs/") else [f"refs/heads/{ref}",
+                                                              f"refs/tags/{ref}"]
+            done = await self._network(url, "ls-remote", "--", url, *wanted)
+        else:
+            done = await self._network(url, "ls-remote", "--symref", "--", url, "HEAD")
+        if done.returncode != 0:
+            raise self._error(f"cannot list the refs of {url}", url, done)
+        listed = [line.split("\t", 1) for line in done.stdout.decode(errors="replace")
+                  .splitlines() if "\t" in line]
+        if not ref:
+            symref = [sha[len("ref: "):] for sha, name in listed
+                      if name == "HEAD" and sha.startswith("ref: ")]
+            if symref:
+                return symref[0], _branch_of(symref[0])
+            if any(name == "HEAD" for _, name in listed):  # detached HEAD on the server
+                return "HEAD", ""
+            raise CheckoutError(mask_credentials(f"{url} has no default branch (empty?)", url))
+        names = {name for _, name in listed}
+        for name in wanted:
+            if name in names:
+                return name, _branch_of(name)
+        raise CheckoutError(mask_credentials(f"no branch or tag {ref!r} in {url}", url))
+
+    async def _fetch_ref(self, mirror: Path, url: str, remote_ref: str) -> str:
+        local = remote_ref if remote_ref.startswith("refs/") else "refs/cyclone/HEAD"
+        done = await self._network(url, "--git-dir", str(mirror), "fetch", "--depth", "1",
+                                   *_FETCH_FLAGS, "--", url, f"+{remote_ref}:{local}")
+        if done.returncode != 0:
+            raise self._error(f"cannot fetch {remote_ref} from {url}", url, done)
+        sha = await self._rev_parse(mirror, url, local)
+        if sha is None:
+            raise CheckoutError(mask_credentials(f"{remote_ref} of {url} is not a commit", url))
+        return sha
+
+    async def _fetch_commit(self, mirror: Path, url: str, commit: str) -> str:
+        """The full SHA of ``commit``, fetched into ``mirror`` unless already there."""
+        if not _HEX.fullmatch(commit):
+            raise CheckoutError(f"{commit!r} is not a commit id")
+        sha = await self._rev_parse(mirror, url, commit)
+        if sha is not None:
+            return sha
+        shallow = await self._network(url, "--git-dir", str(mirror), "fetch", "--depth", "1",
+                                      *_FETCH_FLAGS, "--", url, commit)
+        if shallow.returncode != 0:
+            # The server refuses to send a commit by SHA (protocol v0 without
+            # uploadpack.allowReachableSHA1InWant), or the SHA is abbreviated or
+            # unknown: fetch every branch and tag, whole history, and look there.
+            unshallow = ["--unshallow"] if (mirror / "shallow").exists() else []
+            full = await self._network(url, "--git-dir", str(mirror), "fetch", *unshallow,
+                                       *_FETCH_FLAGS, "--", url, "+refs/heads/*:refs/heads/*",
+                                       "+refs/tags/*:refs/tags/*")
+            if full.returncode != 0:
+                raise self._error(f"cannot fetch commit {commit} from {url}", url, full)
+        sha = await self._rev_parse(mirror, url, commit)
+        if sha is None:
+            raise CheckoutError(mask_credentials(f"no commit {commit} in {url}", url))
+        return sha
+
+    async def _rev_parse(self, mirror: Path, url: str, name: str) -> str | None:
+        done = await self._git("--git-dir", str(mirror), "rev-parse", "--verify", "--quiet",
+                               f"{name}^{{commit}}", url=url)
+        return done.stdout.decode().strip() if done.returncode == 0 else None
+
+    async def _read_pipeline(self, mirror: Path, url: str, sha: str,
+                             pipeline_file: str) -> tuple[str, str]:
+        names = [pipeline_file]
+        if pipeline_file == DEFAULT_PIPELINE:
+            names.append(LEGACY_PIPELINE)
+        for name in names:
+            path = name.removeprefix("./")
+            done = await self._git("--git-dir", str(mirror), "cat-file", "blob",
+                                   f"{sha}:{path}", url=url)
+            if done.returncode == 0:
+                return name, done.stdout.decode(errors="replace")
+        wanted = " (or ".join(names) + ")" * (len(names) - 1)
+        raise CheckoutError(mask_credentials(f"no {wanted} at {sha} in {url}", url))
+
+    # -- running git ---------------------------------------------------------------------
+
+    def _error(self, what: str, url: str, done: _Done) -> CheckoutError:
+        detail = done.stderr or f"git exited with status {done.returncode}"
+        return CheckoutError(mask_credentials(f"{what}: {detail}", url))
+
+    async def _network(self, url: str, *args: str) -> _Done:
+        """A git command that talks to the remote: shown on ``on_line``, with progress."""
+        await self._emit(url, "$ git " + " ".join(a for a in args if a != "--"))
+        return await self._git(*args, url=url, echo=True)
+
+    async def _emit(self, url: str, line: str) -> None:
+        if self.on_line is not None:
+            await self.on_line(mask_credentials(line, url))
+
+    async def _git(self, *args: str, url: str, echo: bool = False,
+                   env: dict[str, str] | None = None) -> _Done:
+        """Run git (no shell) under the timeout; a timeout is a CheckoutError."""
+        full_env = {k: v for k, v in os.environ.items() if k not in _REPO_VARS}
+        full_env.update({"GIT_TERMINAL_PROMPT": "0", **(env or {})})
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "git", *args, env=full_env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True)  # no terminal to prompt on; killpg reaches children
+        except OSError as exc:
+            raise CheckoutError(f"cannot run git: {exc}") from exc
+        assert proc.stdout is not None and proc.stderr is not None
+        tail: list[str] = []
+        try:
+            async with asyncio.timeout(self.timeout):
+                stdout, _ = await asyncio.gather(
+                    proc.stdout.read(), self._read_lines(proc.stderr, url, tail, echo))
+                returncode = await proc.wait()
+        except TimeoutError as exc:
+            raise CheckoutError(mask_credentials(
+                f"git {args[0] if args[0] != '--git-dir' else args[2]} for {url} timed out "
+                f"after {self.timeout:g}s", url)) from exc
+        finally:
+            if proc.returncode is None:
+                _kill_group(proc.pid)
+                await proc.wait()
+        return _Done(returncode, stdout, "\n".join(tail[-_TAIL_LINES:]))
+
+    async def _read_lines(self, stream: asyncio.StreamReader, url: str, tail: list[str],
+                          echo: bool) -> None:
+        """Collect git's stderr lines; a progress meter rewrites its line with ``\\r``,
+        and only its final state (``..., done.``) is kept."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        while chunk := await stream.read(4096):
+            *lines, pending = (pending + decoder.decode(chunk)).split("\n")
+            pending = pending.rsplit("\r", 1)[-1]  # drop overwritten meter states
+            for raw in lines:
+                line = mask_credentials(raw.rstrip("\r").rsplit("\r", 1)[-1].rstrip(), url)
+                if line:
+                    tail.append(line)
+                    del tail[:-_TAIL_LINES]
+                    if echo:
+                        await self._emit(url, line)
+        last = mask_credentials(pending.strip(), url)
+        if last:
+            tail.append(last)
+            if echo:
+                await self._emit(url, last)
+
+
+_FETCH_FLAGS = ("--no-tags", "--progress", "--update-head-ok")
+
+
+def _branch_of(ref: str) -> str:
+    return ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else ""
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # already gone
+
+
+# Kept for the type checker: shutil is used by callers that clean exports (none here).
+del shutil
