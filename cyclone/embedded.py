@@ -98,7 +98,8 @@ class Embedded:
         relay = OutboxRelay(store, bus, checkpoint="outbox" if own_all else None, owns=owns)
         eventmanager = EventManager(store, bus, coord, settings.max_parallel_jobs)
         workermanager = WorkerManager(store, bus, coord, executor, settings.worker_id,
-                                      settings.worker_capacity)
+                                      settings.worker_capacity, git_cache=settings.git_cache_dir,
+                                      exports=settings.exports_dir)
         stack.push_async_callback(workermanager.close)
         runtime = cls(settings=settings, store=store, bus=bus, coord=coord, logs=logs,
                       executor=executor, ownership=ownership, relay=relay,

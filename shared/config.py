@@ -54,6 +54,14 @@ class Settings:
         return self.home / "work"
 
     @property
+    def git_cache_dir(self) -> Path:
+        return self.home / "git"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.home / "exports"
+
+    @property
     def owners_dir(self) -> Path:
         return self.home / "owners"
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from shared.events import JobQueued, NewEvent, RecordedEvent
+from shared.events import CheckoutQueued, JobQueued, NewEvent, RecordedEvent
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, Bus
 from shared.ports.eventstore import EventStore
 from shared.projections.runs import run_id_of
@@ -23,6 +23,8 @@ from shared.wire import encode_event
 __all__ = ["NotifyingStore", "OutboxRelay"]
 
 log = logging.getLogger(__name__)
+
+_WORK = frozenset({JobQueued.TYPE, CheckoutQueued.TYPE})  # also go to cyclone.jobs
 
 
 class NotifyingStore:
@@ -128,5 +130,5 @@ class OutboxRelay:
         key = run_id_of(recorded.stream)
         value = encode_event(recorded)
         await self.bus.publish(TOPIC_EVENTS, key, value)
-        if recorded.type == JobQueued.TYPE:
+        if recorded.type in _WORK:
             await self.bus.publish(TOPIC_JOBS, key, value)

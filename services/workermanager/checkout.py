@@ -31,7 +31,6 @@ import codecs
 import hashlib
 import os
 import re
-import shutil
 import signal
 import tempfile
 import weakref
@@ -141,13 +140,12 @@ class GitCheckout:
         async with self._lock(mirror):
             await self._init_mirror(mirror, url)
             sha = await self._fetch_commit(mirror, url, commit)
-        dest.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
         # A private index file, so concurrent exports of one mirror do not share one.
         with tempfile.TemporaryDirectory(prefix="index-", dir=self.cache_dir) as tmp:
-            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-            tree = ("--git-dir", str(mirror), "--work-tree", str(dest))
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), "GIT_WORK_TREE": str(dest)}
             for args in (("read-tree", sha), ("checkout-index", "--all", "--force")):
-                done = await self._git(*tree, *args, url=url, env=env)
+                done = await self._git(*args, url=url, git_dir=mirror, env=env)
                 if done.returncode != 0:
                     raise self._error(f"cannot export {sha} of {url} into {dest}", url, done)
 
@@ -173,9 +171,9 @@ class GitCheckout:
         if ref:
             wanted = [ref] if ref.startswith("refs/") else [f"refs/heads/{ref}",
                                                               f"refs/tags/{ref}"]
-            done = await self._network(url, "ls-remote", "--", url, *wanted)
+            done = await self._network(url, None, "ls-remote", "--", url, *wanted)
         else:
-            done = await self._network(url, "ls-remote", "--symref", "--", url, "HEAD")
+            done = await self._network(url, None, "ls-remote", "--symref", "--", url, "HEAD")
         if done.returncode != 0:
             raise self._error(f"cannot list the refs of {url}", url, done)
         listed = [line.split("\t", 1) for line in done.stdout.decode(errors="replace")
@@ -196,8 +194,8 @@ class GitCheckout:
 
     async def _fetch_ref(self, mirror: Path, url: str, remote_ref: str) -> str:
         local = remote_ref if remote_ref.startswith("refs/") else "refs/cyclone/HEAD"
-        done = await self._network(url, "--git-dir", str(mirror), "fetch", "--depth", "1",
-                                   *_FETCH_FLAGS, "--", url, f"+{remote_ref}:{local}")
+        done = await self._network(url, mirror, "fetch", "--depth", "1", *_FETCH_FLAGS,
+                                   "--", url, f"+{remote_ref}:{local}")
         if done.returncode != 0:
             raise self._error(f"cannot fetch {remote_ref} from {url}", url, done)
         sha = await self._rev_parse(mirror, url, local)
@@ -212,14 +210,14 @@ class GitCheckout:
         sha = await self._rev_parse(mirror, url, commit)
         if sha is not None:
             return sha
-        shallow = await self._network(url, "--git-dir", str(mirror), "fetch", "--depth", "1",
-                                      *_FETCH_FLAGS, "--", url, commit)
+        shallow = await self._network(url, mirror, "fetch", "--depth", "1", *_FETCH_FLAGS,
+                                      "--", url, commit)
         if shallow.returncode != 0:
             # The server refuses to send a commit by SHA (protocol v0 without
             # uploadpack.allowReachableSHA1InWant), or the SHA is abbreviated or
             # unknown: fetch every branch and tag, whole history, and look there.
             unshallow = ["--unshallow"] if (mirror / "shallow").exists() else []
-            full = await self._network(url, "--git-dir", str(mirror), "fetch", *unshallow,
+            full = await self._network(url, mirror, "fetch", *unshallow,
                                        *_FETCH_FLAGS, "--", url, "+refs/heads/*:refs/heads/*",
                                        "+refs/tags/*:refs/tags/*")
             if full.returncode != 0:
@@ -230,8 +228,8 @@ class GitCheckout:
         return sha
 
     async def _rev_parse(self, mirror: Path, url: str, name: str) -> str | None:
-        done = await self._git("--git-dir", str(mirror), "rev-parse", "--verify", "--quiet",
-                               f"{name}^{{commit}}", url=url)
+        done = await self._git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}",
+                               url=url, git_dir=mirror)
         return done.stdout.decode().strip() if done.returncode == 0 else None
 
     async def _read_pipeline(self, mirror: Path, url: str, sha: str,
@@ -241,8 +239,8 @@ class GitCheckout:
             names.append(LEGACY_PIPELINE)
         for name in names:
             path = name.removeprefix("./")
-            done = await self._git("--git-dir", str(mirror), "cat-file", "blob",
-                                   f"{sha}:{path}", url=url)
+            done = await self._git("cat-file", "blob", f"{sha}:{path}", url=url,
+                                   git_dir=mirror)
             if done.returncode == 0:
                 return name, done.stdout.decode(errors="replace")
         wanted = " (or ".join(names) + ")" * (len(names) - 1)
@@ -254,20 +252,23 @@ class GitCheckout:
         detail = done.stderr or f"git exited with status {done.returncode}"
         return CheckoutError(mask_credentials(f"{what}: {detail}", url))
 
-    async def _network(self, url: str, *args: str) -> _Done:
+    async def _network(self, url: str, git_dir: Path | None, *args: str) -> _Done:
         """A git command that talks to the remote: shown on ``on_line``, with progress."""
         await self._emit(url, "$ git " + " ".join(a for a in args if a != "--"))
-        return await self._git(*args, url=url, echo=True)
+        return await self._git(*args, url=url, git_dir=git_dir, echo=True)
 
     async def _emit(self, url: str, line: str) -> None:
         if self.on_line is not None:
             await self.on_line(mask_credentials(line, url))
 
-    async def _git(self, *args: str, url: str, echo: bool = False,
-                   env: dict[str, str] | None = None) -> _Done:
-        """Run git (no shell) under the timeout; a timeout is a CheckoutError."""
+    async def _git(self, *args: str, url: str, git_dir: Path | None = None,
+                   echo: bool = False, env: dict[str, str] | None = None) -> _Done:
+        """Run ``git <args>`` (no shell) in ``git_dir`` under the timeout; returns its
+        status, stdout and stderr's last lines. A timeout is a CheckoutError."""
         full_env = {k: v for k, v in os.environ.items() if k not in _REPO_VARS}
         full_env.update({"GIT_TERMINAL_PROMPT": "0", **(env or {})})
+        if git_dir is not None:
+            full_env["GIT_DIR"] = str(git_dir)
         try:
             proc = await asyncio.create_subprocess_exec(
                 "git", *args, env=full_env, stdin=asyncio.subprocess.DEVNULL,
@@ -284,8 +285,7 @@ class GitCheckout:
                 returncode = await proc.wait()
         except TimeoutError as exc:
             raise CheckoutError(mask_credentials(
-                f"git {args[0] if args[0] != '--git-dir' else args[2]} for {url} timed out "
-                f"after {self.timeout:g}s", url)) from exc
+                f"git {args[0]} for {url} timed out after {self.timeout:g}s", url)) from exc
         finally:
             if proc.returncode is None:
                 _kill_group(proc.pid)
@@ -328,6 +328,3 @@ def _kill_group(pid: int) -> None:
     except ProcessLookupError:
         pass  # already gone
 
-
-# Kept for the type checker: shutil is used by callers that clean exports (none here).
-del shutil

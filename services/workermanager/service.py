@@ -1,12 +1,14 @@
 """The workermanager: takes queued jobs off ``cyclone.jobs`` and runs them on its executor.
 
-For each job it (1) claims it in the coordination service (create-if-absent, bound
-to this worker's lease, so a redelivered job is not run twice), (2) appends
-``JobStarted`` only if the run's state still has the job queued and no cancel
-requested, (3) prepares the run's network and workspace on this host once, (4)
-runs the job (``jobs.JobRun``), shipping logs to ``cyclone.logs``. It watches the
-run cancel signals and removes a run's containers, network and workspace when the
-run ends, however it ends.
+A ``CheckoutQueued`` run (from a Git project) is first resolved: the requested ref
+becomes a commit and the pipeline file is read there (``RunSourceResolved``), or the
+run errors with git's message in its log. For each job it (1) claims it in the
+coordination service (create-if-absent, bound to this worker's lease, so a
+redelivered job is not run twice), (2) appends ``JobStarted`` only if the run's
+state still has the job queued and no cancel requested, (3) prepares the run's
+network and workspace on this host once, (4) runs the job (``jobs.JobRun``),
+shipping logs to ``cyclone.logs``. It watches the run cancel signals and removes a
+run's containers, network and workspace when the run ends, however it ends.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
+import shutil
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from services.workermanager.checkout import CheckoutError, GitCheckout
 from services.workermanager.jobs import JobRun, Report
 from services.workermanager.logship import LogShipper
 from shared import events as ev
 from shared.consume import consume
-from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode
+from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode, utc_now
 from shared.keys import CANCEL_PREFIX, cancel_key, claim_key, run_of_cancel_key, worker_key
 from shared.pipeline.plan import Plan
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, Bus, Message
@@ -29,7 +33,7 @@ from shared.ports.coordination import Coordinator, Lease
 from shared.ports.eventstore import EventStore
 from shared.ports.executor import Executor, RunContext
 from shared.projections.runs import RunView, run_id_of
-from shared.runstream import append_to_run
+from shared.runstream import append_to_run, load_run
 from shared.wire import decode_event
 
 __all__ = ["WorkerManager"]
@@ -37,11 +41,15 @@ __all__ = ["WorkerManager"]
 log = logging.getLogger(__name__)
 
 _TERMINAL_TYPES = frozenset(t.TYPE for t in TERMINAL_RUN_EVENTS)
+CHECKOUT = "checkout"  # the job name the checkout's log lines are filed under
 
 
 class WorkerManager:
     def __init__(self, store: EventStore, bus: Bus, coord: Coordinator, executor: Executor,
-                 worker_id: str, capacity: int, lease_ttl: float = 10.0) -> None:
+                 worker_id: str, capacity: int, git_cache: Path, exports: Path,
+                 lease_ttl: float = 10.0) -> None:
+        self.git_cache = git_cache
+        self.exports = exports
         self.store = store
         self.bus = bus
         self.coord = coord
@@ -120,9 +128,18 @@ class WorkerManager:
 
     async def _take(self, queued: RecordedEvent) -> None:
         event = decode(queued)
+        run_id = run_id_of(queued.stream)
+        if isinstance(event, ev.CheckoutQueued):
+            if await self.coord.create(claim_key(run_id, CHECKOUT), self.worker_id.encode(),
+                                       self.lease):
+                try:
+                    await self._checkout(run_id)
+                finally:
+                    await self.coord.delete(claim_key(run_id, CHECKOUT))
+            return
         if not isinstance(event, ev.JobQueued):
             return
-        run_id, name = run_id_of(queued.stream), event.job
+        name = event.job
         if not await self.coord.create(claim_key(run_id, name), self.worker_id.encode(),
                                        self.lease):
             return  # another worker has it (a redelivery)
@@ -145,7 +162,7 @@ class WorkerManager:
         if not result.appended or run is None or run.plan is None:
             return
         spec = Plan.from_data(run.plan).job(name)
-        ctx = RunContext(run_id=run_id, source_dir=_source_dir(run.source))
+        ctx = RunContext(run_id=run_id)
         shipper = LogShipper(self.bus, run_id)
         job = JobRun(run, spec, self.executor, ctx, report=self._reporter(run_id),
                      logs=shipper)
@@ -153,7 +170,7 @@ class WorkerManager:
         try:
             if await self.coord.get(cancel_key(run_id)) is not None:
                 job.cancel()
-            prepared = await self._prepare(ctx)
+            prepared = await self._prepare(run)
             if prepared:
                 await self._report(run_id, [ev.JobFinished(job=name, status="errored",
                                                            duration_s=0.0, reason=prepared)])
@@ -163,18 +180,64 @@ class WorkerManager:
             self.active.pop((run_id, name), None)
             await shipper.close()
 
-    async def _prepare(self, ctx: RunContext) -> str:
+    async def _prepare(self, run: RunView) -> str:
         """Prepare the run on this host once; returns an error message, or "" when ready."""
-        task = self._prepared.get(ctx.run_id)
+        task = self._prepared.get(run.id)
         if task is None:
-            task = asyncio.create_task(self.executor.prepare_run(ctx))
-            self._prepared[ctx.run_id] = task
+            task = asyncio.create_task(self._prepare_run(run))
+            self._prepared[run.id] = task
         try:
             await asyncio.shield(task)
         except Exception as exc:
-            log.warning("prepare_run failed", extra={"run": ctx.run_id, "error": str(exc)})
+            log.warning("prepare_run failed", extra={"run": run.id, "error": str(exc)})
             return f"could not prepare the run's workspace: {exc}"
         return ""
+
+    async def _prepare_run(self, run: RunView) -> None:
+        if run.source_kind != "git":
+            # A `cyclone run` copies the directory it was started in (it is on this host).
+            source = run.source or None
+            await self.executor.prepare_run(RunContext(run_id=run.id, source_dir=source))
+            return
+        export = self.exports / run.id
+        try:
+            await GitCheckout(self.git_cache).export(run.source, run.commit, export)
+            await self.executor.prepare_run(RunContext(run_id=run.id, source_dir=str(export)))
+        finally:
+            await asyncio.to_thread(shutil.rmtree, export, True)
+
+    async def _checkout(self, run_id: str) -> None:
+        """Resolve the run's ref to a commit and read its pipeline file there."""
+        run = await load_run(self.store, run_id)
+        if run is None or run.done or run.checkout != "queued":
+            return
+        shipper = LogShipper(self.bus, run_id)
+        sink = shipper.sink(CHECKOUT, "clone")
+
+        async def on_line(text: str) -> None:
+            await sink("stdout", utc_now(), text)
+
+        outcome: ev.Event
+        try:
+            resolved = await GitCheckout(self.git_cache, on_line).resolve(
+                run.source, ref=run.branch, commit=run.commit,
+                pipeline_file=run.pipeline_file)
+        except CheckoutError as exc:
+            await on_line(f"error: {exc}")
+            await shipper.close()
+            outcome = ev.RunErrored(reason=f"checkout failed: {exc}", log_lines=shipper.shipped)
+        else:
+            await shipper.close()
+            outcome = ev.RunSourceResolved(
+                commit=resolved.commit, branch=resolved.branch,
+                pipeline_file=resolved.pipeline_file, pipeline=resolved.pipeline,
+                log_lines=shipper.shipped)
+
+        def record(current: RunView | None) -> list[ev.Event]:
+            still = current is not None and not current.done and current.checkout == "queued"
+            return [outcome] if still else []
+
+        await append_to_run(self.store, run_id, record)
 
     def _reporter(self, run_id: str) -> Report:
         async def report(events: Sequence[ev.Event]) -> None:
@@ -229,6 +292,3 @@ class WorkerManager:
         except Exception:
             log.exception("could not remove a run's resources", extra={"run": run_id})
 
-
-def _source_dir(source: str) -> str | None:
-    return source if source and os.path.isdir(source) else None
