@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -31,10 +30,21 @@ from shared.adapters.coordination.memory import MemoryCoordinator
 from shared.adapters.eventstore.sqlite import SqliteEventStore
 from shared.adapters.logstore.files import FileLogStore
 from shared.config import Settings
+from shared.errors import ConfigError
+from shared.events import (
+    CheckoutQueued,
+    JobQueued,
+    RecordedEvent,
+    RunRequested,
+    is_run_stream,
+    run_stream,
+)
 from shared.outbox import NotifyingStore, OutboxRelay
+from shared.ports.bus import TOPIC_JOBS
 from shared.ports.executor import Executor
 from shared.projections.replay import replay_runs
-from shared.projections.runs import run_id_of
+from shared.projections.runs import RunView, run_id_of
+from shared.wire import encode_event
 
 __all__ = ["INTERRUPTED", "Embedded"]
 
@@ -55,8 +65,10 @@ class Embedded:
     relay: OutboxRelay
     eventmanager: EventManager
     workermanager: WorkerManager
+    logserver: LogServer
     readmodel: RunsReadModel
-    recovered: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)  # runs ended as interrupted
+    resumed: list[RunView] = field(default_factory=list)  # queued runs taken over
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -91,11 +103,9 @@ class Embedded:
         ownership = RunOwnership(settings.owners_dir)
         stack.callback(ownership.release_all)
 
-        owns: Callable[[str], bool] = (
-            (lambda stream: True) if own_all
-            else (lambda stream: ownership.owns(run_id_of(stream)))
-        )
-        relay = OutboxRelay(store, bus, checkpoint="outbox" if own_all else None, owns=owns)
+        owners = _Owners(ownership, server=own_all)
+        relay = OutboxRelay(store, bus, checkpoint="outbox" if own_all else None,
+                            owns=owners.publishes)
         eventmanager = EventManager(store, bus, coord, settings.max_parallel_jobs)
         workermanager = WorkerManager(store, bus, coord, executor, settings.worker_id,
                                       settings.worker_capacity, git_cache=settings.git_cache_dir,
@@ -104,16 +114,19 @@ class Embedded:
         runtime = cls(settings=settings, store=store, bus=bus, coord=coord, logs=logs,
                       executor=executor, ownership=ownership, relay=relay,
                       eventmanager=eventmanager, workermanager=workermanager,
-                      readmodel=RunsReadModel(), _stack=stack)
-        await runtime._recover(own_all)
+                      logserver=LogServer(bus, logs), readmodel=RunsReadModel(), _stack=stack)
+        if own_all:
+            owners.claim_server()
+        await runtime._recover(owners)
         if own_all:
             runtime.readmodel = await RunsReadModel.rebuild(store)
         else:
             await relay.start_at(await store.last_position())
-        for service in (relay.run, eventmanager.run, workermanager.run,
-                        LogServer(bus, logs).run, Notifier(bus).run, runtime._follow_readmodel):
+        for service in (relay.run, eventmanager.run, workermanager.run, runtime.logserver.run,
+                        Notifier(bus).run, runtime._follow_readmodel):
             runtime._tasks.append(asyncio.create_task(service(), name=service.__qualname__))
         stack.push_async_callback(runtime._stop_tasks)
+        await runtime._resume()
         return runtime
 
     async def stop(self) -> None:
@@ -129,18 +142,19 @@ class Embedded:
     async def _follow_readmodel(self) -> None:
         await self.readmodel.follow(self.bus)
 
-    async def _recover(self, own_all: bool) -> None:
-        """End the runs of dead processes and remove what they left on this host."""
+    async def _recover(self, owners: _Owners) -> None:
+        """After a crash: runs that were running end as errored (interrupted); a server
+        takes over the runs that were only queued; what ended runs left is removed."""
         replayed = await replay_runs(self.store)
         for run in replayed.runs.values():
-            if not run.done and self.ownership.is_orphan(run.id):
-                if await abandon_run(self.store, run.id, INTERRUPTED):
-                    self.recovered.append(run.id)
-                    log.warning("run interrupted by an earlier crash; marked errored",
-                                extra={"run": run.id})
-                self.ownership.release(run.id)
-            elif not run.done and own_all:
-                self.ownership.claim(run.id)
+            if run.done or not owners.orphaned(run):
+                continue
+            if owners.server and _resumable(run):
+                self.resumed.append(run)
+            elif await abandon_run(self.store, run.id, INTERRUPTED):
+                self.recovered.append(run.id)
+                log.warning("run interrupted by an earlier crash; marked errored",
+                            extra={"run": run.id})
 
         def is_over(run_id: str) -> bool:
             run = replayed.runs.get(run_id)
@@ -150,3 +164,63 @@ class Embedded:
         if reaped:
             log.warning("removed containers, networks and volumes left by ended runs",
                         extra={"runs": reaped})
+
+    async def _resume(self) -> None:
+        """Put the taken-over runs' queued work back on the bus and move them on."""
+        for run in self.resumed:
+            for recorded in await self.store.read(run_stream(run.id)):
+                if _still_queued(run, recorded):
+                    await self.bus.publish(TOPIC_JOBS, run.id, encode_event(recorded))
+            await self.eventmanager.advance(run.id)
+            log.warning("resumed a queued run after a restart", extra={"run": run.id})
+
+
+def _resumable(run: RunView) -> bool:
+    """Nothing of it was running: it can simply go on (a checkout is safe to redo)."""
+    return run.trigger != "cli" and not any(j.status == "running" for j in run.jobs)
+
+
+def _still_queued(run: RunView, recorded: RecordedEvent) -> bool:
+    if recorded.type == CheckoutQueued.TYPE:
+        return run.checkout == "queued"
+    if recorded.type == JobQueued.TYPE:
+        job = run.job(str(recorded.data.get("job")))
+        return job is not None and job.status == "queued"
+    return False
+
+
+class _Owners:
+    """Which process is responsible for a run: the ``cyclone run`` process that started
+    it (``trigger == "cli"``, locked by its run id), else the server (locked as
+    ``server``). Runs of ``cyclone run`` are never published by a server's relay."""
+
+    SERVER = "server"
+
+    def __init__(self, ownership: RunOwnership, server: bool) -> None:
+        self.ownership = ownership
+        self.server = server
+        self._cli_runs: set[str] = set()
+
+    def claim_server(self) -> None:
+        try:
+            self.ownership.claim(self.SERVER)
+        except BlockingIOError:
+            raise ConfigError("another `cyclone up` is already serving this CYCLONE_HOME "
+                              f"({self.ownership.directory.parent})") from None
+
+    def orphaned(self, run: RunView) -> bool:
+        """Whether the run's owner is gone (a `cyclone run` leaves server runs alone)."""
+        if run.trigger != "cli" and not self.server:
+            return False
+        key = run.id if run.trigger == "cli" else self.SERVER
+        return not self.ownership.owns(key) and self.ownership.is_orphan(key)
+
+    def publishes(self, recorded: RecordedEvent) -> bool:
+        if not is_run_stream(recorded.stream):
+            return self.server
+        run_id = run_id_of(recorded.stream)
+        if recorded.type == RunRequested.TYPE and recorded.data.get("trigger") == "cli":
+            self._cli_runs.add(run_id)
+        if not self.server:
+            return self.ownership.owns(run_id)
+        return run_id not in self._cli_runs

@@ -26,6 +26,8 @@ class Settings:
     log_level: str  # CYCLONE_LOG_LEVEL
     log_format: str  # CYCLONE_LOG_FORMAT: json | text
     worker_id: str  # CYCLONE_WORKER_ID: defaults to host name and pid
+    listen: tuple[str, int]  # CYCLONE_LISTEN: host:port of `cyclone up`'s HTTP server
+    public_read: bool  # CYCLONE_PUBLIC_READ: reads need no token
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -39,6 +41,8 @@ class Settings:
                               ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),
             log_format=_choice(env, "CYCLONE_LOG_FORMAT", "json", ("json", "text")),
             worker_id=env.get("CYCLONE_WORKER_ID") or f"{os.uname().nodename}-{os.getpid()}",
+            listen=_host_port(env, "CYCLONE_LISTEN", ("127.0.0.1", 8080)),
+            public_read=_flag(env, "CYCLONE_PUBLIC_READ"),
         )
 
     @property
@@ -77,6 +81,23 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise ConfigError(f"{name}={raw!r}: expected a number >= 1")
     return value
+
+
+def _host_port(env: Mapping[str, str], name: str, default: tuple[str, int]) -> tuple[str, int]:
+    raw = env.get(name)
+    if not raw:
+        return default
+    host, sep, port = raw.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}={raw!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host or default[0], int(port)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "0").lower()
+    if raw not in ("0", "1", "true", "false", "yes", "no"):
+        raise ConfigError(f"{name}={raw!r}: expected 1 or 0")
+    return raw in ("1", "true", "yes")
 
 
 def _choice(

@@ -72,8 +72,8 @@ class NotifyingStore:
 class OutboxRelay:
     """Publishes stored events to the bus, in store order, from a durable checkpoint.
 
-    ``owns(stream)`` limits the relay to the streams this process is responsible
-    for (``cyclone run`` owns only the runs it started; a server owns all).
+    ``owns(event)`` limits the relay to the runs this process is responsible for
+    (``cyclone run`` owns only the runs it started; a server all but those).
     ``poll_s`` bounds how late events appended by another process are noticed.
     ``checkpoint=None`` keeps the position in memory only (``cyclone run``, whose
     runs live and die with its process).
@@ -84,7 +84,7 @@ class OutboxRelay:
         store: NotifyingStore,
         bus: Bus,
         checkpoint: str | None = "outbox",
-        owns: Callable[[str], bool] = lambda stream: True,
+        owns: Callable[[RecordedEvent], bool] = lambda event: True,
         poll_s: float = 1.0,
     ) -> None:
         self.store = store
@@ -120,7 +120,7 @@ class OutboxRelay:
                 self.published.set()
                 return
             for recorded in batch:
-                if self.owns(recorded.stream):
+                if self.owns(recorded):
                     await self._publish(recorded)
             self.position = batch[-1].position
             if self.checkpoint:
