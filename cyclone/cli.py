@@ -3,6 +3,8 @@
     cyclone run [FILE]      run the pipeline of the current directory, live (exit 0 / 1 / 2)
     cyclone lint FILE...    check pipeline files; every problem with file:line
     cyclone replay          rebuild the run projections from the event store, print counts
+    cyclone up              the server: REST API, log streams, all services (see --help)
+    cyclone project|trigger|runs|show|logs|cancel|rerun|events|token   server clients
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from cyclone.cli_client import add_client_commands
 from cyclone.display import Display
 from cyclone.embedded import Embedded
+from cyclone.server import serve
 from services.api.commands import request_cancel, request_run
 from shared import events as ev
 from shared.config import Settings
@@ -76,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     lint_cmd = sub.add_parser("lint", help="check pipeline files")
     lint_cmd.add_argument("files", nargs="+")
     lint_cmd.set_defaults(func=_lint)
+
+    up = sub.add_parser("up", help="run the Cyclone server (API, services) on this machine")
+    up.add_argument("--listen", metavar="HOST:PORT",
+                    help="address to serve on (default: CYCLONE_LISTEN or 127.0.0.1:8080)")
+    up.set_defaults(func=_up)
+
+    add_client_commands(sub)
 
     replay = sub.add_parser("replay", help="rebuild run projections from the event store")
     replay.add_argument("--runs", action="store_true", help="also list every run")
@@ -252,6 +264,17 @@ def _git_head(directory: Path) -> tuple[str, str]:
 
     branch = git("symbolic-ref", "--short", "-q", "HEAD")
     return branch, git("rev-parse", "-q", "--verify", "HEAD")
+
+
+# --- up ----------------------------------------------------------------------------------
+
+
+def _up(args: argparse.Namespace, settings: Settings) -> int:
+    if args.listen:
+        settings = dataclasses.replace(
+            settings, listen=Settings.from_env({"CYCLONE_LISTEN": args.listen}).listen)
+    asyncio.run(serve(settings))
+    return EXIT_OK
 
 
 # --- replay ------------------------------------------------------------------------------
