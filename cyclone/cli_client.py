@@ -1,0 +1,525 @@
+"""The ``cyclone`` commands that talk to a Cyclone server over HTTP (``cyclone up``).
+
+    cyclone project add|list|show|update|delete ...   manage projects
+    cyclone trigger PROJECT [--follow]                  start a run (prints its id)
+    cyclone runs [--project P] [--status S] ...         list runs, newest first
+    cyclone show RUN                                    a run's jobs and steps
+    cyclone logs [-f] RUN                               a run's log, or follow it live
+    cyclone cancel RUN | rerun RUN [--follow] | events RUN
+    cyclone token create NAME | list | revoke ID
+
+Every command takes ``--server URL`` (env ``CYCLONE_SERVER``, default
+``http://127.0.0.1:8080``), ``--token T`` (env ``CYCLONE_TOKEN``) and ``--json`` (print
+the server's JSON instead of a table; log streams become ndjson). Exit codes: 0 ok; 1
+failure (server unreachable, 401/403/404, 5xx, a followed run that did not succeed); 2
+bad usage or input the server rejected (other 4xx). Errors are printed as
+``cyclone: <detail>`` on stderr, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from cyclone.client import DEFAULT_SERVER, ClientError, ConnectionFailed, CycloneClient
+from cyclone.display import Display
+from shared.config import Settings
+from shared.ports.logstore import LogLine
+
+__all__ = ["add_client_commands"]
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+FOLLOW_RETRIES = 5  # reconnections in a row without a single event before giving up
+_BACKOFF_S, _BACKOFF_MAX_S = 0.5, 8.0
+_OUTCOMES = {"success": "run succeeded", "failure": "run failed", "cancelled": "run cancelled",
+             "errored": "run errored", "timeout": "run timed out"}
+
+Json = dict[str, Any]
+Handler = Callable[[argparse.Namespace, CycloneClient], Awaitable[int]]
+
+
+def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the client commands to the ``cyclone`` parser's subcommands."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--server", metavar="URL", help="Cyclone server (env CYCLONE_SERVER, "
+                                                        f"default {DEFAULT_SERVER})")
+    common.add_argument("--token", metavar="T", help="API token (env CYCLONE_TOKEN)")
+    common.add_argument("--json", action="store_true", help="print the server's JSON")
+
+    def command(parent: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=help)
+        parser.set_defaults(func=_on_server(handler))
+        return parser
+
+    _add_project_commands(sub, command)
+
+    trigger = command(sub, "trigger", _trigger, "start a run of a project")
+    trigger.add_argument("project")
+    trigger.add_argument("--ref", help="branch or tag (default: the project's branch)")
+    trigger.add_argument("--commit", metavar="SHA", help="commit to build")
+    trigger.add_argument("--param", action="append", default=[], type=_key_value,
+                         metavar="K=V", help="environment variable for every step (repeatable)")
+    _follow_flags(trigger)
+
+    runs = command(sub, "runs", _runs, "list runs, newest first")
+    runs.add_argument("--project")
+    runs.add_argument("--status")
+    runs.add_argument("--branch")
+    runs.add_argument("--limit", type=_count, metavar="N", help="at most N runs")
+    runs.add_argument("--cursor", help="the page after this cursor (printed by a previous "
+                                       "page)")
+
+    command(sub, "show", _show, "a run's jobs and steps").add_argument("run")
+
+    logs = command(sub, "logs", _logs, "a run's log lines")
+    logs.add_argument("run")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="stream live until the run ends; exit 0 if it succeeded")
+    logs.add_argument("--no-color", action="store_true", help="plain output")
+
+    command(sub, "cancel", _cancel, "cancel a run").add_argument("run")
+    rerun = command(sub, "rerun", _rerun, "start a new run like an earlier one")
+    rerun.add_argument("run")
+    _follow_flags(rerun)
+    command(sub, "events", _events, "a run's event history").add_argument("run")
+
+    token = sub.add_parser("token", help="manage API tokens")
+    token_sub = token.add_subparsers(required=True, metavar="ACTION")
+    command(token_sub, "create", _token_create, "create a token (shown once)").add_argument(
+        "name")
+    command(token_sub, "list", _token_list, "list tokens")
+    command(token_sub, "revoke", _token_revoke, "revoke a token").add_argument("id")
+
+
+def _add_project_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    project = sub.add_parser("project", help="manage projects")
+    project_sub = project.add_subparsers(required=True, metavar="ACTION")
+    add = command(project_sub, "add", _project_add, "add a project")
+    add.add_argument("name")
+    add.add_argument("repo", help="Git URL of the repository")
+    _project_flags(add)
+    command(project_sub, "list", _project_list, "list projects")
+    command(project_sub, "show", _project_show, "show a project").add_argument("name")
+    update = command(project_sub, "update", _project_update, "change a project")
+    update.add_argument("name")
+    update.add_argument("--repo", help="Git URL of the repository")
+    _project_flags(update)
+    command(project_sub, "delete", _project_delete, "delete a project").add_argument("name")
+
+
+def _project_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--branch", help="default branch (server default: main)")
+    parser.add_argument("--pipeline-file", help="pipeline file in the repository "
+                                                "(server default: .cyclone.yml)")
+    parser.add_argument("--env", action="append", type=_key_value, metavar="K=V",
+                        help="environment variable for every run (repeatable; on update "
+                             "the given set replaces the project's)")
+    parser.add_argument("--max-concurrent", type=_count, metavar="N",
+                        help="runs at once (0 = unlimited)")
+
+
+def _follow_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--follow", action="store_true",
+                        help="stream the log live; exit 0 if the run succeeded, 1 if not")
+    parser.add_argument("--no-color", action="store_true", help="plain output")
+
+
+# --- argument types (argparse turns their ValueError into a usage error, exit 2) ---------
+
+
+def _key_value(raw: str) -> tuple[str, str]:
+    key, sep, value = raw.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {raw!r}")
+    return key, value
+
+
+def _count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {raw!r}")
+    return value
+
+
+# --- running a handler against the server ------------------------------------------------
+
+
+def _on_server(handler: Handler) -> Callable[[argparse.Namespace, Settings], int]:
+    """The ``(args, settings) -> int`` entry of a handler: a client for the chosen server,
+    errors printed as ``cyclone: <detail>`` and mapped to exit codes."""
+
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        token = args.token or os.environ.get("CYCLONE_TOKEN") or None
+        try:
+            return asyncio.run(_with_client(handler, args, token))
+        except ClientError as exc:
+            hint = " (pass --token or set CYCLONE_TOKEN)" if exc.status == 401 and not token \
+                else ""
+            print(f"cyclone: {exc.detail}{hint}", file=sys.stderr)
+            return _exit_code(exc)
+        except KeyboardInterrupt:
+            print("cyclone: interrupted", file=sys.stderr)
+            return EXIT_FAILED
+
+    return run
+
+
+async def _with_client(handler: Handler, args: argparse.Namespace, token: str | None) -> int:
+    server = args.server or os.environ.get("CYCLONE_SERVER") or DEFAULT_SERVER
+    async with CycloneClient(server, token) as client:
+        return await handler(args, client)
+
+
+def _exit_code(exc: ClientError) -> int:
+    if exc.status == 0:
+        return EXIT_INVALID if exc.error == "invalid_url" else EXIT_FAILED
+    if 400 <= exc.status < 500 and exc.status not in (401, 403, 404):
+        return EXIT_INVALID
+    return EXIT_FAILED
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+# --- projects ----------------------------------------------------------------------------
+
+
+def _project_fields(args: argparse.Namespace) -> Json:
+    fields: Json = {}
+    for flag, key in (("branch", "default_branch"), ("pipeline_file", "pipeline_file"),
+                      ("max_concurrent", "max_concurrent_runs"), ("repo", "repo")):
+        if getattr(args, flag, None) is not None:
+            fields[key] = getattr(args, flag)
+    if args.env is not None:
+        fields["env"] = dict(args.env)
+    return fields
+
+
+async def _project_add(args: argparse.Namespace, client: CycloneClient) -> int:
+    project = await client.create_project({"name": args.name, **_project_fields(args)})
+    return _print_project(args, project)
+
+
+async def _project_list(args: argparse.Namespace, client: CycloneClient) -> int:
+    projects = await client.list_projects()
+    if args.json:
+        _print_json({"projects": projects})
+        return EXIT_OK
+    _table(["NAME", "REPO", "BRANCH", "PIPELINE FILE", "MAX RUNS"],
+           ([p["name"], p["repo"], p["default_branch"], p["pipeline_file"],
+             _max_runs(p["max_concurrent_runs"])] for p in projects))
+    return EXIT_OK
+
+
+async def _project_show(args: argparse.Namespace, client: CycloneClient) -> int:
+    return _print_project(args, await client.get_project(args.name))
+
+
+async def _project_update(args: argparse.Namespace, client: CycloneClient) -> int:
+    fields = _project_fields(args)
+    if not fields:
+        print("cyclone: nothing to update: give at least one of --repo, --branch, "
+              "--pipeline-file, --env, --max-concurrent", file=sys.stderr)
+        return EXIT_INVALID
+    return _print_project(args, await client.update_project(args.name, fields))
+
+
+async def _project_delete(args: argparse.Namespace, client: CycloneClient) -> int:
+    await client.delete_project(args.name)
+    if not args.json:
+        print(f"project {args.name} deleted")
+    return EXIT_OK
+
+
+def _print_project(args: argparse.Namespace, project: Json) -> int:
+    if args.json:
+        _print_json(project)
+        return EXIT_OK
+    env = project.get("env") or {}
+    _fields([("name", project["name"]), ("repo", project["repo"]),
+             ("branch", project["default_branch"]), ("pipeline file", project["pipeline_file"]),
+             ("max runs", _max_runs(project["max_concurrent_runs"])),
+             ("env", ", ".join(f"{k}={v}" for k, v in sorted(env.items())) or "-"),
+             ("created", _when(project.get("created_at"))),
+             ("updated", _when(project.get("updated_at")))])
+    return EXIT_OK
+
+
+def _max_runs(value: object) -> str:
+    return "unlimited" if not value else str(value)
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+async def _trigger(args: argparse.Namespace, client: CycloneClient) -> int:
+    started = await client.trigger(args.project, ref=args.ref, commit=args.commit,
+                                   params=dict(args.param))
+    return await _started(args, client, started)
+
+
+async def _rerun(args: argparse.Namespace, client: CycloneClient) -> int:
+    return await _started(args, client, await client.rerun(args.run))
+
+
+async def _started(args: argparse.Namespace, client: CycloneClient, started: Json) -> int:
+    """Print a newly started run (its id alone, for scripts) and follow it if asked."""
+    if args.json:
+        print(json.dumps(started), flush=True)
+    elif args.follow:
+        print(f"run {started['id']}: started, following its log "
+              "(Ctrl-C stops following, not the run)", flush=True)
+    else:
+        print(started["id"])
+    if not args.follow:
+        return EXIT_OK
+    return await _follow(client, started["id"], args)
+
+
+async def _runs(args: argparse.Namespace, client: CycloneClient) -> int:
+    page = await client.list_runs(project=args.project, status=args.status,
+                                  branch=args.branch, limit=args.limit, cursor=args.cursor)
+    if args.json:
+        _print_json(page)
+        return EXIT_OK
+    _table(["ID", "PROJECT", "STATUS", "BRANCH", "COMMIT", "STARTED", "DURATION"],
+           ([r["id"], r["project"], r["status"], r.get("branch") or "-",
+             (r.get("commit") or "-")[:8], _when(r.get("created_at")),
+             _duration(r.get("duration_s"))] for r in page["runs"]))
+    if page.get("next"):
+        print(f"(more: --cursor {page['next']})", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _show(args: argparse.Namespace, client: CycloneClient) -> int:
+    run = await client.get_run(args.run)
+    if args.json:
+        _print_json(run)
+        return EXIT_OK
+    params = run.get("params") or {}
+    rows = [("run", run["id"]), ("project", run["project"]), ("status", run["status"]),
+            ("trigger", run.get("trigger") or "-"), ("branch", run.get("branch") or "-"),
+            ("commit", run.get("commit") or "-"), ("pipeline", run.get("pipeline_file") or "-"),
+            ("created", _when(run.get("created_at"))),
+            ("finished", _when(run.get("finished_at"))),
+            ("duration", _duration(run.get("duration_s")))]
+    if run.get("reason"):
+        rows.append(("reason", run["reason"]))
+    if params:
+        rows.append(("params", ", ".join(f"{k}={v}" for k, v in sorted(params.items()))))
+    if run.get("cancel_requested"):
+        rows.append(("cancel", "requested"))
+    _fields(rows)
+    jobs = run.get("jobs") or []
+    if jobs:
+        print()
+        _table(["JOB / STEP", "STATUS", "EXIT", "ATTEMPT", "DURATION", "REASON"],
+               _job_rows(jobs))
+    return EXIT_OK
+
+
+def _job_rows(jobs: Sequence[Json]) -> Iterable[list[str]]:
+    for job in jobs:
+        yield [job["name"], job["status"], "", "", _duration(job.get("duration_s")),
+               _first_line(job.get("reason"))]
+        for step in job.get("steps") or []:
+            code = step.get("exit_code")
+            yield ["  " + step["name"], step["status"], "-" if code is None else str(code),
+                   str(step.get("attempt") or "-"), _duration(step.get("duration_s")),
+                   _first_line(step.get("reason"))]
+
+
+async def _cancel(args: argparse.Namespace, client: CycloneClient) -> int:
+    answer = await client.cancel_run(args.run)
+    if args.json:
+        _print_json(answer)
+    else:
+        print(f"run {answer.get('id', args.run)}: cancel requested "
+              f"(status: {answer.get('status', '?')})")
+    return EXIT_OK
+
+
+async def _events(args: argparse.Namespace, client: CycloneClient) -> int:
+    events = await client.run_events(args.run)
+    if args.json:
+        _print_json({"events": events})
+        return EXIT_OK
+    _table(["SEQ", "TS", "TYPE", "DATA"],
+           ([str(e["seq"]), _when(e.get("ts")), e["type"],
+             _short(json.dumps(e.get("data"), separators=(",", ":"), sort_keys=True))]
+            for e in events))
+    return EXIT_OK
+
+
+# --- logs --------------------------------------------------------------------------------
+
+
+async def _logs(args: argparse.Namespace, client: CycloneClient) -> int:
+    if args.follow:
+        return await _follow(client, args.run, args)
+    display = Display(colour=False if args.no_color else None)
+    async with contextlib.aclosing(client.log_lines(args.run)) as lines:
+        async for raw in lines:
+            if args.json:
+                print(json.dumps(raw), flush=True)
+            else:
+                display.log_line(_log_line(raw))
+    return EXIT_OK
+
+
+async def _follow(client: CycloneClient, run_id: str, args: argparse.Namespace) -> int:
+    """Print the run's log live until its ``end`` event; exit 0 if it succeeded.
+
+    A dropped stream (or a 5xx) is resumed with ``Last-Event-ID`` after a growing pause,
+    up to ``FOLLOW_RETRIES`` times in a row without an event in between."""
+    display = Display(colour=False if getattr(args, "no_color", False) else None)
+    last_id: str | None = None
+    failures = 0
+    while True:
+        try:
+            async with contextlib.aclosing(client.follow_logs(run_id, last_id)) as stream:
+                async for event in stream:
+                    failures = 0
+                    data = _event_data(event.data)
+                    if event.event == "end":
+                        return _finish(args, data)
+                    if event.event == "line":
+                        last_id = event.id if event.id is not None else last_id
+                        if args.json:
+                            print(json.dumps(data), flush=True)
+                        else:
+                            display.log_line(_log_line(data))
+            problem = "the server ended the log stream before the run ended"
+        except ConnectionFailed as exc:
+            if exc.error == "invalid_url":
+                raise
+            problem = exc.detail
+        except ClientError as exc:
+            if exc.status < 500:
+                raise
+            problem = exc.detail
+        failures += 1
+        if failures > FOLLOW_RETRIES:
+            raise ConnectionFailed("disconnected", f"{problem} (gave up after "
+                                                   f"{FOLLOW_RETRIES} reconnections)")
+        pause = min(_BACKOFF_S * 2 ** (failures - 1), _BACKOFF_MAX_S)
+        print(f"cyclone: {problem}; reconnecting in {pause:.1f}s", file=sys.stderr)
+        await asyncio.sleep(pause)
+
+
+def _finish(args: argparse.Namespace, end: Json) -> int:
+    status = str(end.get("status", ""))
+    if args.json:
+        print(json.dumps(end), flush=True)
+    else:
+        print(_OUTCOMES.get(status, f"run {status or 'ended'}"), flush=True)
+    return EXIT_OK if status == "success" else EXIT_FAILED
+
+
+def _event_data(text: str) -> Json:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ClientError(0, "bad_response", f"the server sent a log event that is not a "
+                                             f"JSON object: {text[:200]!r}")
+    return value
+
+
+def _log_line(raw: Json) -> LogLine:
+    try:
+        return LogLine.from_json(raw)
+    except KeyError as exc:
+        raise ClientError(0, "bad_response", f"the server sent a log line without "
+                                             f"{exc}: {raw!r}") from exc
+
+
+# --- tokens ------------------------------------------------------------------------------
+
+
+async def _token_create(args: argparse.Namespace, client: CycloneClient) -> int:
+    created = await client.create_token(args.name)
+    if args.json:
+        _print_json(created)
+        return EXIT_OK
+    # The secret alone on stdout (so `T=$(cyclone token create ci)` works), the note aside.
+    print(f"token {created['id']} ({created['name']}) created; it is shown only this once",
+          file=sys.stderr)
+    print(created["token"])
+    return EXIT_OK
+
+
+async def _token_list(args: argparse.Namespace, client: CycloneClient) -> int:
+    tokens = await client.list_tokens()
+    if args.json:
+        _print_json({"tokens": tokens})
+        return EXIT_OK
+    _table(["ID", "NAME", "CREATED"],
+           ([str(t["id"]), t["name"], _when(t.get("created_at"))] for t in tokens))
+    return EXIT_OK
+
+
+async def _token_revoke(args: argparse.Namespace, client: CycloneClient) -> int:
+    await client.revoke_token(args.id)
+    if not args.json:
+        print(f"token {args.id} revoked")
+    return EXIT_OK
+
+
+# --- text output -------------------------------------------------------------------------
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Columns padded to their widest cell; the last column is not padded."""
+    cells = [list(headers), *([str(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
+        print("  ".join([*padded, row[-1]]).rstrip())
+
+
+def _fields(rows: Sequence[tuple[str, str]]) -> None:
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name.ljust(width)}  {value}")
+
+
+def _when(iso: object) -> str:
+    """An ISO 8601 time as ``YYYY-MM-DD HH:MM:SS`` (as the server gave it, UTC); ``-``
+    for none."""
+    if not iso:
+        return "-"
+    try:
+        return datetime.fromisoformat(str(iso)).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return str(iso)
+
+
+def _duration(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _first_line(text: object) -> str:
+    return str(text).splitlines()[0] if text else ""
+
+
+def _short(text: str, width: int = 70) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
