@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -38,6 +39,11 @@ __all__ = ["add_client_commands"]
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 FOLLOW_RETRIES = 5  # reconnections in a row without a single event before giving up
 _BACKOFF_S, _BACKOFF_MAX_S = 0.5, 8.0
+# The server's run read model is a projection fed by the bus, so a run it has just
+# accepted (202) may be unknown to its reads for a moment: a follower of such a run
+# takes a 404 as "not yet" for this long.
+NEW_RUN_GRACE_S = 10.0
+_NEW_RUN_POLL_S = 0.1
 _OUTCOMES = {"success": "run succeeded", "failure": "run failed", "cancelled": "run cancelled",
              "errored": "run errored", "timeout": "run timed out"}
 
@@ -284,7 +290,7 @@ async def _started(args: argparse.Namespace, client: CycloneClient, started: Jso
         print(started["id"])
     if not args.follow:
         return EXIT_OK
-    return await _follow(client, started["id"], args)
+    return await _follow(client, started["id"], args, new_run=True)
 
 
 async def _runs(args: argparse.Namespace, client: CycloneClient) -> int:
@@ -378,14 +384,17 @@ async def _logs(args: argparse.Namespace, client: CycloneClient) -> int:
     return EXIT_OK
 
 
-async def _follow(client: CycloneClient, run_id: str, args: argparse.Namespace) -> int:
+async def _follow(client: CycloneClient, run_id: str, args: argparse.Namespace,
+                  new_run: bool = False) -> int:
     """Print the run's log live until its ``end`` event; exit 0 if it succeeded.
 
     A dropped stream (or a 5xx) is resumed with ``Last-Event-ID`` after a growing pause,
-    up to ``FOLLOW_RETRIES`` times in a row without an event in between."""
+    up to ``FOLLOW_RETRIES`` times in a row without an event in between. For a
+    ``new_run`` (just accepted by the server) a 404 is retried for ``NEW_RUN_GRACE_S``."""
     display = Display(colour=False if getattr(args, "no_color", False) else None)
     last_id: str | None = None
     failures = 0
+    unknown_until = time.monotonic() + NEW_RUN_GRACE_S if new_run else 0.0
     while True:
         try:
             async with contextlib.aclosing(client.follow_logs(run_id, last_id)) as stream:
@@ -406,6 +415,9 @@ async def _follow(client: CycloneClient, run_id: str, args: argparse.Namespace) 
                 raise
             problem = exc.detail
         except ClientError as exc:
+            if exc.status == 404 and time.monotonic() < unknown_until:
+                await asyncio.sleep(_NEW_RUN_POLL_S)  # not in the read model yet
+                continue
             if exc.status < 500:
                 raise
             problem = exc.detail

@@ -209,11 +209,11 @@ class _Owners:
                               f"({self.ownership.directory.parent})") from None
 
     def orphaned(self, run: RunView) -> bool:
-        """Whether the run's owner is gone (a `cyclone run` leaves server runs alone)."""
-        if run.trigger != "cli" and not self.server:
-            return False
-        key = run.id if run.trigger == "cli" else self.SERVER
-        return not self.ownership.owns(key) and self.ownership.is_orphan(key)
+        """Whether the run's owner is gone. A server run is, for the server that has just
+        taken the server lock (whoever held it is dead); a `cyclone run` leaves them be."""
+        if run.trigger != "cli":
+            return self.server
+        return not self.ownership.owns(run.id) and self.ownership.is_orphan(run.id)
 
     def publishes(self, recorded: RecordedEvent) -> bool:
         if not is_run_stream(recorded.stream):

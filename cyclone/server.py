@@ -20,7 +20,6 @@ from services.api.auth import Tokens
 from services.api.context import ApiContext
 from services.logserver.http import log_routes
 from shared.config import Settings
-from shared.projections.runs import RunView
 
 __all__ = ["serve"]
 
@@ -51,14 +50,9 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
 
 
 def _app(runtime: Embedded, tokens: Tokens, settings: Settings) -> web.Application:
-    readmodel = runtime.readmodel
-
-    async def lookup(run_id: str) -> RunView | None:
-        return readmodel.runs.get(run_id)
-
-    ctx = ApiContext(store=runtime.store, readmodel=readmodel, tokens=tokens,
+    ctx = ApiContext(store=runtime.store, readmodel=runtime.readmodel, tokens=tokens,
                      public_read=settings.public_read)
-    return create_app(ctx, extra_routes=log_routes(runtime.logserver, lookup),
+    return create_app(ctx, extra_routes=log_routes(runtime.logserver, ctx.find_run),
                       events_appended=lambda: runtime.store.appended_total)
 
 

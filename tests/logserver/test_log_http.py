@@ -1,0 +1,387 @@
+"""The log server's HTTP routes over real pieces: a FileLogStore, a MemoryBus carrying
+batches as workers ship them, a LogServer consuming it, an aiohttp server on 127.0.0.1
+and a real ClientSession. Run views are folded from real events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import tracemalloc
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from services.logserver.http import log_routes
+from services.logserver.service import LogServer
+from shared import events as ev
+from shared.adapters.bus.memory import MemoryBus
+from shared.adapters.logstore.files import FileLogStore
+from shared.events import RecordedEvent, new_event_id, run_stream, utc_now
+from shared.pipeline.plan import JobSpec, Plan, StepSpec
+from shared.ports.bus import TOPIC_LOGS
+from shared.ports.logstore import LogLine
+from shared.projections.runs import RunView, apply
+from shared.wire import encode_log_batch
+from tests.support import eventually
+
+TIMEOUT = 20.0  # no stream in these tests may take longer
+JOB, STEP = "build", "test"
+PLAN = Plan(source_file=".cyclone.yml",
+            jobs=(JobSpec(name=JOB, image="img", steps=(StepSpec(name=STEP, image="img"),)),))
+END_EVENTS: dict[str, ev.Event] = {"success": ev.RunSucceeded(), "failure": ev.RunFailed("x")}
+
+
+class Runs:
+    """Run views as the API's read model has them: real events folded by ``apply``."""
+
+    def __init__(self) -> None:
+        self.views: dict[str, RunView] = {}
+
+    def record(self, run_id: str, *events: ev.Event) -> None:
+        for event in events:
+            current = self.views.get(run_id)
+            recorded = RecordedEvent(
+                id=new_event_id(), stream=run_stream(run_id),
+                seq=current.last_seq + 1 if current else 1, type=event.TYPE,
+                version=event.VERSION, ts=utc_now(), data=event.to_data(), meta={},
+                position=0)
+            self.views[run_id] = apply(current, recorded)
+
+    def start(self, run_id: str) -> None:
+        self.record(run_id,
+                    ev.RunRequested(project="p", trigger="manual", branch="main", commit="",
+                                    pipeline_file=".cyclone.yml", pipeline="", source="."),
+                    ev.RunPlanned(plan=PLAN.to_data()), ev.JobQueued(job=JOB),
+                    ev.JobStarted(job=JOB, worker="w", executor="shell"))
+
+    def finish(self, run_id: str, log_lines: int, status: str = "success") -> None:
+        self.record(run_id, ev.JobFinished(job=JOB, status=status, duration_s=1.0,
+                                           log_lines=log_lines), END_EVENTS[status])
+
+    async def lookup(self, run_id: str) -> RunView | None:
+        return self.views.get(run_id)
+
+
+@dataclass
+class Env:
+    bus: MemoryBus
+    logs: FileLogStore
+    server: LogServer
+    runs: Runs
+    session: aiohttp.ClientSession
+    base: str
+    published: dict[str, int] = field(default_factory=dict)
+
+    def url(self, run_id: str, suffix: str = "") -> str:
+        return f"{self.base}/api/v1/runs/{run_id}/logs{suffix}"
+
+    async def publish(self, run_id: str, count: int, text: str = "line {i}",
+                      batch: int = 500) -> list[str]:
+        """Ship ``count`` lines as a worker's LogShipper does; returns their texts."""
+        first = self.published.get(run_id, 0)
+        texts = [text.format(i=i) for i in range(first, first + count)]
+        for start in range(0, count, batch):
+            lines = [LogLine(job=JOB, step=STEP, stream="stdout", ts=utc_now(), text=t)
+                     for t in texts[start:start + batch]]
+            await self.bus.publish(TOPIC_LOGS, run_id,
+                                   encode_log_batch(run_id, uuid.uuid4().hex, lines))
+        self.published[run_id] = first + count
+        return texts
+
+    async def stored(self, run_id: str) -> None:
+        """Wait until the log server has stored every line published for the run."""
+        want = self.published.get(run_id, 0)
+
+        async def done() -> bool:
+            return await self.logs.count(run_id) >= want
+
+        await eventually(done, timeout=TIMEOUT, what=f"{want} lines of {run_id} stored")
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    bus = MemoryBus()
+    logs = FileLogStore(tmp_path / "logs")
+    server = LogServer(bus, logs, recheck_s=0.05)
+    consumer = asyncio.create_task(server.run())
+    runs = Runs()
+    app = web.Application()
+    app.add_routes(log_routes(server, runs.lookup, keepalive_s=0.2, heartbeat_s=5.0))
+    http = TestServer(app, host="127.0.0.1")
+    await http.start_server()
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT))
+    try:
+        yield Env(bus, logs, server, runs, session, str(http.make_url("")).rstrip("/"))
+    finally:
+        await session.close()
+        await http.close()
+        consumer.cancel()
+        await asyncio.wait({consumer})
+        await bus.close()
+        await logs.close()
+
+
+@dataclass(frozen=True)
+class Sse:
+    event: str  # "line", "end", or "comment" for a ": ..." line
+    id: str
+    data: str
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[Sse]:
+    """The events of a text/event-stream response, as a browser's EventSource parses them."""
+    event, last_id, data = "message", "", []
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\r\n")
+        if line.startswith(":"):
+            yield Sse("comment", "", line[1:].strip())
+        elif line:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "id":
+                last_id = value
+            elif name == "data":
+                data.append(value)
+        elif data:
+            yield Sse(event, last_id, "\n".join(data))
+            event, data = "message", []
+
+
+async def take_lines(events: AsyncIterator[Sse], count: int) -> list[Sse]:
+    """The next ``count`` line events (skipping comments)."""
+    taken: list[Sse] = []
+    async with asyncio.timeout(TIMEOUT):
+        async for event in events:
+            if event.event == "line":
+                taken.append(event)
+                if len(taken) == count:
+                    break
+            elif event.event != "comment":
+                raise AssertionError(f"expected a line, got {event}")
+    return taken
+
+
+async def rest_of_stream(events: AsyncIterator[Sse]) -> tuple[list[Sse], Sse | None]:
+    """(every line event until the stream closes, the end event)."""
+    lines, end = [], None
+    async with asyncio.timeout(TIMEOUT):
+        async for event in events:
+            if event.event == "line":
+                lines.append(event)
+            elif event.event == "end":
+                end = event
+    return lines, end
+
+
+def texts(events: list[Sse]) -> list[str]:
+    return [e.json()["text"] for e in events]
+
+
+# --- history ---------------------------------------------------------------------------
+
+
+async def test_history_is_every_stored_line_in_order_as_ndjson(env: Env) -> None:
+    env.runs.start("r1")
+    sent = await env.publish("r1", 1200, batch=100)
+    await env.stored("r1")
+    async with env.session.get(env.url("r1")) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "application/x-ndjson"
+        body = [json.loads(line) for line in (await resp.read()).splitlines()]
+    assert [b["text"] for b in body] == sent
+    assert [b["i"] for b in body] == list(range(1200))
+    assert set(body[0]) == {"i", "job", "step", "stream", "ts", "text"}
+    assert (body[0]["job"], body[0]["step"], body[0]["stream"]) == (JOB, STEP, "stdout")
+
+
+async def test_history_from_starts_at_that_index(env: Env) -> None:
+    env.runs.start("r1")
+    sent = await env.publish("r1", 50)
+    await env.stored("r1")
+    async with env.session.get(env.url("r1"), params={"from": "42"}) as resp:
+        body = [json.loads(line) for line in (await resp.read()).splitlines()]
+    assert [b["i"] for b in body] == list(range(42, 50))
+    assert [b["text"] for b in body] == sent[42:]
+
+
+async def test_unknown_run_is_a_404_with_a_json_error(env: Env) -> None:
+    for url in (env.url("nope"), env.url("nope", "?follow=1")):
+        async with env.session.get(url) as resp:
+            assert resp.status == 404
+            assert await resp.json() == {"error": "not_found", "detail": "no run 'nope'"}
+    with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+        await env.session.ws_connect(env.url("nope", "/ws"))
+    assert caught.value.status == 404
+
+
+async def test_a_malformed_start_index_is_a_400(env: Env) -> None:
+    env.runs.start("r1")
+    async with env.session.get(env.url("r1"), params={"from": "-3"}) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"] == "bad_request"
+    headers = {"Last-Event-ID": "abc"}
+    async with env.session.get(env.url("r1", "?follow=1"), headers=headers) as resp:
+        assert resp.status == 400
+        assert "Last-Event-ID" in (await resp.json())["detail"]
+
+
+# --- server-sent events ------------------------------------------------------------------
+
+
+async def test_sse_delivers_lines_live_then_ends_with_the_run_status(env: Env) -> None:
+    env.runs.start("r1")
+    async with env.session.get(env.url("r1"), params={"follow": "1"}) as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        assert resp.headers["Cache-Control"] == "no-cache"
+        assert resp.headers["X-Accel-Buffering"] == "no"
+        events = sse_events(resp)
+        first = await env.publish("r1", 30)
+        got = await take_lines(events, 30)  # the run is still running: these came live
+        assert texts(got) == first
+        assert [e.id for e in got] == [str(i) for i in range(30)]
+        assert [e.json()["i"] for e in got] == list(range(30))
+        second = await env.publish("r1", 20)
+        env.runs.finish("r1", log_lines=50, status="failure")
+        rest, end = await rest_of_stream(events)
+    assert texts(rest) == second
+    assert end is not None and end.json() == {"status": "failure"}
+
+
+async def test_sse_with_accept_header_follows_too(env: Env) -> None:
+    env.runs.start("r1")
+    sent = await env.publish("r1", 5)
+    env.runs.finish("r1", log_lines=5)
+    headers = {"Accept": "text/event-stream"}
+    async with env.session.get(env.url("r1"), headers=headers) as resp:
+        lines, end = await rest_of_stream(sse_events(resp))
+    assert texts(lines) == sent
+    assert end is not None and end.json() == {"status": "success"}
+
+
+async def test_reconnecting_with_last_event_id_gives_every_line_exactly_once(env: Env) -> None:
+    env.runs.start("r1")
+    sent = await env.publish("r1", 40)
+    async with env.session.get(env.url("r1", "?follow=1")) as resp:
+        before = await take_lines(sse_events(resp), 25)  # then the connection drops
+    sent += await env.publish("r1", 40)  # printed while nobody was connected
+    await env.stored("r1")
+    headers = {"Last-Event-ID": before[-1].id}
+    async with env.session.get(env.url("r1", "?follow=1&from=0"), headers=headers) as resp:
+        events = sse_events(resp)
+        middle = await take_lines(events, 55)
+        sent += await env.publish("r1", 10)
+        env.runs.finish("r1", log_lines=90)
+        after, end = await rest_of_stream(events)
+    received = before + middle + after
+    assert texts(received) == sent
+    assert [int(e.id) for e in received] == list(range(90))
+    assert end is not None and end.json() == {"status": "success"}
+
+
+async def test_stream_of_a_finished_run_ends_right_after_its_history(env: Env) -> None:
+    env.runs.start("r1")
+    sent = await env.publish("r1", 300)
+    await env.stored("r1")
+    env.runs.finish("r1", log_lines=300)
+    started = time.monotonic()
+    async with env.session.get(env.url("r1", "?follow=1&from=100")) as resp:
+        lines, end = await rest_of_stream(sse_events(resp))
+    assert texts(lines) == sent[100:]
+    assert end is not None and end.json() == {"status": "success"}
+    # nothing to wait for: no keep-alive period, no grace period passed
+    assert time.monotonic() - started < 2.0
+
+
+async def test_a_done_run_stream_waits_for_lines_still_in_flight(env: Env) -> None:
+    env.runs.start("r1")
+    env.runs.finish("r1", log_lines=3)  # the run's events got here before its lines
+    async with env.session.get(env.url("r1", "?follow=1")) as resp:
+        events = sse_events(resp)
+        sent = await env.publish("r1", 3)
+        lines, end = await rest_of_stream(events)
+    assert texts(lines) == sent
+    assert end is not None
+
+
+async def test_a_quiet_stream_gets_keep_alive_comments(env: Env) -> None:
+    env.runs.start("r1")  # keepalive_s is 0.2 in this app
+    async with env.session.get(env.url("r1", "?follow=1")) as resp:
+        async with asyncio.timeout(TIMEOUT):
+            async for event in sse_events(resp):
+                if event.event == "comment":
+                    assert event.data == "keep-alive"
+                    break
+
+
+async def test_a_client_that_leaves_stops_being_followed(env: Env) -> None:
+    env.runs.start("r1")
+    await env.publish("r1", 3)
+    async with env.session.get(env.url("r1", "?follow=1")) as resp:
+        await take_lines(sse_events(resp), 3)
+        assert env.server.following() == {"r1"}
+    await eventually(lambda: not env.server.following(), timeout=TIMEOUT,
+                     what="the follower of r1 to be dropped")
+
+
+# --- websocket ---------------------------------------------------------------------------
+
+
+async def test_websocket_streams_lines_then_end_and_a_normal_close(env: Env) -> None:
+    env.runs.start("r1")
+    sent = await env.publish("r1", 10)
+    received: list[dict[str, Any]] = []
+    async with env.session.ws_connect(env.url("r1", "/ws?from=2")) as ws:
+        async with asyncio.timeout(TIMEOUT):
+            while len(received) < 8:
+                received.append(await ws.receive_json())
+            sent += await env.publish("r1", 5)
+            env.runs.finish("r1", log_lines=15)
+            while "end" not in received[-1]:
+                received.append(await ws.receive_json())
+            closing = await ws.receive()
+    assert [m["text"] for m in received[:-1]] == sent[2:]
+    assert [m["i"] for m in received[:-1]] == list(range(2, 15))
+    assert received[-1] == {"end": "success"}
+    assert closing.type == aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == aiohttp.WSCloseCode.OK
+
+
+# --- big logs -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", ["", "?follow=1"], ids=["history", "sse"])
+async def test_a_200000_line_log_streams_in_flat_memory(env: Env, query: str) -> None:
+    total = 200_000
+    env.runs.start("big")
+    await env.publish("big", total, text="line {i} " + "x" * 60, batch=2000)
+    await env.stored("big")
+    env.runs.finish("big", log_lines=total)
+    marker = b"event: line\n" if query else b"\n"
+    count, size, tail = 0, 0, b""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        async with env.session.get(env.url("big", query)) as resp:
+            async for chunk in resp.content.iter_chunked(64 * 1024):  # the client keeps none
+                count += (tail + chunk).count(marker)
+                tail = chunk[1 - len(marker):] if len(marker) > 1 else b""
+                size += len(chunk)
+        growth = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert count == total
+    assert size > 16_000_000  # the whole log went through ...
+    assert growth < 8_000_000, f"peak memory grew by {growth / 1e6:.1f} MB"  # ... not memory
