@@ -118,6 +118,7 @@ class Embedded:
         if own_all:
             owners.claim_server()
         await runtime._recover(owners)
+        await eventmanager.load()
         if own_all:
             runtime.readmodel = await RunsReadModel.rebuild(store)
         else:

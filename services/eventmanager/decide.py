@@ -6,6 +6,7 @@ no clock, store or bus, so it is tested on plain values and replays the same way
 itself (``cyclone run``, a rerun) or by the checkout (``RunSourceResolved``).
 Rules:
 
+* a run waits while its project is at its ``max_concurrent_runs`` (``admitted``);
 * a run whose pipeline file is not known yet gets its checkout queued, once;
 * a run whose file is known is planned (compiled from that content), or errored
   when the file is invalid;
@@ -36,12 +37,14 @@ PipelineSource = tuple[str, str]  # (file name, content)
 
 
 def decide(run: RunView | None, source: PipelineSource | None,
-           max_parallel_jobs: int) -> list[ev.Event]:
+           max_parallel_jobs: int, admitted: bool = True) -> list[ev.Event]:
     if run is None or run.done:
         return []
     if run.plan is None:
         if run.cancel_requested:
             return [ev.RunCancelled(reason="cancelled before it was planned")]
+        if not admitted:
+            return []  # the project is at its max_concurrent_runs: wait
         if source is None:
             return [ev.CheckoutQueued()] if not run.checkout else []
         return _plan(source)
@@ -62,7 +65,7 @@ def decide(run: RunView | None, source: PipelineSource | None,
             active += 1
     if events:
         # Skips can unblock dependents and end the run: decide again on the new state.
-        return events + decide(_assume_all(run, events), source, max_parallel_jobs)
+        return events + decide(_assume_all(run, events), source, max_parallel_jobs, admitted)
     return _finish(run)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from services.eventmanager.admission import Admissions
 from services.eventmanager.decide import PipelineSource, decide
 from shared import events as ev
 from shared.consume import consume
@@ -20,6 +21,8 @@ from shared.keys import cancel_key
 from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.ports.coordination import Coordinator
 from shared.ports.eventstore import EventStore
+from shared.projections.projects import fold_project, project_stream
+from shared.projections.replay import replay_runs
 from shared.projections.runs import RunView, run_id_of
 from shared.runstream import append_to_run, load_run
 from shared.wire import decode_event
@@ -38,6 +41,11 @@ class EventManager:
         self.max_parallel_jobs = max_parallel_jobs
         self.group = group
         self._seen: dict[str, int] = {}  # run id -> highest seq handled (drops redeliveries)
+        self.admissions = Admissions()
+
+    async def load(self) -> None:
+        """Rebuild what the event manager keeps in memory from the store (call at start)."""
+        self.admissions.load((await replay_runs(self.store)).runs.values())
 
     async def run(self) -> None:
         await consume(self.bus, TOPIC_EVENTS, self.group, self.handle)
@@ -54,16 +62,29 @@ class EventManager:
 
     async def advance(self, run_id: str) -> RunView | None:
         """Append whatever the run's current state calls for; returns the new state."""
+        current = await load_run(self.store, run_id)
+        if current is None:
+            return None
+        admitted = self.admissions.admit(current, await self._limit(current))
         source = await self._pipeline_source(run_id)
         result = await append_to_run(
-            self.store, run_id, lambda run: decide(run, source, self.max_parallel_jobs)
-        )
+            self.store, run_id,
+            lambda run: decide(run, source, self.max_parallel_jobs, admitted))
         run = await load_run(self.store, run_id) if result.appended else result.run
         if run is not None:
             await self._signal_cancel(run)
             if run.done:
                 self._seen.pop(run_id, None)
+                for waiting in self.admissions.ended(run):
+                    await self.advance(waiting)
         return run
+
+    async def _limit(self, run: RunView) -> int:
+        """The run's project's max_concurrent_runs (0: none; `cyclone run` has no project)."""
+        if run.trigger == "cli":
+            return 0
+        project = fold_project(await self.store.read(project_stream(run.project)))
+        return project.max_concurrent_runs if project and not project.deleted else 0
 
     async def _pipeline_source(self, run_id: str) -> PipelineSource | None:
         """The pipeline file recorded for the run: by its checkout, else by its request."""

@@ -156,3 +156,41 @@ jobs:
       - run: ["touch right.ready", "while [ ! -e left.ready ]; do sleep 0.05; done"]
 """, tmp_path)
     assert run.status == "success"
+
+
+async def test_a_projects_runs_beyond_max_concurrent_runs_wait_their_turn(
+    runtime: Embedded, tmp_path: Path,
+) -> None:
+    from shared.events import NewEvent, ProjectRegistered, run_stream
+    from shared.projections.projects import project_stream
+
+    await runtime.store.append(project_stream("p"), [NewEvent(ProjectRegistered(
+        name="p", repo="unused", max_concurrent_runs=1))], 0)
+    gate = tmp_path / "gate"
+    pipeline = f"""
+jobs:
+  wait:
+    image: none
+    timeout: 30s
+    steps:
+      - run: ["while [ ! -e {gate} ]; do sleep 0.05; done"]
+"""
+    source = tmp_path / "src"
+    source.mkdir()
+    first, second = [await request_run(runtime.store, project="p", trigger="manual",
+                                       branch="main", commit="", pipeline_file=".cyclone.yml",
+                                       pipeline=pipeline, source=str(source))
+                     for _ in range(2)]
+    runs = runtime.readmodel.runs
+    await eventually(lambda: first in runs and runs[first].status == "running",
+                     what="the first run starts")
+    gate.touch()
+    await eventually(lambda: all(r in runs and runs[r].done for r in (first, second)),
+                     timeout=30, what="both runs end")
+    first_events = await runtime.store.read(run_stream(first))
+    second_events = await runtime.store.read(run_stream(second))
+    first_end = first_events[-1]
+    second_planned = next(e for e in second_events if e.type == "RunPlanned")
+    assert first_end.type == "RunSucceeded"
+    assert second_planned.position > first_end.position  # it waited for the first to end
+    assert runs[second].status == "success"
