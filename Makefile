@@ -1,7 +1,6 @@
 # The two commands: `make up` (set up, then run Cyclone on its embedded defaults)
 # and `make test` (set up, then run the whole test suite). Both are idempotent.
 VENV := .venv/bin
-EXAMPLE ?= examples
 
 .PHONY: up test setup setup-docker lint bench clean
 
@@ -13,7 +12,7 @@ setup-docker:
 	@bash scripts/build-test-images.sh
 
 up: setup setup-docker
-	cd $(EXAMPLE) && ../$(VENV)/cyclone run
+	$(VENV)/cyclone up
 
 test: setup setup-docker
 	$(VENV)/python -m pytest -q -ra
@@ -24,6 +23,8 @@ lint: setup
 
 bench: setup setup-docker
 	$(VENV)/python bench/overhead.py
+	$(VENV)/python bench/logs.py
+	$(VENV)/python bench/store.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

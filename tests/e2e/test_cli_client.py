@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from tests.docker_support import TEST_IMAGE
+from tests.e2e.server_support import CycloneServer, server_fixture
 from tests.git_support import GitRepo, GitServer, git_server_fixture, unused_port
 from tests.support import eventually
 
-__all__ = ["git_server_fixture"]  # the `git_server` fixture these tests use
+__all__ = ["git_server_fixture", "server_fixture"]  # the fixtures these tests use
 
 TIMEOUT = 180.0  # one CLI command, a run's clone and containers included
 RUN_LINE = re.compile(r"^run ([0-9a-z]+): started", re.MULTILINE)
@@ -134,7 +135,7 @@ def demo(git_server: GitServer) -> GitRepo:
 # --- projects ----------------------------------------------------------------------------
 
 
-async def test_project_add_list_show_update_delete(server: Any) -> None:
+async def test_project_add_list_show_update_delete(server: CycloneServer) -> None:
     env = server.env
     added = await ok(env, "project", "add", "web", "git://example.invalid/web.git",
                      "--branch", "trunk", "--env", "A=1", "--env", "B=two",
@@ -165,7 +166,7 @@ async def test_project_add_list_show_update_delete(server: Any) -> None:
     assert (await json_of(env, "project", "list"))["projects"] == []
 
 
-async def test_project_input_errors_exit_2_with_the_servers_detail(server: Any) -> None:
+async def test_project_input_errors_exit_2_with_the_servers_detail(server: CycloneServer) -> None:
     env = server.env
     await ok(env, "project", "add", "web", "git://example.invalid/web.git")
     again = await cyclone(env, "project", "add", "web", "git://example.invalid/other.git")
@@ -183,7 +184,7 @@ async def test_project_input_errors_exit_2_with_the_servers_detail(server: Any) 
 
 
 @pytest.mark.usefixtures("docker_ready")
-async def test_runs_followed_listed_shown_and_replayed(server: Any, demo: GitRepo) -> None:
+async def test_runs_followed_listed_shown_and_replayed(server: CycloneServer, demo: GitRepo) -> None:
     env = server.env
     await ok(env, "project", "add", "demo", demo.url, "--env", "GREETING=hi")
 
@@ -235,7 +236,7 @@ async def test_runs_followed_listed_shown_and_replayed(server: Any, demo: GitRep
 
 
 @pytest.mark.usefixtures("docker_ready")
-async def test_events_of_a_run_start_with_run_requested(server: Any, demo: GitRepo) -> None:
+async def test_events_of_a_run_start_with_run_requested(server: CycloneServer, demo: GitRepo) -> None:
     env = server.env
     await ok(env, "project", "add", "demo", demo.url)
     run_id = started_run((await cyclone(env, "trigger", "demo", "--follow")).out)
@@ -250,7 +251,7 @@ async def test_events_of_a_run_start_with_run_requested(server: Any, demo: GitRe
 
 
 @pytest.mark.usefixtures("docker_ready")
-async def test_cancel_a_long_run_ends_its_followers(server: Any, demo: GitRepo) -> None:
+async def test_cancel_a_long_run_ends_its_followers(server: CycloneServer, demo: GitRepo) -> None:
     env = server.env
     await ok(env, "project", "add", "demo", demo.url)
     run_id = (await ok(env, "trigger", "demo", "--ref", "slow")).strip()
@@ -327,7 +328,7 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 @pytest.mark.usefixtures("docker_ready")
-async def test_follow_resumes_after_a_dropped_connection(server: Any, demo: GitRepo) -> None:
+async def test_follow_resumes_after_a_dropped_connection(server: CycloneServer, demo: GitRepo) -> None:
     env = server.env
     await ok(env, "project", "add", "demo", demo.url)
     run_id = (await ok(env, "trigger", "demo", "--ref", "pause")).strip()
@@ -348,7 +349,7 @@ async def test_follow_resumes_after_a_dropped_connection(server: Any, demo: GitR
 # --- tokens and errors -------------------------------------------------------------------
 
 
-async def test_token_create_list_revoke(server: Any) -> None:
+async def test_token_create_list_revoke(server: CycloneServer) -> None:
     env = server.env
     created = await cyclone(env, "token", "create", "ci")
     assert created.code == 0 and "shown only this once" in created.err
@@ -371,14 +372,14 @@ async def test_token_create_list_revoke(server: Any) -> None:
     assert missing.code == 1 and "no token" in missing.err
 
 
-async def test_missing_token_gets_the_servers_401_detail(server: Any) -> None:
+async def test_missing_token_gets_the_servers_401_detail(server: CycloneServer) -> None:
     done = await cyclone(without_token(server.env), "project", "list")
     assert done.code == 1
     assert done.err.startswith("cyclone: missing bearer token"), done.err
     assert "CYCLONE_TOKEN" in done.err
 
 
-async def test_unknown_run_is_a_clear_failure(server: Any) -> None:
+async def test_unknown_run_is_a_clear_failure(server: CycloneServer) -> None:
     for args in (("show", "nope"), ("logs", "nope"), ("logs", "-f", "nope"),
                  ("events", "nope"), ("cancel", "nope")):
         done = await cyclone(server.env, *args)
