@@ -92,7 +92,7 @@ class Embedded:
         inner = await SqliteEventStore.open(settings.store_path)
         stack.push_async_callback(inner.close)
         store = NotifyingStore(inner)
-        bus = MemoryBus()
+        bus = MemoryBus(trim=True)  # what every group has committed is dropped: flat memory
         stack.push_async_callback(bus.close)
         coord = MemoryCoordinator()
         stack.push_async_callback(coord.close)

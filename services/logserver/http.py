@@ -10,7 +10,8 @@ Routes (``log_routes``; the API app mounts them and authenticates them):
   ended and every line it logged is delivered; then ``event: end`` with
   ``{"status": ...}``. ``Last-Event-ID: <i>`` (sent by a reconnecting EventSource)
   resumes at ``i + 1`` and wins over ``?from=``: no gap, no repeat. A comment line is
-  sent after ``keepalive_s`` of silence so proxies keep the connection open.
+  sent after ``keepalive_s`` of silence so proxies keep the connection open. A browser
+  should close its EventSource on ``end`` (else it reconnects, and gets ``end`` again).
 * ``GET /api/v1/runs/{id}/logs/ws`` -- the same lines as websocket text messages, then
   ``{"end": "<status>"}`` and a normal close.
 

@@ -12,7 +12,9 @@ reader takes the run's current wake-up event *before* reading the store, so a
 batch appended while it reads still wakes it: no line is missed between "read to
 the end" and "wait". Readers also re-check every ``recheck_s`` seconds, so a run
 that ends without printing another line still ends its streams. Wake-up entries
-exist only for runs somebody follows.
+exist only for runs somebody follows. Only this process's appends wake its readers:
+with several log server replicas, a reader whose run is stored by another replica
+sees new lines at the next re-check.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from services.logserver.http import log_routes
 from services.logserver.service import LogServer
@@ -115,14 +114,19 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     runs = Runs()
     app = web.Application()
     app.add_routes(log_routes(server, runs.lookup, keepalive_s=0.2, heartbeat_s=5.0))
-    http = TestServer(app, host="127.0.0.1")
-    await http.start_server()
+    # Served as `cyclone up` serves it (web.AppRunner defaults: a handler is NOT cancelled
+    # when its client goes away), not with TestServer, which cancels handlers.
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT))
     try:
-        yield Env(bus, logs, server, runs, session, str(http.make_url("")).rstrip("/"))
+        yield Env(bus, logs, server, runs, session, f"http://{host}:{port}")
     finally:
         await session.close()
-        await http.close()
+        await runner.cleanup()
         consumer.cancel()
         await asyncio.wait({consumer})
         await bus.close()
@@ -190,6 +194,39 @@ def texts(events: list[Sse]) -> list[str]:
     return [e.json()["text"] for e in events]
 
 
+# --- following (LogServer.follow) ------------------------------------------------------
+
+
+async def test_a_follower_is_woken_by_each_stored_batch_not_by_polling(env: Env) -> None:
+    # Its own consumer group: this server stores (or finds stored) every batch too.
+    server = LogServer(env.bus, env.logs, group="no-polling", recheck_s=3600)
+    consumer = asyncio.create_task(server.run())
+    done = False
+    got: list[str] = []
+
+    async def is_complete(next_index: int) -> bool:
+        return done and next_index >= 6
+
+    async def follow() -> None:
+        async for stored in server.follow("r1", 0, is_complete):
+            got.append(stored.line.text)
+
+    follower = asyncio.create_task(follow())
+    try:
+        first = await env.publish("r1", 3)
+        await eventually(lambda: got == first, timeout=5.0, what="lines while following")
+        done = True
+        rest = await env.publish("r1", 3)
+        async with asyncio.timeout(5.0):
+            await follower  # ends on the last batch's wake-up, long before any re-check
+        assert got == first + rest
+        assert not server.following()
+    finally:
+        follower.cancel()
+        consumer.cancel()
+        await asyncio.wait({follower, consumer})
+
+
 # --- history ---------------------------------------------------------------------------
 
 
@@ -205,6 +242,24 @@ async def test_history_is_every_stored_line_in_order_as_ndjson(env: Env) -> None
     assert [b["i"] for b in body] == list(range(1200))
     assert set(body[0]) == {"i", "job", "step", "stream", "ts", "text"}
     assert (body[0]["job"], body[0]["step"], body[0]["stream"]) == (JOB, STEP, "stdout")
+
+
+async def test_every_route_sends_any_text_as_valid_json(env: Env) -> None:
+    odd = ['say "hi"', "back\\slash", "tab\there", "ünïcödé €", "emoji 😀", "\x1b[31mred\x1b[0m"]
+    env.runs.start("r1")
+    for text in odd:
+        await env.publish("r1", 1, text=text)
+    env.runs.finish("r1", log_lines=len(odd))
+    await env.stored("r1")
+    async with env.session.get(env.url("r1")) as resp:
+        history = [json.loads(line)["text"] for line in (await resp.read()).splitlines()]
+    async with env.session.get(env.url("r1", "?follow=1")) as resp:
+        streamed, _ = await rest_of_stream(sse_events(resp))
+    async with env.session.ws_connect(env.url("r1", "/ws")) as ws:
+        messages = [await ws.receive_json() for _ in range(len(odd) + 1)]
+    assert history == odd
+    assert texts(streamed) == odd
+    assert [m.get("text") for m in messages[:-1]] == odd
 
 
 async def test_history_from_starts_at_that_index(env: Env) -> None:
@@ -357,6 +412,16 @@ async def test_websocket_streams_lines_then_end_and_a_normal_close(env: Env) -> 
     assert received[-1] == {"end": "success"}
     assert closing.type == aiohttp.WSMsgType.CLOSE
     assert ws.close_code == aiohttp.WSCloseCode.OK
+
+
+async def test_a_websocket_client_that_leaves_stops_being_followed(env: Env) -> None:
+    env.runs.start("r1")
+    await env.publish("r1", 3)
+    async with env.session.ws_connect(env.url("r1", "/ws")) as ws:
+        assert [(await ws.receive_json())["i"] for _ in range(3)] == [0, 1, 2]
+        assert env.server.following() == {"r1"}
+    await eventually(lambda: not env.server.following(), timeout=TIMEOUT,
+                     what="the websocket follower of r1 to be dropped")
 
 
 # --- big logs -----------------------------------------------------------------------------
