@@ -1,5 +1,6 @@
 """Per-project concurrency: a project's runs beyond its ``max_concurrent_runs`` wait,
-and are admitted oldest first as earlier ones end.
+and are admitted as earlier ones end, oldest first among the waiting runs the event
+manager has seen (runs requested at the same moment may be seen in either order).
 
 A run is admitted once it has started work (its checkout queued or its plan made);
 from then on it counts against the limit until it ends. The index is rebuilt from
