@@ -178,8 +178,11 @@ async def _run_async(args: argparse.Namespace, settings: Settings, file_name: st
 
 async def _follow(run_id: str, events: Subscription, logs: Subscription,
                   display: Display) -> str:
-    """Print the run's events and log lines as they come; returns the run's end event type."""
-    streams = {"events": aiter(events), "logs": aiter(logs)}
+    """Print the run's events and log lines as they come; returns the run's end event type.
+
+    Each message is committed once shown, so the embedded bus can let it go."""
+    subscriptions = {"events": events, "logs": logs}
+    streams = {name: aiter(sub) for name, sub in subscriptions.items()}
     waiting = {asyncio.ensure_future(anext(it)): name for name, it in streams.items()}
     outcome = ""
     try:
@@ -196,6 +199,7 @@ async def _follow(run_id: str, events: Subscription, logs: Subscription,
                 if message is None:
                     continue
                 waiting[asyncio.ensure_future(anext(streams[name]))] = name
+                await subscriptions[name].commit(message)
                 if message.key != run_id:
                     continue
                 if name == "logs":

@@ -50,6 +50,7 @@ __all__ = ["INTERRUPTED", "Embedded"]
 
 log = logging.getLogger(__name__)
 
+BUS_BACKLOG_BYTES = 16 * 1024 * 1024  # per partition of the in-process bus
 INTERRUPTED = "interrupted: the Cyclone process running it stopped before it finished"
 
 
@@ -92,7 +93,9 @@ class Embedded:
         inner = await SqliteEventStore.open(settings.store_path)
         stack.push_async_callback(inner.close)
         store = NotifyingStore(inner)
-        bus = MemoryBus(trim=True)  # what every group has committed is dropped: flat memory
+        # What every group has committed is dropped, and a producer faster than its
+        # consumers (a step printing a huge log) waits: memory stays flat.
+        bus = MemoryBus(trim=True, max_backlog_bytes=BUS_BACKLOG_BYTES)
         stack.push_async_callback(bus.close)
         coord = MemoryCoordinator()
         stack.push_async_callback(coord.close)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import AsyncIterator
 
@@ -169,3 +170,44 @@ async def test_a_member_gaining_a_partition_rereads_what_was_not_committed() -> 
         await first.stop()
         await second.stop()
         await bus.close()
+
+
+async def test_a_full_partition_makes_publish_wait_until_consumers_commit() -> None:
+    bus = MemoryBus(partitions=1, trim=True, max_backlog_bytes=100)
+    try:
+        sub = await bus.subscribe("t", "g")
+        for _ in range(3):
+            await bus.publish("t", "k", b"x" * 40)  # 120 bytes retained: now over the limit
+        blocked = asyncio.create_task(bus.publish("t", "k", b"y"))
+        await asyncio.sleep(0)  # give it the chance to (wrongly) go through
+        assert not blocked.done() and bus.retained("t") == 3
+        first = await anext(aiter(sub))
+        await sub.commit(first)  # 80 bytes left: room again
+        await asyncio.wait_for(blocked, 5)
+        assert bus.retained("t") == 3
+    finally:
+        await bus.close()
+
+
+async def test_a_group_whose_members_all_left_no_longer_holds_messages_back() -> None:
+    bus = MemoryBus(partitions=1, trim=True)
+    try:
+        gone = await bus.subscribe("t", "gone")
+        await gone.close()
+        live = await bus.subscribe("t", "live")
+        await bus.publish("t", "k", b"a")
+        await live.commit(await anext(aiter(live)))
+        assert bus.retained("t") == 0
+    finally:
+        await bus.close()
+
+
+async def test_closing_the_bus_fails_a_publish_waiting_for_room() -> None:
+    bus = MemoryBus(partitions=1, trim=True, max_backlog_bytes=1)
+    await bus.subscribe("t", "g")
+    await bus.publish("t", "k", b"xx")
+    blocked = asyncio.create_task(bus.publish("t", "k", b"y"))
+    await asyncio.sleep(0)
+    await bus.close()
+    with pytest.raises(BusError):
+        await asyncio.wait_for(blocked, 5)

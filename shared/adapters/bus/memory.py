@@ -24,11 +24,13 @@ that code written against it behaves the same on a real Kafka:
 
 Retention: by default every message is kept for the life of the bus (unbounded
 memory; fine for one process). ``MemoryBus(trim=True)`` drops the messages below
-the lowest committed offset of every group that ever subscribed to the topic.
-It is off by default because, unlike Kafka's time-based retention, it means a
-group subscribing for the first time after a trim starts at the earliest
-*retained* message and misses older ones, and a group that subscribes and never
-commits stops all trimming of the topic.
+the lowest committed offset of the groups that have live members (a group whose
+members all left no longer holds messages back). It is off by default because,
+unlike Kafka's time-based retention, it means a group subscribing for the first
+time (or again, after all its members left) starts at the earliest *retained*
+message and misses older ones, and a live member that never commits stops all
+trimming of the topic. ``max_backlog_bytes`` then bounds memory: ``publish`` waits
+while its partition holds more than that, until consumers commit.
 
 Concurrency: everything runs on one event loop and no method awaits in the middle
 of a state change, so every operation is atomic with respect to other tasks.
@@ -57,6 +59,8 @@ class _Log:
     def __init__(self) -> None:
         self.base = 0
         self.messages: list[Message] = []
+        self.size = 0  # bytes of the retained messages' values
+        self.trimmed = asyncio.Event()  # set when messages are dropped: publishers may go on
 
     @property
     def end(self) -> int:
@@ -71,8 +75,11 @@ class _Log:
     def drop_below(self, offset: int) -> None:
         offset = min(offset, self.end)
         if offset > self.base:
+            dropped = self.messages[: offset - self.base]
+            self.size -= sum(len(m.value) for m in dropped)
             del self.messages[: offset - self.base]
             self.base = offset
+            self.trimmed.set()
 
 
 class _Group:
@@ -185,11 +192,19 @@ class MemorySubscription:
 class MemoryBus:
     """The in-process ``Bus``: see the module docstring for the model and its retention."""
 
-    def __init__(self, partitions: int = 4, *, trim: bool = False) -> None:
+    def __init__(self, partitions: int = 4, *, trim: bool = False,
+                 max_backlog_bytes: int | None = None) -> None:
+        """``trim``: drop what every group with live members has committed.
+        ``max_backlog_bytes`` (with ``trim``): ``publish`` waits while a partition holds
+        more than this, so a fast producer is slowed to its consumers' pace instead of
+        filling memory (as a Kafka producer blocks when its buffer is full)."""
         if partitions < 1:
             raise ValueError(f"a topic needs at least one partition, got {partitions}")
+        if max_backlog_bytes is not None and not trim:
+            raise ValueError("max_backlog_bytes needs trim=True")
         self._partitions = partitions
         self._trim_enabled = trim
+        self._max_backlog = max_backlog_bytes
         self._topics: dict[str, _Topic] = {}
         self._closed = False
 
@@ -199,7 +214,12 @@ class MemoryBus:
         log_topic = self._topic(topic)
         partition = partition_for(key, self._partitions)
         log = log_topic.logs[partition]
+        while self._max_backlog is not None and log.size > self._max_backlog:
+            log.trimmed.clear()
+            await log.trimmed.wait()
+            self._check_open()
         log.messages.append(Message(topic, key, value, partition, log.end))
+        log.size += len(value)
         for group in log_topic.groups.values():
             for member in group.members:
                 member._wake_for(partition)
@@ -221,6 +241,8 @@ class MemoryBus:
         """
         self._closed = True
         for log_topic in self._topics.values():
+            for log in log_topic.logs:
+                log.trimmed.set()  # a publisher waiting for room wakes up and fails
             for group in log_topic.groups.values():
                 for member in group.members:
                     member._end()
@@ -243,5 +265,6 @@ class MemoryBus:
 
     def _trim(self, topic: _Topic, partition: int) -> None:
         if self._trim_enabled:
-            low = min(group.committed[partition] for group in topic.groups.values())
-            topic.logs[partition].drop_below(low)
+            live = [g.committed[partition] for g in topic.groups.values() if g.members]
+            if live:
+                topic.logs[partition].drop_below(min(live))
