@@ -363,3 +363,18 @@ async def _waiting(http: aiohttp.ClientSession, run_id: str) -> bool:
 async def _events(server: CycloneServer, run_id: str) -> list[Any]:
     async with aiohttp.ClientSession(server.url, headers=server.headers) as http:
         return list((await call(http, "GET", f"/api/v1/runs/{run_id}/events", 200))["events"])
+
+
+async def test_public_read_opens_reads_but_not_writes(tmp_path: Any, docker_ready: None) -> None:
+    server = CycloneServer(tmp_path / "home")
+    server.env["CYCLONE_PUBLIC_READ"] = "1"
+    server.start()
+    try:
+        async with aiohttp.ClientSession(server.url) as anonymous:
+            assert (await call(anonymous, "GET", "/api/v1/runs", 200))["runs"] == []
+            await call(anonymous, "GET", "/api/v1/projects", 200)
+            await call(anonymous, "POST", "/api/v1/projects", 401,
+                       json={"name": "x", "repo": "r"})
+            await call(anonymous, "GET", "/api/v1/tokens", 403)  # tokens stay admin-only
+    finally:
+        server.stop()
