@@ -32,6 +32,7 @@ from typing import Any
 from cyclone.client import DEFAULT_SERVER, ClientError, ConnectionFailed, CycloneClient
 from cyclone.display import Display
 from shared.config import Settings
+from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode
 from shared.ports.logstore import LogLine
 
 __all__ = ["add_client_commands"]
@@ -43,6 +44,8 @@ _BACKOFF_S, _BACKOFF_MAX_S = 0.5, 8.0
 # accepted (202) may be unknown to its reads for a moment: a follower of such a run
 # takes a 404 as "not yet" for this long.
 NEW_RUN_GRACE_S = 10.0
+_PROGRESS_POLL_S = 0.5  # how often --follow looks for job and step status changes
+_RUN_ENDS = TERMINAL_RUN_EVENTS
 _NEW_RUN_POLL_S = 0.1
 _OUTCOMES = {"success": "run succeeded", "failure": "run failed", "cancelled": "run cancelled",
              "errored": "run errored", "timeout": "run timed out"}
@@ -392,6 +395,48 @@ async def _follow(client: CycloneClient, run_id: str, args: argparse.Namespace,
     up to ``FOLLOW_RETRIES`` times in a row without an event in between. For a
     ``new_run`` (just accepted by the server) a 404 is retried for ``NEW_RUN_GRACE_S``."""
     display = Display(colour=False if getattr(args, "no_color", False) else None)
+    progress = None if args.json else _Progress(client, run_id, display)
+    try:
+        return await _follow_logs(client, run_id, args, display, progress, new_run)
+    finally:
+        if progress is not None:
+            await progress.stop()
+
+
+class _Progress:
+    """Job and step status lines, polled from the run's events while its log streams
+    (the same lines `cyclone run` prints)."""
+
+    def __init__(self, client: CycloneClient, run_id: str, display: Display) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.display = display
+        self.seq = 0
+        self.task = asyncio.create_task(self._poll())
+
+    async def _poll(self) -> None:
+        while True:
+            with contextlib.suppress(ClientError):
+                await self.show_new()
+            await asyncio.sleep(_PROGRESS_POLL_S)
+
+    async def show_new(self) -> None:
+        for raw in await self.client.run_events(self.run_id, after=self.seq):
+            self.seq = max(self.seq, int(raw["seq"]))
+            event = decode(RecordedEvent.from_json(raw))
+            if event is not None and not isinstance(event, _RUN_ENDS):
+                self.display.event(event)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        with contextlib.suppress(ClientError):
+            await self.show_new()  # the last job's end, before the run's outcome
+
+
+async def _follow_logs(client: CycloneClient, run_id: str, args: argparse.Namespace,
+                       display: Display, progress: _Progress | None, new_run: bool) -> int:
     last_id: str | None = None
     failures = 0
     unknown_until = time.monotonic() + NEW_RUN_GRACE_S if new_run else 0.0
@@ -402,6 +447,8 @@ async def _follow(client: CycloneClient, run_id: str, args: argparse.Namespace,
                     failures = 0
                     data = _event_data(event.data)
                     if event.event == "end":
+                        if progress is not None:
+                            await progress.stop()
                         return _finish(args, data)
                     if event.event == "line":
                         last_id = event.id if event.id is not None else last_id

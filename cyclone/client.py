@@ -146,8 +146,11 @@ class CycloneClient:
         """Start a new run like ``run_id``; returns ``{"id", "url"}`` of the new one."""
         return await self._call("POST", f"/api/v1/runs/{_seg(run_id)}/rerun")
 
-    async def run_events(self, run_id: str) -> list[Json]:
-        return list((await self._call("GET", f"/api/v1/runs/{_seg(run_id)}/events"))["events"])
+    async def run_events(self, run_id: str, after: int = 0) -> list[Json]:
+        """The run's events with seq > ``after``, in order."""
+        query = {"after": str(after)} if after else None
+        return list((await self._call("GET", f"/api/v1/runs/{_seg(run_id)}/events",
+                                      query=query))["events"])
 
     async def create_token(self, name: str) -> Json:
         """``{"id", "name", "token", "created_at"}``: the secret is shown only here."""

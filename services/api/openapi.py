@@ -87,8 +87,9 @@ def openapi_document() -> dict[str, Any]:
                                                      errors=(401, 404, 409))},
             "/api/v1/runs/{id}/rerun": {"post": _op("Run again: same commit, params and "
                                                     "pipeline file", 202, params=run)},
-            "/api/v1/runs/{id}/events": {"get": _op("The run's raw event history", 200,
-                                                    params=run)},
+            "/api/v1/runs/{id}/events": {"get": _op(
+                "The run's raw event history (after=SEQ: only later events)", 200,
+                params=[*run, _query("after", "integer")], errors=(400, 401, 404))},
             "/api/v1/runs/{id}/logs": {"get": _op(
                 "Log lines as NDJSON; with follow=1 Server-Sent Events until the run ends "
                 "(resume with Last-Event-ID)", 200, params=logs_query,

@@ -116,8 +116,12 @@ async def _rerun(request: web.Request) -> web.Response:
 async def _events(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     run_id = request.match_info["id"]
-    recorded = await ctx.store.read(run_stream(run_id))
-    if not recorded:
+    try:
+        after = int(request.query.get("after", "0"))
+    except ValueError:
+        raise ApiError(400, "after: expected a whole number (a seq)") from None
+    recorded = await ctx.store.read(run_stream(run_id), from_seq=after + 1)
+    if not recorded and not await ctx.store.read(run_stream(run_id)):
         raise ApiError(404, f"no run {run_id!r}")
     return web.json_response({"events": [r.to_json() for r in recorded]})
 

@@ -206,7 +206,11 @@ async def test_runs_followed_listed_shown_and_replayed(server: CycloneServer, de
     printed = [line for line in history if line.startswith("[build/greet] ")
                and not line.startswith("[build/greet] + ")]  # not the command echoes
     assert printed == ["[build/greet] hello from build on main", "[build/greet] greeting=hi"]
-    assert history == [line for line in passing.out.splitlines() if line.startswith("[")]
+    logged = set(history)
+    assert history == [line for line in passing.out.splitlines() if line in logged]
+    # --follow also showed job and step status as they changed, like `cyclone run`
+    assert passing.out.index("[build] started") < passing.out.index("[build/greet] greeting=hi")
+    assert "[build/greet] success in" in passing.out
     lines = [json.loads(line) for line in (await ok(env, "logs", "--json", bad)).splitlines()]
     assert [line["text"] for line in lines if line["job"] == "build"
             and not line["text"].startswith("+ ")] == ["about to fail"]
