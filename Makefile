@@ -2,7 +2,7 @@
 # and `make test` (set up, then run the whole test suite). Both are idempotent.
 VENV := .venv/bin
 
-.PHONY: up test setup setup-docker lint bench clean
+.PHONY: up test setup setup-docker setup-infra lint bench clean
 
 setup:
 	@bash scripts/setup-python.sh
@@ -11,10 +11,15 @@ setup-docker:
 	@bash scripts/setup-docker.sh
 	@bash scripts/build-test-images.sh
 
+# Servers the distributed adapters' tests talk to (etcd, Kafka, a MongoDB stand-in):
+# each scripts/setup-infra-*.sh installs its server's files, idempotently.
+setup-infra:
+	@for script in scripts/setup-infra-*.sh; do [ -e "$$script" ] && bash "$$script" || true; done
+
 up: setup setup-docker
 	$(VENV)/cyclone up
 
-test: setup setup-docker
+test: setup setup-docker setup-infra
 	$(VENV)/python -m pytest -q -ra
 
 lint: setup
