@@ -14,7 +14,7 @@ setup-docker:
 # Servers the distributed adapters' tests talk to (etcd, Kafka, a MongoDB stand-in):
 # each scripts/setup-infra-*.sh installs its server's files, idempotently.
 setup-infra:
-	@for script in scripts/setup-infra-*.sh; do [ -e "$$script" ] && bash "$$script" || true; done
+	@for script in scripts/setup-infra-*.sh; do if [ -e "$$script" ]; then bash "$$script" || exit 1; fi; done
 
 up: setup setup-docker
 	$(VENV)/cyclone up
