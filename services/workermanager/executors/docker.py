@@ -28,25 +28,21 @@ A step's output is read by attaching to the container before it starts (what
 it back through the log driver instead (``GET /containers/{id}/logs?follow=1``)
 capped a chatty step at ~28,000 lines/s here, and Docker 20.10 can end that stream
 before a container's last frames; services, whose output is informational, are
-still followed that way (``_read_logs``, ``_Cursor``).
+still followed that way (``docker_logs.read_logs``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import io
 import json
 import logging
 import posixpath
 import secrets
-import struct
 import tarfile
 import tempfile
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -55,9 +51,9 @@ import aiohttp
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 from aiodocker.networks import DockerNetwork
-from aiodocker.stream import Stream
 from aiodocker.volumes import DockerVolume
 
+from services.workermanager.executors.docker_logs import Cursor, read_attached, read_logs
 from services.workermanager.executors.script import (
     StepOutput,
     check_run_id,
@@ -89,7 +85,6 @@ LABEL_JOB = "io.cyclone.job"
 LABEL_ROLE = "io.cyclone.role"
 BUILT_IMAGE = "BUILT_IMAGE"  # caicloud.yml's marker for "the image the build step made"
 HELPER_IMAGE = "cyclone/workspace-helper:1"
-_FRAME_HEADER = struct.Struct(">BxxxL")  # stream kind, 3 bytes padding, payload length
 # The sandbox's only job is to exist: sleep, and exit at once when stopped.
 _SANDBOX_LOOP = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
 
@@ -98,7 +93,6 @@ SERVICE_SETTLE_S = 0.5  # a service still running this long after its start coun
 LOG_DRAIN_S = 5.0  # how long the live log stream may lag behind the container's exit
 CHUNK = 256 * 1024
 SPOOL_BYTES = 16 * 1024 * 1024  # archives larger than this go to a temporary file
-NS = 1_000_000_000
 _JSON_LOGS = {"Type": "json-file", "Config": {}}  # the logs endpoint needs a readable driver
 
 
@@ -290,7 +284,7 @@ class DockerExecutor:
         async def follow() -> None:
             output = StepOutput(prefixed)
             with contextlib.suppress(DockerError, aiohttp.ClientError, OSError):
-                await self._read_logs(container_id, output, _Cursor(), follow=True)
+                await read_logs(self._docker, container_id, output, Cursor(), follow=True)
             await output.flush()
 
         task = asyncio.create_task(follow(), name=f"service-logs-{service}")
@@ -340,7 +334,7 @@ class DockerExecutor:
         output = StepOutput(on_log)
         attached = container.attach(stdout=True, stderr=True, logs=False)
         await attached._init()  # connect now: the stream then holds the very first line
-        reader = asyncio.create_task(_read_attached(attached, output))
+        reader = asyncio.create_task(read_attached(attached, output))
         try:
             await container.start()
             exit_code, timed_out = await _wait(container, step.timeout_s)
@@ -350,27 +344,6 @@ class DockerExecutor:
             await attached.close()
         await output.flush()
         return StepOutcome(exit_code=exit_code, timed_out=timed_out)
-
-    async def _read_logs(self, container_id: str, output: StepOutput, cursor: _Cursor,
-                         follow: bool) -> None:
-        """Feed the container's log frames after ``cursor`` to ``output``."""
-        params: dict[str, Any] = {"stdout": True, "stderr": True, "timestamps": True,
-                                  "follow": follow}
-        skip = 0
-        if not follow and cursor.max_ns:
-            since, skip = cursor.resume_point()
-            params["since"] = f"{since // NS}.{since % NS:09d}"
-        async with self._docker._query(f"containers/{container_id}/logs", params=params,
-                                       timeout=None) as response:
-            frames = _FrameReader()
-            while chunk := await response.content.readany():
-                for stream, raw_ts, data in frames.feed(chunk):
-                    if skip:
-                        skip -= 1
-                        continue
-                    ns, ts = _parse_ts(raw_ts)
-                    cursor.delivered(ns)
-                    await output.feed(stream, ts, data)
 
     # -- containers, images -----------------------------------------------------------
 
@@ -511,87 +484,6 @@ class DockerExecutor:
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-class _Cursor:
-    """How far the live log stream got, so a second read delivers only what it missed.
-
-    Frames carry Docker's nanosecond timestamps. ``resume_point`` is one second before
-    the newest one delivered, and the number of delivered frames at or after it: the
-    re-read starts there (``since``) and skips that many, which is exact as long as the
-    stdout and stderr copiers do not write more than a second out of order.
-    """
-
-    WINDOW_NS = NS
-
-    def __init__(self) -> None:
-        self.max_ns = 0
-        self._recent: deque[int] = deque()
-
-    def delivered(self, ns: int) -> None:
-        self.max_ns = max(self.max_ns, ns)
-        self._recent.append(ns)
-        while self._recent and self._recent[0] < self.max_ns - 2 * self.WINDOW_NS:
-            self._recent.popleft()
-
-    def resume_point(self) -> tuple[int, int]:
-        since = max(self.max_ns - self.WINDOW_NS, 0)
-        return since, sum(1 for ns in self._recent if ns >= since)
-
-
-async def _read_attached(attached: Stream, output: StepOutput) -> None:
-    while (message := await attached.read_out()) is not None:
-        await output.feed("stderr" if message.stream == 2 else "stdout", utc_now(),
-                          message.data)
-
-
-class _FrameReader:
-    """Docker's multiplexed log stream, cut into frames: (stream, raw timestamp, data).
-
-    Fed whatever the socket gave (many frames at once for a chatty step), because
-    reading frame by frame from the stream costs more than the frames themselves.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, chunk: bytes) -> list[tuple[str, bytes, bytes]]:
-        buffer = self._buffer
-        buffer += chunk
-        frames, offset = [], 0
-        while len(buffer) - offset >= 8:
-            kind, length = _FRAME_HEADER.unpack_from(buffer, offset)
-            end = offset + 8 + length
-            if end > len(buffer):
-                break
-            raw_ts, _, data = bytes(buffer[offset + 8:end]).partition(b" ")
-            frames.append(("stderr" if kind == 2 else "stdout", raw_ts, data))
-            offset = end
-        del buffer[:offset]
-        return frames
-
-
-def _parse_ts(raw: bytes) -> tuple[int, str]:
-    """Docker's ``2024-05-01T12:00:00.123456789Z`` as (ns since epoch, ISO 8601 UTC).
-
-    Called for every log line: the whole-second part is parsed once per second
-    (cached), the fraction by slicing, so a busy step's lines stay cheap.
-    """
-    try:
-        whole, _, fraction = raw.decode().rstrip("Z").partition(".")
-        seconds = _epoch_seconds(whole)
-        digits = fraction[:9].ljust(9, "0")
-        nanos = int(digits)
-    except ValueError:
-        now = datetime.now(UTC)
-        return int(now.timestamp() * NS), now.isoformat(timespec="microseconds")
-    return seconds * NS + nanos, f"{whole}.{digits[:6]}+00:00"
-
-
-@functools.lru_cache(maxsize=8)
-def _epoch_seconds(whole: str) -> int:
-    moment = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
-    return int(moment.timestamp())
-
 
 async def _still_running(service: ServiceSpec, container: DockerContainer) -> None:
     try:
