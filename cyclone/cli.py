@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cyclone.cli_client import add_client_commands
 from cyclone.display import Display
+from cyclone.distributed import SERVICES, Infra, run_service
 from cyclone.embedded import Embedded
 from cyclone.server import serve
 from services.api.commands import request_cancel, request_run
@@ -86,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--listen", metavar="HOST:PORT",
                     help="address to serve on (default: CYCLONE_LISTEN or 127.0.0.1:8080)")
     up.set_defaults(func=_up)
+
+    service = sub.add_parser("service", help="run one service as its own process "
+                                             "(distributed mode: Kafka, etcd, MongoDB)")
+    service.add_argument("name", choices=SERVICES)
+    service.add_argument("--listen", metavar="HOST:PORT",
+                         help="where /healthz and /metrics (and the api) are served")
+    service.set_defaults(func=_service)
 
     add_client_commands(sub)
 
@@ -278,6 +286,14 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
         settings = dataclasses.replace(
             settings, listen=Settings.from_env({"CYCLONE_LISTEN": args.listen}).listen)
     asyncio.run(serve(settings))
+    return EXIT_OK
+
+
+def _service(args: argparse.Namespace, settings: Settings) -> int:
+    if args.listen:
+        settings = dataclasses.replace(
+            settings, listen=Settings.from_env({"CYCLONE_LISTEN": args.listen}).listen)
+    asyncio.run(run_service(args.name, settings, Infra.from_env()))
     return EXIT_OK
 
 

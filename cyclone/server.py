@@ -21,7 +21,7 @@ from services.api.context import ApiContext
 from services.logserver.http import log_routes
 from shared.config import Settings
 
-__all__ = ["serve"]
+__all__ = ["SHUTDOWN_TIMEOUT_S", "serve", "until_signalled"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
             _announce(settings, admin, runtime)
             if ready is not None:
                 ready.set()
-            await _until_signalled()
+            await until_signalled()
         finally:
             await runner.cleanup()
     finally:
@@ -69,7 +69,7 @@ def _announce(settings: Settings, admin: str | None, runtime: Embedded) -> None:
         print(f"run {run.id}: was queued when Cyclone stopped; resumed", flush=True)
 
 
-async def _until_signalled() -> None:
+async def until_signalled() -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

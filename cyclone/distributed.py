@@ -1,0 +1,240 @@
+"""``cyclone service <name>``: one service as its own process, on the distributed adapters.
+
+The composition root of the distributed mode, as ``cyclone/embedded.py`` is of the
+embedded one: the only place that turns the infrastructure URLs into adapters.
+
+    CYCLONE_BUS=kafka://host:9092        CYCLONE_COORD=etcd://host:2379
+    CYCLONE_STORE=mongodb://host:27017   CYCLONE_LOG_STORE=mongodb://host:27017
+
+Every service serves ``/healthz`` and ``/metrics`` on ``CYCLONE_LISTEN``; the api
+service serves the whole REST API and the log streams there too. The outbox relay
+runs in the eventmanager replicas, one at a time (leader elected in etcd).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from cyclone.server import SHUTDOWN_TIMEOUT_S, until_signalled
+from services.api.app import create_app
+from services.api.auth import Tokens
+from services.api.context import ApiContext
+from services.api.readmodel import RunsReadModel
+from services.eventmanager.service import EventManager
+from services.logserver.http import log_routes
+from services.logserver.service import LogServer
+from services.notifier.service import Notifier
+from services.workermanager.executors import open_executor
+from services.workermanager.service import WorkerManager
+from shared.adapters.bus.kafka import KafkaBus
+from shared.adapters.coordination.etcd import EtcdCoordinator
+from shared.adapters.eventstore.mongo import MongoEventStore
+from shared.adapters.logstore.mongo import MongoLogStore
+from shared.config import Settings
+from shared.errors import ConfigError
+from shared.metrics import metrics_handler
+from shared.outbox import NotifyingStore, OutboxRelay
+from shared.ports.coordination import Coordinator
+
+__all__ = ["SERVICES", "Infra", "run_service"]
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("api", "eventmanager", "workermanager", "logserver", "notifier")
+RELAY_POLL_S = 0.05  # appends happen in other processes: the relay polls the store
+LEADER_TTL_S = 5.0
+
+
+@dataclass(frozen=True)
+class Infra:
+    bus: str
+    store: str
+    coord: str
+    log_store: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Infra:
+        env = os.environ if env is None else env
+        values = {}
+        for field, name, scheme in (("bus", "CYCLONE_BUS", "kafka://"),
+                                    ("store", "CYCLONE_STORE", "mongodb://"),
+                                    ("coord", "CYCLONE_COORD", "etcd://"),
+                                    ("log_store", "CYCLONE_LOG_STORE", "mongodb://")):
+            raw = env.get(name, "")
+            if not raw.startswith(scheme):
+                raise ConfigError(f"{name}={raw!r}: expected a {scheme}... URL "
+                                  "(distributed mode needs all of CYCLONE_BUS, CYCLONE_STORE, "
+                                  "CYCLONE_COORD and CYCLONE_LOG_STORE)")
+            values[field] = raw
+        return cls(**values)
+
+
+async def run_service(name: str, settings: Settings, infra: Infra,
+                      ready: asyncio.Event | None = None) -> None:
+    if name not in SERVICES:
+        raise ConfigError(f"unknown service {name!r}: expected one of {', '.join(SERVICES)}")
+    async with AsyncExitStack() as stack:
+        parts = await _open(stack, infra)
+        tasks, app = await _STARTERS[name](parts, settings)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        host, port = settings.listen
+        await web.TCPSite(runner, host, port).start()
+        running = [asyncio.create_task(t, name=f"{name}-{i}") for i, t in enumerate(tasks)]
+        stack.push_async_callback(_cancel, running)
+        print(f"cyclone {name} is serving on http://{host}:{port}", flush=True)
+        if ready is not None:
+            ready.set()
+        stopped = asyncio.create_task(until_signalled())
+        await asyncio.wait([stopped, *running], return_when=asyncio.FIRST_COMPLETED)
+        for task in running:
+            if task.done() and not task.cancelled() and task.exception():
+                raise task.exception()  # type: ignore[misc]
+
+
+@dataclass
+class _Parts:
+    store: NotifyingStore
+    bus: KafkaBus
+    coord: EtcdCoordinator
+    logs: MongoLogStore
+
+
+async def _open(stack: AsyncExitStack, infra: Infra) -> _Parts:
+    store = await MongoEventStore.connect(infra.store)
+    stack.push_async_callback(store.close)
+    bus = await KafkaBus.connect(infra.bus)
+    stack.push_async_callback(bus.close)
+    coord = await EtcdCoordinator.connect(infra.coord)
+    stack.push_async_callback(coord.close)
+    logs = await MongoLogStore.connect(infra.log_store)
+    stack.push_async_callback(logs.close)
+    return _Parts(NotifyingStore(store), bus, coord, logs)
+
+
+Started = tuple[list[Coroutine[Any, Any, None]], web.Application]
+
+
+def _health_app(check: Callable[[], Awaitable[object]]) -> web.Application:
+    async def healthz(request: web.Request) -> web.Response:
+        try:
+            await check()
+        except Exception as exc:  # readiness: say what is not reachable
+            return web.json_response({"status": "unavailable", "detail": str(exc)}, status=503)
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.add_routes([web.get("/healthz", healthz),
+                    web.get("/metrics", metrics_handler(CollectorRegistry()))])
+    return app
+
+
+def _ready(parts: _Parts) -> Callable[[], Awaitable[object]]:
+    async def check() -> None:
+        await parts.store.last_position()
+        await parts.coord.get("cyclone/health")
+        await parts.logs.count("health")
+
+    return check
+
+
+async def _api(parts: _Parts, settings: Settings) -> Started:
+    readmodel = await RunsReadModel.rebuild(parts.store)
+    tokens = Tokens(parts.store)
+    admin = await tokens.ensure_admin()
+    if admin is not None:
+        print(f"An admin API token was created (shown once):\n\n    export "
+              f"CYCLONE_TOKEN={admin}\n", flush=True)
+    ctx = ApiContext(store=parts.store, readmodel=readmodel, tokens=tokens,
+                     public_read=settings.public_read)
+    reader = LogServer(parts.bus, parts.logs, recheck_s=0.2)  # reads only; stores nothing
+    app = create_app(ctx, extra_routes=log_routes(reader, ctx.find_run))
+    return [readmodel.follow(parts.bus, group=f"api-{settings.worker_id}")], app
+
+
+async def _eventmanager(parts: _Parts, settings: Settings) -> Started:
+    manager = EventManager(parts.store, parts.bus, parts.coord, settings.max_parallel_jobs)
+    await manager.load()
+    relay = OutboxRelay(parts.store, parts.bus, poll_s=RELAY_POLL_S)
+    leader = _leader(parts.coord, "outbox", settings.worker_id, relay.run)
+    return [manager.run(), leader], _health_app(_ready(parts))
+
+
+async def _workermanager(parts: _Parts, settings: Settings) -> Started:
+    executor = await open_executor(settings.executor, settings.work_dir)
+    worker = WorkerManager(parts.store, parts.bus, parts.coord, executor, settings.worker_id,
+                           settings.worker_capacity, git_cache=settings.git_cache_dir,
+                           exports=settings.exports_dir)
+
+    async def work() -> None:
+        try:
+            await worker.run()
+        finally:
+            await worker.close()
+            await executor.close()
+
+    return [work()], _health_app(_ready(parts))
+
+
+async def _logserver(parts: _Parts, settings: Settings) -> Started:
+    # Stores what workers ship; the api replicas serve the streams from the same store.
+    return [LogServer(parts.bus, parts.logs).run()], _health_app(_ready(parts))
+
+
+async def _notifier(parts: _Parts, settings: Settings) -> Started:
+    return [Notifier(parts.bus).run()], _health_app(_ready(parts))
+
+
+_STARTERS: dict[str, Callable[[_Parts, Settings], Awaitable[Started]]] = {
+    "api": _api, "eventmanager": _eventmanager, "workermanager": _workermanager,
+    "logserver": _logserver, "notifier": _notifier,
+}
+
+
+async def _leader(coord: Coordinator, name: str, me: str,
+                  work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``work`` while this replica holds the ``name`` leadership (an etcd key bound
+    to a lease); stand by, and try again, while another replica holds it."""
+    key = f"cyclone/leaders/{name}"
+    while True:
+        lease = await coord.grant_lease(LEADER_TTL_S)
+        if not await coord.create(key, me.encode(), lease):
+            await lease.revoke()
+            await asyncio.sleep(LEADER_TTL_S / 2)  # poll: a dead leader's key expires
+            continue
+        log.info("leader", extra={"role": name, "replica": me})
+        working = asyncio.create_task(work())
+        keeping = asyncio.create_task(_keep_alive(lease.refresh, LEADER_TTL_S / 3))
+        try:
+            # A lost lease (etcd unreachable too long) stops the work: never two leaders.
+            await asyncio.wait({working, keeping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await _cancel([working, keeping])
+        if working.done() and not working.cancelled() and working.exception():
+            raise working.exception()  # type: ignore[misc]
+        log.warning("lost the leadership; standing by", extra={"role": name})
+
+
+async def _keep_alive(refresh: Callable[[], Awaitable[None]], every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        await refresh()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
