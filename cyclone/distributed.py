@@ -175,7 +175,7 @@ async def _workermanager(parts: _Parts, settings: Settings) -> Started:
     executor = await open_executor(settings.executor, settings.work_dir)
     worker = WorkerManager(parts.store, parts.bus, parts.coord, executor, settings.worker_id,
                            settings.worker_capacity, git_cache=settings.git_cache_dir,
-                           exports=settings.exports_dir)
+                           exports=settings.exports_dir, lease_ttl=settings.worker_lease_s)
 
     async def work() -> None:
         try:
@@ -221,6 +221,8 @@ async def _leader(coord: Coordinator, name: str, me: str,
             await asyncio.wait({working, keeping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             await _cancel([working, keeping])
+            with contextlib.suppress(Exception):  # hand over at once, not after the TTL
+                await lease.revoke()
         if working.done() and not working.cancelled() and working.exception():
             raise working.exception()  # type: ignore[misc]
         log.warning("lost the leadership; standing by", extra={"role": name})

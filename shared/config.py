@@ -23,6 +23,7 @@ class Settings:
     executor: str  # CYCLONE_EXECUTOR: auto | docker | shell
     max_parallel_jobs: int  # CYCLONE_MAX_PARALLEL_JOBS: jobs of one run running at once
     worker_capacity: int  # CYCLONE_WORKER_CAPACITY: jobs one workermanager runs at once
+    worker_lease_s: int  # CYCLONE_WORKER_LEASE_S: a silent worker's jobs are re-queued after
     log_level: str  # CYCLONE_LOG_LEVEL
     log_format: str  # CYCLONE_LOG_FORMAT: json | text
     worker_id: str  # CYCLONE_WORKER_ID: defaults to host name and pid
@@ -37,6 +38,7 @@ class Settings:
             executor=_choice(env, "CYCLONE_EXECUTOR", "auto", ("auto", "docker", "shell")),
             max_parallel_jobs=_positive_int(env, "CYCLONE_MAX_PARALLEL_JOBS", 4),
             worker_capacity=_positive_int(env, "CYCLONE_WORKER_CAPACITY", 4),
+            worker_lease_s=_positive_int(env, "CYCLONE_WORKER_LEASE_S", 10),
             log_level=_choice(env, "CYCLONE_LOG_LEVEL", "WARNING",
                               ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),
             log_format=_choice(env, "CYCLONE_LOG_FORMAT", "json", ("json", "text")),

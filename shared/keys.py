@@ -7,12 +7,13 @@
 
 from __future__ import annotations
 
-__all__ = ["CANCEL_PREFIX", "CLAIMS_PREFIX", "WORKERS_PREFIX", "cancel_key", "claim_key",
-           "run_of_cancel_key", "worker_key"]
+__all__ = ["CANCEL_PREFIX", "CHECKOUT", "CLAIMS_PREFIX", "WORKERS_PREFIX", "cancel_key",
+           "claim_key", "run_of_cancel_key", "worker_key"]
 
 WORKERS_PREFIX = "cyclone/workers/"
 CLAIMS_PREFIX = "cyclone/claims/"
 CANCEL_PREFIX = "cyclone/cancel/"
+CHECKOUT = "checkout"  # the claim (and log job) name of a run's checkout
 
 
 def worker_key(worker_id: str) -> str:

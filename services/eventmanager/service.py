@@ -10,6 +10,7 @@ the workers running the run's jobs watch.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from services.eventmanager.admission import Admissions
@@ -17,7 +18,7 @@ from services.eventmanager.decide import PipelineSource, decide
 from shared import events as ev
 from shared.consume import consume
 from shared.events import decode, is_run_stream, run_stream
-from shared.keys import cancel_key
+from shared.keys import CHECKOUT, CLAIMS_PREFIX, cancel_key
 from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.ports.coordination import Coordinator
 from shared.ports.eventstore import EventStore
@@ -48,7 +49,31 @@ class EventManager:
         self.admissions.load((await replay_runs(self.store)).runs.values())
 
     async def run(self) -> None:
-        await consume(self.bus, TOPIC_EVENTS, self.group, self.handle)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(consume(self.bus, TOPIC_EVENTS, self.group, self.handle))
+            group.create_task(self._watch_claims())
+
+    async def _watch_claims(self) -> None:
+        """A claim that disappears while its job still runs means the worker died (its
+        lease expired): the job is queued again, for another worker."""
+        async for change in self.coord.watch(CLAIMS_PREFIX):
+            if change.kind == "delete":
+                run_id, _, job = change.key.removeprefix(CLAIMS_PREFIX).partition("/")
+                await self.requeue_if_abandoned(run_id, job)
+
+    async def requeue_if_abandoned(self, run_id: str, job: str) -> bool:
+        def requeue(run: RunView | None) -> list[ev.Event]:
+            if run is None or run.done:
+                return []
+            if job == CHECKOUT and run.checkout == "queued":
+                return [ev.CheckoutQueued()]
+            view = run.job(job)
+            return [ev.JobQueued(job=job)] if view and view.status == "running" else []
+
+        result = await append_to_run(self.store, run_id, requeue)
+        if result.appended:
+            log.warning("worker lost; work queued again", extra={"run": run_id, "job": job})
+        return bool(result.appended)
 
     async def handle(self, message: Message) -> None:
         recorded = decode_event(message.value)

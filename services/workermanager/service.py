@@ -26,7 +26,14 @@ from services.workermanager.logship import LogShipper
 from shared import events as ev
 from shared.consume import consume
 from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode, utc_now
-from shared.keys import CANCEL_PREFIX, cancel_key, claim_key, run_of_cancel_key, worker_key
+from shared.keys import (
+    CANCEL_PREFIX,
+    CHECKOUT,
+    cancel_key,
+    claim_key,
+    run_of_cancel_key,
+    worker_key,
+)
 from shared.pipeline.plan import Plan
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, Bus, Message
 from shared.ports.coordination import Coordinator, Lease
@@ -41,7 +48,7 @@ __all__ = ["WorkerManager"]
 log = logging.getLogger(__name__)
 
 _TERMINAL_TYPES = frozenset(t.TYPE for t in TERMINAL_RUN_EVENTS)
-CHECKOUT = "checkout"  # the job name the checkout's log lines are filed under
+
 
 
 class WorkerManager:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,23 +59,46 @@ class Service(CycloneServer):
             self.token = self.output.split("CYCLONE_TOKEN=")[1].split()[0]
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, kafka_url: str, etcd_url: str, mongo_url: str,
-            docker_ready: None) -> Iterator[dict[str, Service]]:
-    infra = {"CYCLONE_BUS": kafka_url, "CYCLONE_COORD": etcd_url,
-             "CYCLONE_STORE": mongo_url, "CYCLONE_LOG_STORE": mongo_url}
+def start_cluster(home: Path, infra: dict[str, str], workers: int = 1,
+                  **env: str) -> dict[str, Service]:
+    """One process per service (``workers`` workermanagers, ids w1, w2, ...)."""
+    names = ["api", "eventmanager", *[f"workermanager:w{i}" for i in range(1, workers + 1)],
+             "logserver", "notifier"]
     services: dict[str, Service] = {}
     try:
-        for name in ("api", "eventmanager", "workermanager", "logserver", "notifier"):
-            service = Service(name, tmp_path / name, infra)
+        for entry in names:
+            name, _, worker_id = entry.partition(":")
+            service = Service(name, home / entry.replace(":", "-"), {**infra, **env})
             service.env["CYCLONE_LISTEN"] = f"127.0.0.1:{unused_port()}"
+            service.env["CYCLONE_WORKER_ID"] = worker_id or name
             service.url = f"http://{service.env['CYCLONE_LISTEN']}"
             service.start()
-            services[name] = service
+            services[worker_id or name] = service
+    except BaseException:
+        stop_cluster(services)
+        raise
+    return services
+
+
+def stop_cluster(services: dict[str, Service]) -> None:
+    for service in services.values():
+        service.stop()
+
+
+@pytest.fixture
+def infra(kafka_url: str, etcd_url: str, mongo_url: str, docker_ready: None) -> dict[str, str]:
+    database = f"{mongo_url.rstrip('/')}/cluster{uuid.uuid4().hex[:8]}"  # each test its own
+    return {"CYCLONE_BUS": kafka_url, "CYCLONE_COORD": etcd_url,
+            "CYCLONE_STORE": database, "CYCLONE_LOG_STORE": database}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, infra: dict[str, str]) -> Iterator[dict[str, Service]]:
+    services = start_cluster(tmp_path, infra)
+    try:
         yield services
     finally:
-        for service in services.values():
-            service.stop()
+        stop_cluster(services)
 
 
 async def test_a_run_goes_through_five_service_processes(
@@ -118,3 +142,56 @@ def test_a_service_without_its_infrastructure_settings_says_which_is_missing(
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1
     assert "CYCLONE_BUS" in done.stderr and "kafka://" in done.stderr
+
+
+SLOW_STEP = f"""
+jobs:
+  work:
+    image: {TEST_IMAGE}
+    steps:
+      - run: ["echo waiting since $((1+1))", "sleep 4", "echo done working"]
+"""
+
+
+async def test_a_job_whose_worker_is_killed_is_run_again_by_another_worker(
+    tmp_path: Path, infra: dict[str, str], git_server: GitServer,
+) -> None:
+    services = start_cluster(tmp_path, infra, workers=2, CYCLONE_WORKER_LEASE_S="3")
+    try:
+        repo = git_server.create("demo")
+        repo.commit({".cyclone.yml": SLOW_STEP})
+        api = services["api"]
+        async with aiohttp.ClientSession(api.url, headers=api.headers) as http:
+            async with http.post("/api/v1/projects",
+                                 json={"name": "demo", "repo": repo.url}) as r:
+                assert r.status == 201, await r.text()
+            async with http.post("/api/v1/projects/demo/runs", json={}) as r:
+                run_id = (await r.json())["id"]
+
+            async def run() -> Any:
+                async with http.get(f"/api/v1/runs/{run_id}") as response:
+                    return await response.json()
+
+            async def worker_running() -> str:
+                job = (await run())["jobs"]
+                return str(job[0]["worker"]) if job and job[0]["status"] == "running" else ""
+
+            first = await eventually(worker_running, timeout=60, what="the job runs")
+            services[first].kill()  # SIGKILL: its lease expires, nobody finishes the job
+            survivor = "w2" if first == "w1" else "w1"
+
+            async def ended() -> Any:
+                current = await run()
+                return current if current["status"] in ("success", "failure",
+                                                         "errored") else None
+
+            done = await eventually(ended, timeout=60, interval=0.2,
+                                    what="the run ends on the other worker")
+            assert done["status"] == "success", done
+            assert done["jobs"][0]["worker"] == survivor
+            async with http.get(f"/api/v1/runs/{run_id}/events") as response:
+                types = [e["type"] for e in (await response.json())["events"]]
+            assert types.count("JobQueued") == 2 and types.count("JobStarted") == 2
+            assert types.count("JobFinished") == 1
+    finally:
+        stop_cluster(services)

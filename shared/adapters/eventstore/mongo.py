@@ -118,9 +118,11 @@ def translate_errors(where: str, timeout_s: float | None = None) -> Iterator[Non
 
 
 def open_database(
-    url: str, database: str, timeout_s: float
+    url: str, database: str | None, timeout_s: float
 ) -> tuple[AsyncMongoClient[Doc], AsyncDatabase[Doc]]:
     """A client for ``url`` (no I/O yet) and its ``database``, with Cyclone's settings.
+
+    ``database`` None: the one the URL names (``mongodb://host/NAME``), else "cyclone".
 
     ``timeout_s`` bounds server selection and connecting unless the URL sets
     ``serverSelectionTimeoutMS`` / ``connectTimeoutMS`` itself.
@@ -137,7 +139,7 @@ def open_database(
     with translate_errors(where):
         client: AsyncMongoClient[Doc] = AsyncMongoClient(url, **options)
     db = client.get_database(
-        database,
+        database or client.get_default_database(default="cyclone").name,
         write_concern=WriteConcern(w="majority", j=True),
         read_preference=ReadPreference.PRIMARY,
     )
@@ -164,11 +166,12 @@ class MongoEventStore:
         self._closed = False
 
     @classmethod
-    async def connect(cls, url: str, database: str = "cyclone",
+    async def connect(cls, url: str, database: str | None = None,
                       timeout_s: float = DEFAULT_TIMEOUT_S) -> MongoEventStore:
-        """A store on ``database`` at ``url``; creates the indexes (idempotent)."""
+        """A store on ``database`` (default: the URL's, else "cyclone") at ``url``;
+        creates the indexes (idempotent)."""
         client, db = open_database(url, database, timeout_s)
-        store = cls(client, db, f"mongo event store {mask_url(url)} db {database!r}", timeout_s)
+        store = cls(client, db, f"mongo event store {mask_url(url)} db {db.name!r}", timeout_s)
         try:
             with store._errors():
                 await store._events.create_index(

@@ -84,11 +84,12 @@ class MongoLogStore:
         self._closed = False
 
     @classmethod
-    async def connect(cls, url: str, database: str = "cyclone",
+    async def connect(cls, url: str, database: str | None = None,
                       timeout_s: float = DEFAULT_TIMEOUT_S) -> MongoLogStore:
-        """A log store on ``database`` at ``url``; creates the indexes (idempotent)."""
+        """A log store on ``database`` (default: the URL's, else "cyclone") at ``url``;
+        creates the indexes (idempotent)."""
         client, db = open_database(url, database, timeout_s)
-        logs = cls(client, db, f"mongo log store {mask_url(url)} db {database!r}", timeout_s)
+        logs = cls(client, db, f"mongo log store {mask_url(url)} db {db.name!r}", timeout_s)
         try:
             with logs._errors():
                 await logs._lines.create_index([("run", ASCENDING), ("i", ASCENDING)],
