@@ -44,6 +44,7 @@ from shared.config import Settings
 from shared.errors import ConfigError
 from shared.metrics import metrics_handler
 from shared.outbox import NotifyingStore, OutboxRelay
+from shared.ports.bus import TOPIC_EVENTS
 from shared.ports.coordination import Coordinator
 
 __all__ = ["SERVICES", "Infra", "run_service"]
@@ -145,6 +146,7 @@ def _ready(parts: _Parts) -> Callable[[], Awaitable[object]]:
         await parts.store.last_position()
         await parts.coord.get("cyclone/health")
         await parts.logs.count("health")
+        await parts.bus.partitions_of(TOPIC_EVENTS)
 
     return check
 
