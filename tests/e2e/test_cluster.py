@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.docker_support import TEST_IMAGE
+from tests.docker_support import TEST_IMAGE, cyclone_leftovers
 from tests.e2e.server_support import CycloneServer
 from tests.git_support import GitServer, unused_port
 from tests.infra.etcd import etcd_server, etcd_url
@@ -195,3 +195,37 @@ async def test_a_job_whose_worker_is_killed_is_run_again_by_another_worker(
             assert types.count("JobFinished") == 1
     finally:
         stop_cluster(services)
+
+
+async def test_cancel_reaches_the_worker_process_running_the_step(
+    cluster: dict[str, Service], git_server: GitServer,
+) -> None:
+    repo = git_server.create("demo")
+    repo.commit({".cyclone.yml": SLOW_STEP.replace("sleep 4", "sleep 300")})
+    api = cluster["api"]
+    async with aiohttp.ClientSession(api.url, headers=api.headers) as http:
+        async with http.post("/api/v1/projects", json={"name": "demo", "repo": repo.url}) as r:
+            assert r.status == 201, await r.text()
+        async with http.post("/api/v1/projects/demo/runs", json={}) as r:
+            run_id = (await r.json())["id"]
+
+        async def run() -> Any:
+            async with http.get(f"/api/v1/runs/{run_id}") as response:
+                return await response.json()
+
+        async def step_running() -> bool:
+            jobs = (await run())["jobs"]
+            return bool(jobs) and jobs[0]["steps"][0]["status"] == "running"
+
+        await eventually(step_running, timeout=60, what="the step runs")
+        async with http.post(f"/api/v1/runs/{run_id}/cancel") as r:
+            assert r.status == 202, await r.text()
+
+        async def cancelled() -> Any:
+            current = await run()
+            return current if current["status"] == "cancelled" else None
+
+        done = await eventually(cancelled, timeout=60, interval=0.2, what="the run is cancelled")
+        assert done["jobs"][0]["steps"][0]["status"] == "cancelled"
+        await eventually(lambda: not cyclone_leftovers(run_id), timeout=30,
+                         what="the run's containers removed by the worker process")
