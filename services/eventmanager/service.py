@@ -24,7 +24,7 @@ from shared.ports.coordination import Coordinator
 from shared.ports.eventstore import EventStore
 from shared.projections.projects import fold_project, project_stream
 from shared.projections.replay import replay_runs
-from shared.projections.runs import RunView, run_id_of
+from shared.projections.runs import RunView, fold, run_id_of
 from shared.runstream import append_to_run, load_run
 from shared.wire import decode_event
 
@@ -91,11 +91,12 @@ class EventManager:
         if current is None:
             return None
         admitted = self.admissions.admit(current, await self._limit(current))
-        source = await self._pipeline_source(run_id)
+        # Only an unplanned run needs its pipeline file (the stream is read again for it).
+        source = await self._pipeline_source(run_id) if current.plan is None else None
         result = await append_to_run(
             self.store, run_id,
             lambda run: decide(run, source, self.max_parallel_jobs, admitted))
-        run = await load_run(self.store, run_id) if result.appended else result.run
+        run = fold(result.appended, result.run)  # the state after what was just appended
         if run is not None:
             await self._signal_cancel(run)
             if run.done:
