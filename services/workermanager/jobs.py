@@ -38,12 +38,19 @@ def step_env(run: RunView, job: JobSpec, step: StepSpec) -> dict[str, str]:
         "CYCLONE_RUN_ID": run.id,
         "CYCLONE_PROJECT": run.project,
         "CYCLONE_JOB": job.name,
+        "CYCLONE_JOB_ATTEMPT": str(_attempt(run, job.name)),
         "CYCLONE_STEP": step.name,
         "CYCLONE_BRANCH": run.branch,
         "CYCLONE_COMMIT": run.commit,
         "CYCLONE_EVENT": run.trigger,
     })
     return env
+
+
+def _attempt(run: RunView, job: str) -> int:
+    """1 for a job's first start; more when it runs again after its worker was lost."""
+    view = run.job(job)
+    return max(1, view.attempt) if view else 1
 
 
 @dataclass

@@ -62,6 +62,7 @@ class JobView:
     finished_at: str = ""
     duration_s: float | None = None
     reason: str = ""
+    attempt: int = 0  # how many times a worker has started it (> 1: a worker was lost)
 
     def step(self, name: str) -> StepView | None:
         return next((s for s in self.steps if s.name == name), None)
@@ -178,12 +179,18 @@ def _planned(run: RunView, e: ev.RunPlanned, ts: str) -> RunView:
 
 
 def _job_queued(run: RunView, e: ev.JobQueued, ts: str) -> RunView:
-    return _with_job(run, e.job, status="queued")
+    job = run.job(e.job)
+    if job is None or not job.attempt:
+        return _with_job(run, e.job, status="queued")
+    # Queued again after its worker was lost: the next attempt starts from scratch.
+    fresh = tuple(StepView(name=s.name) for s in job.steps)
+    return _with_job(run, e.job, status="queued", steps=fresh, worker="", started_at="")
 
 
 def _job_started(run: RunView, e: ev.JobStarted, ts: str) -> RunView:
+    job = run.job(e.job)
     return _with_job(run, e.job, status="running", worker=e.worker, executor=e.executor,
-                     started_at=ts)
+                     started_at=ts, attempt=(job.attempt if job else 0) + 1)
 
 
 def _job_skipped(run: RunView, e: ev.JobSkipped, ts: str) -> RunView:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,20 @@ import aiohttp
 import pytest
 
 from tests.docker_support import TEST_IMAGE, cyclone_leftovers
-from tests.e2e.server_support import CycloneServer
-from tests.git_support import GitServer, unused_port
-from tests.infra.etcd import etcd_server, etcd_url
-from tests.infra.kafka import kafka_broker, kafka_url
-from tests.infra.mongo import mongo_url
+from tests.e2e.cluster_support import (
+    Cluster,
+    etcd_server,
+    etcd_url,
+    infra,
+    kafka_broker,
+    kafka_url,
+    mongo_url,
+    start_cluster,
+)
+from tests.git_support import GitServer
 from tests.support import eventually
 
-__all__ = ["etcd_server", "etcd_url", "kafka_broker", "kafka_url", "mongo_url"]
+__all__ = ["etcd_server", "etcd_url", "infra", "kafka_broker", "kafka_url", "mongo_url"]
 
 PIPELINE = f"""
 jobs:
@@ -39,76 +44,23 @@ jobs:
 """
 
 
-class Service(CycloneServer):
-    """One ``cyclone service NAME`` process (reusing the server helper's output reading)."""
-
-    def __init__(self, name: str, home: Path, env: dict[str, str]) -> None:
-        super().__init__(home)
-        self.name = name
-        self.env.update(env)
-
-    def start(self, timeout: float = 60.0) -> None:
-        self.output = ""
-        self.proc = subprocess.Popen([sys.executable, "-m", "cyclone.cli", "service", self.name],
-                                     env=self.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
-        self.read_until(f"cyclone {self.name} is serving", timeout)
-        if self.name == "api":
-            self.read_until("CYCLONE_TOKEN=cyc_", 10)
-            self.read_until("\n", 10, after=self.output.index("CYCLONE_TOKEN="))
-            self.token = self.output.split("CYCLONE_TOKEN=")[1].split()[0]
-
-
-def start_cluster(home: Path, infra: dict[str, str], workers: int = 1,
-                  **env: str) -> dict[str, Service]:
-    """One process per service (``workers`` workermanagers, ids w1, w2, ...)."""
-    names = ["api", "eventmanager", *[f"workermanager:w{i}" for i in range(1, workers + 1)],
-             "logserver", "notifier"]
-    services: dict[str, Service] = {}
-    try:
-        for entry in names:
-            name, _, worker_id = entry.partition(":")
-            service = Service(name, home / entry.replace(":", "-"), {**infra, **env})
-            service.env["CYCLONE_LISTEN"] = f"127.0.0.1:{unused_port()}"
-            service.env["CYCLONE_WORKER_ID"] = worker_id or name
-            service.url = f"http://{service.env['CYCLONE_LISTEN']}"
-            service.start()
-            services[worker_id or name] = service
-    except BaseException:
-        stop_cluster(services)
-        raise
-    return services
-
-
-def stop_cluster(services: dict[str, Service]) -> None:
-    for service in services.values():
-        service.stop()
-
-
 @pytest.fixture
-def infra(kafka_url: str, etcd_url: str, mongo_url: str, docker_ready: None) -> dict[str, str]:
-    database = f"{mongo_url.rstrip('/')}/cluster{uuid.uuid4().hex[:8]}"  # each test its own
-    return {"CYCLONE_BUS": kafka_url, "CYCLONE_COORD": etcd_url,
-            "CYCLONE_STORE": database, "CYCLONE_LOG_STORE": database}
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, infra: dict[str, str]) -> Iterator[dict[str, Service]]:
-    services = start_cluster(tmp_path, infra)
+def cluster(tmp_path: Path, infra: dict[str, str]) -> Iterator[Cluster]:
+    running = start_cluster(tmp_path, infra)
     try:
-        yield services
+        yield running
     finally:
-        stop_cluster(services)
+        running.stop()
 
 
 async def test_a_run_goes_through_five_service_processes(
-    cluster: dict[str, Service], git_server: GitServer,
+    cluster: Cluster, git_server: GitServer,
 ) -> None:
     repo = git_server.create("demo")
     sha = repo.commit({".cyclone.yml": PIPELINE})
     api = cluster["api"]
     async with aiohttp.ClientSession(api.url, headers=api.headers) as http:
-        for service in cluster.values():
+        for service in cluster.services.values():
             async with http.get(f"{service.url}/healthz") as response:
                 assert response.status == 200, (service.name, await response.text())
         async with http.post("/api/v1/projects", json={"name": "demo", "repo": repo.url}) as r:
@@ -194,11 +146,11 @@ async def test_a_job_whose_worker_is_killed_is_run_again_by_another_worker(
             assert types.count("JobQueued") == 2 and types.count("JobStarted") == 2
             assert types.count("JobFinished") == 1
     finally:
-        stop_cluster(services)
+        services.stop()
 
 
 async def test_cancel_reaches_the_worker_process_running_the_step(
-    cluster: dict[str, Service], git_server: GitServer,
+    cluster: Cluster, git_server: GitServer,
 ) -> None:
     repo = git_server.create("demo")
     repo.commit({".cyclone.yml": SLOW_STEP.replace("sleep 4", "sleep 300")})
