@@ -41,11 +41,12 @@ from shared.adapters.coordination.etcd import EtcdCoordinator
 from shared.adapters.eventstore.mongo import MongoEventStore
 from shared.adapters.logstore.mongo import MongoLogStore
 from shared.config import Settings
-from shared.errors import ConfigError
+from shared.errors import ConfigError, LeaseExpired
 from shared.metrics import metrics_handler
 from shared.outbox import NotifyingStore, OutboxRelay
 from shared.ports.bus import TOPIC_EVENTS
 from shared.ports.coordination import Coordinator
+from shared.retry import Backoff, is_transient, keep_alive
 
 __all__ = ["SERVICES", "Infra", "run_service"]
 
@@ -207,33 +208,42 @@ _STARTERS: dict[str, Callable[[_Parts, Settings], Awaitable[Started]]] = {
 async def _leader(coord: Coordinator, name: str, me: str,
                   work: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run ``work`` while this replica holds the ``name`` leadership (an etcd key bound
-    to a lease); stand by, and try again, while another replica holds it."""
-    key = f"cyclone/leaders/{name}"
+    to a lease); stand by, and try again, while another replica holds it or etcd is
+    unreachable."""
+    backoff = Backoff()
     while True:
-        lease = await coord.grant_lease(LEADER_TTL_S)
+        try:
+            await _lead_once(coord, f"cyclone/leaders/{name}", me, work)
+            backoff.reset()
+        except Exception as exc:
+            if not is_transient(exc) and not isinstance(exc, LeaseExpired):
+                raise
+            log.warning("leadership lost or not reachable; standing by",
+                        extra={"role": name, "error": str(exc)})
+            await backoff.wait()
+
+
+async def _lead_once(coord: Coordinator, key: str, me: str,
+                     work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    lease = await coord.grant_lease(LEADER_TTL_S)
+    try:
         if not await coord.create(key, me.encode(), lease):
-            await lease.revoke()
             await asyncio.sleep(LEADER_TTL_S / 2)  # poll: a dead leader's key expires
-            continue
-        log.info("leader", extra={"role": name, "replica": me})
+            return
+        log.info("leader", extra={"key": key, "replica": me})
         working = asyncio.create_task(work())
-        keeping = asyncio.create_task(_keep_alive(lease.refresh, LEADER_TTL_S / 3))
+        keeping = asyncio.create_task(keep_alive(lease))
         try:
             # A lost lease (etcd unreachable too long) stops the work: never two leaders.
             await asyncio.wait({working, keeping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             await _cancel([working, keeping])
-            with contextlib.suppress(Exception):  # hand over at once, not after the TTL
-                await lease.revoke()
-        if working.done() and not working.cancelled() and working.exception():
-            raise working.exception()  # type: ignore[misc]
-        log.warning("lost the leadership; standing by", extra={"role": name})
-
-
-async def _keep_alive(refresh: Callable[[], Awaitable[None]], every: float) -> None:
-    while True:
-        await asyncio.sleep(every)
-        await refresh()
+        for task in (working, keeping):
+            if not task.cancelled() and task.exception():
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        with contextlib.suppress(Exception):  # hand over at once, not after the TTL
+            await lease.revoke()
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

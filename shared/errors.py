@@ -9,7 +9,8 @@ so no sqlite3, aiodocker or aiohttp exception escapes a port.
     ├── StoreError                  the event or log store failed
     │   ├── ConcurrencyConflict     append with a stale expected seq (retry from fresh state)
     │   └── StreamNotFound          read of a stream that has no events
-    ├── BusError                    the bus failed or was closed
+    ├── BusError                    the bus failed
+    │   └── BusClosed               the bus was used after ``close()`` (not transient)
     ├── CoordinationError           the coordination service failed
     │   └── LeaseExpired            a lease was used after it expired or was revoked
     └── ExecutorError               a step could not be run (not: the step failed)
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from shared.pipeline.diagnostics import Diagnostic
 
 __all__ = [
+    "BusClosed",
     "BusError",
     "ConcurrencyConflict",
     "ConfigError",
@@ -77,6 +79,10 @@ class StreamNotFound(StoreError):
 
 class BusError(CycloneError):
     """The bus failed or was used after being closed."""
+
+
+class BusClosed(BusError):
+    """The bus was used after being closed: the caller is shutting down, not failing."""
 
 
 class CoordinationError(CycloneError):

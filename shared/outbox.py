@@ -18,6 +18,7 @@ from shared.events import CheckoutQueued, JobQueued, NewEvent, RecordedEvent
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, Bus
 from shared.ports.eventstore import EventStore
 from shared.projections.runs import run_id_of
+from shared.retry import Backoff, is_transient, retrying
 from shared.wire import encode_event
 
 __all__ = ["NotifyingStore", "OutboxRelay"]
@@ -102,10 +103,22 @@ class OutboxRelay:
             await self.store.save_checkpoint(self.checkpoint, position)
 
     async def run(self) -> None:
+        """Publish forever; an outage of the store or the bus delays publication (retried
+        with backoff from the last checkpoint), it never skips an event."""
         if not self.position and self.checkpoint:
-            self.position = await self.store.checkpoint(self.checkpoint)
+            self.position = await retrying(lambda: self.store.checkpoint(self.checkpoint or ""),
+                                           "read the outbox checkpoint")
+        backoff = Backoff()
         while True:
-            await self.drain()
+            try:
+                await self.drain()
+                backoff.reset()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("outbox relay interrupted", extra={"error": str(exc)})
+                await backoff.wait()
+                continue
             try:
                 await asyncio.wait_for(self.store.appended.wait(), self.poll_s)
             except TimeoutError:

@@ -24,7 +24,10 @@ flat whatever the log's size and a slow client slows only its own stream.
 
 A stream is complete when the run is done and the store holds ``run.log_lines`` lines
 (the count its events report). Should lines be counted that never arrive (a worker
-lost them), the stream still ends ``END_GRACE_S`` after the last progress.
+lost them), the stream still ends ``END_GRACE_S`` after the last progress. A run with a
+job that ran again after its worker was lost also has the lines that worker shipped,
+which no event counts: its stream ends once the count is reached and no line has come
+for ``LOST_ATTEMPT_QUIET_S``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ RunLookup = Callable[[str], Awaitable[RunView | None]]
 
 KEEPALIVE_S = 15.0  # SSE comment after this much silence
 END_GRACE_S = 30.0  # a done run's stream waits at most this long for missing lines
+LOST_ATTEMPT_QUIET_S = 2.0  # ... and this long for stray lines of a lost worker's attempt
 WS_HEARTBEAT_S = 30.0  # websocket ping interval; a peer that misses a pong is dropped
 RETRY_MS = 2000  # tells an EventSource how long to wait before reconnecting
 
@@ -99,15 +103,22 @@ class _Completion:
         if not run.done:
             return False
         if next_index >= run.log_lines:
-            return True
-        now = time.monotonic()
-        if next_index != self._progress[0]:
-            self._progress = (next_index, now)
-        elif now - self._progress[1] >= END_GRACE_S:
+            # What a lost worker shipped before it died is stored but counted by no
+            # event: with such lines around, the count may be reached early.
+            lost = any(job.attempt > 1 for job in run.jobs)
+            return not lost or self._quiet_for(next_index, LOST_ATTEMPT_QUIET_S)
+        if self._quiet_for(next_index, END_GRACE_S):
             log.warning("log stream ends with lines missing",
                         extra={"run": run.id, "have": next_index, "expected": run.log_lines})
             return True
         return False
+
+    def _quiet_for(self, next_index: int, seconds: float) -> bool:
+        """Whether no line has arrived for ``seconds`` (counting from the first call)."""
+        now = time.monotonic()
+        if next_index != self._progress[0]:
+            self._progress = (next_index, now)
+        return now - self._progress[1] >= seconds
 
 
 class _Handlers:

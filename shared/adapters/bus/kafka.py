@@ -55,7 +55,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     for_code,
 )
 
-from shared.errors import BusError
+from shared.errors import BusClosed, BusError
 from shared.ports.bus import Message
 
 __all__ = ["HEARTBEAT_INTERVAL_MS", "SESSION_TIMEOUT_MS", "KafkaBus", "KafkaSubscription"]
@@ -251,7 +251,7 @@ class KafkaBus:
         subscription = KafkaSubscription(consumer, topic, group, self)
         if self._closed:  # closed while we were joining
             await subscription.close()
-            raise BusError("the bus is closed")
+            raise BusClosed("the bus is closed")
         self._subscriptions.add(subscription)
         return subscription
 
@@ -275,7 +275,7 @@ class KafkaBus:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise BusError("the bus is closed")
+            raise BusClosed("the bus is closed")
 
     def _forget(self, subscription: KafkaSubscription) -> None:
         self._subscriptions.discard(subscription)
@@ -289,7 +289,7 @@ class KafkaBus:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             if task.cancelled():  # the bus closed, not our caller
-                raise BusError("the bus is closed") from None
+                raise BusClosed("the bus is closed") from None
             raise
 
     async def _create_topic(self, topic: str) -> None:

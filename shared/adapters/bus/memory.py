@@ -42,7 +42,7 @@ import asyncio
 import zlib
 from collections.abc import Callable
 
-from shared.errors import BusError
+from shared.errors import BusClosed, BusError
 from shared.ports.bus import Message
 
 __all__ = ["MemoryBus", "MemorySubscription", "partition_for"]
@@ -255,7 +255,7 @@ class MemoryBus:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise BusError("the bus is closed")
+            raise BusClosed("the bus is closed")
 
     def _topic(self, name: str) -> _Topic:
         log_topic = self._topics.get(name)

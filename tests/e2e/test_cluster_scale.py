@@ -1,0 +1,327 @@
+"""Distributed mode at scale and under fire: two replicas of every service as OS
+processes, many runs of a pipeline with parallel jobs, and (chaos) a random replica
+SIGKILLed during each run, Kafka restarted mid-run, etcd restarted mid-run.
+
+What must hold every time (``check_run``):
+
+* every run succeeds, and its events have contiguous seq numbers;
+* every numbered line of a job's final attempt is in the run's log exactly once,
+  and no line of any attempt twice;
+* no step ran twice: each step counts its executions from inside the container
+  (an HTTP call to a counter the test serves) -- once per attempt, and a job has
+  a second attempt only when its worker was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.docker_support import TEST_IMAGE
+from tests.e2e.cluster_support import (
+    Cluster,
+    Service,
+    etcd_server,
+    etcd_url,
+    infra,
+    kafka_broker,
+    kafka_url,
+    mongo_url,
+    start_cluster,
+)
+from tests.git_support import GitServer, unused_port
+from tests.infra.etcd import EtcdServer
+from tests.infra.kafka import KafkaBroker
+from tests.support import eventually
+
+__all__ = ["etcd_server", "etcd_url", "infra", "kafka_broker", "kafka_url", "mongo_url"]
+
+LINES = 10  # numbered lines per step
+LEASE_S = 3  # workers' lease TTL: a killed worker's jobs are queued again after this
+ENDED = ("success", "failure", "cancelled", "errored")
+
+
+def pipeline(counter_port: int, pause: str = "0.5") -> str:
+    """Two parallel jobs and one after both; each step reports its execution, then
+    prints numbered lines (tagged with job, step and attempt) around a pause."""
+    step = """
+      - name: STEP
+        run:
+          - |
+            gw=$(ip route | awk '/default/ {print $3}')
+            wget -q -O /dev/null "http://$gw:PORT/hit/$CYCLONE_RUN_ID/$CYCLONE_JOB/$CYCLONE_STEP/$CYCLONE_JOB_ATTEMPT"
+            for i in $(seq 1 HALF); do echo "n $CYCLONE_JOB $CYCLONE_STEP $CYCLONE_JOB_ATTEMPT $i"; done
+            sleep PAUSE
+            for i in $(seq HALF1 LINES); do echo "n $CYCLONE_JOB $CYCLONE_STEP $CYCLONE_JOB_ATTEMPT $i"; done
+"""
+    steps = "".join(step.replace("STEP", name) for name in ("first", "second"))
+    job = f"    image: {TEST_IMAGE}\n    steps:{steps}"
+    text = (f"jobs:\n  left:\n{job}  right:\n{job}"
+            f"  join:\n    needs: [left, right]\n{job}")
+    return (text.replace("PORT", str(counter_port)).replace("HALF1", str(LINES // 2 + 1))
+            .replace("HALF", str(LINES // 2)).replace("LINES", str(LINES))
+            .replace("PAUSE", pause))
+
+
+@dataclass
+class Counter:
+    """Counts step executions, as reported from inside the steps' containers."""
+
+    port: int = field(default_factory=unused_port)
+    hits: collections.Counter[tuple[str, str, str, int]] = field(
+        default_factory=collections.Counter)
+
+    async def hit(self, request: web.Request) -> web.Response:
+        m = request.match_info
+        self.hits[(m["run"], m["job"], m["step"], int(m["attempt"]))] += 1
+        return web.Response(text="ok")
+
+
+@pytest.fixture
+async def counter() -> AsyncIterator[Counter]:
+    counting = Counter()
+    app = web.Application()
+    app.add_routes([web.get("/hit/{run}/{job}/{step}/{attempt}", counting.hit)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", counting.port).start()  # containers reach the host
+    try:
+        yield counting
+    finally:
+        await runner.cleanup()
+
+
+class Client:
+    """The test's view of the API: any live api replica will do (one may be dead)."""
+
+    def __init__(self, cluster: Cluster, http: aiohttp.ClientSession) -> None:
+        self.cluster = cluster
+        self.http = http
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        last: Exception | None = None
+        for service in self.cluster.of("api") * 3:
+            if not service.alive:
+                continue
+            try:
+                async with self.http.request(method, f"{service.url}{path}",
+                                             headers=service.headers, **kwargs) as response:
+                    if response.status >= 500:
+                        last = AssertionError(f"{response.status}: {await response.text()}")
+                        continue
+                    assert response.status < 400, await response.text()
+                    if response.content_type == "application/json":
+                        return await response.json()
+                    return await response.text()
+            except aiohttp.ClientConnectionError as exc:
+                last = exc  # that replica died meanwhile: ask another
+        raise AssertionError(f"no api replica answered {method} {path}: {last}")
+
+    async def run(self, run_id: str) -> Any:
+        return await self.call("GET", f"/api/v1/runs/{run_id}")
+
+    async def trigger(self, project: str) -> str:
+        return str((await self.call("POST", f"/api/v1/projects/{project}/runs", json={}))["id"])
+
+
+async def create_project(client: Client, git_server: GitServer, counter: Counter,
+                         pause: str = "0.5") -> str:
+    repo = git_server.create("scale")
+    repo.commit({".cyclone.yml": pipeline(counter.port, pause)})
+    await client.call("POST", "/api/v1/projects", json={"name": "scale", "repo": repo.url})
+    return "scale"
+
+
+async def wait_ended(client: Client, run_ids: list[str], timeout: float) -> dict[str, Any]:
+    ended: dict[str, Any] = {}
+
+    async def all_ended() -> bool:
+        for run_id in run_ids:
+            if run_id not in ended:
+                run = await client.run(run_id)
+                if run["status"] in ENDED:
+                    ended[run_id] = run
+        return len(ended) == len(run_ids)
+
+    await eventually(all_ended, timeout=timeout, interval=0.5,
+                     what=f"{len(run_ids)} runs end ({len(ended)} ended)")
+    return ended
+
+
+async def check_run(client: Client, counter: Counter, run: Any) -> None:
+    """The invariants of the module docstring, for one ended run."""
+    run_id = run["id"]
+    assert run["status"] == "success", json.dumps(run, indent=1)
+    events = (await client.call("GET", f"/api/v1/runs/{run_id}/events"))["events"]
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+    lines = await _numbered_lines(client, run_id, run)
+    for job in run["jobs"]:
+        final = job["attempt"]
+        requeued = sum(1 for e in events if e["type"] == "JobQueued"
+                       and e["data"]["job"] == job["name"])
+        assert final == requeued, (job, "an attempt per time the job was queued")
+        for step in ("first", "second"):
+            for attempt in range(1, final + 1):
+                executions = counter.hits[(run_id, job["name"], step, attempt)]
+                assert executions <= 1, (run_id, job["name"], step, attempt, executions)
+            assert counter.hits[(run_id, job["name"], step, final)] == 1, (run_id, job, step)
+            shown = [i for (j, s, a, i) in lines if (j, s, a) == (job["name"], step, final)]
+            assert shown == list(range(1, LINES + 1)), (run_id, job["name"], step, shown)
+    doubled = [line for line, n in collections.Counter(lines).items() if n > 1]
+    assert not doubled, (run_id, doubled)
+
+
+async def _numbered_lines(client: Client, run_id: str, run: Any,
+                          ) -> list[tuple[str, str, int, int]]:
+    """(job, step, attempt, number) of every numbered line in the run's log, in order.
+
+    The log may trail the run's end by a moment (lines are stored by the log servers,
+    the end by the event manager): wait until the final attempts' lines are all there.
+    """
+    expected = len(run["jobs"]) * 2 * LINES
+
+    async def complete() -> list[tuple[str, str, int, int]] | None:
+        text = await client.call("GET", f"/api/v1/runs/{run_id}/logs")
+        found = []
+        for raw in str(text).splitlines():
+            parts = json.loads(raw)["text"].split()
+            if len(parts) == 5 and parts[0] == "n":
+                found.append((parts[1], parts[2], int(parts[3]), int(parts[4])))
+        finals = {j["name"]: j["attempt"] for j in run["jobs"]}
+        last = sum(1 for (job, _, attempt, _) in found if finals.get(job) == attempt)
+        return found if last >= expected else None
+
+    return await eventually(complete, timeout=30, interval=0.3,
+                            what=f"run {run_id}'s log has every line")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, infra: dict[str, str]) -> Iterator[Cluster]:
+    running = start_cluster(tmp_path, infra, workers=2, replicas=2,
+                            CYCLONE_WORKER_LEASE_S=str(LEASE_S), CYCLONE_WORKER_CAPACITY="4")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+async def test_twenty_runs_on_two_replicas_of_every_service(
+    cluster: Cluster, git_server: GitServer, counter: Counter,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        client = Client(cluster, http)
+        project = await create_project(client, git_server, counter)
+        run_ids = await asyncio.gather(*(client.trigger(project) for _ in range(20)))
+        runs = await wait_ended(client, list(run_ids), timeout=240)
+        for run in runs.values():
+            await check_run(client, counter, run)
+            assert all(job["attempt"] == 1 for job in run["jobs"]), run
+        workers = {job["worker"] for run in runs.values() for job in run["jobs"]}
+        assert workers == {"w1", "w2"}, "both workermanagers took jobs"
+
+
+async def test_a_random_replica_killed_during_each_run(
+    cluster: Cluster, git_server: GitServer, counter: Counter,
+) -> None:
+    seed = random.randrange(1 << 30)
+    chooser = random.Random(seed)
+    print(f"chaos seed {seed}")
+    async with aiohttp.ClientSession() as http:
+        client = Client(cluster, http)
+        project = await create_project(client, git_server, counter, pause="1")
+        run_ids: list[str] = []
+        killed: list[str] = []
+        restarts: list[asyncio.Task[None]] = []
+        for _ in range(8):
+            run_id = await client.trigger(project)
+            run_ids.append(run_id)
+            await eventually(lambda r=run_id: _has_running_job(client, r), timeout=60,
+                             what=f"run {run_id} runs a job")
+            victim = await _pick_victim(cluster, chooser, client, run_id)
+            killed.append(victim.replica)
+            victim.kill()
+            if victim.name == "workermanager":
+                await _requeued_in_time(client, run_id, victim.replica)
+            restarts.append(asyncio.create_task(asyncio.to_thread(victim.start)))
+        await asyncio.gather(*restarts)
+        runs = await wait_ended(client, run_ids, timeout=240)
+        for run in runs.values():
+            await check_run(client, counter, run)
+    print(f"killed, in order: {killed}")
+
+
+async def _has_running_job(client: Client, run_id: str) -> bool:
+    return any(job["status"] == "running" for job in (await client.run(run_id))["jobs"])
+
+
+async def _requeued_in_time(client: Client, run_id: str, worker: str) -> None:
+    """The jobs the dead worker ran are queued again within its lease TTL + 10 s."""
+    lost = [j["name"] for j in (await client.run(run_id))["jobs"]
+            if j["status"] == "running" and j["worker"] == worker]
+
+    async def requeued() -> bool:
+        events = (await client.call("GET", f"/api/v1/runs/{run_id}/events"))["events"]
+        queued = collections.Counter(e["data"]["job"] for e in events
+                                     if e["type"] == "JobQueued")
+        return all(queued[job] >= 2 for job in lost)
+
+    await eventually(requeued, timeout=LEASE_S + 10, interval=0.2,
+                     what=f"{lost} of run {run_id} queued again after {worker} died")
+
+
+async def _pick_victim(cluster: Cluster, chooser: random.Random, client: Client,
+                       run_id: str) -> Service:
+    """A random live replica; a workermanager is the one running the run's job, so that
+    its death costs this run a job (the case that needs re-queueing)."""
+    live = [s for s in cluster.services.values() if s.alive]
+    victim = chooser.choice(live)
+    if victim.name == "workermanager":
+        jobs = (await client.run(run_id))["jobs"]
+        running = [j["worker"] for j in jobs if j["status"] == "running"]
+        if running:
+            victim = cluster[running[0]]
+    return victim
+
+
+async def _outage_mid_run(client: Client, counter: Counter, project: str,
+                          restart: Any, runs: int = 3) -> None:
+    run_ids = [await client.trigger(project) for _ in range(runs)]
+    await eventually(lambda: _has_running_job(client, run_ids[0]), timeout=60,
+                     what="the first run runs a job")
+    started = time.monotonic()
+    await asyncio.to_thread(restart)
+    print(f"outage and restart took {time.monotonic() - started:.1f} s")
+    more = [await client.trigger(project) for _ in range(2)]  # triggered after the return
+    ended = await wait_ended(client, run_ids + more, timeout=180)
+    for run in ended.values():
+        await check_run(client, counter, run)
+
+
+async def test_kafka_restarted_mid_run(
+    cluster: Cluster, git_server: GitServer, counter: Counter, kafka_broker: KafkaBroker,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        client = Client(cluster, http)
+        project = await create_project(client, git_server, counter, pause="2")
+        await _outage_mid_run(client, counter, project, kafka_broker.restart)
+
+
+async def test_etcd_restarted_mid_run(
+    cluster: Cluster, git_server: GitServer, counter: Counter, etcd_server: EtcdServer,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        client = Client(cluster, http)
+        project = await create_project(client, git_server, counter, pause="2")
+        await _outage_mid_run(client, counter, project, etcd_server.restart)
