@@ -41,7 +41,10 @@ class TextFormatter(logging.Formatter):
             for k, v in vars(record).items() if k not in _RESERVED
         )
         text = f"{record.levelname.lower()}: {record.getMessage()}"
-        return f"{text} ({extras})" if extras else text
+        text = f"{text} ({extras})" if extras else text
+        if record.exc_info:  # the traceback is what the reader of an error needs most
+            text = f"{text}\n{self.formatException(record.exc_info)}"
+        return text
 
 
 def _looks_secret(key: str) -> bool:

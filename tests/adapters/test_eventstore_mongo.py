@@ -106,6 +106,24 @@ async def test_two_clients_racing_on_one_stream_one_wins(
     assert await one.read(stream) == await two.read(stream) == winners[0]
 
 
+async def test_many_clients_appending_at_once_get_distinct_positions_and_lose_nothing(
+    two_stores: tuple[MongoEventStore, MongoEventStore],
+) -> None:
+    # Found by the cluster test: a stand-in reply that was not the counter's value as
+    # of the update gave two appends one position, and the loser's undo deleted the
+    # winner's event.
+    one, two = two_stores
+    streams = [unique("run") for _ in range(60)]
+    appended = await asyncio.gather(*(
+        store.append(stream, jobs(f"{stream}-a"), expected_seq=0)
+        for stream, store in zip(streams, [one, two] * 30, strict=True)))
+
+    positions = [recorded[0].position for recorded in appended]
+    assert len(set(positions)) == len(positions)
+    for stream, recorded in zip(streams, appended, strict=True):
+        assert await one.read(stream) == recorded
+
+
 async def test_read_all_never_skips_an_append_still_in_flight(
     two_stores: tuple[MongoEventStore, MongoEventStore], mongo_url: str, mongo_database: str
 ) -> None:

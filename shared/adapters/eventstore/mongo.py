@@ -301,16 +301,18 @@ class MongoEventStore:
             with self._errors():
                 await self._events.insert_many([_encode(e) for e in recorded], ordered=True)
         except StoreError as exc:
-            await self._undo(first, len(events))
+            await self._undo(first, [new.id for new in events])
             if _is_duplicate(exc.__cause__):
                 raise ConcurrencyConflict(stream, expected_seq) from exc.__cause__
             raise
         return recorded
 
-    async def _undo(self, first: int, count: int) -> None:
-        """Delete what a failed insert wrote: positions are ours alone."""
+    async def _undo(self, first: int, ids: list[str]) -> None:
+        """Delete what a failed insert wrote. The positions are ours alone; matching the
+        event ids too keeps a counter gone wrong from costing another append its events."""
         with self._errors():
-            await self._events.delete_many({"_id": {"$gte": first, "$lt": first + count}})
+            await self._events.delete_many(
+                {"_id": {"$gte": first, "$lt": first + len(ids)}, "id": {"$in": ids}})
 
     # --- reading -------------------------------------------------------------------------
 
