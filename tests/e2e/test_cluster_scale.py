@@ -56,22 +56,23 @@ def pipeline(counter_port: int, pause: str = "0.5") -> str:
     """Two parallel jobs and one after both; each step reports its execution, then
     prints numbered lines (tagged with job, step and attempt) around a pause."""
     step = """
-      - name: STEP
+      - name: @STEP@
         run:
           - |
             gw=$(ip route | awk '/default/ {print $3}')
-            wget -q -O /dev/null "http://$gw:PORT/hit/$CYCLONE_RUN_ID/$CYCLONE_JOB/$CYCLONE_STEP/$CYCLONE_JOB_ATTEMPT"
-            for i in $(seq 1 HALF); do echo "n $CYCLONE_JOB $CYCLONE_STEP $CYCLONE_JOB_ATTEMPT $i"; done
-            sleep PAUSE
-            for i in $(seq HALF1 LINES); do echo "n $CYCLONE_JOB $CYCLONE_STEP $CYCLONE_JOB_ATTEMPT $i"; done
+            wget -q -O - "http://$gw:@PORT@/hit/$CYCLONE_RUN_ID/$CYCLONE_JOB/$CYCLONE_STEP/$CYCLONE_JOB_ATTEMPT" >/dev/null
+            for i in $(seq 1 @HALF@); do echo "n $CYCLONE_JOB $CYCLONE_STEP $CYCLONE_JOB_ATTEMPT $i"; done
+            sleep @PAUSE@
+            for i in $(seq @HALF1@ @LINES@); do echo "n $CYCLONE_JOB $CYCLONE_STEP $CYCLONE_JOB_ATTEMPT $i"; done
 """
-    steps = "".join(step.replace("STEP", name) for name in ("first", "second"))
+    steps = "".join(step.replace("@STEP@", name) for name in ("first", "second"))
     job = f"    image: {TEST_IMAGE}\n    steps:{steps}"
     text = (f"jobs:\n  left:\n{job}  right:\n{job}"
             f"  join:\n    needs: [left, right]\n{job}")
-    return (text.replace("PORT", str(counter_port)).replace("HALF1", str(LINES // 2 + 1))
-            .replace("HALF", str(LINES // 2)).replace("LINES", str(LINES))
-            .replace("PAUSE", pause))
+    for name, value in (("PORT", counter_port), ("HALF", LINES // 2),
+                        ("HALF1", LINES // 2 + 1), ("LINES", LINES), ("PAUSE", pause)):
+        text = text.replace(f"@{name}@", str(value))
+    return text
 
 
 @dataclass
@@ -162,7 +163,9 @@ async def wait_ended(client: Client, run_ids: list[str], timeout: float) -> dict
 async def check_run(client: Client, counter: Counter, run: Any) -> None:
     """The invariants of the module docstring, for one ended run."""
     run_id = run["id"]
-    assert run["status"] == "success", json.dumps(run, indent=1)
+    if run["status"] != "success":
+        log = await client.call("GET", f"/api/v1/runs/{run_id}/logs")
+        raise AssertionError(f"{json.dumps(run, indent=1)}\nlog:\n{log}")
     events = (await client.call("GET", f"/api/v1/runs/{run_id}/events"))["events"]
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(1, len(seqs) + 1)), seqs
