@@ -167,7 +167,10 @@ async def _api(parts: _Parts, settings: Settings) -> Started:
 
 
 async def _eventmanager(parts: _Parts, settings: Settings) -> Started:
-    manager = EventManager(parts.store, parts.bus, parts.coord, settings.max_parallel_jobs)
+    # Catch up at start on what happened while no event manager ran (claims lost, slots
+    # freed); only here: an embedded process's coordinator sees no other process's claims.
+    manager = EventManager(parts.store, parts.bus, parts.coord, settings.max_parallel_jobs,
+                           catch_up_at_start=True)
     await manager.load()
     relay = OutboxRelay(parts.store, parts.bus, poll_s=RELAY_POLL_S)
     leader = _leader(parts.coord, "outbox", settings.worker_id, relay.run)

@@ -6,25 +6,41 @@ stream through ``append_to_run`` (optimistic concurrency, so two replicas that
 briefly both see a run after a rebalance cannot both queue a job). It also
 raises and clears the run's cancel signal in the coordination service, which
 the workers running the run's jobs watch.
+
+Two watches on the coordination service run beside the consumer: job claims (a
+claim deleted while its job still runs means the worker died: the job is queued
+again) and admission slots (a slot freed by any replica lets the project's waiting
+runs in, see ``admission``). A watch that breaks (etcd away longer than the watch's
+own retry window) is opened again with backoff, and what the gap may have hidden is
+made up for: jobs whose claim is missing are queued again, waiting runs are advanced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
-from services.eventmanager.admission import Admissions
+from services.eventmanager.admission import Admissions, started
 from services.eventmanager.decide import PipelineSource, decide
 from shared import events as ev
 from shared.consume import consume
 from shared.events import decode, is_run_stream, run_stream
-from shared.keys import CHECKOUT, CLAIMS_PREFIX, cancel_key
+from shared.keys import (
+    CHECKOUT,
+    CLAIMS_PREFIX,
+    SLOTS_PREFIX,
+    WAITING_PREFIX,
+    cancel_key,
+    claim_key,
+)
 from shared.ports.bus import TOPIC_EVENTS, Bus, Message
-from shared.ports.coordination import Coordinator
+from shared.ports.coordination import Coordinator, Watch, WatchEvent
 from shared.ports.eventstore import EventStore
 from shared.projections.projects import fold_project, project_stream
 from shared.projections.replay import replay_runs
 from shared.projections.runs import RunView, fold, run_id_of
+from shared.retry import Backoff, is_transient
 from shared.runstream import append_to_run, load_run
 from shared.wire import decode_event
 
@@ -35,40 +51,137 @@ log = logging.getLogger(__name__)
 
 class EventManager:
     def __init__(self, store: EventStore, bus: Bus, coord: Coordinator,
-                 max_parallel_jobs: int, group: str = "eventmanager") -> None:
+                 max_parallel_jobs: int, group: str = "eventmanager", *,
+                 catch_up_at_start: bool = False) -> None:
+        """``catch_up_at_start``: also make up, when ``run`` starts, for claim deletions
+        and freed slots no replica watched (every event manager was down). Only with a
+        coordinator shared by every process (etcd): with a per-process one (embedded
+        mode, where a `cyclone run` process has its own) other processes' claims are
+        invisible and their jobs would look abandoned."""
         self.store = store
         self.bus = bus
         self.coord = coord
         self.max_parallel_jobs = max_parallel_jobs
         self.group = group
+        self.catch_up_at_start = catch_up_at_start
         self._seen: dict[str, int] = {}  # run id -> highest seq handled (drops redeliveries)
-        self.admissions = Admissions()
+        self.admissions = Admissions(coord)
 
     async def load(self) -> None:
-        """Rebuild what the event manager keeps in memory from the store (call at start)."""
-        self.admissions.load((await replay_runs(self.store)).runs.values())
+        """Bring the admission slots and queue in line with the store (call at start)."""
+        # Read before the replay: every run they name is in it (Admissions.reconcile).
+        held = await self.coord.get_prefix(SLOTS_PREFIX)
+        listed = await self.coord.get_prefix(WAITING_PREFIX)
+        runs = (await replay_runs(self.store)).runs
+        for project in sorted(await self.admissions.reconcile(held, listed, runs,
+                                                              self._limit)):
+            await self._wake(project)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(consume(self.bus, TOPIC_EVENTS, self.group, self.handle))
-            group.create_task(self._watch_claims())
+            group.create_task(self._follow(CLAIMS_PREFIX, self._claim_changed,
+                                           self._requeue_abandoned))
+            group.create_task(self._follow(SLOTS_PREFIX, self._slot_changed, self._wake_all))
 
-    async def _watch_claims(self) -> None:
+    # --- watches ---------------------------------------------------------------------
+
+    async def _follow(self, prefix: str, on_change: Callable[[WatchEvent], Awaitable[None]],
+                      catch_up: Callable[[], Awaitable[None]]) -> None:
+        """Handle every change under ``prefix`` until the coordinator closes.
+
+        When the watch (or handling a change) fails because etcd or the store is away,
+        the watch is opened again after a backoff, then ``catch_up`` runs: the watch is
+        open before it reads anything, so a change is seen by one or the other.
+        """
+        backoff = Backoff()
+        behind = self.catch_up_at_start
+        while True:
+            watch: Watch | None = None
+            try:
+                watch = self.coord.watch(prefix)
+                if behind:
+                    await catch_up()
+                    behind = False
+                    backoff.reset()
+                async for change in watch:
+                    await on_change(change)
+                    backoff.reset()
+                return  # the coordinator was closed
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                behind = True
+                delay = backoff.next_delay()
+                log.warning("watch broken; opening it again", extra={
+                    "prefix": prefix, "error": str(exc), "retry_in_s": round(delay, 2)})
+            finally:
+                if watch is not None:
+                    await watch.aclose()
+            await asyncio.sleep(delay)
+
+    async def _claim_changed(self, change: WatchEvent) -> None:
         """A claim that disappears while its job still runs means the worker died (its
         lease expired): the job is queued again, for another worker."""
-        async for change in self.coord.watch(CLAIMS_PREFIX):
-            if change.kind == "delete":
-                run_id, _, job = change.key.removeprefix(CLAIMS_PREFIX).partition("/")
-                await self.requeue_if_abandoned(run_id, job)
+        if change.kind == "delete":
+            run_id, _, job = change.key.removeprefix(CLAIMS_PREFIX).partition("/")
+            await self.requeue_if_abandoned(run_id, job)
+
+    async def _requeue_abandoned(self) -> None:
+        """Queue again the work whose claim vanished while nobody watched."""
+        # The states first, the claims after: requeue_if_abandoned says why.
+        runs = (await replay_runs(self.store)).runs.values()
+        claims = await self.coord.get_prefix(CLAIMS_PREFIX)
+        for run in runs:
+            for job in _claimable(run):
+                if claim_key(run.id, job) not in claims:
+                    await self.requeue_if_abandoned(run.id, job)
+
+    async def _slot_changed(self, change: WatchEvent) -> None:
+        if change.kind == "delete":  # a slot was freed, maybe by another replica
+            project = change.key.removeprefix(SLOTS_PREFIX).rpartition("/")[0]
+            await self._wake(project)
+
+    async def _wake_all(self) -> None:
+        for project in await self.admissions.waiting_projects():
+            await self._wake(project)
+
+    async def _wake(self, project: str) -> None:
+        """Advance the project's waiting runs, oldest first, until one still has to wait
+        (the ones after it wait too). Every replica may do this at once: admission and
+        appends are safe against each other."""
+        for run_id in await self.admissions.waiting(project):
+            run = await self.advance(run_id, wake=False)
+            if run is None:
+                await self.admissions.forget(project, run_id)  # no such run: a stray key
+            elif not run.done and not started(run):
+                return
+
+    # --- runs ------------------------------------------------------------------------
 
     async def requeue_if_abandoned(self, run_id: str, job: str) -> bool:
+        """Queue ``job`` (or the run's checkout) again if the worker that took it is gone.
+
+        Gone means: the run's state shows the job running (the checkout queued), and its
+        claim is missing when read *after* that state. A worker creates its claim before
+        it appends ``JobStarted`` and deletes it only after it appended ``JobFinished``
+        (or gave up), so such a job was abandoned, unless it ended or was started again
+        in the meantime: the append checks that the same start (worker and start time) is
+        still running. (One exception on the worker's side: a worker whose lease ran out
+        while it was appending ``JobStarted`` claims the job again just after; if the job
+        was queued again in between, that worker must start it anew, not run it as the
+        old attempt.) A checkout has no start event: one never claimed yet is queued a
+        second time, which is harmless (a worker redoes it only while it is queued).
+        Safe to call any number of times, from any replica.
+        """
+        seen = _taken(await load_run(self.store, run_id), job)
+        if seen is None or await self.coord.get(claim_key(run_id, job)) is not None:
+            return False
+
         def requeue(run: RunView | None) -> list[ev.Event]:
-            if run is None or run.done:
+            if _taken(run, job) != seen:
                 return []
-            if job == CHECKOUT and run.checkout == "queued":
-                return [ev.CheckoutQueued()]
-            view = run.job(job)
-            return [ev.JobQueued(job=job)] if view and view.status == "running" else []
+            return [ev.CheckoutQueued()] if job == CHECKOUT else [ev.JobQueued(job=job)]
 
         result = await append_to_run(self.store, run_id, requeue)
         if result.appended:
@@ -82,17 +195,28 @@ class EventManager:
         run_id = run_id_of(recorded.stream)
         if recorded.seq <= self._seen.get(run_id, 0):
             return
-        self._seen[run_id] = recorded.seq
-        await self.advance(run_id)
+        run = await self.advance(run_id)
+        # Only once handled: a message whose handling failed comes again and must count.
+        if run is not None and not run.done:
+            self._seen[run_id] = max(recorded.seq, self._seen.get(run_id, 0))
 
-    async def advance(self, run_id: str) -> RunView | None:
-        """Append whatever the run's current state calls for; returns the new state."""
+    async def advance(self, run_id: str, wake: bool = True) -> RunView | None:
+        """Append whatever the run's current state calls for; returns the new state.
+
+        ``wake``: when the run ends, or waits behind older runs while slots are free,
+        also advance its project's waiting runs (``False`` inside such a wake-up).
+        """
         current = await load_run(self.store, run_id)
         if current is None:
             return None
-        admitted = self.admissions.admit(current, await self._limit(current))
+        limit = await self._limit(current)
+        verdict = await self.admissions.admit(current, limit)
+        if verdict == "behind" and wake:
+            await self._wake(current.project)  # the older runs first; this one is among them
+            return await load_run(self.store, run_id)
         # Only an unplanned run needs its pipeline file (the stream is read again for it).
         source = await self._pipeline_source(run_id) if current.plan is None else None
+        admitted = verdict == "admitted"
         result = await append_to_run(
             self.store, run_id,
             lambda run: decide(run, source, self.max_parallel_jobs, admitted))
@@ -101,8 +225,11 @@ class EventManager:
             await self._signal_cancel(run)
             if run.done:
                 self._seen.pop(run_id, None)
-                for waiting in self.admissions.ended(run):
-                    await self.advance(waiting)
+                freed = await self.admissions.release(run)
+                # Woken even when nothing was freed here: the release may have happened
+                # before a crash that came before the wake-up (this is its redelivery).
+                if wake and (freed or limit > 0):
+                    await self._wake(run.project)
         return run
 
     async def _limit(self, run: RunView) -> int:
@@ -131,6 +258,24 @@ class EventManager:
             await self.coord.delete(key)
         elif run.cancel_requested and any(j.status == "running" for j in run.jobs):
             await self.coord.put(key, b"cancel")
+
+
+def _taken(run: RunView | None, job: str) -> tuple[str, str] | None:
+    """Which start of ``job`` a worker holds, by (worker, start time); None if none."""
+    if run is None or run.done:
+        return None
+    if job == CHECKOUT:
+        return (CHECKOUT, "") if run.checkout == "queued" else None
+    view = run.job(job)
+    return (view.worker, view.started_at) if view and view.status == "running" else None
+
+
+def _claimable(run: RunView) -> list[str]:
+    """The work of a run that a worker should hold a claim for."""
+    if run.done:
+        return []
+    jobs = [j.name for j in run.jobs if j.status == "running"]
+    return [CHECKOUT, *jobs] if run.checkout == "queued" else jobs
 
 
 async def abandon_run(store: EventStore, run_id: str, reason: str) -> bool:

@@ -111,23 +111,30 @@ class Client:
         self.http = http
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        last: Exception | None = None
-        for service in self.cluster.of("api") * 3:
-            if not service.alive:
-                continue
-            try:
-                async with self.http.request(method, f"{service.url}{path}",
-                                             headers=service.headers, **kwargs) as response:
-                    if response.status >= 500:
-                        last = AssertionError(f"{response.status}: {await response.text()}")
-                        continue
-                    assert response.status < 400, await response.text()
-                    if response.content_type == "application/json":
-                        return await response.json()
-                    return await response.text()
-            except aiohttp.ClientConnectionError as exc:
-                last = exc  # that replica died meanwhile: ask another
-        raise AssertionError(f"no api replica answered {method} {path}: {last}")
+        """Ask each api replica in turn until one answers (for up to 60 s: both may be
+        restarting after a kill)."""
+        problems: list[str] = []
+
+        async def answer() -> Any:
+            for service in self.cluster.of("api"):
+                try:
+                    async with self.http.request(method, f"{service.url}{path}",
+                                                 headers=service.headers,
+                                                 **kwargs) as response:
+                        if response.status >= 500:
+                            problems.append(f"{response.status}: {await response.text()}")
+                            continue
+                        assert response.status < 400, await response.text()
+                        if response.content_type == "application/json":
+                            return [await response.json()]
+                        return [await response.text()]
+                except aiohttp.ClientConnectionError as exc:
+                    problems.append(str(exc))  # that replica is down: ask another
+            return None
+
+        found = await eventually(answer, timeout=60, interval=0.2,
+                                 what=f"an api replica answers {method} {path}")
+        return found[0]
 
     async def run(self, run_id: str) -> Any:
         return await self.call("GET", f"/api/v1/runs/{run_id}")
@@ -155,8 +162,14 @@ async def wait_ended(client: Client, run_ids: list[str], timeout: float) -> dict
                     ended[run_id] = run
         return len(ended) == len(run_ids)
 
-    await eventually(all_ended, timeout=timeout, interval=0.5,
-                     what=f"{len(run_ids)} runs end ({len(ended)} ended)")
+    try:
+        await eventually(all_ended, timeout=timeout, interval=0.5,
+                         what=f"{len(run_ids)} runs end")
+    except AssertionError as exc:
+        stuck = {run_id: [e["type"] for e in (await client.call(
+            "GET", f"/api/v1/runs/{run_id}/events"))["events"]][-6:]
+            for run_id in run_ids if run_id not in ended}
+        raise AssertionError(f"{exc}; {len(stuck)} did not, their last events: {stuck}") from None
     return ended
 
 
@@ -246,19 +259,21 @@ async def test_a_random_replica_killed_during_each_run(
         project = await create_project(client, git_server, counter, pause="1")
         run_ids: list[str] = []
         killed: list[str] = []
-        restarts: list[asyncio.Task[None]] = []
+        restarts: dict[str, asyncio.Task[None]] = {}  # replica -> its restart
         for _ in range(8):
             run_id = await client.trigger(project)
             run_ids.append(run_id)
             await eventually(lambda r=run_id: _has_running_job(client, r), timeout=60,
                              what=f"run {run_id} runs a job")
-            victim = await _pick_victim(cluster, chooser, client, run_id)
+            starting = [r for r, task in restarts.items() if not task.done()]
+            victim = await _pick_victim(cluster, chooser, client, run_id, exclude=starting)
             killed.append(victim.replica)
+            print(f"run {run_id}: killing {victim.replica}")
             victim.kill()
             if victim.name == "workermanager":
                 await _requeued_in_time(client, run_id, victim.replica)
-            restarts.append(asyncio.create_task(asyncio.to_thread(victim.start)))
-        await asyncio.gather(*restarts)
+            restarts[victim.replica] = asyncio.create_task(asyncio.to_thread(victim.start))
+        await asyncio.gather(*restarts.values())
         runs = await wait_ended(client, run_ids, timeout=240)
         for run in runs.values():
             await check_run(client, counter, run)
@@ -285,15 +300,15 @@ async def _requeued_in_time(client: Client, run_id: str, worker: str) -> None:
 
 
 async def _pick_victim(cluster: Cluster, chooser: random.Random, client: Client,
-                       run_id: str) -> Service:
-    """A random live replica; a workermanager is the one running the run's job, so that
-    its death costs this run a job (the case that needs re-queueing)."""
-    live = [s for s in cluster.services.values() if s.alive]
+                       run_id: str, exclude: list[str]) -> Service:
+    """A random live replica (not one still starting again); a workermanager is the one
+    running the run's job, so that its death costs this run a job (re-queueing)."""
+    live = [s for s in cluster.services.values() if s.alive and s.replica not in exclude]
     victim = chooser.choice(live)
     if victim.name == "workermanager":
         jobs = (await client.run(run_id))["jobs"]
         running = [j["worker"] for j in jobs if j["status"] == "running"]
-        if running:
+        if running and running[0] not in exclude:
             victim = cluster[running[0]]
     return victim
 
