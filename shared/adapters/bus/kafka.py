@@ -266,6 +266,12 @@ class KafkaBus:
             await subscription.close()
         await _close_quietly(self._producer, self._admin)
 
+    async def ensure_topics(self, *topics: str) -> None:
+        """Create the topics now (idempotent) rather than on first use: a service calls
+        it at start, so a misconfigured cluster fails the start, not the first run."""
+        self._check_open()
+        await asyncio.gather(*(self._ensure_topic(topic) for topic in topics))
+
     async def partitions_of(self, topic: str) -> int:
         """How many partitions ``topic`` has on the cluster (0 if it does not exist)."""
         self._check_open()
