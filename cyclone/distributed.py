@@ -44,7 +44,7 @@ from shared.config import Settings
 from shared.errors import ConfigError, LeaseExpired
 from shared.metrics import metrics_handler
 from shared.outbox import NotifyingStore, OutboxRelay
-from shared.ports.bus import TOPIC_EVENTS
+from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, TOPIC_LOGS
 from shared.ports.coordination import Coordinator
 from shared.retry import Backoff, is_transient, keep_alive
 
@@ -63,6 +63,8 @@ class Infra:
     store: str
     coord: str
     log_store: str
+    partitions: int = 4  # of each topic Cyclone creates (CYCLONE_KAFKA_PARTITIONS)
+    replication: int = 1  # of each topic Cyclone creates (CYCLONE_KAFKA_REPLICATION)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Infra:
@@ -78,7 +80,15 @@ class Infra:
                                   "(distributed mode needs all of CYCLONE_BUS, CYCLONE_STORE, "
                                   "CYCLONE_COORD and CYCLONE_LOG_STORE)")
             values[field] = raw
-        return cls(**values)
+        return cls(**values, partitions=_count(env, "CYCLONE_KAFKA_PARTITIONS", 4),
+                   replication=_count(env, "CYCLONE_KAFKA_REPLICATION", 1))
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, str(default))
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number >= 1")
+    return int(raw)
 
 
 async def run_service(name: str, settings: Settings, infra: Infra,
@@ -116,8 +126,9 @@ class _Parts:
 async def _open(stack: AsyncExitStack, infra: Infra) -> _Parts:
     store = await MongoEventStore.connect(infra.store)
     stack.push_async_callback(store.close)
-    bus = await KafkaBus.connect(infra.bus)
+    bus = await KafkaBus.connect(infra.bus, infra.partitions, infra.replication)
     stack.push_async_callback(bus.close)
+    await bus.ensure_topics(TOPIC_EVENTS, TOPIC_JOBS, TOPIC_LOGS)
     coord = await EtcdCoordinator.connect(infra.coord)
     stack.push_async_callback(coord.close)
     logs = await MongoLogStore.connect(infra.log_store)
@@ -178,15 +189,41 @@ async def _eventmanager(parts: _Parts, settings: Settings) -> Started:
 
 
 async def _workermanager(parts: _Parts, settings: Settings) -> Started:
-    executor = await open_executor(settings.executor, settings.work_dir)
+    # CYCLONE_WORKER_DRAIN_S: at SIGTERM, how long running jobs may go on before they
+    # are handed back to the other workers (default 10 s, Docker's stop grace period).
+    raw_drain = os.environ.get("CYCLONE_WORKER_DRAIN_S", "10")
+    try:
+        drain_s = float(raw_drain)
+    except ValueError:
+        drain_s = -1.0
+    if not drain_s >= 0:  # also NaN
+        raise ConfigError(f"CYCLONE_WORKER_DRAIN_S={raw_drain!r}: expected seconds (>= 0)")
+    # What the executor creates is labelled with this worker, so that its next
+    # incarnation finds what a crash left. The id alone may be taken by a worker of
+    # another cluster on the same Docker host: its home makes the label this worker's.
+    label = f"{settings.worker_id}@{settings.work_dir}"
+    executor = await open_executor(settings.executor, settings.work_dir, worker=label)
     worker = WorkerManager(parts.store, parts.bus, parts.coord, executor, settings.worker_id,
                            settings.worker_capacity, git_cache=settings.git_cache_dir,
                            exports=settings.exports_dir, lease_ttl=settings.worker_lease_s)
+    try:
+        await worker.reap_own(label)  # before taking any job: all so labelled is leftover
+    except BaseException:
+        await executor.close()
+        raise
 
     async def work() -> None:
+        running = asyncio.create_task(worker.run(), name="workermanager-run")
         try:
-            await worker.run()
+            await asyncio.shield(running)
+        except asyncio.CancelledError:
+            # Stopping (run_service cancels us after SIGTERM): hand in-flight work back
+            # while run()'s lease keep-alive and cancel watch still serve it.
+            if not running.done():
+                await worker.drain(drain_s)
+            raise
         finally:
+            await _cancel([running])
             await worker.close()
             await executor.close()
 

@@ -4,7 +4,12 @@ every transition as an event.
 The job's deadline and a cancel request both end the step that is running by
 cancelling its task, which makes the executor kill the container before it
 returns; the runner itself is never cancelled half-way, so it always records
-how each step and the job ended.
+how each step and the job ended. A job handed back (its worker stops, or lost its
+lease) ends the same way but records nothing more: the next attempt, queued again
+for another worker, is the one that reports.
+
+``run`` is the run's state with this attempt's ``JobStarted`` applied: its job view
+gives the attempt number (``CYCLONE_JOB_ATTEMPT``) and the worker.
 """
 
 from __future__ import annotations
@@ -18,15 +23,17 @@ from dataclasses import dataclass
 from services.workermanager.logship import LogShipper
 from shared import events as ev
 from shared.errors import ExecutorError
+from shared.events import utc_now
 from shared.pipeline.plan import JobSpec, StepSpec
 from shared.ports.executor import Executor, RunContext, StepOutcome
 from shared.projections.runs import RunView
 
-__all__ = ["JobRun", "Report", "step_env"]
+__all__ = ["ATTEMPT_STEP", "JobRun", "Report", "step_env"]
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[Sequence[ev.Event]], Awaitable[None]]
+ATTEMPT_STEP = "attempt"  # the log "step" of the line that opens a job's later attempt
 
 
 def step_env(run: RunView, job: JobSpec, step: StepSpec) -> dict[str, str]:
@@ -72,20 +79,46 @@ class JobRun:
         self.sink_for = logs.sink
         self.flush = logs.flush
         self.cancelled = asyncio.Event()
+        self.handed_back = False
         self._deadline = (time.monotonic() + job.timeout_s) if job.timeout_s else None
+
+    @property
+    def attempt(self) -> int:
+        return _attempt(self.run, self.job.name)
 
     def cancel(self) -> None:
         self.cancelled.set()
 
+    def hand_back(self) -> None:
+        """Stop like ``cancel``, but report nothing from now on (not even how it ended)."""
+        self.handed_back = True
+        self.cancelled.set()
+
+    async def record(self, events: Sequence[ev.Event]) -> None:
+        """Report ``events`` unless the job was handed back."""
+        if not self.handed_back:
+            await self.report(events)
+
     async def execute(self) -> str:
         """Run the job to its end and report it; returns the job's status."""
         started = time.monotonic()
+        await self._say_attempt()
         status, reason = await self._run_all()
         await self.flush()
-        await self.report([ev.JobFinished(job=self.job.name, status=status,
+        await self.record([ev.JobFinished(job=self.job.name, status=status,
                                           duration_s=round(time.monotonic() - started, 3),
                                           reason=reason, log_lines=self.logs.shipped)])
         return status
+
+    async def _say_attempt(self) -> None:
+        """A job queued again after its worker went away says so first in its log."""
+        if self.attempt <= 1:
+            return
+        view = self.run.job(self.job.name)
+        worker = view.worker if view else ""
+        await self.sink_for(self.job.name, ATTEMPT_STEP)(
+            "stdout", utc_now(),
+            f"attempt {self.attempt} on worker {worker} (the previous worker was lost)")
 
     async def _run_all(self) -> tuple[str, str]:
         try:
@@ -104,7 +137,7 @@ class JobRun:
         for step in self.job.steps:
             skip = self._skip_reason(step, failed=bool(failed_step))
             if skip:
-                await self.report([ev.StepSkipped(job=self.job.name, step=step.name,
+                await self.record([ev.StepSkipped(job=self.job.name, step=step.name,
                                                   reason=skip)])
                 continue
             ended = await self._run_with_retry(step)
@@ -135,12 +168,12 @@ class JobRun:
         attempts = step.retry + 1
         ended = _Ended("errored", None)
         for attempt in range(1, attempts + 1):
-            await self.report([ev.StepStarted(job=self.job.name, step=step.name,
+            await self.record([ev.StepStarted(job=self.job.name, step=step.name,
                                               attempt=attempt)])
             started = time.monotonic()
             ended = await self._attempt(step)
             await self.flush()
-            await self.report([ev.StepFinished(
+            await self.record([ev.StepFinished(
                 job=self.job.name, step=step.name, status=ended.status,
                 exit_code=ended.exit_code, duration_s=round(time.monotonic() - started, 3),
                 attempt=attempt, reason=ended.reason,
@@ -157,6 +190,12 @@ class JobRun:
         try:
             timeout = None if self._deadline is None else max(0, self._deadline - time.monotonic())
             await asyncio.wait({task, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The runner itself is being cancelled (a worker giving up on a job that
+            # would not stop): the step's container must not outlive it.
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
         finally:
             stop.cancel()
         if not task.done():

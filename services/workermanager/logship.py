@@ -3,32 +3,48 @@
 Lines are buffered for at most ``linger_s`` (or ``max_lines``) and published as one
 message ``{"run": id, "batch": id, "lines": [...]}`` keyed by run id, so the order of
 a run's lines is kept and the log server can drop a redelivered batch by its id.
+
+A publish that fails with a transient ``BusError`` (the broker restarting; not
+``BusClosed``) is retried with backoff, the same batch with the same id, until it
+goes through: no line is lost, none is
+shipped twice, and none overtakes an earlier one. While a batch waits to go out,
+new lines gather in the buffer; a sink whose line fills it to ``max_lines`` waits
+for the flush, so a step that keeps printing through an outage is held back
+(its output waits in Docker's pipe) instead of growing the worker's memory.
+A flush cancelled half-way keeps its batch (and id) for the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 
 from shared.ports.bus import TOPIC_LOGS, Bus
 from shared.ports.executor import LogSink
 from shared.ports.logstore import LogLine
+from shared.retry import Backoff, is_transient
 from shared.wire import encode_log_batch
 
 __all__ = ["LogShipper"]
 
+log = logging.getLogger(__name__)
+
+
 
 class LogShipper:
     def __init__(self, bus: Bus, run_id: str, linger_s: float = 0.02,
-                 max_lines: int = 500) -> None:
+                 max_lines: int = 500, retry_max_s: float = 2.0) -> None:
         self.bus = bus
         self.run_id = run_id
         self.linger_s = linger_s
         self.max_lines = max_lines
+        self.retry_max_s = retry_max_s
         self._buffer: list[LogLine] = []
-        self.shipped = 0  # lines handed to the bus so far
-        self._lock = asyncio.Lock()
+        self._pending: tuple[str, list[LogLine]] | None = None  # (batch id, lines) going out
+        self.shipped = 0  # lines the bus has accepted so far
+        self._lock = asyncio.Lock()  # one flush at a time: batches go out in order
         self._timer: asyncio.Task[None] | None = None
 
     def sink(self, job: str, step: str) -> LogSink:
@@ -37,7 +53,7 @@ class LogShipper:
         async def on_log(stream: str, ts: str, text: str) -> None:
             self._buffer.append(LogLine(job=job, step=step, stream=stream, ts=ts, text=text))
             if len(self._buffer) >= self.max_lines:
-                await self.flush()
+                await self.flush()  # waits while the bus is down: backpressure
             elif self._timer is None:
                 self._timer = asyncio.create_task(self._flush_later())
 
@@ -45,17 +61,45 @@ class LogShipper:
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(self.linger_s)
-        self._timer = None
-        await self.flush()
+        async with self._lock:
+            # From here on a new line needs a new timer: this flush takes only what is
+            # buffered now. Until here, lines join this flush (at most one timer waits).
+            self._timer = None
+            await self._ship_all()
 
     async def flush(self) -> None:
+        """Ship every line written so far; returns once the bus has them all."""
         async with self._lock:
-            lines, self._buffer = self._buffer, []
-            if not lines:
-                return
-            value = encode_log_batch(self.run_id, uuid.uuid4().hex, lines)
-            await self.bus.publish(TOPIC_LOGS, self.run_id, value)
+            await self._ship_all()
+
+    async def _ship_all(self) -> None:
+        """Ship the pending batch, then what is buffered (lock held); also what is
+        written meanwhile, until the buffer is empty."""
+        while self._pending is not None or self._buffer:
+            if self._pending is None:
+                self._pending, self._buffer = (uuid.uuid4().hex, self._buffer), []
+            batch, lines = self._pending
+            await self._publish(encode_log_batch(self.run_id, batch, lines))
+            self._pending = None
             self.shipped += len(lines)
+
+    async def _publish(self, value: bytes) -> None:
+        backoff, failures = Backoff(cap=self.retry_max_s), 0
+        while True:
+            try:
+                await self.bus.publish(TOPIC_LOGS, self.run_id, value)
+                if failures:
+                    log.info("log lines shipped again after %d failed tries", failures,
+                             extra={"run": self.run_id})
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                failures += 1
+                if failures == 1 or failures % 10 == 0:
+                    log.warning("cannot ship log lines (%d tries so far); retrying", failures,
+                                extra={"run": self.run_id, "error": str(exc)})
+            await backoff.wait()
 
     async def close(self) -> None:
         if self._timer is not None:

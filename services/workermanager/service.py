@@ -9,38 +9,58 @@ state still has the job queued and no cancel requested, (3) prepares the run's
 network and workspace on this host once, (4) runs the job (``jobs.JobRun``),
 shipping logs to ``cyclone.logs``. It watches the run cancel signals and removes a
 run's containers, network and workspace when the run ends, however it ends.
+
+A job's message is committed once the job is claimed and started in the store (or
+found not to be ours): a worker that dies or stops before that leaves it to the
+others; after that, the claim's deletion (lease expiry, or a hand-back) makes the
+event manager queue the job again.
+
+What it survives:
+
+* etcd blips: the lease is refreshed with retries while it may still be alive (less
+  than its ttl since the last refresh); once it is gone, etcd has deleted our claims
+  and the event manager is queuing our jobs again, so they are stopped without a
+  word (the next attempt is another worker's), and the worker registers again
+  under a new lease and goes on. Every other coordination call on a job's path,
+  and every append to the event store (MongoDB), is retried with backoff on a
+  ``CoordinationError`` / ``StoreError``, so a queued job is never dropped by a
+  blip; an append whose outcome is unknown is checked before it is retried.
+* Kafka blips: ``LogShipper`` retries its batches (see there).
+* SIGTERM: ``drain`` takes no new job, lets running ones finish for a while, then
+  hands the rest back at once (no lease ttl to wait for).
+* its own crash: ``reap_own`` at the next start removes what the earlier
+  incarnation of the same worker (its executor label: id and home) left on its host.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from services.workermanager.appends import Decide, append_retrying
 from services.workermanager.checkout import CheckoutError, GitCheckout
 from services.workermanager.jobs import JobRun, Report
+from services.workermanager.lease import WorkerLease
 from services.workermanager.logship import LogShipper
 from shared import events as ev
 from shared.consume import consume
-from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode, utc_now
-from shared.keys import (
-    CANCEL_PREFIX,
-    CHECKOUT,
-    cancel_key,
-    claim_key,
-    run_of_cancel_key,
-    worker_key,
-)
+from shared.errors import CoordinationError, ExecutorError
+from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode, run_stream, utc_now
+from shared.keys import CANCEL_PREFIX, CHECKOUT, cancel_key, claim_key, run_of_cancel_key
 from shared.pipeline.plan import Plan
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, Bus, Message
-from shared.ports.coordination import Coordinator, Lease
+from shared.ports.coordination import Coordinator
 from shared.ports.eventstore import EventStore
 from shared.ports.executor import Executor, RunContext
-from shared.projections.runs import RunView, run_id_of
-from shared.runstream import append_to_run, load_run
+from shared.projections.runs import RunView, fold, run_id_of
+from shared.retry import Backoff, retrying
+from shared.runstream import AppendResult
 from shared.wire import decode_event
 
 __all__ = ["WorkerManager"]
@@ -48,7 +68,14 @@ __all__ = ["WorkerManager"]
 log = logging.getLogger(__name__)
 
 _TERMINAL_TYPES = frozenset(t.TYPE for t in TERMINAL_RUN_EVENTS)
+HANDBACK_WAIT_S = 15.0  # how long handed-back jobs get to kill their containers
 
+
+@dataclass
+class _Active:
+    job: JobRun
+    task: asyncio.Task[None]  # the one handling the job
+    generation: int  # of the lease its claim is bound to
 
 
 class WorkerManager:
@@ -63,55 +90,127 @@ class WorkerManager:
         self.executor = executor
         self.worker_id = worker_id
         self.capacity = asyncio.Semaphore(capacity)
-        self.lease_ttl = lease_ttl
-        self.lease: Lease | None = None
-        self.active: dict[tuple[str, str], JobRun] = {}  # (run id, job) -> running job
+        self.lease = WorkerLease(coord, worker_id, executor.name.encode(), lease_ttl)
+        self.active: dict[tuple[str, str], _Active] = {}  # (run id, job) -> running job
         self._tasks: set[asyncio.Task[None]] = set()
+        self._checkouts: set[asyncio.Task[None]] = set()
         self._prepared: dict[str, asyncio.Task[None]] = {}  # run id -> prepare_run task
         self._teardowns: dict[str, asyncio.Task[None]] = {}  # run id -> destroy in progress
+        self._stopping = False  # drain: no new lease, no new job
+        self._handing_back = False  # drain: a job that starts now is handed back at once
+        self._jobs_consumer: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        self.lease = await self.coord.grant_lease(self.lease_ttl)
-        await self.coord.put(worker_key(self.worker_id), self.executor.name.encode(), self.lease)
+        await self.lease.register()
+        if self._stopping:
+            return  # drained before it started
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._keep_alive())
-            group.create_task(self._consume_jobs())
+            self._keeper = group.create_task(self.lease.keep_alive(self._lease_lost))
+            self._jobs_consumer = group.create_task(self._consume_jobs())
             group.create_task(self._consume_run_ends())
             group.create_task(self._watch_cancels())
 
+    async def drain(self, grace_s: float) -> list[str]:
+        """Stop gracefully (at SIGTERM), handing back what cannot finish in time.
+
+        Call it while ``run`` still runs (its lease keep-alive and cancel watch serve
+        the jobs meanwhile), then cancel ``run`` and call ``close``:
+
+        1. no new job: this worker leaves the job consumer group at once, so the
+           messages it has not committed go to the other workers;
+        2. the running jobs may finish, for up to ``grace_s`` seconds;
+        3. the rest is handed back: stopped (containers killed) without reporting,
+           their runs removed from this host, then the lease revoked, so etcd deletes
+           their claims now and the event manager queues them again at once.
+
+        Returns the ``run/job`` names handed back."""
+        self._stopping = True
+        self.lease.stop()
+        await _stop(self._jobs_consumer)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=max(0.0, grace_s))
+        self._handing_back = True
+        handed = [f"{run_id}/{job}" for run_id, job in self.active]
+        self._hand_back(self.active.values())
+        for checkout in self._checkouts:
+            checkout.cancel()  # its claim goes with the lease: the checkout is queued again
+        await _wait_bounded(set(self._tasks), HANDBACK_WAIT_S)
+        for run_id in list(self._prepared):
+            await self._destroy(run_id)  # before the claims go: the next attempt starts clean
+        await _stop(self._keeper)
+        await self.lease.revoke()
+        if handed:
+            log.warning("stopping: jobs handed back to the other workers",
+                        extra={"worker": self.worker_id, "jobs": handed})
+        return handed
+
     async def close(self) -> None:
         """Stop every running job (killing its step) and remove what this worker created."""
-        for job in self.active.values():
-            job.cancel()
+        self._stopping = True
+        self.lease.stop()
+        for entry in self.active.values():
+            entry.job.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._teardowns:
             await asyncio.gather(*self._teardowns.values(), return_exceptions=True)
         for run_id in list(self._prepared):
             await self._destroy(run_id)
-        if self.lease is not None:
-            with contextlib.suppress(Exception):
-                await self.lease.revoke()
+        await self.lease.revoke()
+
+    def _hand_back(self, entries: Iterable[_Active]) -> None:
+        for entry in entries:
+            entry.job.hand_back()
+
+    async def _lease_lost(self, generation: int) -> None:
+        """Etcd deleted (or is about to delete) the claims of the lease of ``generation``
+        and the event manager queues those jobs again: stop them without a word (the
+        next attempts are other workers'), and give them time to kill their containers."""
+        lost = [e for e in self.active.values() if e.generation <= generation]
+        log.warning("lost the lease; stopping its jobs without reporting them",
+                    extra={"worker": self.worker_id,
+                           "jobs": [f"{e.job.run.id}/{e.job.job.name}" for e in lost]})
+        self._hand_back(lost)
+        await _wait_bounded({e.task for e in lost}, HANDBACK_WAIT_S)
+        for entry in lost:
+            await self._requeue_if_unclaimed(entry)
+
+    async def _requeue_if_unclaimed(self, entry: _Active) -> None:
+        """A claim that etcd deleted while its job was still queued (the lease ran out
+        between the claim and ``JobStarted``) made no one queue the job again: if it is
+        still this attempt's and unclaimed, queue it again here (as the event manager
+        would have: whichever of us comes second appends nothing)."""
+        run_id, name, attempt = entry.job.run.id, entry.job.job.name, entry.job.attempt
+        read = functools.partial(self.coord.get, claim_key(run_id, name))
+        if await retrying(read, "read a claim") is not None:
+            return
+
+        def requeue(run: RunView | None) -> list[ev.Event]:
+            job = run.job(name) if run else None
+            mine = job is not None and job.status == "running" and job.attempt == attempt
+            return [ev.JobQueued(job=name)] if run and not run.done and mine else []
+
+        await self._append(run_id, requeue)
 
     # --- loops -----------------------------------------------------------------------
-
-    async def _keep_alive(self) -> None:
-        assert self.lease is not None
-        while True:
-            await asyncio.sleep(self.lease_ttl / 3)
-            await self.lease.refresh()
 
     async def _consume_jobs(self) -> None:
         await consume(self.bus, TOPIC_JOBS, "workermanager", self._job_queued)
 
     async def _job_queued(self, message: Message) -> None:
         await self.capacity.acquire()  # take no more jobs than we can run
-        task = asyncio.create_task(self._take(decode_event(message.value)))
+        taken = asyncio.Event()
+        task = asyncio.create_task(self._take(decode_event(message.value), taken))
         self._tasks.add(task)
         task.add_done_callback(self._job_done)
+        # The message is committed once the job is ours and started in the store (or
+        # not ours to run): until then, a crash or a stop leaves it to the others.
+        await taken.wait()
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._checkouts.discard(task)
         self.capacity.release()
         if not task.cancelled() and task.exception() is not None:
             log.error("job handling failed", exc_info=task.exception())
@@ -127,35 +226,69 @@ class WorkerManager:
             await self._run_ended(run_id_of(recorded.stream))
 
     async def _watch_cancels(self) -> None:
-        async for change in self.coord.watch(CANCEL_PREFIX):
-            if change.kind == "put":
-                self._cancel_run(run_of_cancel_key(change.key))
+        """Cancel signals, watched again after etcd comes back (with the ones raised
+        while the watch was broken read first)."""
+        backoff = Backoff()
+        while True:
+            try:
+                watch = self.coord.watch(CANCEL_PREFIX)
+                try:
+                    for key in await self.coord.get_prefix(CANCEL_PREFIX):
+                        self._cancel_run(run_of_cancel_key(key))
+                    backoff.reset()
+                    async for change in watch:
+                        if change.kind == "put":
+                            self._cancel_run(run_of_cancel_key(change.key))
+                finally:
+                    await watch.aclose()
+                return  # the coordinator was closed
+            except CoordinationError as exc:
+                log.warning("cancel watch broken; watching again", extra={"error": str(exc)})
+            await backoff.wait()
 
     # --- one job ---------------------------------------------------------------------
 
-    async def _take(self, queued: RecordedEvent) -> None:
-        event = decode(queued)
-        run_id = run_id_of(queued.stream)
-        if isinstance(event, ev.CheckoutQueued):
-            if await self.coord.create(claim_key(run_id, CHECKOUT), self.worker_id.encode(),
-                                       self.lease):
-                try:
-                    await self._checkout(run_id)
-                finally:
-                    await self.coord.delete(claim_key(run_id, CHECKOUT))
-            return
-        if not isinstance(event, ev.JobQueued):
-            return
-        name = event.job
-        if not await self.coord.create(claim_key(run_id, name), self.worker_id.encode(),
-                                       self.lease):
-            return  # another worker has it (a redelivery)
+    async def _take(self, queued: RecordedEvent, taken: asyncio.Event) -> None:
         try:
-            await self._start_and_run(run_id, name)
+            event = decode(queued)
+            run_id = run_id_of(queued.stream)
+            if isinstance(event, ev.CheckoutQueued):
+                await self._take_checkout(run_id, taken)
+            elif isinstance(event, ev.JobQueued):
+                await self._take_job(run_id, event.job, taken)
         finally:
-            await self.coord.delete(claim_key(run_id, name))
+            taken.set()
 
-    async def _start_and_run(self, run_id: str, name: str) -> None:
+    async def _take_checkout(self, run_id: str, taken: asyncio.Event) -> None:
+        key = claim_key(run_id, CHECKOUT)
+        generation = await self.lease.claim(key)
+        taken.set()  # from here on the claim's deletion queues the checkout again
+        if generation is None or self._handing_back:
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._checkouts.add(task)
+        try:
+            await self._checkout(run_id)
+        finally:
+            await self.lease.release(key, generation)
+
+    async def _take_job(self, run_id: str, name: str, taken: asyncio.Event) -> None:
+        key = claim_key(run_id, name)
+        generation = await self.lease.claim(key)
+        if generation is None:
+            return  # another worker has it (a redelivery)
+        held: int | None = generation
+        try:
+            held = await self._start_and_run(run_id, name, generation, taken)
+        finally:
+            if held is not None:
+                await self.lease.release(key, held)
+
+    async def _start_and_run(self, run_id: str, name: str, generation: int,
+                             taken: asyncio.Event) -> int | None:
+        """Start and run the job; returns the generation of the claim to release, or
+        None when the claim must stay (handed back: the lease's end releases it)."""
         def start(run: RunView | None) -> list[ev.Event]:
             job = run.job(name) if run else None
             if run is None or run.done or run.cancel_requested or job is None:
@@ -164,28 +297,44 @@ class WorkerManager:
                 return []
             return [ev.JobStarted(job=name, worker=self.worker_id, executor=self.executor.name)]
 
-        result = await append_to_run(self.store, run_id, start)
-        run = result.run
-        if not result.appended or run is None or run.plan is None:
-            return
+        result = await self._append(run_id, start)
+        taken.set()  # the job runs in the store now: our claim's deletion re-queues it
+        run = fold(result.appended, result.run)  # with our JobStarted: this attempt
+        view = run.job(name) if run else None
+        if not result.appended or run is None or run.plan is None or view is None:
+            return generation
+        while generation != self.lease.generation:
+            # The lease was lost while the job started: its claim went with it, unseen
+            # by the event manager (the job was still queued). Claim it again.
+            regained = await self.lease.claim(claim_key(run_id, name))
+            if regained is None:
+                return None  # whoever holds the claim finds the job running: re-queued
+            generation = regained
+        if self._handing_back:
+            return None
         spec = Plan.from_data(run.plan).job(name)
-        ctx = RunContext(run_id=run_id)
         shipper = LogShipper(self.bus, run_id)
-        job = JobRun(run, spec, self.executor, ctx, report=self._reporter(run_id),
-                     logs=shipper)
-        self.active[(run_id, name)] = job
+        job = JobRun(run, spec, self.executor, RunContext(run_id=run_id),
+                     report=self._reporter(run_id, name, view.attempt), logs=shipper)
+        task = asyncio.current_task()
+        assert task is not None
+        entry = _Active(job, task, generation)
+        self.active[(run_id, name)] = entry
         try:
-            if await self.coord.get(cancel_key(run_id)) is not None:
+            read = functools.partial(self.coord.get, cancel_key(run_id))
+            if await retrying(read, "read the cancel signal") is not None:
                 job.cancel()
             prepared = await self._prepare(run)
             if prepared:
-                await self._report(run_id, [ev.JobFinished(job=name, status="errored",
-                                                           duration_s=0.0, reason=prepared)])
-                return
-            await job.execute()
+                await job.record([ev.JobFinished(job=name, status="errored",
+                                                 duration_s=0.0, reason=prepared)])
+            else:
+                await job.execute()
         finally:
-            self.active.pop((run_id, name), None)
+            if self.active.get((run_id, name)) is entry:
+                del self.active[(run_id, name)]
             await shipper.close()
+        return None if job.handed_back else entry.generation
 
     async def _prepare(self, run: RunView) -> str:
         """Prepare the run on this host once; returns an error message, or "" when ready."""
@@ -215,7 +364,7 @@ class WorkerManager:
 
     async def _checkout(self, run_id: str) -> None:
         """Resolve the run's ref to a commit and read its pipeline file there."""
-        run = await load_run(self.store, run_id)
+        run = await retrying(functools.partial(self._load, run_id), "read the run")
         if run is None or run.done or run.checkout != "queued":
             return
         shipper = LogShipper(self.bus, run_id)
@@ -244,16 +393,29 @@ class WorkerManager:
             still = current is not None and not current.done and current.checkout == "queued"
             return [outcome] if still else []
 
-        await append_to_run(self.store, run_id, record)
+        await self._append(run_id, record)
 
-    def _reporter(self, run_id: str) -> Report:
+    def _reporter(self, run_id: str, name: str, attempt: int) -> Report:
         async def report(events: Sequence[ev.Event]) -> None:
-            await self._report(run_id, events)
+            def decide(run: RunView | None) -> Sequence[ev.Event]:
+                job = run.job(name) if run else None
+                if job is not None and (job.attempt != attempt or job.status == "queued"):
+                    # Queued again (this worker was taken for lost): the job is no
+                    # longer this attempt's to report on.
+                    log.warning("dropped events of a superseded attempt",
+                                extra={"run": run_id, "job": name, "attempt": attempt})
+                    return []
+                return events
+
+            await self._append(run_id, decide)
 
         return report
 
-    async def _report(self, run_id: str, events: Sequence[ev.Event]) -> None:
-        await append_to_run(self.store, run_id, lambda run: events)
+    async def _load(self, run_id: str) -> RunView | None:
+        return fold(await self.store.read(run_stream(run_id)))
+
+    async def _append(self, run_id: str, decide: Decide) -> AppendResult:
+        return await append_retrying(self.store, run_id, decide)
 
     # --- cancel and clean-up -----------------------------------------------------------
 
@@ -270,10 +432,30 @@ class WorkerManager:
                 reaped.append(run_id)
         return reaped
 
+    async def reap_own(self, label: str) -> list[str]:
+        """Remove what an earlier incarnation of this worker left on its host: what the
+        executor labelled with ``label`` (the worker label it was opened with, the same
+        across restarts). Call it at start, before ``run``: this incarnation has created
+        nothing yet, so all of that is leftover. The runs may still go on elsewhere:
+        only this worker's part of each is removed. Returns the run ids."""
+        runs = sorted(await self.executor.leftover_runs(worker=label))
+        reaped = []
+        for run_id in runs:
+            try:
+                await self.executor.destroy_run(run_id, worker=label)
+            except ExecutorError as exc:
+                log.warning("could not remove a run's leftovers: %s", exc, extra={"run": run_id})
+                continue
+            reaped.append(run_id)
+        if reaped:
+            log.warning("removed what an earlier run of this worker left behind",
+                        extra={"worker": label, "runs": reaped})
+        return reaped
+
     def _cancel_run(self, run_id: str) -> None:
-        for (rid, _), job in self.active.items():
+        for (rid, _), entry in self.active.items():
             if rid == run_id:
-                job.cancel()
+                entry.job.cancel()
 
     async def _run_ended(self, run_id: str) -> None:
         self._cancel_run(run_id)  # nothing should be running; make sure of it
@@ -299,3 +481,24 @@ class WorkerManager:
         except Exception:
             log.exception("could not remove a run's resources", extra={"run": run_id})
 
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+async def _stop(task: asyncio.Task[None] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+async def _wait_bounded(tasks: set[asyncio.Task[None]], within_s: float) -> None:
+    """Wait for ``tasks`` for up to ``within_s``; then cancel the ones still going."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=within_s)
+    for task in pending:
+        log.warning("a handed-back job did not stop in %gs; cancelling it", within_s)
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=within_s)

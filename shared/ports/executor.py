@@ -18,6 +18,14 @@ Contract, in call order (the workermanager is the only caller):
 5. ``leftover_runs()`` lists run ids that still own resources on this host (every
    resource is labelled with its run id), so a restart can reap the ones whose
    run is over.
+6. Worker leftovers: an executor opened for a worker labels everything it creates
+   with the worker's label too (unique on the host, the same after a restart: the
+   worker's id and home). ``leftover_runs(worker=label)`` lists the runs that
+   still own resources created for that worker, and ``destroy_run(run_id,
+   worker=label)`` removes only those (what a crashed incarnation of it left;
+   a run's shared network or workspace still used by another worker's containers,
+   on a host several workers share, is left to the run's own ``destroy_run``).
+   Safe twice. An executor that cannot tell workers apart (the shell) lists none.
 
 Jobs of different runs, and independent jobs of one run, may run concurrently.
 Raises ``ExecutorUnavailable`` when the backend cannot be reached and
@@ -74,8 +82,8 @@ class Executor(Protocol):
 
     async def stop_services(self, ctx: RunContext, job: JobSpec) -> None: ...
 
-    async def destroy_run(self, run_id: str) -> None: ...
+    async def destroy_run(self, run_id: str, worker: str | None = None) -> None: ...
 
-    async def leftover_runs(self) -> set[str]: ...
+    async def leftover_runs(self, worker: str | None = None) -> set[str]: ...
 
     async def close(self) -> None: ...

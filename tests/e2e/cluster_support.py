@@ -93,10 +93,12 @@ class Service:
             self.proc.wait(timeout=30)
             self.proc = None
 
-    def terminate(self, timeout: float = 60.0) -> int:
-        """SIGTERM, and wait for the process to end; returns its exit code."""
+    def terminate(self, timeout: float = 60.0, signalled: bool = False) -> int:
+        """SIGTERM (unless already ``signalled``: a second one would kill it mid-way), and
+        wait for the process to end; returns its exit code."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
+        if not signalled:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             code = self.proc.wait(timeout=timeout)
         finally:
@@ -134,8 +136,14 @@ class Cluster:
         return next(s.token for s in self.of("api") if s.token)
 
     def stop(self) -> None:
-        for service in self.services.values():
-            service.stop()
+        """SIGTERM to every replica at once, then wait for each (workers drain their jobs
+        for CYCLONE_WORKER_DRAIN_S: stopping one by one would add those up)."""
+        running = [s for s in self.services.values() if s.alive]
+        for service in running:
+            assert service.proc is not None
+            service.proc.send_signal(signal.SIGTERM)
+        for service in running:
+            service.terminate(timeout=30, signalled=True)
 
 
 def start_cluster(home: Path, infra: dict[str, str], workers: int = 1, replicas: int = 1,

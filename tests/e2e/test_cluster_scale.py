@@ -333,7 +333,8 @@ async def test_kafka_restarted_mid_run(
     async with aiohttp.ClientSession() as http:
         client = Client(cluster, http)
         project = await create_project(client, git_server, counter, pause="2")
-        await _outage_mid_run(client, counter, project, kafka_broker.restart)
+        await _outage_mid_run(client, counter, project,
+                              lambda: kafka_broker.restart(kill=True, down_s=3))
 
 
 async def test_etcd_restarted_mid_run(
@@ -342,4 +343,7 @@ async def test_etcd_restarted_mid_run(
     async with aiohttp.ClientSession() as http:
         client = Client(cluster, http)
         project = await create_project(client, git_server, counter, pause="2")
-        await _outage_mid_run(client, counter, project, etcd_server.restart)
+        # Down longer than the workers' lease TTL: leases outlive the outage (etcd
+        # renews them on its return) or expire and the jobs are handed to a worker.
+        await _outage_mid_run(client, counter, project,
+                              lambda: etcd_server.restart(kill=True, down_s=LEASE_S + 2))

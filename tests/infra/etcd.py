@@ -99,9 +99,11 @@ class EtcdServer:
                 process.kill()
                 process.wait(STOP_TIMEOUT)
 
-    def restart(self, kill: bool = False) -> None:
-        """Stop, then start again on the same data dir and ports (same URL, same data)."""
+    def restart(self, kill: bool = False, down_s: float = 0.0) -> None:
+        """Stop, stay down ``down_s`` seconds (an outage of that length), then start again
+        on the same data dir and ports (same URL, same data)."""
         self.stop(kill=kill)
+        time.sleep(down_s)  # the outage itself, not a wait for anything
         self._launch()
 
     def _launch(self) -> None:

@@ -181,9 +181,11 @@ class KafkaBroker:
             process.kill()
             process.wait(STOP_TIMEOUT)
 
-    def restart(self, kill: bool = False) -> None:
-        """Stop, then start again on the same ports and log dir (the data survives)."""
+    def restart(self, kill: bool = False, down_s: float = 0.0) -> None:
+        """Stop, stay down ``down_s`` seconds (an outage of that length), then start again
+        on the same ports and log dir (the data survives)."""
         self.stop(kill=kill)
+        time.sleep(down_s)  # the outage itself, not a wait for anything
         self._launch(self._java())
 
     # --- internals -------------------------------------------------------------------

@@ -27,15 +27,17 @@ log = logging.getLogger(__name__)
 KINDS = ("auto", "docker", "shell")
 
 
-async def open_executor(kind: str, home: Path) -> Executor:
+async def open_executor(kind: str, home: Path, worker: str = "") -> Executor:
     """The executor named by ``kind``; the shell executor keeps its run directories in
-    ``home``. Close it with ``await executor.close()``."""
+    ``home``; the Docker one labels what it creates with ``worker`` (when given: a
+    label unique to the worker on this host), so ``leftover_runs(worker=...)`` finds
+    it. Close it with ``await executor.close()``."""
     if kind not in KINDS:
         raise ConfigError(f"unknown executor {kind!r}: expected one of {', '.join(KINDS)}")
     if kind == "shell":
         return ShellExecutor(home)
     try:
-        return await DockerExecutor.connect()
+        return await DockerExecutor.connect(worker=worker)
     except ExecutorUnavailable as exc:
         if kind == "docker":
             raise

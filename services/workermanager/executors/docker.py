@@ -2,7 +2,8 @@
 the run's workspace volume at ``/workspace`` (aiodocker, Docker Engine API >= 1.41).
 
 What it creates, all labelled ``io.cyclone.managed=1`` and ``io.cyclone.run=<run id>``
-so that ``destroy_run`` and ``leftover_runs`` find them without any local state:
+(and ``io.cyclone.worker=<worker id>`` when opened for a worker) so that ``destroy_run``
+and ``leftover_runs`` find them without any local state:
 
 * network ``cyclone-<run>`` (bridge; services join it under their name as alias);
 * volume ``cyclone-<run>-ws``, filled from ``RunContext.source_dir`` through a helper
@@ -71,6 +72,7 @@ __all__ = [
     "HELPER_IMAGE",
     "LABEL_MANAGED",
     "LABEL_RUN",
+    "LABEL_WORKER",
     "DockerExecutor",
     "built_image",
     "network_name",
@@ -81,6 +83,7 @@ log = logging.getLogger(__name__)
 
 LABEL_MANAGED = "io.cyclone.managed"
 LABEL_RUN = "io.cyclone.run"
+LABEL_WORKER = "io.cyclone.worker"  # the workermanager that created it (reaped on its restart)
 LABEL_JOB = "io.cyclone.job"
 LABEL_ROLE = "io.cyclone.role"
 BUILT_IMAGE = "BUILT_IMAGE"  # caicloud.yml's marker for "the image the build step made"
@@ -111,8 +114,12 @@ def built_image(run_id: str) -> str:
 class DockerExecutor:
     """The Docker implementation of ``shared.ports.executor.Executor``."""
 
-    def __init__(self, docker: aiodocker.Docker | None = None) -> None:
+    def __init__(self, docker: aiodocker.Docker | None = None, worker: str = "") -> None:
+        """``worker``: a label for the workermanager this executor runs for, unique on
+        the Docker host and the same across its restarts (its id and home); everything
+        created is labelled with it, so that worker's next incarnation finds its leftovers."""
         self._docker = docker if docker is not None else aiodocker.Docker()
+        self._worker = worker
         self._owns_client = docker is None
         self._helper_ready = False
         self._helper_lock = asyncio.Lock()
@@ -121,7 +128,7 @@ class DockerExecutor:
         self._sandboxes: dict[tuple[str, str], str] = {}  # (run, job) -> container id
 
     @classmethod
-    async def connect(cls, url: str | None = None) -> DockerExecutor:
+    async def connect(cls, url: str | None = None, worker: str = "") -> DockerExecutor:
         """An executor on the daemon at ``url`` (default: DOCKER_HOST, then the local
         socket); ``ExecutorUnavailable`` when it does not answer within a few seconds."""
         try:
@@ -137,7 +144,7 @@ class DockerExecutor:
             reason = (exc.message if isinstance(exc, DockerError)
                       else f"{docker.docker_host}: {exc or 'no answer'}")
             raise ExecutorUnavailable(f"cannot reach the Docker daemon: {reason}") from exc
-        executor = cls(docker)
+        executor = cls(docker, worker=worker)
         executor._owns_client = True
         return executor
 
@@ -158,16 +165,19 @@ class DockerExecutor:
                 if await _exists(self._docker.networks.get(network_name(run_id))):
                     return
                 await self._docker.volumes.create(  # type: ignore[no-untyped-call]
-                    {"Name": volume_name(run_id), "Labels": _labels(run_id)})
+                    {"Name": volume_name(run_id), "Labels": self._labels(run_id)})
                 if ctx.source_dir is not None:
                     await self._copy_in(run_id, Path(ctx.source_dir))
                 await _absent_ok(self._docker.networks.create({
                     "Name": network_name(run_id), "Driver": "bridge", "CheckDuplicate": True,
-                    "Labels": _labels(run_id),
+                    "Labels": self._labels(run_id),
                 }), also=(409,))
 
-    async def destroy_run(self, run_id: str) -> None:
+    async def destroy_run(self, run_id: str, worker: str | None = None) -> None:
         run_id = check_run_id(run_id)
+        if worker is not None:
+            await self._destroy_worker_part(run_id, worker)
+            return
         for key in [k for k in self._service_logs if k[0] == run_id]:
             await _cancel_all(self._service_logs.pop(key))
         for key in [k for k in self._sandboxes if k[0] == run_id]:
@@ -185,8 +195,28 @@ class DockerExecutor:
             await _absent_ok(self._docker.images.delete(built_image(run_id)), also=(409,))
         self._run_locks.pop(run_id, None)
 
-    async def leftover_runs(self) -> set[str]:
-        selector = {"label": [LABEL_RUN]}
+    async def _destroy_worker_part(self, run_id: str, worker: str) -> None:
+        """What ``worker`` created for the run: its containers, then the run's network and
+        workspace if it created them and no container uses them any more. On a Docker
+        host shared by several workers the next attempt of a job, run by another worker,
+        may be using them: they are left to that run's own ``destroy_run``, as is the
+        run's built image while any container of the run remains."""
+        selector = {"label": [f"{LABEL_RUN}={run_id}", f"{LABEL_WORKER}={worker}"]}
+        with _docker_errors(f"removing what worker {worker} left of run {run_id}"):
+            for container in await self._containers(selector):
+                await _absent_ok(container.delete(force=True, v=True), also=(409,))
+            for network in await self._docker.networks.list(filters=selector):
+                net = DockerNetwork(self._docker, network["Id"])  # type: ignore[no-untyped-call]
+                await _in_use_ok(net.delete(), f"network {network['Name']}")
+            for volume in await self._volumes(selector):
+                vol = DockerVolume(self._docker, volume["Name"])  # type: ignore[no-untyped-call]
+                await _in_use_ok(vol.delete(), f"volume {volume['Name']}")  # type: ignore[no-untyped-call]
+            if not await self._containers({"label": [f"{LABEL_RUN}={run_id}"]}):
+                await _absent_ok(self._docker.images.delete(built_image(run_id)), also=(409,))
+
+    async def leftover_runs(self, worker: str | None = None) -> set[str]:
+        selector = {"label": [LABEL_RUN] if worker is None
+                    else [LABEL_RUN, f"{LABEL_WORKER}={worker}"]}
         with _docker_errors("listing Cyclone's Docker resources"):
             labels = [c["Labels"] for c in await self._containers(selector)]
             labels += [n["Labels"] for n in await self._docker.networks.list(filters=selector)]
@@ -198,6 +228,11 @@ class DockerExecutor:
             await _cancel_all(self._service_logs.pop(key))
         if self._owns_client:
             await self._docker.close()
+
+    def _labels(self, run_id: str, **extra: str) -> dict[str, str]:
+        worker = {LABEL_WORKER: self._worker} if self._worker else {}
+        return {LABEL_MANAGED: "1", LABEL_RUN: run_id, **worker,
+                **{f"io.cyclone.{key}": value for key, value in extra.items()}}
 
     # -- services ---------------------------------------------------------------------
 
@@ -245,7 +280,7 @@ class DockerExecutor:
         config: dict[str, Any] = {
             "Image": built_image(run_id) if image == BUILT_IMAGE else image,
             "Entrypoint": ["/bin/sh", "-c", _SANDBOX_LOOP],
-            "Labels": _labels(run_id, job=job.name, role="sandbox"),
+            "Labels": self._labels(run_id, job=job.name, role="sandbox"),
             "HostConfig": {"NetworkMode": network_name(run_id), "LogConfig": {"Type": "none"}},
         }
         try:
@@ -267,7 +302,7 @@ class DockerExecutor:
         config: dict[str, Any] = {
             "Image": service.image,
             "Env": _env_list(service.env),
-            "Labels": _labels(run_id, job=job.name, role="service", service=service.name),
+            "Labels": self._labels(run_id, job=job.name, role="service", service=service.name),
             "HostConfig": {"Binds": [f"{volume_name(run_id)}:{WORKSPACE}"],
                            "NetworkMode": network, "LogConfig": _JSON_LOGS},
             "NetworkingConfig": {"EndpointsConfig": {network: {"Aliases": [service.name]}}},
@@ -313,7 +348,7 @@ class DockerExecutor:
             "Image": image,
             "Env": _env_list({**env, "CYCLONE_WORKSPACE": WORKSPACE}),
             "WorkingDir": WORKSPACE,
-            "Labels": _labels(run_id, job=job.name, step=step.name, role="step"),
+            "Labels": self._labels(run_id, job=job.name, step=step.name, role="step"),
             "HostConfig": {"Binds": [f"{volume_name(run_id)}:{WORKSPACE}"],
                            "NetworkMode": self._step_network(run_id, job.name),
                            "LogConfig": _JSON_LOGS},
@@ -385,7 +420,7 @@ class DockerExecutor:
         name = _container_name(run_id, "workspace")
         config: dict[str, Any] = {
             "Image": HELPER_IMAGE, "Cmd": ["/never-started"],
-            "Labels": _labels(run_id, role="helper"),
+            "Labels": self._labels(run_id, role="helper"),
             "HostConfig": {"Binds": [f"{volume_name(run_id)}:{WORKSPACE}"]},
         }
         try:
@@ -531,6 +566,17 @@ async def _absent_ok(operation: Awaitable[Any], also: tuple[int, ...] = ()) -> N
             raise
 
 
+async def _in_use_ok(operation: Awaitable[Any], what: str) -> None:
+    """A removal that may be refused because something still uses the object (a network
+    with endpoints: 403, a volume mounted by a container: 409): leave it, say so."""
+    try:
+        await _absent_ok(operation)
+    except DockerError as exc:
+        if exc.status not in (403, 409):
+            raise
+        log.info("left %s: still in use (%s)", what, exc.message)
+
+
 async def _exists(lookup: Awaitable[Any]) -> bool:
     try:
         await lookup
@@ -548,11 +594,6 @@ async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     for result in results:
         if isinstance(result, Exception):
             log.debug("log reader ended with %r", result)
-
-
-def _labels(run_id: str, **extra: str) -> dict[str, str]:
-    return {LABEL_MANAGED: "1", LABEL_RUN: run_id,
-            **{f"io.cyclone.{key}": value for key, value in extra.items()}}
 
 
 def _container_name(run_id: str, *parts: str) -> str:

@@ -111,8 +111,10 @@ class ShellExecutor:
             # also on cancel: the process group is gone before CancelledError goes on
             await finish_shielded(_terminate(proc))
 
-    async def destroy_run(self, run_id: str) -> None:
+    async def destroy_run(self, run_id: str, worker: str | None = None) -> None:
         check_run_id(run_id)
+        if worker is not None:
+            return  # nothing here is labelled with a worker (see leftover_runs)
         for proc in self._running.pop(run_id, set()):
             await _terminate(proc)
         self._warned_image.discard(run_id)
@@ -121,8 +123,10 @@ class ShellExecutor:
         if run_dir.exists():
             await asyncio.to_thread(_remove_tree, run_dir)
 
-    async def leftover_runs(self) -> set[str]:
-        if not self.root.is_dir():
+    async def leftover_runs(self, worker: str | None = None) -> set[str]:
+        """Run directories under the root. A worker's leftovers are not told apart (a
+        shell worker's root is its own home): asked for ``worker``'s, this says none."""
+        if worker is not None or not self.root.is_dir():
             return set()
         return {entry.name for entry in self.root.iterdir() if entry.is_dir()}
 
