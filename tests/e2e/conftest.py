@@ -17,6 +17,17 @@ from pathlib import Path
 import pytest
 
 from tests.docker_support import TEST_IMAGE
+from tests.e2e.cluster_support import (
+    etcd_server,
+    etcd_url,
+    infra,
+    kafka_broker,
+    kafka_url,
+    mongo_url,
+)
+
+# The cluster tests' fixtures (the infrastructure starts only for a test that asks).
+__all__ = ["etcd_server", "etcd_url", "infra", "kafka_broker", "kafka_url", "mongo_url"]
 
 RUN_ID = re.compile(r"^run ([0-9a-f]{20}):", re.MULTILINE)
 

@@ -17,18 +17,10 @@ import pytest
 from tests.docker_support import TEST_IMAGE, cyclone_leftovers
 from tests.e2e.cluster_support import (
     Cluster,
-    etcd_server,
-    etcd_url,
-    infra,
-    kafka_broker,
-    kafka_url,
-    mongo_url,
     start_cluster,
 )
 from tests.git_support import GitServer
 from tests.support import eventually
-
-__all__ = ["etcd_server", "etcd_url", "infra", "kafka_broker", "kafka_url", "mongo_url"]
 
 PIPELINE = f"""
 jobs:

@@ -14,18 +14,10 @@ import aiohttp
 
 from tests.docker_support import TEST_IMAGE
 from tests.e2e.cluster_support import (
-    etcd_server,
-    etcd_url,
-    infra,
-    kafka_broker,
-    kafka_url,
-    mongo_url,
     start_cluster,
 )
 from tests.git_support import GitServer
 from tests.support import eventually
-
-__all__ = ["etcd_server", "etcd_url", "infra", "kafka_broker", "kafka_url", "mongo_url"]
 
 RUNS = 5  # keys spread over the topic's partitions, so over both eventmanager replicas
 SLOW_STEP = f"""

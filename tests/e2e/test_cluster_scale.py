@@ -32,20 +32,12 @@ from tests.docker_support import TEST_IMAGE
 from tests.e2e.cluster_support import (
     Cluster,
     Service,
-    etcd_server,
-    etcd_url,
-    infra,
-    kafka_broker,
-    kafka_url,
-    mongo_url,
     start_cluster,
 )
 from tests.git_support import GitServer, unused_port
 from tests.infra.etcd import EtcdServer
 from tests.infra.kafka import KafkaBroker
 from tests.support import eventually
-
-__all__ = ["etcd_server", "etcd_url", "infra", "kafka_broker", "kafka_url", "mongo_url"]
 
 LINES = 10  # numbered lines per step
 LEASE_S = 3  # workers' lease TTL: a killed worker's jobs are queued again after this

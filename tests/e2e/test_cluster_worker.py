@@ -30,12 +30,6 @@ from shared.wire import decode_log_batch
 from tests.docker_support import TEST_IMAGE, cyclone_leftovers
 from tests.e2e.cluster_support import (
     Cluster,
-    etcd_server,
-    etcd_url,
-    infra,
-    kafka_broker,
-    kafka_url,
-    mongo_url,
     start_cluster,
 )
 from tests.git_support import GitServer
@@ -43,8 +37,7 @@ from tests.infra.etcd import EtcdServer, private_etcd
 from tests.infra.kafka import KafkaBroker, private_kafka
 from tests.support import eventually
 
-__all__ = ["etcd_server", "etcd_url", "infra", "kafka_broker", "kafka_url", "mongo_url",
-           "private_etcd", "private_kafka"]
+__all__ = ["private_etcd", "private_kafka"]
 
 ENDED = ("success", "failure", "errored", "cancelled")
 
