@@ -252,7 +252,7 @@ async def test_a_random_replica_killed_during_each_run(
         run_ids: list[str] = []
         killed: list[str] = []
         restarts: dict[str, asyncio.Task[None]] = {}  # replica -> its restart
-        for _ in range(8):
+        for _ in range(20):
             run_id = await client.trigger(project)
             run_ids.append(run_id)
             await eventually(lambda r=run_id: _has_running_job(client, r), timeout=60,
