@@ -2,7 +2,7 @@
 # and `make test` (set up, then run the whole test suite). Both are idempotent.
 VENV := .venv/bin
 
-.PHONY: up test setup setup-docker setup-infra lint bench clean
+.PHONY: up test setup setup-docker setup-infra lint bench bench-cluster clean
 
 setup:
 	@bash scripts/setup-python.sh
@@ -30,6 +30,9 @@ bench: setup setup-docker
 	$(VENV)/python bench/overhead.py
 	$(VENV)/python bench/logs.py
 	$(VENV)/python bench/store.py
+
+bench-cluster: setup setup-docker setup-infra
+	$(VENV)/python bench/cluster.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
