@@ -236,7 +236,7 @@ async def _logserver(parts: _Parts, settings: Settings) -> Started:
 
 
 async def _notifier(parts: _Parts, settings: Settings) -> Started:
-    return [Notifier(parts.bus).run()], _health_app(_ready(parts))
+    return [Notifier(parts.bus, parts.coord).run()], _health_app(_ready(parts))
 
 
 _STARTERS: dict[str, Callable[[_Parts, Settings], Awaitable[Started]]] = {

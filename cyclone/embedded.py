@@ -127,7 +127,7 @@ class Embedded:
         else:
             await relay.start_at(await store.last_position())
         for service in (relay.run, eventmanager.run, workermanager.run, runtime.logserver.run,
-                        Notifier(bus).run, runtime._follow_readmodel):
+                        Notifier(bus, coord).run, runtime._follow_readmodel):
             runtime._tasks.append(asyncio.create_task(service(), name=service.__qualname__))
         stack.push_async_callback(runtime._stop_tasks)
         await runtime._resume()

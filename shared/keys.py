@@ -3,6 +3,8 @@
     cyclone/workers/<worker id>        a live worker, bound to its lease
     cyclone/claims/<run id>/<job>      the worker that runs a job, bound to its lease
     cyclone/cancel/<run id>            present while a cancel of the run is in progress
+    cyclone/notified/<run id>/<outcome>  a run end some notifier replica has notified
+                                       (bound to a day-long lease)
     cyclone/slots/<project>/<n>        a run counting against the project's max_concurrent_runs
                                        (value: its run id; no lease: held until the run ends)
     cyclone/waiting/<project>/<run id> a run waiting for one of those slots (empty value; run
@@ -15,9 +17,23 @@ only its own keys.
 
 from __future__ import annotations
 
-__all__ = ["CANCEL_PREFIX", "CHECKOUT", "CLAIMS_PREFIX", "SLOTS_PREFIX", "WAITING_PREFIX",
-           "WORKERS_PREFIX", "cancel_key", "claim_key", "run_of_cancel_key", "slot_key",
-           "slots_prefix", "waiting_key", "waiting_prefix", "worker_key"]
+__all__ = [
+    "CANCEL_PREFIX",
+    "CHECKOUT",
+    "CLAIMS_PREFIX",
+    "SLOTS_PREFIX",
+    "WAITING_PREFIX",
+    "WORKERS_PREFIX",
+    "cancel_key",
+    "claim_key",
+    "notified_key",
+    "run_of_cancel_key",
+    "slot_key",
+    "slots_prefix",
+    "waiting_key",
+    "waiting_prefix",
+    "worker_key",
+]
 
 WORKERS_PREFIX = "cyclone/workers/"
 CLAIMS_PREFIX = "cyclone/claims/"
@@ -57,3 +73,7 @@ def waiting_prefix(project: str) -> str:
 
 def waiting_key(project: str, run_id: str) -> str:
     return f"{WAITING_PREFIX}{project}/{run_id}"
+
+
+def notified_key(run_id: str, outcome: str) -> str:
+    return f"cyclone/notified/{run_id}/{outcome}"
