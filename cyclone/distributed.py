@@ -53,7 +53,9 @@ __all__ = ["SERVICES", "Infra", "run_service"]
 log = logging.getLogger(__name__)
 
 SERVICES = ("api", "eventmanager", "workermanager", "logserver", "notifier")
-RELAY_POLL_S = 0.05  # appends happen in other processes: the relay polls the store
+# Appends happen in other processes, so the relay polls the store (three small queries);
+# each hop of a run through the relay costs up to this much latency.
+RELAY_POLL_S = 0.02
 LEADER_TTL_S = 5.0
 
 

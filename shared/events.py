@@ -25,6 +25,8 @@ __all__ = [
     "TERMINAL_RUN_EVENTS",
     "UPCASTERS",
     "CheckoutQueued",
+    "CommitStatusFailed",
+    "CommitStatusReported",
     "Event",
     "JobFinished",
     "JobQueued",
@@ -263,6 +265,40 @@ class RunErrored(Event):
     log_lines: int = 0  # lines logged on the way to the error (e.g. a failed checkout)
 
 
+# --- commit statuses reported to the forge (the notifier; in the run's stream) ----------
+# They tell what the forge was told; they change nothing about the run itself (the run
+# projection and the state machine pass over them).
+
+
+@_register
+@dataclass(frozen=True)
+class CommitStatusReported(Event):
+    """The forge accepted the commit status ``state`` (pending, success, failure or error,
+    as Cyclone says it; ``forge_state`` is the word the forge's API was sent)."""
+
+    TYPE: ClassVar[str] = "CommitStatusReported"
+    state: str
+    forge: str  # github, gitlab, gitea
+    sha: str
+    target_url: str
+    attempt: int  # the attempt that got through (1: the first)
+    forge_state: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class CommitStatusFailed(Event):
+    """The forge could not be told ``state``: it refused (a 4xx) or stayed unreachable
+    for every attempt. ``reason`` never holds the forge token."""
+
+    TYPE: ClassVar[str] = "CommitStatusFailed"
+    state: str
+    forge: str
+    sha: str
+    reason: str
+    attempts: int
+
+
 # --- projects and API tokens (streams "project-<name>" and "tokens") ----------------------
 
 
@@ -276,6 +312,9 @@ class ProjectRegistered(Event):
     pipeline_file: str = ".cyclone.yml"
     env: dict[str, str] = field(default_factory=dict)
     max_concurrent_runs: int = 0  # 0: no limit
+    # Where commit statuses go: {"kind", "api_url", "repo", "token"}; {} for none. The
+    # token is a secret: projections keep it out of every API answer and log.
+    forge: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @_register

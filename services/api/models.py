@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-__all__ = ["ProjectCreate", "ProjectPatch", "RunCreate", "TokenCreate", "check_ref"]
+from shared.projections.projects import FORGE_API_URLS
+
+__all__ = ["ForgePatch", "ForgeSettingsBody", "ProjectCreate", "ProjectPatch", "RunCreate",
+           "TokenCreate", "check_ref"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SHA = re.compile(r"^[0-9a-f]{7,40}$")
+_SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+_OWNER_NAME = re.compile(rf"^{_SEGMENT}/{_SEGMENT}$")  # GitHub, Gitea: owner/name
+_GITLAB_PROJECT = re.compile(rf"^([0-9]+|{_SEGMENT}(/{_SEGMENT})+)$")  # id or group/.../name
 
 
 def check_ref(ref: str) -> str:
@@ -36,6 +43,58 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+ForgeKind = Literal["github", "gitlab", "gitea"]
+_TokenText = Annotated[str, Field(min_length=1, max_length=4000)]
+
+
+class _ForgeFields(_Body):
+    """Where the project's commit statuses go. ``api_url`` defaults to the hosted
+    service's API (GitHub, GitLab); a Gitea or Forgejo needs its own
+    (``https://gitea.example/api/v1``). ``repo`` is ``owner/name``; on GitLab also a
+    numeric project id or ``group/subgroup/name``."""
+
+    kind: ForgeKind
+    api_url: Annotated[str | None, Field(validate_default=True, max_length=2000)] = None
+    repo: Annotated[str, Field(min_length=1, max_length=500)]
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("kind")
+        if value is None:
+            if kind == "gitea":
+                raise ValueError("required for a gitea forge (e.g. https://gitea.example/api/v1)")
+            return FORGE_API_URLS.get(str(kind))
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            # The token goes in a header; a URL is logged and shown, so it holds no secret.
+            raise ValueError("no user, password, query or fragment in the URL")
+        return value.rstrip("/")
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("kind") == "gitlab":
+            if not _GITLAB_PROJECT.match(value):
+                raise ValueError(f"expected a project id or group/name, got {value!r}")
+        elif not _OWNER_NAME.match(value):
+            raise ValueError(f"expected owner/name, got {value!r}")
+        return value
+
+
+class ForgeSettingsBody(_ForgeFields):
+    token: Annotated[_TokenText, Field(repr=False)]
+
+
+class ForgePatch(_ForgeFields):
+    """The whole forge block again; ``token`` may be left out to keep the stored one,
+    as long as ``kind`` and ``api_url`` stay the same (a token is never sent elsewhere)."""
+
+    token: Annotated[_TokenText | None, Field(repr=False)] = None
+
+
 class ProjectCreate(_Body):
     name: Annotated[str, Field(pattern=_NAME)]
     repo: Annotated[str, Field(min_length=1, max_length=2000)]
@@ -43,6 +102,7 @@ class ProjectCreate(_Body):
     pipeline_file: Annotated[str, Field(min_length=1, max_length=500)] = ".cyclone.yml"
     env: dict[str, str] = {}
     max_concurrent_runs: Annotated[int, Field(ge=0)] = 0
+    forge: ForgeSettingsBody | None = None
 
     _branch = field_validator("default_branch")(check_ref)
     _env = field_validator("env")(_check_env)
@@ -54,6 +114,7 @@ class ProjectPatch(_Body):
     pipeline_file: Annotated[str, Field(min_length=1, max_length=500)] | None = None
     env: dict[str, str] | None = None
     max_concurrent_runs: Annotated[int, Field(ge=0)] | None = None
+    forge: ForgePatch | None = None  # null: no forge any more
 
     @field_validator("default_branch")
     @classmethod

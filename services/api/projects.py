@@ -1,12 +1,18 @@
-"""Projects: a stream per project (``project-<name>``), folded into ``ProjectView``."""
+"""Projects: a stream per project (``project-<name>``), folded into ``ProjectView``.
+
+A project's forge token is stored in its events (the notifier needs it) but never
+answered: ``ProjectView.to_json`` shows ``token_set`` instead.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
 from services.api.context import CONTEXT, ApiContext
 from services.api.errors import ApiError
-from services.api.models import ProjectCreate, ProjectPatch
+from services.api.models import ForgePatch, ProjectCreate, ProjectPatch
 from shared import events as ev
 from shared.errors import ConcurrencyConflict
 from shared.events import NewEvent
@@ -41,7 +47,9 @@ async def _create(request: web.Request) -> web.Response:
     existing = fold_project(await ctx.store.read(project_stream(body.name)))
     if existing is not None and not existing.deleted:
         raise ApiError(409, f"project {body.name!r} already exists")
-    await _append(ctx.store, body.name, ev.ProjectRegistered(**body.model_dump()),
+    fields = body.model_dump(exclude={"forge"})
+    forge = body.forge.model_dump() if body.forge else {}
+    await _append(ctx.store, body.name, ev.ProjectRegistered(**fields, forge=forge),
                   existing.last_seq if existing else 0)
     return web.json_response((await require_project(ctx.store, body.name)).to_json(),
                              status=201)
@@ -62,10 +70,28 @@ async def _show(request: web.Request) -> web.Response:
 async def _update(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     view = await require_project(ctx.store, request.match_info["name"])
-    changes = ProjectPatch.model_validate(await request.json()).model_dump(exclude_none=True)
+    body = ProjectPatch.model_validate(await request.json())
+    changes = body.model_dump(exclude_none=True, exclude={"forge"})
+    if "forge" in body.model_fields_set:
+        changes["forge"] = _forge_change(view, body.forge)
     if changes:
         await _append(ctx.store, view.name, ev.ProjectUpdated(changes=changes), view.last_seq)
     return web.json_response((await require_project(ctx.store, view.name)).to_json())
+
+
+def _forge_change(view: ProjectView, patch: ForgePatch | None) -> dict[str, Any]:
+    """The forge block to record: ``{}`` removes it; a block without a token keeps the
+    stored one, unless it would then be sent to another forge."""
+    if patch is None:
+        return {}
+    forge = patch.model_dump()
+    if patch.token is None:
+        old = view.forge
+        if old is None or (old.kind, old.api_url) != (patch.kind, patch.api_url):
+            raise ApiError(400, "forge.token: required (the project has no token for this "
+                                "forge yet)", "invalid_body")
+        forge["token"] = old.token
+    return forge
 
 
 async def _delete(request: web.Request) -> web.Response:

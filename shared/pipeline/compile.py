@@ -16,6 +16,9 @@ and otherwise compiles. It never raises anything else, whatever the text.
   images. Needing a matrix job means needing all its expansions.
 * ``Plan.jobs`` is topologically ordered by ``needs``, file order among jobs
   that are free to go (stable).
+* ``on:`` -> ``Plan.triggers`` (``triggers_of``): no ``on:`` is the default
+  ``Triggers()``; otherwise only the listed events trigger. ``X-ignore`` lists are
+  kept under their own key (``Filter.key``), cron lines stripped and deduplicated.
 """
 
 from __future__ import annotations
@@ -31,10 +34,18 @@ from shared.pipeline import caicloud
 from shared.pipeline.diagnostics import Diagnostic
 from shared.pipeline.lint import MATRIX_REF, CheckedCyclone, check_cyclone, detect_format
 from shared.pipeline.plan import JobSpec, Plan, ServiceSpec, StepSpec, When
-from shared.pipeline.schema import JobModel, StepModel, WhenModel
+from shared.pipeline.schema import (
+    JobModel,
+    OnModel,
+    PullRequestModel,
+    PushModel,
+    StepModel,
+    WhenModel,
+)
+from shared.pipeline.triggers import Filter, PullRequestTrigger, PushTrigger, Triggers
 
 __all__ = ["LoadResult", "combinations", "compile_cyclone", "job_name", "load",
-           "matrix_env_key"]
+           "matrix_env_key", "triggers_of"]
 
 _STATUS_ORDER = ("success", "failure")
 
@@ -86,7 +97,45 @@ def compile_cyclone(checked: CheckedCyclone, file: str) -> Plan:
         needs = tuple(n for need in dict.fromkeys(job.needs) for n in names[need])
         for combo in expansions[name]:
             jobs.append(_job(job_name(name, combo), job, combo, needs, checked.env))
-    return Plan(source_file=file, jobs=tuple(_topological(jobs)))
+    return Plan(source_file=file, jobs=tuple(_topological(jobs)),
+                triggers=triggers_of(checked.on))
+
+
+def triggers_of(on: OnModel | None) -> Triggers:
+    """The compiled ``on:`` (None: the file has none, everything but schedules triggers)."""
+    if on is None:
+        return Triggers()
+    return Triggers(
+        push=_push_trigger(on.push) if on.push is not None else None,
+        pull_request=_pr_trigger(on.pull_request) if on.pull_request is not None else None,
+        schedule=tuple(dict.fromkeys(item.cron for item in on.schedule)),
+        manual=on.manual,
+    )
+
+
+def _push_trigger(push: PushModel) -> PushTrigger:
+    return PushTrigger(
+        branches=_filter("branches", push.branches, push.branches_ignore),
+        tags=_filter("tags", push.tags, push.tags_ignore),
+        paths=_filter("paths", push.paths, push.paths_ignore),
+    )
+
+
+def _pr_trigger(pr: PullRequestModel) -> PullRequestTrigger:
+    return PullRequestTrigger(
+        branches=_filter("branches", pr.branches, pr.branches_ignore),
+        paths=_filter("paths", pr.paths, pr.paths_ignore),
+        types=tuple(dict.fromkeys(pr.types or ())),
+    )
+
+
+def _filter(key: str, patterns: list[str] | None, ignored: list[str] | None) -> Filter | None:
+    """Lint refuses a block with both; whichever is given becomes the filter."""
+    if patterns is not None:
+        return Filter(key, tuple(patterns))
+    if ignored is not None:
+        return Filter(f"{key}-ignore", tuple(ignored))
+    return None
 
 
 def _job(name: str, job: JobModel, combo: dict[str, str], needs: tuple[str, ...],

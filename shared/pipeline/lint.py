@@ -2,9 +2,10 @@
 
 ``lint(text, file)`` never raises for bad input. For ``.cyclone.yml`` it runs, in
 order: YAML parsing (``loader``), structural checks (``schema``, one job at a time
-so that every job's problems are reported), then the semantic checks below (job
-and step names, images, needs, cycles, matrix references). ``caicloud.yml`` files
-are checked by ``caicloud.check_caicloud``.
+so that every job's problems are reported, and ``on:`` once its shorthands are
+expanded), then the semantic checks below (job and step names, images, needs,
+cycles, matrix references, trigger filters). ``caicloud.yml`` files are checked by
+``caicloud.check_caicloud``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from typing import Any, Literal
 from shared.pipeline import caicloud
 from shared.pipeline.diagnostics import Diagnostic
 from shared.pipeline.loader import Path, Reporter, ordered, parse
-from shared.pipeline.schema import CycloneFile, JobModel, did_you_mean, validate
+from shared.pipeline.schema import (
+    ON_EVENTS,
+    CycloneFile,
+    JobModel,
+    OnModel,
+    did_you_mean,
+    kind,
+    validate,
+)
 
 __all__ = [
     "JOBS_LIMIT",
@@ -47,6 +56,7 @@ class CheckedCyclone:
 
     env: dict[str, str]
     jobs: dict[str, JobModel]  # in file order
+    on: OnModel | None = None  # None: the file has no ``on:`` (everything triggers)
 
 
 def lint(text: str, file: str) -> list[Diagnostic]:
@@ -84,6 +94,7 @@ def check_cyclone(text: str, file: str) -> tuple[CheckedCyclone | None, list[Dia
         data = {k: v for k, v in data.items() if not k.startswith("x-")}
     top, problems = validate(CycloneFile, data, (), document, file)
     report.diagnostics.extend(problems)
+    on = _check_on(report, data["on"]) if isinstance(data, dict) and "on" in data else None
     found = data.get("jobs") if isinstance(data, dict) else None
     raw_jobs: dict[str, Any] = found if isinstance(found, dict) else {}
     jobs: dict[str, JobModel] = {}
@@ -108,7 +119,7 @@ def check_cyclone(text: str, file: str) -> tuple[CheckedCyclone | None, list[Dia
     diagnostics = ordered(report.diagnostics)
     if top is None or any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
-    return CheckedCyclone(dict(top.env or {}), jobs), diagnostics
+    return CheckedCyclone(dict(top.env or {}), jobs, on), diagnostics
 
 
 def _check_names(report: Reporter, names: list[str]) -> None:
@@ -265,3 +276,93 @@ def _cycles(names: list[str], needs: dict[str, list[str]]) -> list[list[str]]:
                 state[child] = 1
                 stack.append((child, iter(edges[child])))
     return list(found.values())
+
+
+# --- on: -------------------------------------------------------------------------------------
+
+_FILTERS = {"push": ("branches", "tags", "paths"), "pull_request": ("branches", "paths")}
+_NOUNS = {"branches": "branch", "tags": "tag", "paths": "path"}
+
+
+def _check_on(report: Reporter, raw: object) -> OnModel | None:
+    """Validate ``on:`` (an event name, a list of them, or a mapping) and check its
+    filters; the model comes back when there is no error in it."""
+    if isinstance(raw, str | list):
+        expanded = _on_shorthand(report, raw if isinstance(raw, list) else [raw],
+                                 single=isinstance(raw, str))
+        if expanded is None:
+            return None
+        raw = expanded
+    elif not isinstance(raw, dict):
+        report.error(("on",), f"expected an event name, a list of them or a mapping, got "
+                     f"{kind(raw)}")
+        return None
+    elif not raw:
+        report.error(("on",), "lists no event (remove 'on' to trigger on every event)")
+        return None
+    on, problems = validate(OnModel, raw, ("on",), report.document, report.file)
+    report.diagnostics.extend(problems)
+    for block, bases in _FILTERS.items():
+        written = raw.get(block)
+        if not isinstance(written, dict):
+            continue
+        for base in bases:
+            if base in written and f"{base}-ignore" in written:
+                report.error(("on", block, f"{base}-ignore"),
+                             f"use either '{base}' or '{base}-ignore', not both (put '!' "
+                             f"patterns in '{base}' instead)", at_key=True)
+            for key in (base, f"{base}-ignore"):
+                _check_patterns(report, ("on", block, key), written.get(key), base)
+    if on is not None and not (on.push or on.pull_request or on.schedule or on.manual):
+        report.warning(("on",), "no event triggers this pipeline")
+    return on
+
+
+def _on_shorthand(report: Reporter, names: list[object], single: bool,
+                  ) -> dict[str, None] | None:
+    """``on: push`` / ``on: [push, pull_request]`` -> ``{push: null, ...}``; None on error."""
+    if not names:
+        report.error(("on",), "lists no event (remove 'on' to trigger on every event)")
+        return None
+    out: dict[str, None] = {}
+    failed = False
+    for i, name in enumerate(names):
+        path: Path = ("on",) if single else ("on", i)
+        problem = _event_name_problem(name)
+        if problem:
+            report.error(path, problem)
+            failed = True
+        elif isinstance(name, str):
+            if name in out:
+                report.warning(path, f"event '{name}' is listed twice")
+            out[name] = None
+    return None if failed else out
+
+
+def _event_name_problem(name: object) -> str | None:
+    if not isinstance(name, str):
+        return f"expected an event name, got {kind(name)}"
+    if name == "schedule":
+        return "schedule needs cron lines: write 'on: {schedule: [{cron: \"0 3 * * *\"}]}'"
+    if name not in ON_EVENTS:
+        return (f"unknown event '{name}'{did_you_mean(name, ON_EVENTS)} (expected one of: "
+                f"{', '.join(ON_EVENTS)})")
+    return None
+
+
+def _check_patterns(report: Reporter, path: Path, value: object, base: str) -> None:
+    """Warnings for pattern lists that are valid but cannot mean what was written."""
+    patterns = value if isinstance(value, list) else [value] if isinstance(value, str) else None
+    if patterns == []:
+        report.warning(path, f"an empty list matches no {_NOUNS[base]}")
+    for i, pattern in enumerate(patterns or []):
+        if not isinstance(pattern, str):
+            continue
+        where: Path = (*path, i) if isinstance(value, list) else path
+        body = pattern.removeprefix("!")
+        if base in ("branches", "tags") and body.startswith("refs/"):
+            report.warning(where, f"{base} are matched by name: '{pattern}' never matches "
+                           f"(write '{body.split('/', 2)[-1]}')")
+        elif base == "paths" and body.startswith(("/", "./")):
+            report.warning(where, f"paths are matched from the repository root without a "
+                           f"leading '/' or './': '{pattern}' never matches")

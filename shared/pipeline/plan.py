@@ -1,7 +1,8 @@
 """The compiled pipeline: what the event manager schedules and the executors run.
 
 Plain frozen dataclasses, JSON round-trippable (``Plan.to_data`` / ``Plan.from_data``)
-because a run's plan is recorded in its ``RunPlanned`` event.
+because a run's plan is recorded in its ``RunPlanned`` event. The plan also carries the
+file's trigger rules (``shared.pipeline.triggers.Triggers``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
+
+from shared.pipeline.triggers import Triggers
 
 __all__ = ["BuildSpec", "JobSpec", "Plan", "ServiceSpec", "StepSpec", "When"]
 
@@ -92,6 +95,8 @@ class JobSpec:
 class Plan:
     source_file: str
     jobs: tuple[JobSpec, ...]  # in a topological order of ``needs``
+    # the file's ``on:``; a plan recorded before triggers existed reads as the default
+    triggers: Triggers = field(default_factory=Triggers)
 
     def job(self, name: str) -> JobSpec:
         for job in self.jobs:
@@ -104,7 +109,8 @@ class Plan:
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Plan:
-        return cls(source_file=data["source_file"], jobs=tuple(_job(j) for j in data["jobs"]))
+        return cls(source_file=data["source_file"], jobs=tuple(_job(j) for j in data["jobs"]),
+                   triggers=Triggers.from_data(data.get("triggers")))
 
 
 def _when(d: dict[str, Any]) -> When:

@@ -32,12 +32,16 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from shared.cron import CronError
+from shared.cron import parse as parse_cron
 from shared.pipeline.diagnostics import Diagnostic
 from shared.pipeline.duration import parse_duration
 from shared.pipeline.loader import Document, Path, format_path
+from shared.pipeline.triggers import PR_ACTIONS, glob_error
 
 __all__ = [
     "EVENTS",
+    "ON_EVENTS",
     "STATUSES",
     "CaiBuild",
     "CaiDeploy",
@@ -47,6 +51,10 @@ __all__ = [
     "CycloneFile",
     "JobModel",
     "NamedServiceModel",
+    "OnModel",
+    "PullRequestModel",
+    "PushModel",
+    "ScheduleModel",
     "ServiceModel",
     "StepModel",
     "WhenModel",
@@ -57,6 +65,7 @@ __all__ = [
 
 EVENTS = ("push", "tag", "pull_request", "manual", "cli", "schedule")
 STATUSES = ("success", "failure", "always")
+ON_EVENTS = ("push", "pull_request", "schedule", "manual")  # the keys of ``on:``
 MAP_TAG, LIST_TAG = "<mapping>", "<list>"  # union member tags; stripped from error locs
 
 
@@ -138,6 +147,45 @@ def _env_item(value: str) -> str:
     return value
 
 
+def _glob(value: str) -> str:
+    problem = glob_error(value)
+    if problem:
+        raise PydanticCustomError("glob", "bad pattern '{value}': {problem}",
+                                  {"value": value, "problem": problem})
+    return value
+
+
+def _cron(value: str) -> str:
+    try:
+        parse_cron(value)
+    except CronError as exc:
+        raise PydanticCustomError("cron", "invalid cron line '{line}': {why}",
+                                  {"line": value, "why": str(exc)}) from exc
+    return value.strip()
+
+
+def _cron_item(value: Any) -> Any:
+    return {"cron": value} if isinstance(value, str) else value
+
+
+def _schedules(value: Any) -> Any:
+    return [] if value is None else _as_list(value)
+
+
+def _on_block(value: Any) -> Any:
+    """``push:`` / ``push: true`` -> no filters; ``push: false`` -> not listed."""
+    if value is None or value is True:
+        return {}
+    if value is False or isinstance(value, dict):
+        return None if value is False else value
+    raise PydanticCustomError("on_block", "expected a mapping, true or false, got {kind}",
+                              {"kind": kind(value)})
+
+
+def _manual(value: Any) -> Any:
+    return True if value is None else value  # "manual:" with nothing after it
+
+
 def _map_or_list(value: Any) -> str | None:
     return MAP_TAG if isinstance(value, dict) else LIST_TAG if isinstance(value, list) else None
 
@@ -152,6 +200,8 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 Event = Annotated[str, _choice(EVENTS, "event")]
 Status = Annotated[str, _choice(STATUSES, "status")]
 EnvItems = list[Annotated[str, AfterValidator(_env_item)]]
+Patterns = Annotated[list[Annotated[str, AfterValidator(_glob)]], BeforeValidator(_as_list)]
+PrAction = Annotated[str, _choice(PR_ACTIONS, "pull request action")]
 MAP_OR_LIST = Discriminator(_map_or_list, custom_error_type="map_or_list",
                             custom_error_message="expected a mapping or a list")
 
@@ -209,10 +259,44 @@ class JobModel(_Model):
     steps: Annotated[list[StepModel], Field(min_length=1)]
 
 
+class PushModel(_Model):
+    branches: Patterns | None = None
+    branches_ignore: Patterns | None = Field(default=None, alias="branches-ignore")
+    tags: Patterns | None = None
+    tags_ignore: Patterns | None = Field(default=None, alias="tags-ignore")
+    paths: Patterns | None = None
+    paths_ignore: Patterns | None = Field(default=None, alias="paths-ignore")
+
+
+class PullRequestModel(_Model):
+    branches: Patterns | None = None  # the target (base) branch
+    branches_ignore: Patterns | None = Field(default=None, alias="branches-ignore")
+    paths: Patterns | None = None
+    paths_ignore: Patterns | None = Field(default=None, alias="paths-ignore")
+    types: Annotated[list[PrAction], BeforeValidator(_as_list)] | None = None
+
+
+class ScheduleModel(_Model):
+    cron: Annotated[str, AfterValidator(_cron)]
+
+
+class OnModel(_Model):
+    """``on:`` in its mapping form (the linter expands ``on: push`` and ``on: [a, b]``).
+    A block that is absent or ``false`` is None: that event does not trigger."""
+
+    push: Annotated[PushModel | None, BeforeValidator(_on_block)] = None
+    pull_request: Annotated[PullRequestModel | None, BeforeValidator(_on_block)] = None
+    schedule: Annotated[list[Annotated[ScheduleModel, BeforeValidator(_cron_item)]],
+                        BeforeValidator(_schedules), Field(min_length=1)] = []
+    manual: Annotated[bool, BeforeValidator(_manual)] = False
+
+
 class CycloneFile(_Model):
-    """The top level; jobs are validated one by one (``JobModel``) to report them all."""
+    """The top level; jobs are validated one by one (``JobModel``) to report them all, and
+    ``on`` by the linter (``OnModel``), which first expands its shorthands."""
 
     env: EnvMap | None = None
+    on: Any = None
     jobs: Annotated[dict[str, Any], Field(min_length=1)]
 
 
@@ -356,7 +440,7 @@ def _keys_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
         if tp is None:
             return []
     tp = _strip(tp)
-    return list(tp.model_fields) if _is_model(tp) else []
+    return [f.alias or name for name, f in tp.model_fields.items()] if _is_model(tp) else []
 
 
 def _is_model(tp: Any) -> bool:
@@ -380,7 +464,8 @@ def _strip(tp: Any) -> Any:
 def _child(tp: Any, part: str | int) -> Any:
     tp = _strip(tp)
     if _is_model(tp):
-        field = tp.model_fields.get(part) if isinstance(part, str) else None
+        fields = {f.alias or name: f for name, f in tp.model_fields.items()}
+        field = fields.get(part) if isinstance(part, str) else None
         return field.annotation if field else None
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):  # a tagged union: pick the member by its tag

@@ -11,8 +11,11 @@ from shared import events as ev
 from shared.events import RecordedEvent, decode
 
 __all__ = [
+    "FORGE_API_URLS",
+    "FORGE_KINDS",
     "PROJECT_FIELDS",
     "TOKENS_STREAM",
+    "ForgeSettings",
     "ProjectView",
     "TokenView",
     "fold_project",
@@ -21,11 +24,45 @@ __all__ = [
 ]
 
 TOKENS_STREAM = "tokens"
-PROJECT_FIELDS = ("repo", "default_branch", "pipeline_file", "env", "max_concurrent_runs")
+PROJECT_FIELDS = ("repo", "default_branch", "pipeline_file", "env", "max_concurrent_runs",
+                  "forge")
+FORGE_KINDS = ("github", "gitlab", "gitea")
+# The API root of each forge's hosted service; a Gitea/Forgejo is always self-hosted.
+FORGE_API_URLS = {"github": "https://api.github.com", "gitlab": "https://gitlab.com/api/v4"}
 
 
 def project_stream(name: str) -> str:
     return f"project-{name}"
+
+
+@dataclass(frozen=True)
+class ForgeSettings:
+    """Where the project's commit statuses go. ``token`` is a secret: it is kept out of
+    ``repr`` and of ``to_json`` (what the API shows), and only ``to_data`` (what the
+    project's events store) has it."""
+
+    kind: str  # github, gitlab, gitea
+    api_url: str  # e.g. https://api.github.com, https://gitlab.example/api/v4
+    repo: str  # owner/name; on GitLab also a numeric project id
+    token: str = field(repr=False)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> ForgeSettings | None:
+        """The settings an event recorded; ``None`` for none (``{}``)."""
+        if not data:
+            return None
+        kind = str(data.get("kind", ""))
+        api_url = str(data.get("api_url") or FORGE_API_URLS.get(kind, ""))
+        return cls(kind=kind, api_url=api_url, repo=str(data.get("repo", "")),
+                   token=str(data.get("token", "")))
+
+    def to_data(self) -> dict[str, str]:
+        return {"kind": self.kind, "api_url": self.api_url, "repo": self.repo,
+                "token": self.token}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "api_url": self.api_url, "repo": self.repo,
+                "token_set": bool(self.token)}
 
 
 @dataclass(frozen=True)
@@ -36,15 +73,18 @@ class ProjectView:
     pipeline_file: str = ".cyclone.yml"
     env: dict[str, str] = field(default_factory=dict)
     max_concurrent_runs: int = 0
+    forge: ForgeSettings | None = None
     created_at: str = ""
     updated_at: str = ""
     deleted: bool = False
     last_seq: int = 0
 
     def to_json(self) -> dict[str, Any]:
+        """What the API shows: never the forge token (only whether one is set)."""
         data = dataclasses.asdict(self)
         for internal in ("deleted", "last_seq"):
             data.pop(internal)
+        data["forge"] = self.forge.to_json() if self.forge else None
         return data
 
 
@@ -58,9 +98,12 @@ def fold_project(events: Iterable[RecordedEvent]) -> ProjectView | None:
                                default_branch=event.default_branch,
                                pipeline_file=event.pipeline_file, env=dict(event.env),
                                max_concurrent_runs=event.max_concurrent_runs,
+                               forge=ForgeSettings.from_data(event.forge),
                                created_at=recorded.ts, updated_at=recorded.ts)
         elif isinstance(event, ev.ProjectUpdated) and view is not None:
             known = {k: v for k, v in event.changes.items() if k in PROJECT_FIELDS}
+            if "forge" in known:  # the whole block, or {} for "no forge any more"
+                known["forge"] = ForgeSettings.from_data(dict(known["forge"] or {}))
             view = replace(view, updated_at=recorded.ts, **known)
         elif isinstance(event, ev.ProjectDeleted) and view is not None:
             view = replace(view, deleted=True, updated_at=recorded.ts)
