@@ -33,6 +33,7 @@ from services.api.readmodel import RunsReadModel
 from services.eventmanager.service import EventManager
 from services.logserver.http import log_routes
 from services.logserver.service import LogServer
+from services.notifier.forge_status import CommitStatusReporter
 from services.notifier.service import Notifier
 from services.workermanager.executors import open_executor
 from services.workermanager.service import WorkerManager
@@ -191,15 +192,6 @@ async def _eventmanager(parts: _Parts, settings: Settings) -> Started:
 
 
 async def _workermanager(parts: _Parts, settings: Settings) -> Started:
-    # CYCLONE_WORKER_DRAIN_S: at SIGTERM, how long running jobs may go on before they
-    # are handed back to the other workers (default 10 s, Docker's stop grace period).
-    raw_drain = os.environ.get("CYCLONE_WORKER_DRAIN_S", "10")
-    try:
-        drain_s = float(raw_drain)
-    except ValueError:
-        drain_s = -1.0
-    if not drain_s >= 0:  # also NaN
-        raise ConfigError(f"CYCLONE_WORKER_DRAIN_S={raw_drain!r}: expected seconds (>= 0)")
     # What the executor creates is labelled with this worker, so that its next
     # incarnation finds what a crash left. The id alone may be taken by a worker of
     # another cluster on the same Docker host: its home makes the label this worker's.
@@ -222,7 +214,7 @@ async def _workermanager(parts: _Parts, settings: Settings) -> Started:
             # Stopping (run_service cancels us after SIGTERM): hand in-flight work back
             # while run()'s lease keep-alive and cancel watch still serve it.
             if not running.done():
-                await worker.drain(drain_s)
+                await worker.drain(settings.worker_drain_s)
             raise
         finally:
             await _cancel([running])
@@ -238,7 +230,16 @@ async def _logserver(parts: _Parts, settings: Settings) -> Started:
 
 
 async def _notifier(parts: _Parts, settings: Settings) -> Started:
-    return [Notifier(parts.bus, parts.coord).run()], _health_app(_ready(parts))
+    reporter = CommitStatusReporter(parts.store, settings.public_url)
+
+    async def report_statuses() -> None:
+        try:
+            await reporter.run(parts.bus)
+        finally:
+            await reporter.close()
+
+    return ([Notifier(parts.bus, parts.coord).run(), report_statuses()],
+            _health_app(_ready(parts)))
 
 
 _STARTERS: dict[str, Callable[[_Parts, Settings], Awaitable[Started]]] = {

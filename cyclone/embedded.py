@@ -22,6 +22,7 @@ from cyclone.ownership import RunOwnership
 from services.api.readmodel import RunsReadModel
 from services.eventmanager.service import EventManager, abandon_run
 from services.logserver.service import LogServer
+from services.notifier.forge_status import CommitStatusReporter
 from services.notifier.service import Notifier
 from services.workermanager.executors import open_executor
 from services.workermanager.service import WorkerManager
@@ -114,6 +115,8 @@ class Embedded:
                                       settings.worker_capacity, git_cache=settings.git_cache_dir,
                                       exports=settings.exports_dir)
         stack.push_async_callback(workermanager.close)
+        reporter = CommitStatusReporter(store, settings.public_url)
+        stack.push_async_callback(reporter.close)  # after the tasks stop, before the store
         runtime = cls(settings=settings, store=store, bus=bus, coord=coord, logs=logs,
                       executor=executor, ownership=ownership, relay=relay,
                       eventmanager=eventmanager, workermanager=workermanager,
@@ -126,6 +129,9 @@ class Embedded:
             runtime.readmodel = await RunsReadModel.rebuild(store)
         else:
             await relay.start_at(await store.last_position())
+        if own_all:  # joins before the relay publishes: a late group could miss messages
+            runtime._tasks.append(asyncio.create_task(reporter.run(bus),
+                                                      name="CommitStatusReporter.run"))
         for service in (relay.run, eventmanager.run, workermanager.run, runtime.logserver.run,
                         Notifier(bus, coord).run, runtime._follow_readmodel):
             runtime._tasks.append(asyncio.create_task(service(), name=service.__qualname__))

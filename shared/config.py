@@ -29,10 +29,13 @@ class Settings:
     worker_id: str  # CYCLONE_WORKER_ID: defaults to host name and pid
     listen: tuple[str, int]  # CYCLONE_LISTEN: host:port of `cyclone up`'s HTTP server
     public_read: bool  # CYCLONE_PUBLIC_READ: reads need no token
+    public_url: str  # CYCLONE_PUBLIC_URL: how users reach the API (links sent to forges)
+    worker_drain_s: float  # CYCLONE_WORKER_DRAIN_S: at SIGTERM, running jobs' time to finish
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        listen = _host_port(env, "CYCLONE_LISTEN", ("127.0.0.1", 8080))
         return cls(
             home=Path(env.get("CYCLONE_HOME") or Path.home() / ".cyclone").expanduser(),
             executor=_choice(env, "CYCLONE_EXECUTOR", "auto", ("auto", "docker", "shell")),
@@ -43,8 +46,10 @@ class Settings:
                               ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),
             log_format=_choice(env, "CYCLONE_LOG_FORMAT", "json", ("json", "text")),
             worker_id=env.get("CYCLONE_WORKER_ID") or f"{os.uname().nodename}-{os.getpid()}",
-            listen=_host_port(env, "CYCLONE_LISTEN", ("127.0.0.1", 8080)),
+            listen=listen,
             public_read=_flag(env, "CYCLONE_PUBLIC_READ"),
+            public_url=_url(env, "CYCLONE_PUBLIC_URL", f"http://{listen[0]}:{listen[1]}"),
+            worker_drain_s=_seconds(env, "CYCLONE_WORKER_DRAIN_S", 10.0),
         )
 
     @property
@@ -83,6 +88,26 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise ConfigError(f"{name}={raw!r}: expected a number >= 1")
     return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise ConfigError(f"{name}={raw!r}: expected seconds (>= 0)")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name) or default
+    if not raw.startswith(("http://", "https://")) or len(raw.split("://", 1)[1]) == 0:
+        raise ConfigError(f"{name}={raw!r}: expected an http:// or https:// URL")
+    return raw.rstrip("/")
 
 
 def _host_port(env: Mapping[str, str], name: str, default: tuple[str, int]) -> tuple[str, int]:
