@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from services.api.models import ProjectCreate, ProjectPatch, RunCreate, TokenCreate
 
 __all__ = ["openapi_document"]
@@ -43,8 +45,16 @@ def _query(name: str, kind: str = "string") -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": {"type": kind}}
 
 
+def _body(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
+    """The model's JSON schema, its nested models moved to ``components.schemas``."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(schema.pop("$defs", {}))
+    return schema
+
+
 def openapi_document() -> dict[str, Any]:
     project, run, token = [_path("name")], [_path("id")], [_path("id")]
+    schemas: dict[str, Any] = {"Error": _ERROR}
     logs_query = [_path("id"), _query("follow"), _query("from", "integer")]
     return {
         "openapi": "3.1.0",
@@ -52,7 +62,7 @@ def openapi_document() -> dict[str, Any]:
                  "description": "Container-native, event-sourced CI/CD. Authenticate with "
                                 "`Authorization: Bearer <token>`."},
         "components": {
-            "schemas": {"Error": _ERROR},
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
@@ -63,18 +73,18 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/openapi.json": {"get": _op("This document", 200, errors=())},
             "/api/v1/projects": {
                 "get": _op("List projects", 200, errors=(401,)),
-                "post": _op("Register a project", 201, body=ProjectCreate.model_json_schema(),
+                "post": _op("Register a project", 201, body=_body(ProjectCreate, schemas),
                             errors=(401, 409)),
             },
             "/api/v1/projects/{name}": {
                 "get": _op("Show a project", 200, params=project),
                 "patch": _op("Change a project", 200, params=project,
-                             body=ProjectPatch.model_json_schema()),
+                             body=_body(ProjectPatch, schemas)),
                 "delete": _op("Delete a project", 204, params=project),
             },
             "/api/v1/projects/{name}/runs": {
                 "post": _op("Trigger a run (202 with its id)", 202, params=project,
-                            body=RunCreate.model_json_schema()),
+                            body=_body(RunCreate, schemas)),
             },
             "/api/v1/runs": {
                 "get": _op("List runs, newest first", 200, errors=(400, 401),
@@ -99,7 +109,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/tokens": {
                 "get": _op("List API tokens (admin)", 200, errors=(401, 403)),
                 "post": _op("Create an API token (admin); shown once", 201,
-                            body=TokenCreate.model_json_schema(), errors=(401, 403)),
+                            body=_body(TokenCreate, schemas), errors=(401, 403)),
             },
             "/api/v1/tokens/{id}": {"delete": _op("Revoke an API token (admin)", 204,
                                                   params=token, errors=(401, 403, 404))},
