@@ -43,6 +43,7 @@ __all__ = [
     "RunFailed",
     "RunPlanned",
     "RunRequested",
+    "RunSkipped",
     "RunSourceResolved",
     "RunSucceeded",
     "StepFinished",
@@ -124,6 +125,9 @@ class RunRequested(Event):
     params: dict[str, str] = field(default_factory=dict)
     requested_by: str = ""
     source_kind: str = "dir"  # "dir": copy the directory; "git": check out ``commit`` of it
+    # What a forge's webhook said (``shared.forge.ForgeEvent`` as JSON): the pipeline's
+    # ``on:`` rules are judged against it once the pipeline file is known.
+    forge_event: dict[str, Any] = field(default_factory=dict)
 
 
 @_register
@@ -225,6 +229,16 @@ class StepSkipped(Event):
     job: str
     step: str
     reason: str
+
+
+@_register
+@dataclass(frozen=True)
+class RunSkipped(Event):
+    """The pipeline's ``on:`` rules do not start a run for what triggered it."""
+
+    TYPE: ClassVar[str] = "RunSkipped"
+    reason: str
+    log_lines: int = 0
 
 
 @_register
@@ -351,7 +365,8 @@ class TokenRevoked(Event):
     token_id: str
 
 
-TERMINAL_RUN_EVENTS: tuple[type[Event], ...] = (RunSucceeded, RunFailed, RunCancelled, RunErrored)
+TERMINAL_RUN_EVENTS: tuple[type[Event], ...] = (RunSucceeded, RunFailed, RunCancelled, RunErrored,
+                                                 RunSkipped)
 
 
 # --- envelopes --------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.eventmanager.decide import decide
 from shared import events as ev
 from shared.events import NewEvent, RecordedEvent, run_stream
+from shared.forge import ForgeEvent
 from shared.pipeline.plan import JobSpec, Plan, StepSpec, When
 from shared.projections.runs import RunView, fold
 
@@ -158,3 +159,48 @@ def test_cancel_before_planning_ends_the_run_at_once() -> None:
     h.events = h.events[:1]
     h.add(ev.CheckoutQueued(), ev.RunCancelRequested())
     assert decide(h.run, None, 4) == [ev.RunCancelled(reason="cancelled before it was planned")]
+
+
+ON_MAIN = """
+on:
+  push:
+    branches: [main]
+jobs:
+  build:
+    image: img
+    steps: [{run: "true"}]
+"""
+
+
+def requested_by(event: ForgeEvent | None, trigger: str = "push") -> RunView:
+    request = ev.RunRequested(project="p", trigger=trigger, branch="b", commit="c0ffee",
+                              pipeline_file=".cyclone.yml", pipeline="", source="",
+                              forge_event=event.to_json() if event else {})
+    new = NewEvent(request)
+    run = fold([RecordedEvent(id=new.id, stream=run_stream("r1"), seq=1, type=new.type,
+                              version=1, ts=new.ts, data=request.to_data(), meta={},
+                              position=1)])
+    assert run is not None
+    return run
+
+
+def test_a_push_the_on_rules_do_not_match_ends_the_run_skipped_with_the_reason() -> None:
+    push = ForgeEvent(kind="push", provider="github", ref="refs/heads/feature/x",
+                      branch="feature/x", commit="c0ffee")
+    [skipped] = decide(requested_by(push), (".cyclone.yml", ON_MAIN), 4)
+    assert isinstance(skipped, ev.RunSkipped)
+    assert "feature/x" in skipped.reason
+
+
+def test_a_push_the_on_rules_match_is_planned() -> None:
+    push = ForgeEvent(kind="push", provider="github", ref="refs/heads/main", branch="main",
+                      commit="c0ffee")
+    [planned] = decide(requested_by(push), (".cyclone.yml", ON_MAIN), 4)
+    assert isinstance(planned, ev.RunPlanned)
+
+
+def test_a_manual_run_of_a_pipeline_whose_on_rules_omit_manual_is_skipped() -> None:
+    [skipped] = decide(requested_by(None, trigger="manual"), (".cyclone.yml", ON_MAIN), 4)
+    assert isinstance(skipped, ev.RunSkipped) and "manual" in skipped.reason
+    [planned] = decide(requested_by(None, trigger="rerun"), (".cyclone.yml", ON_MAIN), 4)
+    assert isinstance(planned, ev.RunPlanned)

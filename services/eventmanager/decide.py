@@ -26,7 +26,8 @@ from dataclasses import replace
 
 from shared import events as ev
 from shared.errors import PipelineError
-from shared.pipeline import load
+from shared.forge import ForgeEvent
+from shared.pipeline import load, triggers
 from shared.pipeline.plan import Plan
 from shared.projections.runs import JOB_DONE, JobView, RunView
 
@@ -47,7 +48,7 @@ def decide(run: RunView | None, source: PipelineSource | None,
             return []  # the project is at its max_concurrent_runs: wait
         if source is None:
             return [ev.CheckoutQueued()] if not run.checkout else []
-        return _plan(source)
+        return _plan(source, run)
     plan = Plan.from_data(run.plan)
     if run.cancel_requested:
         return _cancel(run)
@@ -69,12 +70,27 @@ def decide(run: RunView | None, source: PipelineSource | None,
     return _finish(run)
 
 
-def _plan(source: PipelineSource) -> list[ev.Event]:
+def _not_triggered(plan: Plan, run: RunView) -> str:
+    """Why the pipeline's ``on:`` rules start nothing for what triggered the run ("" when
+    they start it). Only webhook and manual runs are judged: a rerun or ``cyclone run``
+    is an explicit request for this very pipeline."""
+    if run.forge_event:
+        decision = triggers.decide(plan.triggers, ForgeEvent.from_json(run.forge_event))
+        return "" if decision.start else decision.reason
+    if run.trigger == "manual" and not triggers.allows_manual(plan.triggers):
+        return "the pipeline's on: does not list manual"
+    return ""
+
+
+def _plan(source: PipelineSource, run: RunView) -> list[ev.Event]:
     file, text = source
     try:
         result = load(text, file)
     except PipelineError as exc:
         return [ev.RunErrored(reason=f"invalid pipeline:\n{exc}")]
+    skip = _not_triggered(result.plan, run)
+    if skip:
+        return [ev.RunSkipped(reason=skip)]
     planned = ev.RunPlanned(plan=result.plan.to_data(),
                             warnings=[str(w) for w in result.warnings])
     return [planned]

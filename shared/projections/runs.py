@@ -34,7 +34,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 JOB_DONE = frozenset({"success", "failure", "cancelled", "errored", "skipped"})
-RUN_DONE = frozenset({"success", "failure", "cancelled", "errored"})
+RUN_DONE = frozenset({"success", "failure", "cancelled", "errored", "skipped"})
 _JOB_FAILED = frozenset({"failure", "cancelled", "errored"})
 
 
@@ -80,6 +80,7 @@ class RunView:
     source: str = ""
     source_kind: str = "dir"
     params: tuple[tuple[str, str], ...] = ()
+    forge_event: dict[str, Any] | None = None  # what a webhook said (shared.forge.ForgeEvent)
     created_at: str = ""
     started_at: str = ""
     finished_at: str = ""
@@ -155,7 +156,7 @@ def _requested(run: RunView, e: ev.RunRequested, ts: str) -> RunView:
     return replace(
         run, project=e.project, trigger=e.trigger, branch=e.branch, commit=e.commit,
         pipeline_file=e.pipeline_file, source=e.source, source_kind=e.source_kind,
-        created_at=ts,
+        created_at=ts, forge_event=e.forge_event or None,
         params=tuple(sorted(e.params.items())),
     )
 
@@ -260,6 +261,7 @@ _HANDLERS: dict[type[ev.Event], Any] = {
     ev.RunFailed: _finished("failure"),
     ev.RunCancelled: _finished("cancelled"),
     ev.RunErrored: _finished("errored"),
+    ev.RunSkipped: _finished("skipped"),
 }
 
 
