@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from cyclone.cli_client import add_client_commands
 from cyclone.display import Display
 from cyclone.distributed import SERVICES, Infra, run_service
 from cyclone.embedded import Embedded
+from cyclone.githook import install_hook
 from cyclone.server import serve
 from services.api.commands import request_cancel, request_run
 from shared import events as ev
@@ -97,10 +99,39 @@ def _parser() -> argparse.ArgumentParser:
 
     add_client_commands(sub)
 
+    hook = sub.add_parser("hook", help="webhooks for plain Git servers")
+    hook_sub = hook.add_subparsers(dest="hook_command", required=True)
+    install = hook_sub.add_parser(
+        "install", help="install a post-receive hook into a bare repository",
+        description=inspect.cleandoc(install_hook.__doc__ or "").split("\n\nReturns")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    install.add_argument("repo", type=Path, metavar="REPO", help="the bare repository")
+    install.add_argument("--url", required=True,
+                         help="the project's generic webhook URL, "
+                              "https://<cyclone>/api/v1/hooks/generic/<project>")
+    install.add_argument("--secret", default=os.environ.get("CYCLONE_HOOK_SECRET", ""),
+                         help="the project's webhook secret (default: $CYCLONE_HOOK_SECRET)")
+    install.add_argument("--repo-url", help="the clone URL Cyclone fetches from")
+    install.add_argument("--timeout", type=float, default=5.0,
+                         help="seconds a push may wait for Cyclone (default 5)")
+    install.add_argument("--force", action="store_true",
+                         help="replace a post-receive hook Cyclone did not write")
+    install.set_defaults(func=_hook_install)
+
     replay = sub.add_parser("replay", help="rebuild run projections from the event store")
     replay.add_argument("--runs", action="store_true", help="also list every run")
     replay.set_defaults(func=_replay)
     return parser
+
+
+# --- hook install ------------------------------------------------------------------------
+
+
+def _hook_install(args: argparse.Namespace, settings: Settings) -> int:
+    hook = install_hook(args.repo, args.url, args.secret, repo_url=args.repo_url,
+                        timeout=args.timeout, force=args.force)
+    print(f"installed {hook}: pushes to {args.repo} now notify {args.url}")
+    return EXIT_OK
 
 
 # --- lint --------------------------------------------------------------------------------

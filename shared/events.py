@@ -27,6 +27,7 @@ __all__ = [
     "CheckoutQueued",
     "CommitStatusFailed",
     "CommitStatusReported",
+    "DeliveryReceived",
     "Event",
     "JobFinished",
     "JobQueued",
@@ -104,6 +105,24 @@ def _register(cls: type[E]) -> type[E]:
         raise TypeError(f"event type {cls.TYPE!r} registered twice")
     EVENT_TYPES[cls.TYPE] = cls
     return cls
+
+
+# --- webhook deliveries ----------------------------------------------------------------
+
+
+@_register
+@dataclass(frozen=True)
+class DeliveryReceived(Event):
+    """A forge's webhook delivery, verified, and what was decided about it. Its stream is
+    named by the delivery id, so a redelivery finds it instead of starting runs again."""
+
+    TYPE: ClassVar[str] = "DeliveryReceived"
+    project: str
+    provider: str
+    delivery: str
+    event: dict[str, Any] = field(default_factory=dict)  # shared.forge.ForgeEvent as JSON
+    run_ids: list[str] = field(default_factory=list)
+    ignored: str = ""  # why nothing was started ("" when runs were)
 
 
 # --- run lifecycle --------------------------------------------------------------------
@@ -329,6 +348,9 @@ class ProjectRegistered(Event):
     # Where commit statuses go: {"kind", "api_url", "repo", "token"}; {} for none. The
     # token is a secret: projections keep it out of every API answer and log.
     forge: dict[str, str] = field(default_factory=dict, repr=False)
+    # Signs the forges' webhook deliveries (HMAC key or GitLab token): a secret, too.
+    hook_secret: str = field(default="", repr=False)
+    auto_cancel: bool = True  # a new push to a branch / PR cancels its older runs
 
 
 @_register

@@ -18,6 +18,7 @@ from services.api.models import TokenCreate
 from services.api.openapi import openapi_document
 from services.api.projects import project_routes
 from services.api.runs import run_routes
+from services.api.webhooks import webhook_routes
 from shared.metrics import metrics_handler
 
 __all__ = ["create_app"]
@@ -35,6 +36,7 @@ def create_app(ctx: ApiContext, extra_routes: Iterable[web.RouteDef] = (),
         web.get("/api/v1/openapi.json", _openapi),
         *project_routes(),
         *run_routes(),
+        *webhook_routes(),
         *extra_routes,
         web.post("/api/v1/tokens", _token_create),
         web.get("/api/v1/tokens", _token_list),

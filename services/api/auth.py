@@ -26,6 +26,12 @@ __all__ = ["TOKEN_KEY", "Tokens", "auth_middleware", "hash_token"]
 TOKEN_KEY = web.RequestKey("token", TokenView)
 _OPEN_PATHS = frozenset({"/healthz", "/metrics", "/api/v1/openapi.json"})
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Webhook deliveries carry the forge's signature instead of a token (checked per project).
+_WEBHOOK_PREFIX = "/api/v1/hooks/"
+
+
+def _is_webhook(request: web.Request) -> bool:
+    return request.method == "POST" and request.path.startswith(_WEBHOOK_PREFIX)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -86,7 +92,7 @@ def auth_middleware(tokens: Tokens, public_read: bool) -> Callable[..., Awaitabl
         web.StreamResponse]]:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in _OPEN_PATHS:
+        if request.path in _OPEN_PATHS or _is_webhook(request):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, secret = header.partition(" ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from shared import events as ev
 from shared.errors import CycloneError
@@ -22,6 +23,7 @@ async def request_run(
     store: EventStore, *, project: str, trigger: str, branch: str, commit: str,
     pipeline_file: str, pipeline: str, source: str, params: Mapping[str, str] | None = None,
     requested_by: str = "", run_id: str | None = None, source_kind: str = "dir",
+    forge_event: Mapping[str, Any] | None = None,
 ) -> str:
     """Record a new run; the event manager plans it from this event alone."""
     run_id = run_id or new_run_id()
@@ -29,6 +31,7 @@ async def request_run(
         project=project, trigger=trigger, branch=branch, commit=commit,
         pipeline_file=pipeline_file, pipeline=pipeline, source=source,
         params=dict(params or {}), requested_by=requested_by, source_kind=source_kind,
+        forge_event=dict(forge_event or {}),
     )
     await store.append(run_stream(run_id), [NewEvent(event)], expected_seq=0)
     return run_id

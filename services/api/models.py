@@ -103,6 +103,8 @@ class ProjectCreate(_Body):
     env: dict[str, str] = {}
     max_concurrent_runs: Annotated[int, Field(ge=0)] = 0
     forge: ForgeSettingsBody | None = None
+    hook_secret: Annotated[str, Field(min_length=16, max_length=200)] | None = None
+    auto_cancel: bool = True
 
     _branch = field_validator("default_branch")(check_ref)
     _env = field_validator("env")(_check_env)
@@ -115,6 +117,8 @@ class ProjectPatch(_Body):
     env: dict[str, str] | None = None
     max_concurrent_runs: Annotated[int, Field(ge=0)] | None = None
     forge: ForgePatch | None = None  # null: no forge any more
+    hook_secret: Annotated[str, Field(min_length=16, max_length=200)] | None = None
+    auto_cancel: bool | None = None
 
     @field_validator("default_branch")
     @classmethod

@@ -106,6 +106,15 @@ def openapi_document() -> dict[str, Any]:
                 content="application/x-ndjson")},
             "/api/v1/runs/{id}/logs/ws": {"get": _op("Log lines over a websocket", 101,
                                                      params=logs_query)},
+            "/api/v1/hooks/{provider}/{project}": {"post": _op(
+                "A forge's webhook delivery (github, gitlab, gitea, forgejo, gogs, generic), "
+                "authenticated by its signature with the project's hook_secret, not by a "
+                "token; 202 once recorded ({\"runs\"} or {\"ignored\"}), 200 for a "
+                "redelivery", 202, params=[_path("provider"), _path("project")],
+                errors=(400, 401, 404, 413))},
+            "/api/v1/hooks/deliveries": {"get": _op(
+                "Recent webhook deliveries and what became of them (?project=NAME)", 200,
+                params=[_query("project")], errors=(401,))},
             "/api/v1/tokens": {
                 "get": _op("List API tokens (admin)", 200, errors=(401, 403)),
                 "post": _op("Create an API token (admin); shown once", 201,

@@ -6,6 +6,7 @@ answered: ``ProjectView.to_json`` shows ``token_set`` instead.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from aiohttp import web
@@ -47,12 +48,18 @@ async def _create(request: web.Request) -> web.Response:
     existing = fold_project(await ctx.store.read(project_stream(body.name)))
     if existing is not None and not existing.deleted:
         raise ApiError(409, f"project {body.name!r} already exists")
-    fields = body.model_dump(exclude={"forge"})
+    fields = body.model_dump(exclude={"forge", "hook_secret"})
     forge = body.forge.model_dump() if body.forge else {}
-    await _append(ctx.store, body.name, ev.ProjectRegistered(**fields, forge=forge),
+    # The webhook secret is shown this once when Cyclone made it up (as a token is).
+    generated = "" if body.hook_secret else secrets.token_urlsafe(24)
+    await _append(ctx.store, body.name,
+                  ev.ProjectRegistered(**fields, forge=forge,
+                                       hook_secret=body.hook_secret or generated),
                   existing.last_seq if existing else 0)
-    return web.json_response((await require_project(ctx.store, body.name)).to_json(),
-                             status=201)
+    shown = (await require_project(ctx.store, body.name)).to_json()
+    if generated:
+        shown["hook_secret"] = generated
+    return web.json_response(shown, status=201)
 
 
 async def _list(request: web.Request) -> web.Response:

@@ -25,7 +25,7 @@ __all__ = [
 
 TOKENS_STREAM = "tokens"
 PROJECT_FIELDS = ("repo", "default_branch", "pipeline_file", "env", "max_concurrent_runs",
-                  "forge")
+                  "forge", "hook_secret", "auto_cancel")
 FORGE_KINDS = ("github", "gitlab", "gitea")
 # The API root of each forge's hosted service; a Gitea/Forgejo is always self-hosted.
 FORGE_API_URLS = {"github": "https://api.github.com", "gitlab": "https://gitlab.com/api/v4"}
@@ -74,16 +74,20 @@ class ProjectView:
     env: dict[str, str] = field(default_factory=dict)
     max_concurrent_runs: int = 0
     forge: ForgeSettings | None = None
+    hook_secret: str = field(default="", repr=False)  # a secret: never in to_json
+    auto_cancel: bool = True
     created_at: str = ""
     updated_at: str = ""
     deleted: bool = False
     last_seq: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        """What the API shows: never the forge token (only whether one is set)."""
+        """What the API shows: never the forge token nor the webhook secret (only whether
+        one is set)."""
         data = dataclasses.asdict(self)
-        for internal in ("deleted", "last_seq"):
+        for internal in ("deleted", "last_seq", "hook_secret"):
             data.pop(internal)
+        data["hook_secret_set"] = bool(self.hook_secret)
         data["forge"] = self.forge.to_json() if self.forge else None
         return data
 
@@ -99,6 +103,7 @@ def fold_project(events: Iterable[RecordedEvent]) -> ProjectView | None:
                                pipeline_file=event.pipeline_file, env=dict(event.env),
                                max_concurrent_runs=event.max_concurrent_runs,
                                forge=ForgeSettings.from_data(event.forge),
+                               hook_secret=event.hook_secret, auto_cancel=event.auto_cancel,
                                created_at=recorded.ts, updated_at=recorded.ts)
         elif isinstance(event, ev.ProjectUpdated) and view is not None:
             known = {k: v for k, v in event.changes.items() if k in PROJECT_FIELDS}
