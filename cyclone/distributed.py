@@ -8,7 +8,9 @@ embedded one: the only place that turns the infrastructure URLs into adapters.
 
 Every service serves ``/healthz`` and ``/metrics`` on ``CYCLONE_LISTEN``; the api
 service serves the whole REST API and the log streams there too. The outbox relay
-runs in the eventmanager replicas, one at a time (leader elected in etcd).
+and the cron scheduler run in the eventmanager replicas, each one at a time (leaders
+elected in etcd, ``shared.leader``); ``CYCLONE_SCHEDULE_CATCHUP=0`` skips the fires
+missed while no eventmanager ran instead of starting one run for them.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from cyclone.server import SHUTDOWN_TIMEOUT_S, until_signalled
 from services.api.app import create_app
 from services.api.auth import Tokens
 from services.api.context import ApiContext
-from services.api.readmodel import RunsReadModel
+from services.api.readmodel import GROUP, RunsReadModel
+from services.eventmanager.scheduler import Scheduler, catch_up_from_env
 from services.eventmanager.service import EventManager
 from services.logserver.http import log_routes
 from services.logserver.service import LogServer
@@ -41,13 +44,13 @@ from shared.adapters.bus.kafka import KafkaBus
 from shared.adapters.coordination.etcd import EtcdCoordinator
 from shared.adapters.eventstore.mongo import MongoEventStore
 from shared.adapters.logstore.mongo import MongoLogStore
+from shared.adapters.runviews.mongo import MongoRunViews
 from shared.config import Settings
-from shared.errors import ConfigError, LeaseExpired
+from shared.errors import ConfigError
+from shared.leader import run_as_leader
 from shared.metrics import metrics_handler
 from shared.outbox import NotifyingStore, OutboxRelay
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, TOPIC_LOGS
-from shared.ports.coordination import Coordinator
-from shared.retry import Backoff, is_transient, keep_alive
 
 __all__ = ["SERVICES", "Infra", "run_service"]
 
@@ -57,7 +60,6 @@ SERVICES = ("api", "eventmanager", "workermanager", "logserver", "notifier")
 # Appends happen in other processes, so the relay polls the store (three small queries);
 # each hop of a run through the relay costs up to this much latency.
 RELAY_POLL_S = 0.02
-LEADER_TTL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ class _Parts:
     bus: KafkaBus
     coord: EtcdCoordinator
     logs: MongoLogStore
+    open_run_views: Callable[[], Awaitable[MongoRunViews]]  # the api's alone: opened by it
 
 
 async def _open(stack: AsyncExitStack, infra: Infra) -> _Parts:
@@ -136,7 +139,13 @@ async def _open(stack: AsyncExitStack, infra: Infra) -> _Parts:
     stack.push_async_callback(coord.close)
     logs = await MongoLogStore.connect(infra.log_store)
     stack.push_async_callback(logs.close)
-    return _Parts(NotifyingStore(store), bus, coord, logs)
+
+    async def open_run_views() -> MongoRunViews:
+        views = await MongoRunViews.connect(infra.store)  # beside the events it is made of
+        stack.push_async_callback(views.close)
+        return views
+
+    return _Parts(NotifyingStore(store), bus, coord, logs, open_run_views)
 
 
 Started = tuple[list[Coroutine[Any, Any, None]], web.Application]
@@ -167,7 +176,10 @@ def _ready(parts: _Parts) -> Callable[[], Awaitable[object]]:
 
 
 async def _api(parts: _Parts, settings: Settings) -> Started:
-    readmodel = await RunsReadModel.rebuild(parts.store)
+    # The replicas share the views in MongoDB and one consumer group that keeps them
+    # current, so each event is applied once and a restart replays nothing; a new
+    # group starts at the topic's beginning.
+    readmodel = RunsReadModel(await parts.open_run_views(), store=parts.store)
     tokens = Tokens(parts.store)
     admin = await tokens.ensure_admin()
     if admin is not None:
@@ -177,18 +189,23 @@ async def _api(parts: _Parts, settings: Settings) -> Started:
                      public_read=settings.public_read)
     reader = LogServer(parts.bus, parts.logs, recheck_s=0.2)  # reads only; stores nothing
     app = create_app(ctx, extra_routes=log_routes(reader, ctx.find_run))
-    return [readmodel.follow(parts.bus, group=f"api-{settings.worker_id}")], app
+    return [readmodel.follow(parts.bus, group=GROUP)], app
 
 
 async def _eventmanager(parts: _Parts, settings: Settings) -> Started:
+    catch_up = catch_up_from_env()  # CYCLONE_SCHEDULE_CATCHUP, checked before any work
     # Catch up at start on what happened while no event manager ran (claims lost, slots
     # freed); only here: an embedded process's coordinator sees no other process's claims.
     manager = EventManager(parts.store, parts.bus, parts.coord, settings.max_parallel_jobs,
                            catch_up_at_start=True)
     await manager.load()
     relay = OutboxRelay(parts.store, parts.bus, poll_s=RELAY_POLL_S)
-    leader = _leader(parts.coord, "outbox", settings.worker_id, relay.run)
-    return [manager.run(), leader], _health_app(_ready(parts))
+    relaying = run_as_leader(parts.coord, "outbox", settings.worker_id, relay.run)
+    # Cron schedules fire from one replica at a time; a fire that two overlapping
+    # leaders both decide is still started once (the scheduler's own concurrency control).
+    scheduler = Scheduler(parts.store, catch_up=catch_up)
+    scheduling = run_as_leader(parts.coord, "scheduler", settings.worker_id, scheduler.run)
+    return [manager.run(), relaying, scheduling], _health_app(_ready(parts))
 
 
 async def _workermanager(parts: _Parts, settings: Settings) -> Started:
@@ -246,47 +263,6 @@ _STARTERS: dict[str, Callable[[_Parts, Settings], Awaitable[Started]]] = {
     "api": _api, "eventmanager": _eventmanager, "workermanager": _workermanager,
     "logserver": _logserver, "notifier": _notifier,
 }
-
-
-async def _leader(coord: Coordinator, name: str, me: str,
-                  work: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run ``work`` while this replica holds the ``name`` leadership (an etcd key bound
-    to a lease); stand by, and try again, while another replica holds it or etcd is
-    unreachable."""
-    backoff = Backoff()
-    while True:
-        try:
-            await _lead_once(coord, f"cyclone/leaders/{name}", me, work)
-            backoff.reset()
-        except Exception as exc:
-            if not is_transient(exc) and not isinstance(exc, LeaseExpired):
-                raise
-            log.warning("leadership lost or not reachable; standing by",
-                        extra={"role": name, "error": str(exc)})
-            await backoff.wait()
-
-
-async def _lead_once(coord: Coordinator, key: str, me: str,
-                     work: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    lease = await coord.grant_lease(LEADER_TTL_S)
-    try:
-        if not await coord.create(key, me.encode(), lease):
-            await asyncio.sleep(LEADER_TTL_S / 2)  # poll: a dead leader's key expires
-            return
-        log.info("leader", extra={"key": key, "replica": me})
-        working = asyncio.create_task(work())
-        keeping = asyncio.create_task(keep_alive(lease))
-        try:
-            # A lost lease (etcd unreachable too long) stops the work: never two leaders.
-            await asyncio.wait({working, keeping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await _cancel([working, keeping])
-        for task in (working, keeping):
-            if not task.cancelled() and task.exception():
-                raise task.exception()  # type: ignore[misc]
-    finally:
-        with contextlib.suppress(Exception):  # hand over at once, not after the TTL
-            await lease.revoke()
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from cyclone.ownership import RunOwnership
 from services.api.readmodel import RunsReadModel
+from services.eventmanager.scheduler import Scheduler, catch_up_from_env
 from services.eventmanager.service import EventManager, abandon_run
 from services.logserver.service import LogServer
 from services.notifier.forge_status import CommitStatusReporter
@@ -90,6 +91,8 @@ class Embedded:
 
     @classmethod
     async def _start(cls, settings: Settings, own_all: bool, stack: AsyncExitStack) -> Embedded:
+        # Read before anything opens: a bad value stops the start (only a server schedules).
+        catch_up = catch_up_from_env() if own_all else True
         settings.home.mkdir(parents=True, exist_ok=True)
         inner = await SqliteEventStore.open(settings.store_path)
         stack.push_async_callback(inner.close)
@@ -132,6 +135,9 @@ class Embedded:
         if own_all:  # joins before the relay publishes: a late group could miss messages
             runtime._tasks.append(asyncio.create_task(reporter.run(bus),
                                                       name="CommitStatusReporter.run"))
+        if own_all:  # cron schedules: a server's job (one per home), never `cyclone run`'s
+            scheduler = Scheduler(store, catch_up=catch_up)
+            runtime._tasks.append(asyncio.create_task(scheduler.run(), name="Scheduler.run"))
         for service in (relay.run, eventmanager.run, workermanager.run, runtime.logserver.run,
                         Notifier(bus, coord).run, runtime._follow_readmodel):
             runtime._tasks.append(asyncio.create_task(service(), name=service.__qualname__))

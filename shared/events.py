@@ -47,6 +47,8 @@ __all__ = [
     "RunSkipped",
     "RunSourceResolved",
     "RunSucceeded",
+    "ScheduleFired",
+    "ScheduleMissed",
     "StepFinished",
     "StepSkipped",
     "StepStarted",
@@ -351,6 +353,7 @@ class ProjectRegistered(Event):
     # Signs the forges' webhook deliveries (HMAC key or GitLab token): a secret, too.
     hook_secret: str = field(default="", repr=False)
     auto_cancel: bool = True  # a new push to a branch / PR cancels its older runs
+    schedules: list[str] = field(default_factory=list)  # cron lines (shared.cron), UTC
 
 
 @_register
@@ -385,6 +388,42 @@ class TokenCreated(Event):
 class TokenRevoked(Event):
     TYPE: ClassVar[str] = "TokenRevoked"
     token_id: str
+
+
+# --- schedules (the scheduler; stream "schedule-<project>") -------------------------------
+# One stream per project, appended with the expected seq: two schedulers that decide the
+# same fire race on the same seq, and only the one whose append wins requests the run.
+
+
+@_register
+@dataclass(frozen=True)
+class ScheduleFired(Event):
+    """The cron line ``cron`` fired at ``at`` (ISO UTC, whole minute): run ``run_id`` was
+    requested for it (its ``RunRequested`` is appended just after this event; a scheduler
+    that finds it missing appends it). ``late``: the run started after the fire's minute,
+    because no scheduler ran then. ``missed_from``: the earliest of the earlier fires
+    that no run was started for (this one run stands for them all); "" for none."""
+
+    TYPE: ClassVar[str] = "ScheduleFired"
+    project: str
+    cron: str
+    at: str
+    run_id: str
+    late: bool = False
+    missed_from: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class ScheduleMissed(Event):
+    """The fires of ``cron`` from ``missed_from`` to ``at`` (ISO UTC) passed while no
+    scheduler ran, and catching up is off: no run was started for them."""
+
+    TYPE: ClassVar[str] = "ScheduleMissed"
+    project: str
+    cron: str
+    at: str
+    missed_from: str
 
 
 TERMINAL_RUN_EVENTS: tuple[type[Event], ...] = (RunSucceeded, RunFailed, RunCancelled, RunErrored,

@@ -6,12 +6,13 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from shared import cron
 from shared.projections.projects import FORGE_API_URLS
 
-__all__ = ["ForgePatch", "ForgeSettingsBody", "ProjectCreate", "ProjectPatch", "RunCreate",
-           "TokenCreate", "check_ref"]
+__all__ = ["MAX_SCHEDULES", "ForgePatch", "ForgeSettingsBody", "ProjectCreate", "ProjectPatch",
+           "RunCreate", "TokenCreate", "check_cron", "check_ref"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -30,6 +31,21 @@ def check_ref(ref: str) -> str:
     if bad:
         raise ValueError(f"not a valid git ref: {ref!r}")
     return ref
+
+
+def check_cron(line: str) -> str:
+    """A cron line ``shared.cron`` reads, stripped; the error names the line and the field."""
+    try:
+        cron.parse(line)
+    except cron.CronError as exc:
+        raise ValueError(f"{line!r}: {exc}") from None
+    return line.strip()
+
+
+MAX_SCHEDULES = 50
+# Cron lines of a project, run by the scheduler in UTC: "0 3 * * *", "@hourly", ...
+_Schedules = Annotated[list[Annotated[str, Field(max_length=200), AfterValidator(check_cron)]],
+                       Field(max_length=MAX_SCHEDULES)]
 
 
 def _check_env(env: dict[str, str]) -> dict[str, str]:
@@ -105,6 +121,7 @@ class ProjectCreate(_Body):
     forge: ForgeSettingsBody | None = None
     hook_secret: Annotated[str, Field(min_length=16, max_length=200)] | None = None
     auto_cancel: bool = True
+    schedules: _Schedules = []
 
     _branch = field_validator("default_branch")(check_ref)
     _env = field_validator("env")(_check_env)
@@ -119,6 +136,7 @@ class ProjectPatch(_Body):
     forge: ForgePatch | None = None  # null: no forge any more
     hook_secret: Annotated[str, Field(min_length=16, max_length=200)] | None = None
     auto_cancel: bool | None = None
+    schedules: _Schedules | None = None  # []: no schedule any more
 
     @field_validator("default_branch")
     @classmethod

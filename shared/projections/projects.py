@@ -25,7 +25,7 @@ __all__ = [
 
 TOKENS_STREAM = "tokens"
 PROJECT_FIELDS = ("repo", "default_branch", "pipeline_file", "env", "max_concurrent_runs",
-                  "forge", "hook_secret", "auto_cancel")
+                  "forge", "hook_secret", "auto_cancel", "schedules")
 FORGE_KINDS = ("github", "gitlab", "gitea")
 # The API root of each forge's hosted service; a Gitea/Forgejo is always self-hosted.
 FORGE_API_URLS = {"github": "https://api.github.com", "gitlab": "https://gitlab.com/api/v4"}
@@ -76,6 +76,7 @@ class ProjectView:
     forge: ForgeSettings | None = None
     hook_secret: str = field(default="", repr=False)  # a secret: never in to_json
     auto_cancel: bool = True
+    schedules: tuple[str, ...] = ()  # cron lines (UTC) set on the project; its file may add more
     created_at: str = ""
     updated_at: str = ""
     deleted: bool = False
@@ -89,6 +90,7 @@ class ProjectView:
             data.pop(internal)
         data["hook_secret_set"] = bool(self.hook_secret)
         data["forge"] = self.forge.to_json() if self.forge else None
+        data["schedules"] = list(self.schedules)
         return data
 
 
@@ -104,11 +106,14 @@ def fold_project(events: Iterable[RecordedEvent]) -> ProjectView | None:
                                max_concurrent_runs=event.max_concurrent_runs,
                                forge=ForgeSettings.from_data(event.forge),
                                hook_secret=event.hook_secret, auto_cancel=event.auto_cancel,
+                               schedules=tuple(event.schedules),
                                created_at=recorded.ts, updated_at=recorded.ts)
         elif isinstance(event, ev.ProjectUpdated) and view is not None:
             known = {k: v for k, v in event.changes.items() if k in PROJECT_FIELDS}
             if "forge" in known:  # the whole block, or {} for "no forge any more"
                 known["forge"] = ForgeSettings.from_data(dict(known["forge"] or {}))
+            if "schedules" in known:
+                known["schedules"] = tuple(known["schedules"] or ())
             view = replace(view, updated_at=recorded.ts, **known)
         elif isinstance(event, ev.ProjectDeleted) and view is not None:
             view = replace(view, deleted=True, updated_at=recorded.ts)
