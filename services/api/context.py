@@ -25,8 +25,9 @@ class ApiContext:
 
     async def find_run(self, run_id: str) -> RunView | None:
         """The run's view; straight from its stream when the read model has not caught up
-        yet, so a client can read the run it was just told was accepted."""
-        return self.readmodel.runs.get(run_id) or await load_run(self.store, run_id)
+        yet (the run was just requested, here or on another api replica), so a client
+        can read the run it was just told was accepted."""
+        return await self.readmodel.get(run_id) or await load_run(self.store, run_id)
 
 
 CONTEXT = web.AppKey("cyclone", ApiContext)

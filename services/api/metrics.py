@@ -1,8 +1,9 @@
-"""The API's Prometheus metrics, computed at scrape time from its read model."""
+"""The API's Prometheus metrics about runs, from its read model (``RunsReadModel.stats``:
+computed at scrape time from views held in this process, refreshed every few seconds
+from a shared view store)."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry
@@ -15,11 +16,11 @@ from prometheus_client.core import (
 
 from services.api.readmodel import RunsReadModel
 from shared.metrics import FunctionCollector
+from shared.ports.runviews import DurationHistogram
 from shared.projections.runs import RUN_DONE
 
 __all__ = ["api_registry"]
 
-_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 _STATUSES = ("requested", "running", *sorted(RUN_DONE))
 
 
@@ -27,17 +28,14 @@ def api_registry(readmodel: RunsReadModel, events_appended: Callable[[], int]) -
     registry = CollectorRegistry()
 
     def collect() -> Iterable[Metric]:
-        runs = list(readmodel.runs.values())
-        by_status = Counter(r.status for r in runs)
+        stats = readmodel.stats()
         gauge = GaugeMetricFamily("cyclone_runs", "Runs by status", labels=["status"])
         for status in _STATUSES:
-            gauge.add_metric([status], by_status.get(status, 0))
+            gauge.add_metric([status], stats.by_status.get(status, 0))
         yield gauge
-        queued = sum(1 for r in runs for j in r.jobs if j.status == "queued")
         yield GaugeMetricFamily("cyclone_jobs_queued", "Jobs queued, not yet started",
-                                value=queued)
-        yield _step_durations([s.duration_s for r in runs for j in r.jobs for s in j.steps
-                               if s.duration_s is not None])
+                                value=stats.jobs_queued)
+        yield _step_durations(stats.steps)
         yield CounterMetricFamily("cyclone_events_appended", "Events appended by this process",
                                   value=events_appended())
 
@@ -45,9 +43,8 @@ def api_registry(readmodel: RunsReadModel, events_appended: Callable[[], int]) -
     return registry
 
 
-def _step_durations(durations: list[float]) -> HistogramMetricFamily:
-    counts = [sum(1 for d in durations if d <= bound) for bound in _BUCKETS]
-    buckets = [(str(b), c) for b, c in zip(_BUCKETS, counts, strict=True)]
-    buckets.append(("+Inf", len(durations)))
+def _step_durations(steps: DurationHistogram) -> HistogramMetricFamily:
+    buckets = [(str(b), c) for b, c in zip(steps.bounds, steps.le, strict=True)]
+    buckets.append(("+Inf", steps.count))
     return HistogramMetricFamily("cyclone_step_duration_seconds", "Step durations",
-                                 buckets=buckets, sum_value=sum(durations))
+                                 buckets=buckets, sum_value=steps.total)

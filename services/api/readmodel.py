@@ -1,44 +1,155 @@
-"""The API's live read model of runs: ``shared.projections.runs.apply`` kept up to date
-from ``cyclone.events``, rebuildable from the store at any time.
+"""The API's read model of runs: ``shared.projections.runs.apply`` over ``cyclone.events``,
+kept in a ``RunViews`` store (``shared.ports.runviews``).
 
-Both paths fold the same events with the same pure function, so the live model
-equals a rebuilt one; redelivered events are dropped by ``(stream, seq)``.
+Applying an event is get the run's view, apply, put. ``put`` stores a view only if it
+is newer than the stored one, so redelivered or reordered events (a rebalance, a
+relay that publishes again) cannot move a view back, and several api replicas can
+share one store and one consumer group: each event is applied by one of them.
+
+An event that does not follow the stored view (its seq is past ``last_seq + 1``: the
+view store was emptied, the bus no longer holds the run's first events) means events
+were missed: the view is folded again from the run's stream in the event store. Both
+paths fold the same events with the same pure function, so the view equals a rebuilt
+one.
+
+Embedded mode: views in this process (``MemoryRunViews``), rebuilt from the store at
+start (``rebuild``). Distributed mode: views in MongoDB shared by the api replicas,
+filled by the group from where it committed; nothing is replayed at start.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+from shared.adapters.runviews.memory import MemoryRunViews
 from shared.consume import consume
+from shared.errors import StoreError
 from shared.events import RecordedEvent, is_run_stream
 from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.ports.eventstore import EventStore
+from shared.ports.runviews import DurationHistogram, RunViews, step_durations_of
 from shared.projections.replay import replay_runs
 from shared.projections.runs import RunView, apply, run_id_of
+from shared.runstream import load_run
 from shared.wire import decode_event
 
-__all__ = ["RunsReadModel"]
+__all__ = ["GROUP", "STEP_BUCKETS", "RunStats", "RunsReadModel"]
+
+log = logging.getLogger(__name__)
+
+GROUP = "api-readmodel"  # the consumer group of every api replica's projection
+STEP_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)  # step durations, seconds
+STATS_REFRESH_S = 5.0  # how often /metrics figures are read from a shared store
+STATS_IDLE_S = 300.0  # not refreshed while nobody has scraped /metrics for this long
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """The figures ``/metrics`` shows about runs."""
+
+    by_status: dict[str, int]
+    jobs_queued: int
+    steps: DurationHistogram  # step durations, in STEP_BUCKETS
+
+    @classmethod
+    async def of(cls, views: RunViews) -> RunStats:
+        # Only a run that has not ended has queued jobs (an end closes them).
+        return cls(by_status=await views.counts_by_status(),
+                   jobs_queued=_queued(await views.unfinished()),
+                   steps=await views.step_durations(STEP_BUCKETS))
+
+    @classmethod
+    def of_runs(cls, runs: Collection[RunView]) -> RunStats:
+        return cls(by_status=dict(Counter(r.status for r in runs)), jobs_queued=_queued(runs),
+                   steps=DurationHistogram.of(
+                       STEP_BUCKETS, [d for r in runs for d in step_durations_of(r)]))
+
+
+def _queued(runs: Iterable[RunView]) -> int:
+    return sum(1 for r in runs for j in r.jobs if j.status == "queued")
 
 
 class RunsReadModel:
-    def __init__(self, runs: dict[str, RunView] | None = None) -> None:
-        self.runs: dict[str, RunView] = runs or {}
+    """Run views for the API. ``views`` default: an empty ``MemoryRunViews``; ``store``:
+    where missed events are read from (None: an event past a gap is dropped)."""
+
+    def __init__(self, views: RunViews | None = None, store: EventStore | None = None) -> None:
+        self.views: RunViews = MemoryRunViews() if views is None else views
+        self.store = store
+        self._stats = RunStats({}, 0, DurationHistogram.of(STEP_BUCKETS, []))
+        self._scraped = time.monotonic()
 
     @classmethod
     async def rebuild(cls, store: EventStore) -> RunsReadModel:
-        return cls((await replay_runs(store)).runs)
+        """Every run's view folded from the store, held in this process."""
+        return cls(MemoryRunViews((await replay_runs(store)).runs), store)
 
-    def apply(self, recorded: RecordedEvent) -> None:
+    @property
+    def runs(self) -> dict[str, RunView]:
+        """The views by run id, when they are held in this process (tests, tools)."""
+        if not isinstance(self.views, MemoryRunViews):
+            raise TypeError(f"the run views are not in this process: {self.views!r}")
+        return self.views.runs
+
+    async def get(self, run_id: str) -> RunView | None:
+        return await self.views.get(run_id)
+
+    async def apply(self, recorded: RecordedEvent) -> None:
+        """Apply one event of ``cyclone.events``; idempotent."""
         if not is_run_stream(recorded.stream):
             return
         run_id = run_id_of(recorded.stream)
-        current = self.runs.get(run_id)
-        if current is not None and recorded.seq <= current.last_seq:
+        current = await self.views.get(run_id)
+        last = current.last_seq if current is not None else 0
+        if recorded.seq <= last:
             return  # a redelivery: already applied
-        if current is None and recorded.seq != 1:
-            return  # joined mid-stream (e.g. a run from before a restart): rebuild covers it
-        self.runs[run_id] = apply(current, recorded)
+        if recorded.seq == last + 1:
+            await self.views.put(apply(current, recorded))
+        elif self.store is not None:
+            log.info("events of a run were missed; folding its stream",
+                     extra={"run": run_id, "seq": recorded.seq, "view_seq": last})
+            view = await load_run(self.store, run_id)
+            if view is not None:
+                await self.views.put(view)
 
-    async def follow(self, bus: Bus, group: str = "api-readmodel") -> None:
+    async def follow(self, bus: Bus, group: str = GROUP) -> None:
+        """Apply ``cyclone.events`` as a member of ``group`` until the bus closes; keep the
+        ``/metrics`` figures fresh meanwhile when the views are not in this process."""
         async def handle(message: Message) -> None:
-            self.apply(decode_event(message.value))
+            await self.apply(decode_event(message.value))
 
-        await consume(bus, TOPIC_EVENTS, group, handle)
+        refreshing = None
+        if not isinstance(self.views, MemoryRunViews):
+            refreshing = asyncio.create_task(self._refresh_stats(), name="readmodel-stats")
+        try:
+            await consume(bus, TOPIC_EVENTS, group, handle)
+        finally:
+            if refreshing is not None:
+                refreshing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refreshing
+
+    # --- /metrics ------------------------------------------------------------------------
+
+    def stats(self) -> RunStats:
+        """The latest figures, without I/O (metrics are collected synchronously): exact
+        for views in this process; for a shared store, read every ``STATS_REFRESH_S``."""
+        self._scraped = time.monotonic()
+        if isinstance(self.views, MemoryRunViews):
+            return RunStats.of_runs(self.views.runs.values())
+        return self._stats
+
+    async def _refresh_stats(self) -> None:
+        while True:
+            if time.monotonic() - self._scraped < STATS_IDLE_S:
+                try:
+                    self._stats = await RunStats.of(self.views)
+                except StoreError as exc:  # the store is away: keep the last figures
+                    log.warning("run metrics not refreshed", extra={"error": str(exc)})
+            await asyncio.sleep(STATS_REFRESH_S)

@@ -62,13 +62,10 @@ async def _list(request: web.Request) -> web.Response:
         raise ApiError(400, "limit: expected a whole number") from None
     if not 1 <= limit <= 500:
         raise ApiError(400, "limit: expected 1 to 500")
-    cursor = query.get("cursor")
-    runs = sorted(ctx.readmodel.runs.values(), key=lambda r: r.id, reverse=True)
-    picked = [r for r in runs
-              if (cursor is None or r.id < cursor)
-              and (not query.get("project") or r.project == query["project"])
-              and (not status or r.status == status)
-              and (not query.get("branch") or r.branch == query["branch"])]
+    # One more than asked: whether there is a next page, without counting.
+    picked = await ctx.readmodel.views.page(
+        project=query.get("project", ""), status=status or "", branch=query.get("branch", ""),
+        before=query.get("cursor"), limit=limit + 1)
     page = picked[:limit]
     next_cursor = page[-1].id if len(picked) > limit else None
     return web.json_response({"runs": [r.summary() for r in page], "next": next_cursor})

@@ -140,9 +140,9 @@ async def _supersede(ctx: ApiContext, project: str, event: ForgeEvent, newer: st
     """Cancel the older unfinished runs of the same branch (push) or pull request."""
     if event.kind not in ("push", "pull_request"):
         return
-    for run in list(ctx.readmodel.runs.values()):
+    for run in await ctx.readmodel.views.unfinished(project):
         older = run.forge_event or {}
-        same = (run.project == project and not run.done and run.id < newer
+        same = (run.id < newer
                 and older.get("kind") == event.kind
                 and (older.get("pr_number") == event.pr_number if event.kind == "pull_request"
                      else older.get("branch") == event.branch))

@@ -67,6 +67,14 @@ class JobView:
     def step(self, name: str) -> StepView | None:
         return next((s for s in self.steps if s.name == name), None)
 
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> JobView:
+        """The job of ``RunView.to_data``'s ``jobs`` (see ``RunView.from_data``)."""
+        fields = dict(data)
+        fields["needs"] = tuple(str(n) for n in fields.get("needs", ()))
+        fields["steps"] = tuple(StepView(**s) for s in fields.get("steps", ()))
+        return cls(**fields)
+
 
 @dataclass(frozen=True)
 class RunView:
@@ -124,6 +132,23 @@ class RunView:
         data.pop("plan")
         data["params"] = dict(self.params)
         return data
+
+    def to_data(self) -> dict[str, Any]:
+        """Every field, JSON-compatible, for storing the view: ``RunView.from_data`` of a
+        JSON round trip of it equals (``==``) this view. Unlike ``to_json`` (what the API
+        shows) it keeps the plan and the order of ``params``."""
+        data = dataclasses.asdict(self)
+        data["params"] = [list(pair) for pair in self.params]
+        return data
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> RunView:
+        """The view ``to_data`` described. Raises ``KeyError``, ``TypeError`` or
+        ``ValueError`` for data that no ``to_data`` wrote."""
+        fields = dict(data)
+        fields["params"] = tuple((str(k), str(v)) for k, v in fields.get("params", ()))
+        fields["jobs"] = tuple(JobView.from_data(j) for j in fields.get("jobs", ()))
+        return cls(**fields)
 
 
 def run_id_of(stream: str) -> str:

@@ -1,0 +1,1 @@
+"""Adapters of ``shared.ports.runviews.RunViews``: ``memory`` (embedded) and ``mongo``."""
