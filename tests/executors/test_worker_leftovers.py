@@ -14,7 +14,12 @@ import aiodocker
 import pytest
 
 from services.workermanager.executors import DockerExecutor, ShellExecutor
-from services.workermanager.executors.docker import LABEL_RUN, LABEL_WORKER
+from services.workermanager.executors.docker import (
+    LABEL_RUN,
+    LABEL_WORKER,
+    network_name,
+    volume_name,
+)
 from shared.ports.executor import RunContext, StepOutcome
 from tests.docker_support import cyclone_leftovers_async
 from tests.executors.conftest import Logs, job_of, step_of
@@ -66,7 +71,8 @@ async def test_the_next_incarnation_of_a_worker_removes_what_it_left(
     ctx, step = crashed
     left = await _labelled(ctx.run_id, worker_id)
     assert [k for k in left if k.startswith("container")], left  # the step's container
-    assert f"network cyclone-{ctx.run_id}" in left and f"volume cyclone-{ctx.run_id}-ws" in left
+    assert f"network {network_name(ctx.run_id, worker_id)}" in left
+    assert f"volume {volume_name(ctx.run_id, worker_id)}" in left
     async with aiodocker.Docker() as client:
         again = DockerExecutor(client, worker=worker_id)
         other = DockerExecutor(client, worker=f"{worker_id}-other")
@@ -82,12 +88,12 @@ async def test_the_next_incarnation_of_a_worker_removes_what_it_left(
 
 async def test_only_the_workers_own_part_goes_when_another_worker_uses_the_run(
         worker_id: str, crashed: tuple[RunContext, asyncio.Task[StepOutcome]]) -> None:
-    # Two workers on one Docker host: the second one's attempt runs in the run's network
-    # and workspace, which the crashed worker created.
+    # Two workers on one Docker host: the second one's attempt runs in a network and a
+    # workspace of its own (one name each would race: Docker may create two networks).
     ctx, _ = crashed
     second = await DockerExecutor.connect(worker=f"{worker_id}-2")
     try:
-        await second.prepare_run(ctx)  # the run's network exists: nothing to do
+        await second.prepare_run(ctx)
         logs = Logs()
         step = asyncio.create_task(second.run_step(ctx, job_of("next", LONG), LONG, {}, logs))
         await eventually(lambda: "started" in logs.texts(), timeout=30, what="2nd step runs")
@@ -101,8 +107,9 @@ async def test_only_the_workers_own_part_goes_when_another_worker_uses_the_run(
                 if k.startswith("container")] == []
         assert not step.done()
         left = await cyclone_leftovers_async(ctx.run_id)
-        assert f"network cyclone-{ctx.run_id}" in left
-        assert f"volume cyclone-{ctx.run_id}-ws" in left
+        assert f"network {network_name(ctx.run_id, f'{worker_id}-2')}" in left
+        assert f"volume {volume_name(ctx.run_id, f'{worker_id}-2')}" in left
+        assert f"network {network_name(ctx.run_id, worker_id)}" not in left
         assert [k for k in await _labelled(ctx.run_id, f"{worker_id}-2")
                 if k.startswith("container")], left
         step.cancel()

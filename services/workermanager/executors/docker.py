@@ -5,9 +5,10 @@ What it creates, all labelled ``io.cyclone.managed=1`` and ``io.cyclone.run=<run
 (and ``io.cyclone.worker=<worker id>`` when opened for a worker) so that ``destroy_run``
 and ``leftover_runs`` find them without any local state:
 
-* network ``cyclone-<run>`` (bridge; services join it under their name as alias);
-* volume ``cyclone-<run>-ws``, filled from ``RunContext.source_dir`` through a helper
-  container that is created, never started, from Cyclone's own empty image
+* network ``cyclone-<run>[-<worker hash>]`` (bridge; services join it under their name
+  as alias): one per worker, as jobs of a run may run on two workers of one host;
+* volume ``cyclone-<run>[-<worker hash>]-ws``, filled from ``RunContext.source_dir``
+  through a helper container that is created, never started, from Cyclone's own empty image
   ``cyclone/workspace-helper:1`` (built ``FROM scratch`` once, so no step image and no
   registry are needed);
 * containers ``cyclone-<run>-<job>-<step>-<random>``, removed when the step ends;
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -99,12 +101,21 @@ SPOOL_BYTES = 16 * 1024 * 1024  # archives larger than this go to a temporary fi
 _JSON_LOGS = {"Type": "json-file", "Config": {}}  # the logs endpoint needs a readable driver
 
 
-def network_name(run_id: str) -> str:
-    return f"cyclone-{run_id}"
+def network_name(run_id: str, worker: str = "") -> str:
+    """The run's network on this host. Each worker has its own (its label's hash in the
+    name): jobs of one run may go to two workers sharing a Docker host, and two workers
+    creating one name at once get two networks of that name (Docker's duplicate check
+    is not atomic)."""
+    return f"cyclone-{run_id}{_worker_suffix(worker)}"
 
 
-def volume_name(run_id: str) -> str:
-    return f"cyclone-{run_id}-ws"
+def volume_name(run_id: str, worker: str = "") -> str:
+    """The run's workspace volume on this host, one per worker as for the network."""
+    return f"cyclone-{run_id}{_worker_suffix(worker)}-ws"
+
+
+def _worker_suffix(worker: str) -> str:
+    return f"-{hashlib.sha256(worker.encode()).hexdigest()[:8]}" if worker else ""
 
 
 def built_image(run_id: str) -> str:
@@ -162,14 +173,15 @@ class DockerExecutor:
         run_id = check_run_id(ctx.run_id)
         async with self._run_locks.setdefault(run_id, asyncio.Lock()):
             with _docker_errors(f"preparing run {run_id}"):
-                if await _exists(self._docker.networks.get(network_name(run_id))):
+                if await _exists(self._docker.networks.get(network_name(run_id, self._worker))):
                     return
                 await self._docker.volumes.create(  # type: ignore[no-untyped-call]
-                    {"Name": volume_name(run_id), "Labels": self._labels(run_id)})
+                    {"Name": volume_name(run_id, self._worker), "Labels": self._labels(run_id)})
                 if ctx.source_dir is not None:
                     await self._copy_in(run_id, Path(ctx.source_dir))
                 await _absent_ok(self._docker.networks.create({
-                    "Name": network_name(run_id), "Driver": "bridge", "CheckDuplicate": True,
+                    "Name": network_name(run_id, self._worker), "Driver": "bridge",
+                    "CheckDuplicate": True,
                     "Labels": self._labels(run_id),
                 }), also=(409,))
 
@@ -281,7 +293,8 @@ class DockerExecutor:
             "Image": built_image(run_id) if image == BUILT_IMAGE else image,
             "Entrypoint": ["/bin/sh", "-c", _SANDBOX_LOOP],
             "Labels": self._labels(run_id, job=job.name, role="sandbox"),
-            "HostConfig": {"NetworkMode": network_name(run_id), "LogConfig": {"Type": "none"}},
+            "HostConfig": {"NetworkMode": network_name(run_id, self._worker),
+                           "LogConfig": {"Type": "none"}},
         }
         try:
             container = await self._create(config, name)
@@ -298,12 +311,12 @@ class DockerExecutor:
         self._sandboxes[(run_id, job.name)] = container.id
 
     def _service_config(self, run_id: str, job: JobSpec, service: ServiceSpec) -> dict[str, Any]:
-        network = network_name(run_id)
+        network = network_name(run_id, self._worker)
         config: dict[str, Any] = {
             "Image": service.image,
             "Env": _env_list(service.env),
             "Labels": self._labels(run_id, job=job.name, role="service", service=service.name),
-            "HostConfig": {"Binds": [f"{volume_name(run_id)}:{WORKSPACE}"],
+            "HostConfig": {"Binds": [f"{volume_name(run_id, self._worker)}:{WORKSPACE}"],
                            "NetworkMode": network, "LogConfig": _JSON_LOGS},
             "NetworkingConfig": {"EndpointsConfig": {network: {"Aliases": [service.name]}}},
         }
@@ -349,7 +362,7 @@ class DockerExecutor:
             "Env": _env_list({**env, "CYCLONE_WORKSPACE": WORKSPACE}),
             "WorkingDir": WORKSPACE,
             "Labels": self._labels(run_id, job=job.name, step=step.name, role="step"),
-            "HostConfig": {"Binds": [f"{volume_name(run_id)}:{WORKSPACE}"],
+            "HostConfig": {"Binds": [f"{volume_name(run_id, self._worker)}:{WORKSPACE}"],
                            "NetworkMode": self._step_network(run_id, job.name),
                            "LogConfig": _JSON_LOGS},
         }
@@ -360,7 +373,7 @@ class DockerExecutor:
 
     def _step_network(self, run_id: str, job: str) -> str:
         sandbox = self._sandboxes.get((run_id, job))
-        return f"container:{sandbox}" if sandbox else network_name(run_id)
+        return f"container:{sandbox}" if sandbox else network_name(run_id, self._worker)
 
     async def _run(self, container: DockerContainer, step: StepSpec,
                    on_log: LogSink) -> StepOutcome:
@@ -421,7 +434,7 @@ class DockerExecutor:
         config: dict[str, Any] = {
             "Image": HELPER_IMAGE, "Cmd": ["/never-started"],
             "Labels": self._labels(run_id, role="helper"),
-            "HostConfig": {"Binds": [f"{volume_name(run_id)}:{WORKSPACE}"]},
+            "HostConfig": {"Binds": [f"{volume_name(run_id, self._worker)}:{WORKSPACE}"]},
         }
         try:
             yield await self._docker.containers.create(config, name=name)
