@@ -30,6 +30,7 @@ bench: setup setup-docker
 	$(VENV)/python bench/overhead.py
 	$(VENV)/python bench/logs.py
 	$(VENV)/python bench/store.py
+	$(VENV)/python bench/webhooks.py
 
 bench-cluster: setup setup-docker setup-infra
 	$(VENV)/python bench/cluster.py

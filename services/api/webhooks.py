@@ -142,7 +142,7 @@ async def _supersede(ctx: ApiContext, project: str, event: ForgeEvent, newer: st
         return
     for run in await ctx.readmodel.views.unfinished(project):
         older = run.forge_event or {}
-        same = (run.id < newer
+        same = (run.id < newer and not run.cancel_requested  # asked once is enough
                 and older.get("kind") == event.kind
                 and (older.get("pr_number") == event.pr_number if event.kind == "pull_request"
                      else older.get("branch") == event.branch))

@@ -23,6 +23,9 @@ __all__ = ["MemoryRunViews"]
 class MemoryRunViews:
     def __init__(self, runs: dict[str, RunView] | None = None) -> None:
         self.runs: dict[str, RunView] = {} if runs is None else runs
+        # The runs not ended yet: auto-cancel asks for them on every webhook delivery,
+        # so they must not cost a scan of every run the server ever had.
+        self._unfinished = {run.id for run in self.runs.values() if not run.done}
         self._closed = False
 
     async def get(self, run_id: str) -> RunView | None:
@@ -35,6 +38,10 @@ class MemoryRunViews:
         if stored is not None and stored.last_seq >= view.last_seq:
             return False
         self.runs[view.id] = view
+        if view.done:
+            self._unfinished.discard(view.id)
+        else:
+            self._unfinished.add(view.id)
         return True
 
     async def page(self, *, project: str = "", status: str = "", branch: str = "",
@@ -52,8 +59,8 @@ class MemoryRunViews:
 
     async def unfinished(self, project: str = "") -> list[RunView]:
         self._check_open()
-        return sorted((r for r in self.runs.values()
-                       if not r.done and (not project or r.project == project)),
+        runs = (self.runs[run_id] for run_id in self._unfinished)
+        return sorted((r for r in runs if not project or r.project == project),
                       key=lambda r: r.id)
 
     async def counts_by_status(self) -> dict[str, int]:
