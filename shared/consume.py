@@ -27,16 +27,12 @@ log = logging.getLogger(__name__)
 
 
 async def consume(bus: Bus, topic: str, group: str,
-                  handle: Callable[[Message], Awaitable[None]],
-                  until: Callable[[], bool] = lambda: False) -> None:
-    """Handle and commit each message, forever; returns when the bus is closed, or
-    when ``until()`` is true after a message was committed (leaving the group: its
-    partitions go to the other members)."""
+                  handle: Callable[[Message], Awaitable[None]]) -> None:
     backoff = Backoff()
     while True:
         try:
-            await _consume_once(bus, topic, group, handle, backoff, until)
-            return  # the bus was closed (iteration ended), or until() said so
+            await _consume_once(bus, topic, group, handle, backoff)
+            return  # the bus was closed: iteration ended
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -48,16 +44,13 @@ async def consume(bus: Bus, topic: str, group: str,
 
 
 async def _consume_once(bus: Bus, topic: str, group: str,
-                        handle: Callable[[Message], Awaitable[None]], backoff: Backoff,
-                        until: Callable[[], bool]) -> None:
+                        handle: Callable[[Message], Awaitable[None]], backoff: Backoff) -> None:
     sub = await bus.subscribe(topic, group)
     try:
         async for message in sub:
             await handle(message)
             await sub.commit(message)
             backoff.reset()
-            if until():
-                return
     finally:
         with contextlib.suppress(BusError):  # leaving a broken connection may fail too
             await sub.close()

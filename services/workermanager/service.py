@@ -81,7 +81,7 @@ class _Active:
 class WorkerManager:
     def __init__(self, store: EventStore, bus: Bus, coord: Coordinator, executor: Executor,
                  worker_id: str, capacity: int, git_cache: Path, exports: Path,
-                 lease_ttl: float = 10.0, leave_when_full: bool = False) -> None:
+                 lease_ttl: float = 10.0) -> None:
         self.git_cache = git_cache
         self.exports = exports
         self.store = store
@@ -99,8 +99,6 @@ class WorkerManager:
         self._stopping = False  # drain: no new lease, no new job
         self._handing_back = False  # drain: a job that starts now is handed back at once
         self._jobs_consumer: asyncio.Task[None] | None = None
-        self.leave_when_full = leave_when_full
-        self._freed = asyncio.Event()  # set when a job ends (capacity comes back)
         self._keeper: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -198,27 +196,7 @@ class WorkerManager:
     # --- loops -----------------------------------------------------------------------
 
     async def _consume_jobs(self) -> None:
-        """Take jobs up to our capacity. With ``leave_when_full``, a full worker leaves
-        the jobs group until a job ends: Kafka assigns partitions, not messages, so a
-        member that keeps its partitions while it cannot run their jobs makes them wait
-        while other workers idle."""
-        if not self.leave_when_full:
-            await consume(self.bus, TOPIC_JOBS, "workermanager", self._job_queued)
-            return
-        while True:
-            while self.capacity.locked():
-                self._freed.clear()
-                await self._freed.wait()
-            left = False
-
-            def full() -> bool:
-                nonlocal left
-                left = self.capacity.locked()
-                return left
-
-            await consume(self.bus, TOPIC_JOBS, "workermanager", self._job_queued, until=full)
-            if not left:
-                return  # the bus was closed
+        await consume(self.bus, TOPIC_JOBS, "workermanager", self._job_queued)
 
     async def _job_queued(self, message: Message) -> None:
         await self.capacity.acquire()  # take no more jobs than we can run
@@ -234,7 +212,6 @@ class WorkerManager:
         self._tasks.discard(task)
         self._checkouts.discard(task)
         self.capacity.release()
-        self._freed.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("job handling failed", exc_info=task.exception())
 

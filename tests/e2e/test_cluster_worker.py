@@ -314,31 +314,3 @@ async def test_an_append_whose_answer_was_lost_is_not_written_twice(tmp_path: Pa
         assert types == ["CheckoutQueued", "RunErrored"]
     finally:
         await store.close()
-
-
-async def test_a_full_worker_leaves_its_queued_jobs_to_an_idle_one(
-    tmp_path: Path, infra: dict[str, str], git_server: GitServer, api_of: Any,
-) -> None:
-    # One job at a time each. Kafka hands partitions, not messages, to workers: without
-    # leaving the group when full, the second run waits whenever both runs' partitions
-    # belong to the same worker (half the time), however idle the other worker is.
-    cluster = start_cluster(tmp_path, infra, workers=2, CYCLONE_WORKER_CAPACITY="1",
-                            CYCLONE_WORKER_DRAIN_S="0")
-    try:
-        api: Api = api_of(cluster)
-        first = await api.start_run(git_server, pipeline(second_attempt_s=0))
-        async with api.http.post("/api/v1/projects/demo/runs", json={}) as r:
-            second = str((await r.json())["id"])
-
-        async def both_running() -> set[str]:
-            workers = {await api.running_on(first, 1), await api.running_on(second, 1)}
-            return workers if "" not in workers else set()
-
-        workers = await eventually(both_running, timeout=60, interval=0.3,
-                                   what="both runs running at once")
-        assert workers == {"w1", "w2"}
-        for run_id in (first, second):
-            async with api.http.post(f"/api/v1/runs/{run_id}/cancel") as r:
-                assert r.status == 202
-    finally:
-        cluster.stop()
