@@ -45,7 +45,7 @@ from shared.adapters.coordination.etcd import EtcdCoordinator
 from shared.adapters.eventstore.mongo import MongoEventStore
 from shared.adapters.logstore.mongo import MongoLogStore
 from shared.adapters.runviews.mongo import MongoRunViews
-from shared.config import Settings
+from shared.config import Settings, positive_int
 from shared.errors import ConfigError
 from shared.leader import run_as_leader
 from shared.metrics import metrics_handler
@@ -85,15 +85,8 @@ class Infra:
                                   "(distributed mode needs all of CYCLONE_BUS, CYCLONE_STORE, "
                                   "CYCLONE_COORD and CYCLONE_LOG_STORE)")
             values[field] = raw
-        return cls(**values, partitions=_count(env, "CYCLONE_KAFKA_PARTITIONS", 4),
-                   replication=_count(env, "CYCLONE_KAFKA_REPLICATION", 1))
-
-
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, str(default))
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"{name}={raw!r}: expected a whole number >= 1")
-    return int(raw)
+        return cls(**values, partitions=positive_int(env, "CYCLONE_KAFKA_PARTITIONS", 4),
+                   replication=positive_int(env, "CYCLONE_KAFKA_REPLICATION", 1))
 
 
 async def run_service(name: str, settings: Settings, infra: Infra,

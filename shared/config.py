@@ -14,7 +14,7 @@ from pathlib import Path
 
 from shared.errors import ConfigError
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "positive_int"]
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,9 @@ class Settings:
         return cls(
             home=Path(env.get("CYCLONE_HOME") or Path.home() / ".cyclone").expanduser(),
             executor=_choice(env, "CYCLONE_EXECUTOR", "auto", ("auto", "docker", "shell")),
-            max_parallel_jobs=_positive_int(env, "CYCLONE_MAX_PARALLEL_JOBS", 4),
-            worker_capacity=_positive_int(env, "CYCLONE_WORKER_CAPACITY", 4),
-            worker_lease_s=_positive_int(env, "CYCLONE_WORKER_LEASE_S", 10),
+            max_parallel_jobs=positive_int(env, "CYCLONE_MAX_PARALLEL_JOBS", 4),
+            worker_capacity=positive_int(env, "CYCLONE_WORKER_CAPACITY", 4),
+            worker_lease_s=positive_int(env, "CYCLONE_WORKER_LEASE_S", 10),
             log_level=_choice(env, "CYCLONE_LOG_LEVEL", "WARNING",
                               ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),
             log_format=_choice(env, "CYCLONE_LOG_FORMAT", "json", ("json", "text")),
@@ -77,7 +77,8 @@ class Settings:
         return self.home / "owners"
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    """``env[name]`` as a whole number >= 1 (``default`` when unset); else ConfigError."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
