@@ -8,6 +8,14 @@ etcd or MongoDB is away (``shared.retry.is_transient``), the subscription is
 dropped without committing and opened again after a backoff: the group hands the
 uncommitted messages out again, to this member or another. Other errors end the
 loop (a bug is not retried forever); so does a closed bus.
+
+With ``concurrency`` > 1, up to that many messages are handled at once (for
+handlers that wait on the outside world, like the notifier's deliveries), still in
+order per key: a message waits for the one before it with the same key. A
+partition is committed up to the last message before which every message is done,
+so a crash redelivers exactly the messages not yet handled (and perhaps some that
+were: handlers are idempotent anyway). The first handler error ends the
+subscription as above; the other handlers in flight are cancelled.
 """
 
 from __future__ import annotations
@@ -15,23 +23,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from shared.errors import BusError
-from shared.ports.bus import Bus, Message
+from shared.ports.bus import Bus, Message, Subscription
 from shared.retry import Backoff, is_transient
 
 __all__ = ["consume"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-async def consume(bus: Bus, topic: str, group: str,
-                  handle: Callable[[Message], Awaitable[None]]) -> None:
+Handler = Callable[[Message], Awaitable[None]]
+
+
+async def consume(bus: Bus, topic: str, group: str, handle: Handler,
+                  concurrency: int = 1) -> None:
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
     backoff = Backoff()
     while True:
         try:
-            await _consume_once(bus, topic, group, handle, backoff)
+            await _consume_once(bus, topic, group, handle, backoff, concurrency)
             return  # the bus was closed: iteration ended
         except Exception as exc:
             if not is_transient(exc):
@@ -43,10 +59,13 @@ async def consume(bus: Bus, topic: str, group: str,
         await asyncio.sleep(delay)
 
 
-async def _consume_once(bus: Bus, topic: str, group: str,
-                        handle: Callable[[Message], Awaitable[None]], backoff: Backoff) -> None:
+async def _consume_once(bus: Bus, topic: str, group: str, handle: Handler,
+                        backoff: Backoff, concurrency: int) -> None:
     sub = await bus.subscribe(topic, group)
     try:
+        if concurrency > 1:
+            await _Window(sub, handle, concurrency, backoff).run()
+            return
         async for message in sub:
             await handle(message)
             await sub.commit(message)
@@ -55,3 +74,94 @@ async def _consume_once(bus: Bus, topic: str, group: str,
         with contextlib.suppress(BusError):  # leaving a broken connection may fail too
             await sub.close()
 
+
+
+class _Window:
+    """Handles up to ``limit`` messages of ``sub`` at once; see the module docstring."""
+
+    def __init__(self, sub: Subscription, handle: Handler, limit: int, backoff: Backoff) -> None:
+        self.sub = sub
+        self.handle = handle
+        self.backoff = backoff
+        self.slots = asyncio.Semaphore(limit)
+        self.taken: dict[int, deque[Message]] = {}  # per partition, in offset order
+        self.done: set[tuple[int, int]] = set()  # (partition, offset) handled
+        self.committed: dict[int, int] = {}
+        self.last_of_key: dict[str, asyncio.Task[None]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.commit_lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        messages = aiter(self.sub)
+        try:
+            while True:
+                await self._wait_for(self.slots.acquire())
+                try:
+                    message = await self._wait_for(anext(messages))
+                except StopAsyncIteration:
+                    await self._wait_for(self._drain())
+                    return
+                self._start(message)
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            if self.failed.done():
+                self.failed.exception()  # retrieved: re-raised by _wait_for already
+
+    async def _wait_for(self, step: Awaitable[T]) -> T:
+        """``await step``, unless a handler fails first: then raise its error."""
+        task = asyncio.ensure_future(step)
+        racing: list[asyncio.Future[Any]] = [task, self.failed]
+        await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+        if self.failed.done() and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await task
+        if self.failed.done():
+            self.failed.result()  # raises the handler's error
+        return task.result()
+
+    async def _drain(self) -> None:
+        while self.tasks:
+            await asyncio.wait(list(self.tasks))
+
+    def _start(self, message: Message) -> None:
+        self.taken.setdefault(message.partition, deque()).append(message)
+        before = self.last_of_key.get(message.key)
+        task = asyncio.create_task(self._handle(message, before))
+        self.tasks.add(task)
+        self.last_of_key[message.key] = task
+        task.add_done_callback(lambda done: self._forget(message.key, done))
+
+    def _forget(self, key: str, done: asyncio.Task[None]) -> None:
+        self.tasks.discard(done)
+        if self.last_of_key.get(key) is done:
+            del self.last_of_key[key]
+
+    async def _handle(self, message: Message, before: asyncio.Task[None] | None) -> None:
+        try:
+            if before is not None:
+                await asyncio.wait([before])  # same key: keep the publish order
+            await self.handle(message)
+            self.done.add((message.partition, message.offset))
+            await self._commit_ready(message.partition)
+            self.backoff.reset()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not self.failed.done():
+                self.failed.set_exception(exc)
+        finally:
+            self.slots.release()
+
+    async def _commit_ready(self, partition: int) -> None:
+        async with self.commit_lock:
+            queue, last = self.taken[partition], None
+            while queue and (partition, queue[0].offset) in self.done:
+                last = queue.popleft()
+                self.done.discard((partition, last.offset))
+            if last is not None and last.offset > self.committed.get(partition, -1):
+                await self.sub.commit(last)
+                self.committed[partition] = last.offset
