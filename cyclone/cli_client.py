@@ -7,6 +7,7 @@
     cyclone logs [-f] RUN                               a run's log, or follow it live
     cyclone cancel RUN | rerun RUN [--follow] | events RUN
     cyclone token create NAME | list | revoke ID
+    cyclone notify test PROJECT                         message every notification channel
 
 Every command takes ``--server URL`` (env ``CYCLONE_SERVER``, default
 ``http://127.0.0.1:8080``), ``--token T`` (env ``CYCLONE_TOKEN``) and ``--json`` (print
@@ -47,6 +48,8 @@ NEW_RUN_GRACE_S = 10.0
 _PROGRESS_POLL_S = 0.5  # how often --follow looks for job and step status changes
 _RUN_ENDS = TERMINAL_RUN_EVENTS
 _NEW_RUN_POLL_S = 0.1
+NOTIFY_TEST_TIMEOUT_S = 60.0  # each channel is tried twice, each try within ~30 s
+_NOTIFY_POLL_S = 0.3
 _OUTCOMES = {"success": "run succeeded", "failure": "run failed", "cancelled": "run cancelled",
              "errored": "run errored", "timeout": "run timed out"}
 
@@ -98,6 +101,14 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     rerun.add_argument("run")
     _follow_flags(rerun)
     command(sub, "events", _events, "a run's event history").add_argument("run")
+
+    notify = sub.add_parser("notify", help="notifications")
+    notify_sub = notify.add_subparsers(required=True, metavar="ACTION")
+    test = command(notify_sub, "test", _notify_test, "send a test message to every channel of "
+                   "a project and report each result (exit 1 if one failed)")
+    test.add_argument("project")
+    test.add_argument("--timeout", type=float, default=NOTIFY_TEST_TIMEOUT_S, metavar="S",
+                      help=f"give up waiting after S seconds (default {NOTIFY_TEST_TIMEOUT_S:.0f})")
 
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(required=True, metavar="ACTION")
@@ -503,6 +514,49 @@ def _log_line(raw: Json) -> LogLine:
     except KeyError as exc:
         raise ClientError(0, "bad_response", f"the server sent a log line without "
                                              f"{exc}: {raw!r}") from exc
+
+
+# --- notify test -------------------------------------------------------------------------
+
+
+async def _notify_test(args: argparse.Namespace, client: CycloneClient) -> int:
+    started = await client.test_notifications(args.project)
+    deadline = time.monotonic() + args.timeout
+    shown: set[str] = set()
+    test = await client.notification_test(started["id"])
+    while not test["done"] and time.monotonic() < deadline:
+        if not args.json:
+            _print_results(test, shown)
+        await asyncio.sleep(_NOTIFY_POLL_S)  # polling the API: it has no change feed here
+        test = await client.notification_test(started["id"])
+    if args.json:
+        _print_json(test)
+    else:
+        _print_results(test, shown)
+    if not test["listed"]:
+        print(f"cyclone: no notifier took the test within {args.timeout:.0f} s (is the "
+              "notifier service running?)", file=sys.stderr)
+        return EXIT_FAILED
+    if not test["channels"]:
+        print(f"project {args.project} has no notification channels", file=sys.stderr)
+        return EXIT_FAILED
+    if not test["done"]:
+        print(f"cyclone: gave up after {args.timeout:.0f} s with channels still pending",
+              file=sys.stderr)
+    ok = test["done"] and all(c["status"] == "sent" for c in test["channels"])
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _print_results(test: Json, shown: set[str]) -> None:
+    """Print each channel's outcome once, as it comes in."""
+    for channel in test["channels"]:
+        if channel["status"] == "pending" or channel["id"] in shown:
+            continue
+        shown.add(channel["id"])
+        mark = "ok    " if channel["status"] == "sent" else "FAILED"
+        error = f": {channel['error']}" if channel.get("error") else ""
+        print(f"{mark}  {channel['kind']:<10}  {channel['target']}  (rule "
+              f"{channel['rule']}){error}", flush=True)
 
 
 # --- tokens ------------------------------------------------------------------------------

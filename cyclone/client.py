@@ -120,6 +120,15 @@ class CycloneClient:
     async def delete_project(self, name: str) -> None:
         await self._call("DELETE", f"/api/v1/projects/{_seg(name)}")
 
+    async def test_notifications(self, project: str) -> Json:
+        """Ask the notifier to message every channel of ``project``: ``{"id", "url"}``."""
+        return await self._call("POST", f"/api/v1/projects/{_seg(project)}/notifications/test")
+
+    async def notification_test(self, test_id: str) -> Json:
+        """A notification test and each channel's outcome so far (``status``: pending, sent,
+        failed)."""
+        return await self._call("GET", f"/api/v1/notifications/tests/{_seg(test_id)}")
+
     async def trigger(self, project: str, ref: str | None = None, commit: str | None = None,
                       params: Mapping[str, str] | None = None) -> Json:
         """Start a run; returns ``{"id", "url"}``."""

@@ -248,8 +248,16 @@ async def _notifier(parts: _Parts, settings: Settings) -> Started:
         finally:
             await reporter.close()
 
-    return ([Notifier(parts.bus, parts.coord).run(), report_statuses()],
-            _health_app(_ready(parts)))
+    notifier = Notifier(parts.store, parts.coord, parts.logs, public_url=settings.public_url,
+                        settings=settings.notify, me=settings.worker_id)
+
+    async def notify() -> None:
+        try:
+            await notifier.run(parts.bus)
+        finally:
+            await notifier.close()
+
+    return [notify(), report_statuses()], _health_app(_ready(parts))
 
 
 _STARTERS: dict[str, Callable[[_Parts, Settings], Awaitable[Started]]] = {

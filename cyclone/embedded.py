@@ -120,6 +120,9 @@ class Embedded:
         stack.push_async_callback(workermanager.close)
         reporter = CommitStatusReporter(store, settings.public_url)
         stack.push_async_callback(reporter.close)  # after the tasks stop, before the store
+        notifier = Notifier(store, coord, logs, public_url=settings.public_url,
+                            settings=settings.notify, me=settings.worker_id)
+        stack.push_async_callback(notifier.close)
         runtime = cls(settings=settings, store=store, bus=bus, coord=coord, logs=logs,
                       executor=executor, ownership=ownership, relay=relay,
                       eventmanager=eventmanager, workermanager=workermanager,
@@ -135,11 +138,12 @@ class Embedded:
         if own_all:  # joins before the relay publishes: a late group could miss messages
             runtime._tasks.append(asyncio.create_task(reporter.run(bus),
                                                       name="CommitStatusReporter.run"))
+            runtime._tasks.append(asyncio.create_task(notifier.run(bus), name="Notifier.run"))
         if own_all:  # cron schedules: a server's job (one per home), never `cyclone run`'s
             scheduler = Scheduler(store, catch_up=catch_up)
             runtime._tasks.append(asyncio.create_task(scheduler.run(), name="Scheduler.run"))
         for service in (relay.run, eventmanager.run, workermanager.run, runtime.logserver.run,
-                        Notifier(bus, coord).run, runtime._follow_readmodel):
+                        runtime._follow_readmodel):
             runtime._tasks.append(asyncio.create_task(service(), name=service.__qualname__))
         stack.push_async_callback(runtime._stop_tasks)
         await runtime._resume()

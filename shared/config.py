@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.errors import ConfigError
 
-__all__ = ["Settings", "positive_int"]
+__all__ = ["NotifySettings", "Settings", "SmtpSettings", "positive_int"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Settings:
     public_read: bool  # CYCLONE_PUBLIC_READ: reads need no token
     public_url: str  # CYCLONE_PUBLIC_URL: how users reach the API (links sent to forges)
     worker_drain_s: float  # CYCLONE_WORKER_DRAIN_S: at SIGTERM, running jobs' time to finish
+    notify: NotifySettings  # CYCLONE_SMTP_*, CYCLONE_NOTIFY_*: how the notifier sends
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -50,6 +51,7 @@ class Settings:
             public_read=_flag(env, "CYCLONE_PUBLIC_READ"),
             public_url=_url(env, "CYCLONE_PUBLIC_URL", f"http://{listen[0]}:{listen[1]}"),
             worker_drain_s=_seconds(env, "CYCLONE_WORKER_DRAIN_S", 10.0),
+            notify=NotifySettings.from_env(env),
         )
 
     @property
@@ -75,6 +77,53 @@ class Settings:
     @property
     def owners_dir(self) -> Path:
         return self.home / "owners"
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where notification mails go. ``host`` empty: no SMTP server (mails are recorded
+    as failed, saying so). ``port`` 0: 25, 587 (starttls) or 465 (tls)."""
+
+    host: str = ""  # CYCLONE_SMTP_HOST
+    port: int = 0  # CYCLONE_SMTP_PORT
+    tls: str = "none"  # CYCLONE_SMTP_TLS: none | starttls | tls (implicit TLS)
+    user: str = ""  # CYCLONE_SMTP_USER: log in when set
+    password: str = field(default="", repr=False)  # CYCLONE_SMTP_PASSWORD
+    sender: str = "cyclone@localhost"  # CYCLONE_SMTP_FROM
+    ca_file: str = ""  # CYCLONE_SMTP_CA_FILE: CAs (PEM) to trust besides the system's
+    timeout_s: float = 30.0  # CYCLONE_SMTP_TIMEOUT_S
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SmtpSettings:
+        env = os.environ if env is None else env
+        port = env.get("CYCLONE_SMTP_PORT") or "0"
+        if not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"CYCLONE_SMTP_PORT={port!r}: expected a port number")
+        return cls(host=env.get("CYCLONE_SMTP_HOST", ""), port=int(port),
+                   tls=_choice(env, "CYCLONE_SMTP_TLS", "none", ("none", "starttls", "tls")),
+                   user=env.get("CYCLONE_SMTP_USER", ""),
+                   password=env.get("CYCLONE_SMTP_PASSWORD", ""),
+                   sender=env.get("CYCLONE_SMTP_FROM") or "cyclone@localhost",
+                   ca_file=env.get("CYCLONE_SMTP_CA_FILE", ""),
+                   timeout_s=_seconds(env, "CYCLONE_SMTP_TIMEOUT_S", 30.0))
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """How the notifier sends: SMTP, and how it retries a channel that fails."""
+
+    smtp: SmtpSettings
+    attempts: int = 6  # CYCLONE_NOTIFY_ATTEMPTS: tries per notification
+    first_delay_s: float = 2.0  # CYCLONE_NOTIFY_RETRY_S: the wait after the first failure,
+    max_delay_s: float = 60.0  # doubling up to CYCLONE_NOTIFY_RETRY_MAX_S
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> NotifySettings:
+        env = os.environ if env is None else env
+        return cls(smtp=SmtpSettings.from_env(env),
+                   attempts=positive_int(env, "CYCLONE_NOTIFY_ATTEMPTS", 6),
+                   first_delay_s=_seconds(env, "CYCLONE_NOTIFY_RETRY_S", 2.0),
+                   max_delay_s=_seconds(env, "CYCLONE_NOTIFY_RETRY_MAX_S", 60.0))
 
 
 def positive_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -24,6 +24,7 @@ __all__ = [
     "EVENT_TYPES",
     "TERMINAL_RUN_EVENTS",
     "UPCASTERS",
+    "BranchRunEnded",
     "CheckoutQueued",
     "CommitStatusFailed",
     "CommitStatusReported",
@@ -34,6 +35,10 @@ __all__ = [
     "JobSkipped",
     "JobStarted",
     "NewEvent",
+    "NotificationFailed",
+    "NotificationSent",
+    "NotificationTestRequested",
+    "NotificationTestStarted",
     "ProjectDeleted",
     "ProjectRegistered",
     "ProjectUpdated",
@@ -57,6 +62,7 @@ __all__ = [
     "decode",
     "is_run_stream",
     "new_event_id",
+    "notify_test_stream",
     "run_stream",
     "utc_now",
 ]
@@ -83,6 +89,11 @@ def new_event_id() -> str:
 def run_stream(run_id: str) -> str:
     """The stream name that holds a run's events."""
     return f"run-{run_id}"
+
+
+def notify_test_stream(test_id: str) -> str:
+    """The stream of one ``cyclone notify test`` (``NotificationTestRequested`` ...)."""
+    return f"notifytest-{test_id}"
 
 
 def is_run_stream(stream: str) -> bool:
@@ -334,6 +345,73 @@ class CommitStatusFailed(Event):
     attempts: int
 
 
+# --- notifications (the notifier; in the run's stream, or "notifytest-<id>") ---------------
+# ``key`` is the idempotency key "<run>/<moment>/<rule>/<channel>": at most one of
+# NotificationSent / NotificationFailed is recorded per key, and a key recorded is
+# never sent again. ``channel`` is ``Channel.id`` and ``target`` ``Channel.shown``:
+# neither holds a secret.
+
+
+@_register
+@dataclass(frozen=True)
+class NotificationSent(Event):
+    TYPE: ClassVar[str] = "NotificationSent"
+    key: str
+    rule: str  # "project:<name>" or "file:<name>"
+    channel: str
+    target: str
+    moment: str  # started, ended, test
+    reason: str  # the rule's "when" that matched (fixed, failure, ...) or "test"
+    attempt: int  # the attempt that got through (1: the first)
+
+
+@_register
+@dataclass(frozen=True)
+class NotificationFailed(Event):
+    """The channel refused for good, or stayed unreachable for every attempt."""
+
+    TYPE: ClassVar[str] = "NotificationFailed"
+    key: str
+    rule: str
+    channel: str
+    target: str
+    moment: str
+    reason: str
+    error: str  # why, secret-free
+    attempts: int
+
+
+@_register
+@dataclass(frozen=True)
+class BranchRunEnded(Event):
+    """The notifier's ledger of a branch (stream "outcomes-<project>/<branch>"): runs in
+    the order their ends were handled, so ``fixed`` and ``changed`` know the previous
+    outcome. ``outcome`` is ``shared.pipeline.notify.outcome_of`` of the run's status."""
+
+    TYPE: ClassVar[str] = "BranchRunEnded"
+    run_id: str
+    outcome: str
+
+
+@_register
+@dataclass(frozen=True)
+class NotificationTestRequested(Event):
+    """``cyclone notify test``: the notifier sends a test message to every channel of
+    ``project`` and records each outcome in this stream ("notifytest-<id>")."""
+
+    TYPE: ClassVar[str] = "NotificationTestRequested"
+    project: str
+
+
+@_register
+@dataclass(frozen=True)
+class NotificationTestStarted(Event):
+    """The channels the notifier is about to try (each ``Channel.to_json`` plus its rule)."""
+
+    TYPE: ClassVar[str] = "NotificationTestStarted"
+    channels: list[dict[str, Any]]
+
+
 # --- projects and API tokens (streams "project-<name>" and "tokens") ----------------------
 
 
@@ -354,6 +432,11 @@ class ProjectRegistered(Event):
     hook_secret: str = field(default="", repr=False)
     auto_cancel: bool = True  # a new push to a branch / PR cancels its older runs
     schedules: list[str] = field(default_factory=list)  # cron lines (shared.cron), UTC
+    # Notification rules (shared.pipeline.notify.NotifyRule.to_data); their chat URLs and
+    # webhook keys are secrets. Email templates overriding the shipped ones, by name
+    # (subject, text, html).
+    notify: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    email_templates: dict[str, str] = field(default_factory=dict)
 
 
 @_register

@@ -3,8 +3,9 @@
     cyclone/workers/<worker id>        a live worker, bound to its lease
     cyclone/claims/<run id>/<job>      the worker that runs a job, bound to its lease
     cyclone/cancel/<run id>            present while a cancel of the run is in progress
-    cyclone/notified/<run id>/<outcome>  a run end some notifier replica has notified
-                                       (bound to a day-long lease)
+    cyclone/notifying/<notification>   a notification a notifier replica is sending
+                                       (``<run>/<moment>/<rule>/<channel>``; bound to the
+                                       replica's lease, deleted once the outcome is recorded)
     cyclone/slots/<project>/<n>        a run counting against the project's max_concurrent_runs
                                        (value: its run id; no lease: held until the run ends)
     cyclone/waiting/<project>/<run id> a run waiting for one of those slots (empty value; run
@@ -26,7 +27,7 @@ __all__ = [
     "WORKERS_PREFIX",
     "cancel_key",
     "claim_key",
-    "notified_key",
+    "notifying_key",
     "run_of_cancel_key",
     "slot_key",
     "slots_prefix",
@@ -75,5 +76,6 @@ def waiting_key(project: str, run_id: str) -> str:
     return f"{WAITING_PREFIX}{project}/{run_id}"
 
 
-def notified_key(run_id: str, outcome: str) -> str:
-    return f"cyclone/notified/{run_id}/{outcome}"
+def notifying_key(notification: str) -> str:
+    """The claim on a notification, by its idempotency key."""
+    return f"cyclone/notifying/{notification}"

@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "looks_secret"]
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _SECRET_WORDS = ("password", "secret", "token", "authorization")
@@ -28,7 +28,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _RESERVED:
-                entry[key] = "***" if _looks_secret(key) else value
+                entry[key] = "***" if looks_secret(key) else value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -37,7 +37,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(
-            f"{k}={'***' if _looks_secret(k) else v}"
+            f"{k}={'***' if looks_secret(k) else v}"
             for k, v in vars(record).items() if k not in _RESERVED
         )
         text = f"{record.levelname.lower()}: {record.getMessage()}"
@@ -47,7 +47,8 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def _looks_secret(key: str) -> bool:
+def looks_secret(key: str) -> bool:
+    """Whether a field or variable named ``key`` holds a secret (password, token, ...)."""
     return any(word in key.lower() for word in _SECRET_WORDS)
 
 

@@ -15,6 +15,7 @@ from services.api.context import CONTEXT, ApiContext
 from services.api.errors import ApiError, error_middleware
 from services.api.metrics import api_registry
 from services.api.models import TokenCreate
+from services.api.notifications import notification_routes
 from services.api.openapi import openapi_document
 from services.api.projects import project_routes
 from services.api.runs import run_routes
@@ -37,6 +38,7 @@ def create_app(ctx: ApiContext, extra_routes: Iterable[web.RouteDef] = (),
         *project_routes(),
         *run_routes(),
         *webhook_routes(),
+        *notification_routes(),
         *extra_routes,
         web.post("/api/v1/tokens", _token_create),
         web.get("/api/v1/tokens", _token_list),

@@ -1,4 +1,9 @@
-"""Request bodies, validated with pydantic: unknown fields are errors that name the field."""
+"""Request bodies, validated with pydantic: unknown fields are errors that name the field.
+
+A project's ``notify`` rules are ``shared.pipeline.schema.NotifyRuleModel``, the model the
+pipeline file's ``notify:`` is read with (one definition of a rule); ``email_templates``
+are Jinja2 sources checked by ``shared.email_templates.check_template``.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,13 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from shared import cron
+from shared.email_templates import check_template
+from shared.pipeline.schema import NotifyRuleModel
 from shared.projections.projects import FORGE_API_URLS
 
-__all__ = ["MAX_SCHEDULES", "ForgePatch", "ForgeSettingsBody", "ProjectCreate", "ProjectPatch",
-           "RunCreate", "TokenCreate", "check_cron", "check_ref"]
+__all__ = ["MAX_RULES", "MAX_SCHEDULES", "EmailTemplates", "ForgePatch", "ForgeSettingsBody",
+           "ProjectCreate", "ProjectPatch", "RunCreate", "TokenCreate", "check_cron",
+           "check_ref"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -46,6 +54,10 @@ MAX_SCHEDULES = 50
 # Cron lines of a project, run by the scheduler in UTC: "0 3 * * *", "@hourly", ...
 _Schedules = Annotated[list[Annotated[str, Field(max_length=200), AfterValidator(check_cron)]],
                        Field(max_length=MAX_SCHEDULES)]
+
+
+MAX_RULES = 50
+_Rules = Annotated[list[NotifyRuleModel], Field(max_length=MAX_RULES)]
 
 
 def _check_env(env: dict[str, str]) -> dict[str, str]:
@@ -111,6 +123,29 @@ class ForgePatch(_ForgeFields):
     token: Annotated[_TokenText | None, Field(repr=False)] = None
 
 
+class EmailTemplates(_Body):
+    """Jinja2 templates (rendered in a sandbox) that replace the shipped notification mail's
+    subject, plain text and HTML parts; each left out keeps the shipped one."""
+
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+
+    @field_validator("subject", "text", "html")
+    @classmethod
+    def _compiles(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            name = str(info.field_name)
+            try:
+                check_template(name, value)
+            except ValueError as exc:  # "html: line 3: ..." -> "line 3: ..." (the path names it)
+                raise ValueError(str(exc).removeprefix(f"{name}: ")) from None
+        return value
+
+    def to_data(self) -> dict[str, str]:
+        return self.model_dump(exclude_none=True)
+
+
 class ProjectCreate(_Body):
     name: Annotated[str, Field(pattern=_NAME)]
     repo: Annotated[str, Field(min_length=1, max_length=2000)]
@@ -122,6 +157,8 @@ class ProjectCreate(_Body):
     hook_secret: Annotated[str, Field(min_length=16, max_length=200)] | None = None
     auto_cancel: bool = True
     schedules: _Schedules = []
+    notify: _Rules = []  # rule names unique; ${NAME}s set in env (checked by the handler)
+    email_templates: EmailTemplates | None = None
 
     _branch = field_validator("default_branch")(check_ref)
     _env = field_validator("env")(_check_env)
@@ -137,6 +174,8 @@ class ProjectPatch(_Body):
     hook_secret: Annotated[str, Field(min_length=16, max_length=200)] | None = None
     auto_cancel: bool | None = None
     schedules: _Schedules | None = None  # []: no schedule any more
+    notify: _Rules | None = None  # the whole list again; []: no rule any more
+    email_templates: EmailTemplates | None = None  # all of them again; {}: the shipped ones
 
     @field_validator("default_branch")
     @classmethod

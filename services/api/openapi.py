@@ -17,11 +17,24 @@ __all__ = ["openapi_document"]
 _ERROR = {"type": "object", "required": ["error", "detail"],
           "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}
 _OBJECT = {"type": "object"}
+# How a project's notification settings are written and shown (services/api/projects.py).
+_NOTIFY = (
+    "`notify`: notification rules, each as in the pipeline file's `notify:` "
+    "(NotifyRuleModel: name, when, branches, email, slack, mattermost, discord, webhook); "
+    "${NAME} is a variable of the project's env and must be set in it. Shown as "
+    "{name, when, branches, source, channels: [{kind, id, target, secret_set?}]}: a chat or "
+    "webhook URL only as its scheme and host (`https://hooks.slack.com/…`), a webhook key "
+    "never. `email_templates`: Jinja2 sources for the mail's subject, text and html, each "
+    "checked (a syntax error is a 400 naming the template and line).")
+_PATCH = (
+    f"{_NOTIFY} `notify` replaces the whole list ([] removes every rule): send every URL and "
+    "key in full again; a URL sent as the API shows it is refused (400). `email_templates` "
+    "replaces every template ({} restores the shipped ones).")
 
 
 def _op(summary: str, ok: int, *, body: dict[str, Any] | None = None,
         params: list[dict[str, Any]] | None = None, content: str = "application/json",
-        errors: tuple[int, ...] = (401, 404)) -> dict[str, Any]:
+        errors: tuple[int, ...] = (401, 404), description: str = "") -> dict[str, Any]:
     responses: dict[str, Any] = {
         str(ok): {"description": "OK",
                   **({"content": {content: {"schema": _OBJECT}}} if ok != 204 else {})}}
@@ -29,6 +42,8 @@ def _op(summary: str, ok: int, *, body: dict[str, Any] | None = None,
         responses[str(status)] = {"description": "error", "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if description:
+        op["description"] = description
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": body}}}
@@ -74,14 +89,20 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/projects": {
                 "get": _op("List projects", 200, errors=(401,)),
                 "post": _op("Register a project", 201, body=_body(ProjectCreate, schemas),
-                            errors=(401, 409)),
+                            errors=(401, 409), description=_NOTIFY),
             },
             "/api/v1/projects/{name}": {
                 "get": _op("Show a project", 200, params=project),
                 "patch": _op("Change a project", 200, params=project,
-                             body=_body(ProjectPatch, schemas)),
+                             body=_body(ProjectPatch, schemas), description=_PATCH),
                 "delete": _op("Delete a project", 204, params=project),
             },
+            "/api/v1/projects/{name}/notifications/test": {"post": _op(
+                "Send a test message to every notification channel of the project (the "
+                "notifier sends it; 202 with the test's id and url)", 202, params=project)},
+            "/api/v1/notifications/tests/{id}": {"get": _op(
+                "A notification test: each channel's outcome as it comes in", 200,
+                params=[_path("id")])},
             "/api/v1/projects/{name}/runs": {
                 "post": _op("Trigger a run (202 with its id)", 202, params=project,
                             body=_body(RunCreate, schemas)),

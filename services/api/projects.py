@@ -2,25 +2,46 @@
 
 A project's forge token is stored in its events (the notifier needs it) but never
 answered: ``ProjectView.to_json`` shows ``token_set`` instead.
+
+Notification rules (``notify``) are validated with the pipeline file's rule model and
+stored as ``NotifyRule.to_data()`` (source "project"). Their chat URLs and webhook keys
+are secrets too: the API shows a URL's scheme and host only (``https://hooks.slack.com/…``)
+and ``secret_set``. A PATCH replaces the whole list, so every URL and key is sent in full
+again; a URL sent back as the API showed it is refused (400, "send the full URL again")
+rather than stored shortened or matched to a stored one. Rule names are unique (a rule
+without one is named by its position), and every ``${NAME}`` a rule names must be set
+in the project's env as it is after the request (checked when rules are sent; the
+notifier reports a variable removed later). ``email_templates`` replaces all the
+templates at once (``{}``: the shipped ones); each must compile.
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from services.api.context import CONTEXT, ApiContext
 from services.api.errors import ApiError
 from services.api.models import ForgePatch, ProjectCreate, ProjectPatch
 from shared import events as ev
+from shared.email_templates import TEMPLATE_NAMES
 from shared.errors import ConcurrencyConflict
 from shared.events import NewEvent
+from shared.pipeline.compile import notify_rules
+from shared.pipeline.loader import format_path
+from shared.pipeline.notify import VARIABLE
+from shared.pipeline.schema import NotifyRuleModel, duplicate_rules, explain
 from shared.ports.eventstore import EventStore
 from shared.projections.projects import ProjectView, fold_project, project_stream
 
 __all__ = ["get_project", "project_routes", "require_project"]
+
+_B = TypeVar("_B", bound=BaseModel)
 
 
 async def get_project(store: EventStore, name: str) -> ProjectView | None:
@@ -44,12 +65,14 @@ async def _append(store: EventStore, name: str, event: ev.Event, expected_seq: i
 
 async def _create(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    body = ProjectCreate.model_validate(await request.json())
+    body = _validated(ProjectCreate, await request.json())
     existing = fold_project(await ctx.store.read(project_stream(body.name)))
     if existing is not None and not existing.deleted:
         raise ApiError(409, f"project {body.name!r} already exists")
-    fields = body.model_dump(exclude={"forge", "hook_secret"})
+    fields = body.model_dump(exclude={"forge", "hook_secret", "notify", "email_templates"})
     forge = body.forge.model_dump() if body.forge else {}
+    fields["notify"] = _rules_data(body.notify, body.env)
+    fields["email_templates"] = body.email_templates.to_data() if body.email_templates else {}
     # The webhook secret is shown this once when Cyclone made it up (as a token is).
     generated = "" if body.hook_secret else secrets.token_urlsafe(24)
     await _append(ctx.store, body.name,
@@ -77,10 +100,14 @@ async def _show(request: web.Request) -> web.Response:
 async def _update(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     view = await require_project(ctx.store, request.match_info["name"])
-    body = ProjectPatch.model_validate(await request.json())
-    changes = body.model_dump(exclude_none=True, exclude={"forge"})
+    body = _validated(ProjectPatch, await request.json())
+    changes = body.model_dump(exclude_none=True, exclude={"forge", "notify", "email_templates"})
     if "forge" in body.model_fields_set:
         changes["forge"] = _forge_change(view, body.forge)
+    if body.notify is not None:
+        changes["notify"] = _rules_data(body.notify, view.env if body.env is None else body.env)
+    if body.email_templates is not None:
+        changes["email_templates"] = body.email_templates.to_data()
     if changes:
         await _append(ctx.store, view.name, ev.ProjectUpdated(changes=changes), view.last_seq)
     return web.json_response((await require_project(ctx.store, view.name)).to_json())
@@ -99,6 +126,53 @@ def _forge_change(view: ProjectView, patch: ForgePatch | None) -> dict[str, Any]
                                 "forge yet)", "invalid_body")
         forge["token"] = old.token
     return forge
+
+
+def _validated(model: type[_B], data: Any) -> _B:
+    """``data`` as ``model``, or a 400 naming every problem's field. Problems in rules and
+    templates are worded as the linter words them (``notify[0].email[1]: not an email
+    address``); the rest as ``services.api.errors`` words pydantic's."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        detail = "; ".join(_problem(error) for error in exc.errors())
+        raise ApiError(400, detail, "invalid_body") from None
+
+
+def _problem(error: ErrorDetails) -> str:
+    loc = error["loc"]
+    if loc[:1] == ("notify",) and len(loc) > 1 and isinstance(loc[1], int):
+        where, message = explain(NotifyRuleModel, error, below=2)
+        return f"{format_path(('notify', loc[1], *where))}: {message}"
+    if loc[:1] == ("email_templates",) and len(loc) > 1:
+        message = str((error.get("ctx") or {}).get("error", error["msg"]))
+        if error["type"] == "extra_forbidden":
+            message = (f"unknown template '{loc[1]}' (expected one of: "
+                       f"{', '.join(TEMPLATE_NAMES)})")
+        return f"{format_path(loc)}: {message}"
+    field = ".".join(str(part) for part in loc) or "body"
+    return f"{field}: {'unknown field' if error['type'] == 'extra_forbidden' else error['msg']}"
+
+
+def _rules_data(models: Sequence[NotifyRuleModel], env: Mapping[str, str],
+                ) -> list[dict[str, Any]]:
+    """The rules to record, or a 400 for a name used twice or a ``${NAME}`` that ``env``
+    (the project's, as it is after the request) does not set."""
+    given = [model.name for model in models]
+    problems = [
+        f"notify[{i}].name: duplicate rule name '{name}' (as notify[{first}])" if given[i]
+        else f"notify[{i}]: named '{name}' by its position, as notify[{first}] is; give it a name"
+        for i, first, name in duplicate_rules(given)]
+    rules = notify_rules(models, "project")
+    for i, rule in enumerate(rules):
+        for channel in rule.channels:
+            for suffix, text in (("", channel.target), (".secret", channel.secret)):
+                problems += [f"notify[{i}].{channel.kind}{suffix}: ${{{name}}} is not set in "
+                             "the project's env" for name in VARIABLE.findall(text)
+                             if name not in env]
+    if problems:
+        raise ApiError(400, "; ".join(problems), "invalid_body")
+    return [rule.to_data() for rule in rules]
 
 
 async def _delete(request: web.Request) -> web.Response:

@@ -130,8 +130,8 @@ async def _start(ctx: ApiContext, project: ProjectView, record: ev.DeliveryRecei
             ctx.store, project=project.name, trigger=event.kind,
             branch=event.tag or event.branch, commit=event.commit,
             pipeline_file=project.pipeline_file, pipeline="", source=project.repo,
-            requested_by=f"webhook:{record.provider}", run_id=run_id, source_kind="git",
-            forge_event=record.event)
+            params=dict(project.env), requested_by=f"webhook:{record.provider}",
+            run_id=run_id, source_kind="git", forge_event=record.event)
         if project.auto_cancel:
             await _supersede(ctx, project.name, event, run_id)
 

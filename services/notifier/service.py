@@ -1,61 +1,282 @@
-"""The notifier: hears every run end on ``cyclone.events`` and tells people about it.
+"""The notifier: tells people when a run starts, ends or gets fixed, by email and chat.
 
-This version records each run's outcome in the structured log; delivery by email
-and chat (templates, channels, records as events) is issue #6 and builds on this
-consumer.
+It consumes ``cyclone.events`` (consumer group ``notifier``, many messages at once,
+in order per run: ``shared.consume``). For ``RunPlanned`` ("started") and each run
+end it reads the run and its project, and the rules that apply: the project's
+``notify`` setting and the run's pipeline file's ``notify:``
+(``shared.pipeline.notify``). Each rule whose ``when`` matches gives one
+notification per channel, delivered by ``delivery.Deliverer``: exactly once in
+effect, recorded in the run's stream, never blocking the run nor another channel
+(see ``delivery`` for the guarantee and its one gap).
 
-Once per run end, across replicas: the replicas share one consumer group, so each
-run end reaches one of them; a redelivery (a replica died before committing) could
-reach another. Before acting, a replica claims ``cyclone/notified/<run>/<outcome>``
-in the coordination service (create-if-absent): only the claim's winner notifies.
-The claims are bound to a long lease (a day), so they clean themselves up long after
-any redelivery could come. Claiming before notifying means a replica that dies
-between the two leaves that notification unsent (at most once); issue #6's records
-make delivery at least once and exactly once in effect.
+``fixed`` and ``changed`` need the previous outcome on the run's branch: the notifier
+keeps a ledger per branch (stream ``outcomes-<project>/<branch>``, ``BranchRunEnded``)
+of the successful and failed runs in the order their ends were handled. Appends
+use the stream's expected seq, so replicas agree on one order.
+
+``cyclone notify test PROJECT`` appends ``NotificationTestRequested`` to a stream of
+its own; the notifier that gets it lists the project's channels there
+(``NotificationTestStarted``) and records one outcome per channel.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import re
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
+from services.notifier.chat import ChatSender
+from services.notifier.delivery import Deliverer, Notification, recorded_keys
+from services.notifier.email import EmailSender
+from services.notifier.message import SendError, Summary, clean_tail, failed_step, summarize
+from shared import events as ev
+from shared.config import NotifySettings, SmtpSettings
 from shared.consume import consume
-from shared.events import TERMINAL_RUN_EVENTS
-from shared.keys import notified_key
+from shared.errors import ConcurrencyConflict
+from shared.events import NewEvent, decode, is_run_stream, run_stream
+from shared.logging import looks_secret
+from shared.pipeline.notify import Channel, NotifyRule, UnsetVariable, due_reason, outcome_of
+from shared.pipeline.plan import Plan
 from shared.ports.bus import TOPIC_EVENTS, Bus, Message
-from shared.ports.coordination import Coordinator, Lease
-from shared.projections.runs import run_id_of
+from shared.ports.coordination import Coordinator
+from shared.ports.eventstore import EventStore
+from shared.ports.logstore import LogStore
+from shared.projections.projects import ProjectView, fold_project, project_stream
+from shared.projections.runs import RunView, fold, run_id_of
 from shared.wire import decode_event
 
-__all__ = ["CLAIM_TTL_S", "Notifier"]
+__all__ = ["GROUP", "Notifier", "outcomes_stream"]
 
 log = logging.getLogger(__name__)
 
-_TERMINAL = {t.TYPE: t for t in TERMINAL_RUN_EVENTS}
-CLAIM_TTL_S = 24 * 3600.0
+GROUP = "notifier"
+_MOMENTS = {ev.RunPlanned.TYPE: "started", ev.RunSucceeded.TYPE: "ended",
+            ev.RunFailed.TYPE: "ended", ev.RunErrored.TYPE: "ended",
+            ev.RunCancelled.TYPE: "ended"}  # a skipped run tells nobody anything
+_SECRET_NAME = re.compile(r"(^|_)(KEY|PASS|PWD|CREDENTIALS?|AUTH)($|_)", re.IGNORECASE)
+_TEST_ATTEMPTS = 2  # someone is waiting at the terminal for the answer
+
+
+def outcomes_stream(project: str, branch: str) -> str:
+    return f"outcomes-{project}/{branch}"
+
+
+@dataclass(frozen=True)
+class _Payload:
+    summary: Summary
+    templates: dict[str, str] = field(default_factory=dict)
+    problem: str = ""  # a channel that cannot be sent to (an unset ${VAR})
 
 
 class Notifier:
-    def __init__(self, bus: Bus, coord: Coordinator, group: str = "notifier") -> None:
-        self.bus = bus
-        self.coord = coord
-        self.group = group
-        self._lease: Lease | None = None
-        self.notified = 0  # notifications this replica sent (a metric, and for tests)
+    """See the module docstring. ``public_url`` is where users reach the API (links)."""
 
-    async def run(self) -> None:
-        await consume(self.bus, TOPIC_EVENTS, self.group, self.handle)
+    def __init__(self, store: EventStore, coord: Coordinator, logs: LogStore, *,
+                 public_url: str, settings: NotifySettings, me: str,
+                 claim_ttl: float = 10.0, tail_wait_s: float = 5.0,
+                 concurrency: int = 32) -> None:
+        self.store = store
+        self.logs = logs
+        self.public_url = public_url.rstrip("/")
+        self.smtp = settings.smtp
+        self.email = EmailSender(settings.smtp)
+        self.chat = ChatSender()
+        self.deliverer = Deliverer(store, coord, self._send, me=me, attempts=settings.attempts,
+                                   first_delay=settings.first_delay_s,
+                                   max_delay=settings.max_delay_s, claim_ttl=claim_ttl)
+        self.tail_wait_s = tail_wait_s
+        self.concurrency = concurrency
+
+    async def run(self, bus: Bus, group: str = GROUP) -> None:
+        """Consume ``cyclone.events`` until the bus closes."""
+        await consume(bus, TOPIC_EVENTS, group, self.handle, concurrency=self.concurrency)
+
+    async def close(self) -> None:
+        await self.deliverer.close()
+        await self.chat.close()
 
     async def handle(self, message: Message) -> None:
         recorded = decode_event(message.value)
-        if recorded.type not in _TERMINAL:
+        if recorded.type == ev.NotificationTestRequested.TYPE:
+            await self.test(recorded.stream)
             return
-        run_id = run_id_of(recorded.stream)
-        if not await self._claim(run_id, recorded.type):
-            return  # another replica (or an earlier delivery) has notified
-        self.notified += 1
-        log.info("run ended", extra={"run": run_id, "outcome": recorded.type})
+        moment = _MOMENTS.get(recorded.type)
+        if moment is not None and is_run_stream(recorded.stream):
+            await self.notify_run(run_id_of(recorded.stream), moment)
 
-    async def _claim(self, run_id: str, outcome: str) -> bool:
-        if self._lease is None:
-            self._lease = await self.coord.grant_lease(CLAIM_TTL_S)
-        return await self.coord.create(notified_key(run_id, outcome), b"", self._lease)
+    # --- runs ---------------------------------------------------------------------------
+
+    async def notify_run(self, run_id: str, moment: str) -> None:
+        """Send what the rules say ``moment`` ("started" or "ended") of the run is worth."""
+        events = await self.store.read(run_stream(run_id))
+        run = fold(events)
+        if run is None or not run.project or run.done != (moment == "ended"):
+            return  # not a project's run; or it has ended already: "started" is stale
+        project = fold_project(await self.store.read(project_stream(run.project)))
+        if project is None or project.deleted:
+            return
+        previous = await self._previous_outcome(run) if moment == "ended" else None
+        rules = (*project.notify, *_file_rules(run))
+        due = [(rule, reason) for rule in rules
+               if (reason := due_reason(rule, moment, run.status, run.branch, previous))]
+        done = recorded_keys(events)
+        pending = [(rule, reason, channel) for rule, reason in due for channel in rule.channels
+                   if _key(run.id, moment, rule, channel) not in done]
+        if not pending:
+            return
+        secrets = _secrets(project, rules, self.smtp)
+        tail = await self._log_tail(run, secrets) if moment == "ended" else []
+        url = f"{self.public_url}/api/v1/runs/{run.id}"
+        notes = []
+        for rule, reason, channel in pending:
+            key = _key(run.id, moment, rule, channel)
+            summary = summarize(run, key=key, moment=moment, reason=reason, url=url,
+                                log_tail=tail)
+            notes.append(_note(run_stream(run.id), key, rule, channel, moment, reason,
+                               summary, project))
+        await asyncio.gather(*(self.deliverer.deliver(note) for note in notes))
+
+    async def _previous_outcome(self, run: RunView) -> str | None:
+        """The outcome of the run before ``run`` in its branch's ledger (adding ``run``)."""
+        outcome = outcome_of(run.status)
+        if outcome not in ("success", "failure"):
+            return None  # only "always" can match, and it needs no history
+        stream = outcomes_stream(run.project, run.branch)
+        while True:
+            events = await self.store.read(stream)
+            ledger = [e for r in events if isinstance(e := decode(r), ev.BranchRunEnded)]
+            ids = [entry.run_id for entry in ledger]
+            if run.id in ids:
+                at = ids.index(run.id)
+                return ledger[at - 1].outcome if at else None
+            try:
+                await self.store.append(stream, [NewEvent(ev.BranchRunEnded(run.id, outcome))],
+                                        events[-1].seq if events else 0)
+            except ConcurrencyConflict:
+                continue  # another replica recorded another run's end first: read again
+            return ledger[-1].outcome if ledger else None
+
+    async def _log_tail(self, run: RunView, secrets: set[str]) -> list[str]:
+        """The last lines of the run's first failed step, cleaned and masked."""
+        step = failed_step(run)
+        if step is None:
+            return []
+        with contextlib.suppress(TimeoutError):  # lines still on their way: use what is in
+            await asyncio.wait_for(self._logs_stored(run), self.tail_wait_s)
+        lines: deque[str] = deque(maxlen=200)
+        async for stored in self.logs.read(run.id):
+            if (stored.line.job, stored.line.step) == (step.job, step.step):
+                lines.append(stored.line.text)
+        return clean_tail(lines, secrets)
+
+    async def _logs_stored(self, run: RunView) -> None:
+        while await self.logs.count(run.id) < run.log_lines:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)  # polling the store: it has no change feed
+
+    # --- sending ------------------------------------------------------------------------
+
+    async def _send(self, note: Notification) -> None:
+        payload = note.payload
+        assert isinstance(payload, _Payload)
+        if payload.problem:
+            raise SendError(payload.problem, retry=False)
+        if note.send_to.kind == "email":
+            await self.email.send(note.send_to.target, payload.summary, payload.templates)
+        else:
+            await self.chat.send(note.send_to, payload.summary)
+
+    # --- notification tests ---------------------------------------------------------------
+
+    async def test(self, stream: str) -> None:
+        """Send a test message to every channel of the project a test stream names."""
+        events = await self.store.read(stream)
+        if not events:
+            return
+        request = decode(events[0])
+        if not isinstance(request, ev.NotificationTestRequested):
+            return
+        project = fold_project(await self.store.read(project_stream(request.project)))
+        if project is None or project.deleted:
+            project = ProjectView(name=request.project)
+        channels = await self._all_channels(project)
+        await self._list_test(stream, channels)
+        done = recorded_keys(await self.store.read(stream))
+        url = f"{self.public_url}/api/v1/projects/{project.name}"
+        notes = []
+        for rule, channel in channels:
+            key = f"{stream}/test/{rule.id}/{channel.id}"
+            if key in done:
+                continue
+            summary = Summary(key=key, moment="test", reason="test", run_id="",
+                              project=project.name, status="test", url=url,
+                              branch=project.default_branch)
+            notes.append(_note(stream, key, rule, channel, "test", "test", summary, project))
+        await asyncio.gather(*(self.deliverer.deliver(note, _TEST_ATTEMPTS) for note in notes))
+
+    async def _all_channels(self, project: ProjectView) -> list[tuple[NotifyRule, Channel]]:
+        """Each channel once: the project's rules, then its default branch's file's (as
+        the latest run that ended there had them)."""
+        rules = list(project.notify)
+        ledger = await self.store.read(outcomes_stream(project.name, project.default_branch))
+        if ledger:
+            last = decode(ledger[-1])
+            if isinstance(last, ev.BranchRunEnded):
+                latest = fold(await self.store.read(run_stream(last.run_id)))
+                rules.extend(_file_rules(latest) if latest else ())
+        seen: set[str] = set()
+        channels = []
+        for rule in rules:
+            for channel in rule.channels:
+                if channel.id not in seen:
+                    seen.add(channel.id)
+                    channels.append((rule, channel))
+        return channels
+
+    async def _list_test(self, stream: str, channels: list[tuple[NotifyRule, Channel]]) -> None:
+        listed = [{**channel.to_json(), "rule": rule.id} for rule, channel in channels]
+        while True:
+            events = await self.store.read(stream)
+            if any(r.type == ev.NotificationTestStarted.TYPE for r in events):
+                return
+            with contextlib.suppress(ConcurrencyConflict):
+                await self.store.append(stream, [NewEvent(ev.NotificationTestStarted(listed))],
+                                        events[-1].seq)
+                return
+
+
+def _note(stream: str, key: str, rule: NotifyRule, channel: Channel, moment: str,
+          reason: str, summary: Summary, project: ProjectView) -> Notification:
+    problem, send_to = "", channel
+    try:
+        send_to = channel.resolved(project.env)
+    except UnsetVariable as exc:
+        problem = f"{channel.kind} channel of rule {rule.id}: {exc}"
+    payload = _Payload(summary, dict(project.email_templates), problem)
+    return Notification(stream=stream, key=key, rule=rule.id, channel=channel,
+                        send_to=send_to, moment=moment, reason=reason, payload=payload)
+
+
+def _key(run_id: str, moment: str, rule: NotifyRule, channel: Channel) -> str:
+    return f"{run_id}/{moment}/{rule.id}/{channel.id}"
+
+
+def _file_rules(run: RunView) -> tuple[NotifyRule, ...]:
+    return Plan.from_data(run.plan).notify if run.plan else ()
+
+
+def _secrets(project: ProjectView, rules: Iterable[NotifyRule], smtp: SmtpSettings) -> set[str]:
+    """Every value a notification must not show."""
+    values = {smtp.password, project.hook_secret}
+    if project.forge is not None:
+        values.add(project.forge.token)
+    values.update(v for k, v in project.env.items() if looks_secret(k) or _SECRET_NAME.search(k))
+    for rule in rules:
+        for channel in rule.channels:
+            with contextlib.suppress(UnsetVariable):
+                values.update(channel.resolved(project.env).secrets())
+    values.discard("")
+    return values

@@ -19,6 +19,11 @@ and otherwise compiles. It never raises anything else, whatever the text.
 * ``on:`` -> ``Plan.triggers`` (``triggers_of``): no ``on:`` is the default
   ``Triggers()``; otherwise only the listed events trigger. ``X-ignore`` lists are
   kept under their own key (``Filter.key``), cron lines stripped and deduplicated.
+* ``notify:`` -> ``Plan.notify`` (``notify_rules``, source "file"): a rule without a name
+  is named by its position ("1", "2", ...); ``when`` defaults to ``DEFAULT_WHEN``; its
+  channels are its email addresses in order, then slack, mattermost, discord, webhook.
+  Repeated ``when`` words, branch patterns and addresses (case-insensitively) are
+  dropped. ``${NAME}`` stays as written: the notifier substitutes the project's env.
 """
 
 from __future__ import annotations
@@ -26,26 +31,30 @@ from __future__ import annotations
 import heapq
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shared.errors import PipelineError
 from shared.pipeline import caicloud
 from shared.pipeline.diagnostics import Diagnostic
 from shared.pipeline.lint import MATRIX_REF, CheckedCyclone, check_cyclone, detect_format
+from shared.pipeline.notify import DEFAULT_WHEN, Channel, NotifyRule
 from shared.pipeline.plan import JobSpec, Plan, ServiceSpec, StepSpec, When
 from shared.pipeline.schema import (
     JobModel,
+    NotifyRuleModel,
     OnModel,
     PullRequestModel,
     PushModel,
     StepModel,
+    WebhookModel,
     WhenModel,
+    rule_names,
 )
 from shared.pipeline.triggers import Filter, PullRequestTrigger, PushTrigger, Triggers
 
 __all__ = ["LoadResult", "combinations", "compile_cyclone", "job_name", "load",
-           "matrix_env_key", "triggers_of"]
+           "matrix_env_key", "notify_rules", "triggers_of"]
 
 _STATUS_ORDER = ("success", "failure")
 
@@ -98,7 +107,7 @@ def compile_cyclone(checked: CheckedCyclone, file: str) -> Plan:
         for combo in expansions[name]:
             jobs.append(_job(job_name(name, combo), job, combo, needs, checked.env))
     return Plan(source_file=file, jobs=tuple(_topological(jobs)),
-                triggers=triggers_of(checked.on))
+                triggers=triggers_of(checked.on), notify=notify_rules(checked.notify, "file"))
 
 
 def triggers_of(on: OnModel | None) -> Triggers:
@@ -111,6 +120,30 @@ def triggers_of(on: OnModel | None) -> Triggers:
         schedule=tuple(dict.fromkeys(item.cron for item in on.schedule)),
         manual=on.manual,
     )
+
+
+def notify_rules(rules: Sequence[NotifyRuleModel], source: str) -> tuple[NotifyRule, ...]:
+    """Validated rules (``NotifyRuleModel``; names unique, as lint and the API check) as
+    ``NotifyRule``s from ``source`` ("file" or "project")."""
+    return tuple(_rule(name, rule, source) for name, rule in zip(rule_names(rules), rules,
+                                                                 strict=True))
+
+
+def _rule(name: str, rule: NotifyRuleModel, source: str) -> NotifyRule:
+    addresses: dict[str, str] = {}
+    for address in rule.email or ():
+        addresses.setdefault(address.lower(), address)  # the first spelling wins
+    channels = [Channel("email", address) for address in addresses.values()]
+    channels += [Channel(kind, url) for kind in ("slack", "mattermost", "discord")
+                 if (url := getattr(rule, kind)) is not None]
+    hook = rule.webhook
+    if isinstance(hook, WebhookModel):
+        channels.append(Channel("webhook", hook.url, hook.secret or ""))
+    elif hook is not None:
+        channels.append(Channel("webhook", hook))
+    return NotifyRule(name=name, channels=tuple(channels),
+                      when=tuple(dict.fromkeys(rule.when)) if rule.when else DEFAULT_WHEN,
+                      branches=tuple(dict.fromkeys(rule.branches or ())), source=source)
 
 
 def _push_trigger(push: PushModel) -> PushTrigger:

@@ -2,10 +2,11 @@
 
 ``lint(text, file)`` never raises for bad input. For ``.cyclone.yml`` it runs, in
 order: YAML parsing (``loader``), structural checks (``schema``, one job at a time
-so that every job's problems are reported, and ``on:`` once its shorthands are
-expanded), then the semantic checks below (job and step names, images, needs,
-cycles, matrix references, trigger filters). ``caicloud.yml`` files are checked by
-``caicloud.check_caicloud``.
+so that every job's problems are reported, ``on:`` once its shorthands are
+expanded, ``notify:`` one rule at a time), then the semantic checks below (job and
+step names, images, needs, cycles, matrix references, trigger filters, rule names,
+chat URLs and webhook secrets written in the file instead of ``${NAME}``).
+``caicloud.yml`` files are checked by ``caicloud.check_caicloud``.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from typing import Any, Literal
 from shared.pipeline import caicloud
 from shared.pipeline.diagnostics import Diagnostic
 from shared.pipeline.loader import Path, Reporter, ordered, parse
+from shared.pipeline.notify import VARIABLE
 from shared.pipeline.schema import (
     ON_EVENTS,
     CycloneFile,
     JobModel,
+    NotifyRuleModel,
     OnModel,
     did_you_mean,
+    duplicate_rules,
     kind,
     validate,
 )
@@ -32,6 +36,7 @@ from shared.pipeline.schema import (
 __all__ = [
     "JOBS_LIMIT",
     "JOB_NAME",
+    "LITERAL_SECRET",
     "MATRIX_LIMIT",
     "MATRIX_REF",
     "CheckedCyclone",
@@ -48,6 +53,8 @@ JOBS_LIMIT = 1000  # jobs of a plan, matrices expanded
 CAICLOUD_FILES = ("caicloud.yml", "caicloud.yaml")
 _CAICLOUD_TOP = re.compile(r"^(pre_build|build|integration|post_build|deploy)\s*:", re.M)
 _JOBS_TOP = re.compile(r"^jobs\s*:", re.M)
+LITERAL_SECRET = ("a webhook {what} in the pipeline file is readable by everyone who can read "
+                  "the repository; put it in the project's env and write ${{NAME}}")
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class CheckedCyclone:
     env: dict[str, str]
     jobs: dict[str, JobModel]  # in file order
     on: OnModel | None = None  # None: the file has no ``on:`` (everything triggers)
+    notify: tuple[NotifyRuleModel, ...] = ()  # in file order
 
 
 def lint(text: str, file: str) -> list[Diagnostic]:
@@ -94,7 +102,9 @@ def check_cyclone(text: str, file: str) -> tuple[CheckedCyclone | None, list[Dia
         data = {k: v for k, v in data.items() if not k.startswith("x-")}
     top, problems = validate(CycloneFile, data, (), document, file)
     report.diagnostics.extend(problems)
-    on = _check_on(report, data["on"]) if isinstance(data, dict) and "on" in data else None
+    written = data if isinstance(data, dict) else {}
+    on = _check_on(report, written["on"]) if "on" in written else None
+    notify = _check_notify(report, written["notify"]) if "notify" in written else ()
     found = data.get("jobs") if isinstance(data, dict) else None
     raw_jobs: dict[str, Any] = found if isinstance(found, dict) else {}
     jobs: dict[str, JobModel] = {}
@@ -119,7 +129,7 @@ def check_cyclone(text: str, file: str) -> tuple[CheckedCyclone | None, list[Dia
     diagnostics = ordered(report.diagnostics)
     if top is None or any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
-    return CheckedCyclone(dict(top.env or {}), jobs, on), diagnostics
+    return CheckedCyclone(dict(top.env or {}), jobs, on, notify), diagnostics
 
 
 def _check_names(report: Reporter, names: list[str]) -> None:
@@ -366,3 +376,77 @@ def _check_patterns(report: Reporter, path: Path, value: object, base: str) -> N
         elif base == "paths" and body.startswith(("/", "./")):
             report.warning(where, f"paths are matched from the repository root without a "
                            f"leading '/' or './': '{pattern}' never matches")
+
+
+# --- notify: ---------------------------------------------------------------------------------
+
+_CHATS = ("slack", "mattermost", "discord")
+
+
+def _check_notify(report: Reporter, raw: object) -> tuple[NotifyRuleModel, ...]:
+    """Validate ``notify:`` (a rule, or a list of them) rule by rule, check the names and
+    warn of secrets written in the file; the rules without an error come back."""
+    if isinstance(raw, dict):
+        items: list[tuple[Path, object]] = [(("notify",), raw)]
+    elif isinstance(raw, list):
+        items = [(("notify", i), item) for i, item in enumerate(raw)]
+    elif raw is None:
+        items = []
+    else:
+        report.error(("notify",), f"expected a rule (a mapping) or a list of them, got "
+                     f"{kind(raw)}")
+        return ()
+    if not items:
+        report.warning(("notify",), "lists no rule (remove 'notify' if none is meant)")
+    rules: list[NotifyRuleModel] = []
+    for base, item in items:
+        rule, problems = validate(NotifyRuleModel, item, base, report.document, report.file)
+        report.diagnostics.extend(problems)
+        _check_rule(report, base, rule, item)
+        if rule is not None:
+            rules.append(rule)
+    _check_rule_names(report, items)
+    return tuple(rules)
+
+
+def _check_rule(report: Reporter, base: Path, rule: NotifyRuleModel | None,
+                raw: object) -> None:
+    """Warnings about one rule; secrets written in the file are found even in a rule with
+    errors, the rest only in a valid one."""
+    if not isinstance(raw, dict):
+        return
+    for chat in _CHATS:
+        url = raw.get(chat)
+        if isinstance(url, str) and not VARIABLE.search(url):
+            report.warning((*base, chat), LITERAL_SECRET.format(what="URL"))
+    hook = raw.get("webhook")
+    secret = hook.get("secret") if isinstance(hook, dict) else None
+    if isinstance(secret, str) and secret and not VARIABLE.search(secret):
+        report.warning((*base, "webhook", "secret"), LITERAL_SECRET.format(what="secret"))
+    if rule is None:
+        return
+    _check_patterns(report, (*base, "branches"), raw.get("branches"), "branches")
+    listed = isinstance(raw.get("email"), list)
+    seen: set[str] = set()
+    for i, address in enumerate(rule.email or ()):
+        if address.lower() in seen:
+            report.warning((*base, "email", i) if listed else (*base, "email"),
+                           f"address '{address}' is listed twice")
+        seen.add(address.lower())
+
+
+def _check_rule_names(report: Reporter, items: list[tuple[Path, object]]) -> None:
+    """Names are unique in a file; a rule without one is named by its position."""
+    given: list[str | None] = []
+    for _, item in items:
+        name = item.get("name") if isinstance(item, dict) else None
+        given.append(name if isinstance(name, str) and name else None)
+    marks = report.document.marks
+    for index, first, name in duplicate_rules(given):
+        base = items[index][0]
+        line = marks.locate(items[first][0])[0]
+        if given[index] is not None:
+            report.error((*base, "name"), f"duplicate rule name '{name}' (first at line {line})")
+        else:
+            report.error(base, f"this rule is named '{name}' by its position, as the rule at "
+                         f"line {line} is; give it a name")

@@ -2,7 +2,9 @@
 
 Plain frozen dataclasses, JSON round-trippable (``Plan.to_data`` / ``Plan.from_data``)
 because a run's plan is recorded in its ``RunPlanned`` event. The plan also carries the
-file's trigger rules (``shared.pipeline.triggers.Triggers``).
+file's trigger rules (``shared.pipeline.triggers.Triggers``) and its notification rules
+(``shared.pipeline.notify.NotifyRule``, source "file"). ``to_data`` leaves ``notify`` out
+when there is none, so a plan without rules is recorded as it was before rules existed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.pipeline.notify import NotifyRule, rules_from_data
 from shared.pipeline.triggers import Triggers
 
 __all__ = ["BuildSpec", "JobSpec", "Plan", "ServiceSpec", "StepSpec", "When"]
@@ -97,6 +100,8 @@ class Plan:
     jobs: tuple[JobSpec, ...]  # in a topological order of ``needs``
     # the file's ``on:``; a plan recorded before triggers existed reads as the default
     triggers: Triggers = field(default_factory=Triggers)
+    # the file's ``notify:``; a plan recorded before rules existed reads as ()
+    notify: tuple[NotifyRule, ...] = ()
 
     def job(self, name: str) -> JobSpec:
         for job in self.jobs:
@@ -105,12 +110,17 @@ class Plan:
         raise KeyError(name)
 
     def to_data(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        del data["notify"]
+        if self.notify:
+            data["notify"] = [rule.to_data() for rule in self.notify]
+        return data
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Plan:
         return cls(source_file=data["source_file"], jobs=tuple(_job(j) for j in data["jobs"]),
-                   triggers=Triggers.from_data(data.get("triggers")))
+                   triggers=Triggers.from_data(data.get("triggers")),
+                   notify=rules_from_data(data.get("notify")))
 
 
 def _when(d: dict[str, Any]) -> When:

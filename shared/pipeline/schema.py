@@ -8,16 +8,23 @@ says otherwise.
 
 ``validate(model, data, base, document, file)`` validates one part of a parsed
 document and turns every pydantic error into a ``Diagnostic`` at the YAML line of
-the offending key or value (``loc`` is mapped to the document's marks).
+the offending key or value (``loc`` is mapped to the document's marks). ``explain``
+gives the same path and message to callers without a document (the API renders a
+project's notification rules' errors with it).
+
+``NotifyRuleModel`` is the one definition of a notification rule: the pipeline file's
+``notify:`` and a project's ``notify`` setting (JSON) are both validated with it.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import shlex
 import types
 from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -29,6 +36,8 @@ from pydantic import (
     PlainValidator,
     Tag,
     ValidationError,
+    WithJsonSchema,
+    model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
@@ -37,11 +46,13 @@ from shared.cron import parse as parse_cron
 from shared.pipeline.diagnostics import Diagnostic
 from shared.pipeline.duration import parse_duration
 from shared.pipeline.loader import Document, Path, format_path
+from shared.pipeline.notify import CHANNEL_KINDS, DEFAULT_WHEN, REDACTED, VARIABLE, WHENS
 from shared.pipeline.triggers import PR_ACTIONS, glob_error
 
 __all__ = [
     "EVENTS",
     "ON_EVENTS",
+    "RULE_NAME",
     "STATUSES",
     "CaiBuild",
     "CaiDeploy",
@@ -51,22 +62,31 @@ __all__ = [
     "CycloneFile",
     "JobModel",
     "NamedServiceModel",
+    "NotifyRuleModel",
     "OnModel",
     "PullRequestModel",
     "PushModel",
     "ScheduleModel",
     "ServiceModel",
     "StepModel",
+    "WebhookModel",
     "WhenModel",
     "did_you_mean",
+    "duplicate_rules",
+    "explain",
     "kind",
+    "rule_names",
     "validate",
 ]
 
 EVENTS = ("push", "tag", "pull_request", "manual", "cli", "schedule")
 STATUSES = ("success", "failure", "always")
 ON_EVENTS = ("push", "pull_request", "schedule", "manual")  # the keys of ``on:``
-MAP_TAG, LIST_TAG = "<mapping>", "<list>"  # union member tags; stripped from error locs
+MAP_TAG, LIST_TAG, STR_TAG = "<mapping>", "<list>", "<string>"  # union member tags; stripped
+_TAGS = (MAP_TAG, LIST_TAG, STR_TAG, "[key]")  # from error locs
+RULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# deliberately simple: something@something, no spaces; the mail server judges the rest
+_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)*")
 
 
 def kind(value: object) -> str:
@@ -292,12 +312,155 @@ class OnModel(_Model):
 
 
 class CycloneFile(_Model):
-    """The top level; jobs are validated one by one (``JobModel``) to report them all, and
-    ``on`` by the linter (``OnModel``), which first expands its shorthands."""
+    """The top level; jobs are validated one by one (``JobModel``) to report them all,
+    ``on`` by the linter (``OnModel``), which first expands its shorthands, and ``notify``
+    rule by rule (``NotifyRuleModel``)."""
 
     env: EnvMap | None = None
     on: Any = None
+    notify: Any = None
     jobs: Annotated[dict[str, Any], Field(min_length=1)]
+
+
+# --- notify: (the pipeline file's, and a project's setting) ----------------------------------
+
+
+def _present(value: Any) -> Any:
+    """An optional key written with no value is a mistake, not "use the default"."""
+    if value is None:
+        raise PydanticCustomError("null", "must not be empty (leave the key out instead)")
+    return value
+
+
+def _rule_name(value: str) -> str:
+    if not RULE_NAME.fullmatch(value):
+        raise PydanticCustomError(
+            "rule_name", "invalid rule name '{value}' (1 to 64 letters, digits, '_', '.' and "
+            "'-')", {"value": value})
+    return value
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.fullmatch(value):
+        raise PydanticCustomError("email", "not an email address: '{value}'", {"value": value})
+    return value
+
+
+def _url(value: str) -> str:
+    """An http(s) URL with a host, or a whole ``${NAME}``. Never quoted in a message: a chat
+    URL carries its token."""
+    if VARIABLE.fullmatch(value):
+        return value
+    if REDACTED in value:  # what Channel.shown makes of a URL, sent back
+        raise PydanticCustomError("shortened_url", "this is the URL as the API shows it "
+                                  "(shortened: the API never shows a URL's path); send the "
+                                  "full URL again")
+    try:
+        parts = urlsplit(value)
+        scheme, host, _ = parts.scheme, parts.hostname, parts.port
+    except ValueError:  # e.g. a bad port or an unclosed IPv6 bracket
+        scheme, host = "", None
+    if scheme not in ("http", "https") or not host or any(c.isspace() for c in value):
+        raise PydanticCustomError("url", "expected an http(s) URL with a host, or a whole "
+                                  "${NAME} (a variable of the project's env)")
+    return value
+
+
+def _str_or_map(value: Any) -> str | None:
+    return STR_TAG if isinstance(value, str) else MAP_TAG if isinstance(value, dict) else None
+
+
+Url = Annotated[str, AfterValidator(_url)]
+Email = Annotated[str, AfterValidator(_email)]
+WhenWord = Annotated[str, _choice(WHENS, "condition")]
+
+
+class WebhookModel(_Model):
+    """``webhook: {url, secret}``: the body is signed with HMAC-SHA256 under ``secret``."""
+
+    url: Url
+    secret: Annotated[str, Field(min_length=1)] | None = None
+
+
+Webhook = Annotated[
+    Union[  # noqa: UP007 - members carry Tag metadata
+        Annotated[Url, Tag(STR_TAG)],
+        Annotated[WebhookModel, Tag(MAP_TAG)],
+    ],
+    Discriminator(_str_or_map, custom_error_type="url_or_map",
+                  custom_error_message="expected a URL or a mapping {url, secret}"),
+]
+
+
+def _one_or_more(item: dict[str, Any], description: str) -> WithJsonSchema:
+    return WithJsonSchema({"anyOf": [item, {"type": "array", "items": item, "minItems": 1}],
+                           "description": description})
+
+
+# what the OpenAPI document and editors see (the validators above are not expressible)
+_URL_DOC = {"type": "string", "description": "an http(s) URL (it holds the chat's token: a "
+            "secret), or ${NAME}, a variable of the project's env"}
+_WEBHOOK_DOC = {"anyOf": [{"type": "string"}, {
+    "type": "object", "additionalProperties": False, "required": ["url"],
+    "properties": {"url": {"type": "string", "description": "an http(s) URL, or ${NAME}"},
+                   "secret": {
+        "type": "string", "minLength": 1,
+        "description": "the HMAC-SHA256 key the body is signed with (header "
+                       "X-Cyclone-Signature-256); ${NAME} keeps it out of sight"}}}],
+    "description": "a URL that is POSTed a JSON document"}
+
+
+class NotifyRuleModel(_Model):
+    """One notification rule (``shared.pipeline.notify``). Every key is optional but a rule
+    needs at least one channel (email, slack, mattermost, discord, webhook); an optional
+    key written as null is an error."""
+
+    name: Annotated[str | None, BeforeValidator(_present), AfterValidator(_rule_name),
+                    WithJsonSchema({"type": "string", "pattern": f"^{RULE_NAME.pattern}$",
+                                    "description": "unique among the rules; default: the "
+                                    "rule's position (\"1\", \"2\", ...)"})] = None
+    # before-validators run last-written first: _present sees the value as written
+    when: Annotated[list[WhenWord] | None, BeforeValidator(_as_list),
+                    BeforeValidator(_present), Field(min_length=1),
+                    _one_or_more({"enum": list(WHENS)},
+                                 f"default: {', '.join(DEFAULT_WHEN)}")] = None
+    branches: Annotated[Patterns | None, BeforeValidator(_present), Field(min_length=1),
+                        _one_or_more({"type": "string"}, "patterns as in on.push.branches; "
+                                     "default: every branch")] = None
+    email: Annotated[list[Email] | None, BeforeValidator(_as_list), BeforeValidator(_present),
+                     Field(min_length=1),
+                     _one_or_more({"type": "string", "format": "email"}, "addresses")] = None
+    slack: Annotated[Url | None, BeforeValidator(_present), WithJsonSchema(_URL_DOC)] = None
+    mattermost: Annotated[Url | None, BeforeValidator(_present),
+                          WithJsonSchema(_URL_DOC)] = None
+    discord: Annotated[Url | None, BeforeValidator(_present), WithJsonSchema(_URL_DOC)] = None
+    webhook: Annotated[Webhook | None, BeforeValidator(_present),
+                       WithJsonSchema(_WEBHOOK_DOC)] = None
+
+    @model_validator(mode="after")
+    def _has_channel(self) -> NotifyRuleModel:
+        if all(getattr(self, kind) is None for kind in CHANNEL_KINDS):
+            raise PydanticCustomError("no_channel", "a rule needs at least one channel: {kinds}",
+                                      {"kinds": ", ".join(CHANNEL_KINDS)})
+        return self
+
+
+def rule_names(rules: Sequence[NotifyRuleModel]) -> list[str]:
+    """The rules' names: as given, else their position ("1", "2", ...)."""
+    return [rule.name or str(i) for i, rule in enumerate(rules, 1)]
+
+
+def duplicate_rules(given: Sequence[str | None]) -> list[tuple[int, int, str]]:
+    """``(index, first, name)`` for each rule whose name (``given``, else its position as
+    in ``rule_names``) the rule at index ``first`` already has."""
+    seen: dict[str, int] = {}
+    out: list[tuple[int, int, str]] = []
+    for i, name in enumerate(given):
+        name = name or str(i + 1)
+        if name in seen:
+            out.append((i, seen[name], name))
+        seen.setdefault(name, i)
+    return out
 
 
 # --- caicloud.yml ----------------------------------------------------------------------------
@@ -404,20 +567,30 @@ def validate(model: type[M], data: Any, base: Path, document: Document,
 
 def _diagnostic(model: type[BaseModel], error: ErrorDetails, base: Path, document: Document,
                 file: str) -> Diagnostic:
-    loc = tuple(p for p in error["loc"] if p not in (MAP_TAG, LIST_TAG, "[key]"))
-    path = (*base, *loc)
+    where, message = explain(model, error)
+    path = (*base, *where)
     marks = document.marks
+    if error["type"] == "extra_forbidden":
+        line, col = marks.locate(path, at_key=True)
+        return Diagnostic(file, line, col, format_path(path), message)
+    line, col = marks.locate(path)
+    return Diagnostic(file, line, col, format_path(marks.known(path)), message)
+
+
+def explain(model: type[BaseModel], error: ErrorDetails, below: int = 0) -> tuple[Path, str]:
+    """Where below ``model`` a pydantic error is (union tags dropped; a missing key is
+    reported at its mapping) and what to say about it. ``below``: the first parts of the
+    error's ``loc`` lead to where ``model`` was validated (e.g. 2 for ``("notify", 0, ...)``
+    when ``model`` is the rule) and are left out."""
+    full = tuple(error["loc"][below:])
+    loc = tuple(p for p in full if p not in _TAGS)
     kind_ = error["type"]
     if kind_ == "missing":
-        line, col = marks.locate(path[:-1])
-        return Diagnostic(file, line, col, format_path(marks.known(path[:-1])),
-                          f"missing required key '{path[-1]}'")
+        return loc[:-1], f"missing required key '{loc[-1]}'"
     if kind_ == "extra_forbidden":
-        line, col = marks.locate(path, at_key=True)
-        hint = did_you_mean(str(path[-1]), _keys_at(model, error["loc"][:-1]))
-        return Diagnostic(file, line, col, format_path(path), f"unknown key '{path[-1]}'{hint}")
-    line, col = marks.locate(path)
-    return Diagnostic(file, line, col, format_path(marks.known(path)), _message(error))
+        hint = did_you_mean(str(loc[-1]), _keys_at(model, full[:-1]))
+        return loc, f"unknown key '{loc[-1]}'{hint}"
+    return loc, _message(error)
 
 
 def _message(error: ErrorDetails) -> str:

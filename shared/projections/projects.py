@@ -1,4 +1,11 @@
-"""Projects and API tokens as pure folds over their streams."""
+"""Projects and API tokens as pure folds over their streams.
+
+A project's notification rules (``notify``) are ``shared.pipeline.notify.NotifyRule``s
+with source "project"; their chat URLs and webhook keys are secrets, so ``to_json``
+shows each rule with ``NotifyRule.to_json`` (a URL's scheme and host, ``secret_set``).
+``ProjectUpdated.changes["notify"]`` replaces the whole list, ``["email_templates"]``
+the whole set of templates.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from typing import Any
 
 from shared import events as ev
 from shared.events import RecordedEvent, decode
+from shared.pipeline.notify import NotifyRule, rules_from_data
 
 __all__ = [
     "FORGE_API_URLS",
@@ -25,7 +33,8 @@ __all__ = [
 
 TOKENS_STREAM = "tokens"
 PROJECT_FIELDS = ("repo", "default_branch", "pipeline_file", "env", "max_concurrent_runs",
-                  "forge", "hook_secret", "auto_cancel", "schedules")
+                  "forge", "hook_secret", "auto_cancel", "schedules", "notify",
+                  "email_templates")
 FORGE_KINDS = ("github", "gitlab", "gitea")
 # The API root of each forge's hosted service; a Gitea/Forgejo is always self-hosted.
 FORGE_API_URLS = {"github": "https://api.github.com", "gitlab": "https://gitlab.com/api/v4"}
@@ -77,20 +86,23 @@ class ProjectView:
     hook_secret: str = field(default="", repr=False)  # a secret: never in to_json
     auto_cancel: bool = True
     schedules: tuple[str, ...] = ()  # cron lines (UTC) set on the project; its file may add more
+    notify: tuple[NotifyRule, ...] = ()  # source "project"; the file may add more
+    email_templates: dict[str, str] = field(default_factory=dict)  # subject, text, html
     created_at: str = ""
     updated_at: str = ""
     deleted: bool = False
     last_seq: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        """What the API shows: never the forge token nor the webhook secret (only whether
-        one is set)."""
+        """What the API shows: never the forge token, the webhook secret, a chat URL's path
+        nor a notification webhook's key (only whether one is set)."""
         data = dataclasses.asdict(self)
         for internal in ("deleted", "last_seq", "hook_secret"):
             data.pop(internal)
         data["hook_secret_set"] = bool(self.hook_secret)
         data["forge"] = self.forge.to_json() if self.forge else None
         data["schedules"] = list(self.schedules)
+        data["notify"] = [rule.to_json() for rule in self.notify]
         return data
 
 
@@ -107,6 +119,8 @@ def fold_project(events: Iterable[RecordedEvent]) -> ProjectView | None:
                                forge=ForgeSettings.from_data(event.forge),
                                hook_secret=event.hook_secret, auto_cancel=event.auto_cancel,
                                schedules=tuple(event.schedules),
+                               notify=rules_from_data(event.notify),
+                               email_templates=dict(event.email_templates),
                                created_at=recorded.ts, updated_at=recorded.ts)
         elif isinstance(event, ev.ProjectUpdated) and view is not None:
             known = {k: v for k, v in event.changes.items() if k in PROJECT_FIELDS}
@@ -114,6 +128,10 @@ def fold_project(events: Iterable[RecordedEvent]) -> ProjectView | None:
                 known["forge"] = ForgeSettings.from_data(dict(known["forge"] or {}))
             if "schedules" in known:
                 known["schedules"] = tuple(known["schedules"] or ())
+            if "notify" in known:
+                known["notify"] = rules_from_data(known["notify"])
+            if "email_templates" in known:
+                known["email_templates"] = dict(known["email_templates"] or {})
             view = replace(view, updated_at=recorded.ts, **known)
         elif isinstance(event, ev.ProjectDeleted) and view is not None:
             view = replace(view, deleted=True, updated_at=recorded.ts)
