@@ -19,13 +19,14 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
 
 from cyclone.server import SHUTDOWN_TIMEOUT_S, until_signalled
 from services.api.app import create_app
@@ -144,7 +145,8 @@ async def _open(stack: AsyncExitStack, infra: Infra) -> _Parts:
 Started = tuple[list[Coroutine[Any, Any, None]], web.Application]
 
 
-def _health_app(check: Callable[[], Awaitable[object]]) -> web.Application:
+def _health_app(check: Callable[[], Awaitable[object]],
+                collectors: Iterable[Collector] = ()) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         try:
             await check()
@@ -152,9 +154,12 @@ def _health_app(check: Callable[[], Awaitable[object]]) -> web.Application:
             return web.json_response({"status": "unavailable", "detail": str(exc)}, status=503)
         return web.json_response({"status": "ok"})
 
+    registry = CollectorRegistry()
+    for collector in collectors:
+        registry.register(collector)
     app = web.Application()
     app.add_routes([web.get("/healthz", healthz),
-                    web.get("/metrics", metrics_handler(CollectorRegistry()))])
+                    web.get("/metrics", metrics_handler(registry))])
     return app
 
 
@@ -257,7 +262,7 @@ async def _notifier(parts: _Parts, settings: Settings) -> Started:
         finally:
             await notifier.close()
 
-    return [notify(), report_statuses()], _health_app(_ready(parts))
+    return [notify(), report_statuses()], _health_app(_ready(parts), [notifier.collector()])
 
 
 _STARTERS: dict[str, Callable[[_Parts, Settings], Awaitable[Started]]] = {

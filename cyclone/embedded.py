@@ -70,6 +70,7 @@ class Embedded:
     workermanager: WorkerManager
     logserver: LogServer
     readmodel: RunsReadModel
+    notifier: Notifier
     recovered: list[str] = field(default_factory=list)  # runs ended as interrupted
     resumed: list[RunView] = field(default_factory=list)  # queued runs taken over
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
@@ -126,7 +127,8 @@ class Embedded:
         runtime = cls(settings=settings, store=store, bus=bus, coord=coord, logs=logs,
                       executor=executor, ownership=ownership, relay=relay,
                       eventmanager=eventmanager, workermanager=workermanager,
-                      logserver=LogServer(bus, logs), readmodel=RunsReadModel(), _stack=stack)
+                      logserver=LogServer(bus, logs), readmodel=RunsReadModel(),
+                      notifier=notifier, _stack=stack)
         if own_all:
             owners.claim_server()
         await runtime._recover(owners)

@@ -53,7 +53,8 @@ def _app(runtime: Embedded, tokens: Tokens, settings: Settings) -> web.Applicati
     ctx = ApiContext(store=runtime.store, readmodel=runtime.readmodel, tokens=tokens,
                      public_read=settings.public_read)
     return create_app(ctx, extra_routes=log_routes(runtime.logserver, ctx.find_run),
-                      events_appended=lambda: runtime.store.appended_total)
+                      events_appended=lambda: runtime.store.appended_total,
+                      collectors=[runtime.notifier.collector()])
 
 
 def _announce(settings: Settings, admin: str | None, runtime: Embedded) -> None:

@@ -445,7 +445,7 @@ class ProjectUpdated(Event):
     """Only the fields that changed, by name."""
 
     TYPE: ClassVar[str] = "ProjectUpdated"
-    changes: dict[str, Any]
+    changes: dict[str, Any] = field(repr=False)  # may hold the forge token, chat URLs
 
 
 @_register

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from aiohttp import web
+from prometheus_client.registry import Collector
 
 from services.api.auth import TOKEN_KEY, auth_middleware
 from services.api.context import CONTEXT, ApiContext
@@ -26,14 +27,19 @@ __all__ = ["create_app"]
 
 
 def create_app(ctx: ApiContext, extra_routes: Iterable[web.RouteDef] = (),
-               events_appended: Callable[[], int] = lambda: 0) -> web.Application:
+               events_appended: Callable[[], int] = lambda: 0,
+               collectors: Iterable[Collector] = ()) -> web.Application:
+    """``collectors``: the metrics of the other services in this process (embedded)."""
     app = web.Application(client_max_size=ctx.max_body,
                           middlewares=[error_middleware,
                                        auth_middleware(ctx.tokens, ctx.public_read)])
     app[CONTEXT] = ctx
+    registry = api_registry(ctx.readmodel, events_appended)
+    for collector in collectors:
+        registry.register(collector)
     app.add_routes([
         web.get("/healthz", _healthz),
-        web.get("/metrics", metrics_handler(api_registry(ctx.readmodel, events_appended))),
+        web.get("/metrics", metrics_handler(registry)),
         web.get("/api/v1/openapi.json", _openapi),
         *project_routes(),
         *run_routes(),

@@ -29,6 +29,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from prometheus_client.core import CounterMetricFamily, Metric
+
 from services.notifier.chat import ChatSender
 from services.notifier.delivery import Deliverer, Notification, recorded_keys
 from services.notifier.email import EmailSender
@@ -39,6 +41,7 @@ from shared.consume import consume
 from shared.errors import ConcurrencyConflict
 from shared.events import NewEvent, decode, is_run_stream, run_stream
 from shared.logging import looks_secret
+from shared.metrics import FunctionCollector
 from shared.pipeline.notify import Channel, NotifyRule, UnsetVariable, due_reason, outcome_of
 from shared.pipeline.plan import Plan
 from shared.ports.bus import TOPIC_EVENTS, Bus, Message
@@ -94,6 +97,18 @@ class Notifier:
     async def run(self, bus: Bus, group: str = GROUP) -> None:
         """Consume ``cyclone.events`` until the bus closes."""
         await consume(bus, TOPIC_EVENTS, group, self.handle, concurrency=self.concurrency)
+
+    def collector(self) -> FunctionCollector:
+        """``cyclone_notifications_total{outcome="sent"|"failed"}``: what this process
+        delivered (a channel given up on counts as failed)."""
+        def collect() -> Iterable[Metric]:
+            counter = CounterMetricFamily("cyclone_notifications",
+                                          "Notifications this process delivered, by outcome",
+                                          labels=["outcome"])
+            counter.add_metric(["sent"], self.deliverer.sent)
+            counter.add_metric(["failed"], self.deliverer.failed)
+            yield counter
+        return FunctionCollector(collect)
 
     async def close(self) -> None:
         await self.deliverer.close()

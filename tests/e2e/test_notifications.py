@@ -174,6 +174,10 @@ async def test_a_failure_mails_everyone_once_and_the_fix_says_fixed_once(
         assert again["status"] == "success"
         assert len(smtp.received) == 6  # a success after a success: nobody is told
         assert all(len(team_posts(chat, kind)) == 2 for kind in CHATS)
+        async with http.get(f"{server.url}/metrics") as response:
+            metrics = await response.text()
+        sent = 2 * (len(ADDRESSES) + len(CHATS)) + 3  # + the audit hook, once per run
+        assert f'cyclone_notifications_total{{outcome="sent"}} {sent}.0' in metrics
 
 
 async def test_channels_that_are_down_or_refuse_are_recorded_and_hold_up_nothing(
