@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["configure_logging", "looks_secret"]
+__all__ = ["HIDDEN", "configure_logging", "looks_secret", "secret_variable"]
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _SECRET_WORDS = ("password", "secret", "token", "authorization")
+# Environment variable names that hold secrets besides those words: API_KEY, DB_PASS...
+_SECRET_VARIABLE = re.compile(r"(^|_)(KEY|PASS|PWD|CREDENTIALS?|AUTH)($|_)", re.IGNORECASE)
+HIDDEN = "***"  # what a secret value is shown as
 
 
 class JsonFormatter(logging.Formatter):
@@ -50,6 +54,12 @@ class TextFormatter(logging.Formatter):
 def looks_secret(key: str) -> bool:
     """Whether a field or variable named ``key`` holds a secret (password, token, ...)."""
     return any(word in key.lower() for word in _SECRET_WORDS)
+
+
+def secret_variable(name: str) -> bool:
+    """Whether the environment variable ``name`` holds a secret by its name (DEPLOY_TOKEN,
+    DB_PASSWORD, AWS_SECRET_ACCESS_KEY, API_KEY, ...)."""
+    return looks_secret(name) or bool(_SECRET_VARIABLE.search(name))
 
 
 def configure_logging(level: str = "WARNING", fmt: str = "json") -> None:

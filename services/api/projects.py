@@ -32,6 +32,7 @@ from shared import events as ev
 from shared.email_templates import TEMPLATE_NAMES
 from shared.errors import ConcurrencyConflict
 from shared.events import NewEvent
+from shared.logging import HIDDEN
 from shared.pipeline.compile import notify_rules
 from shared.pipeline.loader import format_path
 from shared.pipeline.notify import VARIABLE
@@ -102,15 +103,30 @@ async def _update(request: web.Request) -> web.Response:
     view = await require_project(ctx.store, request.match_info["name"])
     body = _validated(ProjectPatch, await request.json())
     changes = body.model_dump(exclude_none=True, exclude={"forge", "notify", "email_templates"})
+    if body.env is not None:
+        changes["env"] = _env_change(view, body.env)
     if "forge" in body.model_fields_set:
         changes["forge"] = _forge_change(view, body.forge)
     if body.notify is not None:
-        changes["notify"] = _rules_data(body.notify, view.env if body.env is None else body.env)
+        changes["notify"] = _rules_data(body.notify, changes.get("env", view.env))
     if body.email_templates is not None:
         changes["email_templates"] = body.email_templates.to_data()
     if changes:
         await _append(ctx.store, view.name, ev.ProjectUpdated(changes=changes), view.last_seq)
     return web.json_response((await require_project(ctx.store, view.name)).to_json())
+
+
+def _env_change(view: ProjectView, env: Mapping[str, str]) -> dict[str, str]:
+    """The env to record: a value sent back as the API shows a secret (``***``) keeps the
+    stored one, so a client can send back what it read."""
+    kept = dict(env)
+    for name, value in env.items():
+        if value == HIDDEN:
+            if name not in view.env:
+                raise ApiError(400, f"env.{name}: '***' is how the API shows a secret value; "
+                                    "send the value itself", "invalid_body")
+            kept[name] = view.env[name]
+    return kept
 
 
 def _forge_change(view: ProjectView, patch: ForgePatch | None) -> dict[str, Any]:

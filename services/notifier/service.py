@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from shared.config import NotifySettings, SmtpSettings
 from shared.consume import consume
 from shared.errors import ConcurrencyConflict
 from shared.events import NewEvent, decode, is_run_stream, run_stream
-from shared.logging import looks_secret
+from shared.logging import secret_variable
 from shared.metrics import FunctionCollector
 from shared.pipeline.notify import Channel, NotifyRule, UnsetVariable, due_reason, outcome_of
 from shared.pipeline.plan import Plan
@@ -60,7 +59,6 @@ GROUP = "notifier"
 _MOMENTS = {ev.RunPlanned.TYPE: "started", ev.RunSucceeded.TYPE: "ended",
             ev.RunFailed.TYPE: "ended", ev.RunErrored.TYPE: "ended",
             ev.RunCancelled.TYPE: "ended"}  # a skipped run tells nobody anything
-_SECRET_NAME = re.compile(r"(^|_)(KEY|PASS|PWD|CREDENTIALS?|AUTH)($|_)", re.IGNORECASE)
 _TEST_ATTEMPTS = 2  # someone is waiting at the terminal for the answer
 
 
@@ -288,7 +286,7 @@ def _secrets(project: ProjectView, rules: Iterable[NotifyRule], smtp: SmtpSettin
     values = {smtp.password, project.hook_secret}
     if project.forge is not None:
         values.add(project.forge.token)
-    values.update(v for k, v in project.env.items() if looks_secret(k) or _SECRET_NAME.search(k))
+    values.update(v for k, v in project.env.items() if secret_variable(k))
     for rule in rules:
         for channel in rule.channels:
             with contextlib.suppress(UnsetVariable):

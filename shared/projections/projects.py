@@ -16,7 +16,8 @@ from typing import Any
 
 from shared import events as ev
 from shared.events import RecordedEvent, decode
-from shared.pipeline.notify import NotifyRule, rules_from_data
+from shared.logging import HIDDEN, secret_variable
+from shared.pipeline.notify import NotifyRule, rules_from_data, variables
 
 __all__ = [
     "FORGE_API_URLS",
@@ -103,7 +104,15 @@ class ProjectView:
         data["forge"] = self.forge.to_json() if self.forge else None
         data["schedules"] = list(self.schedules)
         data["notify"] = [rule.to_json() for rule in self.notify]
+        data["env"] = {name: HIDDEN if name in self.secret_env() else value
+                       for name, value in self.env.items()}
         return data
+
+    def secret_env(self) -> set[str]:
+        """The env variables the API shows as ``***``: named like secrets, or used by a
+        notification channel (``${NAME}``: chat URLs carry their token)."""
+        used = variables(self.notify)
+        return {name for name in self.env if secret_variable(name) or name in used}
 
 
 def fold_project(events: Iterable[RecordedEvent]) -> ProjectView | None:

@@ -233,3 +233,21 @@ def test_the_openapi_document_describes_both_fields() -> None:
     assert rule["when"]["anyOf"][0]["enum"] == ["started", "failure", "success", "fixed",
                                                 "changed", "always"]
     assert set(schemas["EmailTemplates"]["properties"]) == {"subject", "text", "html"}
+
+
+async def test_env_values_that_are_secrets_are_shown_hidden_and_kept_when_sent_back(
+        api: Api) -> None:
+    env = {**ENV, "DEPLOY_TOKEN": "dt-0123456789", "GREETING": "hello"}
+    created = await api.create(notify=RULES, env=env)
+    # named like a secret, or used by a channel (its URL carries a token): hidden
+    assert created["env"] == {"MM_HOOK": "***", "DEPLOY_TOKEN": "***", "GREETING": "hello"}
+    assert "dt-0123456789" not in str(created) and ENV["MM_HOOK"] not in str(created)
+
+    shown = await api.patch(env={**created["env"], "GREETING": "hi"})  # read, change, send
+    assert shown["env"]["GREETING"] == "hi"
+    assert (await api.stored()).env == {**env, "GREETING": "hi"}  # the secrets kept
+
+    problem, _ = await api.call("PATCH", "/api/v1/projects/demo", 400,
+                                {"env": {"NEW_TOKEN": "***"}})
+    assert "env.NEW_TOKEN" in problem["detail"]
+    assert (await api.stored()).env == {**env, "GREETING": "hi"}
