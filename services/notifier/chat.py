@@ -61,6 +61,7 @@ import aiohttp
 from yarl import URL
 
 from services.notifier.message import JobLine, SendError, Summary, mask
+from shared.email_templates import format_duration
 from shared.pipeline.notify import Channel
 
 __all__ = ["REASON_MAX", "ChatRequest", "ChatSender", "SessionFactory", "chat_request",
@@ -277,8 +278,7 @@ def _facts(s: Summary) -> list[tuple[str, str]]:
 def _job_says(job: JobLine) -> str:
     says = f"{_ICONS.get(job.status, '•')} {job.status}"
     if job.duration_s is not None:
-        minutes, seconds = divmod(round(job.duration_s), 60)
-        says += f" · {minutes}m {seconds:02d}s" if minutes else f" · {seconds}s"
+        says += f" · {format_duration(job.duration_s)}"
     if job.reason and job.status != "success":
         says += f" ({_clip(job.reason.splitlines()[0], 100)})"
     return says

@@ -207,3 +207,13 @@ async def test_cancelled_runs_tell_only_always_and_skipped_runs_nobody(world: Wo
     await world.run(ev.RunSkipped(reason="the on: rules do not start it"))
     assert world.mails() == [("log@example.com",
                               f"[Cyclone] demo: run {cancelled} was cancelled on main")]
+
+
+async def test_an_smtp_server_that_refuses_then_accepts_gets_the_mail_on_a_retry(
+        world: World) -> None:
+    await world.project([{"email": ["dev@example.com"]}])
+    world.smtp.data_replies.append("451 4.3.0 mailbox busy, try again later")
+    run_id = await world.run(FAILED)
+    [sent] = await world.outcomes(run_id)
+    assert isinstance(sent, ev.NotificationSent) and sent.attempt == 2
+    assert [a for a, _ in world.mails()] == ["dev@example.com"]
