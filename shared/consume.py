@@ -76,6 +76,12 @@ async def _consume_once(bus: Bus, topic: str, group: str, handle: Handler,
 
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Take a finished task's outcome, so that asyncio does not report it as unretrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
 class _Window:
     """Handles up to ``limit`` messages of ``sub`` at once; see the module docstring."""
 
@@ -114,7 +120,12 @@ class _Window:
         """``await step``, unless a handler fails first: then raise its error."""
         task = asyncio.ensure_future(step)
         racing: list[asyncio.Future[Any]] = [task, self.failed]
-        await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled (a shutdown): the step must not outlive us
+            task.cancel()
+            task.add_done_callback(_retrieve)
+            raise
         if self.failed.done() and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):

@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 
 _TERMINAL_TYPES = frozenset(t.TYPE for t in TERMINAL_RUN_EVENTS)
 HANDBACK_WAIT_S = 15.0  # how long handed-back jobs get to kill their containers
+CLAIM_RECHECK_S = 0.5  # while a queued job's claim is held by an attempt that is over
 
 
 @dataclass
@@ -76,6 +77,7 @@ class _Active:
     job: JobRun
     task: asyncio.Task[None]  # the one handling the job
     generation: int  # of the lease its claim is bound to
+    superseded: bool = False  # queued again as a new attempt: stopped, its claim released
 
 
 class WorkerManager:
@@ -276,14 +278,30 @@ class WorkerManager:
     async def _take_job(self, run_id: str, name: str, taken: asyncio.Event) -> None:
         key = claim_key(run_id, name)
         generation = await self.lease.claim(key)
-        if generation is None:
-            return  # another worker has it (a redelivery)
+        while generation is None:
+            if not await self._held_while_queued(run_id, name, key):
+                return  # another worker has it and started it (a redelivery)
+            generation = await self.lease.claim(key)
         held: int | None = generation
         try:
             held = await self._start_and_run(run_id, name, generation, taken)
         finally:
             if held is not None:
                 await self.lease.release(key, held)
+
+    async def _held_while_queued(self, run_id: str, name: str, key: str) -> bool:
+        """Someone holds the job's claim: wait until they start the job (False: theirs)
+        or let the claim go while it is still queued (True: claim it). A claim can outlive
+        its attempt: a worker that took the job before it was queued again holds it until
+        it sees that its attempt is over. Until then this message stays uncommitted."""
+        while True:
+            run = await self._load(run_id)
+            job = run.job(name) if run else None
+            if run is None or run.done or job is None or job.status != "queued":
+                return False
+            if await retrying(functools.partial(self.coord.get, key), "read a claim") is None:
+                return True
+            await asyncio.sleep(CLAIM_RECHECK_S)  # polling: the store has no change feed
 
     async def _start_and_run(self, run_id: str, name: str, generation: int,
                              taken: asyncio.Event) -> int | None:
@@ -304,14 +322,27 @@ class WorkerManager:
         if not result.appended or run is None or run.plan is None or view is None:
             return generation
         while generation != self.lease.generation:
-            # The lease was lost while the job started: its claim went with it, unseen
-            # by the event manager (the job was still queued). Claim it again.
+            # The lease was lost while the job started: its claim went with it. Claim it
+            # again; if the event manager saw the claim gone once the job ran, it queued
+            # the job again meanwhile: then this is a new attempt, started anew.
             regained = await self.lease.claim(claim_key(run_id, name))
             if regained is None:
                 return None  # whoever holds the claim finds the job running: re-queued
             generation = regained
+            now = await self._load(run_id)
+            job_now = now.job(name) if now else None
+            if job_now is not None and job_now.status == "queued":
+                result = await self._append(run_id, start)
+                run = fold(result.appended, result.run)
+                view = run.job(name) if run else None
+                if not result.appended or run is None or run.plan is None or view is None:
+                    return generation
+            elif job_now is None or (job_now.status, job_now.attempt) != ("running",
+                                                                          view.attempt):
+                return generation  # ended, cancelled or someone else's now: let it go
         if self._handing_back:
             return None
+        assert run is not None and run.plan is not None and view is not None  # checked above
         spec = Plan.from_data(run.plan).job(name)
         shipper = LogShipper(self.bus, run_id)
         job = JobRun(run, spec, self.executor, RunContext(run_id=run_id),
@@ -334,7 +365,7 @@ class WorkerManager:
             if self.active.get((run_id, name)) is entry:
                 del self.active[(run_id, name)]
             await shipper.close()
-        return None if job.handed_back else entry.generation
+        return None if job.handed_back and not entry.superseded else entry.generation
 
     async def _prepare(self, run: RunView) -> str:
         """Prepare the run on this host once; returns an error message, or "" when ready."""
@@ -397,19 +428,31 @@ class WorkerManager:
 
     def _reporter(self, run_id: str, name: str, attempt: int) -> Report:
         async def report(events: Sequence[ev.Event]) -> None:
+            superseded = False
+
             def decide(run: RunView | None) -> Sequence[ev.Event]:
+                nonlocal superseded
                 job = run.job(name) if run else None
-                if job is not None and (job.attempt != attempt or job.status == "queued"):
-                    # Queued again (this worker was taken for lost): the job is no
-                    # longer this attempt's to report on.
-                    log.warning("dropped events of a superseded attempt",
-                                extra={"run": run_id, "job": name, "attempt": attempt})
-                    return []
-                return events
+                superseded = job is not None and (job.attempt != attempt
+                                                  or job.status == "queued")
+                return [] if superseded else events
 
             await self._append(run_id, decide)
+            if superseded:
+                self._stop_superseded(run_id, name, attempt)
 
         return report
+
+    def _stop_superseded(self, run_id: str, name: str, attempt: int) -> None:
+        """Queued again (this worker was taken for lost): the job is no longer this
+        attempt's. Stop it without a word and release its claim, which the next attempt
+        is waiting for."""
+        log.warning("dropped events of a superseded attempt; stopping it",
+                    extra={"run": run_id, "job": name, "attempt": attempt})
+        entry = self.active.get((run_id, name))
+        if entry is not None and entry.job.attempt == attempt and not entry.superseded:
+            entry.superseded = True
+            entry.job.hand_back()
 
     async def _load(self, run_id: str) -> RunView | None:
         return fold(await self.store.read(run_stream(run_id)))

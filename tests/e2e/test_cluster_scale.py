@@ -158,11 +158,20 @@ async def wait_ended(client: Client, run_ids: list[str], timeout: float) -> dict
         await eventually(all_ended, timeout=timeout, interval=0.5,
                          what=f"{len(run_ids)} runs end")
     except AssertionError as exc:
-        stuck = {run_id: [e["type"] for e in (await client.call(
-            "GET", f"/api/v1/runs/{run_id}/events"))["events"]][-6:]
+        stuck = {run_id: [_said(e) for e in (await client.call(
+            "GET", f"/api/v1/runs/{run_id}/events"))["events"]]
             for run_id in run_ids if run_id not in ended}
-        raise AssertionError(f"{exc}; {len(stuck)} did not, their last events: {stuck}") from None
+        raise AssertionError(f"{exc}; {len(stuck)} did not, their events: {stuck}") from None
     return ended
+
+
+def _said(event: dict[str, Any]) -> str:
+    """``JobStarted(left#2 w1)``: an event's type with its job, attempt and worker."""
+    data = event["data"]
+    details = " ".join(str(d) for d in (
+        data.get("job", "") + (f"#{data['attempt']}" if "attempt" in data else ""),
+        data.get("worker", ""), data.get("step", "")) if d)
+    return f"{event['type']}({details})" if details else event["type"]
 
 
 async def check_run(client: Client, counter: Counter, run: Any) -> None:
