@@ -8,34 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from services.api.app import create_app
-from services.api.auth import Tokens
-from services.api.context import ApiContext
-from services.api.readmodel import RunsReadModel
-from shared.adapters.eventstore.sqlite import SqliteEventStore
 from shared.projections.projects import fold_project, project_stream
+from tests.api import support
 
 TOKEN = "ghp_s3cretTokenValue"
 GITHUB = {"kind": "github", "repo": "octo-org/hello", "token": TOKEN}
 
 
-class Api:
-    def __init__(self, client: TestClient[Any, Any], store: SqliteEventStore,
-                 admin: str) -> None:
-        self.client = client
-        self.store = store
-        self.headers = {"Authorization": f"Bearer {admin}"}
-
-    async def call(self, method: str, path: str, status: int,
-                   json: Any = None) -> tuple[dict[str, Any], str]:
-        async with self.client.request(method, path, json=json,
-                                       headers=self.headers) as response:
-            text = await response.text()
-            assert response.status == status, text
-            return await response.json(), text
-
+class Api(support.Api):
     async def create(self, forge: Any, status: int = 201, name: str = "demo"
                      ) -> dict[str, Any]:
         body = {"name": name, "repo": "https://github.com/octo-org/hello.git", "forge": forge}
@@ -51,17 +32,8 @@ class Api:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    store = await SqliteEventStore.open(tmp_path / "events.db")
-    tokens = Tokens(store)
-    _, admin = await tokens.create("admin", admin=True)
-    app = create_app(ApiContext(store=store, readmodel=RunsReadModel(), tokens=tokens))
-    client: TestClient[Any, Any] = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        yield Api(client, store, admin)
-    finally:
-        await client.close()
-        await store.close()
+    async with support.serving(tmp_path, Api) as serving:
+        yield serving
 
 
 async def test_the_token_is_stored_for_the_notifier_but_never_shown(api: Api) -> None:

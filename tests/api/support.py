@@ -1,0 +1,53 @@
+"""An API app on a real HTTP test server over a SQLite store, with an admin token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from services.api.app import create_app
+from services.api.auth import Tokens
+from services.api.context import ApiContext
+from services.api.readmodel import RunsReadModel
+from shared.adapters.eventstore.sqlite import SqliteEventStore
+
+__all__ = ["Api", "serving"]
+
+
+class Api:
+    def __init__(self, client: TestClient[Any, Any], store: SqliteEventStore,
+                 admin: str) -> None:
+        self.client = client
+        self.store = store
+        self.headers = {"Authorization": f"Bearer {admin}"}
+
+    async def call(self, method: str, path: str, status: int,
+                   json: Any = None) -> tuple[dict[str, Any], str]:
+        """The answer's JSON and text, once its status is ``status``."""
+        async with self.client.request(method, path, json=json,
+                                       headers=self.headers) as response:
+            text = await response.text()
+            assert response.status == status, text
+            return await response.json(), text
+
+
+A = TypeVar("A", bound=Api)
+
+
+@asynccontextmanager
+async def serving(tmp_path: Path, kind: type[A]) -> AsyncIterator[A]:
+    store = await SqliteEventStore.open(tmp_path / "events.db")
+    tokens = Tokens(store)
+    _, admin = await tokens.create("admin", admin=True)
+    app = create_app(ApiContext(store=store, readmodel=RunsReadModel(), tokens=tokens))
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield kind(client, store, admin)
+    finally:
+        await client.close()
+        await store.close()
