@@ -1,5 +1,9 @@
 """Reading a run's state and appending to its stream under optimistic concurrency.
 
+``append_to_stream`` is the mechanism for any stream: read it, ask ``decide`` what to
+append given what it holds, append with its last seq as the expected seq, and on a
+concurrent append decide again from what is there now.
+
 Every writer of a run stream (the event manager deciding, a worker reporting, the
 API requesting a cancel) goes through ``append_to_run``: it folds the stream to
 its current ``RunView``, asks ``decide`` what to append given that state, and
@@ -20,7 +24,7 @@ from shared.events import Event, NewEvent, RecordedEvent, run_stream
 from shared.ports.eventstore import EventStore
 from shared.projections.runs import RunView, fold
 
-__all__ = ["AppendResult", "append_to_run", "load_run", "new_run_id"]
+__all__ = ["AppendResult", "append_to_run", "append_to_stream", "load_run", "new_run_id"]
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +50,29 @@ async def load_run(store: EventStore, run_id: str) -> RunView | None:
     return fold(await store.read(run_stream(run_id)))
 
 
+async def append_to_stream(
+    store: EventStore, stream: str,
+    decide: Callable[[list[RecordedEvent]], Sequence[Event]], attempts: int = 50,
+) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
+    """Append what ``decide(events)`` returns at the end of ``stream``, deciding again on
+    a concurrent append. Returns the events it decided on and the ones it appended."""
+    for _ in range(attempts):
+        events = await store.read(stream)
+        new = list(decide(events))
+        if not new:
+            return events, []
+        expected = events[-1].seq if events else 0
+        try:
+            return events, await store.append(stream, [NewEvent(e) for e in new], expected)
+        except ConcurrencyConflict:
+            log.debug("append conflict, deciding again", extra={"stream": stream})
+    raise StoreError(f"stream {stream}: gave up after {attempts} concurrent-append conflicts")
+
+
 async def append_to_run(
     store: EventStore, run_id: str, decide: Decide, attempts: int = 50
 ) -> AppendResult:
     """Append what ``decide(state)`` returns, retrying on concurrent appends."""
-    stream = run_stream(run_id)
-    for _ in range(attempts):
-        run = await load_run(store, run_id)
-        new = list(decide(run))
-        if not new:
-            return AppendResult(run, [])
-        expected = run.last_seq if run else 0
-        try:
-            recorded = await store.append(stream, [NewEvent(e) for e in new], expected)
-        except ConcurrencyConflict:
-            log.debug("append conflict, deciding again", extra={"run": run_id})
-            continue
-        return AppendResult(run, recorded)
-    raise StoreError(f"run {run_id}: gave up after {attempts} concurrent-append conflicts")
+    events, appended = await append_to_stream(
+        store, run_stream(run_id), lambda events: decide(fold(events)), attempts)
+    return AppendResult(fold(events), appended)

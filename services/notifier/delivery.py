@@ -35,13 +35,13 @@ from dataclasses import dataclass
 
 from services.notifier.message import SendError
 from shared import events as ev
-from shared.errors import ConcurrencyConflict
-from shared.events import NewEvent, decode
+from shared.events import decode
 from shared.keys import notifying_key
 from shared.pipeline.notify import Channel
 from shared.ports.coordination import Coordinator, Lease
 from shared.ports.eventstore import EventStore
 from shared.retry import Backoff, keep_alive, retrying
+from shared.runstream import append_to_stream
 
 __all__ = ["Deliverer", "Notification", "Send", "recorded_keys"]
 
@@ -182,17 +182,12 @@ class Deliverer:
                                      reason=note.reason, error=error, attempts=tried)
 
     async def _record(self, note: Notification, outcome: ev.Event) -> None:
-        """Append ``outcome`` at the stream's end, whatever else is being appended to it."""
-        while True:
-            events = await self.store.read(note.stream)
-            if note.key in recorded_keys(events):
-                return  # cannot happen while the claim is held; harmless if it does
-            try:
-                await self.store.append(note.stream, [NewEvent(outcome)],
-                                        events[-1].seq if events else 0)
-                return
-            except ConcurrencyConflict:
-                continue
+        """Append ``outcome`` at the stream's end, whatever else is being appended to it
+        (a key already recorded cannot happen while the claim is held; harmless if it does)."""
+        def record(events: list[ev.RecordedEvent]) -> list[ev.Event]:
+            return [] if note.key in recorded_keys(events) else [outcome]
+
+        await append_to_stream(self.store, note.stream, record)
 
 
 def _lease_ended(keeper: asyncio.Task[None]) -> None:

@@ -37,8 +37,7 @@ from services.notifier.message import SendError, Summary, clean_tail, failed_ste
 from shared import events as ev
 from shared.config import NotifySettings, SmtpSettings
 from shared.consume import consume
-from shared.errors import ConcurrencyConflict
-from shared.events import NewEvent, decode, is_run_stream, run_stream
+from shared.events import RecordedEvent, decode, is_run_stream, run_stream
 from shared.logging import secret_variable
 from shared.metrics import FunctionCollector
 from shared.pipeline.notify import Channel, NotifyRule, UnsetVariable, due_reason, outcome_of
@@ -49,6 +48,7 @@ from shared.ports.eventstore import EventStore
 from shared.ports.logstore import LogStore
 from shared.projections.projects import ProjectView, fold_project, project_stream
 from shared.projections.runs import RunView, fold, run_id_of
+from shared.runstream import append_to_stream
 from shared.wire import decode_event
 
 __all__ = ["GROUP", "Notifier", "outcomes_stream"]
@@ -158,20 +158,18 @@ class Notifier:
         outcome = outcome_of(run.status)
         if outcome not in ("success", "failure"):
             return None  # only "always" can match, and it needs no history
-        stream = outcomes_stream(run.project, run.branch)
-        while True:
-            events = await self.store.read(stream)
-            ledger = [e for r in events if isinstance(e := decode(r), ev.BranchRunEnded)]
-            ids = [entry.run_id for entry in ledger]
-            if run.id in ids:
-                at = ids.index(run.id)
-                return ledger[at - 1].outcome if at else None
-            try:
-                await self.store.append(stream, [NewEvent(ev.BranchRunEnded(run.id, outcome))],
-                                        events[-1].seq if events else 0)
-            except ConcurrencyConflict:
-                continue  # another replica recorded another run's end first: read again
-            return ledger[-1].outcome if ledger else None
+
+        def add(events: list[RecordedEvent]) -> list[ev.Event]:
+            recorded = {entry.run_id for entry in _ledger(events)}
+            return [] if run.id in recorded else [ev.BranchRunEnded(run.id, outcome)]
+
+        # replicas recording other runs' ends meanwhile: decided again on the new ledger
+        events, _ = await append_to_stream(
+            self.store, outcomes_stream(run.project, run.branch), add)
+        ledger = _ledger(events)
+        ids = [entry.run_id for entry in ledger]
+        at = ids.index(run.id) if run.id in ids else len(ids)  # not there: appended last
+        return ledger[at - 1].outcome if at else None
 
     async def _log_tail(self, run: RunView, secrets: set[str]) -> list[str]:
         """The last lines of the run's first failed step, cleaned and masked."""
@@ -251,14 +249,12 @@ class Notifier:
 
     async def _list_test(self, stream: str, channels: list[tuple[NotifyRule, Channel]]) -> None:
         listed = [{**channel.to_json(), "rule": rule.id} for rule, channel in channels]
-        while True:
-            events = await self.store.read(stream)
-            if any(r.type == ev.NotificationTestStarted.TYPE for r in events):
-                return
-            with contextlib.suppress(ConcurrencyConflict):
-                await self.store.append(stream, [NewEvent(ev.NotificationTestStarted(listed))],
-                                        events[-1].seq)
-                return
+
+        def start(events: list[RecordedEvent]) -> list[ev.Event]:
+            started = any(r.type == ev.NotificationTestStarted.TYPE for r in events)
+            return [] if started else [ev.NotificationTestStarted(listed)]
+
+        await append_to_stream(self.store, stream, start)
 
 
 def _note(stream: str, key: str, rule: NotifyRule, channel: Channel, moment: str,
@@ -271,6 +267,10 @@ def _note(stream: str, key: str, rule: NotifyRule, channel: Channel, moment: str
     payload = _Payload(summary, dict(project.email_templates), problem)
     return Notification(stream=stream, key=key, rule=rule.id, channel=channel,
                         send_to=send_to, moment=moment, reason=reason, payload=payload)
+
+
+def _ledger(events: list[RecordedEvent]) -> list[ev.BranchRunEnded]:
+    return [e for r in events if isinstance(e := decode(r), ev.BranchRunEnded)]
 
 
 def _key(run_id: str, moment: str, rule: NotifyRule, channel: Channel) -> str:
