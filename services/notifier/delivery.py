@@ -4,12 +4,12 @@ A notification is identified by its idempotency key ``<run>/<moment>/<rule>/<cha
 and its outcome is recorded in a stream (the run's, or a notification test's) as
 ``NotificationSent`` or ``NotificationFailed``. ``Deliverer.deliver``:
 
-1. returns at once when the stream already records the key (a redelivered event, a
-   restarted notifier, another replica that got there first);
-2. claims ``cyclone/notifying/<key>`` (``shared.keys.notifying_key``) in the
+1. claims ``cyclone/notifying/<key>`` (``shared.keys.notifying_key``) in the
    coordination service, bound to this replica's lease; while another live replica
    holds the claim it waits for the claim to go (sent and recorded, or that replica
-   died and its lease expired) and starts over at 1;
+   died and its lease expired) and claims again;
+2. returns (releasing the claim) when the stream already records the key (a
+   redelivered event, a restarted notifier, another replica that got there first);
 3. sends, retrying what may pass (timeouts, 5xx, SMTP 4xx) with exponential backoff
    up to ``attempts`` tries, and records the outcome; a channel that refuses for good
    (a 4xx, SMTP 5xx, a bad template) is recorded as failed at once;
@@ -101,15 +101,10 @@ class Deliverer:
 
     async def deliver(self, note: Notification, attempts: int | None = None) -> None:
         claim = notifying_key(note.key)
-        while True:
-            if await self._is_recorded(note):
-                return
-            lease = await self._own_lease()
-            if await self.coord.create(claim, self.me.encode(), lease):
-                break
+        while not await self.coord.create(claim, self.me.encode(), await self._own_lease()):
             await self._until_released(claim)
         try:
-            if await self._is_recorded(note):  # recorded between the check and the claim
+            if await self._is_recorded(note):
                 return
             outcome = await self._send_with_retries(note, attempts or self.attempts)
             await retrying(lambda: self._record(note, outcome), "recording a notification")
