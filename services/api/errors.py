@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
-__all__ = ["ApiError", "error_middleware", "json_error"]
+__all__ = ["ApiError", "error_middleware", "field_problem", "json_error"]
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,15 @@ def json_error(status: int, detail: str, error: str | None = None) -> web.Respon
     return web.json_response(body, status=status)
 
 
+def field_problem(err: ErrorDetails) -> str:
+    """One pydantic error as ``field.path: what is wrong``."""
+    where = ".".join(str(part) for part in err["loc"]) or "body"
+    message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+    return f"{where}: {message}"
+
+
 def _validation_detail(exc: ValidationError) -> str:
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(part) for part in err["loc"]) or "body"
-        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        problems.append(f"{where}: {message}")
-    return "; ".join(problems)
+    return "; ".join(field_problem(err) for err in exc.errors())
 
 
 @web.middleware

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from services.api.context import CONTEXT, ApiContext
-from services.api.errors import ApiError
+from services.api.errors import ApiError, field_problem
 from services.api.models import ForgePatch, ProjectCreate, ProjectPatch
 from shared import events as ev
 from shared.email_templates import TEMPLATE_NAMES
@@ -166,8 +166,7 @@ def _problem(error: ErrorDetails) -> str:
             message = (f"unknown template '{loc[1]}' (expected one of: "
                        f"{', '.join(TEMPLATE_NAMES)})")
         return f"{format_path(loc)}: {message}"
-    field = ".".join(str(part) for part in loc) or "body"
-    return f"{field}: {'unknown field' if error['type'] == 'extra_forbidden' else error['msg']}"
+    return field_problem(error)
 
 
 def _rules_data(models: Sequence[NotifyRuleModel], env: Mapping[str, str],
