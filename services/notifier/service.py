@@ -33,7 +33,14 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from services.notifier.chat import ChatSender
 from services.notifier.delivery import Deliverer, Notification, recorded_keys
 from services.notifier.email import EmailSender
-from services.notifier.message import SendError, Summary, clean_tail, failed_step, summarize
+from services.notifier.message import (
+    TAIL_LINES,
+    SendError,
+    Summary,
+    clean_tail,
+    failed_step,
+    summarize,
+)
 from shared import events as ev
 from shared.config import NotifySettings, SmtpSettings
 from shared.consume import consume
@@ -178,7 +185,7 @@ class Notifier:
             return []
         with contextlib.suppress(TimeoutError):  # lines still on their way: use what is in
             await asyncio.wait_for(self._logs_stored(run), self.tail_wait_s)
-        lines: deque[str] = deque(maxlen=200)
+        lines: deque[str] = deque(maxlen=TAIL_LINES)
         async for stored in self.logs.read(run.id):
             if (stored.line.job, stored.line.step) == (step.job, step.step):
                 lines.append(stored.line.text)
