@@ -1,4 +1,4 @@
-"""Bus port: topics of keyed messages, consumer groups, per-key order.
+"""Bus port: topics of keyed messages, consumer groups, tails, per-key order.
 
 Contract (every adapter; ``tests/contracts/bus.py`` checks it):
 
@@ -14,6 +14,17 @@ Contract (every adapter; ``tests/contracts/bus.py`` checks it):
 * ``Subscription.close()`` leaves the group; its uncommitted messages go to the
   remaining members. ``Bus.close()`` ends every subscription's iteration. Both are
   safe to call twice.
+* ``tail(topic)`` is a broadcast subscription: it receives every message published to
+  the topic (every partition) after ``tail()`` returned, in publish order per key, and
+  nothing published before it was called (one published meanwhile may or may not
+  come). It belongs to no group, so every tail (in this or another process) gets every
+  message, and tails never change what groups get (nor, on ``MemoryBus``, trimming or
+  backpressure). Its ``commit()`` is a no-op; its ``close()`` and ``Bus.close()`` end
+  its iteration, safe twice. A tail whose reader falls too far behind for the adapter
+  to keep its place ends with ``BusError`` after the messages it still holds: the
+  reader has missed messages, and tails again to resynchronise from its own state.
+  Use: a process that must learn of every event live (the API waking its
+  Server-Sent-Event streams) without taking part in any group.
 * Errors are ``BusError``; no driver exception escapes.
 """
 
@@ -51,5 +62,7 @@ class Bus(Protocol):
     async def publish(self, topic: str, key: str, value: bytes) -> None: ...
 
     async def subscribe(self, topic: str, group: str) -> Subscription: ...
+
+    async def tail(self, topic: str) -> Subscription: ...
 
     async def close(self) -> None: ...

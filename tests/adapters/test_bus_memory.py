@@ -211,3 +211,44 @@ async def test_closing_the_bus_fails_a_publish_waiting_for_room() -> None:
     await bus.close()
     with pytest.raises(BusError):
         await asyncio.wait_for(blocked, 5)
+
+
+async def test_a_tail_that_falls_behind_ends_with_bus_error_after_what_it_holds() -> None:
+    bus = MemoryBus(partitions=1, tail_limit=3)
+    try:
+        tail = await bus.tail("t")
+        for i in range(50):
+            await bus.publish("t", "k", f"{i}".encode())  # never waits for the reader
+        reader = aiter(tail)
+        assert [(await anext(reader)).value for _ in range(3)] == [b"0", b"1", b"2"]
+        with pytest.raises(BusError, match="fell behind"):
+            await anext(reader)  # not b"3": what it could not hold is not kept either
+        fresh = await bus.tail("t")  # the reader's way back: a new tail gets what follows
+        await bus.publish("t", "k", b"50")
+        assert (await anext(aiter(fresh))).value == b"50"
+        await tail.close()
+    finally:
+        await bus.close()
+
+
+async def test_a_tail_holds_back_neither_trimming_nor_publishers() -> None:
+    bus = MemoryBus(partitions=1, trim=True, max_backlog_bytes=100)
+    try:
+        tail = await bus.tail("t")  # never read until the end
+        member = await bus.subscribe("t", "g")
+        for _ in range(3):
+            await bus.publish("t", "k", b"x" * 40)  # 120 bytes: over the limit
+        reader = aiter(member)
+        for _ in range(3):
+            await member.commit(await anext(reader))
+        assert bus.retained("t") == 0, "the unread tail held back trimming"
+        await asyncio.wait_for(bus.publish("t", "k", b"y"), 5)  # room again: no waiting
+        tailed = aiter(tail)
+        assert [(await anext(tailed)).value for _ in range(4)] == [b"x" * 40] * 3 + [b"y"]
+    finally:
+        await bus.close()
+
+
+def test_a_tail_limit_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="tail_limit"):
+        MemoryBus(tail_limit=0)

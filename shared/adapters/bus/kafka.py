@@ -24,6 +24,13 @@ What the port's words mean here:
 * ``Subscription.close()`` stops the consumer, which sends LeaveGroup: the others
   rebalance at once (no session timeout to wait for). A member that crashes instead is
   noticed after ``SESSION_TIMEOUT_MS``.
+* ``tail(topic)`` opens a consumer in no group (``group_id=None``, so nothing is ever
+  committed and no group sees it) assigned every partition the topic has when
+  ``tail()`` is called, and returns once each partition's position is resolved to its
+  end, so a message published after ``tail()`` returns is not missed. Partitions added
+  to the topic later are not read. Its reset policy is "none": a tail that falls so far
+  behind that the broker's retention deleted its next message ends with ``BusError``
+  (the port's "fell behind") rather than silently skipping ahead.
 * Every aiokafka error becomes ``BusError`` (chained); a bus that cannot reach any
   bootstrap server within ``connect_timeout`` seconds fails ``connect`` naming the URL.
 
@@ -37,7 +44,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from aiokafka import (  # type: ignore[import-untyped]
     AIOKafkaConsumer,
@@ -51,6 +58,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     ConsumerStoppedError,
     IllegalStateError,
     KafkaError,
+    OffsetOutOfRangeError,
     TopicAlreadyExistsError,
     for_code,
 )
@@ -58,7 +66,9 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
 from shared.errors import BusClosed, BusError
 from shared.ports.bus import Message
 
-__all__ = ["HEARTBEAT_INTERVAL_MS", "SESSION_TIMEOUT_MS", "KafkaBus", "KafkaSubscription"]
+__all__ = [
+    "HEARTBEAT_INTERVAL_MS", "SESSION_TIMEOUT_MS", "KafkaBus", "KafkaSubscription", "KafkaTail",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,18 +119,31 @@ class _AssignmentListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.assigned.set()
 
 
-class KafkaSubscription:
-    """One consumer, a member of ``group`` on ``topic``; an async iterator of ``Message``."""
+def _message(record: Any) -> Message:
+    key: bytes | None = record.key
+    value: bytes | None = record.value
+    return Message(
+        topic=record.topic,
+        key="" if key is None else key.decode("utf-8", "replace"),
+        value=b"" if value is None else value,
+        partition=record.partition,
+        offset=record.offset,
+    )
 
-    def __init__(self, consumer: AIOKafkaConsumer, topic: str, group: str,
+
+class _Reader:
+    """One consumer read as an async iterator of ``Message``: what a group member and a
+    tail share. ``what`` names it in errors ("'topic' as 'group'", "the tail of 'topic'")."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str, what: str,
                  bus: KafkaBus) -> None:
         self._consumer = consumer
         self._topic = topic
-        self._group = group
+        self._what = what
         self._bus = bus
         self._closed = False
 
-    def __aiter__(self) -> KafkaSubscription:
+    def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> Message:
@@ -130,19 +153,31 @@ class KafkaSubscription:
             record: Any = await self._consumer.getone()
         except ConsumerStoppedError:
             raise StopAsyncIteration from None  # closed by another task meanwhile
+        except OffsetOutOfRangeError as exc:  # only a tail has no reset policy to apply
+            raise BusError(f"{self._what} fell behind the topic's retention, messages "
+                           f"were missed; tail again to resynchronise: {exc}") from exc
         except KafkaError as exc:
             if self._closed:
                 raise StopAsyncIteration from None
-            raise BusError(f"reading {self._topic!r} as {self._group!r}: {exc}") from exc
-        key: bytes | None = record.key
-        value: bytes | None = record.value
-        return Message(
-            topic=record.topic,
-            key="" if key is None else key.decode("utf-8", "replace"),
-            value=b"" if value is None else value,
-            partition=record.partition,
-            offset=record.offset,
-        )
+            raise BusError(f"reading {self._what}: {exc}") from exc
+        return _message(record)
+
+    async def close(self) -> None:
+        """Stop the consumer (a group member leaves its group) and end iteration; safe
+        to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._bus._forget(self)
+        await _guard(f"closing {self._what}", self._consumer.stop())
+
+
+class KafkaSubscription(_Reader):
+    """One consumer, a member of ``group`` on ``topic``; an async iterator of ``Message``."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str, group: str,
+                 bus: KafkaBus) -> None:
+        super().__init__(consumer, topic, f"{topic!r} as {group!r}", bus)
 
     async def commit(self, message: Message) -> None:
         """Commit ``message.offset + 1`` on its partition for the group (see module doc)."""
@@ -165,15 +200,18 @@ class KafkaSubscription:
                 "topic": message.topic, "partition": message.partition,
                 "offset": message.offset, "reason": str(exc)})
         except KafkaError as exc:
-            raise BusError(f"committing {self._topic!r} as {self._group!r}: {exc}") from exc
+            raise BusError(f"committing {self._what}: {exc}") from exc
 
-    async def close(self) -> None:
-        """Leave the group and end iteration; safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        self._bus._forget(self)
-        await _guard(f"leaving group {self._group!r}", self._consumer.stop())
+
+class KafkaTail(_Reader):
+    """One consumer in no group, reading every partition of ``topic`` from where it
+    ended when the tail began; an async iterator of ``Message``."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str, bus: KafkaBus) -> None:
+        super().__init__(consumer, topic, f"the tail of {topic!r}", bus)
+
+    async def commit(self, message: Message) -> None:
+        """Nothing to do: a tail belongs to no group, so it has no offsets to record."""
 
 
 class KafkaBus:
@@ -190,7 +228,7 @@ class KafkaBus:
         self._replication = replication
         self._timeout = timeout
         self._topics: dict[str, asyncio.Task[None]] = {}  # created (or being created)
-        self._subscriptions: set[KafkaSubscription] = set()
+        self._subscriptions: set[_Reader] = set()  # group members and tails
         self._closed = False
 
     @classmethod
@@ -255,8 +293,36 @@ class KafkaBus:
         self._subscriptions.add(subscription)
         return subscription
 
+    async def tail(self, topic: str) -> KafkaTail:
+        """A tail of ``topic`` (see the module docstring); returns once it is positioned
+        at the end of every partition."""
+        self._check_open()
+        await self._ensure_topic(topic)
+        partitions = [TopicPartition(topic, p) for p in range(await self._partition_count(topic))]
+        if not partitions:  # deleted since we created it
+            raise BusError(f"topic {topic!r} has no partitions at {self._url}")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._servers, group_id=None, enable_auto_commit=False,
+            auto_offset_reset="none", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            request_timeout_ms=REQUEST_TIMEOUT_MS)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await consumer.start()
+                await _position_at_end(consumer, partitions)
+        except (KafkaError, TimeoutError) as exc:
+            await _close_quietly(consumer)
+            raise BusError(f"starting a tail of {topic!r} at {self._url}: "
+                           f"{exc or 'timed out'}") from exc
+        tail = KafkaTail(consumer, topic, self)
+        if self._closed:  # closed while we were starting
+            await tail.close()
+            raise BusClosed("the bus is closed")
+        self._subscriptions.add(tail)
+        return tail
+
     async def close(self) -> None:
-        """Close every subscription (ending its iteration), then the producer; safe twice."""
+        """Close every subscription and tail (ending its iteration), then the producer;
+        safe twice."""
         if self._closed:
             return
         self._closed = True
@@ -283,7 +349,7 @@ class KafkaBus:
         if self._closed:
             raise BusClosed("the bus is closed")
 
-    def _forget(self, subscription: KafkaSubscription) -> None:
+    def _forget(self, subscription: _Reader) -> None:
         self._subscriptions.discard(subscription)
 
     async def _ensure_topic(self, topic: str) -> None:
@@ -323,6 +389,23 @@ class KafkaBus:
             if entry["topic"] == topic and entry["error_code"] == 0:
                 return len(entry["partitions"])
         return 0
+
+
+async def _position_at_end(consumer: AIOKafkaConsumer,
+                           partitions: list[TopicPartition]) -> None:
+    """Assign ``partitions`` to a started, group-less consumer and resolve their end offsets.
+
+    seek_to_end() only requests the offsets (it returns False, not an error, when they
+    have not arrived within request_timeout_ms); position() waits until one has arrived,
+    so a message published after we return is at or after the position. assign() and
+    seek_to_end()'s request happen with no await between them, so the fetcher never
+    sees the partitions with neither a position nor a pending reset (with reset policy
+    "none", it could report that as an error).
+    """
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    for partition in partitions:
+        await consumer.position(partition)
 
 
 async def _close_quietly(*clients: Any) -> None:

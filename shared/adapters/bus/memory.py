@@ -22,6 +22,16 @@ that code written against it behaves the same on a real Kafka:
 * Iteration waits on an ``asyncio.Event`` (no polling) and ends with
   ``StopAsyncIteration`` once the subscription or the bus is closed.
 
+Tails (``tail(topic)``): ``publish`` appends each new message to the queue of every
+tail of its topic as well, so a tail needs no read position in the logs and holds
+nothing back: trimming and ``max_backlog_bytes`` only look at groups. Instead each
+tail's queue is bounded (``tail_limit`` messages): a publish that finds it full
+drops the tail from the topic, and the tail's iteration, once it has yielded what
+its queue still holds, raises ``BusError`` ("fell behind"), so a slow reader learns
+that it missed messages (and can tail again and resynchronise) instead of either
+growing memory without bound or slowing every publisher down to its pace. Closing
+the tail or the bus ends its iteration at once, dropping what it had not read.
+
 Retention: by default every message is kept for the life of the bus (unbounded
 memory; fine for one process). ``MemoryBus(trim=True)`` drops the messages below
 the lowest committed offset of the groups that have live members (a group whose
@@ -40,12 +50,15 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections import deque
 from collections.abc import Callable
 
 from shared.errors import BusClosed, BusError
 from shared.ports.bus import Message
 
-__all__ = ["MemoryBus", "MemorySubscription", "partition_for"]
+__all__ = ["TAIL_LIMIT", "MemoryBus", "MemorySubscription", "MemoryTail", "partition_for"]
+
+TAIL_LIMIT = 10_000  # unread messages a tail may hold before it is ended as fallen behind
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -99,6 +112,7 @@ class _Topic:
         self.name = name
         self.logs = [_Log() for _ in range(partitions)]
         self.groups: dict[str, _Group] = {}
+        self.tails: list[MemoryTail] = []  # the open tails not yet fallen behind
 
 
 class MemorySubscription:
@@ -189,27 +203,94 @@ class MemorySubscription:
         return None
 
 
+class MemoryTail:
+    """A tail of one topic: the messages published after it began, fed by ``publish``.
+
+    Holds at most ``limit`` unread messages; see the module docstring for what
+    happens beyond that. Meant to be iterated by one task.
+    """
+
+    def __init__(self, topic: _Topic, limit: int) -> None:
+        self._topic = topic
+        self._limit = limit
+        self._queue: deque[Message] = deque()
+        self._wakeup = asyncio.Event()
+        self._fell_behind = False
+        self._closed = False
+
+    def __aiter__(self) -> MemoryTail:
+        return self
+
+    async def __anext__(self) -> Message:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._queue:
+                return self._queue.popleft()
+            if self._fell_behind:
+                raise BusError(
+                    f"tail of {self._topic.name!r} fell behind: more than {self._limit} "
+                    "messages unread, later ones were missed; tail again to resynchronise"
+                )
+            # No await between the checks and clear(): a publish cannot slip in between.
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def commit(self, message: Message) -> None:
+        """Nothing to do: a tail belongs to no group, so it has no offsets to record."""
+
+    async def close(self) -> None:
+        """Stop receiving and end iteration (dropping unread messages); safe to call twice."""
+        if self._closed:
+            return
+        if self in self._topic.tails:  # not if it fell behind: publish dropped it already
+            self._topic.tails.remove(self)
+        self._end()
+
+    # --- used by the bus -------------------------------------------------------------
+
+    def _feed(self, message: Message) -> None:
+        if len(self._queue) >= self._limit:
+            # Keep what it holds for the reader, take nothing more: memory stays bounded
+            # and the reader gets BusError once it has caught up to the gap.
+            self._fell_behind = True
+            self._topic.tails.remove(self)
+        else:
+            self._queue.append(message)
+        self._wakeup.set()
+
+    def _end(self) -> None:
+        self._closed = True
+        self._queue.clear()
+        self._wakeup.set()
+
+
 class MemoryBus:
     """The in-process ``Bus``: see the module docstring for the model and its retention."""
 
     def __init__(self, partitions: int = 4, *, trim: bool = False,
-                 max_backlog_bytes: int | None = None) -> None:
+                 max_backlog_bytes: int | None = None, tail_limit: int = TAIL_LIMIT) -> None:
         """``trim``: drop what every group with live members has committed.
         ``max_backlog_bytes`` (with ``trim``): ``publish`` waits while a partition holds
         more than this, so a fast producer is slowed to its consumers' pace instead of
-        filling memory (as a Kafka producer blocks when its buffer is full)."""
+        filling memory (as a Kafka producer blocks when its buffer is full).
+        ``tail_limit``: the unread messages a tail may hold before it has fallen behind."""
         if partitions < 1:
             raise ValueError(f"a topic needs at least one partition, got {partitions}")
         if max_backlog_bytes is not None and not trim:
             raise ValueError("max_backlog_bytes needs trim=True")
+        if tail_limit < 1:
+            raise ValueError(f"tail_limit must be >= 1, got {tail_limit}")
         self._partitions = partitions
         self._trim_enabled = trim
         self._max_backlog = max_backlog_bytes
+        self._tail_limit = tail_limit
         self._topics: dict[str, _Topic] = {}
         self._closed = False
 
     async def publish(self, topic: str, key: str, value: bytes) -> None:
-        """Append the message to its key's partition and wake the members that own it."""
+        """Append the message to its key's partition, wake the members that own it and
+        hand it to the topic's tails."""
         self._check_open()
         log_topic = self._topic(topic)
         partition = partition_for(key, self._partitions)
@@ -218,11 +299,14 @@ class MemoryBus:
             log.trimmed.clear()
             await log.trimmed.wait()
             self._check_open()
-        log.messages.append(Message(topic, key, value, partition, log.end))
+        message = Message(topic, key, value, partition, log.end)
+        log.messages.append(message)
         log.size += len(value)
         for group in log_topic.groups.values():
             for member in group.members:
                 member._wake_for(partition)
+        for tail in list(log_topic.tails):  # a tail that falls behind removes itself
+            tail._feed(message)
 
     async def subscribe(self, topic: str, group: str) -> MemorySubscription:
         """Join ``group`` on ``topic``; returns once the member has its partitions."""
@@ -234,8 +318,17 @@ class MemoryBus:
         members.rebalance(self._partitions)
         return subscription
 
+    async def tail(self, topic: str) -> MemoryTail:
+        """A tail of ``topic``: every message published from now on, in no group."""
+        self._check_open()
+        log_topic = self._topic(topic)
+        tail = MemoryTail(log_topic, self._tail_limit)
+        log_topic.tails.append(tail)
+        return tail
+
     async def close(self) -> None:
-        """End every subscription's iteration; later publishes and subscribes raise BusError.
+        """End every subscription's and tail's iteration; later publishes, subscribes and
+        tails raise BusError.
 
         Safe to call twice.
         """
@@ -247,6 +340,9 @@ class MemoryBus:
                 for member in group.members:
                     member._end()
                 group.members.clear()
+            for tail in log_topic.tails:
+                tail._end()
+            log_topic.tails.clear()
 
     def retained(self, topic: str) -> int:
         """How many messages of ``topic`` are held in memory (all partitions)."""
