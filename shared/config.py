@@ -14,7 +14,8 @@ from pathlib import Path
 
 from shared.errors import ConfigError
 
-__all__ = ["NotifySettings", "Settings", "SmtpSettings", "positive_int"]
+__all__ = ["DEFAULT_STEP_LOG", "NotifySettings", "Settings", "SmtpSettings", "StepLogLimit",
+           "positive_int"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Settings:
     public_url: str  # CYCLONE_PUBLIC_URL: how users reach the API (links sent to forges)
     worker_drain_s: float  # CYCLONE_WORKER_DRAIN_S: at SIGTERM, running jobs' time to finish
     notify: NotifySettings  # CYCLONE_SMTP_*, CYCLONE_NOTIFY_*: how the notifier sends
+    step_log: StepLogLimit  # CYCLONE_STEP_LOG_MAX_*: what one step may log
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -52,6 +54,7 @@ class Settings:
             public_url=_url(env, "CYCLONE_PUBLIC_URL", f"http://{listen[0]}:{listen[1]}"),
             worker_drain_s=_seconds(env, "CYCLONE_WORKER_DRAIN_S", 10.0),
             notify=NotifySettings.from_env(env),
+            step_log=StepLogLimit.from_env(env),
         )
 
     @property
@@ -77,6 +80,27 @@ class Settings:
     @property
     def owners_dir(self) -> Path:
         return self.home / "owners"
+
+
+@dataclass(frozen=True)
+class StepLogLimit:
+    """How much of one step's output is stored. Past either bound the rest is read (the
+    step is never held up) but not stored, and the log and the run's events say so."""
+
+    max_lines: int = 5_000_000  # CYCLONE_STEP_LOG_MAX_LINES
+    max_bytes: int = 512 * 1024 * 1024  # CYCLONE_STEP_LOG_MAX_MB, in MiB
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StepLogLimit:
+        env = os.environ if env is None else env
+        return cls(max_lines=positive_int(env, "CYCLONE_STEP_LOG_MAX_LINES", cls.max_lines),
+                   max_bytes=positive_int(env, "CYCLONE_STEP_LOG_MAX_MB", 512) * 1024 * 1024)
+
+    def describe(self) -> str:
+        return f"{self.max_lines} lines / {self.max_bytes // (1024 * 1024)} MB"
+
+
+DEFAULT_STEP_LOG = StepLogLimit()
 
 
 @dataclass(frozen=True)

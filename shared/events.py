@@ -55,6 +55,7 @@ __all__ = [
     "ScheduleFired",
     "ScheduleMissed",
     "StepFinished",
+    "StepLogTruncated",
     "StepSkipped",
     "StepStarted",
     "TokenCreated",
@@ -252,6 +253,33 @@ class StepFinished(Event):
     duration_s: float
     attempt: int = 1
     reason: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class StepLogTruncated(Event):
+    """A step printed more than the per-step log limit; what is past it was not stored.
+
+    Recorded before the step's ``StepFinished``; the log itself says so too, at the
+    point where it was cut."""
+
+    TYPE: ClassVar[str] = "StepLogTruncated"
+    job: str
+    step: str
+    kept_lines: int
+    kept_bytes: int
+    dropped_lines: int
+    dropped_bytes: int
+    attempt: int = 1
+
+    @property
+    def message(self) -> str:
+        return (f"log truncated after {self.kept_lines} lines / {_mb(self.kept_bytes)}: "
+                f"{self.dropped_lines} more lines ({_mb(self.dropped_bytes)}) not stored")
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"
 
 
 @_register

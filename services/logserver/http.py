@@ -79,9 +79,10 @@ def line_json(stored: StoredLine) -> str:
     line = stored.line
     # Field by field with the json module's C string encoder: five times faster than
     # building a dict for json.dumps, and this runs for every line of every stream.
+    attempt = f',"attempt":{line.attempt}' if line.attempt != 1 else ""
     return (f'{{"i":{stored.index},"job":{_string(line.job)},"step":{_string(line.step)},'
             f'"stream":{_string(line.stream)},"ts":{_string(line.ts)},'
-            f'"text":{_string(line.text)}}}')
+            f'"text":{_string(line.text)}{attempt}}}')
 
 
 class _Completion:

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 
 from services.workermanager.logship import LogShipper
 from shared import events as ev
+from shared.config import DEFAULT_STEP_LOG, StepLogLimit
 from shared.errors import ExecutorError
 from shared.events import utc_now
 from shared.pipeline.plan import JobSpec, StepSpec
-from shared.ports.executor import Executor, RunContext, StepOutcome
+from shared.ports.executor import Executor, LogSink, RunContext, StepOutcome
 from shared.projections.runs import RunView
 
-__all__ = ["ATTEMPT_STEP", "JobRun", "Report", "step_env"]
+__all__ = ["ATTEMPT_STEP", "JobRun", "Report", "StepLog", "step_env"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,40 @@ def _attempt(run: RunView, job: str) -> int:
     return max(1, view.attempt) if view else 1
 
 
+class StepLog:
+    """One step attempt's ``on_log``, holding the per-step log limit: past it, lines are
+    still read from the step (it is never held up) but only counted; the log says where it
+    was cut, and ``truncated`` gives the event that records it."""
+
+    def __init__(self, sink: LogSink, limit: StepLogLimit) -> None:
+        self.sink = sink
+        self.limit = limit
+        self.lines = self.bytes = 0
+        self.dropped_lines = self.dropped_bytes = 0
+
+    async def __call__(self, stream: str, ts: str, text: str) -> None:
+        size = (len(text) if text.isascii() else len(text.encode("utf-8", "replace"))) + 1
+        if not self.dropped_lines and (self.lines < self.limit.max_lines
+                                       and self.bytes + size <= self.limit.max_bytes):
+            self.lines += 1
+            self.bytes += size
+            await self.sink(stream, ts, text)
+            return
+        if not self.dropped_lines:
+            await self.sink("stderr", utc_now(), f"cyclone: log limit reached "
+                            f"({self.limit.describe()}): the rest of this step's output "
+                            "is not stored")
+        self.dropped_lines += 1
+        self.dropped_bytes += size
+
+    def truncated(self, job: str, step: str, attempt: int) -> ev.StepLogTruncated | None:
+        if not self.dropped_lines:
+            return None
+        return ev.StepLogTruncated(job=job, step=step, attempt=attempt, kept_lines=self.lines,
+                                   kept_bytes=self.bytes, dropped_lines=self.dropped_lines,
+                                   dropped_bytes=self.dropped_bytes)
+
+
 @dataclass
 class _Ended:
     status: str  # success failure timeout cancelled errored
@@ -69,8 +104,10 @@ class _Ended:
 
 class JobRun:
     def __init__(self, run: RunView, job: JobSpec, executor: Executor, ctx: RunContext,
-                 report: Report, logs: LogShipper) -> None:
+                 report: Report, logs: LogShipper,
+                 log_limit: StepLogLimit = DEFAULT_STEP_LOG) -> None:
         self.run = run
+        self.log_limit = log_limit
         self.job = job
         self.executor = executor
         self.ctx = ctx
@@ -171,9 +208,11 @@ class JobRun:
             await self.record([ev.StepStarted(job=self.job.name, step=step.name,
                                               attempt=attempt)])
             started = time.monotonic()
-            ended = await self._attempt(step)
+            step_log = StepLog(self.sink_for(self.job.name, step.name), self.log_limit)
+            ended = await self._attempt(step, step_log)
             await self.flush()
-            await self.record([ev.StepFinished(
+            truncated = step_log.truncated(self.job.name, step.name, attempt)
+            await self.record([*([truncated] if truncated else []), ev.StepFinished(
                 job=self.job.name, step=step.name, status=ended.status,
                 exit_code=ended.exit_code, duration_s=round(time.monotonic() - started, 3),
                 attempt=attempt, reason=ended.reason,
@@ -182,10 +221,9 @@ class JobRun:
                 break
         return ended
 
-    async def _attempt(self, step: StepSpec) -> _Ended:
+    async def _attempt(self, step: StepSpec, on_log: LogSink) -> _Ended:
         env = step_env(self.run, self.job, step)
-        task = asyncio.create_task(self.executor.run_step(
-            self.ctx, self.job, step, env, self.sink_for(self.job.name, step.name)))
+        task = asyncio.create_task(self.executor.run_step(self.ctx, self.job, step, env, on_log))
         stop = asyncio.create_task(self.cancelled.wait())
         try:
             timeout = None if self._deadline is None else max(0, self._deadline - time.monotonic())

@@ -1,6 +1,7 @@
 """Ships a job's log lines to ``cyclone.logs`` in small batches, as they are written.
 
-Lines are buffered for at most ``linger_s`` (or ``max_lines``) and published as one
+Lines are buffered for at most ``linger_s`` (or ``max_lines``, or ``max_chars`` of text:
+a batch stays well inside a message's and a stored document's size limits) and published as one
 message ``{"run": id, "batch": id, "lines": [...]}`` keyed by run id, so the order of
 a run's lines is kept and the log server can drop a redelivered batch by its id.
 
@@ -35,13 +36,17 @@ log = logging.getLogger(__name__)
 
 class LogShipper:
     def __init__(self, bus: Bus, run_id: str, linger_s: float = 0.02,
-                 max_lines: int = 500, retry_max_s: float = 2.0) -> None:
+                 max_lines: int = 500, retry_max_s: float = 2.0, attempt: int = 1,
+                 max_chars: int = 1024 * 1024) -> None:
         self.bus = bus
         self.run_id = run_id
+        self.attempt = attempt  # of the job whose lines these are (LogLine.attempt)
         self.linger_s = linger_s
         self.max_lines = max_lines
+        self.max_chars = max_chars
         self.retry_max_s = retry_max_s
         self._buffer: list[LogLine] = []
+        self._buffered_chars = 0  # of the buffer's lines' text
         self._pending: tuple[str, list[LogLine]] | None = None  # (batch id, lines) going out
         self.shipped = 0  # lines the bus has accepted so far
         self._lock = asyncio.Lock()  # one flush at a time: batches go out in order
@@ -51,8 +56,10 @@ class LogShipper:
         """An executor ``on_log`` callback that tags lines with job and step."""
 
         async def on_log(stream: str, ts: str, text: str) -> None:
-            self._buffer.append(LogLine(job=job, step=step, stream=stream, ts=ts, text=text))
-            if len(self._buffer) >= self.max_lines:
+            self._buffer.append(LogLine(job=job, step=step, stream=stream, ts=ts, text=text,
+                                        attempt=self.attempt))
+            self._buffered_chars += len(text)
+            if len(self._buffer) >= self.max_lines or self._buffered_chars >= self.max_chars:
                 await self.flush()  # waits while the bus is down: backpressure
             elif self._timer is None:
                 self._timer = asyncio.create_task(self._flush_later())
@@ -78,6 +85,7 @@ class LogShipper:
         while self._pending is not None or self._buffer:
             if self._pending is None:
                 self._pending, self._buffer = (uuid.uuid4().hex, self._buffer), []
+                self._buffered_chars = 0
             batch, lines = self._pending
             await self._publish(encode_log_batch(self.run_id, batch, lines))
             self._pending = None

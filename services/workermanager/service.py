@@ -49,6 +49,7 @@ from services.workermanager.jobs import JobRun, Report
 from services.workermanager.lease import WorkerLease
 from services.workermanager.logship import LogShipper
 from shared import events as ev
+from shared.config import DEFAULT_STEP_LOG, StepLogLimit
 from shared.consume import consume
 from shared.errors import CoordinationError, ExecutorError
 from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode, run_stream, utc_now
@@ -83,7 +84,8 @@ class _Active:
 class WorkerManager:
     def __init__(self, store: EventStore, bus: Bus, coord: Coordinator, executor: Executor,
                  worker_id: str, capacity: int, git_cache: Path, exports: Path,
-                 lease_ttl: float = 10.0) -> None:
+                 lease_ttl: float = 10.0, log_limit: StepLogLimit = DEFAULT_STEP_LOG) -> None:
+        self.log_limit = log_limit
         self.git_cache = git_cache
         self.exports = exports
         self.store = store
@@ -344,9 +346,10 @@ class WorkerManager:
             return None
         assert run is not None and run.plan is not None and view is not None  # checked above
         spec = Plan.from_data(run.plan).job(name)
-        shipper = LogShipper(self.bus, run_id)
+        shipper = LogShipper(self.bus, run_id, attempt=view.attempt)
         job = JobRun(run, spec, self.executor, RunContext(run_id=run_id),
-                     report=self._reporter(run_id, name, view.attempt), logs=shipper)
+                     report=self._reporter(run_id, name, view.attempt), logs=shipper,
+                     log_limit=self.log_limit)
         task = asyncio.current_task()
         assert task is not None
         entry = _Active(job, task, generation)

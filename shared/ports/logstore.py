@@ -22,22 +22,29 @@ __all__ = ["LogLine", "LogStore", "StoredLine"]
 
 @dataclass(frozen=True)
 class LogLine:
-    """One line a step printed; ``stream`` is stdout or stderr; ``ts`` ISO 8601 UTC."""
+    """One line a step printed; ``stream`` is stdout or stderr; ``ts`` ISO 8601 UTC.
+
+    ``attempt`` is the job's attempt that printed it (> 1 when the job ran again after
+    its worker was lost); in JSON it appears only when it is not 1."""
 
     job: str
     step: str
     stream: str
     ts: str
     text: str
+    attempt: int = 1
 
     def to_json(self) -> dict[str, Any]:
-        return {"job": self.job, "step": self.step, "stream": self.stream, "ts": self.ts,
-                "text": self.text}
+        raw: dict[str, Any] = {"job": self.job, "step": self.step, "stream": self.stream,
+                               "ts": self.ts, "text": self.text}
+        if self.attempt != 1:
+            raw["attempt"] = self.attempt
+        return raw
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> LogLine:
         return cls(job=str(raw["job"]), step=str(raw["step"]), stream=str(raw["stream"]),
-                   ts=str(raw["ts"]), text=str(raw["text"]))
+                   ts=str(raw["ts"]), text=str(raw["text"]), attempt=int(raw.get("attempt", 1)))
 
 
 @dataclass(frozen=True)

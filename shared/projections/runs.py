@@ -48,6 +48,7 @@ class StepView:
     finished_at: str = ""
     duration_s: float | None = None
     reason: str = ""
+    log_truncated: str = ""  # what the per-step log limit cut, when it did
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class JobView:
     duration_s: float | None = None
     reason: str = ""
     attempt: int = 0  # how many times a worker has started it (> 1: a worker was lost)
+    log_lines: int = 0  # lines its final attempt logged (JobFinished): a stream has them all
 
     def step(self, name: str) -> StepView | None:
         return next((s for s in self.steps if s.name == name), None)
@@ -234,18 +236,23 @@ def _job_finished(run: RunView, e: ev.JobFinished, ts: str) -> RunView:
     # Steps the job never reached are shown as skipped, not left pending forever.
     closed = tuple(replace(s, status="skipped") if s.status == "pending" else s for s in steps)
     return _with_job(run, e.job, status=e.status, duration_s=e.duration_s, reason=e.reason,
-                     finished_at=ts, steps=closed)
+                     finished_at=ts, steps=closed, log_lines=e.log_lines)
 
 
 def _step_started(run: RunView, e: ev.StepStarted, ts: str) -> RunView:
     return _with_step(run, e.job, e.step, status="running", attempt=e.attempt, started_at=ts,
-                      exit_code=None, finished_at="", duration_s=None, reason="")
+                      exit_code=None, finished_at="", duration_s=None, reason="",
+                      log_truncated="")
 
 
 def _step_finished(run: RunView, e: ev.StepFinished, ts: str) -> RunView:
     return _with_step(run, e.job, e.step, status=e.status, exit_code=e.exit_code,
                       attempt=e.attempt, finished_at=ts, duration_s=e.duration_s,
                       reason=e.reason)
+
+
+def _step_log_truncated(run: RunView, e: ev.StepLogTruncated, ts: str) -> RunView:
+    return _with_step(run, e.job, e.step, log_truncated=e.message)
 
 
 def _step_skipped(run: RunView, e: ev.StepSkipped, ts: str) -> RunView:
@@ -281,6 +288,7 @@ _HANDLERS: dict[type[ev.Event], Any] = {
     ev.StepStarted: _step_started,
     ev.StepFinished: _step_finished,
     ev.StepSkipped: _step_skipped,
+    ev.StepLogTruncated: _step_log_truncated,
     ev.RunCancelRequested: _cancel_requested,
     ev.RunSucceeded: _finished("success"),
     ev.RunFailed: _finished("failure"),

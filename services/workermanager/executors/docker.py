@@ -26,7 +26,8 @@ The run's network is created last in ``prepare_run``: it marks a finished prepar
 so a second call changes nothing and a call after a half-done one starts over.
 
 A step's output is read by attaching to the container before it starts (what
-`docker run` does): every line arrives, live, and is stamped on arrival. Reading
+`docker run` does): every line arrives, live, and is stamped on arrival; steps have no
+log driver (nothing is written to disk twice). Reading
 it back through the log driver instead (``GET /containers/{id}/logs?follow=1``)
 capped a chatty step at ~28,000 lines/s here, and Docker 20.10 can end that stream
 before a container's last frames; services, whose output is informational, are
@@ -56,7 +57,7 @@ from aiodocker.exceptions import DockerError
 from aiodocker.networks import DockerNetwork
 from aiodocker.volumes import DockerVolume
 
-from services.workermanager.executors.docker_logs import Cursor, read_attached, read_logs
+from services.workermanager.executors.docker_logs import AttachedReader, Cursor, read_logs
 from services.workermanager.executors.script import (
     StepOutput,
     check_run_id,
@@ -95,10 +96,12 @@ _SANDBOX_LOOP = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
 
 CONNECT_TIMEOUT_S = 5.0
 SERVICE_SETTLE_S = 0.5  # a service still running this long after its start counts as up
-LOG_DRAIN_S = 5.0  # how long the live log stream may lag behind the container's exit
+OUTPUT_STALL_S = 10.0  # an exited step's output stream silent this long is given up
 CHUNK = 256 * 1024
 SPOOL_BYTES = 16 * 1024 * 1024  # archives larger than this go to a temporary file
 _JSON_LOGS = {"Type": "json-file", "Config": {}}  # the logs endpoint needs a readable driver
+# A step's output is read by attaching: a log driver would only write it to disk again.
+_NO_LOGS = {"Type": "none", "Config": {}}
 
 
 def network_name(run_id: str, worker: str = "") -> str:
@@ -364,7 +367,7 @@ class DockerExecutor:
             "Labels": self._labels(run_id, job=job.name, step=step.name, role="step"),
             "HostConfig": {"Binds": [f"{volume_name(run_id, self._worker)}:{WORKSPACE}"],
                            "NetworkMode": self._step_network(run_id, job.name),
-                           "LogConfig": _JSON_LOGS},
+                           "LogConfig": _NO_LOGS},
         }
         if step.commands:  # without commands the image's own entrypoint runs (a plugin step)
             config["Entrypoint"] = ["/bin/sh", "-c"]
@@ -378,15 +381,26 @@ class DockerExecutor:
     async def _run(self, container: DockerContainer, step: StepSpec,
                    on_log: LogSink) -> StepOutcome:
         """Attach to the container's output before it starts (as `docker run` does), so
-        every line arrives, live, without going through the log driver's file."""
+        every line arrives, live, without going through a log driver.
+
+        The output is read to its end, however long after the exit that is: a slow log
+        pipeline slows the step's writes (Docker stops copying while we do not read), it
+        never loses lines (``AttachedReader`` says how). Only a stream that stays silent
+        ``OUTPUT_STALL_S`` after the exit while we wait on Docker is given up, and the
+        log says so."""
         output = StepOutput(on_log)
         attached = container.attach(stdout=True, stderr=True, logs=False)
         await attached._init()  # connect now: the stream then holds the very first line
-        reader = asyncio.create_task(read_attached(attached, output))
+        reading = AttachedReader(attached, output)
+        reader = asyncio.create_task(reading.run())
         try:
             await container.start()
             exit_code, timed_out = await _wait(container, step.timeout_s)
-            await asyncio.wait({reader}, timeout=LOG_DRAIN_S)
+            problem = await reading.finish(reader, OUTPUT_STALL_S)
+            if problem:
+                await output.flush()
+                await output.feed("stderr", utc_now(),
+                                  f"cyclone: {problem}; the rest of it is lost\n".encode())
         finally:
             await _cancel_all([reader])
             await attached.close()

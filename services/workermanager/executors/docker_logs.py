@@ -3,8 +3,11 @@ driver (services), cut into frames and timestamped lines for ``StepOutput``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import struct
+import time
 from collections import deque
 from datetime import UTC, datetime
 from typing import Any
@@ -15,9 +18,10 @@ from aiodocker.stream import Stream
 from services.workermanager.executors.script import StepOutput
 from shared.events import utc_now
 
-__all__ = ["Cursor", "FrameReader", "read_attached", "read_logs"]
+__all__ = ["AttachedReader", "Cursor", "FrameReader", "read_logs"]
 
 NS = 1_000_000_000
+AHEAD_BYTES = 1024 * 1024  # of a running step's output read ahead of its consumer
 _FRAME_HEADER = struct.Struct(">BxxxL")  # stream kind, 3 bytes padding, payload length
 
 
@@ -69,10 +73,86 @@ class Cursor:
         return since, sum(1 for ns in self._recent if ns >= since)
 
 
-async def read_attached(attached: Stream, output: StepOutput) -> None:
-    while (message := await attached.read_out()) is not None:
-        await output.feed("stderr" if message.stream == 2 else "stdout", utc_now(),
-                          message.data)
+class AttachedReader:
+    """Reads an attached container's output into a ``StepOutput``, every byte of it.
+
+    Two loops: ``_pull`` takes frames off the attach stream, ``_push`` feeds them to the
+    output at the pace its consumer allows. While the container runs, the frames taken
+    but not yet fed are bounded (``ahead_bytes``): when they are full, nothing is read,
+    Docker stops copying, and the step's writes wait (backpressure, as a terminal gives).
+    Once the container has exited (``finish``), the bound goes: Docker ends an attach
+    stream about 10 s after the exit whether or not it was read to its end (measured
+    here: a reader 10 s behind lost the tail of a step's output, cut mid-line), so what
+    is still in its pipes and the socket (a few MB) is read at once and fed from memory.
+    """
+
+    def __init__(self, attached: Stream, output: StepOutput,
+                 ahead_bytes: int = AHEAD_BYTES) -> None:
+        self.attached = attached
+        self.output = output
+        self.ahead_bytes = ahead_bytes
+        self._frames: deque[tuple[str, str, bytes]] = deque()  # (stream, ts, data)
+        self._size = 0  # bytes in _frames
+        self._bounded = True
+        self._room = asyncio.Event()  # set when _pull may read more
+        self._arrived = asyncio.Event()  # set when _pull added a frame or ended
+        self._waiting_since: float | None = None  # monotonic, while _pull waits on Docker
+
+    async def run(self) -> None:
+        """Feed the output until the stream ends; raises what broke the stream."""
+        pull = asyncio.create_task(self._pull())
+        try:
+            await self._push(pull)
+        finally:
+            pull.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pull
+
+    async def finish(self, task: asyncio.Task[None], stall_s: float) -> str:
+        """The container has exited: read the rest at once, then wait for ``task``
+        (running ``run``). Returns "" when the stream ended, else what went wrong:
+        Docker sent nothing for ``stall_s`` while we waited on it, or the stream broke."""
+        self._bounded = False
+        self._room.set()
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=min(stall_s, 1.0))
+            if done:
+                error = task.exception()
+                return "" if error is None else f"reading the step's output failed: {error!r}"
+            since = self._waiting_since
+            if since is not None and time.monotonic() - since >= stall_s:
+                return f"the step's output did not end {stall_s:g} s after it exited"
+
+    async def _pull(self) -> None:
+        while True:
+            while self._bounded and self._size >= self.ahead_bytes:
+                self._room.clear()
+                await self._room.wait()
+            self._waiting_since = time.monotonic()
+            try:
+                message = await self.attached.read_out()
+            finally:
+                self._waiting_since = None
+            self._arrived.set()
+            if message is None:
+                return
+            stream = "stderr" if message.stream == 2 else "stdout"
+            self._frames.append((stream, utc_now(), message.data))
+            self._size += len(message.data)
+
+    async def _push(self, pull: asyncio.Task[None]) -> None:
+        while True:
+            if self._frames:
+                stream, ts, data = self._frames.popleft()
+                self._size -= len(data)
+                self._room.set()
+                await self.output.feed(stream, ts, data)
+            elif pull.done():
+                pull.result()  # the stream's error, if it broke
+                return
+            else:
+                self._arrived.clear()
+                await self._arrived.wait()
 
 
 class FrameReader:
