@@ -111,13 +111,8 @@ class RssSampler:
 
 
 async def serve_logs(runtime: Embedded) -> tuple[web.AppRunner, str]:
-    readmodel = runtime.readmodel
-
-    async def lookup(run_id: str) -> RunView | None:
-        return readmodel.runs.get(run_id)
-
     app = web.Application()
-    app.add_routes(log_routes(runtime.logserver, lookup))
+    app.add_routes(log_routes(runtime.logserver, runtime.live.view))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -32,6 +32,7 @@ from cyclone.server import SHUTDOWN_TIMEOUT_S, until_signalled
 from services.api.app import create_app
 from services.api.auth import Tokens
 from services.api.context import ApiContext
+from services.api.live import LiveRuns
 from services.api.readmodel import GROUP, RunsReadModel
 from services.eventmanager.scheduler import Scheduler, catch_up_from_env
 from services.eventmanager.service import EventManager
@@ -51,7 +52,7 @@ from shared.errors import ConfigError
 from shared.leader import run_as_leader
 from shared.metrics import metrics_handler
 from shared.outbox import NotifyingStore, OutboxRelay
-from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, TOPIC_LOGS
+from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, TOPIC_LOGS, TOPIC_LOGS_STORED
 
 __all__ = ["SERVICES", "Infra", "run_service"]
 
@@ -128,7 +129,7 @@ async def _open(stack: AsyncExitStack, infra: Infra) -> _Parts:
     stack.push_async_callback(store.close)
     bus = await KafkaBus.connect(infra.bus, infra.partitions, infra.replication)
     stack.push_async_callback(bus.close)
-    await bus.ensure_topics(TOPIC_EVENTS, TOPIC_JOBS, TOPIC_LOGS)
+    await bus.ensure_topics(TOPIC_EVENTS, TOPIC_JOBS, TOPIC_LOGS, TOPIC_LOGS_STORED)
     coord = await EtcdCoordinator.connect(infra.coord)
     stack.push_async_callback(coord.close)
     logs = await MongoLogStore.connect(infra.log_store)
@@ -183,11 +184,15 @@ async def _api(parts: _Parts, settings: Settings) -> Started:
     if admin is not None:
         print(f"An admin API token was created (shown once):\n\n    export "
               f"CYCLONE_TOKEN={admin}\n", flush=True)
+    # Push streams: this replica tails every event and every "log stored" notice.
+    live = LiveRuns(parts.bus, parts.store)
     ctx = ApiContext(store=parts.store, readmodel=readmodel, tokens=tokens,
-                     public_read=settings.public_read)
-    reader = LogServer(parts.bus, parts.logs, recheck_s=0.2)  # reads only; stores nothing
-    app = create_app(ctx, extra_routes=log_routes(reader, ctx.find_run))
-    return [readmodel.follow(parts.bus, group=GROUP)], app
+                     public_read=settings.public_read, live=live)
+    reader = LogServer(parts.bus, parts.logs)  # reads only; stores nothing
+    live.on_event(reader.wake)
+    live.on_stored(reader.wake)  # the logserver replicas store in other processes
+    app = create_app(ctx, extra_routes=log_routes(reader, live.view))
+    return [readmodel.follow(parts.bus, group=GROUP), live.run()], app
 
 
 async def _eventmanager(parts: _Parts, settings: Settings) -> Started:

@@ -19,6 +19,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 from cyclone.ownership import RunOwnership
+from services.api.live import LiveRuns
 from services.api.readmodel import RunsReadModel
 from services.eventmanager.scheduler import Scheduler, catch_up_from_env
 from services.eventmanager.service import EventManager, abandon_run
@@ -70,6 +71,7 @@ class Embedded:
     workermanager: WorkerManager
     logserver: LogServer
     readmodel: RunsReadModel
+    live: LiveRuns
     notifier: Notifier
     recovered: list[str] = field(default_factory=list)  # runs ended as interrupted
     resumed: list[RunView] = field(default_factory=list)  # queued runs taken over
@@ -129,7 +131,8 @@ class Embedded:
                       executor=executor, ownership=ownership, relay=relay,
                       eventmanager=eventmanager, workermanager=workermanager,
                       logserver=LogServer(bus, logs), readmodel=RunsReadModel(),
-                      notifier=notifier, _stack=stack)
+                      live=LiveRuns(bus, store), notifier=notifier, _stack=stack)
+        runtime.live.on_event(runtime.logserver.wake)
         if own_all:
             owners.claim_server()
         await runtime._recover(owners)
@@ -145,9 +148,10 @@ class Embedded:
         if own_all:  # cron schedules: a server's job (one per home), never `cyclone run`'s
             scheduler = Scheduler(store, catch_up=catch_up)
             runtime._tasks.append(asyncio.create_task(scheduler.run(), name="Scheduler.run"))
-        for service in (relay.run, eventmanager.run, workermanager.run, runtime.logserver.run,
-                        runtime._follow_readmodel):
+        for service in (runtime.live.run, relay.run, eventmanager.run, workermanager.run,
+                        runtime.logserver.run, runtime._follow_readmodel):
             runtime._tasks.append(asyncio.create_task(service(), name=service.__qualname__))
+        await runtime.live.ready.wait()  # streams see every event from here on
         stack.push_async_callback(runtime._stop_tasks)
         await runtime._resume()
         return runtime

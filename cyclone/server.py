@@ -51,8 +51,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
 
 def _app(runtime: Embedded, tokens: Tokens, settings: Settings) -> web.Application:
     ctx = ApiContext(store=runtime.store, readmodel=runtime.readmodel, tokens=tokens,
-                     public_read=settings.public_read)
-    return create_app(ctx, extra_routes=log_routes(runtime.logserver, ctx.find_run),
+                     public_read=settings.public_read, live=runtime.live)
+    return create_app(ctx, extra_routes=log_routes(runtime.logserver, runtime.live.view),
                       events_appended=lambda: runtime.store.appended_total,
                       collectors=[runtime.notifier.collector()])
 

@@ -20,6 +20,7 @@ from services.api.notifications import notification_routes
 from services.api.openapi import openapi_document
 from services.api.projects import project_routes
 from services.api.runs import run_routes
+from services.api.streams import stream_routes
 from services.api.webhooks import webhook_routes
 from shared.metrics import metrics_handler
 
@@ -43,6 +44,7 @@ def create_app(ctx: ApiContext, extra_routes: Iterable[web.RouteDef] = (),
         web.get("/api/v1/openapi.json", _openapi),
         *project_routes(),
         *run_routes(),
+        *stream_routes(),
         *webhook_routes(),
         *notification_routes(),
         *extra_routes,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from services.api.auth import Tokens
+from services.api.live import LiveRuns
 from services.api.readmodel import RunsReadModel
 from shared.ports.eventstore import EventStore
 from shared.projections.runs import RunView
@@ -22,6 +23,7 @@ class ApiContext:
     tokens: Tokens
     public_read: bool = False
     max_body: int = 25 * 1024 * 1024
+    live: LiveRuns | None = None  # what push streams are fed by (none: they answer 503)
 
     async def find_run(self, run_id: str) -> RunView | None:
         """The run's view; straight from its stream when the read model has not caught up

@@ -119,8 +119,16 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/runs/{id}/rerun": {"post": _op("Run again: same commit, params and "
                                                     "pipeline file", 202, params=run)},
             "/api/v1/runs/{id}/events": {"get": _op(
-                "The run's raw event history (after=SEQ: only later events)", 200,
-                params=[*run, _query("after", "integer")], errors=(400, 401, 404))},
+                "The run's raw event history (after=SEQ: only later events); with follow=1 "
+                "(or Accept: text/event-stream) Server-Sent Events, live, until the run has "
+                "ended (resume with Last-Event-ID)", 200,
+                params=[*run, _query("after", "integer"), _query("follow")],
+                errors=(400, 401, 404))},
+            "/api/v1/changes": {"get": _op(
+                "Server-Sent Events of every run's changes (project=NAME: one project's): "
+                "event run with the run's summary, id = the event's position; opens with "
+                "event ready (resume with Last-Event-ID)", 200, params=[_query("project")],
+                content="text/event-stream", errors=(400, 401))},
             "/api/v1/runs/{id}/logs": {"get": _op(
                 "Log lines as NDJSON; with follow=1 Server-Sent Events until the run ends "
                 "(resume with Last-Event-ID)", 200, params=logs_query,

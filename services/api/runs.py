@@ -10,6 +10,7 @@ from services.api.context import CONTEXT, ApiContext
 from services.api.errors import ApiError
 from services.api.models import RunCreate
 from services.api.projects import require_project
+from services.api.streams import follow_run_events, wants_stream
 from shared import events as ev
 from shared.events import decode, run_stream
 from shared.projections.runs import RUN_DONE, RunView
@@ -110,7 +111,9 @@ async def _rerun(request: web.Request) -> web.Response:
     return _accepted(new_id)
 
 
-async def _events(request: web.Request) -> web.Response:
+async def _events(request: web.Request) -> web.StreamResponse:
+    if wants_stream(request):
+        return await follow_run_events(request)
     ctx = request.app[CONTEXT]
     run_id = request.match_info["id"]
     try:

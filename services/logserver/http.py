@@ -8,12 +8,13 @@ Routes (``log_routes``; the API app mounts them and authenticates them):
 * the same with ``?follow=1`` or ``Accept: text/event-stream`` -- Server-Sent Events:
   ``id: <i>`` / ``event: line`` / ``data: <object>`` per line, live, until the run has
   ended and every line it logged is delivered; then ``event: end`` with
-  ``{"status": ...}``. ``Last-Event-ID: <i>`` (sent by a reconnecting EventSource)
-  resumes at ``i + 1`` and wins over ``?from=``: no gap, no repeat. A comment line is
-  sent after ``keepalive_s`` of silence so proxies keep the connection open. A browser
-  should close its EventSource on ``end`` (else it reconnects, and gets ``end`` again).
+  ``{"status": ...}`` (and ``"missing"`` when it had to give up: see below).
+  ``Last-Event-ID: <i>`` (sent by a reconnecting EventSource) resumes at ``i + 1`` and
+  wins over ``?from=``: no gap, no repeat. A comment line is sent after ``keepalive_s``
+  of silence so proxies keep the connection open. A browser should close its
+  EventSource on ``end`` (else it reconnects, and gets ``end`` again).
 * ``GET /api/v1/runs/{id}/logs/ws`` -- the same lines as websocket text messages, then
-  ``{"end": "<status>"}`` and a normal close.
+  ``{"end": "<status>"}`` (and ``"missing"``) and a normal close.
 
 An unknown run is a 404 ``{"error": "not_found", ...}``; a malformed ``from`` or
 ``Last-Event-ID`` a 400 ``{"error": "bad_request", ...}``.
@@ -22,12 +23,15 @@ Every route reads the log store in chunks (``LogServer.chunks`` / ``follow_chunk
 and writes a chunk in one write, awaiting the transport's drain, so memory stays
 flat whatever the log's size and a slow client slows only its own stream.
 
-A stream is complete when the run is done and the store holds ``run.log_lines`` lines
-(the count its events report). Should lines be counted that never arrive (a worker
-lost them), the stream still ends ``END_GRACE_S`` after the last progress. A run with a
-job that ran again after its worker was lost also has the lines that worker shipped,
-which no event counts: its stream ends once the count is reached and no line has come
-for ``LOST_ATTEMPT_QUIET_S``.
+A stream is complete when the run is done and every line of the final attempt of each
+job (and of the checkout) is delivered: the counts its events report (``JobFinished``,
+``RunSourceResolved``). A job that ran again after its worker was lost also has the
+lines the lost attempt shipped, which no event counts; they are streamed too, and
+told apart by their ``attempt``. Followers are woken when lines are stored and when
+the run's events change (``LogServer.wake``), so a stream ends as soon as its run has
+ended and its last line is stored. Should counted lines never arrive, the stream gives
+up ``END_GRACE_S`` after its last progress, and its end says what is missing:
+``"missing": {"lines": n, "jobs": {job: n, ...}}``.
 """
 
 from __future__ import annotations
@@ -37,12 +41,15 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from services.logserver.service import LogServer
 from shared.errors import CycloneError
+from shared.keys import CHECKOUT
 from shared.ports.logstore import StoredLine
 from shared.projections.runs import RunView
 
@@ -54,8 +61,7 @@ log = logging.getLogger(__name__)
 RunLookup = Callable[[str], Awaitable[RunView | None]]
 
 KEEPALIVE_S = 15.0  # SSE comment after this much silence
-END_GRACE_S = 30.0  # a done run's stream waits at most this long for missing lines
-LOST_ATTEMPT_QUIET_S = 2.0  # ... and this long for stray lines of a lost worker's attempt
+END_GRACE_S = 60.0  # a done run's stream gives up on missing lines after this long
 WS_HEARTBEAT_S = 30.0  # websocket ping interval; a peer that misses a pong is dropped
 RETRY_MS = 2000  # tells an EventSource how long to wait before reconnecting
 
@@ -64,9 +70,11 @@ _string = json.encoder.encode_basestring_ascii  # a str as a JSON string literal
 
 
 def log_routes(server: LogServer, runs: RunLookup, *, keepalive_s: float = KEEPALIVE_S,
-               heartbeat_s: float = WS_HEARTBEAT_S) -> list[web.RouteDef]:
-    """The log routes over ``server``'s store; ``runs`` looks a run up by id."""
-    handlers = _Handlers(server, runs, keepalive_s, heartbeat_s)
+               heartbeat_s: float = WS_HEARTBEAT_S,
+               grace_s: float = END_GRACE_S) -> list[web.RouteDef]:
+    """The log routes over ``server``'s store; ``runs`` gives a run's current view by id
+    (``LiveRuns.view``: current with the events that wake the followers)."""
+    handlers = _Handlers(server, runs, keepalive_s, heartbeat_s, grace_s)
     return [
         web.get("/api/v1/runs/{id}/logs", handlers.logs, allow_head=False),
         web.get("/api/v1/runs/{id}/logs/ws", handlers.websocket, allow_head=False),
@@ -88,13 +96,27 @@ def line_json(stored: StoredLine) -> str:
 class _Completion:
     """``is_complete`` for a follower: the run is done and every line it logged is here.
 
-    Keeps the last view it saw (``run``) for the end message.
-    """
+    Keeps the last view it saw (``run``) for the end message, and ``missing`` when it
+    gave up. ``observe`` must see every chunk the follower delivers."""
 
-    def __init__(self, runs: RunLookup, run: RunView) -> None:
+    def __init__(self, runs: RunLookup, run: RunView, server: LogServer,
+                 grace_s: float = END_GRACE_S) -> None:
         self.runs = runs
         self.run = run
+        self.server = server
+        self.grace_s = grace_s
+        self.missing: dict[str, Any] | None = None
+        self._tally: Counter[tuple[str, int]] | None = None  # lines by (job, attempt)
         self._progress = (-1, 0.0)  # (next index, when it was first seen)
+
+    def end(self) -> dict[str, Any]:
+        """What the stream's end says: the run's status, and what is missing, if any."""
+        missing = {"missing": self.missing} if self.missing else {}
+        return {"status": self.run.status, **missing}
+
+    def observe(self, chunk: list[StoredLine]) -> None:
+        if self._tally is not None:
+            self._tally.update((s.line.job, s.line.attempt) for s in chunk)
 
     async def __call__(self, next_index: int) -> bool:
         run = await self.runs(self.run.id)
@@ -103,16 +125,43 @@ class _Completion:
         self.run = run
         if not run.done:
             return False
-        if next_index >= run.log_lines:
-            # What a lost worker shipped before it died is stored but counted by no
-            # event: with such lines around, the count may be reached early.
-            lost = any(job.attempt > 1 for job in run.jobs)
-            return not lost or self._quiet_for(next_index, LOST_ATTEMPT_QUIET_S)
-        if self._quiet_for(next_index, END_GRACE_S):
+        short = await self._short_of(run, next_index)
+        if not short:
+            return True
+        if self._quiet_for(next_index, self.grace_s):
+            self.missing = {"lines": sum(short.values()), "jobs": short}
             log.warning("log stream ends with lines missing",
-                        extra={"run": run.id, "have": next_index, "expected": run.log_lines})
+                        extra={"run": run.id, "have": next_index, "missing": short})
             return True
         return False
+
+    async def _short_of(self, run: RunView, next_index: int) -> dict[str, int]:
+        """The lines each job's final attempt (and the checkout) logged that have not been
+        delivered yet, by job; empty when all have."""
+        if not any(job.attempt > 1 for job in run.jobs):
+            return {} if next_index >= run.log_lines else {"": run.log_lines - next_index}
+        # Lines of lost attempts are stored too: count by attempt what was delivered.
+        tally = await self._tallied(next_index)
+        short = {job.name: job.log_lines - tally[(job.name, max(job.attempt, 1))]
+                 for job in run.jobs}
+        outside = run.log_lines - sum(job.log_lines for job in run.jobs)  # the checkout
+        planned = {job.name for job in run.jobs}
+        short[CHECKOUT] = outside - sum(n for (job, _), n in tally.items() if job not in planned)
+        return {job: n for job, n in short.items() if n > 0}
+
+    async def _tallied(self, next_index: int) -> Counter[tuple[str, int]]:
+        """The delivered lines (those before ``next_index``) by (job, attempt): read from
+        the store the first time it is asked, then kept current by ``observe``."""
+        if self._tally is None:
+            tally: Counter[tuple[str, int]] = Counter()
+            async with contextlib.aclosing(self.server.chunks(self.run.id, 0)) as chunks:
+                async for chunk in chunks:
+                    tally.update((s.line.job, s.line.attempt) for s in chunk
+                                 if s.index < next_index)
+                    if chunk[-1].index >= next_index - 1:
+                        break
+            self._tally = tally
+        return self._tally
 
     def _quiet_for(self, next_index: int, seconds: float) -> bool:
         """Whether no line has arrived for ``seconds`` (counting from the first call)."""
@@ -124,11 +173,12 @@ class _Completion:
 
 class _Handlers:
     def __init__(self, server: LogServer, runs: RunLookup, keepalive_s: float,
-                 heartbeat_s: float) -> None:
+                 heartbeat_s: float, grace_s: float) -> None:
         self.server = server
         self.runs = runs
         self.keepalive_s = keepalive_s
         self.heartbeat_s = heartbeat_s
+        self.grace_s = grace_s
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         run = await self.runs(request.match_info["id"])
@@ -169,11 +219,12 @@ class _Handlers:
         resp.content_type = "text/event-stream"
         await resp.prepare(request)
         await resp.write(f"retry: {RETRY_MS}\n\n".encode())  # headers out, before any line
-        complete = _Completion(self.runs, run)
+        complete = _Completion(self.runs, run, self.server, self.grace_s)
         last_write = time.monotonic()
         follow = self.server.follow_chunks(run.id, start, complete)
         async with contextlib.aclosing(follow) as chunks:
             async for chunk in chunks:
+                complete.observe(chunk)
                 if chunk:
                     await resp.write("".join(_sse_line(s) for s in chunk).encode())
                     last_write = time.monotonic()
@@ -182,7 +233,7 @@ class _Handlers:
                 elif time.monotonic() - last_write >= self.keepalive_s:
                     await resp.write(b": keep-alive\n\n")
                     last_write = time.monotonic()
-        end = _encode({"status": complete.run.status})
+        end = _encode(complete.end())
         await resp.write(f"event: end\ndata: {end}\n\n".encode())
         await resp.write_eof()
 
@@ -208,14 +259,16 @@ class _Handlers:
         return ws
 
     async def _send_ws(self, ws: web.WebSocketResponse, run: RunView, start: int) -> None:
-        complete = _Completion(self.runs, run)
+        complete = _Completion(self.runs, run, self.server, self.grace_s)
         async with contextlib.aclosing(self.server.follow_chunks(run.id, start, complete)) as c:
             async for chunk in c:
                 if ws.closed:
                     return
+                complete.observe(chunk)
                 for stored in chunk:
                     await ws.send_str(line_json(stored))
-        await ws.send_str(_encode({"end": complete.run.status}))
+        end = complete.end()
+        await ws.send_str(_encode({"end": end.pop("status"), **end}))
         await ws.close()
 
 

@@ -7,33 +7,39 @@ loses nor doubles a line. Streaming to clients (SSE, websocket: ``http.py``)
 reads the store, never the bus, so a reader that joins late or reconnects sees
 exactly the stored lines, in index order.
 
-Following. After each append the readers of that run are woken (no polling). A
-reader takes the run's current wake-up event *before* reading the store, so a
-batch appended while it reads still wakes it: no line is missed between "read to
-the end" and "wait". Readers also re-check every ``recheck_s`` seconds, so a run
-that ends without printing another line still ends its streams. Wake-up entries
-exist only for runs somebody follows. Only this process's appends wake its readers:
-with several log server replicas, a reader whose run is stored by another replica
-sees new lines at the next re-check.
+Following. After each append the readers of that run are woken (no polling), and a
+notice ``{"run", "end"}`` goes out on ``cyclone.logs.stored`` (coalesced per run, in the
+background: appends never wait for it), so that readers in other processes (the api
+replicas) are woken too: they call ``wake`` when they see one, and when the run's
+events change (its end). A reader takes the run's current wake-up event *before*
+reading the store, so a batch appended while it reads still wakes it: no line is
+missed between "read to the end" and "wait". A notice lost on the way only delays:
+readers re-check every ``recheck_s`` seconds all the same. Wake-up entries exist only
+for runs somebody follows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from shared.consume import consume
-from shared.ports.bus import TOPIC_LOGS, Bus, Message
+from shared.ports.bus import TOPIC_LOGS, TOPIC_LOGS_STORED, Bus, Message
 from shared.ports.logstore import LogStore, StoredLine
-from shared.wire import decode_log_batch
+from shared.retry import Backoff, is_transient
+from shared.wire import decode_log_batch, encode_log_stored
 
-__all__ = ["CHUNK_CHARS", "CHUNK_LINES", "RECHECK_S", "IsComplete", "LogServer"]
+__all__ = ["CHUNK_CHARS", "CHUNK_LINES", "RECHECK_S", "IsComplete", "LogServer",
+           "StoredNotices"]
+
+log = logging.getLogger(__name__)
 
 CHUNK_LINES = 500  # lines handed to a writer at once: one network write per chunk
 CHUNK_CHARS = 256 * 1024  # ... unless their text is this long already (long lines)
-RECHECK_S = 1.0  # a follower re-checks completeness at least this often
+RECHECK_S = 5.0  # a follower re-checks at least this often, should a wake-up be lost
 
 # Given the index of the next line a follower would deliver: is the log complete?
 IsComplete = Callable[[int], Awaitable[bool]]
@@ -55,14 +61,20 @@ class LogServer:
         self.group = group
         self.recheck_s = recheck_s
         self._wakeups: dict[str, _Wakeup] = {}
+        self._notices = StoredNotices(bus)
 
     async def run(self) -> None:
-        await consume(self.bus, TOPIC_LOGS, self.group, self.handle)
+        """Store what ``cyclone.logs`` brings, announcing it on ``cyclone.logs.stored``."""
+        async with asyncio.TaskGroup() as group:
+            announcing = group.create_task(self._notices.run())
+            await consume(self.bus, TOPIC_LOGS, self.group, self.handle)
+            announcing.cancel()
 
     async def handle(self, message: Message) -> None:
         run_id, batch_id, lines = decode_log_batch(message.value)
-        await self.logs.append(run_id, lines, batch_id)
-        self._wake(run_id)
+        first = await self.logs.append(run_id, lines, batch_id)
+        self.wake(run_id)
+        self._notices.note(run_id, first + len(lines))
 
     def following(self) -> frozenset[str]:
         """The runs that have followers right now."""
@@ -134,8 +146,46 @@ class LogServer:
             if close is not None:
                 await close()
 
-    def _wake(self, run_id: str) -> None:
+    def wake(self, run_id: str) -> None:
+        """Wake the run's followers: its log or its state changed."""
         wakeup = self._wakeups.get(run_id)
         if wakeup is not None:
             wakeup.event.set()
             wakeup.event = asyncio.Event()
+
+
+class StoredNotices:
+    """Announces how far runs' logs are stored, on ``cyclone.logs.stored``: one message a
+    run for all the appends made while the previous one went out, so a busy log costs a
+    few notices a second, and an append never waits for the bus."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._pending: dict[str, int] = {}  # run id -> end of its stored lines
+        self._noted = asyncio.Event()
+
+    def note(self, run_id: str, end: int) -> None:
+        self._pending[run_id] = max(end, self._pending.get(run_id, 0))
+        self._noted.set()
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        while True:
+            await self._noted.wait()
+            self._noted.clear()
+            pending, self._pending = list(self._pending.items()), {}
+            for done, (run_id, end) in enumerate(pending):
+                try:
+                    await self.bus.publish(TOPIC_LOGS_STORED, run_id,
+                                           encode_log_stored(run_id, end))
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    log.warning("log stored notices not sent; trying again",
+                                extra={"error": str(exc)})
+                    for unsent, at in pending[done:]:
+                        self.note(unsent, at)
+                    await backoff.wait()
+                    break
+            else:
+                backoff.reset()

@@ -34,11 +34,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["TOPIC_EVENTS", "TOPIC_JOBS", "TOPIC_LOGS", "Bus", "Message", "Subscription"]
+__all__ = ["TOPIC_EVENTS", "TOPIC_JOBS", "TOPIC_LOGS", "TOPIC_LOGS_STORED", "Bus", "Message",
+           "Subscription"]
 
 TOPIC_EVENTS = "cyclone.events"  # every domain event, key = run id
 TOPIC_JOBS = "cyclone.jobs"  # jobs ready to run, key = run id
 TOPIC_LOGS = "cyclone.logs"  # batches of log lines, key = run id
+TOPIC_LOGS_STORED = "cyclone.logs.stored"  # how far a run's log is stored, key = run id
 
 
 @dataclass(frozen=True)

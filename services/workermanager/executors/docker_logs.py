@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import functools
 import struct
-import time
 from collections import deque
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import aiodocker
 from aiodocker.stream import Stream
 
-from services.workermanager.executors.script import StepOutput
+from services.workermanager.executors.script import SourceClock, StepOutput, read_to_end
 from shared.events import utc_now
 
 __all__ = ["AttachedReader", "Cursor", "FrameReader", "read_logs"]
@@ -96,7 +95,7 @@ class AttachedReader:
         self._bounded = True
         self._room = asyncio.Event()  # set when _pull may read more
         self._arrived = asyncio.Event()  # set when _pull added a frame or ended
-        self._waiting_since: float | None = None  # monotonic, while _pull waits on Docker
+        self._docker = SourceClock()
 
     async def run(self) -> None:
         """Feed the output until the stream ends; raises what broke the stream."""
@@ -110,29 +109,19 @@ class AttachedReader:
 
     async def finish(self, task: asyncio.Task[None], stall_s: float) -> str:
         """The container has exited: read the rest at once, then wait for ``task``
-        (running ``run``). Returns "" when the stream ended, else what went wrong:
-        Docker sent nothing for ``stall_s`` while we waited on it, or the stream broke."""
+        (running ``run``). Returns "" when the stream ended, else what went wrong
+        (``read_to_end``)."""
         self._bounded = False
         self._room.set()
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=min(stall_s, 1.0))
-            if done:
-                error = task.exception()
-                return "" if error is None else f"reading the step's output failed: {error!r}"
-            since = self._waiting_since
-            if since is not None and time.monotonic() - since >= stall_s:
-                return f"the step's output did not end {stall_s:g} s after it exited"
+        return await read_to_end([task], [self._docker], stall_s)
 
     async def _pull(self) -> None:
         while True:
             while self._bounded and self._size >= self.ahead_bytes:
                 self._room.clear()
                 await self._room.wait()
-            self._waiting_since = time.monotonic()
-            try:
+            with self._docker.waiting():
                 message = await self.attached.read_out()
-            finally:
-                self._waiting_since = None
             self._arrived.set()
             if message is None:
                 return

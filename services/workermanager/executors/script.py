@@ -8,6 +8,8 @@
 * ``check_run_id`` guards the names and paths built from a run id.
 * ``finish_shielded`` runs a cleanup to its end even when the caller is cancelled
   meanwhile, then lets the cancellation continue.
+* ``SourceClock`` and ``read_to_end``: an ended step's output is read to its end, at the
+  pace of the log pipeline behind it, unless the source itself goes silent.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import re
 import shlex
-from collections.abc import Awaitable, Sequence
+import time
+from collections.abc import Awaitable, Collection, Sequence
 
 from shared.errors import ExecutorError
 from shared.ports.executor import LogSink
 
-__all__ = ["StepOutput", "check_run_id", "finish_shielded", "sanitise", "step_script"]
+__all__ = ["SourceClock", "StepOutput", "check_run_id", "finish_shielded", "read_to_end",
+           "sanitise", "step_script"]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -114,3 +118,46 @@ async def finish_shielded(cleanup: Awaitable[None]) -> None:
     task.result()  # a cleanup error wins over the cancellation
     if cancelled:
         raise asyncio.CancelledError
+
+
+class SourceClock:
+    """Whether a reader is waiting on its source (a pipe, Docker), and since when; while it
+    feeds the log pipeline instead, the clock is stopped. ``with clock.waiting():`` around
+    each read."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None  # monotonic; None while not waiting on the source
+
+    def waiting(self) -> _Waiting:
+        return _Waiting(self)
+
+    def silent_for(self) -> float:
+        return 0.0 if self.since is None else time.monotonic() - self.since
+
+
+class _Waiting:
+    def __init__(self, clock: SourceClock) -> None:
+        self.clock = clock
+
+    def __enter__(self) -> None:
+        self.clock.since = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        self.clock.since = None
+
+
+async def read_to_end(readers: Collection[asyncio.Task[None]],
+                      clocks: Sequence[SourceClock], stall_s: float) -> str:
+    """Wait until every reader of an ended step has read its source to the end, however
+    slowly the log pipeline takes the lines (it never loses them to a deadline). Returns
+    "" then, or what went wrong: a source silent for ``stall_s`` while read (something
+    outside the step still holds it open), or a reader's error."""
+    while True:
+        done, pending = await asyncio.wait(readers, timeout=min(stall_s, 1.0))
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                return f"reading the step's output failed: {task.exception()!r}"
+        if not pending:
+            return ""
+        if any(clock.silent_for() >= stall_s for clock in clocks):
+            return f"the step's output did not end {stall_s:g} s after it exited"

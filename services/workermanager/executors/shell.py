@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from services.workermanager.executors.script import (
+    SourceClock,
     StepOutput,
     check_run_id,
     finish_shielded,
+    read_to_end,
     step_script,
 )
 from shared.errors import ExecutorError
@@ -46,7 +48,7 @@ __all__ = ["ShellExecutor"]
 log = logging.getLogger(__name__)
 
 TERM_GRACE_S = 2.0  # between SIGTERM and SIGKILL
-OUTPUT_DRAIN_S = 5.0  # how long a step's pipes may stay open after its group is killed
+OUTPUT_STALL_S = 5.0  # a pipe still open and silent this long after the group is killed
 _HOST_ENV = ("PATH", "HOME")
 
 
@@ -145,8 +147,9 @@ class ShellExecutor:
 async def _supervise(proc: asyncio.subprocess.Process, timeout_s: float | None,
                      output: StepOutput) -> StepOutcome:
     assert proc.stdout is not None and proc.stderr is not None
-    readers = [asyncio.create_task(_pump(proc.stdout, "stdout", output)),
-               asyncio.create_task(_pump(proc.stderr, "stderr", output))]
+    clocks = [SourceClock(), SourceClock()]
+    readers = [asyncio.create_task(_pump(proc.stdout, "stdout", output, clocks[0])),
+               asyncio.create_task(_pump(proc.stderr, "stderr", output, clocks[1]))]
     timed_out = False
     try:
         try:
@@ -155,7 +158,11 @@ async def _supervise(proc: asyncio.subprocess.Process, timeout_s: float | None,
         except TimeoutError:
             timed_out = True
         await _terminate(proc)  # what the shell left behind ends with it
-        await asyncio.wait(readers, timeout=OUTPUT_DRAIN_S)
+        problem = await read_to_end(readers, clocks, OUTPUT_STALL_S)
+        if problem:
+            await output.flush()
+            await output.feed("stderr", utc_now(),
+                              f"cyclone: {problem}; the rest of it is lost\n".encode())
     finally:
         for reader in readers:
             reader.cancel()
@@ -167,8 +174,13 @@ async def _supervise(proc: asyncio.subprocess.Process, timeout_s: float | None,
     return StepOutcome(exit_code=128 - code if code < 0 else code)  # killed by N: 128+N
 
 
-async def _pump(pipe: asyncio.StreamReader, stream: str, output: StepOutput) -> None:
-    while chunk := await pipe.read(64 * 1024):
+async def _pump(pipe: asyncio.StreamReader, stream: str, output: StepOutput,
+                clock: SourceClock) -> None:
+    while True:
+        with clock.waiting():
+            chunk = await pipe.read(64 * 1024)
+        if not chunk:
+            return
         await output.feed(stream, utc_now(), chunk)
 
 
