@@ -6,8 +6,14 @@
   ``git://127.0.0.1:<port>/demo.git``.
 * ``git_files`` (fixture): the same without a daemon; ``repo.url`` is a ``file://`` URL.
 * ``GitRepo``: ``repo.commit({"path": "content"}, message=..., branch="main") -> sha``
-  commits in a working clone and pushes it; ``repo.tag(name, sha)``; ``repo.head(branch)``.
+  commits in a working clone and pushes it; ``repo.tag(name, sha)``; ``repo.head(branch)``;
+  ``repo.tree(sha)``: every entry of a commit's tree, as git stores it.
 * ``unused_port()``: a port nothing listens on (for "unreachable repository" tests).
+* ``UploadPackProbe(dir, url)``: serves a ``file://`` (or path) URL through a wrapper of
+  ``git-upload-pack`` that records when each connection (``ls-remote``, ``fetch``)
+  starts and ends, and can hold connections until N have started (to show that they
+  overlap) or until released. ``probe.config()`` is the environment that makes git use
+  it (``remote.<url>.uploadpack``, which git also applies to a bare URL).
 
 The fixtures' Python names differ from their pytest names (so a module that imports
 them can take ``git_server`` as a parameter without shadowing anything): a conftest or a
@@ -19,18 +25,20 @@ Git runs with no user or system configuration, so the machine's settings do not 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-__all__ = ["GitHost", "GitRepo", "GitServer", "git_env", "git_files_fixture",
-           "git_server_fixture", "unused_port"]
+__all__ = ["Connection", "GitHost", "GitRepo", "GitServer", "UploadPackProbe", "git_env",
+           "git_files_fixture", "git_server_fixture", "unused_port"]
 
 # Variables that would point git at another repository (set inside git hooks, e.g.
 # when the suite runs from a pre-commit hook).
@@ -81,10 +89,14 @@ class GitRepo:
 
     def commit(self, files: Mapping[str, str | bytes], message: str = "change",
                branch: str = "main", executable: Iterable[str] = (),
-               delete: Iterable[str] = ()) -> str:
-        """Write ``files`` (path -> content) on ``branch`` (created from the current
-        commit when new), commit, push; return the new commit's SHA."""
+               delete: Iterable[str] = (), symlinks: Mapping[str, str] | None = None) -> str:
+        """Write ``files`` (path -> content) and ``symlinks`` (path -> target) on
+        ``branch`` (created from the current commit when new), commit, push; return the
+        new commit's SHA."""
         self._switch(branch)
+        for name, points_to in (symlinks or {}).items():
+            (self.work / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.work / name).symlink_to(points_to)
         for name in delete:
             (self.work / name).unlink()
         for name, content in files.items():
@@ -110,6 +122,22 @@ class GitRepo:
     def head(self, branch: str = "main") -> str:
         """The SHA ``branch`` points at in the bare repository."""
         return _git("rev-parse", f"refs/heads/{branch}", cwd=self.path)
+
+    def tree(self, sha: str) -> dict[str, tuple[str, bytes]]:
+        """Every entry of the tree of commit ``sha``, recursively: path -> (git's mode,
+        e.g. ``100755``, ``120000`` for a symlink, ``040000`` for a directory; content,
+        a symlink's target, ``b""`` for a directory)."""
+        listing = subprocess.run(["git", "ls-tree", "-r", "-t", "-z", sha], cwd=self.path,
+                                 env=git_env(), capture_output=True, timeout=30, check=True)
+        entries: dict[str, tuple[str, bytes]] = {}
+        for record in filter(None, listing.stdout.split(b"\0")):
+            info, path = record.decode().split("\t", 1)
+            mode, kind, obj = info.split()
+            content = subprocess.run(["git", "cat-file", "blob", obj], cwd=self.path,
+                                     env=git_env(), capture_output=True, timeout=30,
+                                     check=True).stdout if kind == "blob" else b""
+            entries[path] = (mode, content)
+        return entries
 
     def _switch(self, branch: str) -> None:
         if _git("branch", "--list", branch, cwd=self.work):
@@ -204,6 +232,80 @@ class GitServer(GitHost):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self._log.close()
+
+
+# The wrapper: logs "start <pid> <ns>", waits while held or while fewer connections than
+# the barrier have started (bounded, so a broken test fails instead of hanging), serves,
+# then logs "end <pid> <ns>".
+_WRAPPER = """#!/bin/sh
+dir={dir}
+echo "start $$ $(date +%s%N)" >> "$dir/log"
+waited=0
+while [ -e "$dir/hold" ] || [ "$(grep -c ^start "$dir/log")" -lt "$(cat "$dir/barrier")" ]
+do
+    [ "$waited" -ge {ticks} ] && break
+    sleep 0.02
+    waited=$((waited + 1))
+done
+git upload-pack "$@"
+status=$?
+echo "end $$ $(date +%s%N)" >> "$dir/log"
+exit $status
+"""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One upload-pack connection seen by an ``UploadPackProbe``: times in ns."""
+
+    pid: int
+    start: int
+    end: int | None  # None while it runs
+
+
+class UploadPackProbe:
+    """A ``git-upload-pack`` wrapper for one URL that logs connections and can hold them.
+
+    ``barrier(n)``: every connection waits until ``n`` connections have started (the
+    first ``n`` then overlap for sure, if the client lets them; later ones pass at once).
+    ``hold()`` / ``release()``: connections wait while held. Waits end after ``deadline``
+    s regardless, so a client that serialises its connections makes the test fail, not
+    hang.
+    """
+
+    def __init__(self, directory: Path, url: str, deadline: float = 30.0) -> None:
+        self.dir = directory
+        self.url = url
+        directory.mkdir(parents=True)
+        (directory / "log").touch()
+        (directory / "barrier").write_text("0\n")
+        self.script = directory / "upload-pack"
+        self.script.write_text(_WRAPPER.format(dir=shlex.quote(str(directory)),
+                                               ticks=int(deadline / 0.02)))
+        self.script.chmod(0o755)
+
+    def config(self) -> dict[str, str]:
+        """Environment variables making git serve ``url`` through the wrapper."""
+        return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"remote.{self.url}.uploadpack",
+                "GIT_CONFIG_VALUE_0": str(self.script)}
+
+    def barrier(self, count: int) -> None:
+        (self.dir / "barrier").write_text(f"{count}\n")
+
+    def hold(self) -> None:
+        (self.dir / "hold").touch()
+
+    def release(self) -> None:
+        (self.dir / "hold").unlink(missing_ok=True)
+
+    def connections(self) -> list[Connection]:
+        """Every connection so far, in the order they started."""
+        starts: dict[int, int] = {}
+        ends: dict[int, int] = {}
+        for line in (self.dir / "log").read_text().splitlines():
+            event, pid, when = line.split()
+            (starts if event == "start" else ends)[int(pid)] = int(when)
+        return [Connection(pid, start, ends.get(pid)) for pid, start in starts.items()]
 
 
 @pytest.fixture(name="git_server")

@@ -1,5 +1,5 @@
 """Git checkout for server-mode runs: resolve a ref to a commit, read the pipeline file
-there, export the commit's tree into a directory.
+there, export the commit's tree into a directory or stream it as a tar archive.
 
 ``GitCheckout`` keeps one bare mirror per repository URL under ``cache_dir`` (directory
 name = sha256 of the URL) and fetches into it shallowly (depth 1), so a repository is
@@ -15,11 +15,20 @@ Contract:
 * Git never prompts (``GIT_TERMINAL_PROMPT=0``, no terminal): a private repository
   fails instead of hanging. A git command past its timeout, or whose caller is
   cancelled, is killed with its children (ssh, remote helpers).
-* Concurrency: operations on one repository are serialised by a lock shared by every
-  ``GitCheckout`` of the process with the same ``cache_dir``, so two runs never fetch
-  into one mirror at once; different repositories proceed in parallel. Instances are
-  cheap: make one per run so that ``on_line`` goes to that run's log. (Processes sharing
-  a ``cache_dir`` are not serialised; give each worker process its own.)
+* Concurrency: only fetches into a mirror are serialised, by a lock shared by every
+  ``GitCheckout`` of the process with the same ``cache_dir``: concurrent fetches into
+  one repository conflict (``shallow.lock``, ref locks). Everything else runs in
+  parallel, so a burst of runs of one repository costs about one run: ``ls-remote``
+  talks to the remote only; a commit already in the mirror (``ls-remote`` gave its SHA,
+  or it was asked for by SHA) is used with no fetch and no lock; and reads --
+  ``rev-parse``, the pipeline file, ``export``, ``archive`` -- look objects up by SHA,
+  which git allows during a fetch: a fetch stores what it receives as one pack that
+  appears whole (``fetch.unpackLimit=1``), before it updates any ref, so a commit seen
+  in the mirror has its whole tree there. A run that finds its commit missing waits for
+  the lock, then looks again before fetching: N runs of one new commit fetch it once.
+  Different repositories never wait for each other. Instances are cheap: make one per
+  run so that ``on_line`` goes to that run's log. (Processes sharing a ``cache_dir``
+  are not serialised; give each worker process its own.)
 * ``on_line`` gets each line git prints while talking to the remote (the command first,
   then git's progress, one line per phase), credentials masked.
 """
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import hashlib
 import os
 import re
@@ -35,9 +45,17 @@ import shutil
 import signal
 import tempfile
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Sequence,
+)
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from shared.errors import ExecutorError
@@ -53,9 +71,20 @@ OnLine = Callable[[str], Awaitable[None]]
 # Variables that would point git at another repository (they are set inside git hooks).
 _REPO_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
               "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE")
+# Settings every git command runs with (each matters to one command only):
+_CONFIG = (
+    # A fetch keeps what it receives as one pack, visible only once complete, instead
+    # of loose objects written one by one (a commit before its tree): a read during a
+    # fetch, or after a killed one, never finds a commit whose tree is incomplete.
+    "-c", "fetch.unpackLimit=1",
+    # git archive's modes: 0644, and 0755 for executables and directories, as a checkout
+    # under the usual umask (git's default, 0002, makes everything group-writable).
+    "-c", "tar.umask=0022",
+)
 _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _HEX = re.compile(r"[0-9a-fA-F]{4,64}")
 _TAIL_LINES = 20  # lines of git's stderr kept for an error message
+_CHUNK = 256 * 1024  # bytes per chunk of an archive stream
 
 # One lock per mirror directory, shared by every GitCheckout of the process; an entry
 # lives while some coroutine holds or awaits it.
@@ -121,14 +150,15 @@ class GitCheckout:
         ``caicloud.yml`` when absent.
         """
         mirror = self.mirror_path(url)
-        async with self._lock(mirror):
-            await self._init_mirror(mirror, url)
-            if commit:
-                sha = await self._fetch_commit(mirror, url, commit)
-                branch = _branch_of(ref) if ref.startswith("refs/") or not ref else ref
-            else:
-                remote_ref, branch = await self._remote_ref(url, ref)
-                sha = await self._fetch_ref(mirror, url, remote_ref)
+        if commit:
+            sha = await self._commit(mirror, url, commit)
+            branch = _branch_of(ref) if ref.startswith("refs/") or not ref else ref
+        else:
+            remote_ref, branch, advertised = await self._remote_ref(url, ref)
+            # The ref's commit is often in the mirror already (an earlier run of this
+            # commit); else fetch the ref, which may have moved on since it was listed.
+            sha = await self._ensure(mirror, url, advertised,
+                                     lambda: self._fetch_ref(mirror, url, remote_ref))
         pipeline_file, content = await self._read_pipeline(mirror, url, sha, pipeline_file)
         return Resolved(commit=sha, branch=branch, pipeline_file=pipeline_file,
                         pipeline=content)
@@ -137,9 +167,7 @@ class GitCheckout:
         """Write the tree of ``commit`` into ``dest`` (created; files there are
         overwritten), keeping executable bits; fetches the commit when missing."""
         mirror = self.mirror_path(url)
-        async with self._lock(mirror):
-            await self._init_mirror(mirror, url)
-            sha = await self._fetch_commit(mirror, url, commit)
+        sha = await self._commit(mirror, url, commit)
         await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
         # A private index file, so concurrent exports of one mirror do not share one.
         with tempfile.TemporaryDirectory(prefix="index-", dir=self.cache_dir) as tmp:
@@ -148,6 +176,38 @@ class GitCheckout:
                 done = await self._git(*args, url=url, git_dir=mirror, env=env)
                 if done.returncode != 0:
                     raise self._error(f"cannot export {sha} of {url} into {dest}", url, done)
+
+    async def archive(self, url: str, commit: str) -> AsyncGenerator[bytes, None]:
+        """The tree of ``commit`` as an uncompressed tar stream, in chunks of 256 KiB
+        (the last one shorter); fetches the commit when missing.
+
+        An async generator, streamed by ``git archive`` straight from the mirror: no
+        scratch directory. Members keep executable bits (mode 0755, else 0644) and
+        symlinks. A git failure raises ``CheckoutError`` from the iteration, after the
+        last chunk. ``timeout`` bounds each wait for git's output, not the consumer's
+        pace. Close the generator when stopping early -- ``aclosing`` does it, and
+        cancellation does it -- so that git is killed at once rather than when the
+        generator is collected::
+
+            async with contextlib.aclosing(checkout.archive(url, sha)) as tar:
+                await container.put_archive("/workspace", tar)
+        """
+        mirror = self.mirror_path(url)
+        sha = await self._commit(mirror, url, commit)
+        tail: list[str] = []
+        args = ("archive", "--format=tar", sha)
+        async with self._process(args, mirror, limit=_CHUNK) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            stderr_lines = self._read_lines(proc.stderr, url, tail, echo=False)
+            async with _background(stderr_lines) as stderr:
+                while chunk := await self._chunk(proc.stdout, url):
+                    yield chunk
+                async with self._deadline("archive", url):
+                    returncode = await proc.wait()
+                    await stderr
+        if returncode != 0:
+            raise self._error(f"cannot archive {sha} of {url}", url,
+                              _Done(returncode, b"", "\n".join(tail[-_TAIL_LINES:])))
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -158,7 +218,30 @@ class GitCheckout:
             lock = _LOCKS[key] = asyncio.Lock()
         return lock
 
+    async def _ensure(self, mirror: Path, url: str, name: str,
+                      fetch: Callable[[], Awaitable[str]]) -> str:
+        """The full SHA of the commit ``name`` names in ``mirror`` when it is there, with
+        no lock; else that of ``fetch()``, run under the mirror's lock (the one step
+        that takes it)."""
+        await self._init_mirror(mirror, url)
+        sha = await self._rev_parse(mirror, url, name)
+        if sha is not None:
+            return sha
+        async with self._lock(mirror):
+            # Another run may have fetched it while this one waited for the lock.
+            sha = await self._rev_parse(mirror, url, name)
+            return sha if sha is not None else await fetch()
+
+    async def _commit(self, mirror: Path, url: str, commit: str) -> str:
+        """The full SHA of ``commit``, fetched into ``mirror`` unless already there."""
+        if not _HEX.fullmatch(commit):
+            raise CheckoutError(f"{commit!r} is not a commit id")
+        return await self._ensure(mirror, url, commit,
+                                  lambda: self._fetch_commit(mirror, url, commit))
+
     async def _init_mirror(self, mirror: Path, url: str) -> None:
+        # No lock needed: the mirror is built aside and renamed into place, and a
+        # concurrent builder that loses the race drops its copy.
         fresh = await asyncio.to_thread(_aside, mirror)
         if fresh is None:
             return
@@ -167,8 +250,9 @@ class GitCheckout:
         if done.returncode != 0:
             raise self._error(f"cannot create the mirror of {url} in {mirror}", url, done)
 
-    async def _remote_ref(self, url: str, ref: str) -> tuple[str, str]:
-        """The remote's full name for ``ref`` (default branch when empty) and its branch."""
+    async def _remote_ref(self, url: str, ref: str) -> tuple[str, str, str]:
+        """The remote's full name for ``ref`` (default branch when empty), its branch,
+        and the SHA the remote lists for it."""
         if ref:
             wanted = [ref] if ref.startswith("refs/") else [f"refs/heads/{ref}",
                                                               f"refs/tags/{ref}"]
@@ -179,21 +263,23 @@ class GitCheckout:
             raise self._error(f"cannot list the refs of {url}", url, done)
         listed = [line.split("\t", 1) for line in done.stdout.decode(errors="replace")
                   .splitlines() if "\t" in line]
+        shas = {name: sha for sha, name in listed if not sha.startswith("ref: ")}
         if not ref:
             symref = [sha[len("ref: "):] for sha, name in listed
                       if name == "HEAD" and sha.startswith("ref: ")]
-            if symref:
-                return symref[0], _branch_of(symref[0])
-            if any(name == "HEAD" for _, name in listed):  # detached HEAD on the server
-                return "HEAD", ""
+            if symref and "HEAD" in shas:
+                return symref[0], _branch_of(symref[0]), shas["HEAD"]
+            if "HEAD" in shas:  # detached HEAD on the server
+                return "HEAD", "", shas["HEAD"]
             raise CheckoutError(mask_credentials(f"{url} has no default branch (empty?)", url))
-        names = {name for _, name in listed}
         for name in wanted:
-            if name in names:
-                return name, _branch_of(name)
+            if name in shas:
+                return name, _branch_of(name), shas[name]
         raise CheckoutError(mask_credentials(f"no branch or tag {ref!r} in {url}", url))
 
     async def _fetch_ref(self, mirror: Path, url: str, remote_ref: str) -> str:
+        """Fetch ``remote_ref`` into the mirror's ref of that name; its commit's SHA.
+        Called under the mirror's lock, so no other fetch moves the ref meanwhile."""
         local = remote_ref if remote_ref.startswith("refs/") else "refs/cyclone/HEAD"
         done = await self._network(url, mirror, "fetch", "--depth", "1", *_FETCH_FLAGS,
                                    "--", url, f"+{remote_ref}:{local}")
@@ -205,12 +291,7 @@ class GitCheckout:
         return sha
 
     async def _fetch_commit(self, mirror: Path, url: str, commit: str) -> str:
-        """The full SHA of ``commit``, fetched into ``mirror`` unless already there."""
-        if not _HEX.fullmatch(commit):
-            raise CheckoutError(f"{commit!r} is not a commit id")
-        sha = await self._rev_parse(mirror, url, commit)
-        if sha is not None:
-            return sha
+        """Fetch ``commit`` (missing from the mirror) into it; its full SHA."""
         shallow = await self._network(url, mirror, "fetch", "--depth", "1", *_FETCH_FLAGS,
                                       "--", url, commit)
         if shallow.returncode != 0:
@@ -266,32 +347,61 @@ class GitCheckout:
                    echo: bool = False, env: dict[str, str] | None = None) -> _Done:
         """Run ``git <args>`` (no shell) in ``git_dir`` under the timeout; returns its
         status, stdout and stderr's last lines. A timeout is a CheckoutError."""
+        tail: list[str] = []
+        async with (self._process(args, git_dir, env) as proc,
+                    self._deadline(args[0], url)):
+            assert proc.stdout is not None and proc.stderr is not None
+            stdout, _ = await asyncio.gather(
+                proc.stdout.read(), self._read_lines(proc.stderr, url, tail, echo))
+            returncode = await proc.wait()
+        return _Done(returncode, stdout, "\n".join(tail[-_TAIL_LINES:]))
+
+    @contextlib.asynccontextmanager
+    async def _process(self, args: Sequence[str], git_dir: Path | None,
+                       env: dict[str, str] | None = None, limit: int = 2 ** 16,
+                       ) -> AsyncIterator[asyncio.subprocess.Process]:
+        """``git <args>`` running with its output piped (``limit``: bytes buffered);
+        on leaving the block, killed with its children unless it has exited, and reaped."""
         full_env = {k: v for k, v in os.environ.items() if k not in _REPO_VARS}
         full_env.update({"GIT_TERMINAL_PROMPT": "0", **(env or {})})
         if git_dir is not None:
             full_env["GIT_DIR"] = str(git_dir)
         try:
             proc = await asyncio.create_subprocess_exec(
-                "git", *args, env=full_env, stdin=asyncio.subprocess.DEVNULL,
+                "git", *_CONFIG, *args, env=full_env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                limit=limit,
                 start_new_session=True)  # no terminal to prompt on; killpg reaches children
         except OSError as exc:
             raise CheckoutError(f"cannot run git: {exc}") from exc
-        assert proc.stdout is not None and proc.stderr is not None
-        tail: list[str] = []
         try:
-            async with asyncio.timeout(self.timeout):
-                stdout, _ = await asyncio.gather(
-                    proc.stdout.read(), self._read_lines(proc.stderr, url, tail, echo))
-                returncode = await proc.wait()
-        except TimeoutError as exc:
-            raise CheckoutError(mask_credentials(
-                f"git {args[0]} for {url} timed out after {self.timeout:g}s", url)) from exc
+            yield proc
         finally:
             if proc.returncode is None:
                 _kill_group(proc.pid)
-                await proc.wait()
-        return _Done(returncode, stdout, "\n".join(tail[-_TAIL_LINES:]))
+            # Not wait(): asyncio reaps the process only once both pipes reach their end,
+            # which a pipe paused on unread output (a consumer that stopped early) never
+            # does. communicate() reads what is left, at most a pipe's worth once git is
+            # dead, and closes the pipes.
+            await proc.communicate()
+
+    @contextlib.asynccontextmanager
+    async def _deadline(self, command: str, url: str) -> AsyncIterator[None]:
+        """The block within ``timeout``, else a CheckoutError naming ``command``."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                yield
+        except TimeoutError as exc:
+            raise CheckoutError(mask_credentials(
+                f"git {command} for {url} timed out after {self.timeout:g}s", url)) from exc
+
+    async def _chunk(self, stream: asyncio.StreamReader, url: str) -> bytes:
+        """The next ``_CHUNK`` bytes of ``stream`` (fewer at its end; none past it)."""
+        async with self._deadline("archive", url):
+            try:
+                return await stream.readexactly(_CHUNK)
+            except asyncio.IncompleteReadError as exc:
+                return exc.partial
 
     async def _read_lines(self, stream: asyncio.StreamReader, url: str, tail: list[str],
                           echo: bool) -> None:
@@ -317,6 +427,19 @@ class GitCheckout:
 
 
 _FETCH_FLAGS = ("--no-tags", "--progress", "--update-head-ok")
+
+
+@contextlib.asynccontextmanager
+async def _background(work: Coroutine[Any, Any, None],
+                      ) -> AsyncIterator[asyncio.Task[None]]:
+    """``work`` running as a task during the block; cancelled and awaited on leaving it
+    unfinished (the caller stopped early), so no task outlives the block."""
+    task = asyncio.create_task(work)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _branch_of(ref: str) -> str:

@@ -1,13 +1,19 @@
 """GitCheckout against a real ``git daemon`` (and ``file://``): resolving refs and commits,
-reading the pipeline file, exporting trees, and how failures read."""
+reading the pipeline file, exporting and archiving trees, and how failures read.
+(Concurrency: test_concurrency.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import io
+import os
 import re
 import stat
-from collections.abc import AsyncIterator
+import tarfile
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -227,12 +233,17 @@ async def test_the_mirror_is_reused_across_runs(demo: GitRepo, cache: Path) -> N
     await GitCheckout(cache, on_line=first_log).resolve(demo.url)
 
     second = await GitCheckout(cache, on_line=second_log).resolve(demo.url)
+    demo.commit({".cyclone.yml": "changed\n"})
+    third_log = Lines()
+    third = await GitCheckout(cache, on_line=third_log).resolve(demo.url)
 
-    assert second.pipeline == PIPELINE
+    assert (second.pipeline, third.pipeline) == (PIPELINE, "changed\n")
     assert list(cache.iterdir()) == [cache / hashlib.sha256(demo.url.encode()).hexdigest()]
     assert any(re.search(r"remote: Total [1-9]", line) for line in first_log), first_log
-    # Everything was there already: the second fetch transferred no object.
-    assert any(line.startswith("remote: Total 0") for line in second_log), second_log
+    # The listed commit was in the mirror already: no fetch at all.
+    assert second_log == [f"$ git ls-remote --symref {demo.url} HEAD"]
+    # The branch moved: only the new commit, its tree and the changed file came.
+    assert any(line.startswith("remote: Total 3 ") for line in third_log), third_log
 
 
 async def test_export_writes_nested_files_and_keeps_the_executable_bit(
@@ -250,6 +261,148 @@ async def test_export_writes_nested_files_and_keeps_the_executable_bit(
     assert (dest / "bin/run.sh").stat().st_mode & stat.S_IXUSR
     assert not (dest / "src/pkg/deep/mod.py").stat().st_mode & stat.S_IXUSR
     assert not (dest / ".git").exists()
+
+
+def tar_as_tree(data: bytes) -> dict[str, tuple[str, bytes]]:
+    """The members of a tar archive in the shape of ``GitRepo.tree``; their modes must be
+    the ones a checkout under umask 022 makes."""
+    entries: dict[str, tuple[str, bytes]] = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar:
+            if member.isdir():
+                assert member.mode == 0o755, member.name
+                entries[member.name.rstrip("/")] = ("040000", b"")
+            elif member.issym():
+                entries[member.name] = ("120000", member.linkname.encode())
+            else:
+                assert member.isreg() and member.mode in (0o644, 0o755), member.name
+                content = tar.extractfile(member)
+                assert content is not None
+                entries[member.name] = ("100755" if member.mode & 0o100 else "100644",
+                                        content.read())
+    return entries
+
+
+async def test_archive_streams_the_commits_tree_with_modes_and_symlinks(
+        demo: GitRepo, cache: Path) -> None:
+    sha = demo.commit({".cyclone.yml": PIPELINE, "src/pkg/mod.py": "X = 1\n",
+                       "bin/run.sh": "#!/bin/sh\necho hi\n",
+                       "data.bin": os.urandom(600 * 1024)},  # several chunks
+                      executable=["bin/run.sh"],
+                      symlinks={"latest": "bin/run.sh", "src/up": "../data.bin"})
+    demo.commit({".cyclone.yml": "later\n"}, delete=["latest"])
+
+    # A fresh cache: archive fetches the commit itself.
+    chunks = [chunk async for chunk in GitCheckout(cache).archive(demo.url, sha)]
+
+    assert tar_as_tree(b"".join(chunks)) == demo.tree(sha)
+    assert {"bin/run.sh", "latest", "src/up"} <= set(demo.tree(sha))
+    assert [len(chunk) for chunk in chunks[:-1]] == [256 * 1024] * (len(chunks) - 1)
+    assert 0 < len(chunks[-1]) <= 256 * 1024
+
+
+async def wait_until(condition: Callable[[], object], what: str,
+                     deadline: float = 20.0) -> None:
+    """Return once ``condition()`` is true; fail after ``deadline`` s."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"still waiting for {what} after {deadline}s")
+        await asyncio.sleep(0.02)  # polling interval of a deadline-bounded wait
+
+
+async def blocked_writer(sha: str) -> int:
+    """The pid of the process whose command line names ``sha``, once it is blocked
+    writing to a full pipe and has written nothing more while the event loop ran for a
+    polling interval: its reader has stopped reading (asyncio paused the pipe), rather
+    than not having come round to it yet."""
+    seen: list[tuple[int, str]] = []  # (pid, bytes written) of each poll that found it
+
+    def stalled() -> bool:
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):  # gone meanwhile, or not a process
+                if (entry.name.isdigit() and sha.encode() in (entry / "cmdline").read_bytes()
+                        and "pipe_write" in (entry / "wchan").read_text()):
+                    written = re.findall(r"wchar: \d+", (entry / "io").read_text())[0]
+                    seen.append((int(entry.name), written))
+                    return len(seen) > 1 and seen[-2] == seen[-1]
+        seen.clear()
+        return False
+
+    await wait_until(stalled, f"a process naming {sha} blocked writing")
+    return seen[-1][0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/wchan").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("stop", ["aclose", "cancel", "break"])
+async def test_stopping_an_archive_early_kills_git(demo: GitRepo, checkout: GitCheckout,
+                                                   stop: str) -> None:
+    # Far more than the pipe and the stream's buffer hold: once the consumer stalls,
+    # asyncio stops reading the pipe and git blocks writing the rest.
+    sha = demo.commit({".cyclone.yml": PIPELINE, "big.bin": os.urandom(4 * 1024 * 1024)})
+    pids: list[int] = []
+
+    async def stall_then_stop() -> None:
+        tar = checkout.archive(demo.url, sha)
+        if stop == "break":  # no aclose: the event loop closes it once it is collected
+            async for _ in tar:
+                pids.append(await blocked_writer(sha))
+                break
+            return
+        async with contextlib.aclosing(tar):
+            async for _ in tar:
+                pids.append(await blocked_writer(sha))
+                if stop == "cancel":
+                    await asyncio.Event().wait()  # until cancelled
+                return
+
+    task = asyncio.create_task(stall_then_stop())
+    if stop == "cancel":
+        await wait_until(lambda: pids, "git archive blocked writing")
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 20)
+
+    [pid] = pids
+    if stop == "break":  # the generator's aclose runs as a task of its own
+        await wait_until(lambda: asyncio.all_tasks() == {asyncio.current_task()},
+                         "the archive generator to be closed")
+    assert not Path(f"/proc/{pid}").exists()  # killed and reaped: not even a zombie
+
+
+async def test_archive_of_an_unknown_or_malformed_commit_raises(demo: GitRepo,
+                                                               checkout: GitCheckout) -> None:
+    demo.commit({".cyclone.yml": PIPELINE})
+    missing = "0123456789abcdef0123456789abcdef01234567"
+
+    with pytest.raises(CheckoutError) as unknown:
+        async for _ in checkout.archive(demo.url, missing):
+            pass
+    with pytest.raises(CheckoutError) as malformed:
+        async for _ in checkout.archive(demo.url, "--output=/tmp/x"):
+            pass
+
+    assert str(unknown.value) == f"no commit {missing} in {demo.url}"
+    assert str(malformed.value) == "'--output=/tmp/x' is not a commit id"
+
+
+async def test_a_failing_git_archive_raises_with_gits_message(demo: GitRepo,
+                                                             checkout: GitCheckout) -> None:
+    demo.commit({".cyclone.yml": PIPELINE, "kept.txt": "only in the first fetch\n"})
+    await checkout.resolve(demo.url)
+    packs = list((checkout.mirror_path(demo.url) / "objects" / "pack").iterdir())
+    second = demo.commit({".cyclone.yml": "second\n"})
+    await checkout.resolve(demo.url)
+    for pack in packs:  # the mirror loses kept.txt, which the second commit still has
+        pack.unlink()
+
+    with pytest.raises(CheckoutError) as caught:
+        async for _ in checkout.archive(demo.url, second):
+            pass
+
+    message = str(caught.value)
+    assert message.startswith(f"cannot archive {second} of {demo.url}: "), message
+    assert "kept.txt" in message  # git's own words for what it could not read
 
 
 async def test_on_line_shows_the_git_commands_and_their_output(demo: GitRepo,
