@@ -45,7 +45,7 @@ _BACKOFF_S, _BACKOFF_MAX_S = 0.5, 8.0
 # accepted (202) may be unknown to its reads for a moment: a follower of such a run
 # takes a 404 as "not yet" for this long.
 NEW_RUN_GRACE_S = 10.0
-_PROGRESS_POLL_S = 0.5  # how often --follow looks for job and step status changes
+_PROGRESS_END_WAIT_S = 5.0  # at a run's end, how long its last events may take to come
 _RUN_ENDS = TERMINAL_RUN_EVENTS
 _NEW_RUN_POLL_S = 0.1
 NOTIFY_TEST_TIMEOUT_S = 60.0  # each channel is tried twice, each try within ~30 s
@@ -411,39 +411,51 @@ async def _follow(client: CycloneClient, run_id: str, args: argparse.Namespace,
         return await _follow_logs(client, run_id, args, display, progress, new_run)
     finally:
         if progress is not None:
-            await progress.stop()
+            await progress.cancel()
 
 
 class _Progress:
-    """Job and step status lines, polled from the run's events while its log streams
-    (the same lines `cyclone run` prints)."""
+    """Job and step status lines as the run's events are pushed (its event stream), while
+    its log streams (the same lines `cyclone run` prints)."""
 
     def __init__(self, client: CycloneClient, run_id: str, display: Display) -> None:
         self.client = client
         self.run_id = run_id
         self.display = display
-        self.seq = 0
-        self.task = asyncio.create_task(self._poll())
+        self.last_id: str | None = None
+        self.task = asyncio.create_task(self._follow())
 
-    async def _poll(self) -> None:
-        while True:
-            with contextlib.suppress(ClientError):
-                await self.show_new()
-            await asyncio.sleep(_PROGRESS_POLL_S)
+    async def _follow(self) -> None:
+        failures = 0
+        while failures <= FOLLOW_RETRIES:
+            with contextlib.suppress(ClientError):  # ConnectionFailed too: reconnect
+                events = self.client.follow_events(self.run_id, self.last_id)
+                async with contextlib.aclosing(events) as stream:
+                    async for event in stream:
+                        failures = 0
+                        if event.event == "end":
+                            return
+                        if event.event == "event":
+                            self.last_id = event.id
+                            self._show(_event_data(event.data))
+            failures += 1
+            await asyncio.sleep(min(_BACKOFF_S * 2 ** (failures - 1), _BACKOFF_MAX_S))
 
-    async def show_new(self) -> None:
-        for raw in await self.client.run_events(self.run_id, after=self.seq):
-            self.seq = max(self.seq, int(raw["seq"]))
-            event = decode(RecordedEvent.from_json(raw))
-            if event is not None and not isinstance(event, _RUN_ENDS):
-                self.display.event(event)
+    def _show(self, raw: Json) -> None:
+        event = decode(RecordedEvent.from_json(raw))
+        if event is not None and not isinstance(event, _RUN_ENDS):
+            self.display.event(event)
 
     async def stop(self) -> None:
+        """The run has ended: let its event stream deliver the last events (it ends once
+        they are sent), for a moment, before the run's outcome is printed."""
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(self.task, _PROGRESS_END_WAIT_S)
+
+    async def cancel(self) -> None:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
-        with contextlib.suppress(ClientError):
-            await self.show_new()  # the last job's end, before the run's outcome
 
 
 async def _follow_logs(client: CycloneClient, run_id: str, args: argparse.Namespace,
@@ -493,6 +505,12 @@ def _finish(args: argparse.Namespace, end: Json) -> int:
     if args.json:
         print(json.dumps(end), flush=True)
     else:
+        missing = end.get("missing")
+        if isinstance(missing, dict):
+            jobs = ", ".join(f"{job}: {n}" for job, n in (missing.get("jobs") or {}).items())
+            print(f"cyclone: the log is incomplete: {missing.get('lines')} lines the run "
+                  f"reported never reached the log store{f' ({jobs})' if jobs else ''}",
+                  file=sys.stderr, flush=True)
         print(_OUTCOMES.get(status, f"run {status or 'ended'}"), flush=True)
     return EXIT_OK if status == "success" else EXIT_FAILED
 

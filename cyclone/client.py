@@ -185,12 +185,30 @@ class CycloneClient:
     async def follow_logs(self, run_id: str,
                           last_event_id: str | None = None) -> AsyncGenerator[SseEvent, None]:
         """The live log stream (SSE): ``line`` events whose ``id`` is the line index and
-        whose data is a log line object, then one ``end`` event (data ``{"status"}``).
-        With ``last_event_id`` the stream resumes after that line. The iterator ends when
-        the server closes the stream; a dropped connection raises ``ConnectionFailed``."""
+        whose data is a log line object, then one ``end`` event (data ``{"status"}``, and
+        ``"missing"`` when the server gave up on lines it could not deliver). With
+        ``last_event_id`` the stream resumes after that line. The iterator ends when the
+        server closes the stream; a dropped connection raises ``ConnectionFailed``."""
+        async with contextlib.aclosing(self._events(f"/api/v1/runs/{_seg(run_id)}/logs",
+                                                    last_event_id)) as events:
+            async for event in events:
+                yield event
+
+    async def follow_events(self, run_id: str,
+                            last_event_id: str | None = None) -> AsyncGenerator[SseEvent, None]:
+        """The run's events as they are appended (SSE): ``event`` events whose ``id`` is
+        the seq and whose data is the recorded event, then one ``end`` (``{"status"}``)
+        once the run has ended. Resumes after ``last_event_id`` (a seq)."""
+        async with contextlib.aclosing(self._events(f"/api/v1/runs/{_seg(run_id)}/events",
+                                                    last_event_id)) as events:
+            async for event in events:
+                yield event
+
+    async def _events(self, path: str,
+                      last_event_id: str | None) -> AsyncGenerator[SseEvent, None]:
+        """A Server-Sent Events stream of ``path`` (``?follow=1``), event by event."""
         headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
-        async with self._open("GET", f"/api/v1/runs/{_seg(run_id)}/logs",
-                              query={"follow": "1"}, headers=headers,
+        async with self._open("GET", path, query={"follow": "1"}, headers=headers,
                               stream=True) as response, \
                 contextlib.aclosing(self._lines(response)) as lines:
             event, data, event_id = "message", list[str](), None

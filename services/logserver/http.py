@@ -125,29 +125,32 @@ class _Completion:
         self.run = run
         if not run.done:
             return False
-        short = await self._short_of(run, next_index)
-        if not short:
+        missing = await self._missing(run, next_index)
+        if not missing:
             return True
         if self._quiet_for(next_index, self.grace_s):
-            self.missing = {"lines": sum(short.values()), "jobs": short}
+            self.missing = missing
             log.warning("log stream ends with lines missing",
-                        extra={"run": run.id, "have": next_index, "missing": short})
+                        extra={"run": run.id, "have": next_index, "missing": missing})
             return True
         return False
 
-    async def _short_of(self, run: RunView, next_index: int) -> dict[str, int]:
-        """The lines each job's final attempt (and the checkout) logged that have not been
-        delivered yet, by job; empty when all have."""
+    async def _missing(self, run: RunView, next_index: int) -> dict[str, Any]:
+        """What the final attempts logged that has not been delivered yet: ``{}`` when
+        all has, else ``{"lines": n}`` (and ``"jobs"``, by job, when lost attempts' lines
+        had to be told apart)."""
         if not any(job.attempt > 1 for job in run.jobs):
-            return {} if next_index >= run.log_lines else {"": run.log_lines - next_index}
+            short = run.log_lines - next_index
+            return {"lines": short} if short > 0 else {}
         # Lines of lost attempts are stored too: count by attempt what was delivered.
         tally = await self._tallied(next_index)
-        short = {job.name: job.log_lines - tally[(job.name, max(job.attempt, 1))]
-                 for job in run.jobs}
-        outside = run.log_lines - sum(job.log_lines for job in run.jobs)  # the checkout
         planned = {job.name for job in run.jobs}
-        short[CHECKOUT] = outside - sum(n for (job, _), n in tally.items() if job not in planned)
-        return {job: n for job, n in short.items() if n > 0}
+        by_job = {job.name: job.log_lines - tally[(job.name, max(job.attempt, 1))]
+                  for job in run.jobs}
+        outside = run.log_lines - sum(job.log_lines for job in run.jobs)  # the checkout
+        by_job[CHECKOUT] = outside - sum(n for (job, _), n in tally.items() if job not in planned)
+        by_job = {job: n for job, n in by_job.items() if n > 0}
+        return {"lines": sum(by_job.values()), "jobs": by_job} if by_job else {}
 
     async def _tallied(self, next_index: int) -> Counter[tuple[str, int]]:
         """The delivered lines (those before ``next_index``) by (job, attempt): read from

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
@@ -61,6 +60,11 @@ class Runs:
                     ev.RunPlanned(plan=PLAN.to_data()), ev.JobQueued(job=JOB),
                     ev.JobStarted(job=JOB, worker="w", executor="shell"))
 
+    def lose_worker(self, run_id: str) -> None:
+        """The job's worker was lost: it is queued again and started as attempt 2."""
+        self.record(run_id, ev.JobQueued(job=JOB),
+                    ev.JobStarted(job=JOB, worker="w2", executor="shell"))
+
     def finish(self, run_id: str, log_lines: int, status: str = "success") -> None:
         self.record(run_id, ev.JobFinished(job=JOB, status=status, duration_s=1.0,
                                            log_lines=log_lines), END_EVENTS[status])
@@ -83,12 +87,13 @@ class Env:
         return f"{self.base}/api/v1/runs/{run_id}/logs{suffix}"
 
     async def publish(self, run_id: str, count: int, text: str = "line {i}",
-                      batch: int = 500) -> list[str]:
+                      batch: int = 500, attempt: int = 1) -> list[str]:
         """Ship ``count`` lines as a worker's LogShipper does; returns their texts."""
         first = self.published.get(run_id, 0)
         texts = [text.format(i=i) for i in range(first, first + count)]
         for start in range(0, count, batch):
-            lines = [LogLine(job=JOB, step=STEP, stream="stdout", ts=utc_now(), text=t)
+            lines = [LogLine(job=JOB, step=STEP, stream="stdout", ts=utc_now(), text=t,
+                             attempt=attempt)
                      for t in texts[start:start + batch]]
             await self.bus.publish(TOPIC_LOGS, run_id,
                                    encode_log_batch(run_id, uuid.uuid4().hex, lines))
@@ -347,17 +352,73 @@ async def test_reconnecting_with_last_event_id_gives_every_line_exactly_once(env
 
 
 async def test_stream_of_a_finished_run_ends_right_after_its_history(env: Env) -> None:
+    env.server.recheck_s = 3600  # an end that waited for a re-check would time out
     env.runs.start("r1")
     sent = await env.publish("r1", 300)
     await env.stored("r1")
     env.runs.finish("r1", log_lines=300)
-    started = time.monotonic()
     async with env.session.get(env.url("r1", "?follow=1&from=100")) as resp:
         lines, end = await rest_of_stream(sse_events(resp))
     assert texts(lines) == sent[100:]
     assert end is not None and end.json() == {"status": "success"}
-    # nothing to wait for: no keep-alive period, no grace period passed
-    assert time.monotonic() - started < 2.0
+
+
+async def test_a_live_stream_ends_when_its_run_ends_not_at_a_re_check(env: Env) -> None:
+    env.server.recheck_s = 3600  # only a wake-up can end the stream within TIMEOUT
+    env.runs.start("r1")
+    async with env.session.get(env.url("r1", "?follow=1")) as resp:
+        events = sse_events(resp)
+        sent = await env.publish("r1", 20)
+        await take_lines(events, 20)
+        env.runs.finish("r1", log_lines=20)
+        env.server.wake("r1")  # what LiveRuns does when it sees the run's end event
+        lines, end = await rest_of_stream(events)
+    assert lines == [] and sent
+    assert end is not None and end.json() == {"status": "success"}
+
+
+async def test_after_a_lost_worker_the_stream_waits_for_the_final_attempts_lines(
+    env: Env,
+) -> None:
+    env.runs.start("r1")
+    lost = await env.publish("r1", 5, text="lost {i}", attempt=1)  # the dead worker's
+    env.runs.lose_worker("r1")
+    async with env.session.get(env.url("r1", "?follow=1")) as resp:
+        events = sse_events(resp)
+        first = await env.publish("r1", 3, text="final {i}", attempt=2)
+        await take_lines(events, 8)
+        # The run ends with 5 lines counted for the final attempt: 8 are stored, more
+        # than 5, but only 3 of them are the final attempt's. The stream must wait.
+        env.runs.finish("r1", log_lines=5)
+        env.server.wake("r1")
+        await asyncio.sleep(0.5)  # the chance to end too early (re-checks every 0.05 s)
+        rest = await env.publish("r1", 2, text="final {i}", attempt=2)
+        lines, end = await rest_of_stream(events)
+    assert texts(lines) == rest
+    assert lost and first
+    assert [e.json().get("attempt", 1) for e in lines] == [2, 2]
+    assert end is not None and end.json() == {"status": "success"}
+
+
+async def test_a_stream_that_gives_up_says_what_is_missing(tmp_path: Path, env: Env) -> None:
+    app = web.Application()
+    app.add_routes(log_routes(env.server, env.runs.lookup, grace_s=0.3))
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        env.runs.start("r1")
+        sent = await env.publish("r1", 7)
+        env.runs.finish("r1", log_lines=10)  # 3 lines that will never be stored
+        url = f"http://{host}:{port}/api/v1/runs/r1/logs?follow=1"
+        async with env.session.get(url) as resp:
+            lines, end = await rest_of_stream(sse_events(resp))
+    finally:
+        await runner.cleanup()
+    assert texts(lines) == sent
+    assert end is not None and end.json() == {"status": "success", "missing": {"lines": 3}}
 
 
 async def test_a_done_run_stream_waits_for_lines_still_in_flight(env: Env) -> None:
