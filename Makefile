@@ -31,6 +31,7 @@ bench: setup setup-docker
 	$(VENV)/python bench/logs.py
 	$(VENV)/python bench/store.py
 	$(VENV)/python bench/webhooks.py
+	$(VENV)/python bench/latency.py
 
 bench-cluster: setup setup-docker setup-infra
 	$(VENV)/python bench/cluster.py
