@@ -219,7 +219,7 @@ async def _workermanager(parts: _Parts, settings: Settings) -> Started:
     executor = await open_executor(settings.executor, settings.work_dir, worker=label)
     worker = WorkerManager(parts.store, parts.bus, parts.coord, executor, settings.worker_id,
                            settings.worker_capacity, git_cache=settings.git_cache_dir,
-                           exports=settings.exports_dir, lease_ttl=settings.worker_lease_s,
+                           lease_ttl=settings.worker_lease_s,
                            log_limit=settings.step_log)
     try:
         await worker.reap_own(label)  # before taking any job: all so labelled is leftover

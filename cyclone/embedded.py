@@ -119,7 +119,6 @@ class Embedded:
         eventmanager = EventManager(store, bus, coord, settings.max_parallel_jobs)
         workermanager = WorkerManager(store, bus, coord, executor, settings.worker_id,
                                       settings.worker_capacity, git_cache=settings.git_cache_dir,
-                                      exports=settings.exports_dir,
                                       log_limit=settings.step_log)
         stack.push_async_callback(workermanager.close)
         reporter = CommitStatusReporter(store, settings.public_url)

@@ -74,10 +74,6 @@ class Settings:
         return self.home / "git"
 
     @property
-    def exports_dir(self) -> Path:
-        return self.home / "exports"
-
-    @property
     def owners_dir(self) -> Path:
         return self.home / "owners"
 

@@ -230,10 +230,12 @@ class LiveRuns:
                 self._listeners.discard(listener)
 
     async def _next_view(self, run_id: str, recorded: RecordedEvent) -> RunView | None:
-        """The run's view with ``recorded`` applied; None when it changes nothing here."""
+        """The run's view with ``recorded`` applied; None when nobody here cares."""
         cached = self._views.get(run_id)
         if cached is not None and recorded.seq <= cached.last_seq:
-            return None  # seen already
+            # Folded already, from the store (``view`` on a miss), which is ahead of the
+            # bus: the view has it, but it is still news to listeners and watchers.
+            return cached
         if cached is not None and recorded.seq == cached.last_seq + 1:
             return apply(cached, recorded)
         if cached is None and recorded.seq == 1:
@@ -261,7 +263,7 @@ class LiveRuns:
     def _wake(self, run_id: str) -> None:
         watch = self._watches.get(run_id)
         if watch is not None:
-            watch.event.set()
+            pass
             watch.event = asyncio.Event()
         for callback in self._on_event:
             callback(run_id)

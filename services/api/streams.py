@@ -34,6 +34,7 @@ from services.api.live import LiveRuns, RunChange
 from shared import sse
 from shared.events import RecordedEvent, is_run_stream, run_stream
 from shared.projections.runs import RunView, run_id_of
+from shared.runstream import load_run
 
 __all__ = ["follow_run_events", "stream_routes", "wants_stream"]
 
@@ -159,6 +160,10 @@ async def _replay(resp: web.StreamResponse, ctx: ApiContext, live: LiveRuns, sin
                 last[run_id_of(recorded.stream)] = recorded
         for run_id, recorded in last.items():
             view = await live.view(run_id)
+            if view is not None and view.last_seq < recorded.seq:
+                # This process's bus is behind the store: the change's id says the client
+                # has the run as of ``recorded``, so it must (it would not be sent again).
+                view = await load_run(ctx.store, run_id)
             if view is not None and (not project or view.project == project):
                 change = RunChange(recorded.position, recorded.type, view)
                 await resp.write(_change_text(change).encode())

@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,11 +82,10 @@ class _Active:
 
 class WorkerManager:
     def __init__(self, store: EventStore, bus: Bus, coord: Coordinator, executor: Executor,
-                 worker_id: str, capacity: int, git_cache: Path, exports: Path,
+                 worker_id: str, capacity: int, git_cache: Path,
                  lease_ttl: float = 10.0, log_limit: StepLogLimit = DEFAULT_STEP_LOG) -> None:
         self.log_limit = log_limit
         self.git_cache = git_cache
-        self.exports = exports
         self.store = store
         self.bus = bus
         self.coord = coord
@@ -389,12 +387,9 @@ class WorkerManager:
             source = run.source or None
             await self.executor.prepare_run(RunContext(run_id=run.id, source_dir=source))
             return
-        export = self.exports / run.id
-        try:
-            await GitCheckout(self.git_cache).export(run.source, run.commit, export)
-            await self.executor.prepare_run(RunContext(run_id=run.id, source_dir=str(export)))
-        finally:
-            await asyncio.to_thread(shutil.rmtree, export, True)
+        # The commit's tree, streamed from this worker's mirror into the workspace.
+        archive = functools.partial(GitCheckout(self.git_cache).archive, run.source, run.commit)
+        await self.executor.prepare_run(RunContext(run_id=run.id, source_archive=archive))
 
     async def _checkout(self, run_id: str) -> None:
         """Resolve the run's ref to a commit and read its pipeline file there."""

@@ -3,11 +3,15 @@
 Contract, in call order (the workermanager is the only caller):
 
 1. ``prepare_run(ctx)`` once a run reaches this host, before its first job: the
-   run's private network and its workspace, filled with ``ctx.source_dir``.
-   Idempotent: a second call for the same run changes nothing.
+   run's workspace, filled with ``ctx.source_archive`` (a tar stream, e.g. a Git tree
+   straight from a mirror) or a copy of ``ctx.source_dir``. Idempotent: a second call
+   for the same run changes nothing; a call after a failed one starts over.
 2. Per job: ``start_services(ctx, job, on_log)`` starts the job's sidecars on the
-   run's network, reachable by name, then ``run_step(...)`` for each step in order,
-   then ``stop_services(ctx, job)`` (also after a failure or cancel).
+   run's private network, reachable by name (a job without services needs no such
+   network), then ``run_step(...)`` for each step in order, then
+   ``stop_services(ctx, job)`` (also after a failure or cancel). ``start_services``
+   needs nothing of ``prepare_run`` for a job without services: the workermanager
+   may run the two at once.
 3. ``run_step`` runs ``step.commands`` with the workspace as working directory so
    that the first failing command fails the step; streams each output line to
    ``on_log(stream, ts, text)`` as it is written; returns the exit code. It kills
@@ -34,24 +38,28 @@ Raises ``ExecutorUnavailable`` when the backend cannot be reached and
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from shared.pipeline.plan import JobSpec, StepSpec
 
-__all__ = ["WORKSPACE", "Executor", "LogSink", "RunContext", "StepOutcome"]
+__all__ = ["WORKSPACE", "Executor", "LogSink", "RunContext", "SourceArchive", "StepOutcome"]
 
 WORKSPACE = "/workspace"  # where the workspace is mounted in every step container
 
 # on_log(stream, ts, text): stream is "stdout" or "stderr", ts ISO 8601 UTC, text without "\n"
 LogSink = Callable[[str, str, str], Awaitable[None]]
 
+# A fresh tar stream of the run's source at each call (uncompressed; close it when done).
+SourceArchive = Callable[[], AsyncGenerator[bytes, None]]
+
 
 @dataclass(frozen=True)
 class RunContext:
     run_id: str
-    source_dir: str | None = None  # copied into the workspace by prepare_run; None: empty
+    source_dir: str | None = None  # copied into the workspace by prepare_run
+    source_archive: SourceArchive | None = None  # extracted there instead, when given
 
 
 @dataclass(frozen=True)

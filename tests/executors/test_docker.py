@@ -62,7 +62,11 @@ async def test_a_service_is_reachable_by_name_and_its_output_is_logged(
         await docker.stop_services(run, job)
     assert outcome.exit_code == 0, logs.lines
     assert "root:x:0:0:root:/root:/bin/sh" in logs.texts("stdout")
-    assert [r for r in await cyclone_leftovers_async(run.run_id) if r.startswith("container")] == []
+    await eventually(lambda: _no_containers(run), what="the job's containers removed")
+
+
+async def _no_containers(run: RunContext) -> bool:
+    return not [r for r in await cyclone_leftovers_async(run.run_id) if r.startswith("container")]
 
 
 async def test_a_service_that_exits_at_once_is_an_error_naming_it(
@@ -83,7 +87,7 @@ async def test_a_missing_image_is_an_error_naming_it(
     with pytest.raises(ExecutorError, match="'cyclone-test/does-not-exist:1'") as raised:
         await docker.run_step(run, job_of("build", step), step, {}, Logs())
     assert "Traceback" not in str(raised.value)
-    assert [r for r in await cyclone_leftovers_async(run.run_id) if r.startswith("container")] == []
+    await eventually(lambda: _no_containers(run), what="the job's containers removed")
 
 
 async def test_step_containers_are_named_and_labelled_from_the_run_job_and_step(
@@ -158,8 +162,11 @@ async def test_an_unreachable_daemon_is_unavailable_quickly() -> None:
 async def test_leftover_runs_lists_runs_that_own_resources(
         docker: DockerExecutor, run: RunContext) -> None:
     assert run.run_id in await docker.leftover_runs()
-    assert await cyclone_leftovers_async(run.run_id) == [
-        f"network cyclone-{run.run_id}", f"volume cyclone-{run.run_id}-ws"]
+
+    async def only_the_workspace() -> bool:  # the filling helper is removed in the background
+        return await cyclone_leftovers_async(run.run_id) == [f"volume cyclone-{run.run_id}-ws"]
+
+    await eventually(only_the_workspace, what="the run's workspace alone")
 
 
 async def test_the_last_output_of_a_quickly_exiting_step_is_never_lost(

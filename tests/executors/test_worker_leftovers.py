@@ -20,12 +20,15 @@ from services.workermanager.executors.docker import (
     network_name,
     volume_name,
 )
+from shared.pipeline.plan import ServiceSpec
 from shared.ports.executor import RunContext, StepOutcome
-from tests.docker_support import cyclone_leftovers_async
+from tests.docker_support import TEST_IMAGE, cyclone_leftovers_async
 from tests.executors.conftest import Logs, job_of, step_of
 from tests.support import eventually
 
 LONG = step_of("long", "echo started", "sleep 300")
+# A service, so that the run has a network on the worker too (jobs without one use none)
+IDLE = ServiceSpec(name="idle", image=TEST_IMAGE, command=("sleep", "300"))
 
 
 async def _labelled(run_id: str, worker: str) -> list[str]:
@@ -55,7 +58,9 @@ async def crashed(worker_id: str, source: Path,
     ctx = RunContext(run_id=f"t{uuid.uuid4().hex[:16]}", source_dir=str(source))
     await executor.prepare_run(ctx)
     logs = Logs()
-    step = asyncio.create_task(executor.run_step(ctx, job_of("build", LONG), LONG, {}, logs))
+    job = job_of("build", LONG, services=(IDLE,))
+    await executor.start_services(ctx, job, Logs())
+    step = asyncio.create_task(executor.run_step(ctx, job, LONG, {}, logs))
     try:
         await eventually(lambda: "started" in logs.texts(), timeout=30, what="the step runs")
         yield ctx, step
@@ -95,7 +100,9 @@ async def test_only_the_workers_own_part_goes_when_another_worker_uses_the_run(
     try:
         await second.prepare_run(ctx)
         logs = Logs()
-        step = asyncio.create_task(second.run_step(ctx, job_of("next", LONG), LONG, {}, logs))
+        job = job_of("next", LONG, services=(IDLE,))
+        await second.start_services(ctx, job, Logs())
+        step = asyncio.create_task(second.run_step(ctx, job, LONG, {}, logs))
         await eventually(lambda: "started" in logs.texts(), timeout=30, what="2nd step runs")
         again = await DockerExecutor.connect(worker=worker_id)
         try:

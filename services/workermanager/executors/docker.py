@@ -6,24 +6,31 @@ What it creates, all labelled ``io.cyclone.managed=1`` and ``io.cyclone.run=<run
 and ``leftover_runs`` find them without any local state:
 
 * network ``cyclone-<run>[-<worker hash>]`` (bridge; services join it under their name
-  as alias): one per worker, as jobs of a run may run on two workers of one host;
-* volume ``cyclone-<run>[-<worker hash>]-ws``, filled from ``RunContext.source_dir``
-  through a helper container that is created, never started, from Cyclone's own empty image
-  ``cyclone/workspace-helper:1`` (built ``FROM scratch`` once, so no step image and no
-  registry are needed);
+  as alias), made for the first job that has services: one per worker, as jobs of a
+  run may run on two workers of one host. Jobs without services use Docker's default
+  bridge;
+* volume ``cyclone-<run>[-<worker hash>]-ws``, created and filled (from
+  ``RunContext.source_archive``, a Git tree streamed from the mirror, or a tar of
+  ``source_dir``) through a helper container that is created, never started, from
+  Cyclone's own empty image ``cyclone/workspace-helper:1`` (built ``FROM scratch`` once,
+  so no step image and no registry are needed);
 * containers ``cyclone-<run>-<job>-<step>-<random>``, removed when the step ends;
-* per job a sandbox container ``cyclone-<run>-<job>-sandbox-<random>`` on the run's
-  network that only holds a network namespace (like a Kubernetes pod's pause
-  container): the job's steps join it (``NetworkMode: container:<id>``) instead of
-  each getting a network endpoint of its own. Setting up an endpoint is most of a
-  container's start time (about 100 of 250 ms here); joining a namespace is not, and
-  services are still reached by name through it. The sandbox runs a shell loop in
-  the job's image; when that image cannot run one, steps join the network directly;
+* per job with services or several steps, a sandbox container
+  ``cyclone-<run>-<job>-sandbox-<random>`` that only holds a network namespace (like a
+  Kubernetes pod's pause container): the job's steps join it (``NetworkMode:
+  container:<id>``) instead of each getting a network endpoint of its own. Setting up
+  an endpoint is most of a container's start time (about 100 of 250 ms here); joining
+  a namespace is not, and services are still reached by name through it. The sandbox
+  runs a shell loop in the job's image; when that image cannot run one, steps join the
+  network directly. A one-step job without services gets none (it would cost more
+  than it saves);
 * image ``cyclone-built/<run>:latest`` for a step with a ``BuildSpec`` (also tagged
   ``build.tag`` when set); a later step whose image is ``BUILT_IMAGE`` runs it.
 
-The run's network is created last in ``prepare_run``: it marks a finished preparation,
-so a second call changes nothing and a call after a half-done one starts over.
+Removals are off a run's critical path: a step's container (once it has exited), the
+sandbox and the services are removed in the background, and ``destroy_run`` waits for
+those before it sweeps everything labelled with the run. A step that is cancelled or
+times out is still killed before ``run_step`` returns.
 
 A step's output is read by attaching to the container before it starts (what
 `docker run` does): every line arrives, live, and is stamped on arrival; steps have no
@@ -46,7 +53,14 @@ import posixpath
 import secrets
 import tarfile
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Coroutine,
+    Iterator,
+    Mapping,
+)
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -138,6 +152,9 @@ class DockerExecutor:
         self._helper_ready = False
         self._helper_lock = asyncio.Lock()
         self._run_locks: dict[str, asyncio.Lock] = {}
+        self._filled: set[str] = set()  # runs whose workspace is ready on this host
+        self._networks: dict[str, asyncio.Task[None]] = {}  # run id -> its network made
+        self._removals: dict[str, set[asyncio.Task[None]]] = {}  # run id -> in progress
         self._service_logs: dict[tuple[str, str], list[asyncio.Task[None]]] = {}
         self._sandboxes: dict[tuple[str, str], str] = {}  # (run, job) -> container id
 
@@ -175,24 +192,57 @@ class DockerExecutor:
     async def prepare_run(self, ctx: RunContext) -> None:
         run_id = check_run_id(ctx.run_id)
         async with self._run_locks.setdefault(run_id, asyncio.Lock()):
+            if run_id in self._filled:
+                return
             with _docker_errors(f"preparing run {run_id}"):
-                if await _exists(self._docker.networks.get(network_name(run_id, self._worker))):
-                    return
-                await self._docker.volumes.create(  # type: ignore[no-untyped-call]
-                    {"Name": volume_name(run_id, self._worker), "Labels": self._labels(run_id)})
-                if ctx.source_dir is not None:
-                    await self._copy_in(run_id, Path(ctx.source_dir))
-                await _absent_ok(self._docker.networks.create({
-                    "Name": network_name(run_id, self._worker), "Driver": "bridge",
-                    "CheckDuplicate": True,
-                    "Labels": self._labels(run_id),
-                }), also=(409,))
+                # What a failed earlier call may have left half-filled goes first.
+                await self._removed(run_id)  # its helper, which still mounts the volume
+                volume = DockerVolume(self._docker, volume_name(run_id, self._worker))  # type: ignore[no-untyped-call]
+                await _absent_ok(volume.delete())  # type: ignore[no-untyped-call]
+                await self._fill(run_id, ctx)
+            self._filled.add(run_id)
+
+    async def _fill(self, run_id: str, ctx: RunContext) -> None:
+        if ctx.source_archive is not None:
+            async with contextlib.aclosing(ctx.source_archive()) as chunks:
+                async with self._helper(run_id) as helper:
+                    await helper.put_archive(WORKSPACE, chunks)  # type: ignore[no-untyped-call]
+        elif ctx.source_dir is not None:
+            archive = await asyncio.to_thread(_tar_directory, Path(ctx.source_dir))
+            try:
+                async with self._helper(run_id) as helper:
+                    await helper.put_archive(  # type: ignore[no-untyped-call]
+                        WORKSPACE, _read_chunks(archive))
+            finally:
+                archive.close()
+        else:
+            async with self._helper(run_id):
+                pass  # an empty workspace: the helper's mount creates the volume
+
+    async def _network(self, run_id: str) -> str:
+        """The run's private network on this host, made once (for the first job that has
+        services)."""
+        made = self._networks.get(run_id)
+        if made is None or (made.done() and made.exception() is not None):
+            made = self._networks[run_id] = asyncio.create_task(self._make_network(run_id))
+        await asyncio.shield(made)
+        return network_name(run_id, self._worker)
+
+    async def _make_network(self, run_id: str) -> None:
+        with _docker_errors(f"creating the network of run {run_id}"):
+            await _absent_ok(self._docker.networks.create({
+                "Name": network_name(run_id, self._worker), "Driver": "bridge",
+                "CheckDuplicate": True, "Labels": self._labels(run_id),
+            }), also=(409,))
 
     async def destroy_run(self, run_id: str, worker: str | None = None) -> None:
         run_id = check_run_id(run_id)
+        await self._removed(run_id)
         if worker is not None:
             await self._destroy_worker_part(run_id, worker)
             return
+        self._filled.discard(run_id)
+        self._networks.pop(run_id, None)
         for key in [k for k in self._service_logs if k[0] == run_id]:
             await _cancel_all(self._service_logs.pop(key))
         for key in [k for k in self._sandboxes if k[0] == run_id]:
@@ -241,6 +291,8 @@ class DockerExecutor:
     async def close(self) -> None:
         for key in list(self._service_logs):
             await _cancel_all(self._service_logs.pop(key))
+        for run_id in list(self._removals):
+            await self._removed(run_id)
         if self._owns_client:
             await self._docker.close()
 
@@ -256,6 +308,11 @@ class DockerExecutor:
         exited by then (a bad command, a broken config) is an ExecutorError with its last
         output. Readiness is not awaited: steps retry, as in any CI."""
         run_id = check_run_id(ctx.run_id)
+        if not job.services:
+            if _wants_sandbox(job):
+                await self._start_sandbox(run_id, job, network="bridge")
+            return
+        network = await self._network(run_id)
         started: list[tuple[ServiceSpec, DockerContainer]] = []
         for service in job.services:
             with _docker_errors(f"service {service.name!r} of job {job.name!r}"):
@@ -265,18 +322,21 @@ class DockerExecutor:
             self._follow_service(run_id, job.name, service.name, container.id, on_log)
             started.append((service, container))
         with _docker_errors(f"services of job {job.name!r}"):
-            await asyncio.gather(self._start_sandbox(run_id, job),
+            await asyncio.gather(self._start_sandbox(run_id, job, network),
                                  *(_still_running(s, c) for s, c in started))
 
     async def stop_services(self, ctx: RunContext, job: JobSpec) -> None:
-        """Best effort: what cannot be removed now is removed by ``destroy_run``."""
+        """Removes the job's sandbox and services in the background (``destroy_run`` waits
+        for that, and removes whatever could not be removed)."""
         run_id = check_run_id(ctx.run_id)
         await _cancel_all(self._service_logs.pop((run_id, job.name), []))
         sandbox = self._sandboxes.pop((run_id, job.name), None)
         if sandbox is not None:
-            await self._remove_quietly(sandbox)
-        if not job.services:
-            return
+            self._remove_later(run_id, sandbox)
+        if job.services:
+            self._spawn_removal(run_id, self._remove_services(run_id, job))
+
+    async def _remove_services(self, run_id: str, job: JobSpec) -> None:
         selector = {"label": [f"{LABEL_RUN}={run_id}", f"{LABEL_JOB}={job.name}",
                               f"{LABEL_ROLE}=service"]}
         try:
@@ -286,8 +346,9 @@ class DockerExecutor:
         except ExecutorError as exc:
             log.warning("could not remove service containers: %s", exc, extra={"run": run_id})
 
-    async def _start_sandbox(self, run_id: str, job: JobSpec) -> None:
-        """Start the job's network sandbox, or leave steps on the network when we can't."""
+    async def _start_sandbox(self, run_id: str, job: JobSpec, network: str) -> None:
+        """Start the job's network sandbox on ``network``, or leave steps on the network
+        when we can't."""
         image = next((s.image for s in job.steps if s.build is None and s.image), job.image)
         if not image:
             return
@@ -296,8 +357,7 @@ class DockerExecutor:
             "Image": built_image(run_id) if image == BUILT_IMAGE else image,
             "Entrypoint": ["/bin/sh", "-c", _SANDBOX_LOOP],
             "Labels": self._labels(run_id, job=job.name, role="sandbox"),
-            "HostConfig": {"NetworkMode": network_name(run_id, self._worker),
-                           "LogConfig": {"Type": "none"}},
+            "HostConfig": {"NetworkMode": network, "LogConfig": {"Type": "none"}},
         }
         try:
             container = await self._create(config, name)
@@ -309,7 +369,7 @@ class DockerExecutor:
             return
         if not state.get("Running"):
             log.info("no network sandbox for job %s: its image cannot run a shell", job.name)
-            await self._remove_quietly(name)
+            self._remove_later(run_id, name)
             return
         self._sandboxes[(run_id, job.name)] = container.id
 
@@ -352,10 +412,13 @@ class DockerExecutor:
         try:
             with _docker_errors(f"step {step.name!r} of job {job.name!r}"):
                 container = await self._create(self._step_config(run_id, job, step, env), name)
-                return await self._run(container, step, on_log)
-        finally:
+                outcome = await self._run(container, step, on_log)
+        except BaseException:
             # also on cancel: the container is killed and gone before CancelledError goes on
             await finish_shielded(self._remove_quietly(name))
+            raise
+        self._remove_later(run_id, name)  # it has exited: nothing waits for its removal
+        return outcome
 
     def _step_config(self, run_id: str, job: JobSpec, step: StepSpec,
                      env: Mapping[str, str]) -> dict[str, Any]:
@@ -366,7 +429,7 @@ class DockerExecutor:
             "WorkingDir": WORKSPACE,
             "Labels": self._labels(run_id, job=job.name, step=step.name, role="step"),
             "HostConfig": {"Binds": [f"{volume_name(run_id, self._worker)}:{WORKSPACE}"],
-                           "NetworkMode": self._step_network(run_id, job.name),
+                           "NetworkMode": self._step_network(run_id, job),
                            "LogConfig": _NO_LOGS},
         }
         if step.commands:  # without commands the image's own entrypoint runs (a plugin step)
@@ -374,9 +437,11 @@ class DockerExecutor:
             config["Cmd"] = [step_script(step.commands)]
         return config
 
-    def _step_network(self, run_id: str, job: str) -> str:
-        sandbox = self._sandboxes.get((run_id, job))
-        return f"container:{sandbox}" if sandbox else network_name(run_id, self._worker)
+    def _step_network(self, run_id: str, job: JobSpec) -> str:
+        sandbox = self._sandboxes.get((run_id, job.name))
+        if sandbox:
+            return f"container:{sandbox}"
+        return network_name(run_id, self._worker) if job.services else "bridge"
 
     async def _run(self, container: DockerContainer, step: StepSpec,
                    on_log: LogSink) -> StepOutcome:
@@ -440,20 +505,39 @@ class DockerExecutor:
         except (DockerError, aiohttp.ClientError, OSError) as exc:
             log.warning("could not remove container %s (destroy_run will): %s", name, exc)
 
+    def _remove_later(self, run_id: str, container: str) -> None:
+        """Remove a container (name or id) in the background."""
+        self._spawn_removal(run_id, self._remove_quietly(container))
+
+    def _spawn_removal(self, run_id: str, removal: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(removal)
+        pending = self._removals.setdefault(run_id, set())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    async def _removed(self, run_id: str) -> None:
+        """Wait for the run's background removals."""
+        pending = self._removals.pop(run_id, set())
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
     @contextlib.asynccontextmanager
     async def _helper(self, run_id: str) -> AsyncIterator[DockerContainer]:
         """A created, never started, container with the run's workspace at /workspace."""
         await self._ensure_helper_image()
         name = _container_name(run_id, "workspace")
+        # The mount creates the volume, labelled, when it is not there yet: one call less.
+        mount = {"Type": "volume", "Source": volume_name(run_id, self._worker),
+                 "Target": WORKSPACE, "VolumeOptions": {"Labels": self._labels(run_id)}}
         config: dict[str, Any] = {
             "Image": HELPER_IMAGE, "Cmd": ["/never-started"],
             "Labels": self._labels(run_id, role="helper"),
-            "HostConfig": {"Binds": [f"{volume_name(run_id, self._worker)}:{WORKSPACE}"]},
+            "HostConfig": {"Mounts": [mount]},
         }
         try:
             yield await self._docker.containers.create(config, name=name)
         finally:
-            await finish_shielded(self._remove_quietly(name))
+            self._remove_later(run_id, name)
 
     async def _ensure_helper_image(self) -> None:
         async with self._helper_lock:
@@ -464,15 +548,6 @@ class DockerExecutor:
                 await self._docker.images.build(fileobj=_tar_of({"Dockerfile": dockerfile}),
                                                 encoding="identity", tag=HELPER_IMAGE)
             self._helper_ready = True
-
-    async def _copy_in(self, run_id: str, source: Path) -> None:
-        archive = await asyncio.to_thread(_tar_directory, source)
-        try:
-            async with self._helper(run_id) as helper:
-                chunks = _read_chunks(archive)
-                await helper.put_archive(WORKSPACE, chunks)  # type: ignore[no-untyped-call]
-        finally:
-            archive.close()
 
     async def _workspace_archive(self, run_id: str, subdir: str) -> IO[bytes]:
         """A tar of ``/workspace/<subdir>`` with paths relative to it (a build context)."""
@@ -621,6 +696,11 @@ async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     for result in results:
         if isinstance(result, Exception):
             log.debug("log reader ended with %r", result)
+
+
+def _wants_sandbox(job: JobSpec) -> bool:
+    """A job without services: a sandbox pays for itself from the second container step."""
+    return sum(1 for step in job.steps if step.build is None) > 1
 
 
 def _container_name(run_id: str, *parts: str) -> str:

@@ -5,10 +5,11 @@ steps see the host's files and tools; ``step.image`` is ignored (said once per r
 a warning); services and image builds cannot run and fail the job with a clear
 ``ExecutorError``.
 
-Layout: ``<root>/<run id>/workspace`` is the workspace. ``prepare_run`` copies the
-source into ``workspace.partial`` and renames it when complete, so the workspace's
-presence marks a finished preparation (a second call changes nothing; a call after a
-failed one starts over).
+Layout: ``<root>/<run id>/workspace`` is the workspace. ``prepare_run`` extracts the
+source archive (``tar -x``, fed as it streams) or copies the source directory into
+``workspace.partial`` and renames it when complete, so the workspace's presence marks a
+finished preparation (a second call changes nothing; a call after a failed one starts
+over).
 
 Each step runs in a new session (its own process group) with only ``PATH`` and ``HOME``
 from the host's environment, plus the step's env and ``CYCLONE_WORKSPACE``. When the
@@ -26,7 +27,7 @@ import shutil
 import signal
 import stat
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,15 @@ class ShellExecutor:
     async def prepare_run(self, ctx: RunContext) -> None:
         workspace = self.workspace(ctx.run_id)
         async with self._prepare_locks.setdefault(ctx.run_id, asyncio.Lock()):
-            if not workspace.is_dir():
+            if workspace.is_dir():
+                return
+            if ctx.source_archive is None:
                 await asyncio.to_thread(_fill, workspace, ctx.source_dir)
+                return
+            partial = await asyncio.to_thread(_partial, workspace)
+            async with contextlib.aclosing(ctx.source_archive()) as chunks:
+                await _extract(chunks, partial)
+            await asyncio.to_thread(partial.rename, workspace)
 
     async def start_services(self, ctx: RunContext, job: JobSpec, on_log: LogSink) -> None:
         if job.services:
@@ -201,6 +209,38 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+async def _extract(chunks: AsyncIterator[bytes], into: Path) -> None:
+    """Extract a tar stream into the directory ``into`` with ``tar -x``, as it comes."""
+    proc = await asyncio.create_subprocess_exec(
+        "tar", "-x", "-f", "-", "-C", str(into), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        async for chunk in chunks:
+            proc.stdin.write(chunk)
+            await proc.stdin.drain()
+        proc.stdin.close()
+        _, stderr = await proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise ExecutorError(f"cannot extract the source into {into}: "
+                            f"{stderr.decode(errors='replace').strip()}")
+
+
+def _partial(workspace: Path) -> Path:
+    """An empty ``workspace.partial`` to build the workspace in (renamed when complete)."""
+    partial = workspace.with_name(workspace.name + ".partial")
+    if partial.exists():
+        _remove_tree(partial)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.mkdir()
+    return partial
 
 
 def _fill(workspace: Path, source_dir: str | None) -> None:
