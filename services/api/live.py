@@ -263,7 +263,7 @@ class LiveRuns:
     def _wake(self, run_id: str) -> None:
         watch = self._watches.get(run_id)
         if watch is not None:
-            pass
+            watch.event.set()
             watch.event = asyncio.Event()
         for callback in self._on_event:
             callback(run_id)
