@@ -136,11 +136,13 @@ class JobRun:
         if not self.handed_back:
             await self.report(events)
 
-    async def execute(self) -> str:
-        """Run the job to its end and report it; returns the job's status."""
+    async def execute(self, prepared: Awaitable[str]) -> str:
+        """Run the job to its end and report it; returns the job's status. ``prepared``
+        is the run's preparation on this host ("" when ready, else why it failed): a job
+        without services starts its sandbox meanwhile."""
         started = time.monotonic()
         await self._say_attempt()
-        status, reason = await self._run_all()
+        status, reason = await self._run_all(prepared)
         await self.flush()
         await self.record([ev.JobFinished(job=self.job.name, status=status,
                                           duration_s=round(time.monotonic() - started, 3),
@@ -157,13 +159,23 @@ class JobRun:
             "stdout", utc_now(),
             f"attempt {self.attempt} on worker {worker} (the previous worker was lost)")
 
-    async def _run_all(self) -> tuple[str, str]:
+    async def _run_all(self, prepared: Awaitable[str]) -> tuple[str, str]:
+        services = self.executor.start_services(self.ctx, self.job,
+                                                self.sink_for(self.job.name, "services"))
         try:
-            await self.executor.start_services(self.ctx, self.job,
-                                               self.sink_for(self.job.name, "services"))
+            if self.job.services:  # services use the workspace: it must be ready first
+                problem = await prepared
+                if not problem:
+                    await services
+            else:
+                problem, _ = await asyncio.gather(prepared, services)
         except ExecutorError as exc:
+            problem = str(exc)
+        finally:
+            services.close()  # not awaited when the workspace failed first
+        if problem:
             await self.executor.stop_services(self.ctx, self.job)
-            return "errored", str(exc)
+            return "errored", problem
         try:
             return await self._run_steps()
         finally:

@@ -39,7 +39,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from services.workermanager.appends import Decide, append_retrying
@@ -353,15 +353,13 @@ class WorkerManager:
         entry = _Active(job, task, generation)
         self.active[(run_id, name)] = entry
         try:
+            # The workspace (usually begun at the checkout) and the job's sandbox are
+            # made at once; the cancel signal is read meanwhile.
+            prepared = asyncio.ensure_future(self._prepare(run))
             read = functools.partial(self.coord.get, cancel_key(run_id))
             if await retrying(read, "read the cancel signal") is not None:
                 job.cancel()
-            prepared = await self._prepare(run)
-            if prepared:
-                await job.record([ev.JobFinished(job=name, status="errored",
-                                                 duration_s=0.0, reason=prepared)])
-            else:
-                await job.execute()
+            await job.execute(prepared)
         finally:
             if self.active.get((run_id, name)) is entry:
                 del self.active[(run_id, name)]
@@ -370,16 +368,20 @@ class WorkerManager:
 
     async def _prepare(self, run: RunView) -> str:
         """Prepare the run on this host once; returns an error message, or "" when ready."""
-        task = self._prepared.get(run.id)
-        if task is None:
-            task = asyncio.create_task(self._prepare_run(run))
-            self._prepared[run.id] = task
         try:
-            await asyncio.shield(task)
+            await asyncio.shield(self._preparing(run))
         except Exception as exc:
             log.warning("prepare_run failed", extra={"run": run.id, "error": str(exc)})
             return f"could not prepare the run's workspace: {exc}"
         return ""
+
+    def _preparing(self, run: RunView) -> asyncio.Task[None]:
+        """The run's preparation on this host, started by the first to ask for it."""
+        task = self._prepared.get(run.id)
+        if task is None:
+            task = asyncio.create_task(self._prepare_run(run))
+            self._prepared[run.id] = task
+        return task
 
     async def _prepare_run(self, run: RunView) -> None:
         if run.source_kind != "git":
@@ -417,6 +419,9 @@ class WorkerManager:
                 commit=resolved.commit, branch=resolved.branch,
                 pipeline_file=resolved.pipeline_file, pipeline=resolved.pipeline,
                 log_lines=shipper.shipped)
+            # Its jobs will most often run here: fill the workspace while the run is
+            # planned (if they go elsewhere, the run's end removes it all the same).
+            self._preparing(replace(run, commit=resolved.commit))
 
         def record(current: RunView | None) -> list[ev.Event]:
             still = current is not None and not current.done and current.checkout == "queued"
