@@ -312,6 +312,18 @@ async def docker_runs(count: int) -> float:
     return time.perf_counter() - started
 
 
+async def docker_burst() -> float:
+    """``BURST`` plain ``docker run --rm`` at once: what this Docker daemon itself manages,
+    in runs per minute (the ceiling for any Docker executor on this machine)."""
+    started = time.perf_counter()
+    procs = [await asyncio.create_subprocess_exec(
+        "docker", "run", "--rm", IMAGE, "true", stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL) for _ in range(BURST)]
+    if any([await proc.wait() for proc in procs]):
+        raise SystemExit("a parallel docker run failed")
+    return BURST / (time.perf_counter() - started) * 60
+
+
 async def burst(client: Client, project: Project) -> tuple[float, float, list[Run]]:
     """``BURST`` runs triggered at once and followed concurrently; (runs/min, seconds from
     the first POST to the last terminal event, the runs)."""
@@ -339,6 +351,7 @@ class Results:
     docker: dict[int, list[float]] = field(default_factory=lambda: {1: [], TEN: []})
     ratios: dict[int, list[float]] = field(default_factory=lambda: {1: [], TEN: []})
     bursts: list[float] = field(default_factory=list)
+    docker_bursts: list[float] = field(default_factory=list)  # plain docker run, same burst
 
 
 def spread(values: list[float], unit: str = " s", digits: int = 2) -> str:
@@ -390,6 +403,10 @@ async def measure(server: Server, projects: dict[int, Project],
                   f"first POST = {rate:,.0f} runs/min", flush=True)
             for type_ in ("JobStarted", "StepStarted", "RunSucceeded"):
                 print(f"  {type_ + ' at':<15} {offsets(runs, type_)} s", flush=True)
+            if docker:
+                results.docker_bursts.append(await docker_burst())
+                print(f"  the same burst of plain docker run: "
+                      f"{results.docker_bursts[-1]:,.0f} runs/min", flush=True)
     return results
 
 
@@ -418,6 +435,9 @@ def report(results: Results) -> None:
         target = TARGET_BURST[ex]
         print(f"burst of {BURST}: {spread(results.bursts, ' runs/min', 0)}"
               f"  [target >= {target:,.0f}: {verdict(rate >= target)}]")
+    if results.docker_bursts:
+        print(f"burst of {BURST} plain docker run --rm: "
+              f"{spread(results.docker_bursts, ' runs/min', 0)} (this daemon's own ceiling)")
 
 
 def summary(all_results: list[Results]) -> None:
