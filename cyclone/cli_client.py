@@ -355,9 +355,10 @@ def _job_rows(jobs: Sequence[Json]) -> Iterable[list[str]]:
                _first_line(job.get("reason"))]
         for step in job.get("steps") or []:
             code = step.get("exit_code")
+            notes = "; ".join(n for n in (_first_line(step.get("reason")),
+                                          step.get("log_truncated") or "") if n)
             yield ["  " + step["name"], step["status"], "-" if code is None else str(code),
-                   str(step.get("attempt") or "-"), _duration(step.get("duration_s")),
-                   _first_line(step.get("reason"))]
+                   str(step.get("attempt") or "-"), _duration(step.get("duration_s")), notes]
 
 
 async def _cancel(args: argparse.Namespace, client: CycloneClient) -> int:

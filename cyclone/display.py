@@ -69,6 +69,8 @@ class Display:
                                    f"[{job}/{step}] {status} in {d:.1f}s{tail}")
             case ev.StepSkipped(job=job, step=step, reason=reason):
                 return self._paint(_DIM, f"[{job}/{step}] skipped: {reason}")
+            case ev.StepLogTruncated(job=job, step=step):
+                return self._paint(_YELLOW, f"[{job}/{step}] {e.message}")
             case ev.RunCancelRequested():
                 return self._paint(_YELLOW, "cancelling...")
             case ev.RunSucceeded():

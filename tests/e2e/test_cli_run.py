@@ -287,3 +287,23 @@ def test_caicloud_yml_builds_an_image_and_integration_runs_in_it(project: Projec
     assert "[integration/integration] built demo" in out  # file baked into the built image
     run_id = run_id_in(out)
     assert_nothing_left(run_id)
+
+
+def test_a_step_past_the_log_limit_says_so_and_still_succeeds(project: Project) -> None:
+    project.env["CYCLONE_STEP_LOG_MAX_LINES"] = "100"
+    project.write("""
+        jobs:
+          chatty:
+            image: IMAGE
+            steps:
+              - name: lines
+                run: seq 1 1000
+    """)
+    done = project.run("run", "--no-color")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cyclone: log limit reached (100 lines" in done.stdout
+    assert ("[chatty/lines] log truncated after 100 lines / 0.0 MB: 901 more lines"
+            in done.stdout)
+    # kept: the echoed command and 1 to 99
+    assert "[chatty/lines] 99\n" in done.stdout
+    assert "[chatty/lines] 100\n" not in done.stdout

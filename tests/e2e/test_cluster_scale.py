@@ -6,7 +6,8 @@ What must hold every time (``check_run``):
 
 * every run succeeds, and its events have contiguous seq numbers;
 * every numbered line of a job's final attempt is in the run's log exactly once,
-  and no line of any attempt twice;
+  and no line of any attempt twice (the outage tests print tens of thousands of lines
+  a step, so an outage falls in the middle of a step's output);
 * no step ran twice: each step counts its executions from inside the container
   (an HTTP call to a counter the test serves) -- once per attempt, and a job has
   a second attempt only when its worker was lost.
@@ -40,11 +41,12 @@ from tests.infra.kafka import KafkaBroker
 from tests.support import eventually
 
 LINES = 10  # numbered lines per step
+BIG_LINES = 10_000  # ... in the outage tests: 20,000 a job
 LEASE_S = 3  # workers' lease TTL: a killed worker's jobs are queued again after this
 ENDED = ("success", "failure", "cancelled", "errored")
 
 
-def pipeline(counter_port: int, pause: str = "0.5") -> str:
+def pipeline(counter_port: int, pause: str = "0.5", lines: int = LINES) -> str:
     """Two parallel jobs and one after both; each step reports its execution, then
     prints numbered lines (tagged with job, step and attempt) around a pause."""
     step = """
@@ -61,8 +63,8 @@ def pipeline(counter_port: int, pause: str = "0.5") -> str:
     job = f"    image: {TEST_IMAGE}\n    steps:{steps}"
     text = (f"jobs:\n  left:\n{job}  right:\n{job}"
             f"  join:\n    needs: [left, right]\n{job}")
-    for name, value in (("PORT", counter_port), ("HALF", LINES // 2),
-                        ("HALF1", LINES // 2 + 1), ("LINES", LINES), ("PAUSE", pause)):
+    for name, value in (("PORT", counter_port), ("HALF", lines // 2),
+                        ("HALF1", lines // 2 + 1), ("LINES", lines), ("PAUSE", pause)):
         text = text.replace(f"@{name}@", str(value))
     return text
 
@@ -136,9 +138,9 @@ class Client:
 
 
 async def create_project(client: Client, git_server: GitServer, counter: Counter,
-                         pause: str = "0.5") -> str:
+                         pause: str = "0.5", lines: int = LINES) -> str:
     repo = git_server.create("scale")
-    repo.commit({".cyclone.yml": pipeline(counter.port, pause)})
+    repo.commit({".cyclone.yml": pipeline(counter.port, pause, lines)})
     await client.call("POST", "/api/v1/projects", json={"name": "scale", "repo": repo.url})
     return "scale"
 
@@ -174,7 +176,7 @@ def _said(event: dict[str, Any]) -> str:
     return f"{event['type']}({details})" if details else event["type"]
 
 
-async def check_run(client: Client, counter: Counter, run: Any) -> None:
+async def check_run(client: Client, counter: Counter, run: Any, lines: int = LINES) -> None:
     """The invariants of the module docstring, for one ended run."""
     run_id = run["id"]
     if run["status"] != "success":
@@ -183,7 +185,7 @@ async def check_run(client: Client, counter: Counter, run: Any) -> None:
     events = (await client.call("GET", f"/api/v1/runs/{run_id}/events"))["events"]
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(1, len(seqs) + 1)), seqs
-    lines = await _numbered_lines(client, run_id, run)
+    numbered = await _numbered_lines(client, run_id, run, lines)
     for job in run["jobs"]:
         final = job["attempt"]
         requeued = sum(1 for e in events if e["type"] == "JobQueued"
@@ -194,20 +196,26 @@ async def check_run(client: Client, counter: Counter, run: Any) -> None:
                 executions = counter.hits[(run_id, job["name"], step, attempt)]
                 assert executions <= 1, (run_id, job["name"], step, attempt, executions)
             assert counter.hits[(run_id, job["name"], step, final)] == 1, (run_id, job, step)
-            shown = [i for (j, s, a, i) in lines if (j, s, a) == (job["name"], step, final)]
-            assert shown == list(range(1, LINES + 1)), (run_id, job["name"], step, shown)
-    doubled = [line for line, n in collections.Counter(lines).items() if n > 1]
-    assert not doubled, (run_id, doubled)
+            shown = [i for (j, s, a, i) in numbered if (j, s, a) == (job["name"], step, final)]
+            assert shown == list(range(1, lines + 1)), (run_id, job["name"], step,
+                                                        _gaps(shown, lines))
+    doubled = [line for line, n in collections.Counter(numbered).items() if n > 1]
+    assert not doubled, (run_id, doubled[:20])
 
 
-async def _numbered_lines(client: Client, run_id: str, run: Any,
+def _gaps(shown: list[int], lines: int) -> str:
+    missing = sorted(set(range(1, lines + 1)) - set(shown))
+    return f"{len(shown)} shown, {len(missing)} missing (first {missing[:5]})"
+
+
+async def _numbered_lines(client: Client, run_id: str, run: Any, lines: int = LINES,
                           ) -> list[tuple[str, str, int, int]]:
     """(job, step, attempt, number) of every numbered line in the run's log, in order.
 
     The log may trail the run's end by a moment (lines are stored by the log servers,
     the end by the event manager): wait until the final attempts' lines are all there.
     """
-    expected = len(run["jobs"]) * 2 * LINES
+    expected = len(run["jobs"]) * 2 * lines
 
     async def complete() -> list[tuple[str, str, int, int]] | None:
         text = await client.call("GET", f"/api/v1/runs/{run_id}/logs")
@@ -218,10 +226,16 @@ async def _numbered_lines(client: Client, run_id: str, run: Any,
                 found.append((parts[1], parts[2], int(parts[3]), int(parts[4])))
         finals = {j["name"]: j["attempt"] for j in run["jobs"]}
         last = sum(1 for (job, _, attempt, _) in found if finals.get(job) == attempt)
+        progress.append(last)
         return found if last >= expected else None
 
-    return await eventually(complete, timeout=30, interval=0.3,
-                            what=f"run {run_id}'s log has every line")
+    progress: list[int] = []
+    try:
+        return await eventually(complete, timeout=60, interval=0.5,
+                                what=f"run {run_id}'s log has every line")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {progress[-1:]} of {expected} final-attempt lines "
+                             f"(earlier: {progress[:3]}...)") from None
 
 
 @pytest.fixture
@@ -315,17 +329,51 @@ async def _pick_victim(cluster: Cluster, chooser: random.Random, client: Client,
 
 
 async def _outage_mid_run(client: Client, counter: Counter, project: str,
-                          restart: Any, runs: int = 3) -> None:
+                          restart: Any, runs: int = 3, lines: int = LINES) -> None:
     run_ids = [await client.trigger(project) for _ in range(runs)]
     await eventually(lambda: _has_running_job(client, run_ids[0]), timeout=60,
                      what="the first run runs a job")
+    follower = asyncio.create_task(follow_log(client, run_ids[0]))
     started = time.monotonic()
     await asyncio.to_thread(restart)
     print(f"outage and restart took {time.monotonic() - started:.1f} s")
     more = [await client.trigger(project) for _ in range(2)]  # triggered after the return
-    ended = await wait_ended(client, run_ids + more, timeout=180)
+    ended = await wait_ended(client, run_ids + more, timeout=300)
     for run in ended.values():
-        await check_run(client, counter, run)
+        await check_run(client, counter, run, lines)
+    # Someone followed the first run's log live through the outage: the stream ended
+    # with the run, complete, and with exactly the stored lines.
+    end, streamed = await asyncio.wait_for(follower, timeout=120)
+    assert end == {"status": "success"}, end
+    stored = str(await client.call("GET", f"/api/v1/runs/{run_ids[0]}/logs")).splitlines()
+    assert streamed == len(stored)
+
+
+async def follow_log(client: Client, run_id: str) -> tuple[dict[str, Any], int]:
+    """Follow a run's log over SSE, reconnecting (with Last-Event-ID) to any live api
+    replica when a stream breaks; (the end event's data, lines received)."""
+    last, received = "", 0
+    while True:
+        for service in client.cluster.of("api"):
+            headers = {**service.headers, **({"Last-Event-ID": last} if last else {})}
+            try:
+                async with client.http.get(f"{service.url}/api/v1/runs/{run_id}/logs",
+                                           params={"follow": "1"}, headers=headers,
+                                           timeout=aiohttp.ClientTimeout(total=None)) as resp:
+                    event = ""
+                    async for raw in resp.content:
+                        line = raw.decode().rstrip("\n")
+                        if line.startswith("event: "):
+                            event = line[7:]
+                        elif line.startswith("id: "):
+                            last = line[4:]
+                        elif line.startswith("data: ") and event == "line":
+                            received += 1
+                        elif line.startswith("data: ") and event == "end":
+                            return json.loads(line[6:]), received
+            except (TimeoutError, aiohttp.ClientError):
+                pass  # that replica is down or dropped us: another one, from `last`
+        await asyncio.sleep(0.5)
 
 
 async def test_kafka_restarted_mid_run(
@@ -333,9 +381,28 @@ async def test_kafka_restarted_mid_run(
 ) -> None:
     async with aiohttp.ClientSession() as http:
         client = Client(cluster, http)
-        project = await create_project(client, git_server, counter, pause="2")
+        project = await create_project(client, git_server, counter, pause="2",
+                                       lines=BIG_LINES)
         await _outage_mid_run(client, counter, project,
-                              lambda: kafka_broker.restart(kill=True, down_s=3))
+                              lambda: kafka_broker.restart(kill=True, down_s=3),
+                              lines=BIG_LINES)
+
+
+async def test_a_logserver_killed_mid_step_loses_no_line(
+    cluster: Cluster, git_server: GitServer, counter: Counter,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        client = Client(cluster, http)
+        project = await create_project(client, git_server, counter, pause="2",
+                                       lines=BIG_LINES)
+
+        def kill_and_restart() -> None:
+            victim = cluster.of("logserver")[0]
+            victim.kill()
+            victim.start()
+
+        await _outage_mid_run(client, counter, project, kill_and_restart, runs=2,
+                              lines=BIG_LINES)
 
 
 async def test_etcd_restarted_mid_run(
