@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.adapters.logstore.files import FileLogStore
+from shared.adapters.logstore.files import SPARSE_EVERY, FileLogStore
 from shared.errors import StoreError
 from shared.ports.logstore import LogStore
 from tests.contracts.logstore import LogStoreContract, ReopenLogs, lines_of, read_all, run_id
@@ -186,3 +186,90 @@ async def test_a_cancelled_append_leaves_the_log_consistent(root: Path) -> None:
         batches.setdefault(s.line.text.split("-")[0], []).append(s.line.text)
     for name, texts in batches.items():  # each cancelled batch is stored whole or not at all
         assert texts == [f"{name}-{n}" for n in range(2000)]
+
+
+# --- the file format ------------------------------------------------------------------------
+
+ODD = ['say "hi"', "back\\slash", "tab\there", "ünïcödé €", "emoji 😀", "\x1b[31mred\x1b[0m",
+       "", "a lone surrogate \udcff", "nul \x00 and del \x7f", "line\u2028separator"]
+
+
+async def test_lines_are_written_as_json_dumps_writes_them(root: Path) -> None:
+    # The on-disk format is json.dumps(..., ensure_ascii=False) of {"i", line fields},
+    # whatever builds it: files written before must read the same, and vice versa.
+    run = run_id()
+    lines = [line._replace(attempt=1 + n % 2) for n, line in enumerate(lines_of(*ODD))]
+    logs = FileLogStore(root)
+    try:
+        await logs.append(run, lines, batch_id="b1")
+        stored = await read_all(logs, run)
+    finally:
+        await logs.close()
+
+    expected = b"".join(
+        json.dumps({"i": i, **line.to_json()}, ensure_ascii=False, separators=(",", ":"))
+        .encode("utf-8", "surrogatepass") + b"\n"
+        for i, line in enumerate(lines)
+    ) + b'{"batch":"b1"}\n'
+    assert (root / f"{run}.ndjson").read_bytes() == expected
+    assert [s.line for s in stored] == lines
+
+
+async def test_a_file_in_the_older_spelling_is_read(root: Path) -> None:
+    # Escaped non-ASCII (as json.dumps' default writes it), other key order, no marker
+    # spacing: any JSON object with the fields is a line.
+    run = run_id()
+    root.mkdir(parents=True)
+    (root / f"{run}.ndjson").write_bytes(
+        b'{"i": 0, "job": "build", "step": "test", "stream": "stdout", '
+        b'"ts": "2024-05-01T12:00:00+00:00", "text": "caf\\u00e9"}\n'
+        b'{"text": "two", "ts": "2024-05-01T12:00:01+00:00", "attempt": 2, '
+        b'"stream": "stderr", "step": "test", "job": "build", "i": 1}\n'
+        b'{"batch": "old"}\n')
+    logs = FileLogStore(root)
+    try:
+        stored = await read_all(logs, run)
+        assert await logs.append(run, lines_of("three"), batch_id="old") == 0  # known
+    finally:
+        await logs.close()
+
+    assert [(s.index, s.line.text, s.line.stream, s.line.attempt) for s in stored] == [
+        (0, "café", "stdout", 1), (1, "two", "stderr", 2)]
+
+
+async def test_a_record_with_fields_of_other_types_is_read_converted(root: Path) -> None:
+    run = run_id()
+    root.mkdir(parents=True)
+    (root / f"{run}.ndjson").write_bytes(
+        b'{"i":0,"job":"build","step":"test","stream":"stdout","ts":"t","text":"a"}\n'
+        b'{"i":1,"job":"build","step":"test","stream":"stdout","ts":"t","text":42}\n'
+        b'{"i":2,"job":"build","step":"test","stream":"stdout","ts":"t","text":"c"}\n'
+        b'{"batch":"b1"}\n')
+    logs = FileLogStore(root)
+    try:
+        stored = await read_all(logs, run)
+    finally:
+        await logs.close()
+
+    assert [(s.index, s.line.text) for s in stored] == [(0, "a"), (1, "42"), (2, "c")]
+
+
+@pytest.mark.parametrize("start", [0, 999, 1000, 1001, 1999, 2000, 2500, 3332])
+async def test_multibyte_lines_are_read_from_any_index(root: Path, start: int) -> None:
+    # The sparse offsets are byte offsets: wrong ones would land mid-line.
+    run = run_id()
+    texts = [f"{n} ünï €😀" * (1 + n % 3) for n in range(3333)]
+    logs = FileLogStore(root)
+    try:
+        for at in range(0, len(texts), 700):  # batches across the 1000-line marks
+            await logs.append(run, lines_of(*texts[at:at + 700]), batch_id=f"b{at}")
+        stored = await read_all(logs, run, start)
+        offsets = logs._states[run].offsets
+    finally:
+        await logs.close()
+
+    data = (root / f"{run}.ndjson").read_bytes()
+    assert [data[at:].split(b",", 1)[0] for at in offsets] == [
+        b'{"i":%d' % (k * SPARSE_EVERY) for k in range(4)]
+    assert [s.index for s in stored] == list(range(start, len(texts)))
+    assert [s.line.text for s in stored] == texts[start:]

@@ -30,7 +30,7 @@ object do not see their appends. A cancelled ``append`` or ``delete`` still comp
 Memory per run in use: a byte offset every ``SPARSE_EVERY`` lines (so ``read`` can
 start near ``from_index``) and the last ``RECENT_BATCHES`` batch ids; a batch id
 redelivered after that many newer batches of the same run would be stored again.
-``read`` streams the file in chunks of about ``CHUNK_BYTES``.
+``read`` streams the file in chunks of about ``CHUNK_BYTES``, each parsed in one go.
 """
 
 from __future__ import annotations
@@ -212,11 +212,32 @@ async def _io(fn: Callable[..., T], *args: Any) -> T:
 
 # --- file format (these run in worker threads) ---------------------------------------------
 
+# A str as a JSON string literal, non-ASCII characters kept (json.dumps' ensure_ascii=False):
+# the json module's own C encoder, so a line is written exactly as json.dumps wrote it.
+_string = json.encoder.encode_basestring
+_new = tuple.__new__  # a LogLine / StoredLine from fields whose types are checked
+
 
 def _encode(record: dict[str, Any]) -> bytes:
     # surrogatepass: step output decoded with surrogateescape must not fail the batch.
     text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
     return text.encode("utf-8", "surrogatepass") + b"\n"
+
+
+def _encode_lines(first: int, lines: list[LogLine]) -> list[str]:
+    """Each line's record with its newline, as ``_encode({"i": index, **line.to_json()})``
+    gives it (same keys, same order, same escaping), field by field: several times
+    cheaper than a dict through ``json.dumps`` for every line."""
+    heads: dict[tuple[str, str, str], str] = {}  # job, step and stream repeat
+    parts = []
+    for index, (job, step, stream, ts, text, attempt) in enumerate(lines, first):
+        head = heads.get((job, step, stream))
+        if head is None:
+            head = heads[job, step, stream] = (
+                f',"job":{_string(job)},"step":{_string(step)},"stream":{_string(stream)},')
+        tail = "}\n" if attempt == 1 else f',"attempt":{int(attempt)}}}\n'
+        parts.append(f'{{"i":{index}{head}"ts":{_string(ts)},"text":{_string(text)}{tail}')
+    return parts
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -269,20 +290,22 @@ def _load(path: Path) -> _RunState:
 
 
 def _write_batch(path: Path, first: int, lines: list[LogLine], batch_id: str) -> _Written:
-    parts: list[bytes] = []
-    sparse: list[int] = []
+    parts = _encode_lines(first, lines)
+    text = "".join(parts)
+    payload = text.encode("utf-8", "surrogatepass") + _encode({"batch": batch_id})
     path.parent.mkdir(parents=True, exist_ok=True)
     # Unbuffered: each write goes straight to the OS, and a failed one can be undone.
     with open(path, "ab", buffering=0) as file:
-        start = offset = file.seek(0, os.SEEK_END)
-        for index, line in enumerate(lines, first):
-            if index % SPARSE_EVERY == 0:
-                sparse.append(offset)
-            raw = _encode({"i": index, **line.to_json()})
-            parts.append(raw)
-            offset += len(raw)
-        parts.append(_encode({"batch": batch_id}))
-        payload = b"".join(parts)
+        start = file.seek(0, os.SEEK_END)
+        # byte offsets of the lines whose index is a multiple of SPARSE_EVERY (a batch
+        # has few): in characters when every character is one byte
+        ascii = text.isascii()
+        sparse, offset, done = [], start, 0
+        for k in range(-first % SPARSE_EVERY, len(parts), SPARSE_EVERY):
+            between = "".join(parts[done:k])
+            offset += len(between) if ascii else len(between.encode("utf-8", "surrogatepass"))
+            sparse.append(offset)
+            done = k
         try:
             _write_all(file.fileno(), payload)
         except BaseException:
@@ -317,12 +340,37 @@ def _read_chunk(path: Path, offset: int, want: int) -> tuple[list[StoredLine], i
                 return [], offset
             data += more
     complete = data[: data.rfind(b"\n")]
-    lines = []
-    for raw in complete.split(b"\n"):
-        stored = _stored(_decode(raw))
-        if stored is not None and stored.index >= want:
-            lines.append(stored)
+    lines = _records(complete)
+    if lines is None:  # something is malformed: line by line, skipping what is
+        lines = [s for s in map(_stored, map(_decode, complete.split(b"\n"))) if s]
+    if lines and lines[0].index < want:
+        lines = [stored for stored in lines if stored.index >= want]
     return lines, offset + len(complete) + 1
+
+
+def _records(complete: bytes) -> list[StoredLine] | None:
+    """The stored lines of whole lines of the file (markers left out), parsed as ONE
+    JSON array (several times cheaper than a ``json.loads`` a line); None if any line
+    is not a well-formed record with fields of the right types, for ``_stored`` to deal
+    with line by line."""
+    try:
+        text = complete.decode("utf-8", "surrogatepass")
+        records = json.loads("[" + text.replace("\n", ",") + "]")
+        lines = []
+        for record in records:
+            index = record.get("i")
+            if index is None and "batch" in record:
+                continue
+            line = (record["job"], record["step"], record["stream"], record["ts"],
+                    record["text"], record.get("attempt", 1))
+            if not (type(index) is int and type(line[0]) is str and type(line[1]) is str
+                    and type(line[2]) is str and type(line[3]) is str
+                    and type(line[4]) is str and type(line[5]) is int):
+                return None
+            lines.append(_new(StoredLine, (index, _new(LogLine, line))))
+    except (ValueError, KeyError, AttributeError):
+        return None
+    return lines
 
 
 def _stored(record: dict[str, Any] | None) -> StoredLine | None:
@@ -331,5 +379,5 @@ def _stored(record: dict[str, Any] | None) -> StoredLine | None:
         return None
     try:
         return StoredLine(index=record["i"], line=LogLine.from_json(record))
-    except KeyError:
+    except (KeyError, TypeError, ValueError):
         return None
