@@ -49,6 +49,7 @@ class Target:
 
     url: str
     token: str
+    logservers: tuple[str, ...] = ()  # the logserver replicas' URLs (their /metrics)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -125,7 +126,7 @@ def _drain(server: CycloneServer, path: Path) -> None:
 
 @contextlib.contextmanager
 def cluster_mode(home: Path, infra: dict[str, str], database: str, workers: int,
-                 capacity: int) -> Iterator[Target]:
+                 capacity: int, replicas: int = 1) -> Iterator[Target]:
     """One process of each service and ``workers`` workermanagers (``w1``...), on a Mongo
     database of their own; each workermanager runs up to ``capacity`` jobs. (What a
     workermanager creates in Docker is labelled with its id *and* its home, so our
@@ -133,9 +134,10 @@ def cluster_mode(home: Path, infra: dict[str, str], database: str, workers: int,
     store = f"{infra['mongo'].rstrip('/')}/{database}"
     urls = {"CYCLONE_BUS": infra["kafka"], "CYCLONE_COORD": infra["etcd"],
             "CYCLONE_STORE": store, "CYCLONE_LOG_STORE": store}
-    cluster = start_cluster(home, urls, workers=workers, replicas=1, **COMMON_ENV,
+    cluster = start_cluster(home, urls, workers=workers, replicas=replicas, **COMMON_ENV,
                             CYCLONE_WORKER_CAPACITY=str(capacity))
     try:
-        yield Target(cluster.api.url, cluster.token)
+        yield Target(cluster.api.url, cluster.token,
+                     tuple(s.url for s in cluster.of("logserver")))
     finally:
         cluster.stop()
