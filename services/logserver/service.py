@@ -16,33 +16,85 @@ reading the store, so a batch appended while it reads still wakes it: no line is
 missed between "read to the end" and "wait". A notice lost on the way only delays:
 readers re-check every ``recheck_s`` seconds all the same. Wake-up entries exist only
 for runs somebody follows.
+
+The live tail. For a run somebody follows, the server also keeps the lines it has just
+stored (the last ``TAIL_LINES`` at most, ``TAIL_CHARS`` of text at most, with their
+indexes): a follower takes new lines from there instead of reading them back from the
+store and parsing them again. The tail holds contiguous indexes only, exactly as the
+store gave them (``append`` returns each batch's first index); a follower reads the store
+whenever the tail does not hold its next line (it fell behind, joined late, or lines came
+from another writer), and after the tail's end each pass, so lines stored by another
+process are never skipped. It lives and dies with the run's wake-up entry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from shared.consume import consume
 from shared.ports.bus import TOPIC_LOGS, TOPIC_LOGS_STORED, Bus, Message
-from shared.ports.logstore import LogStore, StoredLine
+from shared.ports.logstore import LogLine, LogStore, StoredLine
 from shared.retry import Backoff, is_transient
 from shared.wire import decode_log_batch, encode_log_stored
 
-__all__ = ["CHUNK_CHARS", "CHUNK_LINES", "RECHECK_S", "IsComplete", "LogServer",
-           "StoredNotices"]
+__all__ = ["CHUNK_CHARS", "CHUNK_LINES", "RECHECK_S", "TAIL_CHARS", "TAIL_LINES", "IsComplete",
+           "LogServer", "StoredNotices"]
 
 log = logging.getLogger(__name__)
 
 CHUNK_LINES = 500  # lines handed to a writer at once: one network write per chunk
 CHUNK_CHARS = 256 * 1024  # ... unless their text is this long already (long lines)
 RECHECK_S = 5.0  # a follower re-checks at least this often, should a wake-up be lost
+TAIL_LINES = 10_000  # a followed run's live tail holds at most this many lines ...
+TAIL_CHARS = 4 * 1024 * 1024  # ... and this much text (when trimmed: half of each)
 
 # Given the index of the next line a follower would deliver: is the log complete?
 IsComplete = Callable[[int], Awaitable[bool]]
+
+
+class _Tail:
+    """The lines last stored for one run, indexes ``start .. end - 1`` with no gap."""
+
+    def __init__(self) -> None:
+        self.start = self.end = 0
+        self.lines: list[StoredLine] = []
+        self.chars = [0]  # chars[k]: text length of lines[:k] (prefix sums)
+
+    def add(self, first: int, lines: Sequence[LogLine]) -> None:
+        """Lines the store has just stored at ``first``, ``first + 1``, ..."""
+        if not lines or first < self.end:
+            return  # a batch the store already had (redelivered): held or trimmed away
+        if first > self.end or not self.lines:  # a gap (another writer): start afresh
+            self.start = self.end = first
+            self.lines, self.chars = [], [0]
+        self.lines += [_new(StoredLine, (index, line)) for index, line in enumerate(lines, first)]
+        total = self.chars[-1]
+        self.chars += [total := total + len(line.text) for line in lines]
+        self.end = first + len(lines)
+        if len(self.lines) > TAIL_LINES or total > TAIL_CHARS:
+            # the oldest go, down to half of each bound: trimming is rare and amortised
+            drop = max(len(self.lines) - TAIL_LINES // 2,
+                       bisect.bisect_left(self.chars, total - TAIL_CHARS // 2))
+            del self.lines[:drop], self.chars[:drop]
+            self.start += drop
+
+    def holds(self, index: int) -> bool:
+        return self.start <= index < self.end
+
+    def chunk(self, index: int) -> list[StoredLine]:
+        """The lines from ``index`` on, up to a chunk's worth; [] unless ``holds(index)``."""
+        if not self.start <= index < self.end:
+            return []
+        at = index - self.start
+        limit = min(at + CHUNK_LINES, len(self.lines))
+        # the line that reaches CHUNK_CHARS is the chunk's last (as in LogServer.chunks)
+        return self.lines[at:bisect.bisect_left(self.chars, self.chars[at] + CHUNK_CHARS,
+                                                at + 1, limit)]
 
 
 @dataclass
@@ -51,6 +103,10 @@ class _Wakeup:
 
     followers: int = 0
     event: asyncio.Event = field(default_factory=asyncio.Event)
+    tail: _Tail = field(default_factory=_Tail)
+
+
+_new = tuple.__new__  # a StoredLine of an index and a line, without a call of its own
 
 
 class LogServer:
@@ -73,6 +129,9 @@ class LogServer:
     async def handle(self, message: Message) -> None:
         run_id, batch_id, lines = decode_log_batch(message.value)
         first = await self.logs.append(run_id, lines, batch_id)
+        wakeup = self._wakeups.get(run_id)
+        if wakeup is not None:
+            wakeup.tail.add(first, lines)
         self.wake(run_id)
         self._notices.note(run_id, first + len(lines))
 
@@ -101,19 +160,27 @@ class LogServer:
 
         ``is_complete`` is asked after each pass over the store, on each wake-up and at
         least every ``recheck_s`` seconds. The store is read in a streaming way: memory
-        is one chunk, whatever the log's size.
+        is one chunk, whatever the log's size. New lines come from the run's live tail
+        while it holds them (see the module docstring); a pass still ends with a read of
+        the store from there on.
         """
         wakeup = self._wakeups.setdefault(run_id, _Wakeup())
         wakeup.followers += 1
+        tail = wakeup.tail
         try:
             next_index = max(from_index, 0)
             while True:
                 woken = wakeup.event  # taken BEFORE reading: an append meanwhile sets it
+                while chunk := tail.chunk(next_index):
+                    next_index = chunk[-1].index + 1
+                    yield chunk
                 async with contextlib.aclosing(self.chunks(run_id, next_index)) as chunks:
                     async for chunk in chunks:
                         next_index = chunk[-1].index + 1
                         yield chunk
-                if woken.is_set():
+                        if tail.holds(next_index):
+                            break  # caught up with the tail: the rest from there
+                if tail.holds(next_index) or woken.is_set():
                     continue  # appended during the pass: read those lines first
                 if await is_complete(next_index):
                     return
