@@ -72,14 +72,18 @@ class StepLog:
         self.lines = self.bytes = 0
         self.dropped_lines = self.dropped_bytes = 0
 
-    async def __call__(self, stream: str, ts: str, text: str) -> None:
+    def __call__(self, stream: str, ts: str, text: str) -> Awaitable[None]:
+        """The ``LogSink``. A line within the limit costs no coroutine of its own: this
+        returns what ``sink`` returns for it, for the caller to await."""
         size = (len(text) if text.isascii() else len(text.encode("utf-8", "replace"))) + 1
         if not self.dropped_lines and (self.lines < self.limit.max_lines
                                        and self.bytes + size <= self.limit.max_bytes):
             self.lines += 1
             self.bytes += size
-            await self.sink(stream, ts, text)
-            return
+            return self.sink(stream, ts, text)
+        return self._past_limit(size)
+
+    async def _past_limit(self, size: int) -> None:
         if not self.dropped_lines:
             await self.sink("stderr", utc_now(), f"cyclone: log limit reached "
                             f"({self.limit.describe()}): the rest of this step's output "

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Awaitable
 
 from shared.ports.bus import TOPIC_LOGS, Bus
 from shared.ports.executor import LogSink
@@ -32,6 +33,7 @@ __all__ = ["LogShipper"]
 
 log = logging.getLogger(__name__)
 
+_new = tuple.__new__  # a LogLine from its six fields, without a call of its own
 
 
 class LogShipper:
@@ -53,16 +55,20 @@ class LogShipper:
         self._timer: asyncio.Task[None] | None = None
 
     def sink(self, job: str, step: str) -> LogSink:
-        """An executor ``on_log`` callback that tags lines with job and step."""
+        """An executor ``on_log`` callback that tags lines with job and step (call it in
+        the event loop's thread: the awaitable it returns for a line that only joins the
+        buffer is a future that is already done, so a line costs no coroutine)."""
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ready.set_result(None)
 
-        async def on_log(stream: str, ts: str, text: str) -> None:
-            self._buffer.append(LogLine(job=job, step=step, stream=stream, ts=ts, text=text,
-                                        attempt=self.attempt))
+        def on_log(stream: str, ts: str, text: str) -> Awaitable[None]:
+            self._buffer.append(_new(LogLine, (job, step, stream, ts, text, self.attempt)))
             self._buffered_chars += len(text)
             if len(self._buffer) >= self.max_lines or self._buffered_chars >= self.max_chars:
-                await self.flush()  # waits while the bus is down: backpressure
-            elif self._timer is None:
+                return self.flush()  # waits while the bus is down: backpressure
+            if self._timer is None:
                 self._timer = asyncio.create_task(self._flush_later())
+            return ready
 
         return on_log
 

@@ -42,6 +42,38 @@ async def test_an_endless_line_is_delivered_in_pieces() -> None:
     assert len(logs.texts()[-1]) == 5
 
 
+async def test_the_lines_of_one_chunk_take_its_timestamp_except_a_pending_first() -> None:
+    logs = Logs()
+    output = StepOutput(logs)
+    await output.feed("stdout", "2024-01-01T00:00:01+00:00", b"a")
+    await output.feed("stdout", "2024-01-01T00:00:02+00:00", b"b\nc\nd\ne")
+    await output.feed("stdout", "2024-01-01T00:00:03+00:00", b"\nf\n")
+    assert logs.lines == [
+        ("stdout", "2024-01-01T00:00:01+00:00", "ab"),
+        ("stdout", "2024-01-01T00:00:02+00:00", "c"),
+        ("stdout", "2024-01-01T00:00:02+00:00", "d"),
+        ("stdout", "2024-01-01T00:00:02+00:00", "e"),
+        ("stdout", "2024-01-01T00:00:03+00:00", "f"),
+    ]
+
+
+async def test_one_carriage_return_before_a_newline_goes_even_across_chunks() -> None:
+    logs = Logs()
+    output = StepOutput(logs)
+    ts = "2024-01-01T00:00:01+00:00"
+    await output.feed("stdout", ts, b"a\r")
+    await output.feed("stdout", ts, b"\nb\r\r\nc\rd\n\r\n")
+    assert logs.texts() == ["a", "b\r", "c\rd", ""]
+
+
+async def test_bytes_that_are_not_utf8_are_replaced_line_by_line() -> None:
+    logs = Logs()
+    output = StepOutput(logs)
+    ts = "2024-01-01T00:00:01+00:00"
+    await output.feed("stdout", ts, b"cut \xe2\x82\nthen \xe2\x82\xac\n\xff\xfe\n")
+    assert logs.texts() == ["cut \ufffd", "then \u20ac", "\ufffd\ufffd"]
+
+
 def test_names_are_sanitised_for_docker() -> None:
     assert sanitise("test (python=3.11, os=linux)") == "test_python_3.11_os_linux"
     assert sanitise("((()))") == "x"

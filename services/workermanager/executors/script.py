@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import shlex
 import time
@@ -66,13 +67,26 @@ class _Lines:
         self.ts = ""  # when the pending line's first byte arrived
 
     async def feed(self, ts: str, data: bytes) -> None:
-        if not self.pending:
+        end = data.rfind(b"\n")
+        if end < 0:
+            if not self.pending:
+                self.ts = ts
+            self.pending += data
+        else:
+            # Every complete line at once: one decode and one split for the chunk (a UTF-8
+            # sequence never spans a "\n", so this is the line-by-line decode), with the
+            # pending start of the first line; the first line keeps its first byte's ts.
+            # (Cancelled half-way, the rest of the chunk goes: so does a cancelled step.)
+            first_ts = self.ts if self.pending else ts
+            whole = bytes(self.pending) + data[: end + 1] if self.pending else data[: end + 1]
+            self.pending = bytearray(data[end + 1 :])
             self.ts = ts
-        self.pending += data
-        while (end := self.pending.find(b"\n")) >= 0:
-            await self._emit(bytes(self.pending[:end]))
-            del self.pending[: end + 1]
-            self.ts = ts
+            texts = whole.decode("utf-8", errors="replace").replace("\r\n", "\n").split("\n")
+            texts.pop()  # "" after the last "\n"
+            on_log, stream = self.on_log, self.stream
+            await on_log(stream, first_ts, texts[0])
+            for text in itertools.islice(texts, 1, None):
+                await on_log(stream, ts, text)
         while len(self.pending) > MAX_LINE_BYTES:
             await self._emit(bytes(self.pending[:MAX_LINE_BYTES]))
             del self.pending[:MAX_LINE_BYTES]

@@ -1,0 +1,111 @@
+"""The worker's end of the log pipeline without a runtime: ``StepLog`` (the per-step log
+limit) in front of ``LogShipper.sink`` (batches on the bus, backpressure)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.workermanager.jobs import StepLog
+from services.workermanager.logship import LogShipper
+from shared.config import StepLogLimit
+from shared.ports.bus import TOPIC_LOGS
+from shared.ports.logstore import LogLine
+from shared.wire import decode_log_batch
+
+TS = "2024-05-01T12:00:00.000000+00:00"
+
+
+class Bus:
+    """Keeps what is published; ``gate`` cleared holds every publish back."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, str, list[LogLine]]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def publish(self, topic: str, key: str, value: bytes) -> None:
+        assert topic == TOPIC_LOGS
+        await self.gate.wait()
+        self.batches.append(decode_log_batch(value))
+
+    def lines(self) -> list[LogLine]:
+        return [line for _, _, lines in self.batches for line in lines]
+
+
+async def test_lines_are_shipped_in_order_with_job_step_and_attempt() -> None:
+    bus = Bus()
+    shipper = LogShipper(bus, "r1", max_lines=4, attempt=3)  # type: ignore[arg-type]
+    build, test = shipper.sink("build", "compile"), shipper.sink("build", "test")
+    for n in range(10):
+        await (build if n < 5 else test)("stdout" if n % 2 else "stderr", TS, f"line {n}")
+    await shipper.close()
+
+    assert bus.lines() == [
+        LogLine("build", "compile" if n < 5 else "test", "stdout" if n % 2 else "stderr",
+                TS, f"line {n}", attempt=3)
+        for n in range(10)
+    ]
+    assert [len(lines) for _, _, lines in bus.batches] == [4, 4, 2]
+    assert len({batch for _, batch, _ in bus.batches}) == 3
+    assert shipper.shipped == 10
+
+
+async def test_a_line_that_fills_the_buffer_waits_for_the_bus() -> None:
+    bus = Bus()
+    shipper = LogShipper(bus, "r1", max_lines=3, linger_s=3600)  # type: ignore[arg-type]
+    sink = shipper.sink("build", "test")
+    bus.gate.clear()  # the bus is down
+    await sink("stdout", TS, "a")  # joins the buffer: returns at once
+    await sink("stdout", TS, "b")
+    third = asyncio.ensure_future(sink("stdout", TS, "c"))
+    await asyncio.sleep(0.05)
+    assert not third.done()  # held back: backpressure on the step's output
+
+    bus.gate.set()
+    await asyncio.wait_for(third, 5)
+    assert [line.text for line in bus.lines()] == ["a", "b", "c"]
+    await shipper.close()
+
+
+async def test_lines_within_the_linger_go_out_together() -> None:
+    bus = Bus()
+    shipper = LogShipper(bus, "r1", linger_s=0.01)  # type: ignore[arg-type]
+    sink = shipper.sink("build", "test")
+    for n in range(5):
+        await sink("stdout", TS, str(n))
+    await asyncio.sleep(0.2)
+    assert [[line.text for line in lines] for _, _, lines in bus.batches] == [
+        ["0", "1", "2", "3", "4"]]
+    await shipper.close()
+
+
+async def test_the_step_log_limit_cuts_once_and_counts_the_rest() -> None:
+    bus = Bus()
+    shipper = LogShipper(bus, "r1")  # type: ignore[arg-type]
+    step_log = StepLog(shipper.sink("build", "test"), StepLogLimit(max_lines=3))
+    for n in range(10):
+        await step_log("stdout", TS, f"line {n}")
+    await shipper.close()
+
+    texts = [line.text for line in bus.lines()]
+    assert texts[:3] == ["line 0", "line 1", "line 2"]
+    assert len(texts) == 4 and texts[3].startswith("cyclone: log limit reached (3 lines")
+    assert bus.lines()[3].stream == "stderr"
+    cut = step_log.truncated("build", "test", attempt=1)
+    assert cut is not None
+    assert (cut.kept_lines, cut.kept_bytes, cut.dropped_lines, cut.dropped_bytes) == (
+        3, 3 * len("line 0\n"), 7, 7 * len("line 0\n"))
+
+
+async def test_the_step_log_limit_counts_bytes_as_utf8() -> None:
+    bus = Bus()
+    shipper = LogShipper(bus, "r1")  # type: ignore[arg-type]
+    step_log = StepLog(shipper.sink("build", "test"), StepLogLimit(max_bytes=10))
+    await step_log("stdout", TS, "ü€")  # 5 bytes and a newline
+    await step_log("stdout", TS, "abcd")  # 5 more: 11 > 10
+    await shipper.close()
+
+    assert bus.lines()[0].text == "ü€"
+    cut = step_log.truncated("build", "test", attempt=1)
+    assert cut is not None and (cut.kept_bytes, cut.dropped_bytes) == (6, 5)
+    assert StepLog(shipper.sink("b", "s"), StepLogLimit()).truncated("b", "s", 1) is None
