@@ -340,12 +340,19 @@ def _read_chunk(path: Path, offset: int, want: int) -> tuple[list[StoredLine], i
                 return [], offset
             data += more
     complete = data[: data.rfind(b"\n")]
+    end = offset + len(complete) + 1
+    if want:
+        # Skip the lines before ``want`` unparsed: a record starts with '{"i":<index>,'
+        # (json.dumps puts a '"' inside a string as '\"': nothing else can look like it).
+        at = complete.find(b'{"i":%d,' % want)
+        if at > 0 and complete[at - 1] == ord("\n"):
+            complete = complete[at:]
     lines = _records(complete)
     if lines is None:  # something is malformed: line by line, skipping what is
         lines = [s for s in map(_stored, map(_decode, complete.split(b"\n"))) if s]
     if lines and lines[0].index < want:
         lines = [stored for stored in lines if stored.index >= want]
-    return lines, offset + len(complete) + 1
+    return lines, end
 
 
 def _records(complete: bytes) -> list[StoredLine] | None:
