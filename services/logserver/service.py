@@ -21,10 +21,12 @@ The live tail. For a run somebody follows, the server also keeps the lines it ha
 stored (the last ``TAIL_LINES`` at most, ``TAIL_CHARS`` of text at most, with their
 indexes): a follower takes new lines from there instead of reading them back from the
 store and parsing them again. The tail holds contiguous indexes only, exactly as the
-store gave them (``append`` returns each batch's first index); a follower reads the store
-whenever the tail does not hold its next line (it fell behind, joined late, or lines came
-from another writer), and after the tail's end each pass, so lines stored by another
-process are never skipped. It lives and dies with the run's wake-up entry.
+store gave them (``append`` returns each batch's first index). A follower reads the store
+whenever the tail does not hold its next line (it fell behind, or joined late), and also
+at the tail's end when it was woken from outside (``wake``: a notice of lines another
+process stored, or the run's events) or re-checks: lines stored elsewhere are never
+skipped, and a follower at the tail's end woken by this server's own appends finds them
+in the tail. It lives and dies with the run's wake-up entry.
 """
 
 from __future__ import annotations
@@ -99,11 +101,17 @@ class _Tail:
 
 @dataclass
 class _Wakeup:
-    """The followers of one run. ``event`` is set (and replaced) on each append."""
+    """The followers of one run. ``event`` is set (and replaced) on each append and each
+    ``wake``; ``outside`` counts the ``wake`` calls (news the tail may not have)."""
 
     followers: int = 0
     event: asyncio.Event = field(default_factory=asyncio.Event)
     tail: _Tail = field(default_factory=_Tail)
+    outside: int = 0
+
+    def set(self) -> None:
+        self.event.set()
+        self.event = asyncio.Event()
 
 
 _new = tuple.__new__  # a StoredLine of an index and a line, without a call of its own
@@ -132,7 +140,7 @@ class LogServer:
         wakeup = self._wakeups.get(run_id)
         if wakeup is not None:
             wakeup.tail.add(first, lines)
-        self.wake(run_id)
+            wakeup.set()
         self._notices.note(run_id, first + len(lines))
 
     def following(self) -> frozenset[str]:
@@ -161,12 +169,13 @@ class LogServer:
         ``is_complete`` is asked after each pass over the store, on each wake-up and at
         least every ``recheck_s`` seconds. The store is read in a streaming way: memory
         is one chunk, whatever the log's size. New lines come from the run's live tail
-        while it holds them (see the module docstring); a pass still ends with a read of
-        the store from there on.
+        while it holds them; the store is read when it does not, on the first pass, after
+        a ``wake`` and on re-checks (see the module docstring).
         """
         wakeup = self._wakeups.setdefault(run_id, _Wakeup())
         wakeup.followers += 1
         tail = wakeup.tail
+        looked = -1  # wakeup.outside when this follower last read the store; -1: read it
         try:
             next_index = max(from_index, 0)
             while True:
@@ -174,12 +183,14 @@ class LogServer:
                 while chunk := tail.chunk(next_index):
                     next_index = chunk[-1].index + 1
                     yield chunk
-                async with contextlib.aclosing(self.chunks(run_id, next_index)) as chunks:
-                    async for chunk in chunks:
-                        next_index = chunk[-1].index + 1
-                        yield chunk
-                        if tail.holds(next_index):
-                            break  # caught up with the tail: the rest from there
+                if next_index != tail.end or looked != wakeup.outside:
+                    looked = wakeup.outside
+                    async with contextlib.aclosing(self.chunks(run_id, next_index)) as chunks:
+                        async for chunk in chunks:
+                            next_index = chunk[-1].index + 1
+                            yield chunk
+                            if tail.holds(next_index):
+                                break  # caught up with the tail: the rest from there
                 if tail.holds(next_index) or woken.is_set():
                     continue  # appended during the pass: read those lines first
                 if await is_complete(next_index):
@@ -187,6 +198,7 @@ class LogServer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), self.recheck_s)
                 if not woken.is_set():
+                    looked = -1  # a re-check reads the store, should a wake-up be lost
                     yield []  # a quiet interval
         finally:
             wakeup.followers -= 1
@@ -214,11 +226,12 @@ class LogServer:
                 await close()
 
     def wake(self, run_id: str) -> None:
-        """Wake the run's followers: its log or its state changed."""
+        """Wake the run's followers: its log (stored by another process) or its state
+        changed. They read the store."""
         wakeup = self._wakeups.get(run_id)
         if wakeup is not None:
-            wakeup.event.set()
-            wakeup.event = asyncio.Event()
+            wakeup.outside += 1
+            wakeup.set()
 
 
 class StoredNotices:

@@ -149,6 +149,20 @@ async def test_lines_another_writer_stored_are_followed_in_order(
     check_every_line_once(got, texts)
 
 
+async def test_lines_another_writer_stored_without_a_notice_are_found_at_a_re_check(
+    setup: tuple[MemoryBus, CountingStore, LogServer],
+) -> None:
+    bus, logs, server = setup  # the server re-checks every 0.05 s
+    follower = Follower(server, "r1", expected=20)
+    texts = [f"line {n}" for n in range(20)]
+    await publish(bus, "r1", texts[:10])
+    await eventually(lambda: len(follower.got) == 10, timeout=TIMEOUT)
+    await logs.append("r1", lines_of(texts[10:]), uuid.uuid4().hex)  # its notice is lost
+    got = await follower.end()
+
+    check_every_line_once(got, texts)
+
+
 async def test_a_redelivered_batch_reaches_a_follower_once(
     setup: tuple[MemoryBus, CountingStore, LogServer],
 ) -> None:
