@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -72,11 +71,23 @@ async def test_connect_creates_the_unique_indexes(
         logs = await MongoLogStore.connect(mongo_url, mongo_database)
         await logs.close()
 
-    db = raw[mongo_database]
-    for collection, keys in (("log_lines", ("run", "i")), ("log_batches", ("run", "batch"))):
-        indexes = await db[collection].index_information()
+    indexes = await raw[mongo_database]["log_chunks"].index_information()
+    for keys in (("run", "first"), ("run", "batch")):
         assert any(tuple(k for k, _ in info["key"]) == keys and info.get("unique")
-                   for info in indexes.values()), (collection, indexes)
+                   for info in indexes.values()), (keys, indexes)
+
+
+async def test_a_batch_is_one_document(
+    logs: MongoLogStore, mongo_database: str, raw: AsyncMongoClient[dict[str, object]]
+) -> None:
+    run = run_id()
+    await logs.append(run, lines_of(*(f"l{n}" for n in range(500))), batch_id="b1")
+    await logs.append(run, lines_of("next"), batch_id="b2")
+
+    chunks = [doc async for doc in raw[mongo_database]["log_chunks"].find(
+        {"run": run}, sort=[("first", 1)])]
+    assert [(c["first"], c["n"], c["batch"]) for c in chunks] == [(0, 500, "b1"),
+                                                                  (500, 1, "b2")]
 
 
 async def test_two_deliveries_of_one_batch_at_once_store_it_once(
@@ -97,23 +108,45 @@ async def test_two_deliveries_of_one_batch_at_once_store_it_once(
 
     assert set(firsts) == {0}
     assert texts == [f"l{n}" for n in range(100)] + ["next"]
-    assert after == 100  # the losers' ranges were handed back: no gap
+    assert after == 100  # no gap
 
 
-async def test_a_batch_interrupted_mid_insert_is_completed_by_its_redelivery(
-    logs: MongoLogStore, mongo_database: str, raw: AsyncMongoClient[dict[str, object]]
+async def test_two_writers_appending_at_once_get_contiguous_ranges(
+    mongo_url: str, mongo_database: str
 ) -> None:
+    # Two log server replicas during a rebalance: each with its own idea of the run's end.
+    one = await MongoLogStore.connect(mongo_url, mongo_database)
+    two = await MongoLogStore.connect(mongo_url, mongo_database)
+    try:
+        run = run_id()
+        await one.append(run, lines_of("a"), batch_id="first")
+        await two.append(run, lines_of("b"), batch_id="second")  # one's end is stale now
+        firsts = await asyncio.gather(*(
+            store.append(run, lines_of(f"{i}-x", f"{i}-y"), batch_id=f"b{i}")
+            for i, store in enumerate([one, two] * 10)))
+        stored = await read_all(one, run)
+    finally:
+        await one.close()
+        await two.close()
+
+    assert sorted(firsts) == list(range(2, 42, 2))
+    assert [s.index for s in stored] == list(range(42))
+    by_batch = {s.line.text.split("-")[0]: s.index for s in stored if "-x" in s.line.text}
+    assert all(by_batch[str(i)] == first for i, first in enumerate(firsts))
+
+
+async def test_a_batch_larger_than_a_chunk_is_split_and_read_back_whole(
+    logs: MongoLogStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.adapters.logstore.mongo.CHUNK_CHARS", 10)
     run = run_id()
-    await logs.append(run, lines_of("a", "b", "c"), batch_id="b1")
-    # A writer that died after claiming b1 and inserting only some of its lines:
-    db = raw[mongo_database]
-    await db["log_lines"].delete_one({"run": run, "i": 1})
-    await db["log_batches"].update_one({"run": run, "batch": "b1"}, {"$set": {"done": False}})
+    texts = [f"line {n:03}" for n in range(7)]  # 8 characters each: one a chunk
+    assert await logs.append(run, lines_of(*texts), batch_id="big") == 0
+    assert await logs.append(run, lines_of(*texts), batch_id="big") == 0  # redelivered
+    assert await logs.append(run, lines_of("after"), batch_id="next") == 7
 
-    assert await logs.append(run, lines_of("a", "b", "c"), batch_id="b1") == 0
-
-    assert [s.line.text for s in await read_all(logs, run)] == ["a", "b", "c"]
-    assert await logs.append(run, lines_of("d"), batch_id="b2") == 3
+    assert [s.line.text for s in await read_all(logs, run)] == [*texts, "after"]
+    assert [s.line.text for s in await read_all(logs, run, 5)] == [*texts[5:], "after"]
 
 
 async def test_calls_after_close_are_store_errors(mongo_url: str, mongo_database: str) -> None:
@@ -123,18 +156,3 @@ async def test_calls_after_close_are_store_errors(mongo_url: str, mongo_database
 
     with pytest.raises(StoreError, match="closed"):
         await logs.append(run_id(), lines_of("x"), batch_id="b1")
-
-
-async def test_a_batch_claimed_by_a_writer_that_died_is_numbered_by_its_redelivery(
-    logs: MongoLogStore, mongo_database: str, raw: AsyncMongoClient[dict[str, object]]
-) -> None:
-    run = run_id()
-    await logs.append(run, lines_of("a"), batch_id="b1")
-    # A writer that died right after claiming b2, before taking its indices:
-    await raw[mongo_database]["log_batches"].insert_one(
-        {"run": run, "batch": "b2", "owner": "dead", "at": time.time() - 3600,
-         "first": None, "done": False})
-
-    assert await logs.append(run, lines_of("b", "c"), batch_id="b2") == 1
-
-    assert [s.line.text for s in await read_all(logs, run)] == ["a", "b", "c"]
