@@ -4,8 +4,9 @@ readers follow a run's log as it grows.
 A batch is committed on the bus only after the log store has it, and the store
 drops a batch it already has (by batch id), so a crash at any point neither
 loses nor doubles a line. Streaming to clients (SSE, websocket: ``http.py``)
-reads the store, never the bus, so a reader that joins late or reconnects sees
-exactly the stored lines, in index order.
+reads the store (or the lines the store has just given their indexes: the live
+tail, below), never the bus, so a reader that joins late or reconnects sees exactly
+the stored lines, in index order.
 
 Following. After each append the readers of that run are woken (no polling), and a
 notice ``{"run", "end"}`` goes out on ``cyclone.logs.stored`` (coalesced per run, in the
