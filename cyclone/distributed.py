@@ -247,7 +247,8 @@ async def _workermanager(parts: _Parts, settings: Settings) -> Started:
 
 async def _logserver(parts: _Parts, settings: Settings) -> Started:
     # Stores what workers ship; the api replicas serve the streams from the same store.
-    return [LogServer(parts.bus, parts.logs).run()], _health_app(_ready(parts))
+    server = LogServer(parts.bus, parts.logs)
+    return [server.run()], _health_app(_ready(parts), [server.collector()])
 
 
 async def _notifier(parts: _Parts, settings: Settings) -> Started:

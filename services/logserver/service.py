@@ -36,10 +36,13 @@ import asyncio
 import bisect
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from prometheus_client.core import CounterMetricFamily, Metric
+
 from shared.consume import consume
+from shared.metrics import FunctionCollector
 from shared.ports.bus import TOPIC_LOGS, TOPIC_LOGS_STORED, Bus, Message
 from shared.ports.logstore import LogLine, LogStore, StoredLine
 from shared.retry import Backoff, is_transient
@@ -125,6 +128,8 @@ class LogServer:
         self.logs = logs
         self.group = group
         self.recheck_s = recheck_s
+        self.batches_handled = 0  # batches stored by this process (redeliveries too)
+        self.lines_handled = 0  # ... and their lines
         self._wakeups: dict[str, _Wakeup] = {}
         self._notices = StoredNotices(bus)
 
@@ -138,11 +143,25 @@ class LogServer:
     async def handle(self, message: Message) -> None:
         run_id, batch_id, lines = decode_log_batch(message.value)
         first = await self.logs.append(run_id, lines, batch_id)
+        self.batches_handled += 1
+        self.lines_handled += len(lines)
         wakeup = self._wakeups.get(run_id)
         if wakeup is not None:
             wakeup.tail.add(first, lines)
             wakeup.set()
         self._notices.note(run_id, first + len(lines))
+
+    def collector(self) -> FunctionCollector:
+        """``cyclone_log_lines_stored_total`` and ``cyclone_log_batches_stored_total``:
+        what this process has stored (a redelivered batch counts again)."""
+        def collect() -> Iterable[Metric]:
+            yield CounterMetricFamily("cyclone_log_lines_stored",
+                                      "Log lines this process has stored",
+                                      value=self.lines_handled)
+            yield CounterMetricFamily("cyclone_log_batches_stored",
+                                      "Batches of log lines this process has stored",
+                                      value=self.batches_handled)
+        return FunctionCollector(collect)
 
     def following(self) -> frozenset[str]:
         """The runs that have followers right now."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -305,13 +306,24 @@ async def test_project_update_and_delete(http: aiohttp.ClientSession, repo: GitR
 
 async def test_metrics_and_health(http: aiohttp.ClientSession, repo: GitRepo) -> None:
     await add_project(http, repo)
-    await wait_run(http, await trigger(http))
+    run = await wait_run(http, await trigger(http))
+    await log_texts(http, run["id"])
     assert (await call(http, "GET", "/healthz", 200)) == {"status": "ok"}
-    async with http.get("/metrics") as response:
-        text = await response.text()
+
+    async def metrics() -> str:
+        async with http.get("/metrics") as response:
+            return await response.text()
+
+    async def lines_counted() -> str | None:  # the log may trail the run's end a moment
+        text = await metrics()
+        stored = re.search(r"^cyclone_log_lines_stored_total (\S+)$", text, re.MULTILINE)
+        return text if stored and float(stored.group(1)) == run["log_lines"] else None
+
+    text = await eventually(lines_counted, what="the run's lines counted as stored")
     assert 'cyclone_runs{status="success"} 1.0' in text
     assert "cyclone_step_duration_seconds_count 2.0" in text
     assert "cyclone_events_appended_total" in text
+    assert re.search(r"^cyclone_log_batches_stored_total [1-9]", text, re.MULTILINE)
 
 
 async def test_after_sigkill_running_runs_error_and_queued_runs_resume(
