@@ -16,6 +16,14 @@ partition is committed up to the last message before which every message is done
 so a crash redelivers exactly the messages not yet handled (and perhaps some that
 were: handlers are idempotent anyway). The first handler error ends the
 subscription as above; the other handlers in flight are cancelled.
+
+With ``commit_behind=True`` (one message at a time), a message's commit does not hold
+up the next message: commits run one after the other in the background, each for the
+newest message handled by then, so a busy consumer commits every few messages instead
+of paying a broker round trip (~10 ms on Kafka) for each. At-least-once holds all the
+same: a crash redelivers what was handled but not yet committed (a few more messages),
+which idempotent handlers take in their stride. What the log server uses: its batches
+come faster than one commit a batch allows.
 """
 
 from __future__ import annotations
@@ -41,13 +49,16 @@ Handler = Callable[[Message], Awaitable[None]]
 
 
 async def consume(bus: Bus, topic: str, group: str, handle: Handler,
-                  concurrency: int = 1) -> None:
+                  concurrency: int = 1, commit_behind: bool = False) -> None:
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
+    if commit_behind and concurrency > 1:
+        raise ValueError("commit_behind is for one message at a time")
     backoff = Backoff()
     while True:
         try:
-            await _consume_once(bus, topic, group, handle, backoff, concurrency)
+            await _consume_once(bus, topic, group, handle, backoff, concurrency,
+                                commit_behind)
             return  # the bus was closed: iteration ended
         except Exception as exc:
             if not is_transient(exc):
@@ -60,19 +71,53 @@ async def consume(bus: Bus, topic: str, group: str, handle: Handler,
 
 
 async def _consume_once(bus: Bus, topic: str, group: str, handle: Handler,
-                        backoff: Backoff, concurrency: int) -> None:
+                        backoff: Backoff, concurrency: int, commit_behind: bool) -> None:
     sub = await bus.subscribe(topic, group)
+    committer = _CommitBehind(sub) if commit_behind else None
     try:
         if concurrency > 1:
             await _Window(sub, handle, concurrency, backoff).run()
             return
         async for message in sub:
             await handle(message)
-            await sub.commit(message)
+            if committer is None:
+                await sub.commit(message)
+            else:
+                committer.handled(message)
             backoff.reset()
     finally:
+        if committer is not None:
+            await committer.close()
         with contextlib.suppress(BusError):  # leaving a broken connection may fail too
             await sub.close()
+
+
+class _CommitBehind:
+    """Commits in the background, one at a time, each for the newest message handled."""
+
+    def __init__(self, sub: Subscription) -> None:
+        self.sub = sub
+        self.latest: Message | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def handled(self, message: Message) -> None:
+        self.latest = message
+        if self.task is None or self.task.done():
+            if self.task is not None:
+                self.task.result()  # a failed commit ends the subscription
+            self.task = asyncio.create_task(self._commit())
+
+    async def _commit(self) -> None:
+        while self.latest is not None:
+            message, self.latest = self.latest, None
+            await self.sub.commit(message)
+
+    async def close(self) -> None:
+        """Let the commit in flight (and the one it is behind) finish; its failure is
+        the subscription's end anyway."""
+        if self.task is not None:
+            with contextlib.suppress(BusError, asyncio.CancelledError):
+                await self.task
 
 
 

@@ -124,3 +124,51 @@ async def test_the_loop_ends_when_the_bus_closes_after_handling_what_it_took() -
     await bus.close()
     await asyncio.wait_for(task, 10)
     assert sorted(handled, key=int) == [str(i) for i in range(20)]
+
+
+class _SlowCommits(MemoryBus):
+    """The in-process bus with commits as slow as a broker round trip, counted."""
+
+    def __init__(self) -> None:
+        super().__init__(partitions=1)
+        self.commits = 0
+        self.commit_may_end = asyncio.Event()
+
+    async def subscribe(self, topic: str, group: str):  # type: ignore[no-untyped-def]
+        sub = await super().subscribe(topic, group)
+        plain = sub.commit
+
+        async def commit(message: Message) -> None:
+            self.commits += 1
+            await self.commit_may_end.wait()
+            await plain(message)
+
+        sub.commit = commit  # type: ignore[method-assign]
+        return sub
+
+
+async def test_with_commit_behind_handling_does_not_wait_for_commits() -> None:
+    bus = _SlowCommits()
+    handled: list[str] = []
+
+    async def handle(message: Message) -> None:
+        handled.append(message.value.decode())
+
+    await _publish(bus, *(("run", str(n)) for n in range(10)))
+    task = asyncio.create_task(consume(bus, TOPIC, "g", handle, commit_behind=True))
+    # The first commit hangs: all ten are handled meanwhile; it or the next covers them.
+    await eventually(lambda: len(handled) == 10)
+    assert bus.commits == 1
+    bus.commit_may_end.set()
+    await _stop(task)  # lets the commit in flight finish
+
+    again: list[str] = []
+
+    async def second_life(message: Message) -> None:
+        again.append(message.value.decode())
+
+    await _publish(bus, ("run", "new"))
+    task = asyncio.create_task(consume(bus, TOPIC, "g", second_life))
+    await eventually(lambda: again == ["new"])  # everything before it was committed
+    await _stop(task)
+    await bus.close()

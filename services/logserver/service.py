@@ -137,7 +137,7 @@ class LogServer:
         """Store what ``cyclone.logs`` brings, announcing it on ``cyclone.logs.stored``."""
         async with asyncio.TaskGroup() as group:
             announcing = group.create_task(self._notices.run())
-            await consume(self.bus, TOPIC_LOGS, self.group, self.handle)
+            await consume(self.bus, TOPIC_LOGS, self.group, self.handle, commit_behind=True)
             announcing.cancel()
 
     async def handle(self, message: Message) -> None:
