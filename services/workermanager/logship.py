@@ -1,9 +1,10 @@
 """Ships a job's log lines to ``cyclone.logs`` in small batches, as they are written.
 
-Lines are buffered for at most ``linger_s`` (or ``max_lines``, or ``max_chars`` of text:
-a batch stays well inside a message's and a stored document's size limits) and published as one
-message ``{"run": id, "batch": id, "lines": [...]}`` keyed by run id, so the order of
-a run's lines is kept and the log server can drop a redelivered batch by its id.
+Lines are buffered for at most ``linger_s`` (or ``max_lines``, or ``max_chars`` of text)
+and published as one message ``{"run": id, "batch": id, "lines": [...]}`` keyed by run
+id, so the order of a run's lines is kept and the log server can drop a redelivered
+batch by its id. A batch whose message would pass ``MAX_MESSAGE_BYTES`` (long lines
+full of escaped characters) goes out as several, each with an id of its own.
 
 A publish that fails with a transient ``BusError`` (the broker restarting; not
 ``BusClosed``) is retried with backoff, the same batch with the same id, until it
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Awaitable
 
 from shared.ports.bus import TOPIC_LOGS, Bus
@@ -29,7 +31,11 @@ from shared.ports.logstore import LogLine
 from shared.retry import Backoff, is_transient
 from shared.wire import encode_log_batch
 
-__all__ = ["LogShipper"]
+__all__ = ["MAX_MESSAGE_BYTES", "LogShipper"]
+
+# Kafka refuses a message over ~1 MB (the producer's max_request_size and the broker's
+# message.max.bytes defaults): a bigger batch would be retried forever.
+MAX_MESSAGE_BYTES = 900_000
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +44,8 @@ _new = tuple.__new__  # a LogLine from its six fields, without a call of its own
 
 class LogShipper:
     def __init__(self, bus: Bus, run_id: str, linger_s: float = 0.02,
-                 max_lines: int = 500, retry_max_s: float = 2.0, attempt: int = 1,
-                 max_chars: int = 1024 * 1024) -> None:
+                 max_lines: int = 2000, retry_max_s: float = 2.0, attempt: int = 1,
+                 max_chars: int = 256 * 1024) -> None:
         self.bus = bus
         self.run_id = run_id
         self.attempt = attempt  # of the job whose lines these are (LogLine.attempt)
@@ -49,7 +55,8 @@ class LogShipper:
         self.retry_max_s = retry_max_s
         self._buffer: list[LogLine] = []
         self._buffered_chars = 0  # of the buffer's lines' text
-        self._pending: tuple[str, list[LogLine]] | None = None  # (batch id, lines) going out
+        # The batch going out, as the messages it is sent in: (batch id, lines, message)
+        self._pending: deque[tuple[str, list[LogLine], bytes]] = deque()
         self.shipped = 0  # lines the bus has accepted so far
         self._lock = asyncio.Lock()  # one flush at a time: batches go out in order
         self._timer: asyncio.Task[None] | None = None
@@ -88,14 +95,25 @@ class LogShipper:
     async def _ship_all(self) -> None:
         """Ship the pending batch, then what is buffered (lock held); also what is
         written meanwhile, until the buffer is empty."""
-        while self._pending is not None or self._buffer:
-            if self._pending is None:
-                self._pending, self._buffer = (uuid.uuid4().hex, self._buffer), []
-                self._buffered_chars = 0
-            batch, lines = self._pending
-            await self._publish(encode_log_batch(self.run_id, batch, lines))
-            self._pending = None
+        while self._pending or self._buffer:
+            if not self._pending:
+                self._pending.extend(self._messages(self._buffer))
+                self._buffer, self._buffered_chars = [], 0
+            _, lines, message = self._pending[0]
+            await self._publish(message)
+            self._pending.popleft()
             self.shipped += len(lines)
+
+    def _messages(self, lines: list[LogLine]) -> list[tuple[str, list[LogLine], bytes]]:
+        """The batch as messages of at most ``MAX_MESSAGE_BYTES`` (halved until each
+        fits: escaping can make a line's JSON several times its text), each with a batch
+        id of its own, kept across retries."""
+        batch = uuid.uuid4().hex
+        message = encode_log_batch(self.run_id, batch, lines)
+        if len(message) <= MAX_MESSAGE_BYTES or len(lines) == 1:
+            return [(batch, lines, message)]
+        half = len(lines) // 2
+        return self._messages(lines[:half]) + self._messages(lines[half:])
 
     async def _publish(self, value: bytes) -> None:
         backoff, failures = Backoff(cap=self.retry_max_s), 0

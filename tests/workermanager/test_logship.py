@@ -109,3 +109,28 @@ async def test_the_step_log_limit_counts_bytes_as_utf8() -> None:
     cut = step_log.truncated("build", "test", attempt=1)
     assert cut is not None and (cut.kept_bytes, cut.dropped_bytes) == (6, 5)
     assert StepLog(shipper.sink("b", "s"), StepLogLimit()).truncated("b", "s", 1) is None
+
+
+class SizeCheckingBus(Bus):
+    """Refuses what Kafka would: a message over its default limit (~1 MB)."""
+
+    async def publish(self, topic: str, key: str, value: bytes) -> None:
+        assert len(value) <= 1_000_000, f"a {len(value)}-byte message: Kafka refuses it"
+        await super().publish(topic, key, value)
+
+
+async def test_a_batch_too_big_for_one_message_goes_out_in_several() -> None:
+    bus = SizeCheckingBus()
+    # Control characters are escaped as \u00XX: 6 bytes each in the message.
+    shipper = LogShipper(bus, "r1", max_lines=500, max_chars=10_000_000,  # type: ignore[arg-type]
+                         linger_s=3600)
+    sink = shipper.sink("build", "test")
+    texts = [f"{n:03} " + "\x01" * 30_000 for n in range(100)]  # ~18 MB of JSON
+    for text in texts:
+        await sink("stdout", TS, text)
+    await shipper.close()
+
+    assert [line.text for line in bus.lines()] == texts
+    assert len(bus.batches) > 18
+    assert len({batch for _, batch, _ in bus.batches}) == len(bus.batches)
+    assert shipper.shipped == 100
