@@ -97,10 +97,12 @@ def start_git(stack: contextlib.ExitStack, work: Path, pipeline: str) -> str:
 
 
 @contextlib.contextmanager
-def embedded_mode(home: Path, capacity: int) -> Iterator[Target]:
-    """``cyclone up`` with a fresh CYCLONE_HOME and one worker of ``capacity`` jobs."""
+def embedded_mode(home: Path, capacity: int, **env: str) -> Iterator[Target]:
+    """``cyclone up`` with a fresh CYCLONE_HOME and one worker of ``capacity`` jobs (``env``
+    on top of the common settings); its output goes to ``home/output.log``."""
     server = CycloneServer(home)
     server.env.update(COMMON_ENV)
+    server.env.update(env)
     server.env["CYCLONE_WORKER_CAPACITY"] = str(capacity)
     try:
         server.start()

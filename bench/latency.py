@@ -49,10 +49,8 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -65,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cluster_support import Target, embedded_mode
 
 IMAGE = "cyclone-test/busybox:latest"
 CAPACITY = 8  # CYCLONE_WORKER_CAPACITY and CYCLONE_MAX_PARALLEL_JOBS
@@ -75,80 +74,6 @@ TERMINAL = frozenset({"RunSucceeded", "RunFailed", "RunCancelled", "RunErrored",
 TARGET_ONE_RATIO = 1.3
 TARGET_TEN_RATIO = 0.7
 TARGET_BURST = {"docker": 212.0, "shell": 1500.0}  # runs/min
-_TOKEN = re.compile(r"CYCLONE_TOKEN=(cyc_[A-Za-z0-9_-]+)")
-
-
-# --- the server -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
-    """``cyclone up`` for one executor, its output in a file next to its home."""
-
-    def __init__(self, work: Path, executor: str) -> None:
-        self.executor = executor
-        self.home = work / f"home-{executor}"
-        self.log = work / f"server-{executor}.log"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.token = ""
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.env = {**os.environ, "CYCLONE_HOME": str(self.home),
-                    "CYCLONE_LISTEN": f"127.0.0.1:{self.port}", "CYCLONE_EXECUTOR": executor,
-                    "CYCLONE_WORKER_CAPACITY": str(CAPACITY),
-                    "CYCLONE_MAX_PARALLEL_JOBS": str(CAPACITY), "CYCLONE_LOG_FORMAT": "text"}
-        self.env.pop("CYCLONE_TOKEN", None)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def output(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.output().splitlines()[-lines:])
-
-    def start(self, timeout: float = 60.0) -> None:
-        """Start it and wait for "Cyclone is serving" and the admin token it prints once
-        (a poll of its output file, bounded by ``timeout``)."""
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "cyclone.cli", "up"],
-                                         env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.output()
-            match = _TOKEN.search(text)
-            if "Cyclone is serving" in text and match:
-                self.token = match.group(1)
-                return
-            if self.proc.poll() is not None:
-                raise SystemExit(f"cyclone up ({self.executor}) exited with "
-                                 f"{self.proc.returncode}:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"cyclone up ({self.executor}) did not start within "
-                                 f"{timeout:.0f} s:\n{self.tail()}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 30 s."""
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 # --- the projects -------------------------------------------------------------------------
@@ -230,7 +155,7 @@ class Run:
 
 
 class Client:
-    def __init__(self, http: aiohttp.ClientSession, server: Server, timeout: float) -> None:
+    def __init__(self, http: aiohttp.ClientSession, server: Target, timeout: float) -> None:
         self.http = http
         self.server = server
         self.timeout = timeout
@@ -363,10 +288,14 @@ def verdict(ok: bool) -> str:
     return "MET" if ok else "NOT MET"
 
 
-async def measure(server: Server, projects: dict[int, Project],
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def measure(server: Target, executor: str, projects: dict[int, Project],
                   args: argparse.Namespace) -> Results:
-    results = Results(server.executor)
-    docker = server.executor == "docker"
+    results = Results(executor)
+    docker = executor == "docker"
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         client = Client(http, server, args.timeout)
@@ -480,7 +409,7 @@ def workdir(keep: bool) -> Iterator[Path]:
         yield work
     finally:
         if keep:
-            print(f"kept: {work} (server-*.log, home-*/, repos/)", file=sys.stderr)
+            print(f"kept: {work} (home-*/ with output.log, repos/)", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -502,22 +431,16 @@ def main() -> None:
             for project in projects.values():
                 git_repo(project.repo, project.steps)
             for executor in executors:
-                server = Server(work, executor)
-                try:
-                    server.start()  # says why, with the server's output, if it fails
-                except BaseException:
-                    server.stop()
-                    raise
-                assert server.proc is not None
-                print(f"== {executor} executor: cyclone up pid {server.proc.pid} on "
-                      f"{server.url} ==", flush=True)
-                try:
-                    results = asyncio.run(measure(server, projects, args))
-                except (Exception, SystemExit):
-                    print(f"server output (last lines):\n{server.tail()}", file=sys.stderr)
-                    raise
-                finally:
-                    server.stop()
+                home = work / f"home-{executor}"
+                with embedded_mode(home, CAPACITY, CYCLONE_EXECUTOR=executor,
+                                   CYCLONE_MAX_PARALLEL_JOBS=str(CAPACITY)) as server:
+                    print(f"== {executor} executor: cyclone up on {server.url} ==", flush=True)
+                    try:
+                        results = asyncio.run(measure(server, executor, projects, args))
+                    except (Exception, SystemExit):
+                        print(f"server output (last lines):\n{_tail(home / 'output.log')}",
+                              file=sys.stderr)
+                        raise
                 report(results)
                 all_results.append(results)
             summary(all_results)

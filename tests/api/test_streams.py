@@ -41,6 +41,7 @@ from shared.ports.bus import TOPIC_EVENTS
 from shared.projections.runs import RunView
 from shared.runstream import new_run_id
 from shared.wire import encode_event
+from tests.sse_support import Sse, sse_events
 from tests.support import eventually
 
 TIMEOUT = 60.0  # deadline for anything that involves running a pipeline (2 busy cores)
@@ -57,18 +58,6 @@ class _QuietPacer(sse.Pacer):
 # --- the pieces --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Sse:
-    """One event as a browser's EventSource parses it (``comment`` for ``: ...``)."""
-
-    event: str
-    id: str
-    data: str
-
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-
 class Stream:
     """A ``text/event-stream`` response read event by event, across several waits."""
 
@@ -77,23 +66,9 @@ class Stream:
         self._events = self._parse()
 
     async def _parse(self) -> AsyncIterator[Sse]:
-        event, last_id, data = "message", "", list[str]()
-        async for raw in self.resp.content:
-            line = raw.decode().rstrip("\r\n")
-            if line.startswith(":"):
-                continue  # a comment (keep-alive)
-            if line:
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "event":
-                    event = value
-                elif name == "id":
-                    last_id = value
-                elif name == "data":
-                    data.append(value)
-            elif data:
-                yield Sse(event, last_id, "\n".join(data))
-                event, data = "message", []
+        async for event in sse_events(self.resp):
+            if event.event != "comment":  # keep-alives
+                yield event
 
     async def next(self) -> Sse:
         """The next event; fails at the deadline or if the stream closes first."""

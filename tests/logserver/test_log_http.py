@@ -28,6 +28,7 @@ from shared.ports.bus import TOPIC_LOGS
 from shared.ports.logstore import LogLine
 from shared.projections.runs import RunView, apply
 from shared.wire import encode_log_batch
+from tests.sse_support import Sse, sse_events
 from tests.support import eventually
 
 TIMEOUT = 20.0  # no stream in these tests may take longer
@@ -136,37 +137,6 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         await asyncio.wait({consumer})
         await bus.close()
         await logs.close()
-
-
-@dataclass(frozen=True)
-class Sse:
-    event: str  # "line", "end", or "comment" for a ": ..." line
-    id: str
-    data: str
-
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-
-async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[Sse]:
-    """The events of a text/event-stream response, as a browser's EventSource parses them."""
-    event, last_id, data = "message", "", []
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\r\n")
-        if line.startswith(":"):
-            yield Sse("comment", "", line[1:].strip())
-        elif line:
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "event":
-                event = value
-            elif name == "id":
-                last_id = value
-            elif name == "data":
-                data.append(value)
-        elif data:
-            yield Sse(event, last_id, "\n".join(data))
-            event, data = "message", []
 
 
 async def take_lines(events: AsyncIterator[Sse], count: int) -> list[Sse]:
