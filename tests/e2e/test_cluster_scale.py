@@ -278,8 +278,7 @@ async def test_a_random_replica_killed_during_each_run(
         for _ in range(20):
             run_id = await client.trigger(project)
             run_ids.append(run_id)
-            await eventually(lambda r=run_id: _has_running_job(client, r), timeout=60,
-                             what=f"run {run_id} runs a job")
+            await _running(client, run_id)
             starting = [r for r, task in restarts.items() if not task.done()]
             victim = await _pick_victim(cluster, chooser, client, run_id, exclude=starting)
             killed.append(victim.replica)
@@ -293,6 +292,16 @@ async def test_a_random_replica_killed_during_each_run(
         for run in runs.values():
             await check_run(client, counter, run)
     print(f"killed, in order: {killed}")
+
+
+async def _running(client: Client, run_id: str) -> None:
+    """Wait until the run runs a job; if it does not, fail with its history."""
+    try:
+        await eventually(lambda: _has_running_job(client, run_id), timeout=60,
+                         what=f"run {run_id} runs a job")
+    except AssertionError as exc:
+        events = (await client.call("GET", f"/api/v1/runs/{run_id}/events"))["events"]
+        raise AssertionError(f"{exc}; its events: {[_said(e) for e in events]}") from None
 
 
 async def _has_running_job(client: Client, run_id: str) -> bool:
@@ -331,8 +340,7 @@ async def _pick_victim(cluster: Cluster, chooser: random.Random, client: Client,
 async def _outage_mid_run(client: Client, counter: Counter, project: str,
                           restart: Any, runs: int = 3, lines: int = LINES) -> None:
     run_ids = [await client.trigger(project) for _ in range(runs)]
-    await eventually(lambda: _has_running_job(client, run_ids[0]), timeout=60,
-                     what="the first run runs a job")
+    await _running(client, run_ids[0])
     follower = asyncio.create_task(follow_log(client, run_ids[0]))
     started = time.monotonic()
     await asyncio.to_thread(restart)

@@ -154,9 +154,14 @@ async def test_a_failure_mails_everyone_once_and_the_fix_says_fixed_once(
             [post] = team_posts(chat, kind)
             assert failed["id"] in str(post.body), (kind, post.body)
         assert chat.problems == []
-        events = await run_events(http, server, failed["id"])
-        sent = [e for e in events if e["type"] == "NotificationSent"]
-        assert len(sent) == len(ADDRESSES) + len(CHATS) + 1  # + the audit webhook
+        expected = len(ADDRESSES) + len(CHATS) + 1  # + the audit webhook
+
+        async def recorded() -> list[Any] | None:  # a record follows its delivery
+            events = await run_events(http, server, failed["id"])
+            sent = [e for e in events if e["type"] == "NotificationSent"]
+            return sent if len(sent) >= expected else None
+
+        assert len(await eventually(recorded, timeout=30)) == expected
 
         fixed = await push(http, server, repo, PASSING, "d-2")
         assert fixed["status"] == "success"
@@ -174,10 +179,14 @@ async def test_a_failure_mails_everyone_once_and_the_fix_says_fixed_once(
         assert again["status"] == "success"
         assert len(smtp.received) == 6  # a success after a success: nobody is told
         assert all(len(team_posts(chat, kind)) == 2 for kind in CHATS)
-        async with http.get(f"{server.url}/metrics") as response:
-            metrics = await response.text()
         sent = 2 * (len(ADDRESSES) + len(CHATS)) + 3  # + the audit hook, once per run
-        assert f'cyclone_notifications_total{{outcome="sent"}} {sent}.0' in metrics
+
+        async def counted() -> bool:
+            async with http.get(f"{server.url}/metrics") as response:
+                metrics = await response.text()
+            return f'cyclone_notifications_total{{outcome="sent"}} {sent}.0' in metrics
+
+        await eventually(counted, timeout=30, what=f"{sent} notifications counted as sent")
 
 
 async def test_channels_that_are_down_or_refuse_are_recorded_and_hold_up_nothing(
