@@ -49,7 +49,7 @@ class Display:
     def _describe(self, e: ev.Event) -> str:
         match e:
             case ev.RunPlanned(plan=plan, warnings=warnings):
-                jobs = ", ".join(j["name"] for j in plan["jobs"])
+                jobs = ", ".join(j.name for j in plan.jobs)
                 lines = [f"planned: {jobs}", *(f"warning: {w}" for w in warnings)]
                 return "\n".join(lines)
             case ev.JobStarted(job=job):

@@ -18,7 +18,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
+
+from shared.pipeline.plan import Plan
 
 __all__ = [
     "EVENT_TYPES",
@@ -111,6 +113,13 @@ class Event:
     def to_data(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        """The event ``to_data`` gave (of this version); keys it does not know are left
+        out (a newer writer's optional fields)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
 
 def _register(cls: type[E]) -> type[E]:
     if not cls.TYPE:
@@ -166,11 +175,19 @@ class RunRequested(Event):
 @_register
 @dataclass(frozen=True)
 class RunPlanned(Event):
-    """The pipeline compiled into a job graph (``shared.pipeline.plan.Plan.to_data``)."""
+    """The pipeline compiled into a job graph (stored as ``Plan.to_data``)."""
 
     TYPE: ClassVar[str] = "RunPlanned"
-    plan: dict[str, Any]
-    warnings: list[str] = field(default_factory=list)
+    plan: Plan
+    warnings: tuple[str, ...] = ()
+
+    def to_data(self) -> dict[str, Any]:
+        return {"plan": self.plan.to_data(), "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        return cls(plan=Plan.from_data(data["plan"]),
+                   warnings=tuple(str(w) for w in data.get("warnings", ())))
 
 
 @_register
@@ -620,5 +637,4 @@ def decode(recorded: RecordedEvent) -> Event | None:
     while version < cls.VERSION:
         data = UPCASTERS[(recorded.type, version)](data)
         version += 1
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in known})
+    return cls.from_data(data)

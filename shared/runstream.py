@@ -5,11 +5,15 @@ append given what it holds, append with its last seq as the expected seq, and on
 concurrent append decide again from what is there now.
 
 Every writer of a run stream (the event manager deciding, a worker reporting, the
-API requesting a cancel) goes through ``append_to_run``: it folds the stream to
-its current ``RunView``, asks ``decide`` what to append given that state, and
-appends with the state's last seq as the expected seq. A concurrent writer makes
-the append fail with ``ConcurrencyConflict``; we then decide again from fresh
+API requesting a cancel) goes through ``append_to_run`` or ``RunStates.append``: it
+folds the stream to its current ``RunView``, asks ``decide`` what to append given that
+state, and appends with the state's last seq as the expected seq. A concurrent writer
+makes the append fail with ``ConcurrencyConflict``; we then decide again from fresh
 state, so nothing is ever overwritten and no decision is made on stale state.
+
+``RunStates`` is the same for a service that works on a run event after event: it keeps
+each run's folded view and reads only the events after the last one it saw, so the
+cost of an event does not grow with the length of the run's history.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from shared.errors import ConcurrencyConflict, StoreError
@@ -24,7 +29,15 @@ from shared.events import Event, NewEvent, RecordedEvent, run_stream
 from shared.ports.eventstore import EventStore
 from shared.projections.runs import RunView, fold
 
-__all__ = ["AppendResult", "append_to_run", "append_to_stream", "load_run", "new_run_id"]
+__all__ = [
+    "AppendResult",
+    "Decide",
+    "RunStates",
+    "append_to_run",
+    "append_to_stream",
+    "load_run",
+    "new_run_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +89,58 @@ async def append_to_run(
     events, appended = await append_to_stream(
         store, run_stream(run_id), lambda events: decide(fold(events)), attempts)
     return AppendResult(fold(events), appended)
+
+
+class RunStates:
+    """The views of the runs a service works on, each kept up to date incrementally.
+
+    ``load`` reads only the events after the view's ``last_seq`` and folds them onto
+    it; a conflicting ``append`` reads on from there, not from seq 1. At most
+    ``capacity`` views are kept, the least recently used one is dropped first (it is
+    folded again from the store when it is needed again). Views are immutable, so a
+    view handed out stays valid; a fresher one is a ``load`` away.
+    """
+
+    def __init__(self, store: EventStore, capacity: int = 1024) -> None:
+        self.store = store
+        self.capacity = capacity
+        self._views: OrderedDict[str, RunView] = OrderedDict()
+
+    async def load(self, run_id: str) -> RunView | None:
+        """The run's current view (``None``: the run has no events)."""
+        known = self._views.get(run_id)
+        after = known.last_seq if known else 0
+        view = fold(await self.store.read(run_stream(run_id), after + 1), known)
+        if view is not None:
+            self._keep(view)
+        return view
+
+    async def append(self, run_id: str, decide: Decide, attempts: int = 50) -> AppendResult:
+        """``append_to_run`` on the kept view: what ``decide(state)`` returns, appended
+        with the state's last seq expected, decided again on a concurrent append."""
+        for _ in range(attempts):
+            run = await self.load(run_id)
+            new = list(decide(run))
+            if not new:
+                return AppendResult(run, [])
+            expected = run.last_seq if run else 0
+            try:
+                appended = await self.store.append(
+                    run_stream(run_id), [NewEvent(e) for e in new], expected)
+            except ConcurrencyConflict:
+                log.debug("append conflict, deciding again", extra={"run": run_id})
+                continue
+            after = fold(appended, run)
+            if after is not None:
+                self._keep(after)
+            return AppendResult(run, appended)
+        raise StoreError(f"run {run_id}: gave up after {attempts} concurrent-append conflicts")
+
+    def forget(self, run_id: str) -> None:
+        self._views.pop(run_id, None)
+
+    def _keep(self, view: RunView) -> None:
+        self._views[view.id] = view
+        self._views.move_to_end(view.id)
+        while len(self._views) > self.capacity:
+            self._views.popitem(last=False)

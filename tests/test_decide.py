@@ -23,7 +23,7 @@ class History:
         self.requested = ev.RunRequested(project="p", trigger=trigger, branch=branch,
                                          commit="c0ffee", pipeline_file=".cyclone.yml",
                                          pipeline="", source="")
-        self.add(self.requested, ev.RunPlanned(plan=Plan(".cyclone.yml", jobs).to_data()))
+        self.add(self.requested, ev.RunPlanned(plan=Plan(".cyclone.yml", jobs)))
 
     def add(self, *events: ev.Event) -> History:
         for event in events:
@@ -150,8 +150,23 @@ def test_a_run_without_a_known_pipeline_file_gets_one_checkout_then_is_planned()
     h.add(ev.RunSourceResolved(commit="c0ffee", branch="main", pipeline_file=".cyclone.yml",
                                pipeline=text))
     decided = decide(h.run, (".cyclone.yml", text), 4)
-    assert len(decided) == 1 and isinstance(decided[0], ev.RunPlanned)
-    assert decided[0].plan["jobs"][0]["name"] == "a"
+    # Planned, and its first job queued in the same append (one bus round trip, not two).
+    assert isinstance(decided[0], ev.RunPlanned) and decided[1:] == [ev.JobQueued(job="a")]
+    assert decided[0].plan.jobs[0].name == "a"
+
+
+def test_planning_queues_the_first_jobs_up_to_the_limit_and_skips_what_when_excludes() -> None:
+    h = History(job("a"))
+    h.events = h.events[:1]
+    text = ("jobs:\n"
+            "  a: {image: img, steps: [{run: 'true'}]}\n"
+            "  b: {image: img, steps: [{run: 'true'}]}\n"
+            "  c: {image: img, steps: [{run: 'true'}]}\n"
+            "  d: {image: img, steps: [{run: 'true'}], when: {branch: nope}}\n")
+    decided = decide(h.run, (".cyclone.yml", text), 2)
+    assert decided[1:] == [ev.JobQueued(job="a"), ev.JobQueued(job="b"),
+                           ev.JobSkipped(job="d", reason=decided[3].reason)]
+    assert "when: does not match branch" in decided[3].reason
 
 
 def test_cancel_before_planning_ends_the_run_at_once() -> None:
@@ -195,12 +210,12 @@ def test_a_push_the_on_rules_do_not_match_ends_the_run_skipped_with_the_reason()
 def test_a_push_the_on_rules_match_is_planned() -> None:
     push = ForgeEvent(kind="push", provider="github", ref="refs/heads/main", branch="main",
                       commit="c0ffee")
-    [planned] = decide(requested_by(push), (".cyclone.yml", ON_MAIN), 4)
+    planned, *_ = decide(requested_by(push), (".cyclone.yml", ON_MAIN), 4)
     assert isinstance(planned, ev.RunPlanned)
 
 
 def test_a_manual_run_of_a_pipeline_whose_on_rules_omit_manual_is_skipped() -> None:
     [skipped] = decide(requested_by(None, trigger="manual"), (".cyclone.yml", ON_MAIN), 4)
     assert isinstance(skipped, ev.RunSkipped) and "manual" in skipped.reason
-    [planned] = decide(requested_by(None, trigger="rerun"), (".cyclone.yml", ON_MAIN), 4)
+    planned, *_ = decide(requested_by(None, trigger="rerun"), (".cyclone.yml", ON_MAIN), 4)
     assert isinstance(planned, ev.RunPlanned)

@@ -10,6 +10,7 @@ import pytest
 
 from shared import events as ev
 from shared.events import EVENT_TYPES, NewEvent, RecordedEvent, decode
+from shared.pipeline.plan import Plan
 from shared.projections.runs import fold
 
 
@@ -25,8 +26,8 @@ def sample(cls: type[ev.Event]) -> ev.Event:
     for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
             continue
-        values[f.name] = {"str": "x", "float": 1.5, "int | None": 3, "int": 2}.get(
-            str(f.type), {"jobs": [], "source_file": "f"})
+        values[f.name] = {"str": "x", "float": 1.5, "int | None": 3, "int": 2,
+                          "Plan": Plan("f", ())}.get(str(f.type), {"a": "b"})
     return cls(**values)
 
 

@@ -22,14 +22,12 @@ Rules:
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from shared import events as ev
 from shared.errors import PipelineError
 from shared.forge import ForgeEvent
 from shared.pipeline import load, triggers
 from shared.pipeline.plan import Plan
-from shared.projections.runs import JOB_DONE, JobView, RunView
+from shared.projections.runs import JOB_DONE, JobView, RunView, apply_event
 
 __all__ = ["decide"]
 
@@ -48,8 +46,8 @@ def decide(run: RunView | None, source: PipelineSource | None,
             return []  # the project is at its max_concurrent_runs: wait
         if source is None:
             return [ev.CheckoutQueued()] if not run.checkout else []
-        return _plan(source, run)
-    plan = Plan.from_data(run.plan)
+        return _plan(source, run, max_parallel_jobs)
+    plan = run.plan
     if run.cancel_requested:
         return _cancel(run)
     events: list[ev.Event] = []
@@ -59,14 +57,15 @@ def decide(run: RunView | None, source: PipelineSource | None,
             continue
         verdict = _verdict(run, plan, job)
         if verdict is not None:
-            events.append(ev.JobSkipped(job=job.name, reason=verdict))
-            run = _assume(run, job.name, "skipped")
+            skipped = ev.JobSkipped(job=job.name, reason=verdict)
+            events.append(skipped)
+            run = _assume(run, [skipped])  # the jobs after it that need it see it ended
         elif active < max_parallel_jobs:
             events.append(ev.JobQueued(job=job.name))
             active += 1
     if events:
         # Skips can unblock dependents and end the run: decide again on the new state.
-        return events + decide(_assume_all(run, events), source, max_parallel_jobs, admitted)
+        return events + decide(_assume(run, events), source, max_parallel_jobs, admitted)
     return _finish(run)
 
 
@@ -82,7 +81,7 @@ def _not_triggered(plan: Plan, run: RunView) -> str:
     return ""
 
 
-def _plan(source: PipelineSource, run: RunView) -> list[ev.Event]:
+def _plan(source: PipelineSource, run: RunView, max_parallel_jobs: int) -> list[ev.Event]:
     file, text = source
     try:
         result = load(text, file)
@@ -91,9 +90,9 @@ def _plan(source: PipelineSource, run: RunView) -> list[ev.Event]:
     skip = _not_triggered(result.plan, run)
     if skip:
         return [ev.RunSkipped(reason=skip)]
-    planned = ev.RunPlanned(plan=result.plan.to_data(),
-                            warnings=[str(w) for w in result.warnings])
-    return [planned]
+    planned = ev.RunPlanned(plan=result.plan, warnings=tuple(str(w) for w in result.warnings))
+    # The first jobs are queued with the plan: one append, one round trip less.
+    return [planned, *decide(_assume(run, [planned]), source, max_parallel_jobs)]
 
 
 def _cancel(run: RunView) -> list[ev.Event]:
@@ -136,13 +135,8 @@ def _finish(run: RunView) -> list[ev.Event]:
     return [ev.RunSucceeded()]
 
 
-def _assume(run: RunView, job_name: str, status: str) -> RunView:
-    jobs = tuple(replace(j, status=status) if j.name == job_name else j for j in run.jobs)
-    return replace(run, jobs=jobs)
-
-
-def _assume_all(run: RunView, events: list[ev.Event]) -> RunView:
-    for e in events:
-        if isinstance(e, ev.JobQueued):
-            run = _assume(run, e.job, "queued")
+def _assume(run: RunView, events: list[ev.Event]) -> RunView:
+    """The state after ``events``, as the projection will fold them."""
+    for event in events:
+        run = apply_event(run, event, ts="")
     return run

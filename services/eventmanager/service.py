@@ -2,7 +2,7 @@
 
 It consumes ``cyclone.events`` in one consumer group (runs are split across
 replicas by partition, keyed by run id) and appends its decisions to the run's
-stream through ``append_to_run`` (optimistic concurrency, so two replicas that
+stream through ``RunStates.append`` (optimistic concurrency, so two replicas that
 briefly both see a run after a rebalance cannot both queue a job). It also
 raises and clears the run's cancel signal in the coordination service, which
 the workers running the run's jobs watch.
@@ -41,7 +41,7 @@ from shared.projections.projects import fold_project, project_stream
 from shared.projections.replay import replay_runs
 from shared.projections.runs import RunView, fold, run_id_of
 from shared.retry import Backoff, is_transient
-from shared.runstream import append_to_run, load_run
+from shared.runstream import RunStates, append_to_run
 from shared.wire import decode_event
 
 __all__ = ["EventManager", "abandon_run"]
@@ -65,6 +65,7 @@ class EventManager:
         self.group = group
         self.catch_up_at_start = catch_up_at_start
         self._seen: dict[str, int] = {}  # run id -> highest seq handled (drops redeliveries)
+        self.runs = RunStates(store)
         self.admissions = Admissions(coord)
 
     async def load(self) -> None:
@@ -174,7 +175,7 @@ class EventManager:
         second time, which is harmless (a worker redoes it only while it is queued).
         Safe to call any number of times, from any replica.
         """
-        seen = _taken(await load_run(self.store, run_id), job)
+        seen = _taken(await self.runs.load(run_id), job)
         if seen is None or await self.coord.get(claim_key(run_id, job)) is not None:
             return False
 
@@ -183,14 +184,14 @@ class EventManager:
                 return []
             return [ev.CheckoutQueued()] if job == CHECKOUT else [ev.JobQueued(job=job)]
 
-        result = await append_to_run(self.store, run_id, requeue)
+        result = await self.runs.append(run_id, requeue)
         if result.appended:
             log.warning("worker lost; work queued again", extra={"run": run_id, "job": job})
         return bool(result.appended)
 
     async def handle(self, message: Message) -> None:
         recorded = decode_event(message.value)
-        if not is_run_stream(recorded.stream):
+        if not is_run_stream(recorded.stream) or recorded.type in _NO_DECISION:
             return
         run_id = run_id_of(recorded.stream)
         if recorded.seq <= self._seen.get(run_id, 0):
@@ -206,20 +207,19 @@ class EventManager:
         ``wake``: when the run ends, or waits behind older runs while slots are free,
         also advance its project's waiting runs (``False`` inside such a wake-up).
         """
-        current = await load_run(self.store, run_id)
+        current = await self.runs.load(run_id)
         if current is None:
             return None
         limit = await self._limit(current)
         verdict = await self.admissions.admit(current, limit)
         if verdict == "behind" and wake:
             await self._wake(current.project)  # the older runs first; this one is among them
-            return await load_run(self.store, run_id)
+            return await self.runs.load(run_id)
         # Only an unplanned run needs its pipeline file (the stream is read again for it).
         source = await self._pipeline_source(run_id) if current.plan is None else None
         admitted = verdict == "admitted"
-        result = await append_to_run(
-            self.store, run_id,
-            lambda run: decide(run, source, self.max_parallel_jobs, admitted))
+        result = await self.runs.append(
+            run_id, lambda run: decide(run, source, self.max_parallel_jobs, admitted))
         run = fold(result.appended, result.run)  # the state after what was just appended
         if run is not None:
             await self._signal_cancel(run)
@@ -258,6 +258,14 @@ class EventManager:
             await self.coord.delete(key)
         elif run.cancel_requested and any(j.status == "running" for j in run.jobs):
             await self.coord.put(key, b"cancel")
+
+
+# Events after which the run's state machine has nothing to decide: a step's progress
+# (only a job's start and end matter to it) and what the notifier records of its work.
+_NO_DECISION = frozenset(t.TYPE for t in (
+    ev.StepStarted, ev.StepFinished, ev.StepSkipped, ev.StepLogTruncated,
+    ev.NotificationSent, ev.NotificationFailed, ev.CommitStatusReported,
+    ev.CommitStatusFailed))
 
 
 def _taken(run: RunView | None, job: str) -> tuple[str, str] | None:

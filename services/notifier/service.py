@@ -48,7 +48,6 @@ from shared.events import RecordedEvent, decode, is_run_stream, run_stream
 from shared.logging import secret_variable
 from shared.metrics import FunctionCollector
 from shared.pipeline.notify import Channel, NotifyRule, UnsetVariable, due_reason, outcome_of
-from shared.pipeline.plan import Plan
 from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.ports.coordination import Coordinator
 from shared.ports.eventstore import EventStore
@@ -285,7 +284,7 @@ def _key(run_id: str, moment: str, rule: NotifyRule, channel: Channel) -> str:
 
 
 def _file_rules(run: RunView) -> tuple[NotifyRule, ...]:
-    return Plan.from_data(run.plan).notify if run.plan else ()
+    return run.plan.notify if run.plan else ()
 
 
 def _secrets(project: ProjectView, rules: Iterable[NotifyRule], smtp: SmtpSettings) -> set[str]:

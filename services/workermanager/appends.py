@@ -1,6 +1,6 @@
 """Appending a worker's events to a run through blips of the event store.
 
-``append_retrying(store, run_id, decide)`` is ``append_to_run`` retried with backoff
+``append_retrying(runs, run_id, decide)`` is ``RunStates.append`` retried with backoff
 while the store fails with a transient ``StoreError`` (``shared.retry``). An append
 that failed may still have been written (the store wrote it, then the connection
 broke before the answer): before trying again, the stream is read after the state
@@ -12,24 +12,20 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
 
 from shared import events as ev
 from shared.events import decode, run_stream
 from shared.ports.eventstore import EventStore
 from shared.projections.runs import RunView
 from shared.retry import Backoff, is_transient, retrying
-from shared.runstream import AppendResult, append_to_run
+from shared.runstream import AppendResult, Decide, RunStates
 
-__all__ = ["Decide", "append_retrying"]
+__all__ = ["append_retrying"]
 
 log = logging.getLogger(__name__)
 
-Decide = Callable[[RunView | None], Sequence[ev.Event]]
-
-
-async def append_retrying(store: EventStore, run_id: str, decide: Decide) -> AppendResult:
-    """``append_to_run`` through store blips, never writing the same events twice."""
+async def append_retrying(runs: RunStates, run_id: str, decide: Decide) -> AppendResult:
+    """``RunStates.append`` through store blips, never writing the same events twice."""
     backoff = Backoff()
     tried: list[tuple[RunView | None, list[ev.Event]]] = []  # what each try decided
 
@@ -41,7 +37,7 @@ async def append_retrying(store: EventStore, run_id: str, decide: Decide) -> App
     while True:
         tried.clear()
         try:
-            return await append_to_run(store, run_id, deciding)
+            return await runs.append(run_id, deciding)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -49,7 +45,7 @@ async def append_retrying(store: EventStore, run_id: str, decide: Decide) -> App
                         extra={"run": run_id, "error": str(exc)})
         await backoff.wait()
         if tried and tried[-1][1]:
-            check = functools.partial(_landed, store, run_id, *tried[-1])
+            check = functools.partial(_landed, runs.store, run_id, *tried[-1])
             landed = await retrying(check, "check whether a failed append was written")
             if landed is not None:
                 return landed

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from services.workermanager.appends import Decide, append_retrying
+from services.workermanager.appends import append_retrying
 from services.workermanager.checkout import CheckoutError, GitCheckout
 from services.workermanager.jobs import JobRun, Report
 from services.workermanager.lease import WorkerLease
@@ -51,16 +51,15 @@ from shared import events as ev
 from shared.config import DEFAULT_STEP_LOG, StepLogLimit
 from shared.consume import consume
 from shared.errors import CoordinationError, ExecutorError
-from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode, run_stream, utc_now
+from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode, utc_now
 from shared.keys import CANCEL_PREFIX, CHECKOUT, cancel_key, claim_key, run_of_cancel_key
-from shared.pipeline.plan import Plan
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, Bus, Message
 from shared.ports.coordination import Coordinator
 from shared.ports.eventstore import EventStore
 from shared.ports.executor import Executor, RunContext
 from shared.projections.runs import RunView, fold, run_id_of
 from shared.retry import Backoff, retrying
-from shared.runstream import AppendResult
+from shared.runstream import AppendResult, Decide, RunStates
 from shared.wire import decode_event
 
 __all__ = ["WorkerManager"]
@@ -87,6 +86,7 @@ class WorkerManager:
         self.log_limit = log_limit
         self.git_cache = git_cache
         self.store = store
+        self.runs = RunStates(store)
         self.bus = bus
         self.coord = coord
         self.executor = executor
@@ -343,7 +343,7 @@ class WorkerManager:
         if self._handing_back:
             return None
         assert run is not None and run.plan is not None and view is not None  # checked above
-        spec = Plan.from_data(run.plan).job(name)
+        spec = run.plan.job(name)
         shipper = LogShipper(self.bus, run_id, attempt=view.attempt)
         job = JobRun(run, spec, self.executor, RunContext(run_id=run_id),
                      report=self._reporter(run_id, name, view.attempt), logs=shipper,
@@ -458,10 +458,10 @@ class WorkerManager:
             entry.job.hand_back()
 
     async def _load(self, run_id: str) -> RunView | None:
-        return fold(await self.store.read(run_stream(run_id)))
+        return await self.runs.load(run_id)
 
     async def _append(self, run_id: str, decide: Decide) -> AppendResult:
-        return await append_retrying(self.store, run_id, decide)
+        return await append_retrying(self.runs, run_id, decide)
 
     # --- cancel and clean-up -----------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,10 +105,11 @@ class Plan:
     notify: tuple[NotifyRule, ...] = ()
 
     def job(self, name: str) -> JobSpec:
-        for job in self.jobs:
-            if job.name == name:
-                return job
-        raise KeyError(name)
+        return self._jobs_by_name[name]
+
+    @functools.cached_property
+    def _jobs_by_name(self) -> dict[str, JobSpec]:
+        return {job.name: job for job in self.jobs}
 
     def to_data(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -10,6 +10,7 @@ replay today gives the same durations as the live run did.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ __all__ = [
     "RunView",
     "StepView",
     "apply",
+    "apply_event",
     "fold",
     "run_id_of",
 ]
@@ -102,14 +104,20 @@ class RunView:
     jobs: tuple[JobView, ...] = ()
     last_seq: int = 0
     skipped_events: int = 0  # events of unknown types that were skipped
-    plan: dict[str, Any] | None = field(default=None, compare=True, repr=False)
+    plan: Plan | None = field(default=None, compare=True, repr=False)
 
     @property
     def done(self) -> bool:
         return self.status in RUN_DONE
 
     def job(self, name: str) -> JobView | None:
-        return next((j for j in self.jobs if j.name == name), None)
+        return self._jobs_by_name.get(name)
+
+    @functools.cached_property
+    def _jobs_by_name(self) -> dict[str, JobView]:
+        # Built once per view (views are immutable): a lookup must not cost a scan of a
+        # run's hundreds of jobs, for each of its thousands of events.
+        return {j.name: j for j in self.jobs}
 
     def job_failed(self, name: str) -> bool:
         """Whether a job failed, or was skipped because something it needs failed."""
@@ -130,7 +138,7 @@ class RunView:
         }
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = dataclasses.asdict(replace(self, plan=None))
         data.pop("plan")
         data["params"] = dict(self.params)
         return data
@@ -139,8 +147,9 @@ class RunView:
         """Every field, JSON-compatible, for storing the view: ``RunView.from_data`` of a
         JSON round trip of it equals (``==``) this view. Unlike ``to_json`` (what the API
         shows) it keeps the plan and the order of ``params``."""
-        data = dataclasses.asdict(self)
+        data = dataclasses.asdict(replace(self, plan=None))
         data["params"] = [list(pair) for pair in self.params]
+        data["plan"] = self.plan.to_data() if self.plan else None
         return data
 
     @classmethod
@@ -150,6 +159,8 @@ class RunView:
         fields = dict(data)
         fields["params"] = tuple((str(k), str(v)) for k, v in fields.get("params", ()))
         fields["jobs"] = tuple(JobView.from_data(j) for j in fields.get("jobs", ()))
+        plan = fields.get("plan")
+        fields["plan"] = Plan.from_data(plan) if plan else None
         return cls(**fields)
 
 
@@ -172,8 +183,14 @@ def apply(run: RunView | None, recorded: RecordedEvent) -> RunView:
     run = replace(run, last_seq=recorded.seq)
     if event is None:
         return replace(run, skipped_events=run.skipped_events + 1)
+    return apply_event(run, event, recorded.ts)
+
+
+def apply_event(run: RunView, event: ev.Event, ts: str) -> RunView:
+    """The view after ``event``, recorded at ``ts`` (``apply`` without the record: what
+    the state machine uses to see the state its own decisions lead to)."""
     handler = _HANDLERS.get(type(event))
-    return handler(run, event, recorded.ts) if handler else run
+    return handler(run, event, ts) if handler else run
 
 
 # --- handlers: (view, event, event timestamp) -> view ----------------------------------
@@ -198,10 +215,9 @@ def _source_resolved(run: RunView, e: ev.RunSourceResolved, ts: str) -> RunView:
 
 
 def _planned(run: RunView, e: ev.RunPlanned, ts: str) -> RunView:
-    plan = Plan.from_data(e.plan)
     jobs = tuple(
         JobView(name=j.name, needs=j.needs, steps=tuple(StepView(name=s.name) for s in j.steps))
-        for j in plan.jobs
+        for j in e.plan.jobs
     )
     return replace(run, status="running", started_at=ts, jobs=jobs, plan=e.plan)
 

@@ -12,13 +12,22 @@ Stream names are unique per test, so an adapter may share its storage between te
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from shared.errors import ConcurrencyConflict
-from shared.events import JobQueued, NewEvent, RecordedEvent, RunPlanned, StepFinished
+from shared.events import (
+    JobQueued,
+    NewEvent,
+    RecordedEvent,
+    RunPlanned,
+    StepFinished,
+    decode,
+)
+from shared.pipeline.plan import JobSpec, Plan, StepSpec
 from shared.ports.eventstore import EventStore
 
 __all__ = ["EventStoreContract", "Reopen"]
@@ -59,9 +68,10 @@ class EventStoreContract:
 
     async def test_append_then_read_returns_events_in_order(self, store: EventStore) -> None:
         stream = unique("run")
-        plan = {"jobs": {"build": {"steps": [{"run": "make ✓", "env": {"LANG": "ünï"}}]}}}
+        step = StepSpec(name="build", image="alpine", commands=("make ✓",), env={"LANG": "ünï"})
+        plan = Plan("ünï.yml", (JobSpec(name="build", image="alpine", steps=(step,)),))
         new = [
-            NewEvent(RunPlanned(plan=plan, warnings=["⚠ deprecated key", "日本語"])),
+            NewEvent(RunPlanned(plan=plan, warnings=("⚠ deprecated key", "日本語"))),
             NewEvent(JobQueued(job="build"), meta={"correlation": "c-1", "by": "zoë"}),
             NewEvent(StepFinished(job="build", step="test", status="failure", exit_code=None,
                                   duration_s=1.5, reason="emoji 🚀 and \"quotes\"\n")),
@@ -75,7 +85,9 @@ class EventStoreContract:
         assert [e.type for e in read] == ["RunPlanned", "JobQueued", "StepFinished"]
         assert all(e.stream == stream and e.version == 1 for e in read)
         assert read[0].position < read[1].position < read[2].position
-        assert read[0].data == {"plan": plan, "warnings": ["⚠ deprecated key", "日本語"]}
+        assert read[0].data == {"plan": json.loads(json.dumps(plan.to_data())),
+                                "warnings": ["⚠ deprecated key", "日本語"]}
+        assert decode(read[0]) == new[0].event
         assert read[1].meta == {"correlation": "c-1", "by": "zoë"}
         assert read[2].data["exit_code"] is None
         assert read[2].data["reason"] == "emoji 🚀 and \"quotes\"\n"

@@ -63,7 +63,7 @@ def events_of(run_id: str, project: str = "web", branch: str = "main",
         forge_event={"kind": "push", "branch": branch, "commits": [{"id": "c1"}],
                      "pr_number": None})
     body: list[ev.Event] = [] if status == "requested" else [
-        ev.RunPlanned(plan=PLAN.to_data()), ev.JobQueued(job="build"),
+        ev.RunPlanned(plan=PLAN), ev.JobQueued(job="build"),
         ev.JobStarted(job="build", worker="w1", executor="docker"),
         ev.StepStarted(job="build", step="compile"),
         ev.StepFinished(job="build", step="compile", status="success", exit_code=0,

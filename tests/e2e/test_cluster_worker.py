@@ -26,6 +26,7 @@ from shared.adapters.eventstore.sqlite import SqliteEventStore
 from shared.errors import StoreError
 from shared.events import NewEvent, RecordedEvent, utc_now
 from shared.ports.bus import TOPIC_LOGS
+from shared.runstream import RunStates
 from shared.wire import decode_log_batch
 from tests.docker_support import TEST_IMAGE, cyclone_leftovers
 from tests.e2e.cluster_support import (
@@ -304,10 +305,10 @@ async def test_an_append_whose_answer_was_lost_is_not_written_twice(tmp_path: Pa
     assert isinstance(store, BlippingStore)
     try:
         run_id = "r1"
-        await append_retrying(store, run_id, lambda run: [ev.CheckoutQueued()])
+        await append_retrying(RunStates(store), run_id, lambda run: [ev.CheckoutQueued()])
         store.lost_answers, store.failing_reads = 1, 2
         ended = ev.RunErrored(reason="checkout failed")
-        result = await append_retrying(store, run_id, lambda run: [ended])
+        result = await append_retrying(RunStates(store), run_id, lambda run: [ended])
         assert [r.seq for r in result.appended] == [2]
         assert store.lost_answers == store.failing_reads == 0  # every blip was met
         types = [r.type for r in await store.read(f"run-{run_id}")]

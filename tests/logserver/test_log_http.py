@@ -58,7 +58,7 @@ class Runs:
         self.record(run_id,
                     ev.RunRequested(project="p", trigger="manual", branch="main", commit="",
                                     pipeline_file=".cyclone.yml", pipeline="", source="."),
-                    ev.RunPlanned(plan=PLAN.to_data()), ev.JobQueued(job=JOB),
+                    ev.RunPlanned(plan=PLAN), ev.JobQueued(job=JOB),
                     ev.JobStarted(job=JOB, worker="w", executor="shell"))
 
     def lose_worker(self, run_id: str) -> None:

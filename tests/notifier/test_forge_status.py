@@ -31,7 +31,7 @@ from tests.support import eventually
 SHA = "3f786850e387550fdab836ed7e6dc881de23001b"
 PUBLIC = "https://ci.example.org"
 PLAN = Plan(".cyclone.yml", (JobSpec(name="build", image="alpine",
-                                     steps=(StepSpec(name="make", image="alpine"),)),)).to_data()
+                                     steps=(StepSpec(name="make", image="alpine"),)),))
 REPOS = {"github": "octo-org/hello-world", "gitea": "alice/tools", "gitlab": "group/sub/app"}
 PATHS = {"github": f"/repos/octo-org/hello-world/statuses/{SHA}",
          "gitea": f"/api/v1/repos/alice/tools/statuses/{SHA}",

@@ -65,7 +65,7 @@ class World:
             pipeline_file=".cyclone.yml", pipeline="", source="git://x", source_kind="git"))
         await self.append(run_id, ev.RunSourceResolved(
             commit="a" * 40, branch=branch, pipeline_file=".cyclone.yml", pipeline=""))
-        await self.deliver(*await self.append(run_id, ev.RunPlanned(plan=plan.to_data())))
+        await self.deliver(*await self.append(run_id, ev.RunPlanned(plan=plan)))
         if end is not None:
             await self.deliver(*await self.append(run_id, end))
         return run_id
