@@ -21,13 +21,13 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from shared.errors import ConcurrencyConflict, StoreError
 from shared.events import Event, NewEvent, RecordedEvent, run_stream
 from shared.ports.eventstore import EventStore
 from shared.projections.runs import RunView, fold
+from shared.streamcache import StreamCache
 
 __all__ = [
     "AppendResult",
@@ -92,55 +92,33 @@ async def append_to_run(
 
 
 class RunStates:
-    """The views of the runs a service works on, each kept up to date incrementally.
-
-    ``load`` reads only the events after the view's ``last_seq`` and folds them onto
-    it; a conflicting ``append`` reads on from there, not from seq 1. At most
-    ``capacity`` views are kept, the least recently used one is dropped first (it is
-    folded again from the store when it is needed again). Views are immutable, so a
-    view handed out stays valid; a fresher one is a ``load`` away.
-    """
+    """The views of the runs a service works on, each kept up to date incrementally
+    (``shared.streamcache``): ``load`` reads only the events after the view's last one,
+    and a conflicting ``append`` reads on from there, not from seq 1."""
 
     def __init__(self, store: EventStore, capacity: int = 1024) -> None:
         self.store = store
-        self.capacity = capacity
-        self._views: OrderedDict[str, RunView] = OrderedDict()
+        self._views: StreamCache[RunView] = StreamCache(store, fold, capacity)
 
     async def load(self, run_id: str) -> RunView | None:
         """The run's current view (``None``: the run has no events)."""
-        known = self._views.get(run_id)
-        after = known.last_seq if known else 0
-        view = fold(await self.store.read(run_stream(run_id), after + 1), known)
-        if view is not None:
-            self._keep(view)
-        return view
+        return await self._views.load(run_stream(run_id))
 
     async def append(self, run_id: str, decide: Decide, attempts: int = 50) -> AppendResult:
         """``append_to_run`` on the kept view: what ``decide(state)`` returns, appended
         with the state's last seq expected, decided again on a concurrent append."""
+        stream = run_stream(run_id)
         for _ in range(attempts):
             run = await self.load(run_id)
             new = list(decide(run))
             if not new:
                 return AppendResult(run, [])
-            expected = run.last_seq if run else 0
             try:
                 appended = await self.store.append(
-                    run_stream(run_id), [NewEvent(e) for e in new], expected)
+                    stream, [NewEvent(e) for e in new], run.last_seq if run else 0)
             except ConcurrencyConflict:
                 log.debug("append conflict, deciding again", extra={"run": run_id})
                 continue
-            after = fold(appended, run)
-            if after is not None:
-                self._keep(after)
+            self._views.keep(stream, fold(appended, run), appended[-1].seq)
             return AppendResult(run, appended)
         raise StoreError(f"run {run_id}: gave up after {attempts} concurrent-append conflicts")
-
-    def forget(self, run_id: str) -> None:
-        self._views.pop(run_id, None)
-
-    def _keep(self, view: RunView) -> None:
-        self._views[view.id] = view
-        self._views.move_to_end(view.id)
-        while len(self._views) > self.capacity:
-            self._views.popitem(last=False)

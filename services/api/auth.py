@@ -8,7 +8,6 @@ to be printed; after that nobody, the server included, can show it again.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -20,6 +19,7 @@ from shared.errors import ConcurrencyConflict
 from shared.events import NewEvent
 from shared.ports.eventstore import EventStore
 from shared.projections.projects import TOKENS_STREAM, TokenView, fold_tokens
+from shared.streamcache import StreamCache
 
 __all__ = ["TOKEN_KEY", "Tokens", "auth_middleware", "hash_token"]
 
@@ -41,20 +41,27 @@ def hash_token(token: str) -> str:
 
 
 class Tokens:
-    """The live tokens, read from the store (so every API replica sees a revocation)."""
+    """The live tokens, read from the store at every check (so every API replica sees a
+    revocation), each time only what was appended since the last read."""
 
     def __init__(self, store: EventStore) -> None:
         self.store = store
+        self._folds: StreamCache[dict[str, TokenView]] = StreamCache(store, fold_tokens)
+        self._by_hash: tuple[dict[str, TokenView] | None, dict[str, TokenView]] = (None, {})
 
     async def all(self) -> dict[str, TokenView]:
-        return fold_tokens(await self.store.read(TOKENS_STREAM))
+        return dict(await self._folds.load(TOKENS_STREAM) or {})
 
     async def check(self, token: str) -> TokenView | None:
-        digest = hash_token(token)
-        for view in (await self.all()).values():
-            if hmac.compare_digest(view.token_hash, digest):
-                return view
-        return None
+        """The token's view, found by its SHA-256 (a lookup, not a scan of every token;
+        the digest of a random secret tells nothing of another token)."""
+        return (await self._hashes()).get(hash_token(token))
+
+    async def _hashes(self) -> dict[str, TokenView]:
+        tokens = await self._folds.load(TOKENS_STREAM)
+        if tokens is not self._by_hash[0]:  # a new fold: index it once
+            self._by_hash = (tokens, {v.token_hash: v for v in (tokens or {}).values()})
+        return self._by_hash[1]
 
     async def create(self, name: str, admin: bool = False) -> tuple[TokenView, str]:
         """A new token and its secret, which is shown to the caller once and never stored."""

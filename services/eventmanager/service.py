@@ -42,6 +42,7 @@ from shared.projections.replay import replay_runs
 from shared.projections.runs import RunView, fold, run_id_of
 from shared.retry import Backoff, is_transient
 from shared.runstream import RunStates, append_to_run
+from shared.streamcache import StreamCache
 from shared.wire import decode_event
 
 __all__ = ["EventManager", "abandon_run"]
@@ -66,6 +67,7 @@ class EventManager:
         self.catch_up_at_start = catch_up_at_start
         self._seen: dict[str, int] = {}  # run id -> highest seq handled (drops redeliveries)
         self.runs = RunStates(store)
+        self.projects = StreamCache(store, fold_project)
         self.admissions = Admissions(coord)
 
     async def load(self) -> None:
@@ -236,7 +238,7 @@ class EventManager:
         """The run's project's max_concurrent_runs (0: none; `cyclone run` has no project)."""
         if run.trigger == "cli":
             return 0
-        project = fold_project(await self.store.read(project_stream(run.project)))
+        project = await self.projects.load(project_stream(run.project))
         return project.max_concurrent_runs if project and not project.deleted else 0
 
     async def _pipeline_source(self, run_id: str) -> PipelineSource | None:

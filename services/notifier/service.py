@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -44,7 +45,8 @@ from services.notifier.message import (
 from shared import events as ev
 from shared.config import NotifySettings, SmtpSettings
 from shared.consume import consume
-from shared.events import RecordedEvent, decode, is_run_stream, run_stream
+from shared.errors import ConcurrencyConflict, StoreError
+from shared.events import NewEvent, RecordedEvent, decode, is_run_stream, run_stream
 from shared.logging import secret_variable
 from shared.metrics import FunctionCollector
 from shared.pipeline.notify import Channel, NotifyRule, UnsetVariable, due_reason, outcome_of
@@ -65,6 +67,7 @@ GROUP = "notifier"
 _MOMENTS = {ev.RunPlanned.TYPE: "started", ev.RunSucceeded.TYPE: "ended",
             ev.RunFailed.TYPE: "ended", ev.RunErrored.TYPE: "ended",
             ev.RunCancelled.TYPE: "ended"}  # a skipped run tells nobody anything
+LEDGER_TAIL = 64  # ledger entries read to find a run's predecessor (more: the whole ledger)
 _TEST_ATTEMPTS = 2  # someone is waiting at the terminal for the answer
 
 
@@ -160,22 +163,40 @@ class Notifier:
         await asyncio.gather(*(self.deliverer.deliver(note) for note in notes))
 
     async def _previous_outcome(self, run: RunView) -> str | None:
-        """The outcome of the run before ``run`` in its branch's ledger (adding ``run``)."""
+        """The outcome of the run before ``run`` in its branch's ledger (adding ``run``).
+
+        Only the ledger's recent end is read (``LEDGER_TAIL`` entries): a branch with
+        10,000 ended runs costs what one with ten does. A run whose entry is further
+        back than that (redelivered very late) reads the whole ledger."""
         outcome = outcome_of(run.status)
         if outcome not in ("success", "failure"):
             return None  # only "always" can match, and it needs no history
+        stream = outcomes_stream(run.project, run.branch)
+        # The entry's id is the run's: the store refuses a second one, wherever it is.
+        entry = NewEvent(ev.BranchRunEnded(run.id, outcome),
+                         id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{stream}/{run.id}")))
+        for _ in range(50):  # replicas recording other runs' ends meanwhile: read again
+            tail = await self.store.read_last(stream, LEDGER_TAIL)
+            ledger = _ledger(tail)
+            ids = [e.run_id for e in ledger]
+            whole = not tail or tail[0].seq == 1  # the tail is the whole ledger
+            if run.id in ids and (ids.index(run.id) or whole):
+                return _before(ledger, run.id)
+            last = tail[-1].seq if tail else 0
+            if run.id not in ids:
+                try:
+                    await self.store.append(stream, [entry], last)
+                    return ledger[-1].outcome if ledger else None
+                except ConcurrencyConflict:
+                    if await self._last_seq(stream) != last:
+                        continue  # another run's entry came first: decide again
+            # Recorded further back than the tail (a very late redelivery): read it all.
+            return _before(_ledger(await self.store.read(stream)), run.id)
+        raise StoreError(f"{stream}: gave up after 50 concurrent-append conflicts")
 
-        def add(events: list[RecordedEvent]) -> list[ev.Event]:
-            recorded = {entry.run_id for entry in _ledger(events)}
-            return [] if run.id in recorded else [ev.BranchRunEnded(run.id, outcome)]
-
-        # replicas recording other runs' ends meanwhile: decided again on the new ledger
-        events, _ = await append_to_stream(
-            self.store, outcomes_stream(run.project, run.branch), add)
-        ledger = _ledger(events)
-        ids = [entry.run_id for entry in ledger]
-        at = ids.index(run.id) if run.id in ids else len(ids)  # not there: appended last
-        return ledger[at - 1].outcome if at else None
+    async def _last_seq(self, stream: str) -> int:
+        last = await self.store.read_last(stream, 1)
+        return last[0].seq if last else 0
 
     async def _log_tail(self, run: RunView, secrets: set[str]) -> list[str]:
         """The last lines of the run's first failed step, cleaned and masked."""
@@ -277,6 +298,13 @@ def _note(stream: str, key: str, rule: NotifyRule, channel: Channel, moment: str
 
 def _ledger(events: list[RecordedEvent]) -> list[ev.BranchRunEnded]:
     return [e for r in events if isinstance(e := decode(r), ev.BranchRunEnded)]
+
+
+def _before(ledger: list[ev.BranchRunEnded], run_id: str) -> str | None:
+    """The outcome of the entry before ``run_id``'s in the whole ledger."""
+    ids = [entry.run_id for entry in ledger]
+    at = ids.index(run_id)
+    return ledger[at - 1].outcome if at else None
 
 
 def _key(run_id: str, moment: str, rule: NotifyRule, channel: Channel) -> str:

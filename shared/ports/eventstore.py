@@ -9,6 +9,9 @@ Contract (every adapter; ``tests/contracts/eventstore.py`` checks it):
   commit order. Event ids are unique; appending an id that exists is a conflict.
 * ``read(stream, from_seq)`` returns the stream's events with ``seq >= from_seq`` in
   seq order (an empty list for an unknown stream).
+* ``read_last(stream, count)`` returns the stream's last ``count`` events (fewer when
+  it has fewer) in seq order: a bounded read of a long stream's recent end (a branch's
+  ledger of run outcomes).
 * ``read_all(from_position, limit)`` returns events of every stream with
   ``position > from_position`` in position order; what projections and replay use.
 * ``checkpoint`` / ``save_checkpoint`` keep a named position (a consumer's
@@ -33,6 +36,8 @@ class EventStore(Protocol):
     ) -> list[RecordedEvent]: ...
 
     async def read(self, stream: str, from_seq: int = 1) -> list[RecordedEvent]: ...
+
+    async def read_last(self, stream: str, count: int) -> list[RecordedEvent]: ...
 
     async def read_all(self, from_position: int = 0, limit: int = 1000) -> list[RecordedEvent]: ...
 

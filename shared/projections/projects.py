@@ -10,7 +10,7 @@ the whole set of templates.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -115,9 +115,10 @@ class ProjectView:
         return {name for name in self.env if secret_variable(name) or name in used}
 
 
-def fold_project(events: Iterable[RecordedEvent]) -> ProjectView | None:
-    """The project as its stream says; a deleted one is returned with ``deleted=True``."""
-    view: ProjectView | None = None
+def fold_project(events: Iterable[RecordedEvent],
+                 view: ProjectView | None = None) -> ProjectView | None:
+    """The project as its stream says (after ``view``, the fold of the events before
+    ``events``); a deleted one is returned with ``deleted=True``."""
     for recorded in events:
         event = decode(recorded)
         if isinstance(event, ev.ProjectRegistered):
@@ -162,9 +163,10 @@ class TokenView:
                 "created_at": self.created_at}
 
 
-def fold_tokens(events: Iterable[RecordedEvent]) -> dict[str, TokenView]:
-    """Live tokens by id."""
-    tokens: dict[str, TokenView] = {}
+def fold_tokens(events: Iterable[RecordedEvent],
+                tokens: Mapping[str, TokenView] | None = None) -> dict[str, TokenView]:
+    """Live tokens by id (after ``tokens``, the fold of the events before ``events``)."""
+    tokens = dict(tokens or {})
     for recorded in events:
         event = decode(recorded)
         if isinstance(event, ev.TokenCreated):

@@ -169,6 +169,19 @@ class EventStoreContract:
         assert [e.seq for e in await store.read(stream, from_seq=5)] == [5]
         assert await store.read(stream, from_seq=6) == []
 
+    async def test_read_last_gives_the_newest_events_in_seq_order(
+            self, store: EventStore) -> None:
+        stream, other = unique("ledger"), unique("ledger")
+        for n in range(1, 8):
+            await store.append(stream, [NewEvent(JobQueued(job=f"j{n}"))], expected_seq=n - 1)
+        await store.append(other, [NewEvent(JobQueued(job="elsewhere"))], expected_seq=0)
+
+        assert [e.seq for e in await store.read_last(stream, 3)] == [5, 6, 7]
+        assert [e.data["job"] for e in await store.read_last(stream, 1)] == ["j7"]
+        assert [e.seq for e in await store.read_last(stream, 50)] == list(range(1, 8))
+        assert await store.read_last(stream, 0) == []
+        assert await store.read_last(unique("none"), 5) == []
+
     async def test_read_of_unknown_stream_is_empty(self, store: EventStore) -> None:
         assert await store.read(unique("never-written")) == []
 

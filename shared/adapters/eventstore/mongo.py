@@ -199,6 +199,14 @@ class MongoEventStore:
         query = {"stream": stream, "seq": {"$gte": from_seq}}
         return await self._find(query, [("stream", ASCENDING), ("seq", ASCENDING)])
 
+    async def read_last(self, stream: str, count: int) -> list[RecordedEvent]:
+        self._check_open()
+        if count <= 0:
+            return []  # a limit of 0 is "no limit" to MongoDB
+        newest_first = await self._find({"stream": stream},
+                                        [("stream", ASCENDING), ("seq", DESCENDING)], count)
+        return newest_first[::-1]
+
     async def read_all(self, from_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         self._check_open()
         if limit <= 0:

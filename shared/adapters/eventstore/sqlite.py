@@ -112,6 +112,13 @@ class SqliteEventStore:
         sql = f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND seq >= ? ORDER BY seq"
         return await self._run(lambda conn: _query(conn, sql, (stream, from_seq)))
 
+    async def read_last(self, stream: str, count: int) -> list[RecordedEvent]:
+        if count <= 0:
+            return []  # LIMIT -1 would read them all
+        sql = f"SELECT {_COLUMNS} FROM events WHERE stream = ? ORDER BY seq DESC LIMIT ?"
+        newest_first = await self._run(lambda conn: _query(conn, sql, (stream, count)))
+        return newest_first[::-1]
+
     async def read_all(self, from_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         if limit <= 0:
             return []  # SQLite reads LIMIT -1 as "no limit"; the caller asked for nothing.
