@@ -2,10 +2,19 @@
 # and `make test` (set up, then run the whole test suite). Both are idempotent.
 VENV := .venv/bin
 
-.PHONY: up test setup setup-docker setup-infra lint bench bench-cluster clean
+.PHONY: up test setup lock setup-docker setup-infra lint bench bench-cluster clean
 
 setup:
 	@bash scripts/setup-python.sh
+
+# Regenerates requirements.lock from pyproject.toml (runtime deps and the dev extra), for
+# CI's Python (3.11, Linux x86_64), keeping every pin that still fits: see README,
+# "Upgrading dependencies" (LOCK_ARGS=-U upgrades all, LOCK_ARGS='-P NAME' one package).
+lock:
+	@bash scripts/setup-python.sh --uv-only
+	$(VENV)/uv pip compile -q pyproject.toml --extra dev --generate-hashes \
+	  --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	  --custom-compile-command 'make lock' -o requirements.lock $(LOCK_ARGS)
 
 setup-docker:
 	@bash scripts/setup-docker.sh
