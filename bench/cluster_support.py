@@ -50,6 +50,7 @@ class Target:
     url: str
     token: str
     logservers: tuple[str, ...] = ()  # the logserver replicas' URLs (their /metrics)
+    pid: int = 0  # the embedded ``cyclone up`` process (its CPU time)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -97,7 +98,8 @@ def start_git(stack: contextlib.ExitStack, work: Path, pipeline: str) -> str:
 
 
 @contextlib.contextmanager
-def embedded_mode(home: Path, capacity: int, **env: str) -> Iterator[Target]:
+def embedded_mode(home: Path, capacity: int, start_timeout: float = 60.0,
+                  **env: str) -> Iterator[Target]:
     """``cyclone up`` with a fresh CYCLONE_HOME and one worker of ``capacity`` jobs (``env``
     on top of the common settings); its output goes to ``home/output.log``."""
     server = CycloneServer(home)
@@ -105,9 +107,10 @@ def embedded_mode(home: Path, capacity: int, **env: str) -> Iterator[Target]:
     server.env.update(env)
     server.env["CYCLONE_WORKER_CAPACITY"] = str(capacity)
     try:
-        server.start()
+        server.start(start_timeout)
         _drain(server, home / "output.log")
-        yield Target(server.url, server.token)
+        assert server.proc is not None
+        yield Target(server.url, server.token, pid=server.proc.pid)
     finally:
         server.stop()
 

@@ -208,7 +208,8 @@ async def _eventmanager(parts: _Parts, settings: Settings) -> Started:
     # leaders both decide is still started once (the scheduler's own concurrency control).
     scheduler = Scheduler(parts.store, catch_up=catch_up)
     scheduling = run_as_leader(parts.coord, "scheduler", settings.worker_id, scheduler.run)
-    return [manager.run(), relaying, scheduling], _health_app(_ready(parts))
+    return [manager.run(), relaying, scheduling], _health_app(_ready(parts),
+                                                              [manager.collector()])
 
 
 async def _workermanager(parts: _Parts, settings: Settings) -> Started:

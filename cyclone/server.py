@@ -54,7 +54,8 @@ def _app(runtime: Embedded, tokens: Tokens, settings: Settings) -> web.Applicati
                      public_read=settings.public_read, live=runtime.live)
     return create_app(ctx, extra_routes=log_routes(runtime.logserver, runtime.live.view),
                       events_appended=lambda: runtime.store.appended_total,
-                      collectors=[runtime.notifier.collector(), runtime.logserver.collector()])
+                      collectors=[runtime.notifier.collector(), runtime.logserver.collector(),
+                                  runtime.eventmanager.collector()])
 
 
 def _announce(settings: Settings, admin: str | None, runtime: Embedded) -> None:

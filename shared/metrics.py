@@ -7,14 +7,15 @@ from state the service already keeps, so no counter can drift from the truth.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
+from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["FunctionCollector", "metrics_handler"]
+__all__ = ["FunctionCollector", "Timings", "metrics_handler"]
 
 
 class FunctionCollector(Collector):
@@ -25,6 +26,31 @@ class FunctionCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         return self._collect()
+
+
+class Timings:
+    """Durations counted into fixed buckets: a Prometheus histogram read at scrape time."""
+
+    BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._in_bucket = [0] * (len(self.BOUNDS) + 1)  # the last: above every bound
+        self._total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self._in_bucket[bisect.bisect_left(self.BOUNDS, seconds)] += 1
+        self._total += seconds
+
+    def metric(self) -> HistogramMetricFamily:
+        buckets, below = [], 0
+        for bound, count in zip((*map(str, self.BOUNDS), "+Inf"), self._in_bucket,
+                                strict=True):
+            below += count
+            buckets.append((bound, below))
+        return HistogramMetricFamily(self.name, self.documentation, buckets=buckets,
+                                     sum_value=self._total)
 
 
 def metrics_handler(

@@ -53,7 +53,11 @@ def decide(run: RunView | None, source: PipelineSource | None,
     events: list[ev.Event] = []
     active = sum(1 for j in run.jobs if j.status in ("queued", "running"))
     for job in run.jobs:
-        if job.status != "pending" or not _needs_done(run, job):
+        if job.status != "pending":
+            continue
+        if active >= max_parallel_jobs and job.name in plan.unconditional:
+            continue  # it can neither be queued nor skipped now (a wide run's many jobs)
+        if not _needs_done(run, job):
             continue
         verdict = _verdict(run, plan, job)
         if verdict is not None:

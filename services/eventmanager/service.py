@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from services.eventmanager.admission import Admissions, started
@@ -34,6 +35,7 @@ from shared.keys import (
     cancel_key,
     claim_key,
 )
+from shared.metrics import FunctionCollector, Timings
 from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.ports.coordination import Coordinator, Watch, WatchEvent
 from shared.ports.eventstore import EventStore
@@ -69,6 +71,11 @@ class EventManager:
         self.runs = RunStates(store)
         self.projects = StreamCache(store, fold_project)
         self.admissions = Admissions(coord)
+        self.handling = Timings("cyclone_eventmanager_handle_seconds",
+                                "Time the event manager took to handle one run event")
+
+    def collector(self) -> FunctionCollector:
+        return FunctionCollector(lambda: [self.handling.metric()])
 
     async def load(self) -> None:
         """Bring the admission slots and queue in line with the store (call at start)."""
@@ -198,7 +205,9 @@ class EventManager:
         run_id = run_id_of(recorded.stream)
         if recorded.seq <= self._seen.get(run_id, 0):
             return
+        started = time.perf_counter()
         run = await self.advance(run_id)
+        self.handling.observe(time.perf_counter() - started)
         # Only once handled: a message whose handling failed comes again and must count.
         if run is not None and not run.done:
             self._seen[run_id] = max(recorded.seq, self._seen.get(run_id, 0))
@@ -262,10 +271,12 @@ class EventManager:
             await self.coord.put(key, b"cancel")
 
 
-# Events after which the run's state machine has nothing to decide: a step's progress
-# (only a job's start and end matter to it) and what the notifier records of its work.
+# Events after which the run's state machine has nothing to decide: its own queueing of
+# a job and a job's start (only a job's end frees a slot or completes a need), a step's
+# progress, and what the notifier records of its work.
 _NO_DECISION = frozenset(t.TYPE for t in (
-    ev.StepStarted, ev.StepFinished, ev.StepSkipped, ev.StepLogTruncated,
+    ev.JobQueued, ev.JobStarted, ev.StepStarted, ev.StepFinished, ev.StepSkipped,
+    ev.StepLogTruncated,
     ev.NotificationSent, ev.NotificationFailed, ev.CommitStatusReported,
     ev.CommitStatusFailed))
 

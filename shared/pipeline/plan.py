@@ -38,6 +38,8 @@ class When:
     status: tuple[str, ...] = (STATUS_SUCCESS,)
 
     def matches(self, branch: str, event: str) -> bool:
+        if not self.branches and not self.events:
+            return True  # most jobs: decided for every job of a run at each of its events
         return self._branch_matches(branch) and (not self.events or event in self.events)
 
     def runs_on(self, outcome_so_far: str) -> bool:
@@ -110,6 +112,15 @@ class Plan:
     @functools.cached_property
     def _jobs_by_name(self) -> dict[str, JobSpec]:
         return {job.name: job for job in self.jobs}
+
+    @functools.cached_property
+    def unconditional(self) -> frozenset[str]:
+        """The jobs nothing can skip: no ``needs``, and a ``when`` that takes every branch
+        and event and runs on success (what a run's start is)."""
+        return frozenset(
+            job.name for job in self.jobs
+            if not job.needs and not job.when.branches and not job.when.events
+            and job.when.runs_on(STATUS_SUCCESS))
 
     def to_data(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -10,11 +10,11 @@ replay today gives the same durations as the live run did.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from shared import events as ev
@@ -105,19 +105,23 @@ class RunView:
     last_seq: int = 0
     skipped_events: int = 0  # events of unknown types that were skipped
     plan: Plan | None = field(default=None, compare=True, repr=False)
+    # Where each job is in ``jobs``: the names and their order are fixed by the plan, so
+    # the index is made once per plan and every later view shares it (a lookup must not
+    # cost a scan of a run's hundreds of jobs for each of its thousands of events).
+    job_index: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.job_index) != len(self.jobs):
+            index = {job.name: n for n, job in enumerate(self.jobs)}
+            object.__setattr__(self, "job_index", MappingProxyType(index))
 
     @property
     def done(self) -> bool:
         return self.status in RUN_DONE
 
     def job(self, name: str) -> JobView | None:
-        return self._jobs_by_name.get(name)
-
-    @functools.cached_property
-    def _jobs_by_name(self) -> dict[str, JobView]:
-        # Built once per view (views are immutable): a lookup must not cost a scan of a
-        # run's hundreds of jobs, for each of its thousands of events.
-        return {j.name: j for j in self.jobs}
+        at = self.job_index.get(name)
+        return None if at is None else self.jobs[at]
 
     def job_failed(self, name: str) -> bool:
         """Whether a job failed, or was skipped because something it needs failed."""
@@ -140,6 +144,7 @@ class RunView:
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(replace(self, plan=None))
         data.pop("plan")
+        data.pop("job_index")
         data["params"] = dict(self.params)
         return data
 
@@ -148,6 +153,7 @@ class RunView:
         JSON round trip of it equals (``==``) this view. Unlike ``to_json`` (what the API
         shows) it keeps the plan and the order of ``params``."""
         data = dataclasses.asdict(replace(self, plan=None))
+        data.pop("job_index")
         data["params"] = [list(pair) for pair in self.params]
         data["plan"] = self.plan.to_data() if self.plan else None
         return data
@@ -219,7 +225,7 @@ def _planned(run: RunView, e: ev.RunPlanned, ts: str) -> RunView:
         JobView(name=j.name, needs=j.needs, steps=tuple(StepView(name=s.name) for s in j.steps))
         for j in e.plan.jobs
     )
-    return replace(run, status="running", started_at=ts, jobs=jobs, plan=e.plan)
+    return replace(run, status="running", started_at=ts, jobs=jobs, plan=e.plan, job_index={})
 
 
 def _job_queued(run: RunView, e: ev.JobQueued, ts: str) -> RunView:
@@ -318,10 +324,11 @@ _HANDLERS: dict[type[ev.Event], Any] = {
 
 
 def _with_job(run: RunView, name: str, **changes: Any) -> RunView:
-    if run.job(name) is None:
+    at = run.job_index.get(name)
+    if at is None:
         log.warning("event for unknown job", extra={"run": run.id, "job": name})
         return run
-    jobs = tuple(replace(j, **changes) if j.name == name else j for j in run.jobs)
+    jobs = (*run.jobs[:at], replace(run.jobs[at], **changes), *run.jobs[at + 1:])
     return replace(run, jobs=jobs)
 
 
