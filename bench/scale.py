@@ -195,7 +195,7 @@ async def write_history(path: Path, project: str, runs: int) -> None:
 async def deliver(api: Api, project: str, repo_url: str, sha: str) -> float:
     body = github_push(repo_url, "main", sha)
     headers = headers_for("github", "push", body, SECRET, os.urandom(8).hex())
-    url = f"{api.server.url}/api/v1/hooks/{project}/github"
+    url = f"{api.server.url}/api/v1/hooks/github/{project}"
     sent = time.perf_counter()
     async with api.http.post(url, data=body, headers=headers) as resp:
         if resp.status != 202:
