@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from services.workermanager.appends import append_retrying
-from services.workermanager.executors.docker import LABEL_RUN, LABEL_WORKER
+from services.workermanager.executors.docker_convert import LABEL_RUN, LABEL_WORKER
 from services.workermanager.logship import LogShipper
 from shared import events as ev
 from shared.adapters.bus.kafka import KafkaBus

@@ -14,7 +14,7 @@ import aiodocker
 import pytest
 
 from services.workermanager.executors import DockerExecutor, ShellExecutor
-from services.workermanager.executors.docker import (
+from services.workermanager.executors.docker_convert import (
     LABEL_RUN,
     LABEL_WORKER,
     network_name,
