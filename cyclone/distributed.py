@@ -40,11 +40,11 @@ from services.logserver.http import log_routes
 from services.logserver.service import LogServer
 from services.notifier.forge_status import CommitStatusReporter
 from services.notifier.service import Notifier
-from services.workermanager.executors import open_executor
 from services.workermanager.service import WorkerManager
 from shared.adapters.bus.kafka import KafkaBus
 from shared.adapters.coordination.etcd import EtcdCoordinator
 from shared.adapters.eventstore.mongo import MongoEventStore
+from shared.adapters.executor import open_executor
 from shared.adapters.logstore.mongo import MongoLogStore
 from shared.adapters.runviews.mongo import MongoRunViews
 from shared.config import Settings, positive_int

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from services.workermanager.executors.docker_convert import (
+from services.workermanager.jobs import step_env
+from shared.adapters.executor.docker_convert import (
     BUILT_IMAGE,
     build_context_dir,
     build_options,
@@ -29,7 +30,6 @@ from services.workermanager.executors.docker_convert import (
     volume_name,
     wants_sandbox,
 )
-from services.workermanager.jobs import step_env
 from shared.pipeline.plan import BuildSpec, JobSpec, ServiceSpec, StepSpec
 from shared.projections.runs import RunView
 

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from services.workermanager.executors.script import (
+from shared.adapters.executor.script import (
     SourceClock,
     StepOutput,
     check_run_id,

@@ -1,4 +1,6 @@
-"""Executors: the workermanager's ways of running steps, picked by name and availability.
+"""The executor port's adapters (``shared.ports.executor``): the workermanager's ways of
+running steps, picked by name and availability. Their contract suite is
+``tests/executors/test_contract.py``, run against both.
 
 * ``docker`` (``DockerExecutor``): containers, a private network and a workspace volume
   per run; services; image builds. Needs a reachable Docker daemon.
@@ -15,8 +17,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from services.workermanager.executors.docker import DockerExecutor
-from services.workermanager.executors.shell import ShellExecutor
+from shared.adapters.executor.docker import DockerExecutor
+from shared.adapters.executor.shell import ShellExecutor
 from shared.errors import ConfigError, ExecutorUnavailable
 from shared.ports.executor import Executor
 

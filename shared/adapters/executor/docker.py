@@ -71,7 +71,7 @@ from aiodocker.exceptions import DockerError
 from aiodocker.networks import DockerNetwork
 from aiodocker.volumes import DockerVolume
 
-from services.workermanager.executors.docker_convert import (
+from shared.adapters.executor.docker_convert import (
     DEFAULT_NETWORK,
     HELPER_DOCKERFILE,
     HELPER_IMAGE,
@@ -93,8 +93,8 @@ from services.workermanager.executors.docker_convert import (
     volume_name,
     wants_sandbox,
 )
-from services.workermanager.executors.docker_logs import AttachedReader, Cursor, read_logs
-from services.workermanager.executors.script import (
+from shared.adapters.executor.docker_logs import AttachedReader, Cursor, read_logs
+from shared.adapters.executor.script import (
     StepOutput,
     check_run_id,
     finish_shielded,

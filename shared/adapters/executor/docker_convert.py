@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from services.workermanager.executors.script import sanitise, step_script
+from shared.adapters.executor.script import sanitise, step_script
 from shared.pipeline.plan import BuildSpec, JobSpec, ServiceSpec, StepSpec
 from shared.ports.executor import WORKSPACE
 
