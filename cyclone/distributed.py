@@ -216,7 +216,8 @@ async def _workermanager(parts: _Parts, settings: Settings) -> Started:
     # incarnation finds what a crash left. The id alone may be taken by a worker of
     # another cluster on the same Docker host: its home makes the label this worker's.
     label = f"{settings.worker_id}@{settings.work_dir}"
-    executor = await open_executor(settings.executor, settings.work_dir, worker=label)
+    executor = await open_executor(settings.executor, settings.work_dir, worker=label,
+                                   keep_out=(settings.home,))
     worker = WorkerManager(parts.store, parts.bus, parts.coord, executor, settings.worker_id,
                            settings.worker_capacity, git_cache=settings.git_cache_dir,
                            lease_ttl=settings.worker_lease_s,

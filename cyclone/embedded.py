@@ -108,7 +108,8 @@ class Embedded:
         stack.push_async_callback(coord.close)
         logs = FileLogStore(settings.logs_dir)
         stack.push_async_callback(logs.close)
-        executor = await open_executor(settings.executor, settings.work_dir)
+        executor = await open_executor(settings.executor, settings.work_dir,
+                                       keep_out=(settings.home,))
         stack.push_async_callback(executor.close)
         ownership = RunOwnership(settings.owners_dir)
         stack.callback(ownership.release_all)

@@ -12,10 +12,11 @@ and ``leftover_runs`` find them without any local state:
   run may run on two workers of one host. Jobs without services use Docker's default
   bridge;
 * volume ``cyclone-<run>[-<worker hash>]-ws``, created and filled (from
-  ``RunContext.source_archive``, a Git tree streamed from the mirror, or a tar of
-  ``source_dir``) through a helper container that is created, never started, from
-  Cyclone's own empty image ``cyclone/workspace-helper:1`` (built ``FROM scratch`` once,
-  so no step image and no registry are needed);
+  ``RunContext.source_archive``, a Git tree streamed from the mirror, or a tar of what
+  of ``source_dir`` belongs in a workspace, made by ``source``) through a helper
+  container that is created, never started, from Cyclone's own empty image
+  ``cyclone/workspace-helper:1`` (built ``FROM scratch`` once, so no step image and no
+  registry are needed);
 * containers ``cyclone-<run>-<job>-<step>-<random>``, removed when the step ends;
 * per job with services or several steps, a sandbox container
   ``cyclone-<run>-<job>-sandbox-<random>`` that only holds a network namespace (like a
@@ -57,6 +58,7 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
     Awaitable,
+    Collection,
     Coroutine,
     Iterator,
     Mapping,
@@ -99,6 +101,7 @@ from shared.adapters.executor.script import (
     check_run_id,
     finish_shielded,
 )
+from shared.adapters.executor.source import CHUNK, SPOOL_BYTES, directory_archive
 from shared.errors import ExecutorError, ExecutorUnavailable
 from shared.events import utc_now
 from shared.pipeline.plan import BuildSpec, JobSpec, ServiceSpec, StepSpec
@@ -111,19 +114,20 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 SERVICE_SETTLE_S = 0.5  # a service still running this long after its start counts as up
 OUTPUT_STALL_S = 10.0  # an exited step's output stream silent this long is given up
-CHUNK = 256 * 1024
-SPOOL_BYTES = 16 * 1024 * 1024  # archives larger than this go to a temporary file
 
 
 class DockerExecutor:
     """The Docker implementation of ``shared.ports.executor.Executor``."""
 
-    def __init__(self, docker: aiodocker.Docker | None = None, worker: str = "") -> None:
+    def __init__(self, docker: aiodocker.Docker | None = None, worker: str = "",
+                 keep_out: Collection[Path] = ()) -> None:
         """``worker``: a label for the workermanager this executor runs for, unique on
         the Docker host and the same across its restarts (its id and home); everything
-        created is labelled with it, so that worker's next incarnation finds its leftovers."""
+        created is labelled with it, so that worker's next incarnation finds its leftovers.
+        ``keep_out``: Cyclone's own directories (its home), never copied into a workspace."""
         self._docker = docker if docker is not None else aiodocker.Docker()
         self._worker = worker
+        self._keep_out = tuple(keep_out)
         self._owns_client = docker is None
         self._helper_ready = False
         self._helper_lock = asyncio.Lock()
@@ -135,7 +139,8 @@ class DockerExecutor:
         self._sandboxes: dict[tuple[str, str], str] = {}  # (run, job) -> container id
 
     @classmethod
-    async def connect(cls, url: str | None = None, worker: str = "") -> DockerExecutor:
+    async def connect(cls, url: str | None = None, worker: str = "",
+                      keep_out: Collection[Path] = ()) -> DockerExecutor:
         """An executor on the daemon at ``url`` (default: DOCKER_HOST, then the local
         socket); ``ExecutorUnavailable`` when it does not answer within a few seconds."""
         try:
@@ -151,7 +156,7 @@ class DockerExecutor:
             reason = (exc.message if isinstance(exc, DockerError)
                       else f"{docker.docker_host}: {exc or 'no answer'}")
             raise ExecutorUnavailable(f"cannot reach the Docker daemon: {reason}") from exc
-        executor = cls(docker, worker=worker)
+        executor = cls(docker, worker=worker, keep_out=keep_out)
         executor._owns_client = True
         return executor
 
@@ -184,13 +189,9 @@ class DockerExecutor:
                 async with self._helper(run_id) as helper:
                     await helper.put_archive(WORKSPACE, chunks)  # type: ignore[no-untyped-call]
         elif ctx.source_dir is not None:
-            archive = await asyncio.to_thread(_tar_directory, Path(ctx.source_dir))
-            try:
+            async with directory_archive(Path(ctx.source_dir), self._keep_out) as chunks:
                 async with self._helper(run_id) as helper:
-                    await helper.put_archive(  # type: ignore[no-untyped-call]
-                        WORKSPACE, _read_chunks(archive))
-            finally:
-                archive.close()
+                    await helper.put_archive(WORKSPACE, chunks)  # type: ignore[no-untyped-call]
         else:
             async with self._helper(run_id):
                 pass  # an empty workspace: the helper's mount creates the volume
@@ -628,23 +629,3 @@ def _tar_of(files: Mapping[str, bytes]) -> IO[bytes]:
             tar.addfile(info, io.BytesIO(data))
     buffer.seek(0)
     return buffer
-
-
-def _tar_directory(source: Path) -> IO[bytes]:
-    """A tar of ``source``'s content (symlinks kept as links), spooled to disk when big."""
-    if not source.is_dir():
-        raise ExecutorError(f"source directory {str(source)!r} does not exist")
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
-    try:
-        with tarfile.open(fileobj=spool, mode="w") as tar:
-            tar.add(source, arcname=".")
-        spool.seek(0)
-    except BaseException:
-        spool.close()
-        raise
-    return cast(IO[bytes], spool)
-
-
-async def _read_chunks(file: IO[bytes]) -> AsyncIterator[bytes]:
-    while chunk := await asyncio.to_thread(file.read, CHUNK):
-        yield chunk
