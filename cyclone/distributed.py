@@ -40,11 +40,11 @@ from services.logserver.http import log_routes
 from services.logserver.service import LogServer
 from services.notifier.forge_status import CommitStatusReporter
 from services.notifier.service import Notifier
-from services.workermanager.executors import open_executor
 from services.workermanager.service import WorkerManager
 from shared.adapters.bus.kafka import KafkaBus
 from shared.adapters.coordination.etcd import EtcdCoordinator
 from shared.adapters.eventstore.mongo import MongoEventStore
+from shared.adapters.executor import open_executor
 from shared.adapters.logstore.mongo import MongoLogStore
 from shared.adapters.runviews.mongo import MongoRunViews
 from shared.config import Settings, positive_int
@@ -217,7 +217,8 @@ async def _workermanager(parts: _Parts, settings: Settings) -> Started:
     # incarnation finds what a crash left. The id alone may be taken by a worker of
     # another cluster on the same Docker host: its home makes the label this worker's.
     label = f"{settings.worker_id}@{settings.work_dir}"
-    executor = await open_executor(settings.executor, settings.work_dir, worker=label)
+    executor = await open_executor(settings.executor, settings.work_dir, worker=label,
+                                   keep_out=(settings.home,))
     worker = WorkerManager(parts.store, parts.bus, parts.coord, executor, settings.worker_id,
                            settings.worker_capacity, git_cache=settings.git_cache_dir,
                            lease_ttl=settings.worker_lease_s,

@@ -26,11 +26,11 @@ from services.eventmanager.service import EventManager, abandon_run
 from services.logserver.service import LogServer
 from services.notifier.forge_status import CommitStatusReporter
 from services.notifier.service import Notifier
-from services.workermanager.executors import open_executor
 from services.workermanager.service import WorkerManager
 from shared.adapters.bus.memory import MemoryBus
 from shared.adapters.coordination.memory import MemoryCoordinator
 from shared.adapters.eventstore.sqlite import SqliteEventStore
+from shared.adapters.executor import open_executor
 from shared.adapters.logstore.files import FileLogStore
 from shared.config import Settings
 from shared.errors import ConfigError
@@ -108,7 +108,8 @@ class Embedded:
         stack.push_async_callback(coord.close)
         logs = FileLogStore(settings.logs_dir)
         stack.push_async_callback(logs.close)
-        executor = await open_executor(settings.executor, settings.work_dir)
+        executor = await open_executor(settings.executor, settings.work_dir,
+                                       keep_out=(settings.home,))
         stack.push_async_callback(executor.close)
         ownership = RunOwnership(settings.owners_dir)
         stack.callback(ownership.release_all)

@@ -4,8 +4,10 @@ Contract, in call order (the workermanager is the only caller):
 
 1. ``prepare_run(ctx)`` once a run reaches this host, before its first job: the
    run's workspace, filled with ``ctx.source_archive`` (a tar stream, e.g. a Git tree
-   straight from a mirror) or a copy of ``ctx.source_dir``. Idempotent: a second call
-   for the same run changes nothing; a call after a failed one starts over.
+   straight from a mirror) or a copy of what ``ctx.source_dir`` holds for the user: in
+   a Git work tree the files Git sees (tracked, and untracked but not ignored), never
+   Cyclone's own state (its home may sit inside the directory). Idempotent: a second
+   call for the same run changes nothing; a call after a failed one starts over.
 2. Per job: ``start_services(ctx, job, on_log)`` starts the job's sidecars on the
    run's private network, reachable by name (a job without services needs no such
    network), then ``run_step(...)`` for each step in order, then
@@ -58,7 +60,7 @@ SourceArchive = Callable[[], AsyncGenerator[bytes, None]]
 @dataclass(frozen=True)
 class RunContext:
     run_id: str
-    source_dir: str | None = None  # copied into the workspace by prepare_run
+    source_dir: str | None = None  # copied (what the user's files are) by prepare_run
     source_archive: SourceArchive | None = None  # extracted there instead, when given
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from tests.docker_support import cyclone_leftovers
 from tests.e2e.conftest import Project, run_id_in
+from tests.git_support import git_env
 
 pytestmark = pytest.mark.usefixtures("docker_ready")
 
@@ -253,6 +255,39 @@ def test_no_docker_daemon_falls_back_to_the_host_shell(project: Project) -> None
     assert "warning: no Docker daemon reachable" in done.stdout
     assert "(shell)" in done.stdout
     assert "[build/step-1] copied source" in done.stdout
+
+
+@pytest.mark.parametrize("executor", ["docker", "shell"])
+def test_a_home_inside_the_directory_stays_out_of_the_workspace(
+        project: Project, executor: str) -> None:
+    """``CYCLONE_HOME=./.cyclone``: the workspace gets what the repository holds as Git
+    sees it, not Cyclone's own state (copied, that held the run's own workspace,
+    recursively, until "File name too long", and every job errored)."""
+    project.env.update({"CYCLONE_HOME": "./.cyclone", "CYCLONE_EXECUTOR": executor})
+    project.write("""
+        jobs:
+          build:
+            image: IMAGE
+            steps:
+              - name: look
+                run:
+                  - cat tracked.txt untracked.txt
+                  - test ! -e .cyclone && test ! -e debug.log && echo "nothing else"
+    """)
+    (project.dir / ".gitignore").write_text("*.log\n")
+    (project.dir / "tracked.txt").write_text("tracked\n")
+    git = ["git", "-C", str(project.dir)]
+    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "first"]):
+        subprocess.run([*git, *args], env=git_env(), check=True, capture_output=True)
+    (project.dir / "untracked.txt").write_text("untracked\n")
+    (project.dir / "debug.log").write_text("ignored\n")
+    done = project.run("run", "--no-color")
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "[build/look] tracked\n[build/look] untracked\n" in out
+    assert "[build/look] nothing else" in out
+    assert (project.dir / ".cyclone" / "events.db").is_file()  # the home was in there
+    assert_nothing_left(run_id_in(out))
 
 
 def test_no_docker_daemon_and_services_say_clearly_why_the_job_cannot_run(

@@ -18,11 +18,11 @@ import aiohttp
 import pytest
 
 from services.workermanager.appends import append_retrying
-from services.workermanager.executors.docker import LABEL_RUN, LABEL_WORKER
 from services.workermanager.logship import LogShipper
 from shared import events as ev
 from shared.adapters.bus.kafka import KafkaBus
 from shared.adapters.eventstore.sqlite import SqliteEventStore
+from shared.adapters.executor.docker_convert import LABEL_RUN, LABEL_WORKER
 from shared.errors import StoreError
 from shared.events import NewEvent, RecordedEvent, utc_now
 from shared.ports.bus import TOPIC_LOGS

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.workermanager.executors import DockerExecutor, ShellExecutor
+from shared.adapters.executor import DockerExecutor, ShellExecutor
 from shared.pipeline.plan import JobSpec, ServiceSpec, StepSpec
 from shared.ports.executor import Executor, RunContext
 from tests.docker_support import TEST_IMAGE, docker_ready

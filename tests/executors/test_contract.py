@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.workermanager.executors import DockerExecutor, ShellExecutor
+from shared.adapters.executor import DockerExecutor, ShellExecutor
 from shared.errors import ExecutorError
 from shared.ports.executor import Executor, RunContext
 from tests.docker_support import cyclone_leftovers_async

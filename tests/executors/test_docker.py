@@ -13,8 +13,8 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from services.workermanager.executors import DockerExecutor
-from services.workermanager.executors.docker import BUILT_IMAGE, built_image
+from shared.adapters.executor import DockerExecutor
+from shared.adapters.executor.docker_convert import BUILT_IMAGE, built_image
 from shared.errors import ExecutorError, ExecutorUnavailable
 from shared.pipeline.plan import BuildSpec, ServiceSpec
 from shared.ports.executor import RunContext

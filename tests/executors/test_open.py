@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import services.workermanager.executors as executors
-from services.workermanager.executors import DockerExecutor, ShellExecutor, open_executor
+import shared.adapters.executor as executors
+from shared.adapters.executor import DockerExecutor, ShellExecutor, open_executor
 from shared.errors import ConfigError, ExecutorUnavailable
 
 NO_DAEMON = "unix:///nonexistent/docker.sock"

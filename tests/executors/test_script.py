@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.workermanager.executors.script import (
+from shared.adapters.executor.script import (
     MAX_LINE_BYTES,
     StepOutput,
     check_run_id,

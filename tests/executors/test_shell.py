@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.workermanager.executors import ShellExecutor
+from shared.adapters.executor import ShellExecutor
 from shared.errors import ExecutorError
 from shared.pipeline.plan import BuildSpec, ServiceSpec
 from shared.ports.executor import RunContext

@@ -13,8 +13,8 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from services.workermanager.executors import DockerExecutor, ShellExecutor
-from services.workermanager.executors.docker import (
+from shared.adapters.executor import DockerExecutor, ShellExecutor
+from shared.adapters.executor.docker_convert import (
     LABEL_RUN,
     LABEL_WORKER,
     network_name,

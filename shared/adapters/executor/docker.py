@@ -1,5 +1,7 @@
 """Docker executor: each step and service in its own container, on the run's network, with
 the run's workspace volume at ``/workspace`` (aiodocker, Docker Engine API >= 1.41).
+This module talks to the daemon; what it asks for (names, labels, container, network
+and build configs) is translated from the plan in ``docker_convert``.
 
 What it creates, all labelled ``io.cyclone.managed=1`` and ``io.cyclone.run=<run id>``
 (and ``io.cyclone.worker=<worker id>`` when opened for a worker) so that ``destroy_run``
@@ -10,10 +12,11 @@ and ``leftover_runs`` find them without any local state:
   run may run on two workers of one host. Jobs without services use Docker's default
   bridge;
 * volume ``cyclone-<run>[-<worker hash>]-ws``, created and filled (from
-  ``RunContext.source_archive``, a Git tree streamed from the mirror, or a tar of
-  ``source_dir``) through a helper container that is created, never started, from
-  Cyclone's own empty image ``cyclone/workspace-helper:1`` (built ``FROM scratch`` once,
-  so no step image and no registry are needed);
+  ``RunContext.source_archive``, a Git tree streamed from the mirror, or a tar of what
+  of ``source_dir`` belongs in a workspace, made by ``source``) through a helper
+  container that is created, never started, from Cyclone's own empty image
+  ``cyclone/workspace-helper:1`` (built ``FROM scratch`` once, so no step image and no
+  registry are needed);
 * containers ``cyclone-<run>-<job>-<step>-<random>``, removed when the step ends;
 * per job with services or several steps, a sandbox container
   ``cyclone-<run>-<job>-sandbox-<random>`` that only holds a network namespace (like a
@@ -45,18 +48,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import io
 import json
 import logging
 import posixpath
-import secrets
 import tarfile
 import tempfile
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
     Awaitable,
+    Collection,
     Coroutine,
     Iterator,
     Mapping,
@@ -71,83 +73,61 @@ from aiodocker.exceptions import DockerError
 from aiodocker.networks import DockerNetwork
 from aiodocker.volumes import DockerVolume
 
-from services.workermanager.executors.docker_logs import AttachedReader, Cursor, read_logs
-from services.workermanager.executors.script import (
+from shared.adapters.executor.docker_convert import (
+    DEFAULT_NETWORK,
+    HELPER_DOCKERFILE,
+    HELPER_IMAGE,
+    LABEL_RUN,
+    build_context_dir,
+    build_options,
+    built_image,
+    container_name,
+    helper_config,
+    label_filter,
+    network_config,
+    network_name,
+    sandbox_config,
+    sandbox_image,
+    service_config,
+    split_tag,
+    step_config,
+    step_network_mode,
+    volume_name,
+    wants_sandbox,
+)
+from shared.adapters.executor.docker_logs import AttachedReader, Cursor, read_logs
+from shared.adapters.executor.script import (
     StepOutput,
     check_run_id,
     finish_shielded,
-    sanitise,
-    step_script,
 )
+from shared.adapters.executor.source import CHUNK, SPOOL_BYTES, directory_archive
 from shared.errors import ExecutorError, ExecutorUnavailable
 from shared.events import utc_now
 from shared.pipeline.plan import BuildSpec, JobSpec, ServiceSpec, StepSpec
 from shared.ports.executor import WORKSPACE, LogSink, RunContext, StepOutcome
 
-__all__ = [
-    "BUILT_IMAGE",
-    "HELPER_IMAGE",
-    "LABEL_MANAGED",
-    "LABEL_RUN",
-    "LABEL_WORKER",
-    "DockerExecutor",
-    "built_image",
-    "network_name",
-    "volume_name",
-]
+__all__ = ["DockerExecutor"]
 
 log = logging.getLogger(__name__)
-
-LABEL_MANAGED = "io.cyclone.managed"
-LABEL_RUN = "io.cyclone.run"
-LABEL_WORKER = "io.cyclone.worker"  # the workermanager that created it (reaped on its restart)
-LABEL_JOB = "io.cyclone.job"
-LABEL_ROLE = "io.cyclone.role"
-BUILT_IMAGE = "BUILT_IMAGE"  # caicloud.yml's marker for "the image the build step made"
-HELPER_IMAGE = "cyclone/workspace-helper:1"
-# The sandbox's only job is to exist: sleep, and exit at once when stopped.
-_SANDBOX_LOOP = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
 
 CONNECT_TIMEOUT_S = 5.0
 SERVICE_SETTLE_S = 0.5  # a service still running this long after its start counts as up
 OUTPUT_STALL_S = 10.0  # an exited step's output stream silent this long is given up
-CHUNK = 256 * 1024
-SPOOL_BYTES = 16 * 1024 * 1024  # archives larger than this go to a temporary file
-_JSON_LOGS = {"Type": "json-file", "Config": {}}  # the logs endpoint needs a readable driver
-# A step's output is read by attaching: a log driver would only write it to disk again.
-_NO_LOGS = {"Type": "none", "Config": {}}
-
-
-def network_name(run_id: str, worker: str = "") -> str:
-    """The run's network on this host. Each worker has its own (its label's hash in the
-    name): jobs of one run may go to two workers sharing a Docker host, and two workers
-    creating one name at once get two networks of that name (Docker's duplicate check
-    is not atomic)."""
-    return f"cyclone-{run_id}{_worker_suffix(worker)}"
-
-
-def volume_name(run_id: str, worker: str = "") -> str:
-    """The run's workspace volume on this host, one per worker as for the network."""
-    return f"cyclone-{run_id}{_worker_suffix(worker)}-ws"
-
-
-def _worker_suffix(worker: str) -> str:
-    return f"-{hashlib.sha256(worker.encode()).hexdigest()[:8]}" if worker else ""
-
-
-def built_image(run_id: str) -> str:
-    return f"cyclone-built/{run_id.lower()}:latest"
 
 
 class DockerExecutor:
     """The Docker implementation of ``shared.ports.executor.Executor``."""
 
-    def __init__(self, docker: aiodocker.Docker | None = None, worker: str = "") -> None:
+    def __init__(self, docker: aiodocker.Docker | None = None, worker: str = "",
+                 keep_out: Collection[Path] = ()) -> None:
         """``worker``: a label for the workermanager this executor runs for, unique on
         the Docker host and the same across its restarts (its id and home); everything
-        created is labelled with it, so that worker's next incarnation finds its leftovers."""
+        created is labelled with it, so that worker's next incarnation finds its leftovers.
+        ``keep_out``: Cyclone's own directories (its home), never copied into a workspace."""
         self._docker = docker if docker is not None else aiodocker.Docker()
         self._worker = worker
+        self._keep_out = tuple(keep_out)
         self._owns_client = docker is None
         self._helper_ready = False
         self._helper_lock = asyncio.Lock()
@@ -159,7 +139,8 @@ class DockerExecutor:
         self._sandboxes: dict[tuple[str, str], str] = {}  # (run, job) -> container id
 
     @classmethod
-    async def connect(cls, url: str | None = None, worker: str = "") -> DockerExecutor:
+    async def connect(cls, url: str | None = None, worker: str = "",
+                      keep_out: Collection[Path] = ()) -> DockerExecutor:
         """An executor on the daemon at ``url`` (default: DOCKER_HOST, then the local
         socket); ``ExecutorUnavailable`` when it does not answer within a few seconds."""
         try:
@@ -175,7 +156,7 @@ class DockerExecutor:
             reason = (exc.message if isinstance(exc, DockerError)
                       else f"{docker.docker_host}: {exc or 'no answer'}")
             raise ExecutorUnavailable(f"cannot reach the Docker daemon: {reason}") from exc
-        executor = cls(docker, worker=worker)
+        executor = cls(docker, worker=worker, keep_out=keep_out)
         executor._owns_client = True
         return executor
 
@@ -208,13 +189,9 @@ class DockerExecutor:
                 async with self._helper(run_id) as helper:
                     await helper.put_archive(WORKSPACE, chunks)  # type: ignore[no-untyped-call]
         elif ctx.source_dir is not None:
-            archive = await asyncio.to_thread(_tar_directory, Path(ctx.source_dir))
-            try:
+            async with directory_archive(Path(ctx.source_dir), self._keep_out) as chunks:
                 async with self._helper(run_id) as helper:
-                    await helper.put_archive(  # type: ignore[no-untyped-call]
-                        WORKSPACE, _read_chunks(archive))
-            finally:
-                archive.close()
+                    await helper.put_archive(WORKSPACE, chunks)  # type: ignore[no-untyped-call]
         else:
             async with self._helper(run_id):
                 pass  # an empty workspace: the helper's mount creates the volume
@@ -230,10 +207,8 @@ class DockerExecutor:
 
     async def _make_network(self, run_id: str) -> None:
         with _docker_errors(f"creating the network of run {run_id}"):
-            await _absent_ok(self._docker.networks.create({
-                "Name": network_name(run_id, self._worker), "Driver": "bridge",
-                "CheckDuplicate": True, "Labels": self._labels(run_id),
-            }), also=(409,))
+            await _absent_ok(self._docker.networks.create(
+                network_config(run_id, self._worker)), also=(409,))
 
     async def destroy_run(self, run_id: str, worker: str | None = None) -> None:
         run_id = check_run_id(run_id)
@@ -247,7 +222,7 @@ class DockerExecutor:
             await _cancel_all(self._service_logs.pop(key))
         for key in [k for k in self._sandboxes if k[0] == run_id]:
             del self._sandboxes[key]
-        selector = {"label": [f"{LABEL_RUN}={run_id}"]}
+        selector = label_filter(run_id)
         with _docker_errors(f"removing run {run_id}"):
             for container in await self._containers(selector):
                 await _absent_ok(container.delete(force=True, v=True), also=(409,))
@@ -266,7 +241,7 @@ class DockerExecutor:
         host shared by several workers the next attempt of a job, run by another worker,
         may be using them: they are left to that run's own ``destroy_run``, as is the
         run's built image while any container of the run remains."""
-        selector = {"label": [f"{LABEL_RUN}={run_id}", f"{LABEL_WORKER}={worker}"]}
+        selector = label_filter(run_id, worker)
         with _docker_errors(f"removing what worker {worker} left of run {run_id}"):
             for container in await self._containers(selector):
                 await _absent_ok(container.delete(force=True, v=True), also=(409,))
@@ -276,17 +251,16 @@ class DockerExecutor:
             for volume in await self._volumes(selector):
                 vol = DockerVolume(self._docker, volume["Name"])  # type: ignore[no-untyped-call]
                 await _in_use_ok(vol.delete(), f"volume {volume['Name']}")  # type: ignore[no-untyped-call]
-            if not await self._containers({"label": [f"{LABEL_RUN}={run_id}"]}):
+            if not await self._containers(label_filter(run_id)):
                 await _absent_ok(self._docker.images.delete(built_image(run_id)), also=(409,))
 
     async def leftover_runs(self, worker: str | None = None) -> set[str]:
-        selector = {"label": [LABEL_RUN] if worker is None
-                    else [LABEL_RUN, f"{LABEL_WORKER}={worker}"]}
+        selector = label_filter(None, worker)
         with _docker_errors("listing Cyclone's Docker resources"):
-            labels = [c["Labels"] for c in await self._containers(selector)]
-            labels += [n["Labels"] for n in await self._docker.networks.list(filters=selector)]
-            labels += [v["Labels"] for v in await self._volumes(selector)]
-        return {found[LABEL_RUN] for found in labels if found and found.get(LABEL_RUN)}
+            found = [c["Labels"] for c in await self._containers(selector)]
+            found += [n["Labels"] for n in await self._docker.networks.list(filters=selector)]
+            found += [v["Labels"] for v in await self._volumes(selector)]
+        return {each[LABEL_RUN] for each in found if each and each.get(LABEL_RUN)}
 
     async def close(self) -> None:
         for key in list(self._service_logs):
@@ -296,11 +270,6 @@ class DockerExecutor:
         if self._owns_client:
             await self._docker.close()
 
-    def _labels(self, run_id: str, **extra: str) -> dict[str, str]:
-        worker = {LABEL_WORKER: self._worker} if self._worker else {}
-        return {LABEL_MANAGED: "1", LABEL_RUN: run_id, **worker,
-                **{f"io.cyclone.{key}": value for key, value in extra.items()}}
-
     # -- services ---------------------------------------------------------------------
 
     async def start_services(self, ctx: RunContext, job: JobSpec, on_log: LogSink) -> None:
@@ -309,15 +278,16 @@ class DockerExecutor:
         output. Readiness is not awaited: steps retry, as in any CI."""
         run_id = check_run_id(ctx.run_id)
         if not job.services:
-            if _wants_sandbox(job):
-                await self._start_sandbox(run_id, job, network="bridge")
+            if wants_sandbox(job):
+                await self._start_sandbox(run_id, job, network=DEFAULT_NETWORK)
             return
         network = await self._network(run_id)
         started: list[tuple[ServiceSpec, DockerContainer]] = []
         for service in job.services:
             with _docker_errors(f"service {service.name!r} of job {job.name!r}"):
-                name = _container_name(run_id, job.name, "svc", service.name)
-                container = await self._create(self._service_config(run_id, job, service), name)
+                name = container_name(run_id, job.name, "svc", service.name)
+                config = service_config(run_id, job, service, self._worker)
+                container = await self._create(config, name)
                 await container.start()
             self._follow_service(run_id, job.name, service.name, container.id, on_log)
             started.append((service, container))
@@ -337,8 +307,7 @@ class DockerExecutor:
             self._spawn_removal(run_id, self._remove_services(run_id, job))
 
     async def _remove_services(self, run_id: str, job: JobSpec) -> None:
-        selector = {"label": [f"{LABEL_RUN}={run_id}", f"{LABEL_JOB}={job.name}",
-                              f"{LABEL_ROLE}=service"]}
+        selector = label_filter(run_id, job=job.name, role="service")
         try:
             with _docker_errors(f"stopping the services of job {job.name!r}"):
                 for container in await self._containers(selector):
@@ -349,16 +318,11 @@ class DockerExecutor:
     async def _start_sandbox(self, run_id: str, job: JobSpec, network: str) -> None:
         """Start the job's network sandbox on ``network``, or leave steps on the network
         when we can't."""
-        image = next((s.image for s in job.steps if s.build is None and s.image), job.image)
+        image = sandbox_image(job)
         if not image:
             return
-        name = _container_name(run_id, job.name, "sandbox")
-        config: dict[str, Any] = {
-            "Image": built_image(run_id) if image == BUILT_IMAGE else image,
-            "Entrypoint": ["/bin/sh", "-c", _SANDBOX_LOOP],
-            "Labels": self._labels(run_id, job=job.name, role="sandbox"),
-            "HostConfig": {"NetworkMode": network, "LogConfig": {"Type": "none"}},
-        }
+        name = container_name(run_id, job.name, "sandbox")
+        config = sandbox_config(run_id, job, image, network, self._worker)
         try:
             container = await self._create(config, name)
             await container.start()
@@ -372,20 +336,6 @@ class DockerExecutor:
             self._remove_later(run_id, name)
             return
         self._sandboxes[(run_id, job.name)] = container.id
-
-    def _service_config(self, run_id: str, job: JobSpec, service: ServiceSpec) -> dict[str, Any]:
-        network = network_name(run_id, self._worker)
-        config: dict[str, Any] = {
-            "Image": service.image,
-            "Env": _env_list(service.env),
-            "Labels": self._labels(run_id, job=job.name, role="service", service=service.name),
-            "HostConfig": {"Binds": [f"{volume_name(run_id, self._worker)}:{WORKSPACE}"],
-                           "NetworkMode": network, "LogConfig": _JSON_LOGS},
-            "NetworkingConfig": {"EndpointsConfig": {network: {"Aliases": [service.name]}}},
-        }
-        if service.command:
-            config["Cmd"] = list(service.command)
-        return config
 
     def _follow_service(self, run_id: str, job: str, service: str, container_id: str,
                         on_log: LogSink) -> None:
@@ -408,10 +358,13 @@ class DockerExecutor:
         run_id = check_run_id(ctx.run_id)
         if step.build is not None:
             return await self._build(run_id, step, step.build, on_log)
-        name = _container_name(run_id, job.name, step.name)
+        name = container_name(run_id, job.name, step.name)
+        sandbox = self._sandboxes.get((run_id, job.name))
+        config = step_config(run_id, job, step, env, worker=self._worker,
+                             network_mode=step_network_mode(run_id, job, sandbox, self._worker))
         try:
             with _docker_errors(f"step {step.name!r} of job {job.name!r}"):
-                container = await self._create(self._step_config(run_id, job, step, env), name)
+                container = await self._create(config, name)
                 outcome = await self._run(container, step, on_log)
         except BaseException:
             # also on cancel: the container is killed and gone before CancelledError goes on
@@ -419,29 +372,6 @@ class DockerExecutor:
             raise
         self._remove_later(run_id, name)  # it has exited: nothing waits for its removal
         return outcome
-
-    def _step_config(self, run_id: str, job: JobSpec, step: StepSpec,
-                     env: Mapping[str, str]) -> dict[str, Any]:
-        image = built_image(run_id) if step.image == BUILT_IMAGE else step.image
-        config: dict[str, Any] = {
-            "Image": image,
-            "Env": _env_list({**env, "CYCLONE_WORKSPACE": WORKSPACE}),
-            "WorkingDir": WORKSPACE,
-            "Labels": self._labels(run_id, job=job.name, step=step.name, role="step"),
-            "HostConfig": {"Binds": [f"{volume_name(run_id, self._worker)}:{WORKSPACE}"],
-                           "NetworkMode": self._step_network(run_id, job),
-                           "LogConfig": _NO_LOGS},
-        }
-        if step.commands:  # without commands the image's own entrypoint runs (a plugin step)
-            config["Entrypoint"] = ["/bin/sh", "-c"]
-            config["Cmd"] = [step_script(step.commands)]
-        return config
-
-    def _step_network(self, run_id: str, job: JobSpec) -> str:
-        sandbox = self._sandboxes.get((run_id, job.name))
-        if sandbox:
-            return f"container:{sandbox}"
-        return network_name(run_id, self._worker) if job.services else "bridge"
 
     async def _run(self, container: DockerContainer, step: StepSpec,
                    on_log: LogSink) -> StepOutcome:
@@ -525,17 +455,10 @@ class DockerExecutor:
     async def _helper(self, run_id: str) -> AsyncIterator[DockerContainer]:
         """A created, never started, container with the run's workspace at /workspace."""
         await self._ensure_helper_image()
-        name = _container_name(run_id, "workspace")
-        # The mount creates the volume, labelled, when it is not there yet: one call less.
-        mount = {"Type": "volume", "Source": volume_name(run_id, self._worker),
-                 "Target": WORKSPACE, "VolumeOptions": {"Labels": self._labels(run_id)}}
-        config: dict[str, Any] = {
-            "Image": HELPER_IMAGE, "Cmd": ["/never-started"],
-            "Labels": self._labels(run_id, role="helper"),
-            "HostConfig": {"Mounts": [mount]},
-        }
+        name = container_name(run_id, "workspace")
         try:
-            yield await self._docker.containers.create(config, name=name)
+            yield await self._docker.containers.create(helper_config(run_id, self._worker),
+                                                       name=name)
         finally:
             self._remove_later(run_id, name)
 
@@ -544,8 +467,7 @@ class DockerExecutor:
             if self._helper_ready:
                 return
             if not await _exists(self._docker.images.inspect(HELPER_IMAGE)):
-                dockerfile = f"FROM scratch\nLABEL {LABEL_MANAGED}=1\n".encode()
-                await self._docker.images.build(fileobj=_tar_of({"Dockerfile": dockerfile}),
+                await self._docker.images.build(fileobj=_tar_of({"Dockerfile": HELPER_DOCKERFILE}),
                                                 encoding="identity", tag=HELPER_IMAGE)
             self._helper_ready = True
 
@@ -575,8 +497,8 @@ class DockerExecutor:
             await output.feed("stderr", utc_now(), f"{message}\n".encode())
             return StepOutcome(exit_code=1)
 
-        context_dir = posixpath.normpath(build.context_dir.lstrip("/") or ".")
-        if context_dir.startswith(".."):
+        context_dir = build_context_dir(build)
+        if context_dir is None:
             return await fail(f"build context {build.context_dir!r} is outside the workspace")
         with _docker_errors(f"build step {step.name!r}"):
             try:
@@ -587,7 +509,8 @@ class DockerExecutor:
                 return await fail(f"build context {build.context_dir!r} is not in the workspace")
             try:
                 async with asyncio.timeout(step.timeout_s):
-                    error = await self._stream_build(context, build, built_image(run_id), output)
+                    error = await self._stream_build(context, build_options(run_id, build),
+                                                     output)
             except TimeoutError:
                 await output.flush()
                 return StepOutcome(exit_code=None, timed_out=True)
@@ -596,17 +519,16 @@ class DockerExecutor:
             if error:
                 return await fail(f"image build failed: {error}")
             if build.tag:
-                repo, tag = _split_tag(build.tag)
+                repo, tag = split_tag(build.tag)
                 await self._docker.images.tag(built_image(run_id), repo, tag=tag)
         await output.flush()
         return StepOutcome(exit_code=0)
 
-    async def _stream_build(self, context: IO[bytes], build: BuildSpec, tag: str,
+    async def _stream_build(self, context: IO[bytes], options: Mapping[str, Any],
                             output: StepOutput) -> str:
         """Run the build, its output to ``output``; returns the error text, "" on success."""
         stream = cast(AsyncGenerator[dict[str, Any], None], self._docker.images.build(
-            fileobj=context, encoding="identity", path_dockerfile=build.dockerfile, tag=tag,
-            forcerm=True, labels={LABEL_MANAGED: "1"}, stream=True))
+            fileobj=context, encoding="identity", stream=True, **options))
         try:
             async with contextlib.aclosing(stream):
                 async for item in stream:
@@ -698,27 +620,6 @@ async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
             log.debug("log reader ended with %r", result)
 
 
-def _wants_sandbox(job: JobSpec) -> bool:
-    """A job without services: a sandbox pays for itself from the second container step."""
-    return sum(1 for step in job.steps if step.build is None) > 1
-
-
-def _container_name(run_id: str, *parts: str) -> str:
-    return "-".join(["cyclone", run_id, *(sanitise(p) for p in parts), secrets.token_hex(3)])
-
-
-def _env_list(env: Mapping[str, str]) -> list[str]:
-    return [f"{key}={value}" for key, value in env.items()]
-
-
-def _split_tag(reference: str) -> tuple[str, str]:
-    """``registry:5000/app:1.2`` -> (``registry:5000/app``, ``1.2``); no tag: ``latest``."""
-    repo, sep, tag = reference.rpartition(":")
-    if not sep or "/" in tag:
-        return reference, "latest"
-    return repo, tag
-
-
 def _tar_of(files: Mapping[str, bytes]) -> IO[bytes]:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -728,23 +629,3 @@ def _tar_of(files: Mapping[str, bytes]) -> IO[bytes]:
             tar.addfile(info, io.BytesIO(data))
     buffer.seek(0)
     return buffer
-
-
-def _tar_directory(source: Path) -> IO[bytes]:
-    """A tar of ``source``'s content (symlinks kept as links), spooled to disk when big."""
-    if not source.is_dir():
-        raise ExecutorError(f"source directory {str(source)!r} does not exist")
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
-    try:
-        with tarfile.open(fileobj=spool, mode="w") as tar:
-            tar.add(source, arcname=".")
-        spool.seek(0)
-    except BaseException:
-        spool.close()
-        raise
-    return cast(IO[bytes], spool)
-
-
-async def _read_chunks(file: IO[bytes]) -> AsyncIterator[bytes]:
-    while chunk := await asyncio.to_thread(file.read, CHUNK):
-        yield chunk

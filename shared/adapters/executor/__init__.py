@@ -1,4 +1,6 @@
-"""Executors: the workermanager's ways of running steps, picked by name and availability.
+"""The executor port's adapters (``shared.ports.executor``): the workermanager's ways of
+running steps, picked by name and availability. Their contract suite is
+``tests/executors/test_contract.py``, run against both.
 
 * ``docker`` (``DockerExecutor``): containers, a private network and a workspace volume
   per run; services; image builds. Needs a reachable Docker daemon.
@@ -13,10 +15,11 @@ never touches Docker.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from pathlib import Path
 
-from services.workermanager.executors.docker import DockerExecutor
-from services.workermanager.executors.shell import ShellExecutor
+from shared.adapters.executor.docker import DockerExecutor
+from shared.adapters.executor.shell import ShellExecutor
 from shared.errors import ConfigError, ExecutorUnavailable
 from shared.ports.executor import Executor
 
@@ -27,20 +30,22 @@ log = logging.getLogger(__name__)
 KINDS = ("auto", "docker", "shell")
 
 
-async def open_executor(kind: str, home: Path, worker: str = "") -> Executor:
+async def open_executor(kind: str, home: Path, worker: str = "",
+                        keep_out: Collection[Path] = ()) -> Executor:
     """The executor named by ``kind``; the shell executor keeps its run directories in
     ``home``; the Docker one labels what it creates with ``worker`` (when given: a
     label unique to the worker on this host), so ``leftover_runs(worker=...)`` finds
-    it. Close it with ``await executor.close()``."""
+    it. Neither copies ``keep_out`` (Cyclone's home: it may sit inside a directory that
+    ``cyclone run`` copies) into a workspace. Close it with ``await executor.close()``."""
     if kind not in KINDS:
         raise ConfigError(f"unknown executor {kind!r}: expected one of {', '.join(KINDS)}")
     if kind == "shell":
-        return ShellExecutor(home)
+        return ShellExecutor(home, keep_out)
     try:
-        return await DockerExecutor.connect(worker=worker)
+        return await DockerExecutor.connect(worker=worker, keep_out=keep_out)
     except ExecutorUnavailable as exc:
         if kind == "docker":
             raise
         log.warning("no Docker daemon reachable (%s): steps run on the host shell without "
                     "isolation, and services are unavailable", exc)
-        return ShellExecutor(home)
+        return ShellExecutor(home, keep_out)

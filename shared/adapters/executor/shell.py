@@ -6,10 +6,11 @@ a warning); services and image builds cannot run and fail the job with a clear
 ``ExecutorError``.
 
 Layout: ``<root>/<run id>/workspace`` is the workspace. ``prepare_run`` extracts the
-source archive (``tar -x``, fed as it streams) or copies the source directory into
-``workspace.partial`` and renames it when complete, so the workspace's presence marks a
-finished preparation (a second call changes nothing; a call after a failed one starts
-over).
+source archive, or the tar of what of the source directory belongs in a workspace
+(``source``; never the root itself, nor the ``keep_out`` directories), into
+``workspace.partial`` (``tar -x``, fed as it streams) and renames it when complete, so
+the workspace's presence marks a finished preparation (a second call changes nothing;
+a call after a failed one starts over).
 
 Each step runs in a new session (its own process group) with only ``PATH`` and ``HOME``
 from the host's environment, plus the step's env and ``CYCLONE_WORKSPACE``. When the
@@ -27,11 +28,11 @@ import shutil
 import signal
 import stat
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from services.workermanager.executors.script import (
+from shared.adapters.executor.script import (
     SourceClock,
     StepOutput,
     check_run_id,
@@ -39,6 +40,7 @@ from services.workermanager.executors.script import (
     read_to_end,
     step_script,
 )
+from shared.adapters.executor.source import directory_archive
 from shared.errors import ExecutorError
 from shared.events import utc_now
 from shared.pipeline.plan import JobSpec, StepSpec
@@ -56,8 +58,11 @@ _HOST_ENV = ("PATH", "HOME")
 class ShellExecutor:
     """The host-shell implementation of ``shared.ports.executor.Executor``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, keep_out: Collection[Path] = ()) -> None:
+        """``root``: where the runs' directories are made. ``keep_out``: Cyclone's own
+        directories (its home), never copied into a workspace; nor is ``root``."""
         self.root = root
+        self._keep_out = (root, *keep_out)
         self._warned_image: set[str] = set()
         self._running: dict[str, set[asyncio.subprocess.Process]] = {}
         self._prepare_locks: dict[str, asyncio.Lock] = {}
@@ -78,12 +83,13 @@ class ShellExecutor:
         async with self._prepare_locks.setdefault(ctx.run_id, asyncio.Lock()):
             if workspace.is_dir():
                 return
-            if ctx.source_archive is None:
-                await asyncio.to_thread(_fill, workspace, ctx.source_dir)
-                return
             partial = await asyncio.to_thread(_partial, workspace)
-            async with contextlib.aclosing(ctx.source_archive()) as chunks:
-                await _extract(chunks, partial)
+            if ctx.source_archive is not None:
+                async with contextlib.aclosing(ctx.source_archive()) as chunks:
+                    await _extract(chunks, partial)
+            elif ctx.source_dir is not None:
+                async with directory_archive(Path(ctx.source_dir), self._keep_out) as chunks:
+                    await _extract(chunks, partial)
             await asyncio.to_thread(partial.rename, workspace)
 
     async def start_services(self, ctx: RunContext, job: JobSpec, on_log: LogSink) -> None:
@@ -241,21 +247,6 @@ def _partial(workspace: Path) -> Path:
     partial.parent.mkdir(parents=True, exist_ok=True)
     partial.mkdir()
     return partial
-
-
-def _fill(workspace: Path, source_dir: str | None) -> None:
-    """Create ``workspace`` with a copy of ``source_dir``; atomic by a final rename."""
-    partial = workspace.with_name(workspace.name + ".partial")
-    if partial.exists():
-        _remove_tree(partial)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    if source_dir is None:
-        partial.mkdir()
-    elif not Path(source_dir).is_dir():
-        raise ExecutorError(f"source directory {source_dir!r} does not exist")
-    else:
-        shutil.copytree(source_dir, partial, symlinks=True)
-    partial.rename(workspace)
 
 
 def _remove_tree(path: Path) -> None:

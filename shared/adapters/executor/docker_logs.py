@@ -14,7 +14,7 @@ from typing import Any
 import aiodocker
 from aiodocker.stream import Stream
 
-from services.workermanager.executors.script import SourceClock, StepOutput, read_to_end
+from shared.adapters.executor.script import SourceClock, StepOutput, read_to_end
 from shared.events import utc_now
 
 __all__ = ["AttachedReader", "Cursor", "FrameReader", "read_logs"]
