@@ -12,6 +12,7 @@ from shared import events as ev
 from shared.events import EVENT_TYPES, NewEvent, RecordedEvent, decode
 from shared.pipeline.plan import Plan
 from shared.projections.runs import fold
+from shared.status import JobStatus, StepStatus
 
 
 def recorded(event_type: str, data: dict[str, object], seq: int = 1,
@@ -27,7 +28,8 @@ def sample(cls: type[ev.Event]) -> ev.Event:
         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
             continue
         values[f.name] = {"str": "x", "float": 1.5, "int | None": 3, "int": 2,
-                          "Plan": Plan("f", ())}.get(str(f.type), {"a": "b"})
+                          "Plan": Plan("f", ()), "JobStatus": JobStatus.CANCELLED,
+                          "StepStatus": StepStatus.TIMEOUT}.get(str(f.type), {"a": "b"})
     return cls(**values)
 
 
@@ -51,6 +53,16 @@ def test_unknown_event_type_is_skipped_with_a_warning(caplog: pytest.LogCaptureF
     run = fold([recorded("RunRequested", sample(ev.RunRequested).to_data()),
                 recorded("RunTeleported", {"to": "mars"}, seq=2)])
     assert run is not None and run.skipped_events == 1 and run.last_seq == 2
+
+
+def test_statuses_decode_to_their_enum_and_an_unknown_one_is_skipped(
+        caplog: pytest.LogCaptureFixture) -> None:
+    data = {"job": "a", "status": "failure", "duration_s": 1.0}
+    finished = decode(recorded("JobFinished", data))
+    assert isinstance(finished, ev.JobFinished) and finished.status is JobStatus.FAILURE
+    with caplog.at_level(logging.WARNING):
+        assert decode(recorded("JobFinished", {**data, "status": "teleported"})) is None
+    assert "does not know" in caplog.text
 
 
 def test_a_newer_version_than_known_is_skipped() -> None:

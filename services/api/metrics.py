@@ -17,7 +17,7 @@ from prometheus_client.core import (
 from services.api.readmodel import RunsReadModel
 from shared.metrics import FunctionCollector
 from shared.ports.runviews import DurationHistogram
-from shared.projections.runs import RUN_DONE
+from shared.status import RUN_DONE
 
 __all__ = ["api_registry"]
 

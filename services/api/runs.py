@@ -13,7 +13,8 @@ from services.api.projects import require_project
 from services.api.streams import follow_run_events, wants_stream
 from shared import events as ev
 from shared.events import decode, run_stream
-from shared.projections.runs import RUN_DONE, RunView
+from shared.projections.runs import RunView
+from shared.status import RUN_DONE
 
 __all__ = ["run_routes"]
 

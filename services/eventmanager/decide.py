@@ -27,12 +27,14 @@ from shared.errors import PipelineError
 from shared.forge import ForgeEvent
 from shared.pipeline import load, triggers
 from shared.pipeline.plan import Plan
-from shared.projections.runs import JOB_DONE, JobView, RunView, apply_event
+from shared.projections.runs import JobView, RunView, apply_event
+from shared.status import JOB_DONE, JobStatus
 
 __all__ = ["decide"]
 
 
 PipelineSource = tuple[str, str]  # (file name, content)
+_ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 
 
 def decide(run: RunView | None, source: PipelineSource | None,
@@ -51,9 +53,9 @@ def decide(run: RunView | None, source: PipelineSource | None,
     if run.cancel_requested:
         return _cancel(run)
     events: list[ev.Event] = []
-    active = sum(1 for j in run.jobs if j.status in ("queued", "running"))
+    active = sum(1 for j in run.jobs if j.status in _ACTIVE)
     for job in run.jobs:
-        if job.status != "pending":
+        if job.status != JobStatus.PENDING:
             continue
         if active >= max_parallel_jobs and job.name in plan.unconditional:
             continue  # it can neither be queued nor skipped now (a wide run's many jobs)
@@ -102,9 +104,9 @@ def _plan(source: PipelineSource, run: RunView, max_parallel_jobs: int) -> list[
 def _cancel(run: RunView) -> list[ev.Event]:
     events: list[ev.Event] = [
         ev.JobSkipped(job=j.name, reason="run cancelled")
-        for j in run.jobs if j.status in ("pending", "queued")
+        for j in run.jobs if j.status in (JobStatus.PENDING, JobStatus.QUEUED)
     ]
-    if not any(j.status == "running" for j in run.jobs):
+    if not any(j.status == JobStatus.RUNNING for j in run.jobs):
         events.append(ev.RunCancelled(reason="cancelled"))
     return events
 
@@ -130,8 +132,8 @@ def _verdict(run: RunView, plan: Plan, job: JobView) -> str | None:
 def _finish(run: RunView) -> list[ev.Event]:
     if any(j.status not in JOB_DONE for j in run.jobs):
         return []
-    errored = [j.name for j in run.jobs if j.status == "errored"]
-    failed = [j.name for j in run.jobs if j.status in ("failure", "cancelled")]
+    errored = [j.name for j in run.jobs if j.status == JobStatus.ERRORED]
+    failed = [j.name for j in run.jobs if j.status in (JobStatus.FAILURE, JobStatus.CANCELLED)]
     if errored:
         return [ev.RunErrored(reason=f"job errored: {', '.join(errored)}")]
     if failed:

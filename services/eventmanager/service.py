@@ -44,6 +44,7 @@ from shared.projections.replay import replay_runs
 from shared.projections.runs import RunView, fold, run_id_of
 from shared.retry import Backoff, is_transient
 from shared.runstream import RunStates, append_to_run
+from shared.status import CheckoutState, JobStatus
 from shared.streamcache import StreamCache
 from shared.wire import decode_event
 
@@ -267,7 +268,7 @@ class EventManager:
         key = cancel_key(run.id)
         if run.done:
             await self.coord.delete(key)
-        elif run.cancel_requested and any(j.status == "running" for j in run.jobs):
+        elif run.cancel_requested and any(j.status == JobStatus.RUNNING for j in run.jobs):
             await self.coord.put(key, b"cancel")
 
 
@@ -286,17 +287,18 @@ def _taken(run: RunView | None, job: str) -> tuple[str, str] | None:
     if run is None or run.done:
         return None
     if job == CHECKOUT:
-        return (CHECKOUT, "") if run.checkout == "queued" else None
+        return (CHECKOUT, "") if run.checkout == CheckoutState.QUEUED else None
     view = run.job(job)
-    return (view.worker, view.started_at) if view and view.status == "running" else None
+    running = view is not None and view.status == JobStatus.RUNNING
+    return (view.worker, view.started_at) if view and running else None
 
 
 def _claimable(run: RunView) -> list[str]:
     """The work of a run that a worker should hold a claim for."""
     if run.done:
         return []
-    jobs = [j.name for j in run.jobs if j.status == "running"]
-    return [CHECKOUT, *jobs] if run.checkout == "queued" else jobs
+    jobs = [j.name for j in run.jobs if j.status == JobStatus.RUNNING]
+    return [CHECKOUT, *jobs] if run.checkout == CheckoutState.QUEUED else jobs
 
 
 async def abandon_run(store: EventStore, run_id: str, reason: str) -> bool:

@@ -28,6 +28,7 @@ from shared.events import utc_now
 from shared.pipeline.plan import JobSpec, StepSpec
 from shared.ports.executor import Executor, LogSink, RunContext, StepOutcome
 from shared.projections.runs import RunView
+from shared.status import JobStatus, StepStatus
 
 __all__ = ["ATTEMPT_STEP", "JobRun", "Report", "StepLog", "step_env"]
 
@@ -99,9 +100,13 @@ class StepLog:
                                    dropped_bytes=self.dropped_bytes)
 
 
+# Step outcomes no retry can change.
+_FINAL = frozenset({StepStatus.SUCCESS, StepStatus.CANCELLED, StepStatus.ERRORED})
+
+
 @dataclass
 class _Ended:
-    status: str  # success failure timeout cancelled errored
+    status: StepStatus  # success failure timeout cancelled errored
     exit_code: int | None
     reason: str = ""
 
@@ -140,7 +145,7 @@ class JobRun:
         if not self.handed_back:
             await self.report(events)
 
-    async def execute(self, prepared: Awaitable[str]) -> str:
+    async def execute(self, prepared: Awaitable[str]) -> JobStatus:
         """Run the job to its end and report it; returns the job's status. ``prepared``
         is the run's preparation on this host ("" when ready, else why it failed): a job
         without services starts its sandbox meanwhile."""
@@ -163,7 +168,7 @@ class JobRun:
             "stdout", utc_now(),
             f"attempt {self.attempt} on worker {worker} (the previous worker was lost)")
 
-    async def _run_all(self, prepared: Awaitable[str]) -> tuple[str, str]:
+    async def _run_all(self, prepared: Awaitable[str]) -> tuple[JobStatus, str]:
         services = self.executor.start_services(self.ctx, self.job,
                                                 self.sink_for(self.job.name, "services"))
         try:
@@ -179,13 +184,13 @@ class JobRun:
             services.close()  # not awaited when the workspace failed first
         if problem:
             await self.executor.stop_services(self.ctx, self.job)
-            return "errored", problem
+            return JobStatus.ERRORED, problem
         try:
             return await self._run_steps()
         finally:
             await self.executor.stop_services(self.ctx, self.job)
 
-    async def _run_steps(self) -> tuple[str, str]:
+    async def _run_steps(self) -> tuple[JobStatus, str]:
         failed_step = ""
         for step in self.job.steps:
             skip = self._skip_reason(step, failed=bool(failed_step))
@@ -194,17 +199,17 @@ class JobRun:
                                                   reason=skip)])
                 continue
             ended = await self._run_with_retry(step)
-            if ended.status == "cancelled":
-                return "cancelled", "run cancelled"
-            if ended.status == "errored":
-                return "errored", ended.reason
-            if ended.status == "timeout" and self._job_timed_out():
-                return "failure", f"job timed out after {self.job.timeout_s:g}s"
-            if ended.status != "success":
+            if ended.status == StepStatus.CANCELLED:
+                return JobStatus.CANCELLED, "run cancelled"
+            if ended.status == StepStatus.ERRORED:
+                return JobStatus.ERRORED, ended.reason
+            if ended.status == StepStatus.TIMEOUT and self._job_timed_out():
+                return JobStatus.FAILURE, f"job timed out after {self.job.timeout_s:g}s"
+            if ended.status != StepStatus.SUCCESS:
                 failed_step = failed_step or step.name
         if failed_step:
-            return "failure", f"step failed: {failed_step}"
-        return "success", ""
+            return JobStatus.FAILURE, f"step failed: {failed_step}"
+        return JobStatus.SUCCESS, ""
 
     def _skip_reason(self, step: StepSpec, failed: bool) -> str:
         if self.cancelled.is_set():
@@ -219,7 +224,7 @@ class JobRun:
 
     async def _run_with_retry(self, step: StepSpec) -> _Ended:
         attempts = step.retry + 1
-        ended = _Ended("errored", None)
+        ended = _Ended(StepStatus.ERRORED, None)
         for attempt in range(1, attempts + 1):
             await self.record([ev.StepStarted(job=self.job.name, step=step.name,
                                               attempt=attempt)])
@@ -233,7 +238,7 @@ class JobRun:
                 exit_code=ended.exit_code, duration_s=round(time.monotonic() - started, 3),
                 attempt=attempt, reason=ended.reason,
             )])
-            if ended.status in ("success", "cancelled", "errored") or self._job_timed_out():
+            if ended.status in _FINAL or self._job_timed_out():
                 break
         return ended
 
@@ -256,20 +261,21 @@ class JobRun:
             task.cancel()  # the executor kills the container before this returns
             await asyncio.gather(task, return_exceptions=True)
             if self.cancelled.is_set():
-                return _Ended("cancelled", None, "run cancelled")
-            return _Ended("timeout", None, f"job timed out after {self.job.timeout_s:g}s")
+                return _Ended(StepStatus.CANCELLED, None, "run cancelled")
+            return _Ended(StepStatus.TIMEOUT, None, f"job timed out after {self.job.timeout_s:g}s")
         try:
             outcome: StepOutcome = task.result()
         except ExecutorError as exc:
-            return _Ended("errored", None, str(exc))
+            return _Ended(StepStatus.ERRORED, None, str(exc))
         except Exception as exc:  # an executor bug must end the step, not hang the run
             log.exception("executor failed", extra={"run": self.run.id, "step": step.name})
-            return _Ended("errored", None, f"executor failed: {exc!r}")
+            return _Ended(StepStatus.ERRORED, None, f"executor failed: {exc!r}")
         if outcome.timed_out:
-            return _Ended("timeout", outcome.exit_code, f"step timed out after {step.timeout_s:g}s")
+            return _Ended(StepStatus.TIMEOUT, outcome.exit_code,
+                          f"step timed out after {step.timeout_s:g}s")
         if outcome.exit_code == 0:
-            return _Ended("success", 0)
-        return _Ended("failure", outcome.exit_code, f"exit code {outcome.exit_code}")
+            return _Ended(StepStatus.SUCCESS, 0)
+        return _Ended(StepStatus.FAILURE, outcome.exit_code, f"exit code {outcome.exit_code}")
 
     def _job_timed_out(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline

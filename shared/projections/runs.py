@@ -20,10 +20,17 @@ from typing import Any
 from shared import events as ev
 from shared.events import RecordedEvent, decode
 from shared.pipeline.plan import Plan
+from shared.status import (
+    JOB_DONE,
+    JOB_FAILED,
+    RUN_DONE,
+    CheckoutState,
+    JobStatus,
+    RunStatus,
+    StepStatus,
+)
 
 __all__ = [
-    "JOB_DONE",
-    "RUN_DONE",
     "JobView",
     "RunView",
     "StepView",
@@ -35,15 +42,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-JOB_DONE = frozenset({"success", "failure", "cancelled", "errored", "skipped"})
-RUN_DONE = frozenset({"success", "failure", "cancelled", "errored", "skipped"})
-_JOB_FAILED = frozenset({"failure", "cancelled", "errored"})
 
 
 @dataclass(frozen=True)
 class StepView:
     name: str
-    status: str = "pending"  # pending running success failure timeout cancelled errored skipped
+    status: StepStatus = StepStatus.PENDING
     exit_code: int | None = None
     attempt: int = 0
     started_at: str = ""
@@ -57,7 +61,7 @@ class StepView:
 class JobView:
     name: str
     needs: tuple[str, ...] = ()
-    status: str = "pending"  # pending queued running success failure cancelled errored skipped
+    status: JobStatus = JobStatus.PENDING
     steps: tuple[StepView, ...] = ()
     worker: str = ""
     executor: str = ""
@@ -76,7 +80,9 @@ class JobView:
         """The job of ``RunView.to_data``'s ``jobs`` (see ``RunView.from_data``)."""
         fields = dict(data)
         fields["needs"] = tuple(str(n) for n in fields.get("needs", ()))
-        fields["steps"] = tuple(StepView(**s) for s in fields.get("steps", ()))
+        fields["status"] = JobStatus(fields.get("status", JobStatus.PENDING))
+        fields["steps"] = tuple(StepView(**{**s, "status": StepStatus(s["status"])})
+                                for s in fields.get("steps", ()))
         return cls(**fields)
 
 
@@ -84,7 +90,7 @@ class JobView:
 class RunView:
     id: str
     project: str = ""
-    status: str = "requested"  # requested running success failure cancelled errored
+    status: RunStatus = RunStatus.REQUESTED
     trigger: str = ""
     branch: str = ""
     commit: str = ""
@@ -98,7 +104,7 @@ class RunView:
     finished_at: str = ""
     duration_s: float | None = None
     cancel_requested: bool = False
-    checkout: str = ""  # "" (not needed), "queued", "done"
+    checkout: CheckoutState = CheckoutState.NONE
     log_lines: int = 0  # lines the run's steps and checkout logged, as its events report
     reason: str = ""
     jobs: tuple[JobView, ...] = ()
@@ -128,9 +134,9 @@ class RunView:
         job = self.job(name)
         if job is None:
             return False
-        if job.status in _JOB_FAILED:
+        if job.status in JOB_FAILED:
             return True
-        return job.status == "skipped" and any(self.job_failed(n) for n in job.needs)
+        return job.status == JobStatus.SKIPPED and any(self.job_failed(n) for n in job.needs)
 
     def summary(self) -> dict[str, Any]:
         """The fields a run list shows."""
@@ -165,6 +171,8 @@ class RunView:
         fields = dict(data)
         fields["params"] = tuple((str(k), str(v)) for k, v in fields.get("params", ()))
         fields["jobs"] = tuple(JobView.from_data(j) for j in fields.get("jobs", ()))
+        fields["status"] = RunStatus(fields.get("status", RunStatus.REQUESTED))
+        fields["checkout"] = CheckoutState(fields.get("checkout", CheckoutState.NONE))
         plan = fields.get("plan")
         fields["plan"] = Plan.from_data(plan) if plan else None
         return cls(**fields)
@@ -195,8 +203,7 @@ def apply(run: RunView | None, recorded: RecordedEvent) -> RunView:
 def apply_event(run: RunView, event: ev.Event, ts: str) -> RunView:
     """The view after ``event``, recorded at ``ts`` (``apply`` without the record: what
     the state machine uses to see the state its own decisions lead to)."""
-    handler = _HANDLERS.get(type(event))
-    return handler(run, event, ts) if handler else run
+    return _dispatch(run, event, ts)
 
 
 # --- handlers: (view, event, event timestamp) -> view ----------------------------------
@@ -212,11 +219,11 @@ def _requested(run: RunView, e: ev.RunRequested, ts: str) -> RunView:
 
 
 def _checkout_queued(run: RunView, e: ev.CheckoutQueued, ts: str) -> RunView:
-    return replace(run, checkout="queued")
+    return replace(run, checkout=CheckoutState.QUEUED)
 
 
 def _source_resolved(run: RunView, e: ev.RunSourceResolved, ts: str) -> RunView:
-    return replace(run, checkout="done", commit=e.commit, branch=e.branch,
+    return replace(run, checkout=CheckoutState.DONE, commit=e.commit, branch=e.branch,
                    pipeline_file=e.pipeline_file, log_lines=run.log_lines + e.log_lines)
 
 
@@ -225,29 +232,31 @@ def _planned(run: RunView, e: ev.RunPlanned, ts: str) -> RunView:
         JobView(name=j.name, needs=j.needs, steps=tuple(StepView(name=s.name) for s in j.steps))
         for j in e.plan.jobs
     )
-    return replace(run, status="running", started_at=ts, jobs=jobs, plan=e.plan, job_index={})
+    return replace(run, status=RunStatus.RUNNING, started_at=ts, jobs=jobs, plan=e.plan,
+                   job_index={})
 
 
 def _job_queued(run: RunView, e: ev.JobQueued, ts: str) -> RunView:
     job = run.job(e.job)
     if job is None or not job.attempt:
-        return _with_job(run, e.job, status="queued")
+        return _with_job(run, e.job, status=JobStatus.QUEUED)
     # Queued again after its worker was lost: the next attempt starts from scratch.
     fresh = tuple(StepView(name=s.name) for s in job.steps)
-    return _with_job(run, e.job, status="queued", steps=fresh, worker="", started_at="")
+    return _with_job(run, e.job, status=JobStatus.QUEUED, steps=fresh, worker="", started_at="")
 
 
 def _job_started(run: RunView, e: ev.JobStarted, ts: str) -> RunView:
     job = run.job(e.job)
-    return _with_job(run, e.job, status="running", worker=e.worker, executor=e.executor,
+    return _with_job(run, e.job, status=JobStatus.RUNNING, worker=e.worker, executor=e.executor,
                      started_at=ts, attempt=(job.attempt if job else 0) + 1)
 
 
 def _job_skipped(run: RunView, e: ev.JobSkipped, ts: str) -> RunView:
     job = run.job(e.job)
     steps = job.steps if job else ()
-    skipped = tuple(replace(s, status="skipped") if s.status == "pending" else s for s in steps)
-    return _with_job(run, e.job, status="skipped", reason=e.reason, steps=skipped,
+    skipped = tuple(replace(s, status=StepStatus.SKIPPED) if s.status == StepStatus.PENDING
+                    else s for s in steps)
+    return _with_job(run, e.job, status=JobStatus.SKIPPED, reason=e.reason, steps=skipped,
                      finished_at=ts)
 
 
@@ -256,14 +265,15 @@ def _job_finished(run: RunView, e: ev.JobFinished, ts: str) -> RunView:
     job = run.job(e.job)
     steps = job.steps if job else ()
     # Steps the job never reached are shown as skipped, not left pending forever.
-    closed = tuple(replace(s, status="skipped") if s.status == "pending" else s for s in steps)
+    closed = tuple(replace(s, status=StepStatus.SKIPPED) if s.status == StepStatus.PENDING
+                   else s for s in steps)
     return _with_job(run, e.job, status=e.status, duration_s=e.duration_s, reason=e.reason,
                      finished_at=ts, steps=closed, log_lines=e.log_lines)
 
 
 def _step_started(run: RunView, e: ev.StepStarted, ts: str) -> RunView:
-    return _with_step(run, e.job, e.step, status="running", attempt=e.attempt, started_at=ts,
-                      exit_code=None, finished_at="", duration_s=None, reason="",
+    return _with_step(run, e.job, e.step, status=StepStatus.RUNNING, attempt=e.attempt,
+                      started_at=ts, exit_code=None, finished_at="", duration_s=None, reason="",
                       log_truncated="")
 
 
@@ -278,46 +288,62 @@ def _step_log_truncated(run: RunView, e: ev.StepLogTruncated, ts: str) -> RunVie
 
 
 def _step_skipped(run: RunView, e: ev.StepSkipped, ts: str) -> RunView:
-    return _with_step(run, e.job, e.step, status="skipped", reason=e.reason)
+    return _with_step(run, e.job, e.step, status=StepStatus.SKIPPED, reason=e.reason)
 
 
 def _cancel_requested(run: RunView, e: ev.RunCancelRequested, ts: str) -> RunView:
     return replace(run, cancel_requested=True)
 
 
-def _finished(status: str) -> Any:
-    def handler(run: RunView, e: Any, ts: str) -> RunView:
-        reason = getattr(e, "reason", "")
-        log_lines = run.log_lines + getattr(e, "log_lines", 0)
-        # A run that ends while steps are still marked running (a crash, an abandoned
-        # run) must not show them running forever.
-        jobs = tuple(_close_job(j, status) for j in run.jobs)
-        return replace(run, status=status, finished_at=ts, duration_s=_elapsed(run, ts),
-                       reason=reason, jobs=jobs, log_lines=log_lines)
-
-    return handler
+def _ended(run: RunView, status: RunStatus, ts: str, reason: str = "",
+           log_lines: int = 0) -> RunView:
+    # A run that ends while steps are still marked running (a crash, an abandoned run)
+    # must not show them running forever.
+    jobs = tuple(_close_job(j, status) for j in run.jobs)
+    return replace(run, status=status, finished_at=ts, duration_s=_elapsed(run, ts),
+                   reason=reason, jobs=jobs, log_lines=run.log_lines + log_lines)
 
 
-_HANDLERS: dict[type[ev.Event], Any] = {
-    ev.RunRequested: _requested,
-    ev.CheckoutQueued: _checkout_queued,
-    ev.RunSourceResolved: _source_resolved,
-    ev.RunPlanned: _planned,
-    ev.JobQueued: _job_queued,
-    ev.JobStarted: _job_started,
-    ev.JobSkipped: _job_skipped,
-    ev.JobFinished: _job_finished,
-    ev.StepStarted: _step_started,
-    ev.StepFinished: _step_finished,
-    ev.StepSkipped: _step_skipped,
-    ev.StepLogTruncated: _step_log_truncated,
-    ev.RunCancelRequested: _cancel_requested,
-    ev.RunSucceeded: _finished("success"),
-    ev.RunFailed: _finished("failure"),
-    ev.RunCancelled: _finished("cancelled"),
-    ev.RunErrored: _finished("errored"),
-    ev.RunSkipped: _finished("skipped"),
-}
+def _dispatch(run: RunView, event: ev.Event, ts: str) -> RunView:
+    """Each event type to its handler; a type not listed changes nothing in the view."""
+    match event:
+        case ev.RunRequested():
+            return _requested(run, event, ts)
+        case ev.CheckoutQueued():
+            return _checkout_queued(run, event, ts)
+        case ev.RunSourceResolved():
+            return _source_resolved(run, event, ts)
+        case ev.RunPlanned():
+            return _planned(run, event, ts)
+        case ev.JobQueued():
+            return _job_queued(run, event, ts)
+        case ev.JobStarted():
+            return _job_started(run, event, ts)
+        case ev.JobSkipped():
+            return _job_skipped(run, event, ts)
+        case ev.JobFinished():
+            return _job_finished(run, event, ts)
+        case ev.StepStarted():
+            return _step_started(run, event, ts)
+        case ev.StepFinished():
+            return _step_finished(run, event, ts)
+        case ev.StepSkipped():
+            return _step_skipped(run, event, ts)
+        case ev.StepLogTruncated():
+            return _step_log_truncated(run, event, ts)
+        case ev.RunCancelRequested():
+            return _cancel_requested(run, event, ts)
+        case ev.RunSucceeded():
+            return _ended(run, RunStatus.SUCCESS, ts)
+        case ev.RunFailed(reason=reason):
+            return _ended(run, RunStatus.FAILURE, ts, reason)
+        case ev.RunCancelled(reason=reason):
+            return _ended(run, RunStatus.CANCELLED, ts, reason)
+        case ev.RunErrored(reason=reason, log_lines=lines):
+            return _ended(run, RunStatus.ERRORED, ts, reason, lines)
+        case ev.RunSkipped(reason=reason, log_lines=lines):
+            return _ended(run, RunStatus.SKIPPED, ts, reason, lines)
+    return run
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -342,16 +368,18 @@ def _with_step(run: RunView, job_name: str, step_name: str, **changes: Any) -> R
     return _with_job(run, job_name, steps=steps)
 
 
-def _close_job(job: JobView, run_status: str) -> JobView:
+def _close_job(job: JobView, run_status: RunStatus) -> JobView:
     if job.status in JOB_DONE:
         return job
-    ended = "cancelled" if run_status == "cancelled" else "errored"
+    cancelled = run_status == RunStatus.CANCELLED
+    step_ended = StepStatus.CANCELLED if cancelled else StepStatus.ERRORED
     steps = tuple(
-        replace(s, status=ended if s.status == "running" else "skipped")
-        if s.status in ("pending", "running") else s
+        replace(s, status=step_ended if s.status == StepStatus.RUNNING else StepStatus.SKIPPED)
+        if s.status in (StepStatus.PENDING, StepStatus.RUNNING) else s
         for s in job.steps
     )
-    status = ended if job.status == "running" else "skipped"
+    job_ended = JobStatus.CANCELLED if cancelled else JobStatus.ERRORED
+    status = job_ended if job.status == JobStatus.RUNNING else JobStatus.SKIPPED
     return replace(job, status=status, steps=steps)
 
 
