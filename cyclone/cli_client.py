@@ -35,6 +35,7 @@ from cyclone.display import Display
 from shared.config import Settings
 from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode
 from shared.ports.logstore import LogLine
+from shared.tasks import cancel_and_wait
 
 __all__ = ["add_client_commands"]
 
@@ -454,9 +455,7 @@ class _Progress:
             await asyncio.wait_for(self.task, _PROGRESS_END_WAIT_S)
 
     async def cancel(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        await cancel_and_wait(self.task)
 
 
 async def _follow_logs(client: CycloneClient, run_id: str, args: argparse.Namespace,

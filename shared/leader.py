@@ -30,6 +30,7 @@ from typing import Any
 from shared.errors import LeaseExpired
 from shared.ports.coordination import Coordinator
 from shared.retry import Backoff, is_transient, keep_alive
+from shared.tasks import cancel_and_wait
 
 __all__ = ["LEADER_TTL_S", "leader_key", "run_as_leader"]
 
@@ -74,7 +75,7 @@ async def _lead_once(coord: Coordinator, key: str, me: str, work: Work, ttl: flo
             # A lost lease (etcd unreachable too long) stops the work: never two leaders.
             await asyncio.wait({working, keeping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await _cancel([working, keeping])
+            await cancel_and_wait(working, keeping)
         for task in (working, keeping):
             if not task.cancelled() and task.exception():
                 raise task.exception()  # type: ignore[misc]
@@ -82,10 +83,3 @@ async def _lead_once(coord: Coordinator, key: str, me: str, work: Work, ttl: flo
         with contextlib.suppress(Exception):  # hand over at once, not after the TTL
             await lease.revoke()
 
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task

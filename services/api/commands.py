@@ -12,7 +12,7 @@ from shared.ports.eventstore import EventStore
 from shared.projections.runs import RunView
 from shared.runstream import append_to_run, new_run_id
 
-__all__ = ["RunNotFound", "request_cancel", "request_run"]
+__all__ = ["RunNotFound", "record_request", "request_cancel", "request_run"]
 
 
 class RunNotFound(CycloneError):
@@ -26,13 +26,19 @@ async def request_run(
     forge_event: Mapping[str, Any] | None = None,
 ) -> str:
     """Record a new run; the event manager plans it from this event alone."""
-    run_id = run_id or new_run_id()
     event = ev.RunRequested(
         project=project, trigger=trigger, branch=branch, commit=commit,
         pipeline_file=pipeline_file, pipeline=pipeline, source=source,
         params=dict(params or {}), requested_by=requested_by, source_kind=source_kind,
         forge_event=dict(forge_event or {}),
     )
+    return await record_request(store, event, run_id)
+
+
+async def record_request(store: EventStore, event: ev.RunRequested,
+                         run_id: str | None = None) -> str:
+    """Start the stream of a new run (``run_id`` or a new one) with ``event``."""
+    run_id = run_id or new_run_id()
     await store.append(run_stream(run_id), [NewEvent(event)], expected_seq=0)
     return run_id
 

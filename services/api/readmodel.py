@@ -20,7 +20,6 @@ filled by the group from where it committed; nothing is replayed at start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -37,6 +36,7 @@ from shared.ports.runviews import DurationHistogram, RunViews, step_durations_of
 from shared.projections.replay import replay_runs
 from shared.projections.runs import RunView, apply, run_id_of
 from shared.runstream import load_run
+from shared.tasks import cancel_and_wait
 from shared.wire import decode_event
 
 __all__ = ["GROUP", "STEP_BUCKETS", "RunStats", "RunsReadModel"]
@@ -130,10 +130,7 @@ class RunsReadModel:
         try:
             await consume(bus, TOPIC_EVENTS, group, handle)
         finally:
-            if refreshing is not None:
-                refreshing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await refreshing
+            await cancel_and_wait(refreshing)
 
     # --- /metrics ------------------------------------------------------------------------
 

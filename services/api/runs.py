@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.api.auth import TOKEN_KEY
-from services.api.commands import RunNotFound, request_cancel, request_run
+from services.api.commands import RunNotFound, record_request, request_cancel, request_run
 from services.api.context import CONTEXT, ApiContext
 from services.api.errors import ApiError
 from services.api.models import RunCreate
@@ -37,13 +37,9 @@ async def _trigger(request: web.Request) -> web.Response:
     project = await require_project(ctx.store, request.match_info["name"])
     body = RunCreate.model_validate(await request.json() if request.can_read_body else {})
     branch = body.ref or ("" if body.commit else project.default_branch)
-    run_id = await request_run(
-        ctx.store, project=project.name, trigger="manual", branch=branch,
-        commit=body.commit or "", pipeline_file=project.pipeline_file, pipeline="",
-        source=project.repo, params={**project.env, **body.params},
-        requested_by=_who(request), source_kind="git",
-    )
-    return _accepted(run_id)
+    event = project.run_requested(trigger="manual", branch=branch, commit=body.commit or "",
+                                  params=body.params, requested_by=_who(request))
+    return _accepted(await record_request(ctx.store, event))
 
 
 def _who(request: web.Request) -> str:

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from services.api.commands import request_cancel, request_run
+from services.api.commands import record_request, request_cancel
 from services.api.context import CONTEXT, ApiContext
 from services.api.errors import ApiError
 from services.api.hooks import PROVIDERS, HookAuthError, Ignored, PayloadError, parse, verify
@@ -126,12 +126,10 @@ async def _start(ctx: ApiContext, project: ProjectView, record: ev.DeliveryRecei
     for run_id in record.run_ids:
         if await load_run(ctx.store, run_id) is not None:
             continue
-        await request_run(
-            ctx.store, project=project.name, trigger=event.kind,
-            branch=event.tag or event.branch, commit=event.commit,
-            pipeline_file=project.pipeline_file, pipeline="", source=project.repo,
-            params=dict(project.env), requested_by=f"webhook:{record.provider}",
-            run_id=run_id, source_kind="git", forge_event=record.event)
+        requested = project.run_requested(
+            trigger=event.kind, branch=event.tag or event.branch, commit=event.commit,
+            requested_by=f"webhook:{record.provider}", forge_event=record.event)
+        await record_request(ctx.store, requested, run_id)
         if project.auto_cancel:
             await _supersede(ctx, project.name, event, run_id)
 

@@ -368,11 +368,8 @@ class Scheduler:
         return started
 
     async def _request(self, project: ProjectView, fired: ev.ScheduleFired) -> list[str]:
-        event = ev.RunRequested(
-            project=project.name, trigger="schedule", branch=project.default_branch, commit="",
-            pipeline_file=project.pipeline_file, pipeline="", source=project.repo,
-            params=dict(project.env), requested_by=f"schedule '{fired.cron}'",
-            source_kind="git")
+        event = project.run_requested(trigger="schedule", branch=project.default_branch,
+                                      requested_by=f"schedule '{fired.cron}'")
         try:
             await self.store.append(run_stream(fired.run_id), [NewEvent(event)], 0)
         except ConcurrencyConflict:

@@ -48,6 +48,7 @@ from shared.projections.projects import ForgeSettings, fold_project, project_str
 from shared.projections.runs import RunView, fold, run_id_of
 from shared.retry import Backoff, retrying
 from shared.runstream import append_to_run
+from shared.tasks import cancel_and_wait
 from shared.wire import decode_event
 
 __all__ = ["GROUP", "CommitStatusReporter", "SessionFactory"]
@@ -132,12 +133,7 @@ class CommitStatusReporter:
             await asyncio.wait([task for _, task in self._sending.values()])
 
     async def close(self) -> None:
-        tasks = [task for _, task in self._sending.values()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*(task for _, task in self._sending.values()))
         if self._session is not None:
             await self._session.close()
             self._session = None

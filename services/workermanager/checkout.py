@@ -59,6 +59,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from shared.errors import ExecutorError
+from shared.tasks import cancel_and_wait
 
 __all__ = ["DEFAULT_PIPELINE", "LEGACY_PIPELINE", "CheckoutError", "GitCheckout",
            "Resolved", "mask_credentials"]
@@ -438,8 +439,7 @@ async def _background(work: Coroutine[Any, Any, None],
     try:
         yield task
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
 
 
 def _branch_of(ref: str) -> str:

@@ -19,7 +19,6 @@ A flush cancelled half-way keeps its batch (and id) for the next one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections import deque
@@ -29,6 +28,7 @@ from shared.ports.bus import TOPIC_LOGS, Bus
 from shared.ports.executor import LogSink
 from shared.ports.logstore import LogLine
 from shared.retry import Backoff, is_transient
+from shared.tasks import cancel_and_wait
 from shared.wire import encode_log_batch
 
 __all__ = ["MAX_MESSAGE_BYTES", "LogShipper"]
@@ -134,9 +134,6 @@ class LogShipper:
             await backoff.wait()
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
-            self._timer = None
+        await cancel_and_wait(self._timer)
+        self._timer = None
         await self.flush()

@@ -108,6 +108,18 @@ class ProjectView:
                        for name, value in self.env.items()}
         return data
 
+    def run_requested(self, *, trigger: str, branch: str, requested_by: str, commit: str = "",
+                      params: Mapping[str, str] | None = None,
+                      forge_event: Mapping[str, Any] | None = None) -> ev.RunRequested:
+        """The request of a run of this project's repository (a worker checks out
+        ``commit``, else ``branch``, and reads the project's pipeline file there), with the
+        project's env under ``params``."""
+        return ev.RunRequested(
+            project=self.name, trigger=trigger, branch=branch, commit=commit,
+            pipeline_file=self.pipeline_file, pipeline="", source=self.repo,
+            params={**self.env, **(params or {})}, requested_by=requested_by,
+            source_kind="git", forge_event=dict(forge_event or {}))
+
     def secret_env(self) -> set[str]:
         """The env variables the API shows as ``***``: named like secrets, or used by a
         notification channel (``${NAME}``: chat URLs carry their token)."""

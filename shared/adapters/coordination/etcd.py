@@ -50,6 +50,7 @@ import aetcd.rpc  # type: ignore[import-untyped]
 
 from shared.errors import CoordinationError, LeaseExpired
 from shared.ports.coordination import Lease, WatchEvent
+from shared.tasks import cancel_and_wait
 
 __all__ = ["EtcdCoordinator", "EtcdLease", "EtcdWatch", "parse_etcd_url"]
 
@@ -162,9 +163,7 @@ class EtcdWatch(AsyncIterator[WatchEvent]):
 
     async def _stop(self) -> None:
         """End the background task and the etcd stream; queued events stay readable."""
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         stream, self._stream = self._stream, None
         if stream is not None and not self._coordinator.closed:
             with contextlib.suppress(*_DRIVER_ERRORS):

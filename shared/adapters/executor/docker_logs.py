@@ -4,7 +4,6 @@ driver (services), cut into frames and timestamped lines for ``StepOutput``."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import struct
 from collections import deque
@@ -16,6 +15,7 @@ from aiodocker.stream import Stream
 
 from shared.adapters.executor.script import SourceClock, StepOutput, read_to_end
 from shared.events import utc_now
+from shared.tasks import cancel_and_wait
 
 __all__ = ["AttachedReader", "Cursor", "FrameReader", "read_logs"]
 
@@ -103,9 +103,7 @@ class AttachedReader:
         try:
             await self._push(pull)
         finally:
-            pull.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pull
+            await cancel_and_wait(pull)
 
     async def finish(self, task: asyncio.Task[None], stall_s: float) -> str:
         """The container has exited: read the rest at once, then wait for ``task``
