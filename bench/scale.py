@@ -67,6 +67,7 @@ CAPACITY = 16
 QUEUE_LIMIT = 8  # max_concurrent_runs of the deep-queue project
 WINDOW = 250  # runs per deep-queue report line
 SECRET = "bench-scale-secret-0123456789"
+NO_TOTAL = aiohttp.ClientTimeout(total=None, sock_connect=10)  # runs are followed for long
 TARGET_CPU_RATIO = 1.2
 TARGET_WIDE_S = 30.0
 TARGET_HISTORY_RATIO = 1.2
@@ -141,7 +142,7 @@ async def wide(work: Path, sizes: list[int]) -> list[tuple[int, float, float]]:
     results = []
     with embedded_mode(work / "home-wide", CAPACITY, CYCLONE_EXECUTOR="shell",
                        CYCLONE_MAX_PARALLEL_JOBS=str(CAPACITY)) as server:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(timeout=NO_TOTAL) as http:
             api = Api(http, server)
             for jobs in [1, *sizes]:  # the first: a warm-up (the first checkout, imports)
                 git_repo(work / f"wide-{jobs}", matrix(jobs))
@@ -188,6 +189,9 @@ async def write_history(path: Path, project: str, runs: int) -> None:
             await store.append(ledger, [NewEvent(ev.BranchRunEnded(run_id, "success"))], n)
             if (n + 1) % 5000 == 0:
                 print(f"  history: {n + 1:,} runs written", flush=True)
+        # Published long ago, as a real history's events were: the server's outbox
+        # relay starts after them instead of publishing them all again.
+        await store.save_checkpoint("outbox", await store.last_position())
     finally:
         await store.close()
 
@@ -231,7 +235,7 @@ async def history(work: Path, runs: int, rounds: int = 15) -> dict[str, dict[str
     started = time.monotonic()
     with embedded_mode(home, CAPACITY, start_timeout=900.0, CYCLONE_EXECUTOR="shell") as server:
         print(f"history: server up {time.monotonic() - started:.1f} s after start", flush=True)
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(timeout=NO_TOTAL) as http:
             api = Api(http, server)
             for name in ("history", "fresh"):
                 await api.project(name, repo)
@@ -289,7 +293,7 @@ async def queue(work: Path, runs: int, stall_s: float) -> list[str]:
     git_repo(repo, ONE_STEP)
     lines = []
     with embedded_mode(work / "home-queue", CAPACITY, CYCLONE_EXECUTOR="shell") as server:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(timeout=NO_TOTAL) as http:
             api = Api(http, server)
             await api.project("queue", repo, limit=QUEUE_LIMIT)
             await api.events(await api.trigger("queue"))  # warm-up

@@ -9,6 +9,7 @@ replay today gives the same durations as the live run did.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
@@ -148,18 +149,22 @@ class RunView:
         }
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(replace(self, plan=None))
-        data.pop("plan")
-        data.pop("job_index")
+        data = self._plain_fields()
         data["params"] = dict(self.params)
+        return data
+
+    def _plain_fields(self) -> dict[str, Any]:
+        """The fields as plain data (copies), but the plan and the job index."""
+        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if f.name not in ("plan", "job_index", "jobs")}
+        data["jobs"] = [dataclasses.asdict(job) for job in self.jobs]
         return data
 
     def to_data(self) -> dict[str, Any]:
         """Every field, JSON-compatible, for storing the view: ``RunView.from_data`` of a
         JSON round trip of it equals (``==``) this view. Unlike ``to_json`` (what the API
         shows) it keeps the plan and the order of ``params``."""
-        data = dataclasses.asdict(replace(self, plan=None))
-        data.pop("job_index")
+        data = self._plain_fields()
         data["params"] = [list(pair) for pair in self.params]
         data["plan"] = self.plan.to_data() if self.plan else None
         return data

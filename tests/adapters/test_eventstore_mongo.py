@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from pymongo import AsyncMongoClient
 
-from shared.adapters.eventstore.mongo import MongoEventStore, mask_url
+from shared.adapters.eventstore.mongo import MongoEventStore
+from shared.adapters.mongo import mask_url
 from shared.errors import ConcurrencyConflict, StoreError
 from shared.ports.eventstore import EventStore
 from tests.contracts.eventstore import EventStoreContract, Reopen, jobs, unique

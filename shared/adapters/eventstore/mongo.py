@@ -54,133 +54,48 @@ duplicate key), chained with ``from``; messages name the URL without its passwor
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReadPreference, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import (
-    BulkWriteError,
-    DuplicateKeyError,
-    PyMongoError,
-    ServerSelectionTimeoutError,
-)
-from pymongo.write_concern import WriteConcern
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from shared.adapters.mongo import Doc, Index, MongoResource
 from shared.errors import ConcurrencyConflict, StoreError
 from shared.events import NewEvent, RecordedEvent
 
-__all__ = [
-    "APPEND_LEASE_S",
-    "DEFAULT_TIMEOUT_S",
-    "MongoEventStore",
-    "mask_url",
-    "open_database",
-    "translate_errors",
-]
+__all__ = ["APPEND_LEASE_S", "MongoEventStore"]
 
 T = TypeVar("T")
-Doc = dict[str, Any]
 
 # How long an append may take between registering and finishing its insert.
 APPEND_LEASE_S = 60.0
-# How long to look for a server before an operation fails (unless the URL says otherwise).
-DEFAULT_TIMEOUT_S = 5.0
 _DUPLICATE_KEY = 11000
 
-_CREDENTIALS = re.compile(r"(?<=://)[^/@]*@")
 
-
-def mask_url(url: str) -> str:
-    """``url`` without its user and password (``mongodb://***@host/``)."""
-    return _CREDENTIALS.sub("***@", url)
-
-
-@contextmanager
-def translate_errors(where: str, timeout_s: float | None = None) -> Iterator[None]:
-    """Turn PyMongo errors raised inside into ``StoreError`` naming ``where``."""
-    try:
-        yield
-    except DuplicateKeyError as exc:
-        raise StoreError(f"{where}: duplicate key: {exc.details}") from exc
-    except ServerSelectionTimeoutError as exc:
-        within = "" if timeout_s is None else f" within {timeout_s:g}s"
-        raise StoreError(f"{where}: no MongoDB server reachable{within}") from exc
-    except PyMongoError as exc:
-        raise StoreError(f"{where}: {exc}") from exc
-
-
-def open_database(
-    url: str, database: str | None, timeout_s: float
-) -> tuple[AsyncMongoClient[Doc], AsyncDatabase[Doc]]:
-    """A client for ``url`` (no I/O yet) and its ``database``, with Cyclone's settings.
-
-    ``database`` None: the one the URL names (``mongodb://host/NAME``), else "cyclone".
-
-    ``timeout_s`` bounds server selection and connecting unless the URL sets
-    ``serverSelectionTimeoutMS`` / ``connectTimeoutMS`` itself.
-    """
-    where = f"MongoDB {mask_url(url)}"
-    if not url.startswith(("mongodb://", "mongodb+srv://")):
-        raise StoreError(f"{where}: the URL must start with mongodb:// or mongodb+srv://")
-    options: dict[str, Any] = {"appname": "cyclone"}
-    lowered = url.lower()
-    if "serverselectiontimeoutms" not in lowered:
-        options["serverSelectionTimeoutMS"] = int(timeout_s * 1000)
-    if "connecttimeoutms" not in lowered:
-        options["connectTimeoutMS"] = int(timeout_s * 1000)
-    with translate_errors(where):
-        client: AsyncMongoClient[Doc] = AsyncMongoClient(url, **options)
-    db = client.get_database(
-        database or client.get_default_database(default="cyclone").name,
-        write_concern=WriteConcern(w="majority", j=True),
-        read_preference=ReadPreference.PRIMARY,
-    )
-    return client, db
-
-
-class MongoEventStore:
+class MongoEventStore(MongoResource):
     """An ``EventStore`` in a MongoDB database. Use ``await MongoEventStore.connect(url)``.
 
     ``close`` waits for appends in flight and is idempotent; any call after it raises
     ``StoreError``.
     """
 
+    KIND = "mongo event store"
+    INDEXES = (Index("events", "stream", "seq", unique=True), Index("events", "id", unique=True))
+
     def __init__(self, client: AsyncMongoClient[Doc], db: AsyncDatabase[Doc], where: str,
                  timeout_s: float) -> None:
-        self._client = client
+        super().__init__(client, db, where, timeout_s)
         self._events: AsyncCollection[Doc] = db["events"]
         self._counters: AsyncCollection[Doc] = db["counters"]
         self._appending: AsyncCollection[Doc] = db["appending"]
         self._checkpoints: AsyncCollection[Doc] = db["checkpoints"]
-        self._where = where
-        self._timeout_s = timeout_s
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._closed = False
-
-    @classmethod
-    async def connect(cls, url: str, database: str | None = None,
-                      timeout_s: float = DEFAULT_TIMEOUT_S) -> MongoEventStore:
-        """A store on ``database`` (default: the URL's, else "cyclone") at ``url``;
-        creates the indexes (idempotent)."""
-        client, db = open_database(url, database, timeout_s)
-        store = cls(client, db, f"mongo event store {mask_url(url)} db {db.name!r}", timeout_s)
-        try:
-            with store._errors():
-                await store._events.create_index(
-                    [("stream", ASCENDING), ("seq", ASCENDING)], unique=True)
-                await store._events.create_index("id", unique=True)
-        except BaseException:
-            await store.close()
-            raise
-        return store
 
     # --- the port ------------------------------------------------------------------------
 
@@ -189,10 +104,7 @@ class MongoEventStore:
     ) -> list[RecordedEvent]:
         self._check_open()
         # Its own task: a cancelled caller must not leave a registration or half a batch.
-        task = asyncio.ensure_future(self._append(stream, list(events), expected_seq))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(task)
+        return await self._detached(self._append(stream, list(events), expected_seq))
 
     async def read(self, stream: str, from_seq: int = 1) -> list[RecordedEvent]:
         self._check_open()
@@ -248,14 +160,6 @@ class MongoEventStore:
         self._check_open()
         await self._retry_upsert(lambda: self._checkpoints.update_one(
             {"_id": name}, {"$set": {"position": position}}, upsert=True))
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._tasks:
-            await asyncio.wait(set(self._tasks))
-        await self._client.close()
 
     # --- appending -----------------------------------------------------------------------
 
@@ -356,13 +260,6 @@ class MongoEventStore:
                 if attempt == 2 or not _is_duplicate(exc.__cause__):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _errors(self) -> AbstractContextManager[None]:
-        return translate_errors(self._where, self._timeout_s)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError(f"{self._where} is closed")
 
 
 def _is_duplicate(exc: BaseException | None) -> bool:

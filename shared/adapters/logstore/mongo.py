@@ -33,78 +33,48 @@ Durability, reads from the primary and error translation are as in
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractContextManager
-from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from shared.adapters.eventstore.mongo import (
-    DEFAULT_TIMEOUT_S,
-    mask_url,
-    open_database,
-    translate_errors,
-)
+from shared.adapters.mongo import Doc, Index, MongoResource
 from shared.errors import StoreError
 from shared.ports.logstore import LogLine, StoredLine
 
 __all__ = ["CHUNK_CHARS", "READ_BATCH", "MongoLogStore"]
 
-Doc = dict[str, Any]
 
 READ_BATCH = 20  # chunks a round trip (up to 500 lines each)
 CHUNK_CHARS = 4 * 1024 * 1024  # of text a chunk; a document may not exceed 16 MB
 _CONFLICT_RETRIES = 100  # other writers taking the next index, one after the other
 
 
-class MongoLogStore:
+class MongoLogStore(MongoResource):
     """A ``LogStore`` in a MongoDB database. Use ``await MongoLogStore.connect(url)``.
 
     ``close`` waits for appends in flight and is idempotent; any call after it raises
     ``StoreError``. A cancelled ``append`` still completes (it runs in its own task).
     """
 
+    KIND = "mongo log store"
+    INDEXES = (Index("log_chunks", "run", "first", unique=True),
+               Index("log_chunks", "run", "batch", unique=True))
+
     def __init__(self, client: AsyncMongoClient[Doc], db: AsyncDatabase[Doc], where: str,
                  timeout_s: float) -> None:
-        self._client = client
+        super().__init__(client, db, where, timeout_s)
         self._chunks: AsyncCollection[Doc] = db["log_chunks"]
-        self._where = where
-        self._timeout_s = timeout_s
         self._ends: dict[str, int] = {}  # run -> its next index, as this object last saw it
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._closed = False
-
-    @classmethod
-    async def connect(cls, url: str, database: str | None = None,
-                      timeout_s: float = DEFAULT_TIMEOUT_S) -> MongoLogStore:
-        """A log store on ``database`` (default: the URL's, else "cyclone") at ``url``;
-        creates the indexes (idempotent)."""
-        client, db = open_database(url, database, timeout_s)
-        logs = cls(client, db, f"mongo log store {mask_url(url)} db {db.name!r}", timeout_s)
-        try:
-            with logs._errors():
-                await logs._chunks.create_index([("run", ASCENDING), ("first", ASCENDING)],
-                                                unique=True)
-                await logs._chunks.create_index([("run", ASCENDING), ("batch", ASCENDING)],
-                                                unique=True)
-        except BaseException:
-            await logs.close()
-            raise
-        return logs
 
     # --- the port ------------------------------------------------------------------------
 
     async def append(self, run_id: str, lines: Sequence[LogLine], batch_id: str) -> int:
         """Store ``lines`` after the run's lines; the index of the first of them."""
         self._check_open()
-        task = asyncio.ensure_future(self._append(run_id, list(lines), batch_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(task)
+        return await self._detached(self._append(run_id, list(lines), batch_id))
 
     async def read(self, run_id: str, from_index: int = 0) -> AsyncIterator[StoredLine]:
         """The run's lines with index ``>= from_index``, in order, a few chunks at a time."""
@@ -134,14 +104,6 @@ class MongoLogStore:
         with self._errors():
             await self._chunks.delete_many({"run": run_id})
         self._ends.pop(run_id, None)
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._tasks:
-            await asyncio.wait(set(self._tasks))
-        await self._client.close()
 
     # --- appending -----------------------------------------------------------------------
 
@@ -186,13 +148,6 @@ class MongoLogStore:
         return end
 
     # --- helpers -------------------------------------------------------------------------
-
-    def _errors(self) -> AbstractContextManager[None]:
-        return translate_errors(self._where, self._timeout_s)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError(f"{self._where} is closed")
 
 
 def _split(lines: list[LogLine], batch: str) -> list[tuple[list[LogLine], str]]:

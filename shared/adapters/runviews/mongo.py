@@ -34,61 +34,37 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
-from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from shared.adapters.eventstore.mongo import (
-    DEFAULT_TIMEOUT_S,
-    mask_url,
-    open_database,
-    translate_errors,
-)
+from shared.adapters.mongo import Doc, Index, MongoResource
 from shared.errors import StoreError
 from shared.ports.runviews import DEFAULT_PAGE, DurationHistogram, step_durations_of
 from shared.projections.runs import RunView
 
 __all__ = ["COLLECTION", "MongoRunViews"]
 
-Doc = dict[str, Any]
 
 COLLECTION = "run_views"
 _INDEXES = (("project", "_id"), ("status", "_id"), ("done", "project", "_id"))
 
 
-class MongoRunViews:
+class MongoRunViews(MongoResource):
     """A ``RunViews`` in a MongoDB collection. Use ``await MongoRunViews.connect(url)``.
 
     ``close`` is idempotent; any call after it raises ``StoreError``.
     """
 
+    KIND = "mongo run views"
+    INDEXES = tuple(Index(COLLECTION, *keys) for keys in _INDEXES)
+
     def __init__(self, client: AsyncMongoClient[Doc], db: AsyncDatabase[Doc], where: str,
                  timeout_s: float) -> None:
-        self._client = client
+        super().__init__(client, db, where, timeout_s)
         self._views: AsyncCollection[Doc] = db[COLLECTION]
-        self._where = where
-        self._timeout_s = timeout_s
-        self._closed = False
-
-    @classmethod
-    async def connect(cls, url: str, database: str | None = None,
-                      timeout_s: float = DEFAULT_TIMEOUT_S) -> MongoRunViews:
-        """Run views in ``database`` (default: the URL's, else "cyclone") at ``url``;
-        creates the indexes (idempotent)."""
-        client, db = open_database(url, database, timeout_s)
-        views = cls(client, db, f"mongo run views {mask_url(url)} db {db.name!r}", timeout_s)
-        try:
-            with views._errors():
-                for keys in _INDEXES:
-                    await views._views.create_index([(key, ASCENDING) for key in keys])
-        except BaseException:
-            await views.close()
-            raise
-        return views
 
     # --- the port ------------------------------------------------------------------------
 
@@ -156,12 +132,6 @@ class MongoRunViews:
                                  le=tuple(int(doc[f"le{i}"]) for i in range(len(bounds))),
                                  count=int(doc["count"]), total=float(doc["total"]))
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._client.close()
-
     # --- helpers -------------------------------------------------------------------------
 
     async def _find(self, query: Doc, order: int, limit: int = 0) -> list[RunView]:
@@ -177,13 +147,6 @@ class MongoRunViews:
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"{self._where}: malformed run view {doc.get('_id')!r}: "
                              f"{exc!r}") from exc
-
-    def _errors(self) -> AbstractContextManager[None]:
-        return translate_errors(self._where, self._timeout_s)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError(f"{self._where} is closed")
 
 
 def _encode(view: RunView) -> Doc:
