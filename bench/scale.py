@@ -61,6 +61,7 @@ from shared import events as ev
 from shared.adapters.eventstore.sqlite import SqliteEventStore
 from shared.events import NewEvent, run_stream
 from shared.pipeline.plan import JobSpec, Plan, StepSpec
+from shared.status import JobStatus, StepStatus
 from tests.api.hooks.support import headers_for
 
 CAPACITY = 16
@@ -165,7 +166,7 @@ async def wide(work: Path, sizes: list[int]) -> list[tuple[int, float, float]]:
 async def write_history(path: Path, project: str, runs: int) -> None:
     """``runs`` finished one-job runs of ``project`` and their ledger entries, written
     straight into the event store (as if they had been run)."""
-    store = SqliteEventStore(path)
+    store = await SqliteEventStore.open(path)
     plan = Plan(".cyclone.yml", (JobSpec(name="one", image="busybox",
                                          steps=(StepSpec(name="step-1", image="busybox",
                                                          commands=("true",)),)),))
@@ -180,9 +181,9 @@ async def write_history(path: Path, project: str, runs: int) -> None:
                 ev.RunPlanned(plan=plan), ev.JobQueued(job="one"),
                 ev.JobStarted(job="one", worker="bench", executor="shell"),
                 ev.StepStarted(job="one", step="step-1", attempt=1),
-                ev.StepFinished(job="one", step="step-1", status="success", exit_code=0,
+                ev.StepFinished(job="one", step="step-1", status=StepStatus.SUCCESS, exit_code=0,
                                 duration_s=0.01, attempt=1),
-                ev.JobFinished(job="one", status="success", duration_s=0.02),
+                ev.JobFinished(job="one", status=JobStatus.SUCCESS, duration_s=0.02),
                 ev.RunSucceeded(),
             ]
             await store.append(run_stream(run_id), [NewEvent(e) for e in events], 0)
@@ -208,7 +209,7 @@ async def deliver(api: Api, project: str, repo_url: str, sha: str) -> float:
 
 
 async def ledger_ts(home: Path, project: str, run_id: str, deadline_s: float = 60) -> float:
-    store = SqliteEventStore(home / "events.db")
+    store = await SqliteEventStore.open(home / "events.db")
     try:
         until = time.monotonic() + deadline_s
         while time.monotonic() < until:

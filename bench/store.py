@@ -17,6 +17,7 @@ from pathlib import Path
 
 from shared.adapters.eventstore.sqlite import SqliteEventStore
 from shared.events import NewEvent, StepFinished
+from shared.status import StepStatus
 
 __all__ = ["main"]
 
@@ -27,7 +28,7 @@ async def bench(path: Path, events: int) -> tuple[float, float]:
     try:
         started = time.perf_counter()
         for seq in range(events):
-            event = StepFinished(job="build", step=f"step-{seq}", status="success",
+            event = StepFinished(job="build", step=f"step-{seq}", status=StepStatus.SUCCESS,
                                  exit_code=0, duration_s=0.25)
             await store.append("run-bench", [NewEvent(event)], expected_seq=seq)
         appended = time.perf_counter() - started
