@@ -47,6 +47,7 @@ from shared.pipeline.plan import Plan
 from shared.projections.runs import RunView, fold
 from shared.retry import retrying
 from shared.runstream import AppendResult, Decide, RunStates
+from shared.status import JobStatus
 
 __all__ = [
     "CLAIM_RECHECK_S",
@@ -124,7 +125,7 @@ class JobClaims:
         while True:
             run = await self.runs.load(run_id)
             job = run.job(name) if run else None
-            if run is None or run.done or job is None or job.status != "queued":
+            if run is None or run.done or job is None or job.status != JobStatus.QUEUED:
                 return False
             if await retrying(functools.partial(self.coord.get, key), "read a claim") is None:
                 return True
@@ -138,7 +139,7 @@ class JobClaims:
             job = run.job(name) if run else None
             if run is None or run.done or run.cancel_requested or job is None:
                 return []
-            if job.status != "queued":
+            if job.status != JobStatus.QUEUED:
                 return []
             return [ev.JobStarted(job=name, worker=self.worker_id, executor=self.executor_name)]
 
@@ -158,13 +159,13 @@ class JobClaims:
             generation = regained
             now = await self.runs.load(run_id)
             job_now = now.job(name) if now else None
-            if job_now is not None and job_now.status == "queued":
+            if job_now is not None and job_now.status == JobStatus.QUEUED:
                 result = await self._append(run_id, start_if_queued)
                 run = fold(result.appended, result.run)
                 view = run.job(name) if run else None
                 if not result.appended or run is None or run.plan is None or view is None:
                     return NotOurs(generation)
-            elif job_now is None or (job_now.status, job_now.attempt) != ("running",
+            elif job_now is None or (job_now.status, job_now.attempt) != (JobStatus.RUNNING,
                                                                           view.attempt):
                 return NotOurs(generation)  # ended, cancelled or someone else's now: let it go
         assert run is not None and run.plan is not None and view is not None  # checked above
@@ -209,7 +210,7 @@ class JobClaims:
 
         def requeue(run: RunView | None) -> list[ev.Event]:
             job = run.job(name) if run else None
-            mine = job is not None and job.status == "running" and job.attempt == attempt
+            mine = job is not None and job.status == JobStatus.RUNNING and job.attempt == attempt
             return [ev.JobQueued(job=name)] if run and not run.done and mine else []
 
         await self._append(run_id, requeue)
@@ -223,7 +224,7 @@ class JobClaims:
                 nonlocal superseded
                 job = run.job(name) if run else None
                 superseded = job is not None and (job.attempt != attempt
-                                                  or job.status == "queued")
+                                                  or job.status == JobStatus.QUEUED)
                 return [] if superseded else events
 
             await self._append(run_id, decide)

@@ -28,6 +28,7 @@ from shared.ports.bus import Bus
 from shared.projections.runs import RunView
 from shared.retry import retrying
 from shared.runstream import RunStates
+from shared.status import CheckoutState
 
 __all__ = ["SourceResolver"]
 
@@ -42,7 +43,7 @@ class SourceResolver:
     async def resolve(self, run_id: str) -> None:
         """Resolve the run's ref to a commit and read its pipeline file there."""
         run = await retrying(functools.partial(self.runs.load, run_id), "read the run")
-        if run is None or run.done or run.checkout != "queued":
+        if run is None or run.done or run.checkout != CheckoutState.QUEUED:
             return
         shipper = LogShipper(self.bus, run_id)
         sink = shipper.sink(CHECKOUT, "clone")
@@ -69,7 +70,8 @@ class SourceResolver:
             self.host.preparing(replace(run, commit=resolved.commit))
 
         def record(current: RunView | None) -> list[ev.Event]:
-            still = current is not None and not current.done and current.checkout == "queued"
-            return [outcome] if still else []
+            if current is None or current.done or current.checkout != CheckoutState.QUEUED:
+                return []
+            return [outcome]
 
         await append_retrying(self.runs, run_id, record)
