@@ -317,7 +317,7 @@ async def queue(work: Path, runs: int, stall_s: float) -> list[str]:
                 scrape = await api.metrics()
                 counts = {k: float(v) for k, v in _RUNS.findall(scrape)}
                 done = sum(v for k, v in counts.items() if k not in ("requested", "running"))
-                now_ended = int(done - base - 1)  # the warm-up ended before
+                now_ended = int(done - base)  # base: the warm-up, ended before
                 if counts.get("failure") or counts.get("errored") or counts.get("cancelled"):
                     raise SystemExit(f"queue: a run did not succeed: {counts}")
                 if now_ended > ended:

@@ -31,7 +31,8 @@ class FunctionCollector(Collector):
 class Timings:
     """Durations counted into fixed buckets: a Prometheus histogram read at scrape time."""
 
-    BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+    BOUNDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
+              0.25, 0.5, 1.0, 2.5, 5.0)
 
     def __init__(self, name: str, documentation: str) -> None:
         self.name = name
