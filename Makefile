@@ -41,6 +41,7 @@ bench: setup setup-docker
 	$(VENV)/python bench/store.py
 	$(VENV)/python bench/webhooks.py
 	$(VENV)/python bench/latency.py
+	$(VENV)/python bench/scale.py
 
 bench-cluster: setup setup-docker setup-infra
 	$(VENV)/python bench/cluster.py
