@@ -195,6 +195,9 @@ class SqliteEventStore:
                 conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
+                # 32 MB of pages (the default is 2 MB): a long history's indexes stay
+                # in memory, so an append or a read costs what it does on a new store.
+                conn.execute("PRAGMA cache_size = -32768")
                 conn.executescript(_SCHEMA)
             except BaseException:
                 conn.close()
