@@ -52,7 +52,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from cyclone import embedded
+from cyclone import ports
 from cyclone.embedded import Embedded
 from services.api.commands import request_run
 from services.logserver.http import log_routes
@@ -164,7 +164,7 @@ async def run_client(url: str) -> dict[str, Any]:
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     lines, width = (BIG_LINES, BIG_WIDTH) if args.big else (args.lines, 0)
     if args.bus_trim:  # what Embedded would do with MemoryBus(trim=True)
-        embedded.MemoryBus = functools.partial(MemoryBus, trim=True)  # type: ignore[attr-defined,assignment]
+        ports.MemoryBus = functools.partial(MemoryBus, trim=True)  # type: ignore[attr-defined,assignment]
     with tempfile.TemporaryDirectory(prefix="cyclone-bench-") as tmp:
         source = Path(tmp) / "src"
         source.mkdir()

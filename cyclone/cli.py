@@ -14,18 +14,17 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from cyclone.apps import SERVICES
 from cyclone.cli_client import add_client_commands
 from cyclone.display import Display
-from cyclone.distributed import SERVICES, Infra, run_service
 from cyclone.embedded import Embedded
 from cyclone.githook import install_hook
-from cyclone.server import serve
+from cyclone.serve import service, up
 from services.api.commands import request_cancel, request_run
 from shared import events as ev
 from shared.config import Settings
@@ -54,9 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"cyclone: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    # People read the CLI's warnings; services (later: `cyclone service`) log JSON.
-    log_format = settings.log_format if "CYCLONE_LOG_FORMAT" in os.environ else "text"
-    configure_logging(settings.log_level, log_format)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         code: int = args.func(args, settings)
     except CycloneError as exc:
@@ -109,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     install.add_argument("--url", required=True,
                          help="the project's generic webhook URL, "
                               "https://<cyclone>/api/v1/hooks/generic/<project>")
-    install.add_argument("--secret", default=os.environ.get("CYCLONE_HOOK_SECRET", ""),
+    install.add_argument("--secret",
                          help="the project's webhook secret (default: $CYCLONE_HOOK_SECRET)")
     install.add_argument("--repo-url", help="the clone URL Cyclone fetches from")
     install.add_argument("--timeout", type=float, default=5.0,
@@ -128,7 +125,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _hook_install(args: argparse.Namespace, settings: Settings) -> int:
-    hook = install_hook(args.repo, args.url, args.secret, repo_url=args.repo_url,
+    secret = settings.hook_secret if args.secret is None else args.secret
+    hook = install_hook(args.repo, args.url, secret, repo_url=args.repo_url,
                         timeout=args.timeout, force=args.force)
     print(f"installed {hook}: pushes to {args.repo} now notify {args.url}")
     return EXIT_OK
@@ -316,7 +314,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     if args.listen:
         settings = dataclasses.replace(
             settings, listen=Settings.from_env({"CYCLONE_LISTEN": args.listen}).listen)
-    asyncio.run(serve(settings))
+    asyncio.run(up(settings))
     return EXIT_OK
 
 
@@ -324,7 +322,7 @@ def _service(args: argparse.Namespace, settings: Settings) -> int:
     if args.listen:
         settings = dataclasses.replace(
             settings, listen=Settings.from_env({"CYCLONE_LISTEN": args.listen}).listen)
-    asyncio.run(run_service(args.name, settings, Infra.from_env()))
+    asyncio.run(service(args.name, settings))
     return EXIT_OK
 
 

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -180,9 +179,10 @@ def _on_server(handler: Handler) -> Callable[[argparse.Namespace, Settings], int
     errors printed as ``cyclone: <detail>`` and mapped to exit codes."""
 
     def run(args: argparse.Namespace, settings: Settings) -> int:
-        token = args.token or os.environ.get("CYCLONE_TOKEN") or None
+        token = args.token or settings.token or None
+        server = args.server or settings.server or DEFAULT_SERVER
         try:
-            return asyncio.run(_with_client(handler, args, token))
+            return asyncio.run(_with_client(handler, args, server, token))
         except ClientError as exc:
             hint = " (pass --token or set CYCLONE_TOKEN)" if exc.status == 401 and not token \
                 else ""
@@ -195,8 +195,8 @@ def _on_server(handler: Handler) -> Callable[[argparse.Namespace, Settings], int
     return run
 
 
-async def _with_client(handler: Handler, args: argparse.Namespace, token: str | None) -> int:
-    server = args.server or os.environ.get("CYCLONE_SERVER") or DEFAULT_SERVER
+async def _with_client(handler: Handler, args: argparse.Namespace, server: str,
+                       token: str | None) -> int:
     async with CycloneClient(server, token) as client:
         return await handler(args, client)
 

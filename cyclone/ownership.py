@@ -6,6 +6,8 @@ finish it. Each owner holds an exclusive ``flock`` on ``owners/<run id>.lock`` f
 as long as it lives; the kernel drops the lock when the process dies, however it
 dies. A run that is not finished and whose lock can be taken is an orphan: the
 next start marks it interrupted and removes its containers.
+
+``HomeScope`` is what the relay of such a process publishes: the runs it owns.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ import fcntl
 import os
 from pathlib import Path
 
-__all__ = ["RunOwnership"]
+from shared.errors import ConfigError
+from shared.events import RecordedEvent, RunRequested, is_run_stream
+from shared.projections.runs import RunView, run_id_of
+
+__all__ = ["HomeScope", "RunOwnership"]
 
 
 class RunOwnership:
@@ -56,3 +62,41 @@ class RunOwnership:
 
     def _path(self, run_id: str) -> Path:
         return self.directory / f"{run_id}.lock"
+
+
+class HomeScope:
+    """The runs one process of a home answers for (``shared.infra.RunScope``): the
+    ``cyclone run`` process that started a run (``trigger == "cli"``, locked by its run
+    id), else the server (locked as ``server``). Runs of ``cyclone run`` are never
+    published by a server's relay."""
+
+    SERVER = "server"
+
+    def __init__(self, ownership: RunOwnership, server: bool) -> None:
+        self.ownership = ownership
+        self.server = server
+        self._cli_runs: set[str] = set()
+
+    def claim_server(self) -> None:
+        try:
+            self.ownership.claim(self.SERVER)
+        except BlockingIOError:
+            raise ConfigError("another `cyclone up` is already serving this CYCLONE_HOME "
+                              f"({self.ownership.directory.parent})") from None
+
+    def orphaned(self, run: RunView) -> bool:
+        """Whether the run's owner is gone. A server run is, for the server that has just
+        taken the server lock (whoever held it is dead); a `cyclone run` leaves them be."""
+        if run.trigger != "cli":
+            return self.server
+        return not self.ownership.owns(run.id) and self.ownership.is_orphan(run.id)
+
+    def publishes(self, recorded: RecordedEvent) -> bool:
+        if not is_run_stream(recorded.stream):
+            return self.server
+        run_id = run_id_of(recorded.stream)
+        if recorded.type == RunRequested.TYPE and recorded.data.get("trigger") == "cli":
+            self._cli_runs.add(run_id)
+        if not self.server:
+            return self.ownership.owns(run_id)
+        return run_id not in self._cli_runs

@@ -1,8 +1,11 @@
 """Settings from environment variables, declared in one place.
 
-Every setting has a sane default so ``cyclone run`` / ``cyclone up`` work with
-nothing configured. A malformed value fails at start-up with a ``ConfigError``
-that names the variable and what it expected.
+Every ``CYCLONE_*`` variable Cyclone reads is read here (``Settings.from_env``) and
+nowhere else; the README's configuration table lists the same ones. Every setting has
+a sane default so ``cyclone run`` / ``cyclone up`` work with nothing configured, but
+the distributed mode's infrastructure (``Infra``), which ``cyclone service`` needs. A
+malformed value fails at start-up with a ``ConfigError`` that names the variable and
+what it expected.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from pathlib import Path
 
 from shared.errors import ConfigError
 
-__all__ = ["DEFAULT_STEP_LOG", "NotifySettings", "Settings", "SmtpSettings", "StepLogLimit",
-           "positive_int"]
+__all__ = ["DEFAULT_STEP_LOG", "Infra", "NotifySettings", "Settings", "SmtpSettings",
+           "StepLogLimit", "positive_int"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class Settings:
     worker_capacity: int  # CYCLONE_WORKER_CAPACITY: jobs one workermanager runs at once
     worker_lease_s: int  # CYCLONE_WORKER_LEASE_S: a silent worker's jobs are re-queued after
     log_level: str  # CYCLONE_LOG_LEVEL
-    log_format: str  # CYCLONE_LOG_FORMAT: json | text
+    log_format: str  # CYCLONE_LOG_FORMAT: text | json
     worker_id: str  # CYCLONE_WORKER_ID: defaults to host name and pid
     listen: tuple[str, int]  # CYCLONE_LISTEN: host:port of `cyclone up`'s HTTP server
     public_read: bool  # CYCLONE_PUBLIC_READ: reads need no token
@@ -34,6 +37,11 @@ class Settings:
     worker_drain_s: float  # CYCLONE_WORKER_DRAIN_S: at SIGTERM, running jobs' time to finish
     notify: NotifySettings  # CYCLONE_SMTP_*, CYCLONE_NOTIFY_*: how the notifier sends
     step_log: StepLogLimit  # CYCLONE_STEP_LOG_MAX_*: what one step may log
+    schedule_catch_up: bool  # CYCLONE_SCHEDULE_CATCHUP: one run for fires missed while down
+    infra: Infra | None  # CYCLONE_BUS, _STORE, _COORD, _LOG_STORE: None when none is set
+    hook_secret: str = field(repr=False)  # CYCLONE_HOOK_SECRET: `cyclone hook install`'s
+    server: str  # CYCLONE_SERVER: the client commands' server ("": the client's default)
+    token: str = field(repr=False)  # CYCLONE_TOKEN: the API token the client commands send
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -47,7 +55,8 @@ class Settings:
             worker_lease_s=positive_int(env, "CYCLONE_WORKER_LEASE_S", 10),
             log_level=_choice(env, "CYCLONE_LOG_LEVEL", "WARNING",
                               ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),
-            log_format=_choice(env, "CYCLONE_LOG_FORMAT", "json", ("json", "text")),
+            # People read the CLI's warnings: text unless JSON is asked for.
+            log_format=_choice(env, "CYCLONE_LOG_FORMAT", "text", ("json", "text")),
             worker_id=env.get("CYCLONE_WORKER_ID") or f"{os.uname().nodename}-{os.getpid()}",
             listen=listen,
             public_read=_flag(env, "CYCLONE_PUBLIC_READ"),
@@ -55,7 +64,21 @@ class Settings:
             worker_drain_s=_seconds(env, "CYCLONE_WORKER_DRAIN_S", 10.0),
             notify=NotifySettings.from_env(env),
             step_log=StepLogLimit.from_env(env),
+            schedule_catch_up=_flag(env, "CYCLONE_SCHEDULE_CATCHUP", default=True,
+                                    meaning="1 (run one run for fires missed while Cyclone "
+                                            "was down) or 0 (skip them)"),
+            infra=Infra.from_env(env),
+            hook_secret=env.get("CYCLONE_HOOK_SECRET", ""),
+            server=env.get("CYCLONE_SERVER", ""),
+            token=env.get("CYCLONE_TOKEN", ""),
         )
+
+    def require_infra(self) -> Infra:
+        """The distributed mode's infrastructure; a ``ConfigError`` naming the first
+        variable missing when none is set."""
+        if self.infra is None:
+            raise Infra.missing("CYCLONE_BUS", "", "kafka://")
+        return self.infra
 
     @property
     def store_path(self) -> Path:
@@ -76,6 +99,44 @@ class Settings:
     @property
     def owners_dir(self) -> Path:
         return self.home / "owners"
+
+
+_INFRA_URLS = (("bus", "CYCLONE_BUS", "kafka://"), ("store", "CYCLONE_STORE", "mongodb://"),
+               ("coord", "CYCLONE_COORD", "etcd://"),
+               ("log_store", "CYCLONE_LOG_STORE", "mongodb://"))
+
+
+@dataclass(frozen=True)
+class Infra:
+    """The distributed mode's Kafka, MongoDB and etcd (``cyclone service``): all four URLs
+    or none (the embedded mode needs no server)."""
+
+    bus: str  # CYCLONE_BUS: kafka://host:9092[,host:9092]
+    store: str  # CYCLONE_STORE: mongodb://... (the events, and the run views beside them)
+    coord: str  # CYCLONE_COORD: etcd://host:2379[,host:2379]
+    log_store: str  # CYCLONE_LOG_STORE: mongodb://...
+    partitions: int = 4  # CYCLONE_KAFKA_PARTITIONS: of each topic Cyclone creates
+    replication: int = 1  # CYCLONE_KAFKA_REPLICATION: of each topic Cyclone creates
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Infra | None:
+        env = os.environ if env is None else env
+        if not any(env.get(name) for _, name, _ in _INFRA_URLS):
+            return None
+        urls = {}
+        for field_name, name, scheme in _INFRA_URLS:
+            raw = env.get(name, "")
+            if not raw.startswith(scheme):
+                raise cls.missing(name, raw, scheme)
+            urls[field_name] = raw
+        return cls(**urls, partitions=positive_int(env, "CYCLONE_KAFKA_PARTITIONS", 4),
+                   replication=positive_int(env, "CYCLONE_KAFKA_REPLICATION", 1))
+
+    @staticmethod
+    def missing(name: str, raw: str, scheme: str) -> ConfigError:
+        return ConfigError(f"{name}={raw!r}: expected a {scheme}... URL (distributed mode "
+                           "needs all of CYCLONE_BUS, CYCLONE_STORE, CYCLONE_COORD and "
+                           "CYCLONE_LOG_STORE)")
 
 
 @dataclass(frozen=True)
@@ -190,10 +251,11 @@ def _host_port(env: Mapping[str, str], name: str, default: tuple[str, int]) -> t
     return host or default[0], int(port)
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = (env.get(name) or "0").lower()
+def _flag(env: Mapping[str, str], name: str, default: bool = False,
+          meaning: str = "1 or 0") -> bool:
+    raw = (env.get(name) or ("1" if default else "0")).lower()
     if raw not in ("0", "1", "true", "false", "yes", "no"):
-        raise ConfigError(f"{name}={raw!r}: expected 1 or 0")
+        raise ConfigError(f"{name}={raw!r}: expected {meaning}")
     return raw in ("1", "true", "yes")
 
 

@@ -1,64 +1,112 @@
-"""The API service's aiohttp application: ``create_app(context) -> web.Application``.
+"""The API service's aiohttp application.
 
-Used by ``cyclone up`` (embedded) and by the tests. Middlewares: errors as JSON
-first (so even auth failures are JSON), then bearer-token auth.
+``create_app(settings, ports) -> web.Application``: the service as ``cyclone up`` and
+``cyclone service api`` run it. Its cleanup contexts open the run views (in MongoDB
+beside the events, or folded from the store in this process), create the admin token on
+the very first start (printed once), and run in the background the read model's
+consumer (``api-readmodel`` on ``cyclone.events``) and the live tails the push streams
+are fed by; the app starts serving once the tails are open.
+
+``build_app(ctx) -> web.Application``: the routes and middlewares over a given context,
+with nothing started: what ``create_app`` builds on, and what tests serve over parts
+of their own. Middlewares: errors as JSON first (so even auth failures are JSON), then
+bearer-token auth.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client.registry import Collector
 
-from services.api.auth import TOKEN_KEY, auth_middleware
+from services.api.auth import TOKEN_KEY, Tokens, auth_middleware
 from services.api.context import CONTEXT, ApiContext
 from services.api.errors import ApiError, error_middleware
-from services.api.metrics import api_registry
+from services.api.live import LiveRuns
+from services.api.metrics import api_collector
 from services.api.models import TokenCreate
 from services.api.notifications import notification_routes
 from services.api.openapi import openapi_document
 from services.api.projects import project_routes
+from services.api.readmodel import GROUP, RunsReadModel
 from services.api.runs import run_routes
 from services.api.streams import stream_routes
 from services.api.webhooks import webhook_routes
-from shared.metrics import metrics_handler
+from shared.app import BACKGROUND, run_in_background, service_app
+from shared.config import Settings
+from shared.infra import Ports
 
-__all__ = ["create_app"]
+__all__ = ["build_app", "create_app"]
 
 
-def create_app(ctx: ApiContext, extra_routes: Iterable[web.RouteDef] = (),
-               events_appended: Callable[[], int] = lambda: 0,
-               collectors: Iterable[Collector] = ()) -> web.Application:
-    """``collectors``: the metrics of the other services in this process (embedded)."""
-    app = web.Application(client_max_size=ctx.max_body,
-                          middlewares=[error_middleware,
-                                       auth_middleware(ctx.tokens, ctx.public_read)])
+def create_app(settings: Settings, ports: Ports) -> web.Application:
+    live = LiveRuns(ports.bus, ports.store)
+    readmodel = RunsReadModel(store=ports.store)  # its views are opened at start
+    ctx = ApiContext(store=ports.store, readmodel=readmodel, tokens=Tokens(ports.store),
+                     public_read=settings.public_read, live=live)
+    app = build_app(ctx, ready=ports.ready, events_appended=lambda: ports.store.appended_total)
+
+    async def run_views(app: web.Application) -> AsyncIterator[None]:
+        readmodel.views = await ports.open_run_views()
+        try:
+            yield
+        finally:
+            await readmodel.views.close()
+
+    async def admin_token(app: web.Application) -> AsyncIterator[None]:
+        admin = await ctx.tokens.ensure_admin()
+        if admin is not None:
+            print("An admin API token was created. It is shown this once and only its hash "
+                  f"is kept:\n\n    export CYCLONE_TOKEN={admin}\n", flush=True)
+        yield
+
+    async def follow() -> None:
+        # The replicas share one consumer group: each event is applied to the views once.
+        await readmodel.follow(ports.bus, group=GROUP)
+
+    app.cleanup_ctx.append(run_views)
+    app.cleanup_ctx.append(admin_token)
+    run_in_background(app, follow, "RunsReadModel.follow")
+    run_in_background(app, live.run, "LiveRuns.run")
+    app.cleanup_ctx.append(_tails_open)
+    return app
+
+
+async def _tails_open(app: web.Application) -> AsyncIterator[None]:
+    """Serve once the live tails are open: a stream sees every event from then on (a
+    tail that failed to open is the process's to notice: its task has ended)."""
+    live = app[CONTEXT].live
+    assert live is not None
+    opened = asyncio.ensure_future(live.ready.wait())
+    try:
+        await asyncio.wait([opened, *app[BACKGROUND]], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        opened.cancel()
+    yield
+
+
+def build_app(ctx: ApiContext, *, ready: Callable[[], Awaitable[object]] | None = None,
+              events_appended: Callable[[], int] = lambda: 0) -> web.Application:
+    """``ready``: what ``/healthz`` checks (default: that the event store answers)."""
+    app = service_app(ready or ctx.store.last_position,
+                      [api_collector(ctx.readmodel, events_appended)],
+                      client_max_size=ctx.max_body,
+                      middlewares=[error_middleware,
+                                   auth_middleware(ctx.tokens, ctx.public_read)])
     app[CONTEXT] = ctx
-    registry = api_registry(ctx.readmodel, events_appended)
-    for collector in collectors:
-        registry.register(collector)
     app.add_routes([
-        web.get("/healthz", _healthz),
-        web.get("/metrics", metrics_handler(registry)),
         web.get("/api/v1/openapi.json", _openapi),
         *project_routes(),
         *run_routes(),
         *stream_routes(),
         *webhook_routes(),
         *notification_routes(),
-        *extra_routes,
         web.post("/api/v1/tokens", _token_create),
         web.get("/api/v1/tokens", _token_list),
         web.delete("/api/v1/tokens/{id}", _token_revoke),
     ])
     return app
-
-
-async def _healthz(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
-    await ctx.store.last_position()  # the store answers: we are ready
-    return web.json_response({"status": "ok"})
 
 
 async def _openapi(request: web.Request) -> web.Response:

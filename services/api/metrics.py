@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -19,14 +18,13 @@ from shared.metrics import FunctionCollector
 from shared.ports.runviews import DurationHistogram
 from shared.status import RUN_DONE
 
-__all__ = ["api_registry"]
+__all__ = ["api_collector"]
 
 _STATUSES = ("requested", "running", *sorted(RUN_DONE))
 
 
-def api_registry(readmodel: RunsReadModel, events_appended: Callable[[], int]) -> CollectorRegistry:
-    registry = CollectorRegistry()
-
+def api_collector(readmodel: RunsReadModel,
+                  events_appended: Callable[[], int]) -> FunctionCollector:
     def collect() -> Iterable[Metric]:
         stats = readmodel.stats()
         gauge = GaugeMetricFamily("cyclone_runs", "Runs by status", labels=["status"])
@@ -39,8 +37,7 @@ def api_registry(readmodel: RunsReadModel, events_appended: Callable[[], int]) -
         yield CounterMetricFamily("cyclone_events_appended", "Events appended by this process",
                                   value=events_appended())
 
-    registry.register(FunctionCollector(collect))
-    return registry
+    return FunctionCollector(collect)
 
 
 def _step_durations(steps: DurationHistogram) -> HistogramMetricFamily:

@@ -45,14 +45,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from shared import cron
 from shared import events as ev
-from shared.errors import ConcurrencyConflict, ConfigError, PipelineError, StoreError
+from shared.errors import ConcurrencyConflict, PipelineError, StoreError
 from shared.events import NewEvent, RecordedEvent, decode, is_run_stream, run_stream
 from shared.pipeline import load
 from shared.ports.eventstore import EventStore
@@ -60,14 +59,13 @@ from shared.projections.projects import ProjectView, fold_project
 from shared.retry import Backoff, is_transient
 from shared.runstream import new_run_id
 
-__all__ = ["CATCHUP_ENV", "LATE_AFTER", "REFRESH_S", "Schedule", "Scheduler",
-           "catch_up_from_env", "latest_fire", "normalize", "schedule_stream"]
+__all__ = ["LATE_AFTER", "REFRESH_S", "Schedule", "Scheduler", "latest_fire", "normalize",
+           "schedule_stream"]
 
 log = logging.getLogger(__name__)
 
 REFRESH_S = 30.0  # at least this often the projects and their settings are read again
 LATE_AFTER = timedelta(minutes=1)  # a fire handled later than this after its time is late
-CATCHUP_ENV = "CYCLONE_SCHEDULE_CATCHUP"
 # Runs whose pipeline file is the branch head's: their file is the branch's schedule.
 _FILE_TRIGGERS = frozenset({"push", "manual", "schedule"})
 _PROJECT_PREFIX = "project-"
@@ -84,17 +82,6 @@ def schedule_stream(project: str) -> str:
 def normalize(line: str) -> str:
     """A cron line's identity: its fields single-spaced (``0  3 * * *`` is ``0 3 * * *``)."""
     return " ".join(line.split())
-
-
-def catch_up_from_env(env: Mapping[str, str] | None = None) -> bool:
-    """``CYCLONE_SCHEDULE_CATCHUP``: 1 (default) runs one run for fires missed while no
-    scheduler ran, 0 skips them; anything else is a ``ConfigError``."""
-    env = os.environ if env is None else env
-    raw = (env.get(CATCHUP_ENV) or "1").lower()
-    if raw not in ("0", "1", "true", "false", "yes", "no"):
-        raise ConfigError(f"{CATCHUP_ENV}={raw!r}: expected 1 (run one run for fires missed "
-                          "while Cyclone was down) or 0 (skip them)")
-    return raw in ("1", "true", "yes")
 
 
 @dataclass(frozen=True)
@@ -314,7 +301,7 @@ class Scheduler:
                     fires.requested[decision.event.cron] = decision.event.run_id
                 else:
                     log.warning("schedule: fires missed while no scheduler ran were skipped "
-                                f"({CATCHUP_ENV}=0)", extra=decision.event.to_data())
+                                "(CYCLONE_SCHEDULE_CATCHUP=0)", extra=decision.event.to_data())
             return started
         raise StoreError(f"schedule of project {project.name!r}: gave up after {_ATTEMPTS} "
                          "concurrent-append conflicts")

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.api.app import create_app
+from services.api.app import build_app
 from services.api.auth import Tokens
 from services.api.context import ApiContext
 from services.api.readmodel import RunsReadModel
@@ -43,7 +43,7 @@ async def serving(tmp_path: Path, kind: type[A]) -> AsyncIterator[A]:
     store = await SqliteEventStore.open(tmp_path / "events.db")
     tokens = Tokens(store)
     _, admin = await tokens.create("admin", admin=True)
-    app = create_app(ApiContext(store=store, readmodel=RunsReadModel(), tokens=tokens))
+    app = build_app(ApiContext(store=store, readmodel=RunsReadModel(), tokens=tokens))
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     try:

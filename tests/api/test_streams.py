@@ -1,6 +1,6 @@
 """The push streams end to end, over real parts: an ``Embedded`` runtime (shell executor),
-the API app as ``cyclone up`` builds it (``cyclone.server._app``) served by an
-``AppRunner`` on 127.0.0.1, and real HTTP clients (``aiohttp`` and the CLI's
+the API app as ``cyclone up`` builds and starts it (``Embedded.running``) served on
+127.0.0.1, and real HTTP clients (``aiohttp`` and the CLI's
 ``CycloneClient``).
 
 Runs that must still be running when a test acts wait at a *gate*: a step that loops
@@ -24,11 +24,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+import cyclone.apps as apps
 import services.api.live as live_module
 from cyclone.client import CycloneClient, SseEvent
 from cyclone.embedded import Embedded
-from cyclone.server import _app
-from services.api.app import create_app
+from services.api.app import build_app
 from services.api.auth import Tokens
 from services.api.commands import request_run
 from services.api.context import ApiContext
@@ -152,9 +152,25 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def serve_api(runtime: Embedded) -> AsyncIterator[str]:
+    """The runtime's api app (started with the runtime) on a free port of 127.0.0.1."""
+    assert runtime.running is not None
+    runner = runtime.running.runner("api")
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await site.stop()
+
+
 @pytest.fixture(autouse=True)
 def quiet_streams(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sse, "Pacer", _QuietPacer)
+    # A stream nothing ends (a run list's changes) holds the stop this long.
+    monkeypatch.setattr(apps, "SHUTDOWN_TIMEOUT_S", 1.0)
 
 
 @pytest.fixture
@@ -164,10 +180,8 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     runtime = await Embedded.start(settings, own_all_runs=True)
     runtime.logserver.recheck_s = QUIET_S
     try:
-        tokens = Tokens(runtime.store)
-        admin = await tokens.ensure_admin()
-        assert admin is not None
-        async with serve(_app(runtime, tokens, settings)) as base, \
+        _, admin = await Tokens(runtime.store).create("test", admin=True)
+        async with serve_api(runtime) as base, \
                 aiohttp.ClientSession() as session:
             yield Env(runtime, session, base, admin, tmp_path)
     finally:
@@ -550,7 +564,7 @@ async def test_a_replica_whose_bus_lags_the_store_replays_each_runs_current_summ
         assert lagging is not None and lagging.last_seq == 2 and not lagging.done
         ctx = ApiContext(store=env.runtime.store, readmodel=env.runtime.readmodel,
                          tokens=Tokens(env.runtime.store), live=replica)
-        async with serve(create_app(ctx)) as base:
+        async with serve(build_app(ctx)) as base:
             replica_env = Env(env.runtime, env.session, base, env.token, env.tmp)
             async with replica_env.stream("/api/v1/changes",
                                           headers={"Last-Event-ID": "0"}) as changes:

@@ -18,19 +18,19 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.api.app import create_app
+from services.api.app import build_app
 from services.api.auth import Tokens
 from services.api.context import ApiContext
 from services.api.readmodel import RunsReadModel
 from services.eventmanager.scheduler import (
     Scheduler,
-    catch_up_from_env,
     latest_fire,
     schedule_stream,
 )
 from shared import cron
 from shared import events as ev
 from shared.adapters.eventstore.sqlite import SqliteEventStore
+from shared.config import Settings
 from shared.errors import ConcurrencyConflict, ConfigError
 from shared.events import NewEvent, RecordedEvent, decode, run_stream
 from shared.leader import leader_key, run_as_leader
@@ -455,10 +455,10 @@ def test_latest_fire_finds_the_last_fire_of_a_long_gap_without_walking_it() -> N
 
 
 def test_catch_up_is_on_unless_switched_off() -> None:
-    assert catch_up_from_env({}) is True
-    assert catch_up_from_env({"CYCLONE_SCHEDULE_CATCHUP": "0"}) is False
+    assert Settings.from_env({}).schedule_catch_up is True
+    assert Settings.from_env({"CYCLONE_SCHEDULE_CATCHUP": "0"}).schedule_catch_up is False
     with pytest.raises(ConfigError, match="CYCLONE_SCHEDULE_CATCHUP"):
-        catch_up_from_env({"CYCLONE_SCHEDULE_CATCHUP": "sometimes"})
+        Settings.from_env({"CYCLONE_SCHEDULE_CATCHUP": "sometimes"})
 
 
 # --- the project setting through the API ------------------------------------------------
@@ -469,7 +469,7 @@ async def test_the_api_refuses_a_bad_cron_line_naming_it_and_keeps_good_ones(
 ) -> None:
     tokens = Tokens(store)
     _, admin = await tokens.create("admin", admin=True)
-    app = create_app(ApiContext(store=store, readmodel=RunsReadModel(), tokens=tokens))
+    app = build_app(ApiContext(store=store, readmodel=RunsReadModel(), tokens=tokens))
     headers = {"Authorization": f"Bearer {admin}"}
     async with TestClient(TestServer(app)) as client:
         body = {"name": "demo", "repo": REPO, "schedules": ["0 3 * * *", "61 * * * *"]}

@@ -1,0 +1,41 @@
+"""The notifier's aiohttp application: ``create_app(settings, ports) -> web.Application``.
+
+Two consumers of ``cyclone.events`` in the background: the notifications of the
+pipeline file's and the project's rules (``Notifier``), and the commit statuses sent
+to forges (``CommitStatusReporter``); ``/healthz`` and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.notifier.forge_status import CommitStatusReporter
+from services.notifier.service import Notifier
+from shared.app import on_cleanup, run_in_background, service_app
+from shared.config import Settings
+from shared.infra import Ports
+
+__all__ = ["NOTIFIER", "create_app"]
+
+NOTIFIER = web.AppKey("notifier", Notifier)
+
+
+def create_app(settings: Settings, ports: Ports) -> web.Application:
+    notifier = Notifier(ports.store, ports.coord, ports.logs, public_url=settings.public_url,
+                        settings=settings.notify, me=settings.worker_id)
+    reporter = CommitStatusReporter(ports.store, settings.public_url)
+    app = service_app(ports.ready, [notifier.collector()])
+    app[NOTIFIER] = notifier
+    # Closed once their consumers have stopped: deliveries in flight are cancelled.
+    on_cleanup(app, reporter.close)
+    on_cleanup(app, notifier.close)
+
+    async def report_statuses() -> None:
+        await reporter.run(ports.bus)
+
+    async def notify() -> None:
+        await notifier.run(ports.bus)
+
+    run_in_background(app, report_statuses, "CommitStatusReporter.run")
+    run_in_background(app, notify, "Notifier.run")
+    return app
