@@ -29,3 +29,33 @@ def test_a_bad_value_is_an_error_naming_the_variable(name: str, value: str) -> N
 def test_the_drain_time_is_read_in_seconds() -> None:
     assert Settings.from_env({"CYCLONE_WORKER_DRAIN_S": "2.5"}).worker_drain_s == 2.5
     assert Settings.from_env({}).worker_drain_s == 10.0
+
+
+INFRA = {"CYCLONE_BUS": "kafka://k:9092", "CYCLONE_STORE": "mongodb://m:27017",
+         "CYCLONE_COORD": "etcd://e:2379", "CYCLONE_LOG_STORE": "mongodb://m:27017"}
+
+
+def test_the_infrastructure_is_all_four_urls_or_none() -> None:
+    assert Settings.from_env({}).infra is None
+    infra = Settings.from_env({**INFRA, "CYCLONE_KAFKA_PARTITIONS": "8"}).infra
+    assert infra is not None
+    assert (infra.bus, infra.coord, infra.partitions, infra.replication) \
+        == ("kafka://k:9092", "etcd://e:2379", 8, 1)
+    with pytest.raises(ConfigError, match="CYCLONE_LOG_STORE=''"):
+        Settings.from_env({k: v for k, v in INFRA.items() if k != "CYCLONE_LOG_STORE"})
+    with pytest.raises(ConfigError, match=r"CYCLONE_COORD='http://e:2379'.*etcd://"):
+        Settings.from_env({**INFRA, "CYCLONE_COORD": "http://e:2379"})
+
+
+def test_a_service_without_infrastructure_names_the_first_url_missing() -> None:
+    with pytest.raises(ConfigError, match=r"CYCLONE_BUS.*kafka://"):
+        Settings.from_env({}).require_infra()
+
+
+def test_the_clients_and_the_hooks_settings_are_read_here_too() -> None:
+    settings = Settings.from_env({"CYCLONE_SERVER": "http://ci:8080", "CYCLONE_TOKEN": "cyc_x",
+                                  "CYCLONE_HOOK_SECRET": "s3cret"})
+    assert (settings.server, settings.token, settings.hook_secret) \
+        == ("http://ci:8080", "cyc_x", "s3cret")
+    assert "cyc_x" not in repr(settings) and "s3cret" not in repr(settings)
+    assert Settings.from_env({}).log_format == "text"
