@@ -11,6 +11,7 @@ from shared.config import StepLogLimit
 from shared.ports.bus import TOPIC_LOGS
 from shared.ports.logstore import LogLine
 from shared.wire import decode_log_batch
+from tests.support import HANG_S
 
 TS = "2024-05-01T12:00:00.000000+00:00"
 
@@ -62,7 +63,7 @@ async def test_a_line_that_fills_the_buffer_waits_for_the_bus() -> None:
     assert not third.done()  # held back: backpressure on the step's output
 
     bus.gate.set()
-    await asyncio.wait_for(third, 5)
+    await asyncio.wait_for(third, HANG_S)
     assert [line.text for line in bus.lines()] == ["a", "b", "c"]
     await shipper.close()
 
