@@ -122,8 +122,9 @@ class OutboxRelay:
                 log.warning("outbox relay interrupted", extra={"error": str(exc)})
                 await backoff.wait()
                 continue
-            try:
-                await asyncio.wait_for(self.store.appended.wait(), self.poll_s)
+            try:  # not asyncio.wait_for: on 3.11 it loses a cancel that meets the wake-up
+                async with asyncio.timeout(self.poll_s):
+                    await self.store.appended.wait()
             except TimeoutError:
                 pass
 

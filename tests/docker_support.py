@@ -12,6 +12,11 @@ left behind.
   containers, networks and volumes labelled with that run, as ``"kind name"`` strings,
   so a test can assert that nothing is left. The plain function works in sync and in
   async tests (it talks to Docker on its own thread).
+* ``AT_THE_GATE`` / ``open_gate(run_id)`` / ``await open_gate_async(run_id)``: a step
+  command that waits until the file ``gate`` exists in its workspace, and what makes
+  it there (run in the run's step containers). A test that checks something *while* a
+  step runs holds the step at its gate rather than betting on a sleep being long
+  enough on a loaded machine.
 """
 
 from __future__ import annotations
@@ -28,8 +33,12 @@ from typing import Any, TypeVar
 import aiodocker
 import aiohttp
 import pytest
+from aiodocker.execs import Exec
+
+from tests.support import HANG_S, eventually
 
 __all__ = [
+    "AT_THE_GATE",
     "LABEL_RUN",
     "TEST_IMAGE",
     "cyclone_leftovers",
@@ -37,6 +46,8 @@ __all__ = [
     "docker_available",
     "docker_problem",
     "docker_ready",
+    "open_gate",
+    "open_gate_async",
 ]
 
 T = TypeVar("T")
@@ -45,6 +56,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_IMAGE = "cyclone-test/busybox:latest"
 LABEL_RUN = "io.cyclone.run"
 SETUP_HINT = "run scripts/setup-docker.sh and scripts/build-test-images.sh"
+# Bounded (~300 s), so a step whose test failed before opening the gate, and whose
+# runner was killed, ends by itself as the tests' "sleep 300" steps do.
+AT_THE_GATE = "for i in $(seq 1 3000); do [ -e gate ] && break; sleep 0.1; done"
 
 
 def _in_own_loop(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -60,7 +74,7 @@ async def _problem_async(image: str | None) -> str | None:
     except ValueError as exc:
         return f"no Docker daemon configured ({exc})"
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(HANG_S):  # a busy daemon is slow, not absent
             await docker.version()
             if image is not None:
                 await docker.images.inspect(image)
@@ -120,3 +134,28 @@ async def cyclone_leftovers_async(run_id: str) -> list[str]:
 def cyclone_leftovers(run_id: str) -> list[str]:
     """``cyclone_leftovers_async`` for sync code (and usable from async tests too)."""
     return _in_own_loop(lambda: cyclone_leftovers_async(run_id))
+
+
+async def open_gate_async(run_id: str) -> None:
+    """Make the file ``gate`` in the workspace of each running step of ``run_id`` (its
+    working directory): what a step running ``AT_THE_GATE`` waits for."""
+    selector = {"label": [f"{LABEL_RUN}={run_id}", "io.cyclone.role=step"],
+                "status": ["running"]}
+    async with aiodocker.Docker() as docker:
+        steps = await docker.containers.list(filters=json.dumps(selector))
+        assert steps, f"run {run_id} has no running step to open a gate for"
+        for step in steps:
+            touch = await step.exec(["touch", "gate"], stdout=False, stderr=False)
+            await touch.start(detach=True)
+
+            async def ended(touch: Exec = touch) -> dict[str, Any] | None:
+                state: dict[str, Any] = await touch.inspect()
+                return state if state["ExitCode"] is not None else None
+
+            state = await eventually(ended, what=f"the gate of step {step.id} opened")
+            assert state["ExitCode"] == 0, f"could not open the gate of {step.id}: {state}"
+
+
+def open_gate(run_id: str) -> None:
+    """``open_gate_async`` for sync code."""
+    _in_own_loop(lambda: open_gate_async(run_id))

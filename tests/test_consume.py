@@ -10,7 +10,7 @@ import pytest
 from shared.adapters.bus.memory import MemoryBus
 from shared.consume import consume
 from shared.ports.bus import Message
-from tests.support import eventually
+from tests.support import HANG_S, eventually
 
 TOPIC = "t"
 
@@ -106,7 +106,7 @@ async def test_a_handler_error_ends_the_loop_and_cancels_the_others() -> None:
 
     await _publish(bus, ("a", "waits"), ("b", "bad"))
     with pytest.raises(RuntimeError, match="a bug"):
-        await asyncio.wait_for(consume(bus, TOPIC, "g", handle, concurrency=4), 10)
+        await asyncio.wait_for(consume(bus, TOPIC, "g", handle, concurrency=4), HANG_S)
     assert cancelled.is_set()
     await bus.close()
 
@@ -122,7 +122,7 @@ async def test_the_loop_ends_when_the_bus_closes_after_handling_what_it_took() -
     task = asyncio.create_task(consume(bus, TOPIC, "g", handle, concurrency=3))
     await eventually(lambda: len(handled) == 20)
     await bus.close()
-    await asyncio.wait_for(task, 10)
+    await asyncio.wait_for(task, HANG_S)
     assert sorted(handled, key=int) == [str(i) for i in range(20)]
 
 

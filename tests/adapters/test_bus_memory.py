@@ -11,6 +11,7 @@ import pytest
 from shared.adapters.bus.memory import MemoryBus
 from shared.errors import BusError
 from tests.contracts.bus import BusContract, Collector, publish_all, spread, unique
+from tests.support import HANG_S
 
 
 class TestMemoryBus(BusContract):
@@ -183,7 +184,7 @@ async def test_a_full_partition_makes_publish_wait_until_consumers_commit() -> N
         assert not blocked.done() and bus.retained("t") == 3
         first = await anext(aiter(sub))
         await sub.commit(first)  # 80 bytes left: room again
-        await asyncio.wait_for(blocked, 5)
+        await asyncio.wait_for(blocked, HANG_S)
         assert bus.retained("t") == 3
     finally:
         await bus.close()
@@ -210,7 +211,7 @@ async def test_closing_the_bus_fails_a_publish_waiting_for_room() -> None:
     await asyncio.sleep(0)
     await bus.close()
     with pytest.raises(BusError):
-        await asyncio.wait_for(blocked, 5)
+        await asyncio.wait_for(blocked, HANG_S)
 
 
 async def test_a_tail_that_falls_behind_ends_with_bus_error_after_what_it_holds() -> None:
@@ -242,7 +243,7 @@ async def test_a_tail_holds_back_neither_trimming_nor_publishers() -> None:
         for _ in range(3):
             await member.commit(await anext(reader))
         assert bus.retained("t") == 0, "the unread tail held back trimming"
-        await asyncio.wait_for(bus.publish("t", "k", b"y"), 5)  # room again: no waiting
+        await asyncio.wait_for(bus.publish("t", "k", b"y"), HANG_S)  # room again: no waiting
         tailed = aiter(tail)
         assert [(await anext(tailed)).value for _ in range(4)] == [b"x" * 40] * 3 + [b"y"]
     finally:

@@ -17,11 +17,11 @@ from shared.errors import CoordinationError
 from shared.ports.coordination import WatchEvent
 from tests.contracts.coordination import CoordinationContract, WatchLog, unique_prefix
 from tests.infra.etcd import EtcdServer, etcd_server, etcd_url, private_etcd
-from tests.support import eventually
+from tests.support import HANG_S, eventually
 
 __all__ = ["etcd_server", "etcd_url", "private_etcd"]  # fixtures, registered by import
 
-TIMEOUT = 10.0
+TIMEOUT = HANG_S  # only catches a hang
 
 
 class TestEtcdCoordinator(CoordinationContract):

@@ -14,6 +14,7 @@ from shared.adapters.coordination.memory import MemoryCoordinator
 from shared.errors import CoordinationError, LeaseExpired
 from shared.ports.coordination import WatchEvent
 from tests.contracts.coordination import CoordinationContract, WatchLog, unique_prefix
+from tests.support import HANG_S
 
 
 class TestMemoryCoordinator(CoordinationContract):
@@ -79,7 +80,7 @@ async def test_a_jump_of_the_clock_is_seen_by_the_next_operation(
     assert await frozen.get(prefix + "k") == b"v"
     clock.now += 0.2
     assert await frozen.get(prefix + "k") is None
-    assert await asyncio.wait_for(anext(watch), 1) == WatchEvent("delete", prefix + "k", None)
+    assert await asyncio.wait_for(anext(watch), HANG_S) == WatchEvent("delete", prefix + "k", None)
     with pytest.raises(LeaseExpired):
         await lease.refresh()
     await watch.aclose()
@@ -103,7 +104,7 @@ async def test_a_watch_sees_changes_made_before_its_first_read(coord: MemoryCoor
     prefix = unique_prefix()
     watch = coord.watch(prefix)
     await coord.put(prefix + "k", b"v")
-    assert await asyncio.wait_for(anext(watch), 1) == WatchEvent("put", prefix + "k", b"v")
+    assert await asyncio.wait_for(anext(watch), HANG_S) == WatchEvent("put", prefix + "k", b"v")
     await watch.aclose()
 
 

@@ -12,8 +12,7 @@ import os
 import re
 import stat
 import tarfile
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from services.workermanager.checkout import (
     mask_credentials,
 )
 from tests.git_support import GitHost, GitRepo, GitServer, unused_port
+from tests.support import HANG_S, eventually
 
 # The git_server and git_files fixtures come from tests/git_support.py via tests/conftest.py.
 
@@ -50,7 +50,7 @@ def lines() -> Lines:
 
 @pytest.fixture
 def checkout(cache: Path, lines: Lines) -> GitCheckout:
-    return GitCheckout(cache, on_line=lines, timeout=20)
+    return GitCheckout(cache, on_line=lines, timeout=HANG_S)
 
 
 @pytest.fixture
@@ -301,16 +301,6 @@ async def test_archive_streams_the_commits_tree_with_modes_and_symlinks(
     assert 0 < len(chunks[-1]) <= 256 * 1024
 
 
-async def wait_until(condition: Callable[[], object], what: str,
-                     deadline: float = 20.0) -> None:
-    """Return once ``condition()`` is true; fail after ``deadline`` s."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"still waiting for {what} after {deadline}s")
-        await asyncio.sleep(0.02)  # polling interval of a deadline-bounded wait
-
-
 async def blocked_writer(sha: str) -> int:
     """The pid of the process whose command line names ``sha``, once it is blocked
     writing to a full pipe and has written nothing more while the event loop ran for a
@@ -329,7 +319,7 @@ async def blocked_writer(sha: str) -> int:
         seen.clear()
         return False
 
-    await wait_until(stalled, f"a process naming {sha} blocked writing")
+    await eventually(stalled, what=f"a process naming {sha} blocked writing")
     return seen[-1][0]
 
 
@@ -358,15 +348,15 @@ async def test_stopping_an_archive_early_kills_git(demo: GitRepo, checkout: GitC
 
     task = asyncio.create_task(stall_then_stop())
     if stop == "cancel":
-        await wait_until(lambda: pids, "git archive blocked writing")
+        await eventually(lambda: pids, what="git archive blocked writing")
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, 20)
+        await asyncio.wait_for(task, HANG_S)
 
     [pid] = pids
     if stop == "break":  # the generator's aclose runs as a task of its own
-        await wait_until(lambda: asyncio.all_tasks() == {asyncio.current_task()},
-                         "the archive generator to be closed")
+        await eventually(lambda: asyncio.all_tasks() == {asyncio.current_task()},
+                         what="the archive generator to be closed")
     assert not Path(f"/proc/{pid}").exists()  # killed and reaped: not even a zombie
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from services.workermanager.checkout import GitCheckout
 from tests.git_support import GitHost, GitRepo, UploadPackProbe, git_env
+from tests.support import HANG_S, eventually
 
 BURST = 8
 
@@ -39,15 +38,6 @@ def probe(repo: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Upl
     return probe
 
 
-async def wait_until(condition: Callable[[], bool], what: str, deadline: float = 20.0) -> None:
-    """Return once ``condition()`` holds; fail after ``deadline`` s."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"still waiting for {what} after {deadline}s")
-        await asyncio.sleep(0.02)  # polling interval of a deadline-bounded wait
-
-
 def mirror_ref(checkout: GitCheckout, url: str, ref: str) -> str:
     return subprocess.run(["git", "rev-parse", ref], cwd=checkout.mirror_path(url),
                           env=git_env(), capture_output=True, text=True, timeout=30,
@@ -57,7 +47,7 @@ def mirror_ref(checkout: GitCheckout, url: str, ref: str) -> str:
 @pytest.mark.parametrize("how", ["ref-new-mirror", "ref-moved-branch", "commit"])
 async def test_a_burst_of_runs_of_one_commit_fetches_it_once(
         repo: GitRepo, probe: UploadPackProbe, tmp_path: Path, how: str) -> None:
-    checkout = GitCheckout(tmp_path / "cache", timeout=20)
+    checkout = GitCheckout(tmp_path / "cache", timeout=HANG_S)
     sha = repo.commit({".cyclone.yml": "first\n"})
     if how == "ref-moved-branch":
         await checkout.resolve(repo.file_url, ref="main")
@@ -66,7 +56,7 @@ async def test_a_burst_of_runs_of_one_commit_fetches_it_once(
     args = {"commit": sha} if how == "commit" else {"ref": "main"}
 
     results = await asyncio.gather(*(
-        GitCheckout(tmp_path / "cache", on_line=lines, timeout=20).resolve(
+        GitCheckout(tmp_path / "cache", on_line=lines, timeout=HANG_S).resolve(
             repo.file_url, **args) for _ in range(BURST)))
 
     assert {(r.commit, r.pipeline) for r in results} == {
@@ -87,7 +77,7 @@ async def test_a_burst_lists_the_remote_in_parallel(repo: GitRepo,
     probe.barrier(BURST)
 
     results = await asyncio.gather(*(
-        GitCheckout(tmp_path / "cache", timeout=20).resolve(repo.file_url)
+        GitCheckout(tmp_path / "cache", timeout=HANG_S).resolve(repo.file_url)
         for _ in range(BURST)))
 
     assert {r.commit for r in results} == {sha}
@@ -103,13 +93,13 @@ async def test_a_commit_in_the_mirror_is_read_while_a_fetch_holds_the_lock(
         repo: GitRepo, probe: UploadPackProbe, tmp_path: Path) -> None:
     old = repo.commit({".cyclone.yml": "old\n", "bin/run": "#!/bin/sh\n"},
                       executable=["bin/run"])
-    checkout = GitCheckout(tmp_path / "cache", timeout=20)
+    checkout = GitCheckout(tmp_path / "cache", timeout=HANG_S)
     await checkout.resolve(repo.file_url)
     new = repo.commit({".cyclone.yml": "new\n"})
     probe.hold()
     fetching = asyncio.create_task(checkout.resolve(repo.file_url, commit=new))
     try:
-        await wait_until(lambda: len(probe.connections()) == 2, "the fetch of the new commit")
+        await eventually(lambda: len(probe.connections()) == 2, what="the fetch of the new commit")
 
         # Neither waits for the fetch in progress, which holds the mirror's lock.
         resolved = await checkout.resolve(repo.file_url, commit=old)

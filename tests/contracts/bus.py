@@ -21,11 +21,11 @@ import pytest
 
 from shared.errors import BusError
 from shared.ports.bus import Bus, Message, Subscription
-from tests.support import eventually
+from tests.support import HANG_S, eventually
 
 __all__ = ["BusContract", "Collector", "publish_all", "spread", "unique", "wait_total"]
 
-TIMEOUT = 15.0  # generous for a real Kafka's group rebalances
+TIMEOUT = HANG_S  # generous for a real Kafka's group rebalances on a loaded machine
 
 
 def unique(kind: str) -> str:

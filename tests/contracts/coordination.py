@@ -23,11 +23,11 @@ import pytest
 
 from shared.errors import LeaseExpired
 from shared.ports.coordination import Coordinator, Watch, WatchEvent
-from tests.support import eventually
+from tests.support import HANG_S, eventually
 
 __all__ = ["CoordinationContract", "WatchLog", "unique_prefix"]
 
-TIMEOUT = 10.0
+TIMEOUT = HANG_S  # only catches a hang
 READY = "~ready"
 
 
@@ -129,18 +129,20 @@ class CoordinationContract:
 
     async def test_refresh_keeps_a_lease_alive_past_its_ttl(self, coord: Coordinator) -> None:
         prefix = unique_prefix()
-        kept = await coord.grant_lease(1)
+        # A ttl that a refresh every 0.2 s keeps alive even when a loaded machine stalls
+        # this loop for a second or two (a ttl of 1 s would not be).
+        kept = await coord.grant_lease(3)
         await coord.put(prefix + "kept", b"v", kept)
         # A second lease, never refreshed, measures the time: once its key is gone,
-        # at least 2 s have passed since `kept` was granted with a ttl of 1 s.
-        timer = await coord.grant_lease(2)
+        # at least 6 s have passed since `kept` was granted with a ttl of 3 s.
+        timer = await coord.grant_lease(6)
         await coord.put(prefix + "timer", b"v", timer)
 
         async def refresh_until_timer_ends() -> bool:
             await kept.refresh()
             return await coord.get(prefix + "timer") is None
 
-        await eventually(refresh_until_timer_ends, TIMEOUT, interval=0.2, what="the 2 s lease")
+        await eventually(refresh_until_timer_ends, TIMEOUT, interval=0.2, what="the 6 s lease")
         assert await coord.get(prefix + "kept") == b"v"
         # Left alone, it does expire (so the test above could have failed).
         await eventually(lambda: _gone(coord, prefix + "kept"), TIMEOUT, what="expiry")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.docker_support import TEST_IMAGE
+from tests.docker_support import AT_THE_GATE, TEST_IMAGE, open_gate_async
 from tests.e2e.server_support import CycloneServer, server_fixture
 from tests.git_support import GitRepo, GitServer, git_server_fixture, unused_port
 from tests.support import eventually
@@ -37,7 +37,7 @@ PASSING = pipeline('echo "hello from $CYCLONE_JOB on $CYCLONE_BRANCH"',
                    'echo "greeting=$GREETING"')
 FAILING = pipeline('echo "about to fail"', "exit 3", step="check")
 SLOW = pipeline('echo "sleeping now"', "sleep 300", step="wait")
-PAUSING = pipeline('echo "first line"', "sleep 4", 'echo "second line"', step="talk")
+PAUSING = pipeline('echo "first line"', AT_THE_GATE, 'echo "second line"', step="talk")
 
 
 @dataclass
@@ -270,7 +270,7 @@ async def test_cancel_a_long_run_ends_its_followers(server: CycloneServer, demo:
     async def status() -> bool:
         return bool((await json_of(env, "show", run_id))["status"] == "cancelled")
 
-    await eventually(status, timeout=30, what="the run to be cancelled")
+    await eventually(status, what="the run to be cancelled")
     again = await cyclone(env, "cancel", run_id)
     assert again.code == 2 and "already ended" in again.err, again.err
 
@@ -341,7 +341,9 @@ async def test_follow_resumes_after_a_dropped_connection(server: CycloneServer, 
         async with background(env, "logs", "-f", "--no-color", "--server", proxy.url,
                               run_id) as follower:
             await follower.read_until("[build/talk] first line")
-            proxy.cut()  # the step sleeps 4 s before its second line: the cut is mid-run
+            proxy.cut()  # the step waits at its gate before its second line: mid-run
+            await follower.read_until("reconnecting")
+            await open_gate_async(run_id)
             assert await follower.finish() == 0, follower.output
     out = follower.output
     assert "reconnecting" in out, out

@@ -17,7 +17,7 @@ from tests.e2e.cluster_support import (
     start_cluster,
 )
 from tests.git_support import GitServer
-from tests.support import eventually
+from tests.support import HANG_S, eventually
 
 RUNS = 5  # keys spread over the topic's partitions, so over both eventmanager replicas
 SLOW_STEP = f"""
@@ -66,7 +66,9 @@ async def test_a_limited_projects_runs_never_overlap_across_eventmanager_replica
                 ended = all(s in ("success", "failure", "errored", "cancelled") for s in found)
                 return found if ended else None
 
-            done = await eventually(statuses, timeout=75, interval=0.5, what="every run ends")
+            # one after the other: RUNS times one run's deadline
+            done = await eventually(statuses, timeout=RUNS * HANG_S, interval=0.5,
+                                    what="every run ends")
             assert done == ["success"] * RUNS
             spans = []
             for run_id in run_ids:

@@ -9,6 +9,7 @@ receivers that drop a repeated key, at least once on the wire, never zero.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -66,7 +67,7 @@ async def start(tmp_path: Path, infra: dict[str, str], smtp: SmtpServer,
 
 def _start_with_notifiers(tmp_path: Path, infra: dict[str, str], smtp: SmtpServer,
                           notifiers: int) -> Cluster:
-    cluster = start_cluster(tmp_path, infra, **notifier_env(smtp))
+    cluster = start_cluster(tmp_path, infra, workers=1, replicas=1, **notifier_env(smtp))
     try:
         for i in range(2, notifiers + 1):
             replica = Service("notifier", f"notifier-{i}", tmp_path / f"notifier-{i}",
@@ -118,7 +119,7 @@ async def test_two_notifier_replicas_send_each_notification_once(
             await eventually(lambda: len(smtp.received) >= expected, timeout=180,
                              what="every address hears of every run")
             for run_id in run_ids:
-                recorded = await eventually(lambda r=run_id: recorded_all(http, r), timeout=30)
+                recorded = await eventually(functools.partial(recorded_all, http, run_id))
                 assert [e["type"] for e in recorded] == ["NotificationSent"] * 2, recorded
     finally:
         await asyncio.to_thread(cluster.stop)
@@ -149,7 +150,7 @@ async def test_a_notifier_killed_between_sending_and_recording_resends_under_the
             # redelivered the uncommitted run end, sends again and records
             recorded = await eventually(lambda: notifications(http, run_id), timeout=60,
                                         what="the restarted notifier records the mail")
-            await eventually(lambda: len(smtp.received) == 2, timeout=10)
+            await eventually(lambda: len(smtp.received) == 2, what="the mail sent again")
     finally:
         await asyncio.to_thread(cluster.stop)
     assert [e["type"] for e in recorded] == ["NotificationSent"]

@@ -126,6 +126,25 @@ async def run_events(http: aiohttp.ClientSession, server: CycloneServer,
     return events
 
 
+async def all_sent(http: aiohttp.ClientSession, server: CycloneServer,
+                   run_id: str) -> list[dict[str, Any]]:
+    """The run's ``NotificationSent`` records, once there is one per channel of
+    ``rules``. The notifier delivers to every channel at once and records each after
+    its delivery: only then have the SMTP and chat servers surely got all of them (the
+    audit hook, or the mails, can arrive before a chat post)."""
+    expected = len(ADDRESSES) + len(CHATS) + 1  # + the audit webhook
+
+    async def recorded() -> list[dict[str, Any]] | None:
+        events = await run_events(http, server, run_id)
+        sent = [e for e in events if e["type"] == "NotificationSent"]
+        return sent if len(sent) >= expected else None
+
+    found: list[dict[str, Any]] = await eventually(
+        recorded, what=f"{expected} notifications of {run_id} recorded")
+    assert len(found) == expected, found
+    return found
+
+
 async def test_a_failure_mails_everyone_once_and_the_fix_says_fixed_once(
     notifying_server: CycloneServer, git_server: GitServer, smtp: SmtpServer, chat: ChatServer,
 ) -> None:
@@ -134,15 +153,15 @@ async def test_a_failure_mails_everyone_once_and_the_fix_says_fixed_once(
         await add_project(http, server, repo, rules(chat), chat)
         failed = await push(http, server, repo, FAILING, "d-1")
         assert failed["status"] == "failure"
-        await eventually(lambda: audited(chat) == [failed["id"]], timeout=30)
-        await eventually(lambda: len(smtp.received) == 3, timeout=30)
-
+        await all_sent(http, server, failed["id"])
+        assert audited(chat) == [failed["id"]]
         assert sorted(r.rcpt_tos[0] for r in smtp.received) == sorted(ADDRESSES)
         assert all(len(r.rcpt_tos) == 1 for r in smtp.received)
         for mail in (r.message for r in smtp.received):
             assert "demo" in mail["Subject"] and "failed" in mail["Subject"]
-            text = mail.get_body(("plain",)).get_content()
-            html = mail.get_body(("html",)).get_content()
+            plain, rich = mail.get_body(("plain",)), mail.get_body(("html",))
+            assert plain is not None and rich is not None
+            text, html = plain.get_content(), rich.get_content()
             for part in (text, html):
                 assert "red boom" in part  # the failing step's log tail
                 assert "\x1b" not in part  # without its colour codes
@@ -154,19 +173,12 @@ async def test_a_failure_mails_everyone_once_and_the_fix_says_fixed_once(
             [post] = team_posts(chat, kind)
             assert failed["id"] in str(post.body), (kind, post.body)
         assert chat.problems == []
-        expected = len(ADDRESSES) + len(CHATS) + 1  # + the audit webhook
-
-        async def recorded() -> list[Any] | None:  # a record follows its delivery
-            events = await run_events(http, server, failed["id"])
-            sent = [e for e in events if e["type"] == "NotificationSent"]
-            return sent if len(sent) >= expected else None
-
-        assert len(await eventually(recorded, timeout=30)) == expected
 
         fixed = await push(http, server, repo, PASSING, "d-2")
         assert fixed["status"] == "success"
-        await eventually(lambda: audited(chat) == [failed["id"], fixed["id"]], timeout=30)
-        await eventually(lambda: len(smtp.received) == 6, timeout=30)
+        await all_sent(http, server, fixed["id"])
+        assert audited(chat) == [failed["id"], fixed["id"]]
+        assert len(smtp.received) == 6
         for mail in (r.message for r in smtp.received[3:]):
             assert "fixed" in mail["Subject"]
         for kind in CHATS:
@@ -175,7 +187,7 @@ async def test_a_failure_mails_everyone_once_and_the_fix_says_fixed_once(
         assert hook.body["event"] == "run.fixed"
 
         again = await push(http, server, repo, PASSING + "\n# again\n", "d-3")
-        await eventually(lambda: len(audited(chat)) == 3, timeout=30)
+        await eventually(lambda: len(audited(chat)) == 3, what="the third run audited")
         assert again["status"] == "success"
         assert len(smtp.received) == 6  # a success after a success: nobody is told
         assert all(len(team_posts(chat, kind)) == 2 for kind in CHATS)
@@ -186,7 +198,7 @@ async def test_a_failure_mails_everyone_once_and_the_fix_says_fixed_once(
                 metrics = await response.text()
             return f'cyclone_notifications_total{{outcome="sent"}} {sent}.0' in metrics
 
-        await eventually(counted, timeout=30, what=f"{sent} notifications counted as sent")
+        await eventually(counted, what=f"{sent} notifications counted as sent")
 
 
 async def test_channels_that_are_down_or_refuse_are_recorded_and_hold_up_nothing(
@@ -199,7 +211,6 @@ async def test_channels_that_are_down_or_refuse_are_recorded_and_hold_up_nothing
     async with aiohttp.ClientSession() as http:
         await add_project(http, server, repo, rules(chat), chat)
         failed = await push(http, server, repo, FAILING, "d-1")
-        await eventually(lambda: audited(chat) == [failed["id"]], timeout=30)
 
         async def outcomes() -> dict[str, dict[str, Any]] | None:
             events = await run_events(http, server, failed["id"])
@@ -207,7 +218,8 @@ async def test_channels_that_are_down_or_refuse_are_recorded_and_hold_up_nothing
                      if e["type"] in ("NotificationSent", "NotificationFailed")}
             return found if len(found) == len(ADDRESSES) + len(CHATS) + 1 else None
 
-        found = await eventually(outcomes, timeout=30)
+        found = await eventually(outcomes, what="an outcome recorded for every channel")
+        assert audited(chat) == [failed["id"]]
     discord = next(e for c, e in found.items() if c.startswith("discord:"))
     assert discord["type"] == "NotificationFailed" and "404" in discord["data"]["error"]
     assert TOKENS["discord"] not in str(discord)

@@ -15,7 +15,7 @@ import aiohttp
 from tests.docker_support import TEST_IMAGE
 from tests.e2e.server_support import CycloneServer
 from tests.git_support import GitServer
-from tests.support import eventually
+from tests.support import HANG_S, eventually
 
 ENDED = ("success", "failure", "cancelled", "errored", "skipped")
 
@@ -54,7 +54,7 @@ async def test_a_schedule_in_the_projects_settings_starts_a_run_of_the_default_b
         async def scheduled() -> list[dict[str, Any]]:
             return [r for r in await runs(http, server) if r["trigger"] == "schedule"]
 
-        first, *more = await eventually(scheduled, timeout=75, interval=0.5,
+        first, *more = await eventually(scheduled, timeout=60 + 2 * HANG_S, interval=0.5,
                                         what="the next minute's scheduled run")
         assert more == []  # one run for the fire, not one per component that saw it
 

@@ -107,13 +107,13 @@ async def test_the_event_manager_outlives_an_etcd_outage_longer_than_a_watch_doe
         await running_job(store, manager, run_id, worker)
 
         private_etcd.stop()
-        await eventually(lambda: "watch broken" in caplog.text, timeout=20,
+        await eventually(lambda: "watch broken" in caplog.text,
                          what="the claims watch gives up while etcd is away")
         private_etcd.restart()
         # The worker's lease ended while etcd was away (as seen once it is back).
         await eventually(lambda: _until_it_works(worker, claim_key(run_id, "work")),
-                         timeout=20, what="etcd is back")
-        await eventually(lambda: _queued_at_least(store, run_id, 2), timeout=30,
+                         what="etcd is back")
+        await eventually(lambda: _queued_at_least(store, run_id, 2),
                          what="the job is queued again")
         assert not task.done()
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from shared.pipeline.plan import BuildSpec, ServiceSpec
 from shared.ports.executor import RunContext
 from tests.docker_support import TEST_IMAGE, cyclone_leftovers_async
 from tests.executors.conftest import Logs, job_of, step_of
-from tests.support import eventually
+from tests.support import HANG_S, eventually
 
 pytestmark = pytest.mark.usefixtures("docker_ready")
 
@@ -92,7 +91,7 @@ async def test_a_missing_image_is_an_error_naming_it(
 
 async def test_step_containers_are_named_and_labelled_from_the_run_job_and_step(
         docker: DockerExecutor, run: RunContext) -> None:
-    step = step_of("wait (a=1)", "echo started", "sleep 30")
+    step = step_of("wait (a=1)", "echo started", "sleep 300")  # cancelled once seen
     job = job_of("test (python=3.11, os=linux)", step)
     logs = Logs()
     task = asyncio.create_task(docker.run_step(run, job, step, {}, logs))
@@ -152,11 +151,13 @@ async def test_a_failing_build_fails_the_step_with_the_error_logged(
     assert any("image build failed" in t and "5" in t for t in logs.texts("stderr")), logs.lines
 
 
-async def test_an_unreachable_daemon_is_unavailable_quickly() -> None:
-    started = time.monotonic()
-    with pytest.raises(ExecutorUnavailable, match="nonexistent"):
-        await DockerExecutor.connect("unix:///nonexistent/docker.sock")
-    assert time.monotonic() - started < 6
+async def test_an_unreachable_daemon_is_unavailable_rather_than_a_hang() -> None:
+    # The deadline only tells "fails" from "hangs"; how soon it fails is no test's business.
+    async with asyncio.timeout(HANG_S):
+        with pytest.raises(ExecutorUnavailable) as raised:
+            await DockerExecutor.connect("unix:///nonexistent/docker.sock")
+    assert str(raised.value).startswith("cannot reach the Docker daemon: ")
+    assert "/nonexistent/docker.sock" in str(raised.value)
 
 
 async def test_leftover_runs_lists_runs_that_own_resources(
@@ -191,13 +192,13 @@ async def _step_network_modes(run_id: str) -> list[str]:
 
 async def test_steps_share_the_job_sandbox_network_and_still_reach_services(
         docker: DockerExecutor, run: RunContext) -> None:
-    waiting = step_of("wait", "wget -q -O - http://web:8080/passwd | head -n 1", "sleep 30")
+    waiting = step_of("wait", "wget -q -O - http://web:8080/passwd | head -n 1", "sleep 300")
     job = job_of("sandboxed", waiting, services=(WEB,))
     logs = Logs()
     await docker.start_services(run, job, Logs())
     try:
         task = asyncio.create_task(docker.run_step(run, job, waiting, {}, logs))
-        await eventually(lambda: "root:x:0:0:root:/root:/bin/sh" in logs.texts(), timeout=30,
+        await eventually(lambda: "root:x:0:0:root:/root:/bin/sh" in logs.texts(),
                          what="the service reached by name from inside the sandbox")
         modes = await _step_network_modes(run.run_id)
         assert len(modes) == 1 and modes[0].startswith("container:")

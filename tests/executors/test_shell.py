@@ -67,11 +67,12 @@ async def test_only_path_and_home_come_from_the_host(
 
 async def test_what_a_step_leaves_running_ends_with_it(
         shell: ShellExecutor, run: RunContext) -> None:
-    step = step_of("bg", "sleep 30 > /dev/null 2>&1 & echo $! > bg.pid")
+    step = step_of("bg", "sleep 300 > /dev/null 2>&1 & echo $! > bg.pid")
     outcome = await shell.run_step(run, job_of("build", step), step, {}, Logs())
     assert outcome.exit_code == 0
     pid = int((shell.workspace(run.run_id) / "bg.pid").read_text())
-    await eventually(lambda: not _alive(pid), timeout=2, what=f"pid {pid} to end")
+    # killed with the step (the deadline is far below the 300 s it would sleep)
+    await eventually(lambda: not _alive(pid), what=f"pid {pid} to end")
 
 
 async def test_the_ignored_image_is_warned_about_once_per_run(

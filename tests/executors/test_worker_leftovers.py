@@ -24,7 +24,7 @@ from shared.pipeline.plan import ServiceSpec
 from shared.ports.executor import RunContext, StepOutcome
 from tests.docker_support import TEST_IMAGE, cyclone_leftovers_async
 from tests.executors.conftest import Logs, job_of, step_of
-from tests.support import eventually
+from tests.support import HANG_S, eventually
 
 LONG = step_of("long", "echo started", "sleep 300")
 # A service, so that the run has a network on the worker too (jobs without one use none)
@@ -62,7 +62,7 @@ async def crashed(worker_id: str, source: Path,
     await executor.start_services(ctx, job, Logs())
     step = asyncio.create_task(executor.run_step(ctx, job, LONG, {}, logs))
     try:
-        await eventually(lambda: "started" in logs.texts(), timeout=30, what="the step runs")
+        await eventually(lambda: "started" in logs.texts(), what="the step runs")
         yield ctx, step
     finally:
         step.cancel()
@@ -87,7 +87,7 @@ async def test_the_next_incarnation_of_a_worker_removes_what_it_left(
         await again.destroy_run(ctx.run_id, worker=worker_id)  # safe twice
         assert ctx.run_id not in await again.leftover_runs(worker=worker_id)
     assert await cyclone_leftovers_async(ctx.run_id) == []
-    outcome = await asyncio.wait_for(step, timeout=30)  # its container was killed
+    outcome = await asyncio.wait_for(step, HANG_S)  # its container was killed (not slept 300 s)
     assert outcome.exit_code != 0
 
 
@@ -103,7 +103,7 @@ async def test_only_the_workers_own_part_goes_when_another_worker_uses_the_run(
         job = job_of("next", LONG, services=(IDLE,))
         await second.start_services(ctx, job, Logs())
         step = asyncio.create_task(second.run_step(ctx, job, LONG, {}, logs))
-        await eventually(lambda: "started" in logs.texts(), timeout=30, what="2nd step runs")
+        await eventually(lambda: "started" in logs.texts(), what="2nd step runs")
         again = await DockerExecutor.connect(worker=worker_id)
         try:
             await again.destroy_run(ctx.run_id, worker=worker_id)

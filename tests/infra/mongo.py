@@ -117,7 +117,7 @@ def mongo_database(mongo_url: str) -> Iterator[str]:
 
 
 _DEAD_SERVER_PROBE = """
-import asyncio, json, socket, sys, time, warnings
+import asyncio, json, socket, sys, warnings
 warnings.simplefilter("ignore", ResourceWarning)
 from importlib import import_module
 from shared.errors import StoreError
@@ -128,12 +128,10 @@ with socket.socket() as sock:
     port = sock.getsockname()[1]
 url = f"mongodb://cyclone:s3cret@127.0.0.1:{port}/?authSource=admin"
 async def main():
-    started = time.monotonic()
     try:
         store = await factory.connect(url, "cyclone", timeout_s=0.5)
     except StoreError as exc:
-        return {"port": port, "error": str(exc), "elapsed": time.monotonic() - started,
-                "cause": type(exc.__cause__).__name__}
+        return {"port": port, "error": str(exc), "cause": type(exc.__cause__).__name__}
     await store.close()
     return {"port": port, "error": None}
 print(json.dumps(asyncio.run(main())))
@@ -146,7 +144,10 @@ def connect_to_dead_server(factory: str) -> dict[str, object]:
     A child, because PyMongo 4.20 leaks its monitor's socket when a client is closed
     while that monitor is connecting (likely when the server is dead): the
     ResourceWarning would surface at the end of the test session, far from its cause.
-    Returns ``{"port", "error" (the StoreError's message or None), "elapsed", "cause"}``.
+    Returns ``{"port", "error" (the StoreError's message or None), "cause"}``. The
+    child's 60 s deadline only catches a hang: that the configured 0.5 s bound is the one
+    applied shows in the message ("within 0.5s") and the cause (a server selection
+    timeout), not in a time measured on a machine that may be loaded.
     """
     done = subprocess.run(
         [sys.executable, "-c", _DEAD_SERVER_PROBE, factory], cwd=ROOT, capture_output=True,

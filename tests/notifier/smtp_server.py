@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -79,7 +79,7 @@ class SmtpServer:
         self._server: asyncio.Server | None = None
         self._connections: list[SMTP] = []
 
-    async def __aenter__(self) -> SmtpServer:
+    async def __aenter__(self) -> Self:
         context = None
         if self.cert is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

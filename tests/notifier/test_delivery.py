@@ -12,6 +12,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ from shared.keys import notifying_key
 from shared.pipeline.notify import Channel
 from shared.ports.coordination import Coordinator
 from tests.infra.etcd import etcd_server, etcd_url
-from tests.support import eventually
+from tests.support import HANG_S, eventually
 
 __all__ = ["etcd_server", "etcd_url"]
 
@@ -85,7 +86,7 @@ class ScriptedSend:
 
 
 def deliverer(store: SqliteEventStore, coord: Coordinator, send: ScriptedSend, me: str,
-              **options: float) -> Deliverer:
+              **options: Any) -> Deliverer:
     return Deliverer(store, coord, send, me=me, first_delay=0.01, max_delay=0.05, **options)
 
 
@@ -98,7 +99,7 @@ async def test_two_replicas_delivering_one_notification_send_it_once(
     both = asyncio.gather(*(r.deliver(notification) for r in replicas))
     await eventually(lambda: coord.get(notifying_key(notification.key)))
     channel.gate.set()
-    await asyncio.wait_for(both, 20)
+    await asyncio.wait_for(both, HANG_S)
 
     assert channel.sent == [notification.key]
     recorded = await outcomes(store, notification.stream)
@@ -175,7 +176,7 @@ async def test_a_replica_that_died_holding_the_claim_is_taken_over_when_its_leas
     channel = ScriptedSend()
     survivor = deliverer(store, coord, channel, "n2")
     waiting = asyncio.create_task(survivor.deliver(notification))
-    await asyncio.wait_for(waiting, 20)  # returns once the dead replica's lease expired
+    await asyncio.wait_for(waiting, HANG_S)  # returns once the dead replica's lease expired
 
     assert channel.sent == [notification.key]
     assert len(await outcomes(store, notification.stream)) == 1

@@ -26,7 +26,7 @@ from shared.projections.runs import fold
 from shared.wire import encode_event
 from tests.git_support import unused_port
 from tests.notifier.forge_server import TOKEN, FakeForge
-from tests.support import eventually
+from tests.support import HANG_S, eventually
 
 SHA = "3f786850e387550fdab836ed7e6dc881de23001b"
 PUBLIC = "https://ci.example.org"
@@ -228,7 +228,7 @@ async def test_the_consumer_does_not_wait_on_a_slow_forge(
     fake.hold = asyncio.Event()
     await world.project(forge_settings(fake))
     # handle returns while the forge still holds the request: nothing is recorded yet.
-    await asyncio.wait_for(world.deliver(*await world.start_run()), timeout=5)
+    await asyncio.wait_for(world.deliver(*await world.start_run()), HANG_S)  # held forever
     await eventually(lambda: fake.received, what="the request to reach the forge")
     assert await world.statuses() == []
     fake.hold.set()
@@ -251,7 +251,7 @@ async def test_a_redelivered_event_posts_nothing_more(
 
 async def test_a_pending_still_retrying_when_the_run_ends_gives_way_to_the_end(
         store: SqliteEventStore, forges: dict[str, FakeForge]) -> None:
-    world = await make_world(store, attempts=5, first_delay=30.0, max_delay=30.0)
+    world = await make_world(store, attempts=5, first_delay=600.0, max_delay=600.0)
     try:
         fake = forges["github"]
         fake.script = [503]
@@ -259,7 +259,7 @@ async def test_a_pending_still_retrying_when_the_run_ends_gives_way_to_the_end(
         await world.deliver(*await world.start_run())
         await eventually(lambda: fake.received, what="the first pending attempt")
         await world.deliver(*await world.append("r1", ev.RunSucceeded()))
-        await asyncio.wait_for(world.reporter.idle(), timeout=10)  # not after 30 s backoff
+        await asyncio.wait_for(world.reporter.idle(), HANG_S)  # not after the 600 s backoff
     finally:
         await world.reporter.close()
     assert fake.states() == ["pending", "success"]  # the forge ends on the end state

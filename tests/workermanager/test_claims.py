@@ -48,7 +48,7 @@ async def test_a_queued_job_whose_claim_is_held_runs_once_the_claim_goes(
         assert live[run_id].jobs[0].status == "queued"
 
         await runtime.coord.delete(claim_key(run_id, "work"))  # that attempt let go
-        await eventually(lambda: live[run_id].done, timeout=30, what="the run ends")
+        await eventually(lambda: live[run_id].done, what="the run ends")
         assert live[run_id].status == "success"
         await stale.revoke()
     finally:

@@ -11,6 +11,7 @@ from shared.config import StepLogLimit
 from shared.ports.bus import TOPIC_LOGS
 from shared.ports.logstore import LogLine
 from shared.wire import decode_log_batch
+from tests.support import HANG_S, eventually
 
 TS = "2024-05-01T12:00:00.000000+00:00"
 
@@ -62,7 +63,7 @@ async def test_a_line_that_fills_the_buffer_waits_for_the_bus() -> None:
     assert not third.done()  # held back: backpressure on the step's output
 
     bus.gate.set()
-    await asyncio.wait_for(third, 5)
+    await asyncio.wait_for(third, HANG_S)
     assert [line.text for line in bus.lines()] == ["a", "b", "c"]
     await shipper.close()
 
@@ -73,7 +74,9 @@ async def test_lines_within_the_linger_go_out_together() -> None:
     sink = shipper.sink("build", "test")
     for n in range(5):
         await sink("stdout", TS, str(n))
-    await asyncio.sleep(0.2)
+    # The linger's batch, however late a loaded machine runs it (a fixed sleep could end
+    # before the flush it started had run).
+    await eventually(lambda: bus.batches, what="the linger's batch")
     assert [[line.text for line in lines] for _, _, lines in bus.batches] == [
         ["0", "1", "2", "3", "4"]]
     await shipper.close()
