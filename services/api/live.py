@@ -72,7 +72,8 @@ class Listener:
         """The next change; None at the end; TimeoutError when none came in ``wait_s``."""
         if self.ended and self._queue.empty():
             return None
-        change = await asyncio.wait_for(self._queue.get(), wait_s)
+        async with asyncio.timeout(wait_s):  # not wait_for: see shared/outbox.py
+            change = await self._queue.get()
         if change is None:
             self.ended = True
         return change

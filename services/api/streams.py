@@ -104,7 +104,8 @@ async def _send_run_events(request: web.Request, resp: web.StreamResponse, ctx: 
             if view is None or (view.done and after >= view.last_seq):
                 return view
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), pacer.keepalive_s)
+                async with asyncio.timeout(pacer.keepalive_s):  # wait_for: see outbox.py
+                    await woken.wait()
             if sse.gone(request):
                 return None
             await pacer.idle(resp)

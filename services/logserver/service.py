@@ -216,7 +216,8 @@ class LogServer:
                 if await is_complete(next_index):
                     return
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), self.recheck_s)
+                    async with asyncio.timeout(self.recheck_s):  # wait_for: see outbox.py
+                        await woken.wait()
                 if not woken.is_set():
                     looked = -1  # a re-check reads the store, should a wake-up be lost
                     yield []  # a quiet interval

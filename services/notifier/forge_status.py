@@ -199,7 +199,8 @@ class CommitStatusReporter:
                 break
             if tried < self.attempts:
                 with contextlib.suppress(TimeoutError):  # woken early when superseded
-                    await asyncio.wait_for(report.superseded.wait(), backoff.next_delay())
+                    async with asyncio.timeout(backoff.next_delay()):  # wait_for: outbox.py
+                        await report.superseded.wait()
         return ev.CommitStatusFailed(state=report.moment.state, forge=report.forge.kind,
                                      sha=report.sha, reason=reason, attempts=tried)
 

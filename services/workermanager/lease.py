@@ -72,7 +72,8 @@ class WorkerLease:
     async def keep_alive(self, on_lost: Callable[[int], Awaitable[None]]) -> None:
         while self.lease is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._check.wait(), self.lease.ttl / 3)
+                async with asyncio.timeout(self.lease.ttl / 3):  # wait_for: see outbox.py
+                    await self._check.wait()
             self._check.clear()
             if self.lease is None or await self._refresh(self.lease):
                 continue
