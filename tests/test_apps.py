@@ -6,6 +6,7 @@ services' metrics."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -51,7 +52,7 @@ async def test_a_service_alone_serves_health_and_its_metrics_and_stops_its_tasks
         async with client.get("/metrics") as response:
             assert response.status == 200
             assert OWN_METRIC[name] in await response.text()
-        tasks = list(app[BACKGROUND])
+        tasks: list[asyncio.Task[None]] = app[BACKGROUND]
         assert tasks and not any(task.done() for task in tasks)
     assert all(task.done() for task in tasks)
 

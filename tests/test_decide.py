@@ -8,6 +8,7 @@ from shared.events import NewEvent, RecordedEvent, run_stream
 from shared.forge import ForgeEvent
 from shared.pipeline.plan import JobSpec, Plan, StepSpec, When
 from shared.projections.runs import RunView, fold
+from shared.status import JobStatus
 
 
 def job(name: str, *needs: str, when: When | None = None) -> JobSpec:
@@ -43,7 +44,7 @@ class History:
     def decide(self, max_parallel: int = 10) -> list[ev.Event]:
         return decide(self.run, (".cyclone.yml", ""), max_parallel)
 
-    def finish(self, name: str, status: str) -> History:
+    def finish(self, name: str, status: JobStatus) -> History:
         return self.add(ev.JobStarted(job=name, worker="w", executor="docker"),
                         ev.JobFinished(job=name, status=status, duration_s=1.0))
 
@@ -51,9 +52,9 @@ class History:
 def test_independent_jobs_are_queued_together_and_dependents_wait() -> None:
     h = History(job("a"), job("b"), job("c", "a", "b"))
     assert h.decide() == [ev.JobQueued(job="a"), ev.JobQueued(job="b")]
-    h.add(*h.decide()).finish("a", "success")
+    h.add(*h.decide()).finish("a", JobStatus.SUCCESS)
     assert h.decide() == []  # c still needs b
-    h.finish("b", "success")
+    h.finish("b", JobStatus.SUCCESS)
     assert h.decide() == [ev.JobQueued(job="c")]
 
 
@@ -62,13 +63,13 @@ def test_parallelism_is_bounded_by_the_setting() -> None:
     assert h.decide(max_parallel=2) == [ev.JobQueued(job="a"), ev.JobQueued(job="b")]
     h.add(ev.JobQueued(job="a"), ev.JobQueued(job="b"))
     assert h.decide(max_parallel=2) == []
-    h.finish("a", "success")
+    h.finish("a", JobStatus.SUCCESS)
     assert h.decide(max_parallel=2) == [ev.JobQueued(job="c")]
 
 
 def test_failure_skips_dependents_transitively_and_fails_the_run() -> None:
     h = History(job("a"), job("b", "a"), job("c", "b"))
-    h.add(ev.JobQueued(job="a")).finish("a", "failure")
+    h.add(ev.JobQueued(job="a")).finish("a", JobStatus.FAILURE)
     assert h.decide() == [
         ev.JobSkipped(job="b", reason="needs failed: a"),
         ev.JobSkipped(job="c", reason="needs failed: b"),
@@ -79,29 +80,29 @@ def test_failure_skips_dependents_transitively_and_fails_the_run() -> None:
 def test_when_status_failure_runs_only_after_a_failure() -> None:
     on_failure = When(status=("failure",))
     ok = History(job("a"), job("notify", "a", when=on_failure))
-    ok.add(ev.JobQueued(job="a")).finish("a", "success")
+    ok.add(ev.JobQueued(job="a")).finish("a", JobStatus.SUCCESS)
     assert ok.decide() == [
         ev.JobSkipped(job="notify", reason="when.status: runs only on failure"),
         ev.RunSucceeded(),
     ]
     bad = History(job("a"), job("notify", "a", when=on_failure))
-    bad.add(ev.JobQueued(job="a")).finish("a", "failure")
+    bad.add(ev.JobQueued(job="a")).finish("a", JobStatus.FAILURE)
     assert bad.decide() == [ev.JobQueued(job="notify")]
-    bad.add(ev.JobQueued(job="notify")).finish("notify", "success")
+    bad.add(ev.JobQueued(job="notify")).finish("notify", JobStatus.SUCCESS)
     assert bad.decide() == [ev.RunFailed(reason="job failed: a")]
 
 
 def test_always_runs_after_success_and_failure() -> None:
     always = When(status=("success", "failure"))
     h = History(job("a"), job("cleanup", "a", when=always))
-    h.add(ev.JobQueued(job="a")).finish("a", "failure")
+    h.add(ev.JobQueued(job="a")).finish("a", JobStatus.FAILURE)
     assert h.decide() == [ev.JobQueued(job="cleanup")]
 
 
 def test_branch_and_event_filters_skip_without_failing_the_run() -> None:
     only_release = When(branches=("release/*", "!release/old"), events=("push",))
     h = History(job("a"), job("deploy", "a", when=only_release), branch="main")
-    h.add(ev.JobQueued(job="a")).finish("a", "success")
+    h.add(ev.JobQueued(job="a")).finish("a", JobStatus.SUCCESS)
     decided = h.decide()
     assert isinstance(decided[0], ev.JobSkipped) and "does not match branch 'main'" in \
         decided[0].reason
@@ -118,7 +119,7 @@ def test_cancel_skips_waiting_jobs_and_ends_when_nothing_runs() -> None:
           ev.JobStarted(job="a", worker="w", executor="docker"), ev.RunCancelRequested())
     assert h.decide() == [ev.JobSkipped(job="b", reason="run cancelled"),
                           ev.JobSkipped(job="c", reason="run cancelled")]
-    h.add(*h.decide()).add(ev.JobFinished(job="a", status="cancelled", duration_s=1.0))
+    h.add(*h.decide()).add(ev.JobFinished(job="a", status=JobStatus.CANCELLED, duration_s=1.0))
     assert h.decide() == [ev.RunCancelled(reason="cancelled")]
     h.add(*h.decide())
     assert h.decide() == []  # an ended run never gets more events
@@ -127,8 +128,8 @@ def test_cancel_skips_waiting_jobs_and_ends_when_nothing_runs() -> None:
 
 def test_an_errored_job_errors_the_run() -> None:
     h = History(job("a"), job("b"))
-    h.add(ev.JobQueued(job="a"), ev.JobQueued(job="b")).finish("a", "errored")
-    h.finish("b", "failure")
+    h.add(ev.JobQueued(job="a"), ev.JobQueued(job="b")).finish("a", JobStatus.ERRORED)
+    h.finish("b", JobStatus.FAILURE)
     assert h.decide() == [ev.RunErrored(reason="job errored: a")]
 
 
@@ -164,9 +165,11 @@ def test_planning_queues_the_first_jobs_up_to_the_limit_and_skips_what_when_excl
             "  c: {image: img, steps: [{run: 'true'}]}\n"
             "  d: {image: img, steps: [{run: 'true'}], when: {branch: nope}}\n")
     decided = decide(h.run, (".cyclone.yml", text), 2)
+    skipped = decided[3]
+    assert isinstance(skipped, ev.JobSkipped)
     assert decided[1:] == [ev.JobQueued(job="a"), ev.JobQueued(job="b"),
-                           ev.JobSkipped(job="d", reason=decided[3].reason)]
-    assert "when: does not match branch" in decided[3].reason
+                           ev.JobSkipped(job="d", reason=skipped.reason)]
+    assert "when: does not match branch" in skipped.reason
 
 
 def test_cancel_before_planning_ends_the_run_at_once() -> None:

@@ -29,6 +29,7 @@ from shared.events import (
 )
 from shared.pipeline.plan import JobSpec, Plan, StepSpec
 from shared.ports.eventstore import EventStore
+from shared.status import StepStatus
 
 __all__ = ["EventStoreContract", "Reopen"]
 
@@ -73,7 +74,7 @@ class EventStoreContract:
         new = [
             NewEvent(RunPlanned(plan=plan, warnings=("⚠ deprecated key", "日本語"))),
             NewEvent(JobQueued(job="build"), meta={"correlation": "c-1", "by": "zoë"}),
-            NewEvent(StepFinished(job="build", step="test", status="failure", exit_code=None,
+            NewEvent(StepFinished(job="build", step="test", status=StepStatus.FAILURE, exit_code=None,
                                   duration_s=1.5, reason="emoji 🚀 and \"quotes\"\n")),
         ]
         appended = await store.append(stream, new, expected_seq=0)

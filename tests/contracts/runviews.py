@@ -22,6 +22,7 @@ from shared.events import NewEvent, RecordedEvent, run_stream
 from shared.pipeline.plan import JobSpec, Plan, StepSpec
 from shared.ports.runviews import DurationHistogram, RunViews
 from shared.projections.runs import RunView, fold
+from shared.status import JobStatus, StepStatus
 
 __all__ = ["RunViewsContract", "events_of", "run_ids", "view_of"]
 
@@ -38,9 +39,9 @@ ENDS: dict[str, list[ev.Event]] = {
     "success": [ev.JobQueued(job="deploy"),
                 ev.JobStarted(job="deploy", worker="w2", executor="docker"),
                 ev.StepStarted(job="deploy", step="push"),
-                ev.StepFinished(job="deploy", step="push", status="success", exit_code=0,
+                ev.StepFinished(job="deploy", step="push", status=StepStatus.SUCCESS, exit_code=0,
                                 duration_s=12.5),
-                ev.JobFinished(job="deploy", status="success", duration_s=13.0),
+                ev.JobFinished(job="deploy", status=JobStatus.SUCCESS, duration_s=13.0),
                 ev.RunSucceeded()],
     "failure": [ev.JobSkipped(job="deploy", reason="build failed"), ev.RunFailed("build")],
     "cancelled": [ev.RunCancelRequested(reason="stop", requested_by="token:ci"),
@@ -66,18 +67,18 @@ def events_of(run_id: str, project: str = "web", branch: str = "main",
         ev.RunPlanned(plan=PLAN), ev.JobQueued(job="build"),
         ev.JobStarted(job="build", worker="w1", executor="docker"),
         ev.StepStarted(job="build", step="compile"),
-        ev.StepFinished(job="build", step="compile", status="success", exit_code=0,
+        ev.StepFinished(job="build", step="compile", status=StepStatus.SUCCESS, exit_code=0,
                         duration_s=0.25),
         ev.StepStarted(job="build", step="test"),
     ]
     if status in ("success", "cancelled"):
-        body += [ev.StepFinished(job="build", step="test", status="success", exit_code=0,
+        body += [ev.StepFinished(job="build", step="test", status=StepStatus.SUCCESS, exit_code=0,
                                  duration_s=3.0),
-                 ev.JobFinished(job="build", status="success", duration_s=3.5, log_lines=7)]
+                 ev.JobFinished(job="build", status=JobStatus.SUCCESS, duration_s=3.5, log_lines=7)]
     elif status == "failure":
-        body += [ev.StepFinished(job="build", step="test", status="failure", exit_code=2,
+        body += [ev.StepFinished(job="build", step="test", status=StepStatus.FAILURE, exit_code=2,
                                  duration_s=1.0, reason="exit 2"),
-                 ev.JobFinished(job="build", status="failure", duration_s=1.5)]
+                 ev.JobFinished(job="build", status=JobStatus.FAILURE, duration_s=1.5)]
     stream = [requested, *body, *ENDS[status]]
     return [_recorded(run_id, seq, event) for seq, event in enumerate(stream, start=1)]
 

@@ -17,10 +17,9 @@ import pytest
 from cyclone.embedded import Embedded
 from services.api.commands import request_run
 from shared import events as ev
-from shared.adapters.logstore.files import FileLogStore
 from shared.config import Settings
 from shared.events import decode, run_stream
-from shared.ports.logstore import LogLine
+from shared.ports.logstore import LogLine, LogStore
 from shared.projections.runs import RunView
 from tests.docker_support import TEST_IMAGE, docker_ready
 from tests.support import eventually
@@ -33,7 +32,7 @@ MILLION = 1_000_000
 class SlowAppends:
     """The runtime's own file log store, with every append held up for ``delay_s``."""
 
-    def __init__(self, inner: FileLogStore, delay_s: float) -> None:
+    def __init__(self, inner: LogStore, delay_s: float) -> None:
         self.inner = inner
         self.delay_s = delay_s
 

@@ -29,6 +29,7 @@ from shared.ports.coordination import Coordinator
 from shared.projections.projects import project_stream
 from shared.projections.runs import RunView
 from shared.runstream import append_to_run, load_run
+from shared.status import JobStatus
 
 __all__ = ["PIPELINE", "Replicas", "connect", "replicas", "worker_reports"]
 
@@ -142,7 +143,7 @@ async def worker_reports(replicas: Replicas, run_id: str, worker: str = "w1") ->
         for job in run.jobs:
             if job.status == "queued":
                 out += [ev.JobStarted(job=job.name, worker=worker, executor="test"),
-                        ev.JobFinished(job=job.name, status="success", duration_s=0.0)]
+                        ev.JobFinished(job=job.name, status=JobStatus.SUCCESS, duration_s=0.0)]
         return out
 
     await append_to_run(replicas.store, run_id, report)

@@ -529,6 +529,9 @@ class RacingStore:
     async def read(self, stream: str, from_seq: int = 1) -> list[RecordedEvent]:
         return await self.inner.read(stream, from_seq)
 
+    async def read_last(self, stream: str, count: int) -> list[RecordedEvent]:
+        return await self.inner.read_last(stream, count)
+
     async def read_all(self, from_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         return await self.inner.read_all(from_position, limit)
 

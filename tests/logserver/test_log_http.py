@@ -27,6 +27,7 @@ from shared.pipeline.plan import JobSpec, Plan, StepSpec
 from shared.ports.bus import TOPIC_LOGS
 from shared.ports.logstore import LogLine
 from shared.projections.runs import RunView, apply
+from shared.status import JobStatus
 from shared.wire import encode_log_batch
 from tests.sse_support import Sse, sse_events
 from tests.support import HANG_S, eventually
@@ -35,7 +36,8 @@ TIMEOUT = HANG_S  # no stream in these tests may take longer: past it, one hangs
 JOB, STEP = "build", "test"
 PLAN = Plan(source_file=".cyclone.yml",
             jobs=(JobSpec(name=JOB, image="img", steps=(StepSpec(name=STEP, image="img"),)),))
-END_EVENTS: dict[str, ev.Event] = {"success": ev.RunSucceeded(), "failure": ev.RunFailed("x")}
+END_EVENTS: dict[JobStatus, ev.Event] = {JobStatus.SUCCESS: ev.RunSucceeded(),
+                                         JobStatus.FAILURE: ev.RunFailed("x")}
 
 
 class Runs:
@@ -66,7 +68,8 @@ class Runs:
         self.record(run_id, ev.JobQueued(job=JOB),
                     ev.JobStarted(job=JOB, worker="w2", executor="shell"))
 
-    def finish(self, run_id: str, log_lines: int, status: str = "success") -> None:
+    def finish(self, run_id: str, log_lines: int,
+               status: JobStatus = JobStatus.SUCCESS) -> None:
         self.record(run_id, ev.JobFinished(job=JOB, status=status, duration_s=1.0,
                                            log_lines=log_lines), END_EVENTS[status])
 
@@ -285,7 +288,7 @@ async def test_sse_delivers_lines_live_then_ends_with_the_run_status(env: Env) -
         assert [e.id for e in got] == [str(i) for i in range(30)]
         assert [e.json()["i"] for e in got] == list(range(30))
         second = await env.publish("r1", 20)
-        env.runs.finish("r1", log_lines=50, status="failure")
+        env.runs.finish("r1", log_lines=50, status=JobStatus.FAILURE)
         rest, end = await rest_of_stream(events)
     assert texts(rest) == second
     assert end is not None and end.json() == {"status": "failure"}

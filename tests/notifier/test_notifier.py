@@ -185,7 +185,8 @@ async def test_a_projects_templates_replace_the_shipped_ones(world: World) -> No
     run_id = await world.run(FAILED)
     [mail] = world.smtp.received
     assert mail.message["Subject"] == "CI demo/main: failure"
-    assert mail.message.get_body(("plain",)).get_content().strip() == f"Run {run_id} is failure."
+    plain = mail.message.get_body(("plain",))
+    assert plain is not None and plain.get_content().strip() == f"Run {run_id} is failure."
     assert mail.message.get_body(("html",)) is not None  # the shipped HTML part still
 
 

@@ -30,6 +30,7 @@ from shared.pipeline.plan import JobSpec, Plan, StepSpec
 from shared.ports.executor import RunContext
 from shared.projections.runs import JobView
 from shared.runstream import RunStates, new_run_id
+from shared.status import JobStatus
 from tests.support import eventually
 
 JOB = "build"
@@ -182,7 +183,7 @@ async def test_a_superseded_attempt_reports_nothing_and_stops(world: World) -> N
         await new.claim_and_start(run_id)
 
         await old.claims.reporter(run_id, JOB, first.attempt)(
-            [ev.JobFinished(job=JOB, status="success", duration_s=1.0)])
+            [ev.JobFinished(job=JOB, status=JobStatus.SUCCESS, duration_s=1.0)])
 
         current = await world.job(run_id)
         assert (current.status, current.worker, current.attempt) == ("running", "w2", 2)
