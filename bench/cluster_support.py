@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from tests.infra.etcd import EtcdServer, EtcdUnavailable  # noqa: E402
 from tests.infra.kafka import KafkaBroker, KafkaUnavailable  # noqa: E402
 
 __all__ = ["TEST_IMAGE", "Target", "check_docker", "cluster_mode", "embedded_mode",
-           "start_infra"]
+           "start_infra", "workdir"]
 
 # The settings every mode gets, so that one worker is the same worker everywhere.
 COMMON_ENV = {"CYCLONE_EXECUTOR": "docker", "CYCLONE_LOG_FORMAT": "text",
@@ -55,6 +56,20 @@ class Target:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+
+@contextlib.contextmanager
+def workdir(name: str, keep: bool) -> Iterator[Path]:
+    """A temporary directory for a benchmark's servers and repositories: removed at the
+    end unless ``keep`` (then its path is printed)."""
+    work = Path(tempfile.mkdtemp(prefix=f"cyclone-{name}-"))
+    try:
+        yield work
+    finally:
+        if keep:
+            print(f"kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def check_docker() -> None:

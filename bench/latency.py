@@ -46,24 +46,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cluster_support import Target, embedded_mode
+from cluster_support import Target, embedded_mode, workdir
 
 IMAGE = "cyclone-test/busybox:latest"
 CAPACITY = 8  # CYCLONE_WORKER_CAPACITY and CYCLONE_MAX_PARALLEL_JOBS
@@ -402,18 +398,6 @@ def options() -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def workdir(keep: bool) -> Iterator[Path]:
-    work = Path(tempfile.mkdtemp(prefix="cyclone-latency-"))
-    try:
-        yield work
-    finally:
-        if keep:
-            print(f"kept: {work} (home-*/ with output.log, repos/)", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-
-
 def main() -> None:
     args = options()
     # SIGTERM stops the benchmark the way Ctrl-C does; SIGINT's handler is set too, since
@@ -425,7 +409,7 @@ def main() -> None:
           f"{args.rounds} rounds, {args.bursts} bursts of {BURST}", flush=True)
     all_results = []
     try:
-        with workdir(args.keep) as work:
+        with workdir("latency", args.keep) as work:
             projects = {steps: Project(f"latency-{steps}", work / "repos" / f"s{steps}", steps)
                         for steps in (1, TEN)}
             for project in projects.values():

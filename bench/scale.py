@@ -36,23 +36,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cluster_support import Target, embedded_mode
+from cluster_support import Target, embedded_mode, workdir
 from latency import Client, Run, ts_of
 from webhooks import github_push
 
@@ -360,18 +355,6 @@ def options() -> argparse.Namespace:
     return parser.parse_args()
 
 
-@contextlib.contextmanager
-def workdir(keep: bool) -> Iterator[Path]:
-    work = Path(tempfile.mkdtemp(prefix="cyclone-scale-"))
-    try:
-        yield work
-    finally:
-        if keep:
-            print(f"kept: {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-
-
 async def bench(args: argparse.Namespace, work: Path) -> None:
     parts = set(args.parts.split(","))
     if "wide" in parts:
@@ -394,7 +377,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    with workdir(args.keep) as work:
+    with workdir("scale", args.keep) as work:
         asyncio.run(bench(args, work))
     print(json.dumps({"load_average_after": os.getloadavg()}))
 
