@@ -69,9 +69,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 404:
             detail = f"no route {request.method} {request.path}"
         elif exc.status == 413:
-            from services.api.context import CONTEXT  # late: context imports auth, auth us
-
-            detail = f"request body larger than {request.app[CONTEXT].max_body} bytes"
+            # the app's limit (ApiContext.max_body), as the request itself knows it
+            detail = f"request body larger than {request.client_max_size} bytes"
         return json_error(exc.status, detail)
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
