@@ -85,10 +85,9 @@ async def append_to_stream(
 async def append_to_run(
     store: EventStore, run_id: str, decide: Decide, attempts: int = 50
 ) -> AppendResult:
-    """Append what ``decide(state)`` returns, retrying on concurrent appends."""
-    events, appended = await append_to_stream(
-        store, run_stream(run_id), lambda events: decide(fold(events)), attempts)
-    return AppendResult(fold(events), appended)
+    """Append what ``decide(state)`` returns, retrying on concurrent appends (a one-off
+    ``RunStates.append``, for a writer that keeps no views)."""
+    return await RunStates(store, capacity=1).append(run_id, decide, attempts)
 
 
 class RunStates:
