@@ -99,12 +99,18 @@ async def test_a_follower_that_keeps_up_gets_new_lines_from_the_tail(
     setup: tuple[MemoryBus, CountingStore, LogServer],
 ) -> None:
     bus, logs, server = setup
+    # No timed re-check meanwhile: under load one can land between the store's append
+    # and the tail's, and rightly read those lines from the store.
+    server.recheck_s = TIMEOUT
     follower = Follower(server, "r1", expected=2000)
     texts = [f"line {n}" for n in range(2000)]
     for at in range(0, 2000, 100):
         await asyncio.wait_for(follower.idle.wait(), TIMEOUT)
         follower.idle.clear()
         await publish(bus, "r1", texts[at:at + 100])
+    await asyncio.wait_for(follower.idle.wait(), TIMEOUT)  # it has the last batch
+    follower.done = True
+    server.wake("r1")  # instead of the re-check: asks the follower whether it is done
     got = await follower.end()
 
     check_every_line_once(got, texts)
