@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Self, TypeVar
 
+from frozendict import deepfreeze
+
 from shared.pipeline.plan import Plan
 from shared.status import JobStatus, StepStatus
 
@@ -113,6 +115,13 @@ class Event:
     TYPE: ClassVar[str] = ""
     VERSION: ClassVar[int] = 1
 
+    def __post_init__(self) -> None:
+        # Deeply immutable: the JSON payloads (forge events, params, env, rules) become
+        # frozendicts and tuples, so no reader of an event can change what another sees.
+        for name, value in vars(self).items():
+            if isinstance(value, dict | list):
+                object.__setattr__(self, name, deepfreeze(value))
+
     def to_data(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -165,8 +174,8 @@ class DeliveryReceived(Event):
     project: str
     provider: str
     delivery: str
-    event: dict[str, Any] = field(default_factory=dict)  # shared.forge.ForgeEvent as JSON
-    run_ids: list[str] = field(default_factory=list)
+    event: Mapping[str, Any] = field(default_factory=dict)  # shared.forge.ForgeEvent as JSON
+    run_ids: tuple[str, ...] = ()
     ignored: str = ""  # why nothing was started ("" when runs were)
 
 
@@ -186,12 +195,12 @@ class RunRequested(Event):
     pipeline_file: str  # file name, as shown in diagnostics
     pipeline: str  # the file's content, so a rerun uses exactly the same pipeline
     source: str  # where the source comes from: a local directory or a Git URL
-    params: dict[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
     requested_by: str = ""
     source_kind: str = "dir"  # "dir": copy the directory; "git": check out ``commit`` of it
     # What a forge's webhook said (``shared.forge.ForgeEvent`` as JSON): the pipeline's
     # ``on:`` rules are judged against it once the pipeline file is known.
-    forge_event: dict[str, Any] = field(default_factory=dict)
+    forge_event: Mapping[str, Any] = field(default_factory=dict)
 
 
 @_register
@@ -476,7 +485,7 @@ class NotificationTestStarted(Event):
     """The channels the notifier is about to try (each ``Channel.to_json`` plus its rule)."""
 
     TYPE: ClassVar[str] = "NotificationTestStarted"
-    channels: list[dict[str, Any]]
+    channels: tuple[Mapping[str, Any], ...]
 
 
 # --- projects and API tokens (streams "project-<name>" and "tokens") ----------------------
@@ -490,20 +499,20 @@ class ProjectRegistered(Event):
     repo: str
     default_branch: str = "main"
     pipeline_file: str = ".cyclone.yml"
-    env: dict[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
     max_concurrent_runs: int = 0  # 0: no limit
     # Where commit statuses go: {"kind", "api_url", "repo", "token"}; {} for none. The
     # token is a secret: projections keep it out of every API answer and log.
-    forge: dict[str, str] = field(default_factory=dict, repr=False)
+    forge: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Signs the forges' webhook deliveries (HMAC key or GitLab token): a secret, too.
     hook_secret: str = field(default="", repr=False)
     auto_cancel: bool = True  # a new push to a branch / PR cancels its older runs
-    schedules: list[str] = field(default_factory=list)  # cron lines (shared.cron), UTC
+    schedules: tuple[str, ...] = ()  # cron lines (shared.cron), UTC
     # Notification rules (shared.pipeline.notify.NotifyRule.to_data); their chat URLs and
     # webhook keys are secrets. Email templates overriding the shipped ones, by name
     # (subject, text, html).
-    notify: list[dict[str, Any]] = field(default_factory=list, repr=False)
-    email_templates: dict[str, str] = field(default_factory=dict)
+    notify: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
+    email_templates: Mapping[str, str] = field(default_factory=dict)
 
 
 @_register
@@ -512,7 +521,7 @@ class ProjectUpdated(Event):
     """Only the fields that changed, by name."""
 
     TYPE: ClassVar[str] = "ProjectUpdated"
-    changes: dict[str, Any] = field(repr=False)  # may hold the forge token, chat URLs
+    changes: Mapping[str, Any] = field(repr=False)  # may hold the forge token, chat URLs
 
 
 @_register

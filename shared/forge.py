@@ -8,6 +8,7 @@ generic payloads into a ``ForgeEvent``; the trigger rules of a pipeline file
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,7 +42,7 @@ class ForgeEvent:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ForgeEvent:
+    def from_json(cls, data: Mapping[str, Any]) -> ForgeEvent:
         fields = {f.name for f in dataclasses.fields(cls)}
         known = {k: v for k, v in data.items() if k in fields}
         if known.get("changed_paths") is not None:

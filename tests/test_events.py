@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,26 @@ def test_every_event_type_round_trips_through_json(cls: type[ev.Event]) -> None:
     event = sample(cls)
     stored = json.loads(NewEvent(event).data_json())
     assert decode(recorded(cls.TYPE, stored)) == event
+
+
+def test_event_payloads_are_deeply_immutable() -> None:
+    data = {**sample(ev.RunRequested).to_data(), "params": {"K": "v"},
+            "forge_event": {"commits": [{"id": "a"}]}}
+    requested = decode(recorded("RunRequested", data))
+    assert isinstance(requested, ev.RunRequested)
+    payload: Any = requested.forge_event
+    with pytest.raises(TypeError):
+        payload["commits"][0]["id"] = "b"  # a dict nested in a list in a dict
+    with pytest.raises(AttributeError):
+        payload["commits"].append({"id": "c"})
+    params: Any = requested.params
+    with pytest.raises(TypeError):
+        params["K"] = "w"
+    made = ev.ProjectRegistered(name="p", repo="r", schedules=["@daily"],  # type: ignore[arg-type]
+                                env={"A": "1"})
+    with pytest.raises(AttributeError):
+        made.schedules.append("@hourly")  # type: ignore[attr-defined]
+    assert json.loads(NewEvent(requested).data_json())["forge_event"] == data["forge_event"]
 
 
 def test_recorded_event_envelope_round_trips() -> None:

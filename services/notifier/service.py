@@ -279,7 +279,7 @@ class Notifier:
 
         def start(events: list[RecordedEvent]) -> list[ev.Event]:
             started = any(r.type == ev.NotificationTestStarted.TYPE for r in events)
-            return [] if started else [ev.NotificationTestStarted(listed)]
+            return [] if started else [ev.NotificationTestStarted(tuple(listed))]
 
         await append_to_stream(self.store, stream, start)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,7 +18,7 @@ class NotificationTestView:
     project: str
     requested_at: str
     listed: bool = False  # a notifier has taken the request and listed the channels
-    channels: tuple[dict[str, Any], ...] = ()  # Channel.to_json + rule, status, error
+    channels: tuple[Mapping[str, Any], ...] = ()  # Channel.to_json + rule, status, error
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # by channel id
 
     @property

@@ -57,7 +57,7 @@ class ForgeSettings:
     token: str = field(repr=False)
 
     @classmethod
-    def from_data(cls, data: dict[str, Any]) -> ForgeSettings | None:
+    def from_data(cls, data: Mapping[str, Any]) -> ForgeSettings | None:
         """The settings an event recorded; ``None`` for none (``{}``)."""
         if not data:
             return None

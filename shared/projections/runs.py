@@ -99,7 +99,7 @@ class RunView:
     source: str = ""
     source_kind: str = "dir"
     params: tuple[tuple[str, str], ...] = ()
-    forge_event: dict[str, Any] | None = None  # what a webhook said (shared.forge.ForgeEvent)
+    forge_event: Mapping[str, Any] | None = None  # what a webhook said (shared.forge.ForgeEvent)
     created_at: str = ""
     started_at: str = ""
     finished_at: str = ""

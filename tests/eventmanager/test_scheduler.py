@@ -72,7 +72,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
 
 async def register(store: SqliteEventStore, schedules: Sequence[str], name: str = "demo",
                    when: datetime = T0, **fields: Any) -> None:
-    event = ev.ProjectRegistered(name=name, repo=REPO, schedules=list(schedules),
+    event = ev.ProjectRegistered(name=name, repo=REPO, schedules=tuple(schedules),
                                  env={"DEPLOY": "nightly"}, **fields)
     await store.append(project_stream(name), [NewEvent(event, ts=when.isoformat())], 0)
 

@@ -50,7 +50,7 @@ class World:
         takes them)."""
         compiled = notify_rules([NotifyRuleModel.model_validate(r) for r in rules], "project")
         await self.store.append(project_stream("demo"), [NewEvent(ev.ProjectRegistered(
-            name="demo", repo="git://x", notify=[r.to_data() for r in compiled], **fields))], 0)
+            name="demo", repo="git://x", notify=tuple(r.to_data() for r in compiled), **fields))], 0)
 
     async def run(self, end: ev.Event | None, branch: str = "main",
                   file_rules: tuple[NotifyRule, ...] = ()) -> str:
