@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from frozendict import deepfreeze
 
 from shared.pipeline.plan import Plan
-from shared.status import JobStatus, StepStatus
+from shared.status import JobStatus, Role, StepStatus
 
 __all__ = [
     "EVENT_TYPES",
@@ -48,6 +48,8 @@ __all__ = [
     "NotificationTestStarted",
     "ProjectDeleted",
     "ProjectRegistered",
+    "ProjectRoleGranted",
+    "ProjectRoleRevoked",
     "ProjectUpdated",
     "RecordedEvent",
     "RunCancelRequested",
@@ -67,6 +69,9 @@ __all__ = [
     "StepStarted",
     "TokenCreated",
     "TokenRevoked",
+    "UserAdded",
+    "UserChanged",
+    "UserRemoved",
     "decode",
     "is_run_stream",
     "new_event_id",
@@ -539,7 +544,13 @@ class TokenCreated(Event):
     token_id: str
     name: str
     token_hash: str
-    admin: bool = False
+    admin: bool = False  # a token of no user (``user`` ""): the first start's admin token
+    user: str = ""  # whose token it is; "" for a token made before users existed
+    read_only: bool = False  # narrowed to reads, whatever its user may do
+    # A browser session (``POST /api/v1/session``) rather than an API token: it ends at
+    # ``expires_at`` (ISO UTC) and its writes need the CSRF token.
+    session: bool = False
+    expires_at: str = ""
 
 
 @_register
@@ -547,6 +558,56 @@ class TokenCreated(Event):
 class TokenRevoked(Event):
     TYPE: ClassVar[str] = "TokenRevoked"
     token_id: str
+
+
+# --- users and their roles (stream "users"); who made a change is in the envelope's meta
+
+
+@_register
+@dataclass(frozen=True)
+class UserAdded(Event):
+    """A local user; ``password_hash`` is argon2's (``""``: no password, no login)."""
+
+    TYPE: ClassVar[str] = "UserAdded"
+    name: str
+    password_hash: str = field(default="", repr=False)
+    admin: bool = False
+
+
+@_register
+@dataclass(frozen=True)
+class UserChanged(Event):
+    """Only the fields that changed (``password_hash``, ``admin``), by name."""
+
+    TYPE: ClassVar[str] = "UserChanged"
+    name: str
+    changes: Mapping[str, Any] = field(repr=False)
+
+
+@_register
+@dataclass(frozen=True)
+class UserRemoved(Event):
+    TYPE: ClassVar[str] = "UserRemoved"
+    name: str
+
+
+@_register
+@dataclass(frozen=True)
+class ProjectRoleGranted(Event):
+    """``user`` has ``role`` (shared.access.Role) in ``project`` from now on."""
+
+    TYPE: ClassVar[str] = "ProjectRoleGranted"
+    user: str
+    project: str
+    role: Role
+
+
+@_register
+@dataclass(frozen=True)
+class ProjectRoleRevoked(Event):
+    TYPE: ClassVar[str] = "ProjectRoleRevoked"
+    user: str
+    project: str
 
 
 # --- schedules (the scheduler; stream "schedule-<project>") -------------------------------

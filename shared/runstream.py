@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from shared.errors import ConcurrencyConflict, StoreError
 from shared.events import Event, NewEvent, RecordedEvent, run_stream
@@ -66,9 +66,11 @@ async def load_run(store: EventStore, run_id: str) -> RunView | None:
 async def append_to_stream(
     store: EventStore, stream: str,
     decide: Callable[[list[RecordedEvent]], Sequence[Event]], attempts: int = 50,
+    meta: Mapping[str, str] | None = None,
 ) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
-    """Append what ``decide(events)`` returns at the end of ``stream``, deciding again on
-    a concurrent append. Returns the events it decided on and the ones it appended."""
+    """Append what ``decide(events)`` returns at the end of ``stream`` (each with the
+    envelope's ``meta``), deciding again on a concurrent append. Returns the events it
+    decided on and the ones it appended."""
     for _ in range(attempts):
         events = await store.read(stream)
         new = list(decide(events))
@@ -76,7 +78,8 @@ async def append_to_stream(
             return events, []
         expected = events[-1].seq if events else 0
         try:
-            return events, await store.append(stream, [NewEvent(e) for e in new], expected)
+            return events, await store.append(
+                stream, [NewEvent(e, meta=meta or {}) for e in new], expected)
         except ConcurrencyConflict:
             log.debug("append conflict, deciding again", extra={"stream": stream})
     raise StoreError(f"stream {stream}: gave up after {attempts} concurrent-append conflicts")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["JOB_DONE", "JOB_FAILED", "RUN_DONE", "CheckoutState", "JobStatus", "RunStatus",
-           "StepStatus"]
+__all__ = ["JOB_DONE", "JOB_FAILED", "RUN_DONE", "CheckoutState", "JobStatus", "Role",
+           "RunStatus", "StepStatus"]
 
 
 class RunStatus(StrEnum):
@@ -49,6 +49,22 @@ class CheckoutState(StrEnum):
     NONE = ""  # not needed: the request carried the pipeline file
     QUEUED = "queued"
     DONE = "done"
+
+
+class Role(StrEnum):
+    """A user's role in a project, each one allowing what the one before it does and more
+    (``Role.rank``). Global ``admin`` is a flag of the user, not a project role."""
+
+    VIEWER = "viewer"  # reads the project and its runs and logs
+    DEVELOPER = "developer"  # ... triggers, cancels and reruns its runs
+    MAINTAINER = "maintainer"  # ... changes its settings and secrets, approves runs
+
+    @property
+    def rank(self) -> int:
+        return _ROLE_ORDER.index(self)
+
+
+_ROLE_ORDER = (Role.VIEWER, Role.DEVELOPER, Role.MAINTAINER)
 
 
 RUN_DONE = frozenset({RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.CANCELLED,

@@ -10,7 +10,7 @@ are fed by; the app starts serving once the tails are open.
 ``build_app(ctx) -> web.Application``: the routes and middlewares over a given context,
 with nothing started: what ``create_app`` builds on, and what tests serve over parts
 of their own. Middlewares: errors as JSON first (so even auth failures are JSON), then
-bearer-token auth.
+access (``services.api.access``: who makes the request, and whether their role allows it).
 """
 
 from __future__ import annotations
@@ -20,21 +20,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from services.api.auth import TOKEN_KEY, Tokens, auth_middleware
+from services.api.access import Principal, Scope, access_middleware
+from services.api.auth import identify
 from services.api.context import CONTEXT, ApiContext
-from services.api.errors import ApiError, error_middleware
+from services.api.errors import error_middleware
 from services.api.live import LiveRuns
 from services.api.metrics import api_collector
-from services.api.models import TokenCreate
 from services.api.notifications import notification_routes
 from services.api.openapi import openapi_document
 from services.api.projects import project_routes
 from services.api.readmodel import GROUP, RunsReadModel
 from services.api.runs import run_routes
 from services.api.streams import stream_routes
+from services.api.users import user_routes
 from services.api.webhooks import webhook_routes
+from shared import events as ev
 from shared.app import BACKGROUND, run_in_background, service_app
 from shared.config import Settings
+from shared.events import decode, notify_test_stream
 from shared.infra import Ports
 
 __all__ = ["build_app", "create_app"]
@@ -43,8 +46,8 @@ __all__ = ["build_app", "create_app"]
 def create_app(settings: Settings, ports: Ports) -> web.Application:
     live = LiveRuns(ports.bus, ports.store)
     readmodel = RunsReadModel(store=ports.store)  # its views are opened at start
-    ctx = ApiContext(store=ports.store, readmodel=readmodel, tokens=Tokens(ports.store),
-                     public_read=settings.public_read, live=live)
+    ctx = ApiContext(store=ports.store, readmodel=readmodel, public_read=settings.public_read,
+                     live=live)
     app = build_app(ctx, ready=ports.ready, events_appended=lambda: ports.store.appended_total)
 
     async def run_views(app: web.Application) -> AsyncIterator[None]:
@@ -89,11 +92,17 @@ async def _tails_open(app: web.Application) -> AsyncIterator[None]:
 def build_app(ctx: ApiContext, *, ready: Callable[[], Awaitable[object]] | None = None,
               events_appended: Callable[[], int] = lambda: 0) -> web.Application:
     """``ready``: what ``/healthz`` checks (default: that the event store answers)."""
+    async def who(request: web.Request) -> Principal:
+        return await identify(request, ctx.tokens, ctx.users)
+
+    async def project_of(request: web.Request, scope: Scope) -> str | None:
+        return await _project_of(ctx, request, scope)
+
     app = service_app(ready or ctx.store.last_position,
                       [api_collector(ctx.readmodel, events_appended)],
                       client_max_size=ctx.max_body,
                       middlewares=[error_middleware,
-                                   auth_middleware(ctx.tokens, ctx.public_read)])
+                                   access_middleware(who, project_of, ctx.public_read)])
     app[CONTEXT] = ctx
     app.add_routes([
         web.get("/api/v1/openapi.json", _openapi),
@@ -102,39 +111,23 @@ def build_app(ctx: ApiContext, *, ready: Callable[[], Awaitable[object]] | None 
         *stream_routes(),
         *webhook_routes(),
         *notification_routes(),
-        web.post("/api/v1/tokens", _token_create),
-        web.get("/api/v1/tokens", _token_list),
-        web.delete("/api/v1/tokens/{id}", _token_revoke),
+        *user_routes(),
     ])
     return app
 
 
+async def _project_of(ctx: ApiContext, request: web.Request, scope: Scope) -> str | None:
+    """The project a project-scoped route is about (``access.Scope``)."""
+    key = request.match_info.get("name" if scope is Scope.NAME else "id", "")
+    if scope is Scope.NAME:
+        return key
+    if scope is Scope.RUN:
+        run = await ctx.find_run(key)
+        return run.project if run is not None else None
+    first = await ctx.store.read(notify_test_stream(key), 1)
+    test = decode(first[0]) if first else None
+    return test.project if isinstance(test, ev.NotificationTestRequested) else None
+
+
 async def _openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
-
-
-def _admin(request: web.Request) -> None:
-    token = request.get(TOKEN_KEY)
-    if token is None or not token.admin:
-        raise ApiError(403, "managing tokens needs an admin token")
-
-
-async def _token_create(request: web.Request) -> web.Response:
-    _admin(request)
-    body = TokenCreate.model_validate(await request.json())
-    view, secret = await request.app[CONTEXT].tokens.create(body.name)
-    return web.json_response({**view.to_json(), "token": secret}, status=201)
-
-
-async def _token_list(request: web.Request) -> web.Response:
-    _admin(request)
-    tokens = await request.app[CONTEXT].tokens.all()
-    return web.json_response({"tokens": [t.to_json() for t in tokens.values()]})
-
-
-async def _token_revoke(request: web.Request) -> web.Response:
-    _admin(request)
-    token_id = request.match_info["id"]
-    if not await request.app[CONTEXT].tokens.revoke(token_id):
-        raise ApiError(404, f"no token {token_id!r}")
-    return web.Response(status=204)

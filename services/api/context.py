@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from services.api.auth import Tokens
+from services.api.auth import LoginLimiter, Tokens, Users
 from services.api.live import LiveRuns
 from services.api.readmodel import RunsReadModel
 from shared.ports.eventstore import EventStore
@@ -20,10 +20,21 @@ __all__ = ["CONTEXT", "ApiContext"]
 class ApiContext:
     store: EventStore
     readmodel: RunsReadModel
-    tokens: Tokens
     public_read: bool = False
     max_body: int = 25 * 1024 * 1024
     live: LiveRuns | None = None  # what push streams are fed by (none: they answer 503)
+
+    # who makes requests: read from the store (so every replica sees each change)
+    tokens: Tokens = field(init=False)
+    users: Users = field(init=False)
+    # failed logins: a few per user (guessing one's password), more per address (many
+    # users behind one NAT)
+    user_logins: LoginLimiter = field(init=False, default_factory=lambda: LoginLimiter(5))
+    address_logins: LoginLimiter = field(init=False, default_factory=lambda: LoginLimiter(20))
+
+    def __post_init__(self) -> None:
+        self.tokens = Tokens(self.store)
+        self.users = Users(self.store)
 
     async def find_run(self, run_id: str) -> RunView | None:
         """The run's view; straight from its stream when the read model has not caught up

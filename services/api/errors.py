@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -24,20 +24,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-          415: "unsupported_media_type", 422: "invalid"}
+          415: "unsupported_media_type", 422: "invalid", 429: "too_many_requests"}
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, detail: str, error: str | None = None) -> None:
+    def __init__(self, status: int, detail: str, error: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.error = error or _CODES.get(status, "error")
+        self.headers = headers or {}
 
 
-def json_error(status: int, detail: str, error: str | None = None) -> web.Response:
+def json_error(status: int, detail: str, error: str | None = None,
+               headers: Mapping[str, str] | None = None) -> web.Response:
     body = {"error": error or _CODES.get(status, "error"), "detail": detail}
-    return web.json_response(body, status=status)
+    return web.json_response(body, status=status, headers=headers)
 
 
 def field_problem(err: ErrorDetails) -> str:
@@ -56,7 +59,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return json_error(exc.status, exc.detail, exc.error)
+        return json_error(exc.status, exc.detail, exc.error, exc.headers)
     except ValidationError as exc:
         return json_error(400, _validation_detail(exc), "invalid_body")
     except json.JSONDecodeError as exc:

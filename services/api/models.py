@@ -19,8 +19,8 @@ from shared.pipeline.schema import NotifyRuleModel
 from shared.projections.projects import FORGE_API_URLS
 
 __all__ = ["MAX_RULES", "MAX_SCHEDULES", "EmailTemplates", "ForgePatch", "ForgeSettingsBody",
-           "ProjectCreate", "ProjectPatch", "RunCreate", "TokenCreate", "check_cron",
-           "check_ref"]
+           "MemberSet", "ProjectCreate", "ProjectPatch", "RoleName", "RunCreate", "SessionCreate",
+           "TokenCreate", "UserCreate", "UserPatch", "check_cron", "check_ref"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -208,5 +208,33 @@ class RunCreate(_Body):
     _params = field_validator("params")(_check_env)
 
 
+_UserName = Annotated[str, Field(pattern=_NAME)]
+RoleName = Literal["viewer", "developer", "maintainer"]  # shared.status.Role's values
+_Password = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
 class TokenCreate(_Body):
     name: Annotated[str, Field(min_length=1, max_length=100)]
+    user: _UserName | None = None  # whose token (an admin's choice; default: the caller's)
+    read_only: bool = False
+
+
+class UserCreate(_Body):
+    name: _UserName
+    password: _Password | None = Field(default=None, repr=False)  # None: tokens only (a bot)
+    admin: bool = False
+    roles: dict[Annotated[str, Field(pattern=_NAME)], RoleName] = {}
+
+
+class UserPatch(_Body):
+    password: _Password | None = Field(default=None, repr=False)
+    admin: bool | None = None
+
+
+class MemberSet(_Body):
+    role: RoleName
+
+
+class SessionCreate(_Body):
+    user: _UserName
+    password: _Password = Field(repr=False)

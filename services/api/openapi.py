@@ -10,7 +10,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from services.api.models import ProjectCreate, ProjectPatch, RunCreate, TokenCreate
+from services.api.models import (
+    MemberSet,
+    ProjectCreate,
+    ProjectPatch,
+    RunCreate,
+    SessionCreate,
+    TokenCreate,
+    UserCreate,
+    UserPatch,
+)
 
 __all__ = ["openapi_document"]
 
@@ -34,7 +43,7 @@ _PATCH = (
 
 def _op(summary: str, ok: int, *, body: dict[str, Any] | None = None,
         params: list[dict[str, Any]] | None = None, content: str = "application/json",
-        errors: tuple[int, ...] = (401, 404), description: str = "") -> dict[str, Any]:
+        errors: tuple[int, ...] = (401, 403, 404), description: str = "") -> dict[str, Any]:
     responses: dict[str, Any] = {
         str(ok): {"description": "OK",
                   **({"content": {content: {"schema": _OBJECT}}} if ok != 204 else {})}}
@@ -68,14 +77,16 @@ def _body(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
 
 
 def openapi_document() -> dict[str, Any]:
-    project, run, token = [_path("name")], [_path("id")], [_path("id")]
+    project, run, token, user = [_path("name")], [_path("id")], [_path("id")], [_path("user")]
     schemas: dict[str, Any] = {"Error": _ERROR}
     logs_query = [_path("id"), _query("follow"), _query("from", "integer")]
     return {
         "openapi": "3.1.0",
         "info": {"title": "Cyclone", "version": "1",
                  "description": "Container-native, event-sourced CI/CD. Authenticate with "
-                                "`Authorization: Bearer <token>`."},
+                                "`Authorization: Bearer <token>` or the session cookie of "
+                                "POST /api/v1/session. Each route needs a role "
+                                "(services/api/access.py); a 403 names the one missing."},
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -145,11 +156,43 @@ def openapi_document() -> dict[str, Any]:
                 "Recent webhook deliveries and what became of them (?project=NAME)", 200,
                 params=[_query("project")], errors=(401,))},
             "/api/v1/tokens": {
-                "get": _op("List API tokens (admin)", 200, errors=(401, 403)),
-                "post": _op("Create an API token (admin); shown once", 201,
-                            body=_body(TokenCreate, schemas), errors=(401, 403)),
+                "get": _op("List API tokens: your own (every token, for an admin)", 200,
+                           errors=(401,)),
+                "post": _op("Create an API token, yours (of any user, for an admin); "
+                            "read_only narrows it to reads; shown once", 201,
+                            body=_body(TokenCreate, schemas), errors=(401, 403, 404)),
             },
-            "/api/v1/tokens/{id}": {"delete": _op("Revoke an API token (admin)", 204,
-                                                  params=token, errors=(401, 403, 404))},
+            "/api/v1/tokens/{id}": {"delete": _op("Revoke an API token (yours; any, for an "
+                                                  "admin)", 204, params=token)},
+            "/api/v1/session": {
+                "post": _op("Log in with user and password: sets the HttpOnly session "
+                            "cookie; the answer holds the CSRF token that writes made with "
+                            "the cookie send as X-CSRF-Token. Failed logins are limited per "
+                            "user and address (429 with Retry-After)", 201,
+                            body=_body(SessionCreate, schemas), errors=(401, 429)),
+                "get": _op("Who you are: user, roles, (for a session) the CSRF token", 200,
+                           errors=(401,)),
+                "delete": _op("Log out: ends the session", 204, errors=(401,)),
+            },
+            "/api/v1/users": {
+                "get": _op("List users and their roles (admin)", 200, errors=(401, 403)),
+                "post": _op("Add a user (admin)", 201, body=_body(UserCreate, schemas),
+                            errors=(401, 403, 404, 409)),
+            },
+            "/api/v1/users/{user}": {
+                "get": _op("Show a user (admin)", 200, params=user),
+                "patch": _op("Change a user's password or admin flag (admin)", 200,
+                             params=user, body=_body(UserPatch, schemas)),
+                "delete": _op("Remove a user and revoke their tokens (admin)", 204,
+                              params=user),
+            },
+            "/api/v1/projects/{name}/members": {"get": _op(
+                "The project's users and their roles", 200, params=project)},
+            "/api/v1/projects/{name}/members/{user}": {
+                "put": _op("Give a user a role in the project (admin)", 200,
+                           params=[*project, *user], body=_body(MemberSet, schemas)),
+                "delete": _op("Take a user's role in the project away (admin)", 204,
+                              params=[*project, *user]),
+            },
         },
     }

@@ -25,6 +25,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from services.api.access import listing, principal_of
 from services.api.context import CONTEXT, ApiContext
 from services.api.errors import ApiError, field_problem
 from services.api.models import ForgePatch, ProjectCreate, ProjectPatch
@@ -57,9 +58,12 @@ async def require_project(store: EventStore, name: str) -> ProjectView:
     return view
 
 
-async def _append(store: EventStore, name: str, event: ev.Event, expected_seq: int) -> None:
+async def _append(request: web.Request, name: str, event: ev.Event, expected_seq: int) -> None:
+    """Append ``event`` to the project's stream, naming who made the change."""
+    store = request.app[CONTEXT].store
+    meta = {"actor": principal_of(request).name}
     try:
-        await store.append(project_stream(name), [NewEvent(event)], expected_seq)
+        await store.append(project_stream(name), [NewEvent(event, meta=meta)], expected_seq)
     except ConcurrencyConflict:
         raise ApiError(409, f"project {name!r} was changed concurrently; retry") from None
 
@@ -76,7 +80,7 @@ async def _create(request: web.Request) -> web.Response:
     fields["email_templates"] = body.email_templates.to_data() if body.email_templates else {}
     # The webhook secret is shown this once when Cyclone made it up (as a token is).
     generated = "" if body.hook_secret else secrets.token_urlsafe(24)
-    await _append(ctx.store, body.name,
+    await _append(request, body.name,
                   ev.ProjectRegistered(**fields, forge=forge,
                                        hook_secret=body.hook_secret or generated),
                   existing.last_seq if existing else 0)
@@ -89,7 +93,9 @@ async def _create(request: web.Request) -> web.Response:
 async def _list(request: web.Request) -> web.Response:
     ctx: ApiContext = request.app[CONTEXT]
     names = [s.removeprefix("project-") for s in await ctx.store.streams("project-")]
-    views = [v for n in names if (v := await get_project(ctx.store, n)) is not None]
+    shown = listing(request)
+    views = [v for n in names
+             if shown.shows(n) and (v := await get_project(ctx.store, n)) is not None]
     return web.json_response({"projects": [v.to_json() for v in views]})
 
 
@@ -112,7 +118,7 @@ async def _update(request: web.Request) -> web.Response:
     if body.email_templates is not None:
         changes["email_templates"] = body.email_templates.to_data()
     if changes:
-        await _append(ctx.store, view.name, ev.ProjectUpdated(changes=changes), view.last_seq)
+        await _append(request, view.name, ev.ProjectUpdated(changes=changes), view.last_seq)
     return web.json_response((await require_project(ctx.store, view.name)).to_json())
 
 
@@ -193,7 +199,7 @@ def _rules_data(models: Sequence[NotifyRuleModel], env: Mapping[str, str],
 async def _delete(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     view = await require_project(ctx.store, request.match_info["name"])
-    await _append(ctx.store, view.name, ev.ProjectDeleted(), view.last_seq)
+    await _append(request, view.name, ev.ProjectDeleted(), view.last_seq)
     return web.Response(status=204)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.api.auth import TOKEN_KEY
+from services.api.access import listing, principal_of
 from services.api.commands import RunNotFound, record_request, request_cancel, request_run
 from services.api.context import CONTEXT, ApiContext
 from services.api.errors import ApiError
@@ -43,9 +43,7 @@ async def _trigger(request: web.Request) -> web.Response:
 
 
 def _who(request: web.Request) -> str:
-
-    token = request.get(TOKEN_KEY)
-    return f"token:{token.name}" if token is not None else "anonymous"
+    return principal_of(request).name
 
 
 async def _list(request: web.Request) -> web.Response:
@@ -61,9 +59,10 @@ async def _list(request: web.Request) -> web.Response:
     if not 1 <= limit <= 500:
         raise ApiError(400, "limit: expected 1 to 500")
     # One more than asked: whether there is a next page, without counting.
+    shown = listing(request)
     picked = await ctx.readmodel.views.page(
-        project=query.get("project", ""), status=status or "", branch=query.get("branch", ""),
-        before=query.get("cursor"), limit=limit + 1)
+        project=shown.project, within=shown.within, status=status or "",
+        branch=query.get("branch", ""), before=query.get("cursor"), limit=limit + 1)
     page = picked[:limit]
     next_cursor = page[-1].id if len(picked) > limit else None
     return web.json_response({"runs": [r.summary() for r in page], "next": next_cursor})

@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
+from services.api.access import Listing, listing
 from services.api.context import CONTEXT, ApiContext
 from services.api.errors import ApiError
 from services.api.live import LiveRuns, RunChange
@@ -121,7 +122,7 @@ def _event_text(recorded: RecordedEvent) -> str:
 async def _changes(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     live = _live(ctx)
-    project = request.query.get("project", "")
+    shown = listing(request)
     resume = sse.last_event_id(request)
     since = _seq(resume, "Last-Event-ID") if resume else None
     with live.changes() as listener:  # before anything is read: nothing falls in between
@@ -131,7 +132,7 @@ async def _changes(request: web.Request) -> web.StreamResponse:
                 ready = await ctx.store.last_position()
                 await resp.write(sse.event("ready", {"position": ready}, id=ready).encode())
             else:
-                await _replay(resp, ctx, live, since, project)
+                await _replay(resp, ctx, live, since, shown)
             pacer = sse.Pacer()
             while not sse.gone(request):
                 try:
@@ -141,14 +142,14 @@ async def _changes(request: web.Request) -> web.StreamResponse:
                     continue
                 if change is None:
                     break  # fell behind: the client resumes from its last id
-                if not project or change.run.project == project:
+                if shown.shows(change.run.project):
                     await resp.write(_change_text(change).encode())
                     pacer.wrote()
     return resp
 
 
 async def _replay(resp: web.StreamResponse, ctx: ApiContext, live: LiveRuns, since: int,
-                  project: str) -> None:
+                  shown: Listing) -> None:
     """The runs changed after position ``since``, each run's current summary once per
     page of events, in the order of their last change."""
     position = since
@@ -165,7 +166,7 @@ async def _replay(resp: web.StreamResponse, ctx: ApiContext, live: LiveRuns, sin
                 # This process's bus is behind the store: the change's id says the client
                 # has the run as of ``recorded``, so it must (it would not be sent again).
                 view = await load_run(ctx.store, run_id)
-            if view is not None and (not project or view.project == project):
+            if view is not None and shown.shows(view.project):
                 change = RunChange(recorded.position, recorded.type, view)
                 await resp.write(_change_text(change).encode())
 

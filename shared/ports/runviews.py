@@ -29,7 +29,7 @@ Contract (every adapter; ``tests/contracts/runviews.py`` checks it):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,7 +68,11 @@ class RunViews(Protocol):
     async def put(self, view: RunView) -> bool: ...
 
     async def page(self, *, project: str = "", status: str = "", branch: str = "",
-                   before: str | None = None, limit: int = DEFAULT_PAGE) -> list[RunView]: ...
+                   before: str | None = None, limit: int = DEFAULT_PAGE,
+                   within: Collection[str] | None = None) -> list[RunView]:
+        """Newest first (by id, before ``before``), filtered by the fields given; only
+        runs of the projects ``within`` (None: of any)."""
+        ...
 
     async def unfinished(self, project: str = "") -> list[RunView]: ...
 

@@ -169,10 +169,14 @@ class TokenView:
     token_hash: str
     admin: bool
     created_at: str
+    user: str = ""  # "" for a token of no user (made before users existed)
+    read_only: bool = False
+    session: bool = False  # a browser session: ends at ``expires_at``, writes need CSRF
+    expires_at: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "admin": self.admin,
-                "created_at": self.created_at}
+        return {"id": self.id, "name": self.name, "admin": self.admin, "user": self.user,
+                "read_only": self.read_only, "created_at": self.created_at}
 
 
 def fold_tokens(events: Iterable[RecordedEvent],
@@ -182,9 +186,10 @@ def fold_tokens(events: Iterable[RecordedEvent],
     for recorded in events:
         event = decode(recorded)
         if isinstance(event, ev.TokenCreated):
-            tokens[event.token_id] = TokenView(id=event.token_id, name=event.name,
-                                               token_hash=event.token_hash, admin=event.admin,
-                                               created_at=recorded.ts)
+            tokens[event.token_id] = TokenView(
+                id=event.token_id, name=event.name, token_hash=event.token_hash,
+                admin=event.admin, created_at=recorded.ts, user=event.user,
+                read_only=event.read_only, session=event.session, expires_at=event.expires_at)
         elif isinstance(event, ev.TokenRevoked):
             tokens.pop(event.token_id, None)
     return tokens

@@ -43,7 +43,7 @@ async def serving(tmp_path: Path, kind: type[A]) -> AsyncIterator[A]:
     store = await SqliteEventStore.open(tmp_path / "events.db")
     tokens = Tokens(store)
     _, admin = await tokens.create("admin", admin=True)
-    app = build_app(ApiContext(store=store, readmodel=RunsReadModel(), tokens=tokens))
+    app = build_app(ApiContext(store=store, readmodel=RunsReadModel()))
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     try:

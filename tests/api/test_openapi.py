@@ -7,7 +7,6 @@ from pathlib import Path
 from aiohttp import web
 
 from services.api.app import build_app
-from services.api.auth import Tokens
 from services.api.context import ApiContext
 from services.api.openapi import openapi_document
 from services.api.readmodel import RunsReadModel
@@ -33,7 +32,7 @@ async def test_the_document_lists_every_route_and_no_other(tmp_path: Path) -> No
     bus = MemoryBus()
     logs = FileLogStore(tmp_path / "logs")
     try:
-        ctx = ApiContext(store=store, readmodel=RunsReadModel(), tokens=Tokens(store))
+        ctx = ApiContext(store=store, readmodel=RunsReadModel())
         app = build_app(ctx)
         app.add_routes(log_routes(LogServer(bus, logs), ctx.find_run))  # as the api serves them
         documented = {(method, path) for path, ops in openapi_document()["paths"].items()

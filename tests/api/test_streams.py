@@ -563,7 +563,7 @@ async def test_a_replica_whose_bus_lags_the_store_replays_each_runs_current_summ
         lagging = await replica.view(run_id)
         assert lagging is not None and lagging.last_seq == 2 and not lagging.done
         ctx = ApiContext(store=env.runtime.store, readmodel=env.runtime.readmodel,
-                         tokens=Tokens(env.runtime.store), live=replica)
+                         live=replica)
         async with serve(build_app(ctx)) as base:
             replica_env = Env(env.runtime, env.session, base, env.token, env.tmp)
             async with replica_env.stream("/api/v1/changes",

@@ -162,6 +162,11 @@ class RunViewsContract:
         assert await page(project="web", branch="main", status="failure") == [ids[3]]
         assert await page(project="nobody") == []
         assert [v.project for v in await views.page(project="api")] == ["api", "api"]
+        # narrowed to the projects a reader may see
+        assert await page(within={"api"}) == [ids[4], ids[1]]
+        assert await page(within=set()) == []
+        assert await page(project="web", within={"api"}) == []
+        assert await page(project="api", within={"api", "web"}) == [ids[4], ids[1]]
 
     async def test_the_cursor_walks_every_page_once(self, views: RunViews) -> None:
         ids = run_ids(7)

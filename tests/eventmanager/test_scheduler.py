@@ -471,7 +471,7 @@ async def test_the_api_refuses_a_bad_cron_line_naming_it_and_keeps_good_ones(
 ) -> None:
     tokens = Tokens(store)
     _, admin = await tokens.create("admin", admin=True)
-    app = build_app(ApiContext(store=store, readmodel=RunsReadModel(), tokens=tokens))
+    app = build_app(ApiContext(store=store, readmodel=RunsReadModel()))
     headers = {"Authorization": f"Bearer {admin}"}
     async with TestClient(TestServer(app)) as client:
         body = {"name": "demo", "repo": REPO, "schedules": ["0 3 * * *", "61 * * * *"]}

@@ -11,7 +11,7 @@ views synchronously (tests, ``/metrics``); write through ``put`` only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from shared.errors import StoreError
 from shared.ports.runviews import DEFAULT_PAGE, DurationHistogram, step_durations_of
@@ -45,13 +45,15 @@ class MemoryRunViews:
         return True
 
     async def page(self, *, project: str = "", status: str = "", branch: str = "",
-                   before: str | None = None, limit: int = DEFAULT_PAGE) -> list[RunView]:
+                   before: str | None = None, limit: int = DEFAULT_PAGE,
+                   within: Collection[str] | None = None) -> list[RunView]:
         self._check_open()
         if limit < 1:
             return []
         picked = [r for r in self.runs.values()
                   if (before is None or r.id < before)
                   and (not project or r.project == project)
+                  and (within is None or r.project in within)
                   and (not status or r.status == status)
                   and (not branch or r.branch == branch)]
         picked.sort(key=lambda r: r.id, reverse=True)

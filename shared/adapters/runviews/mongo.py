@@ -33,7 +33,7 @@ Durability, reads from the primary and error translation are as in
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
@@ -91,7 +91,8 @@ class MongoRunViews(MongoResource):
         return False
 
     async def page(self, *, project: str = "", status: str = "", branch: str = "",
-                   before: str | None = None, limit: int = DEFAULT_PAGE) -> list[RunView]:
+                   before: str | None = None, limit: int = DEFAULT_PAGE,
+                   within: Collection[str] | None = None) -> list[RunView]:
         self._check_open()
         if limit < 1:
             return []
@@ -101,6 +102,11 @@ class MongoRunViews(MongoResource):
         for key, value in (("project", project), ("status", status), ("branch", branch)):
             if value:
                 query[key] = value
+        if within is not None:
+            if project and project not in within:
+                return []
+            if not project:
+                query["project"] = {"$in": sorted(within)}
         return await self._find(query, DESCENDING, limit)
 
     async def unfinished(self, project: str = "") -> list[RunView]:
