@@ -52,7 +52,8 @@ class Masker:
             return text
         buffer = self._pending + text
         held = self._held_from(buffer)
-        out, at = [], 0
+        out: list[str] = []
+        at = 0
         for match in self._pattern.finditer(buffer):
             # A match starting before ``held`` is final: no longer form can match there
             # with more text (else that start would be held).

@@ -21,7 +21,7 @@ from shared.ports.eventstore import EventStore
 from shared.projections.projects import TOKENS_STREAM, TokenView, fold_tokens
 from shared.streamcache import StreamCache
 
-__all__ = ["TOKEN_KEY", "Tokens", "auth_middleware", "hash_token"]
+__all__ = ["TOKEN_KEY", "Tokens", "actor", "auth_middleware", "hash_token"]
 
 TOKEN_KEY = web.RequestKey("token", TokenView)
 _OPEN_PATHS = frozenset({"/healthz", "/metrics", "/api/v1/openapi.json"})
@@ -34,6 +34,13 @@ def _is_webhook(request: web.Request) -> bool:
     return request.method == "POST" and request.path.startswith(_WEBHOOK_PREFIX)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def actor(request: web.Request) -> str:
+    """Who is acting, for an event's ``meta["actor"]``: the token's name ("" for an
+    anonymous read). The one place that says so, for when users replace tokens."""
+    token = request.get(TOKEN_KEY)
+    return token.name if token is not None else ""
 
 
 def hash_token(token: str) -> str:
