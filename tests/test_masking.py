@@ -3,6 +3,7 @@ secret survives it."""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from hypothesis import given
@@ -26,7 +27,7 @@ def stream(draw: st.DrawFn) -> tuple[list[str], str, list[int]]:
 
 def _chunks(text: str, cuts: list[int]) -> list[str]:
     bounds = [0, *cuts, len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def _reference(text: str, values: list[str]) -> str:

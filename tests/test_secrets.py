@@ -44,7 +44,7 @@ def test_a_prepended_key_seals_and_the_old_one_still_opens() -> None:
 
 @pytest.mark.parametrize("raw", ["not base64!", "c2hvcnQ=", f"{new_key()},"])
 def test_a_malformed_key_is_refused_naming_the_variable(raw: str) -> None:
-    with pytest.raises(SecretKeyError, match="^CYCLONE_SECRET_KEY: key"):
+    with pytest.raises(SecretKeyError, match=r"^CYCLONE_SECRET_KEY: key"):
         SecretBox.load(raw, Path("/nonexistent"))
 
 
@@ -74,11 +74,11 @@ async def test_a_wrong_or_missing_key_stops_the_start(tmp_path: Path) -> None:
         secrets = await open_secret_store("", home, store)  # makes the key file
         await secrets.set("demo", "DEPLOY_TOKEN", VALUE)
         assert (await open_secret_store("", home, store)).box is not None
-        with pytest.raises(SecretKeyError, match="^CYCLONE_SECRET_KEY: the stored secrets"):
+        with pytest.raises(SecretKeyError, match=r"^CYCLONE_SECRET_KEY: the stored secrets"):
             await open_secret_store(new_key(), home, store)
         (home / KEY_FILE).unlink()
-        with pytest.raises(SecretKeyError, match="CYCLONE_SECRET_KEY is not set and .*"
-                                                 "secret.key does not exist"):
+        with pytest.raises(SecretKeyError, match=r"CYCLONE_SECRET_KEY is not set and .*"
+                                                 r"secret\.key does not exist"):
             await open_secret_store("", home, store)
     finally:
         await store.close()
