@@ -8,6 +8,7 @@
     cyclone cancel RUN | rerun RUN [--follow] | events RUN
     cyclone token create NAME | list | revoke ID
     cyclone notify test PROJECT                         message every notification channel
+    cyclone secret set|list|rm ... | rotate-key         secrets (cyclone/cli_secrets.py)
 
 Every command takes ``--server URL`` (env ``CYCLONE_SERVER``, default
 ``http://127.0.0.1:8080``), ``--token T`` (env ``CYCLONE_TOKEN``) and ``--json`` (print
@@ -29,6 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from cyclone.cli_secrets import add_secret_commands
 from cyclone.client import DEFAULT_SERVER, ClientError, ConnectionFailed, CycloneClient
 from cyclone.display import Display
 from shared.config import Settings
@@ -109,6 +111,8 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     test.add_argument("project")
     test.add_argument("--timeout", type=float, default=NOTIFY_TEST_TIMEOUT_S, metavar="S",
                       help=f"give up waiting after S seconds (default {NOTIFY_TEST_TIMEOUT_S:.0f})")
+
+    add_secret_commands(sub, command)
 
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(required=True, metavar="ACTION")

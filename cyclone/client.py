@@ -120,6 +120,17 @@ class CycloneClient:
     async def delete_project(self, name: str) -> None:
         await self._call("DELETE", f"/api/v1/projects/{_seg(name)}")
 
+    async def list_secrets(self, project: str | None) -> list[Json]:
+        """The secrets of ``project`` (None: the global ones): names and dates."""
+        return list((await self._call("GET", _secrets_path(project)))["secrets"])
+
+    async def set_secret(self, project: str | None, name: str, value: str) -> Json:
+        return await self._call("PUT", f"{_secrets_path(project)}/{_seg(name)}",
+                                body={"value": value})
+
+    async def remove_secret(self, project: str | None, name: str) -> None:
+        await self._call("DELETE", f"{_secrets_path(project)}/{_seg(name)}")
+
     async def test_notifications(self, project: str) -> Json:
         """Ask the notifier to message every channel of ``project``: ``{"id", "url"}``."""
         return await self._call("POST", f"/api/v1/projects/{_seg(project)}/notifications/test")
@@ -321,6 +332,10 @@ def _decode_object(text: str, status: int) -> Json:
                           f"the server answered something that is not a JSON object: "
                           f"{text[:200]!r}")
     return value
+
+
+def _secrets_path(project: str | None) -> str:
+    return "/api/v1/secrets" if project is None else f"/api/v1/projects/{_seg(project)}/secrets"
 
 
 def _seg(value: str) -> str:

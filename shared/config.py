@@ -42,6 +42,9 @@ class Settings:
     hook_secret: str = field(repr=False)  # CYCLONE_HOOK_SECRET: `cyclone hook install`'s
     server: str  # CYCLONE_SERVER: the client commands' server ("": the client's default)
     token: str = field(repr=False)  # CYCLONE_TOKEN: the API token the client commands send
+    # CYCLONE_SECRET_KEY: base64 32-byte keys, comma-separated (the first encrypts); "":
+    # the key file $CYCLONE_HOME/secret.key (shared.secretbox)
+    secret_key: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -71,6 +74,7 @@ class Settings:
             hook_secret=env.get("CYCLONE_HOOK_SECRET", ""),
             server=env.get("CYCLONE_SERVER", ""),
             token=env.get("CYCLONE_TOKEN", ""),
+            secret_key=env.get("CYCLONE_SECRET_KEY", ""),
         )
 
     def require_infra(self) -> Infra:

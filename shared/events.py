@@ -63,6 +63,8 @@ __all__ = [
     "RunSucceeded",
     "ScheduleFired",
     "ScheduleMissed",
+    "SecretRemoved",
+    "SecretSet",
     "StepFinished",
     "StepLogTruncated",
     "StepSkipped",
@@ -206,6 +208,8 @@ class RunRequested(Event):
     # What a forge's webhook said (``shared.forge.ForgeEvent`` as JSON): the pipeline's
     # ``on:`` rules are judged against it once the pipeline file is known.
     forge_event: Mapping[str, Any] = field(default_factory=dict)
+    # Why the run's steps get no secret (e.g. a pull request from a fork); "": they may.
+    secrets_withheld: str = ""
 
 
 @_register
@@ -608,6 +612,33 @@ class ProjectRoleRevoked(Event):
     TYPE: ClassVar[str] = "ProjectRoleRevoked"
     user: str
     project: str
+
+
+# --- secrets (stream "secrets"; shared.secrets) ----------------------------------------
+# Only ciphertext is recorded (shared.secretbox: AES-GCM, associated data scope + name).
+
+
+@_register
+@dataclass(frozen=True)
+class SecretSet(Event):
+    """A secret was set (or re-encrypted by a key rotation). ``scope``: the project's name,
+    or "" for a global secret. ``implicit``: migrated from the project's env, so given to
+    every step as the env variable was (not only to those that list it in ``secrets:``)."""
+
+    TYPE: ClassVar[str] = "SecretSet"
+    scope: str
+    name: str
+    ciphertext: str = field(repr=False)
+    key_id: str
+    implicit: bool = False
+
+
+@_register
+@dataclass(frozen=True)
+class SecretRemoved(Event):
+    TYPE: ClassVar[str] = "SecretRemoved"
+    scope: str
+    name: str
 
 
 # --- schedules (the scheduler; stream "schedule-<project>") -------------------------------

@@ -13,7 +13,7 @@ from shared import events as ev
 from shared.events import EVENT_TYPES, NewEvent, RecordedEvent, decode
 from shared.pipeline.plan import Plan
 from shared.projections.runs import fold
-from shared.status import JobStatus, StepStatus
+from shared.status import JobStatus, Role, StepStatus
 
 
 def recorded(event_type: str, data: dict[str, object], seq: int = 1,
@@ -30,7 +30,7 @@ def sample(cls: type[ev.Event]) -> ev.Event:
             continue
         values[f.name] = {"str": "x", "float": 1.5, "int | None": 3, "int": 2,
                           "Plan": Plan("f", ()), "JobStatus": JobStatus.CANCELLED,
-                          "StepStatus": StepStatus.TIMEOUT}.get(str(f.type), {"a": "b"})
+                          "StepStatus": StepStatus.TIMEOUT, "Role": Role.DEVELOPER}.get(str(f.type), {"a": "b"})
     return cls(**values)
 
 

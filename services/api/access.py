@@ -159,6 +159,12 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/api/v1/projects/{name}/members"): _VIEW_PROJECT,
     ("PUT", "/api/v1/projects/{name}/members/{user}"): _ADMIN,
     ("DELETE", "/api/v1/projects/{name}/members/{user}"): _ADMIN,
+    ("GET", "/api/v1/projects/{name}/secrets"): _MAINTAIN_PROJECT,  # names and dates
+    ("PUT", "/api/v1/projects/{name}/secrets/{secret}"): _MAINTAIN_PROJECT,
+    ("DELETE", "/api/v1/projects/{name}/secrets/{secret}"): _MAINTAIN_PROJECT,
+    ("GET", "/api/v1/secrets"): _ADMIN,  # global: every project's steps may ask for them
+    ("PUT", "/api/v1/secrets/{secret}"): _ADMIN,
+    ("DELETE", "/api/v1/secrets/{secret}"): _ADMIN,
     ("POST", "/api/v1/projects/{name}/runs"): _DEVELOP_PROJECT,
     ("POST", "/api/v1/projects/{name}/notifications/test"): _MAINTAIN_PROJECT,
     ("GET", "/api/v1/notifications/tests/{id}"): _in(Role.VIEWER, Scope.NOTIFY_TEST),

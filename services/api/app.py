@@ -31,6 +31,7 @@ from services.api.openapi import openapi_document
 from services.api.projects import project_routes
 from services.api.readmodel import GROUP, RunsReadModel
 from services.api.runs import run_routes
+from services.api.secrets import migrate_env, secret_routes
 from services.api.streams import stream_routes
 from services.api.users import user_routes
 from services.api.webhooks import webhook_routes
@@ -39,6 +40,7 @@ from shared.app import BACKGROUND, run_in_background, service_app
 from shared.config import Settings
 from shared.events import decode, notify_test_stream
 from shared.infra import Ports
+from shared.secrets import open_secret_store
 
 __all__ = ["build_app", "create_app"]
 
@@ -68,6 +70,12 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
         # The replicas share one consumer group: each event is applied to the views once.
         await readmodel.follow(ports.bus, group=GROUP)
 
+    async def secrets(app: web.Application) -> AsyncIterator[None]:
+        ctx.secrets = await open_secret_store(settings.secret_key, settings.home, ports.store)
+        await migrate_env(ports.store, ctx.secrets)
+        yield
+
+    app.cleanup_ctx.append(secrets)
     app.cleanup_ctx.append(run_views)
     app.cleanup_ctx.append(admin_token)
     run_in_background(app, follow, "RunsReadModel.follow")
@@ -112,6 +120,7 @@ def build_app(ctx: ApiContext, *, ready: Callable[[], Awaitable[object]] | None 
         *webhook_routes(),
         *notification_routes(),
         *user_routes(),
+        *secret_routes(),
     ])
     return app
 

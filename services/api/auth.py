@@ -28,7 +28,7 @@ from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from services.api.access import Principal
+from services.api.access import Principal, principal_of
 from services.api.errors import ApiError
 from shared import events as ev
 from shared.ports.eventstore import EventStore
@@ -39,7 +39,7 @@ from shared.status import Role
 from shared.streamcache import StreamCache
 
 __all__ = ["CSRF_HEADER", "SESSION_COOKIE", "SESSION_S", "LoginLimiter", "Tokens", "Users",
-           "csrf_token", "hash_token"]
+           "actor", "csrf_token", "hash_token"]
 
 SESSION_COOKIE = "cyclone_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -47,6 +47,12 @@ SESSION_S = 12 * 3600
 MIN_PASSWORD = 8
 
 _hasher = PasswordHasher()
+
+
+def actor(request: web.Request) -> str:
+    """Who is acting, for an event's ``meta["actor"]``: the user's (or no-user token's)
+    name ("anonymous" for an anonymous read)."""
+    return principal_of(request).name
 
 
 def hash_token(token: str) -> str:

@@ -12,6 +12,7 @@ from services.api.readmodel import RunsReadModel
 from shared.ports.eventstore import EventStore
 from shared.projections.runs import RunView
 from shared.runstream import load_run
+from shared.secrets import SecretStore
 
 __all__ = ["CONTEXT", "ApiContext"]
 
@@ -23,6 +24,7 @@ class ApiContext:
     public_read: bool = False
     max_body: int = 25 * 1024 * 1024
     live: LiveRuns | None = None  # what push streams are fed by (none: they answer 503)
+    secrets: SecretStore | None = None  # opened with its key at start (none: 503)
 
     # who makes requests: read from the store (so every replica sees each change)
     tokens: Tokens = field(init=False)

@@ -155,6 +155,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/hooks/deliveries": {"get": _op(
                 "Recent webhook deliveries and what became of them (?project=NAME)", 200,
                 params=[_query("project")], errors=(401,))},
+            **_secret_paths(project),
             "/api/v1/tokens": {
                 "get": _op("List API tokens: your own (every token, for an admin)", 200,
                            errors=(401,)),
@@ -196,3 +197,26 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+
+
+_SECRET_VALUE = {"type": "object", "required": ["value"], "additionalProperties": False,
+                 "properties": {"value": {"type": "string", "minLength": 4}}}
+_SECRETS = ("Answers hold each secret's name, scope and dates, never its value. A name is an "
+            "environment variable's; a value has at least 4 characters (400 saying why).")
+
+
+def _secret_paths(project: list[dict[str, Any]]) -> dict[str, Any]:
+    """The project's and the global secrets (services/api/secrets.py)."""
+    secret = [_path("secret")]
+    paths: dict[str, Any] = {}
+    for base, params, whose in (("/api/v1/projects/{name}/secrets", project, "the project's"),
+                                ("/api/v1/secrets", [], "global (every project's)")):
+        paths[base] = {"get": _op(f"List {whose} secrets: names and dates", 200,
+                                  params=params or None, description=_SECRETS)}
+        paths[f"{base}/{{secret}}"] = {
+            "put": _op(f"Set one of {whose} secrets", 200, params=[*params, *secret],
+                       body=_SECRET_VALUE, errors=(401, 404), description=_SECRETS),
+            "delete": _op(f"Remove one of {whose} secrets", 204,
+                          params=[*params, *secret]),
+        }
+    return paths

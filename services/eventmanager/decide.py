@@ -4,6 +4,8 @@
 no clock, store or bus, so it is tested on plain values and replays the same way.
 ``source`` is the pipeline file (name, content) recorded so far: in the request
 itself (``cyclone run``, a rerun) or by the checkout (``RunSourceResolved``).
+``secrets``: the secrets the run's project sees, by name (True: implicit, given to
+every step); a ``secrets:`` name not among them makes the file invalid.
 Rules:
 
 * a run waits while its project is at its ``max_concurrent_runs`` (``admitted``);
@@ -22,6 +24,8 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from shared import events as ev
 from shared.errors import PipelineError
 from shared.forge import ForgeEvent
@@ -38,7 +42,8 @@ _ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 
 
 def decide(run: RunView | None, source: PipelineSource | None,
-           max_parallel_jobs: int, admitted: bool = True) -> list[ev.Event]:
+           max_parallel_jobs: int, admitted: bool = True,
+           secrets: Mapping[str, bool] | None = None) -> list[ev.Event]:
     if run is None or run.done:
         return []
     if run.plan is None:
@@ -48,7 +53,7 @@ def decide(run: RunView | None, source: PipelineSource | None,
             return []  # the project is at its max_concurrent_runs: wait
         if source is None:
             return [ev.CheckoutQueued()] if not run.checkout else []
-        return _plan(source, run, max_parallel_jobs)
+        return _plan(source, run, max_parallel_jobs, secrets)
     plan = run.plan
     if run.cancel_requested:
         return _cancel(run)
@@ -87,10 +92,12 @@ def _not_triggered(plan: Plan, run: RunView) -> str:
     return ""
 
 
-def _plan(source: PipelineSource, run: RunView, max_parallel_jobs: int) -> list[ev.Event]:
+def _plan(source: PipelineSource, run: RunView, max_parallel_jobs: int,
+          secrets: Mapping[str, bool] | None) -> list[ev.Event]:
     file, text = source
+    implicit = [name for name, given in (secrets or {}).items() if given]
     try:
-        result = load(text, file)
+        result = load(text, file, secrets=secrets, implicit=implicit)
     except PipelineError as exc:
         return [ev.RunErrored(reason=f"invalid pipeline:\n{exc}")]
     skip = _not_triggered(result.plan, run)

@@ -44,6 +44,7 @@ from shared.projections.replay import replay_runs
 from shared.projections.runs import RunView, fold, run_id_of
 from shared.retry import Backoff, is_transient
 from shared.runstream import RunStates, append_to_run
+from shared.secrets import SecretStore
 from shared.status import CheckoutState, JobStatus
 from shared.streamcache import StreamCache
 from shared.wire import decode_event
@@ -71,6 +72,7 @@ class EventManager:
         self._seen: dict[str, int] = {}  # run id -> highest seq handled (drops redeliveries)
         self.runs = RunStates(store)
         self.projects = StreamCache(store, fold_project)
+        self.secrets = SecretStore(store)  # names only
         self.admissions = Admissions(coord)
         self.handling = Timings("cyclone_eventmanager_handle_seconds",
                                 "Time the event manager took to handle one run event")
@@ -229,9 +231,10 @@ class EventManager:
             return await self.runs.load(run_id)
         # Only an unplanned run needs its pipeline file (the stream is read again for it).
         source = await self._pipeline_source(run_id) if current.plan is None else None
+        secrets = await self._secret_names(current) if source is not None else None
         admitted = verdict == "admitted"
         result = await self.runs.append(
-            run_id, lambda run: decide(run, source, self.max_parallel_jobs, admitted))
+            run_id, lambda run: decide(run, source, self.max_parallel_jobs, admitted, secrets))
         run = fold(result.appended, result.run)  # the state after what was just appended
         if run is not None:
             await self._signal_cancel(run)
@@ -250,6 +253,12 @@ class EventManager:
             return 0
         project = await self.projects.load(project_stream(run.project))
         return project.max_concurrent_runs if project and not project.deleted else 0
+
+    async def _secret_names(self, run: RunView) -> dict[str, bool]:
+        """The secrets the run may ask for by name (True: implicit): only names are read,
+        this service holds no key."""
+        return {name: view.implicit
+                for name, view in (await self.secrets.visible(run.project)).items()}
 
     async def _pipeline_source(self, run_id: str) -> PipelineSource | None:
         """The pipeline file recorded for the run: by its checkout, else by its request."""

@@ -7,6 +7,8 @@ to forges (``CommitStatusReporter``); ``/healthz`` and ``/metrics``.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from services.notifier.forge_status import CommitStatusReporter
@@ -14,6 +16,7 @@ from services.notifier.service import Notifier
 from shared.app import on_cleanup, run_in_background, service_app
 from shared.config import Settings
 from shared.infra import Ports
+from shared.secrets import open_secret_store
 
 __all__ = ["NOTIFIER", "create_app"]
 
@@ -29,6 +32,14 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
     # Closed once their consumers have stopped: deliveries in flight are cancelled.
     on_cleanup(app, reporter.close)
     on_cleanup(app, notifier.close)
+
+    async def secrets(app: web.Application) -> AsyncIterator[None]:
+        # Before the consumers: every message is masked with the secrets' values.
+        opened = await open_secret_store(settings.secret_key, settings.home, ports.store)
+        notifier.secrets = reporter.secrets = opened
+        yield
+
+    app.cleanup_ctx.append(secrets)
 
     async def report_statuses() -> None:
         await reporter.run(ports.bus)

@@ -42,12 +42,14 @@ from services.notifier.forges import MOMENTS, Moment, StatusRequest, status_requ
 from shared import events as ev
 from shared.consume import consume
 from shared.events import decode, is_run_stream, run_stream
+from shared.masking import mask
 from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.ports.eventstore import EventStore
 from shared.projections.projects import ForgeSettings, fold_project, project_stream
 from shared.projections.runs import RunView, fold, run_id_of
 from shared.retry import Backoff, retrying
 from shared.runstream import append_to_run
+from shared.secrets import SecretStore
 from shared.tasks import cancel_and_wait
 from shared.wire import decode_event
 
@@ -98,6 +100,7 @@ class CommitStatusReporter:
             timeout=aiohttp.ClientTimeout(total=request_timeout)))
         self._session: aiohttp.ClientSession | None = None
         self._sending: dict[str, tuple[_Report, asyncio.Task[None]]] = {}  # by run id
+        self.secrets: SecretStore | None = None  # their values are masked in descriptions
 
     async def run(self, bus: Bus, group: str = GROUP) -> None:
         """Consume ``cyclone.events`` until the bus closes."""
@@ -158,8 +161,9 @@ class CommitStatusReporter:
                      extra={"run": run_id, "commit": run.commit})
             return None
         target_url = f"{self.public_url}/api/v1/runs/{run_id}"
+        values = await self.secrets.values(run.project) if self.secrets else {}
         request = status_request(project.forge, run.commit, moment, target_url, run_id,
-                                 _reason(run))
+                                 mask(_reason(run), values.values()))
         return _Report(run_id, moment, project.forge, run.commit, request)
 
     def _forget(self, run_id: str, done: asyncio.Task[None]) -> None:

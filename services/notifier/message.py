@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from shared import masking
 from shared.email_templates import format_duration
 from shared.projections.runs import RunView
 
 __all__ = ["TAIL_LINES", "FailedStep", "JobLine", "SendError", "Summary", "clean_tail",
-           "failed_step", "mask", "summarize"]
+           "failed_step", "mask", "masked", "summarize"]
 
 TAIL_LINES = 40
 _ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_MIN_SECRET = 4  # shorter values would mask ordinary words and numbers
 
 # Per outcome: how the headline says it, and the colour chat messages use.
 _SAYS = {"success": "succeeded", "failure": "failed", "errored": "errored",
@@ -147,17 +147,23 @@ def failed_step(run: RunView) -> FailedStep | None:
 def clean_tail(lines: Iterable[str], secrets: Iterable[str], keep: int = TAIL_LINES) -> list[str]:
     """The last ``keep`` lines, without escape sequences or control characters, masked."""
     tail = list(lines)[-keep:]
-    ordered = _longest_first(secrets)
-    return [mask(_CONTROL.sub("", _ANSI.sub("", line.rstrip("\r\n"))), ordered) for line in tail]
+    values = tuple(secrets)
+    return [mask(_CONTROL.sub("", _ANSI.sub("", line.rstrip("\r\n"))), values) for line in tail]
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with each secret (of at least 4 characters) replaced by ``***``."""
-    for secret in _longest_first(secrets):
-        text = text.replace(secret, "***")
-    return text
+    """``text`` with each secret (of at least 4 characters, and each line of a multi-line
+    one) replaced by ``***``."""
+    return masking.mask(text, secrets)
 
 
-def _longest_first(secrets: Iterable[str]) -> list[str]:
-    # longest first, so a secret that contains another is masked whole
-    return sorted({s for s in secrets if len(s) >= _MIN_SECRET}, key=len, reverse=True)
+def masked(summary: Summary, secrets: Iterable[str]) -> Summary:
+    """``summary`` with every secret masked in what people and commands wrote (the commit
+    message and author, the reasons, the log tail): a mail's subject and body, a chat
+    message and a webhook's JSON are all made of it."""
+    values = tuple(secrets)
+    return replace(
+        summary, message=mask(summary.message, values), author=mask(summary.author, values),
+        detail=mask(summary.detail, values), branch=mask(summary.branch, values),
+        jobs=tuple(replace(job, reason=mask(job.reason, values)) for job in summary.jobs),
+        log_tail=tuple(mask(line, values) for line in summary.log_tail))

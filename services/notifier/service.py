@@ -40,6 +40,7 @@ from services.notifier.message import (
     Summary,
     clean_tail,
     failed_step,
+    masked,
     summarize,
 )
 from shared import events as ev
@@ -57,6 +58,7 @@ from shared.ports.logstore import LogStore
 from shared.projections.projects import ProjectView, fold_project, project_stream
 from shared.projections.runs import RunView, fold, run_id_of
 from shared.runstream import append_to_stream
+from shared.secrets import SecretStore
 from shared.wire import decode_event
 
 __all__ = ["GROUP", "Notifier", "outcomes_stream"]
@@ -100,6 +102,7 @@ class Notifier:
                                    max_delay=settings.max_delay_s, claim_ttl=claim_ttl)
         self.tail_wait_s = tail_wait_s
         self.concurrency = concurrency
+        self.secrets: SecretStore | None = None  # their values are masked in every message
 
     async def run(self, bus: Bus, group: str = GROUP) -> None:
         """Consume ``cyclone.events`` until the bus closes."""
@@ -151,13 +154,15 @@ class Notifier:
         if not pending:
             return
         secrets = _secrets(project, rules, self.smtp)
+        if self.secrets is not None:
+            secrets.update((await self.secrets.values(run.project)).values())
         tail = await self._log_tail(run, secrets) if moment == "ended" else []
         url = f"{self.public_url}/api/v1/runs/{run.id}"
         notes = []
         for rule, reason, channel in pending:
             key = _key(run.id, moment, rule, channel)
-            summary = summarize(run, key=key, moment=moment, reason=reason, url=url,
-                                log_tail=tail)
+            summary = masked(summarize(run, key=key, moment=moment, reason=reason, url=url,
+                                       log_tail=tail), secrets)
             notes.append(_note(run_stream(run.id), key, rule, channel, moment, reason,
                                summary, project))
         await asyncio.gather(*(self.deliverer.deliver(note) for note in notes))

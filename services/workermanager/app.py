@@ -32,6 +32,7 @@ from shared.app import BACKGROUND, service_app
 from shared.config import Settings
 from shared.infra import Ports
 from shared.runstream import load_run
+from shared.secrets import open_secret_store
 from shared.tasks import cancel_and_wait
 
 __all__ = ["WORKER", "create_app"]
@@ -49,10 +50,12 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
         executor = await open_executor(settings.executor, settings.work_dir, worker=label,
                                        keep_out=(settings.home,))
         try:
+            secrets = await open_secret_store(settings.secret_key, settings.home, ports.store)
             worker = WorkerManager(ports.store, ports.bus, ports.coord, executor,
                                    settings.worker_id, settings.worker_capacity,
                                    git_cache=settings.git_cache_dir,
-                                   lease_ttl=settings.worker_lease_s, log_limit=settings.step_log)
+                                   lease_ttl=settings.worker_lease_s, log_limit=settings.step_log,
+                                   secrets=secrets)
             app[WORKER] = worker
             if ports.distributed:
                 await worker.reap_own(label)  # this incarnation has created nothing yet

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from services.workermanager.logship import LogShipper
+from services.workermanager.secrets import NO_SECRETS, JobSecrets, MaskedSink
 from shared import events as ev
 from shared.config import DEFAULT_STEP_LOG, StepLogLimit
 from shared.errors import ExecutorError
@@ -114,19 +115,24 @@ class _Ended:
 class JobRun:
     def __init__(self, run: RunView, job: JobSpec, executor: Executor, ctx: RunContext,
                  report: Report, logs: LogShipper,
-                 log_limit: StepLogLimit = DEFAULT_STEP_LOG) -> None:
+                 log_limit: StepLogLimit = DEFAULT_STEP_LOG,
+                 secrets: JobSecrets = NO_SECRETS) -> None:
         self.run = run
+        self.secrets = secrets
         self.log_limit = log_limit
         self.job = job
         self.executor = executor
         self.ctx = ctx
         self.report = report
         self.logs = logs
-        self.sink_for = logs.sink
         self.flush = logs.flush
         self.cancelled = asyncio.Event()
         self.handed_back = False
         self._deadline = (time.monotonic() + job.timeout_s) if job.timeout_s else None
+
+    def sink_for(self, job: str, step: str) -> MaskedSink:
+        """Where lines of ``step`` go: masked, then to the log shipper."""
+        return MaskedSink(self.logs.sink(job, step), self.secrets.values.values())
 
     @property
     def attempt(self) -> int:
@@ -229,8 +235,10 @@ class JobRun:
             await self.record([ev.StepStarted(job=self.job.name, step=step.name,
                                               attempt=attempt)])
             started = time.monotonic()
-            step_log = StepLog(self.sink_for(self.job.name, step.name), self.log_limit)
+            sink = self.sink_for(self.job.name, step.name)
+            step_log = StepLog(sink, self.log_limit)
             ended = await self._attempt(step, step_log)
+            await sink.flush()
             await self.flush()
             truncated = step_log.truncated(self.job.name, step.name, attempt)
             await self.record([*([truncated] if truncated else []), ev.StepFinished(
@@ -244,6 +252,10 @@ class JobRun:
 
     async def _attempt(self, step: StepSpec, on_log: LogSink) -> _Ended:
         env = step_env(self.run, self.job, step)
+        given, note = self.secrets.for_step(step)
+        env.update(given)  # never recorded: neither the events nor the params hold them
+        if note:
+            await on_log("stderr", utc_now(), note)
         task = asyncio.create_task(self.executor.run_step(self.ctx, self.job, step, env, on_log))
         stop = asyncio.create_task(self.cancelled.wait())
         try:

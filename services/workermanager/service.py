@@ -57,19 +57,22 @@ from services.workermanager.host import Host
 from services.workermanager.jobs import JobRun
 from services.workermanager.lease import WorkerLease
 from services.workermanager.logship import LogShipper
+from services.workermanager.secrets import JobSecrets
 from services.workermanager.source_resolver import SourceResolver
 from shared import events as ev
 from shared.config import DEFAULT_STEP_LOG, StepLogLimit
 from shared.consume import consume
+from shared.errors import CycloneError
 from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode
 from shared.keys import CHECKOUT, cancel_key, claim_key
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, Bus, Message
 from shared.ports.coordination import Coordinator
 from shared.ports.eventstore import EventStore
 from shared.ports.executor import Executor, RunContext
-from shared.projections.runs import run_id_of
+from shared.projections.runs import RunView, run_id_of
 from shared.retry import retrying
 from shared.runstream import RunStates
+from shared.secrets import SecretStore
 from shared.wire import decode_event
 
 __all__ = ["WorkerManager"]
@@ -82,8 +85,10 @@ _TERMINAL_TYPES = frozenset(t.TYPE for t in TERMINAL_RUN_EVENTS)
 class WorkerManager:
     def __init__(self, store: EventStore, bus: Bus, coord: Coordinator, executor: Executor,
                  worker_id: str, capacity: int, git_cache: Path,
-                 lease_ttl: float = 10.0, log_limit: StepLogLimit = DEFAULT_STEP_LOG) -> None:
+                 lease_ttl: float = 10.0, log_limit: StepLogLimit = DEFAULT_STEP_LOG,
+                 secrets: SecretStore | None = None) -> None:
         self.log_limit = log_limit
+        self.secrets = secrets  # None: no key, steps asking for secrets are told so
         self.git_cache = git_cache
         self.store = store
         self.runs = RunStates(store)
@@ -261,7 +266,8 @@ class WorkerManager:
         shipper = LogShipper(self.bus, run_id, attempt=started.attempt)
         job = JobRun(started.run, spec, self.executor, RunContext(run_id=run_id),
                      report=self.claims.reporter(run_id, name, started.attempt),
-                     logs=shipper, log_limit=self.log_limit)
+                     logs=shipper, log_limit=self.log_limit,
+                     secrets=await self._secrets(started.run))
         try:
             with self.claims.running(job, started.generation) as entry:
                 # The workspace (usually begun at the checkout) and the job's sandbox are
@@ -274,6 +280,21 @@ class WorkerManager:
         finally:
             await shipper.close()
         return entry.release()
+
+
+    async def _secrets(self, run: RunView) -> JobSecrets:
+        """Every secret the run's project sees, opened for the job (and its masking)."""
+        if run.secrets_withheld:
+            return JobSecrets(withheld=run.secrets_withheld)
+        if self.secrets is None:
+            return JobSecrets(withheld="this worker has no secret key")
+        try:
+            found = await self.secrets.visible(run.project)
+            values = await self.secrets.values(run.project)
+        except CycloneError as exc:  # a key rotated under a running worker
+            log.error("cannot open the secrets", extra={"run": run.id, "error": str(exc)})
+            return JobSecrets(withheld=f"the worker cannot open them ({exc})")
+        return JobSecrets(values, frozenset(n for n, v in found.items() if v.implicit))
 
 
 async def _stop(task: asyncio.Task[None] | None) -> None:

@@ -24,6 +24,10 @@ and otherwise compiles. It never raises anything else, whatever the text.
   channels are its email addresses in order, then slack, mattermost, discord, webhook.
   Repeated ``when`` words, branch patterns and addresses (case-insensitively) are
   dropped. ``${NAME}`` stays as written: the notifier substitutes the project's env.
+* ``secrets:`` on a job and on a step -> ``StepSpec.secrets`` (the job's, then the
+  step's own). Whether each name is a secret is known only where the secrets are:
+  ``load(..., secrets=)`` (the event manager, planning a run) reports an unknown one
+  as an error at its line.
 """
 
 from __future__ import annotations
@@ -31,13 +35,20 @@ from __future__ import annotations
 import heapq
 import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from shared.errors import PipelineError
 from shared.pipeline import caicloud
 from shared.pipeline.diagnostics import Diagnostic
-from shared.pipeline.lint import MATRIX_REF, CheckedCyclone, check_cyclone, detect_format
+from shared.pipeline.lint import (
+    MATRIX_REF,
+    CheckedCyclone,
+    check_cyclone,
+    check_secrets,
+    detect_format,
+)
+from shared.pipeline.loader import ordered
 from shared.pipeline.notify import DEFAULT_WHEN, Channel, NotifyRule
 from shared.pipeline.plan import JobSpec, Plan, ServiceSpec, StepSpec, When
 from shared.pipeline.schema import (
@@ -65,8 +76,11 @@ class LoadResult:
     warnings: list[Diagnostic]
 
 
-def load(text: str, file: str) -> LoadResult:
-    """Lint and compile ``text`` (read as ``file``); raise ``PipelineError`` on any error."""
+def load(text: str, file: str, secrets: Collection[str] | None = None,
+         implicit: Collection[str] = ()) -> LoadResult:
+    """Lint and compile ``text`` (read as ``file``); raise ``PipelineError`` on any error.
+    ``secrets``: the names the run may ask for (None: not known here, not checked);
+    ``implicit``: those given to every step anyway (``check_secrets``)."""
     plan: Plan | None
     if detect_format(text, file) == "caicloud":
         cai, diagnostics = caicloud.check_caicloud(text, file)
@@ -74,6 +88,9 @@ def load(text: str, file: str) -> LoadResult:
     else:
         checked, diagnostics = check_cyclone(text, file)
         plan = compile_cyclone(checked, file) if checked is not None else None
+        if plan is not None and secrets is not None:
+            diagnostics = ordered([*diagnostics, *check_secrets(text, file, secrets, implicit)])
+            plan = None if any(d.severity == "error" for d in diagnostics) else plan
     if plan is None:
         raise PipelineError(diagnostics)
     return LoadResult(plan, [d for d in diagnostics if d.severity == "warning"])
@@ -187,7 +204,8 @@ def _job(name: str, job: JobModel, combo: dict[str, str], needs: tuple[str, ...]
     return JobSpec(
         name=name,
         image=image,
-        steps=tuple(_step(i, step, image, sub) for i, step in enumerate(job.steps, 1)),
+        steps=tuple(_step(i, step, image, sub, job.secrets)
+                    for i, step in enumerate(job.steps, 1)),
         env=env,
         needs=needs,
         services=tuple(
@@ -200,7 +218,8 @@ def _job(name: str, job: JobModel, combo: dict[str, str], needs: tuple[str, ...]
     )
 
 
-def _step(index: int, step: StepModel, job_image: str, sub: Callable[[str], str]) -> StepSpec:
+def _step(index: int, step: StepModel, job_image: str, sub: Callable[[str], str],
+          job_secrets: Sequence[str]) -> StepSpec:
     return StepSpec(
         name=step.name or f"step-{index}",
         image=sub(step.image) if step.image else job_image,
@@ -209,6 +228,7 @@ def _step(index: int, step: StepModel, job_image: str, sub: Callable[[str], str]
         timeout_s=step.timeout,
         retry=step.retry,
         when=when_of(step.when),
+        secrets=tuple(dict.fromkeys([*job_secrets, *step.secrets])),
     )
 
 

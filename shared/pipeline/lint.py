@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ __all__ = [
     "MATRIX_REF",
     "CheckedCyclone",
     "check_cyclone",
+    "check_secrets",
     "detect_format",
     "lint",
 ]
@@ -130,6 +131,50 @@ def check_cyclone(text: str, file: str) -> tuple[CheckedCyclone | None, list[Dia
     if top is None or any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
     return CheckedCyclone(dict(top.env or {}), jobs, on, notify), diagnostics
+
+
+def check_secrets(text: str, file: str, known: Collection[str],
+                  implicit: Collection[str] = ()) -> list[Diagnostic]:
+    """For a ``.cyclone.yml`` without errors: an error at each ``secrets:`` name that is
+    not in ``known`` (the secrets the run's project sees), and a warning for each
+    ``implicit`` secret (moved from the project's env: given to every step) that no
+    ``secrets:`` lists."""
+    document = parse(text, file).document
+    data = document.data if document is not None else None
+    if document is None or not isinstance(data, dict) or detect_format(text, file) != "cyclone":
+        return []
+    report = Reporter(file, document)
+    listed: set[str] = set()
+    for path, name in _secret_names(data):
+        listed.add(name)
+        if name not in known:
+            report.error(path, f"unknown secret '{name}'{did_you_mean(name, sorted(known))} "
+                         "(neither a secret of the project nor a global one)")
+    for name in sorted(set(implicit) - listed):
+        report.warning(("jobs",), f"the project's secret '{name}' (moved from its env) is "
+                       "given to every step; list it under secrets: on the jobs or steps "
+                       "that need it", at_key=True)
+    return ordered(report.diagnostics)
+
+
+def _secret_names(data: dict[str, Any]) -> Iterator[tuple[Path, str]]:
+    """Each name in the ``secrets:`` of the file's jobs and steps, with its path."""
+    jobs = data.get("jobs")
+    for name, job in (jobs.items() if isinstance(jobs, dict) else ()):
+        if not isinstance(job, dict):
+            continue
+        yield from _names_at(("jobs", name, "secrets"), job.get("secrets"))
+        steps = job.get("steps")
+        for i, step in enumerate(steps if isinstance(steps, list) else ()):
+            if isinstance(step, dict):
+                yield from _names_at(("jobs", name, "steps", i, "secrets"), step.get("secrets"))
+
+
+def _names_at(path: Path, value: object) -> Iterator[tuple[Path, str]]:
+    if isinstance(value, str):
+        yield path, value  # one name without a list
+    elif isinstance(value, list):
+        yield from (((*path, i), str(v)) for i, v in enumerate(value))
 
 
 def _check_names(report: Reporter, names: list[str]) -> None:

@@ -82,6 +82,9 @@ class StepSpec:
     retry: int = 0  # extra attempts after a non-zero exit
     when: When = field(default_factory=When)
     build: BuildSpec | None = None  # set: this step builds an image instead of running commands
+    # The secrets (project's or global) the step is given as env variables: its job's
+    # ``secrets:`` and its own. Recorded only when there are some.
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,10 @@ class Plan:
     def to_data(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         del data["notify"]
+        for job in data["jobs"]:
+            for step in job["steps"]:
+                if not step["secrets"]:
+                    del step["secrets"]  # a plan without secrets is recorded as before
         if self.notify:
             data["notify"] = [rule.to_data() for rule in self.notify]
         return data
@@ -155,6 +162,7 @@ def _step(d: dict[str, Any]) -> StepSpec:
         retry=int(d.get("retry", 0)),
         when=_when(d.get("when", {})),
         build=BuildSpec(**build) if build else None,
+        secrets=tuple(d.get("secrets", ())),
     )
 
 

@@ -87,6 +87,7 @@ _TAGS = (MAP_TAG, LIST_TAG, STR_TAG, "[key]")  # from error locs
 RULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # deliberately simple: something@something, no spaces; the mail server judges the rest
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)*")
+_SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 def kind(value: object) -> str:
@@ -167,6 +168,13 @@ def _env_item(value: str) -> str:
     return value
 
 
+def _secret_name(value: str) -> str:
+    if not _SECRET_NAME.fullmatch(value):
+        raise PydanticCustomError("secret_name", "'{value}' is not a secret's name (an env "
+                                  "variable name: letters, digits and _)", {"value": value})
+    return value
+
+
 def _glob(value: str) -> str:
     problem = glob_error(value)
     if problem:
@@ -220,6 +228,9 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 Event = Annotated[str, _choice(EVENTS, "event")]
 Status = Annotated[str, _choice(STATUSES, "status")]
 EnvItems = list[Annotated[str, AfterValidator(_env_item)]]
+# The project's or global secrets a job or step is given, as env variables of that name.
+SecretNames = Annotated[list[Annotated[str, AfterValidator(_secret_name)]],
+                        BeforeValidator(_as_list)]
 Patterns = Annotated[list[Annotated[str, AfterValidator(_glob)]], BeforeValidator(_as_list)]
 PrAction = Annotated[str, _choice(PR_ACTIONS, "pull request action")]
 MAP_OR_LIST = Discriminator(_map_or_list, custom_error_type="map_or_list",
@@ -266,6 +277,7 @@ class StepModel(_Model):
     when: WhenModel | None = None
     timeout: Duration | None = None
     retry: Annotated[int, Field(ge=0)] = 0
+    secrets: SecretNames = []
 
 
 class JobModel(_Model):
@@ -276,6 +288,7 @@ class JobModel(_Model):
     when: WhenModel | None = None
     timeout: Duration | None = None
     matrix: dict[str, Annotated[list[Scalar], Field(min_length=1)]] | None = None
+    secrets: SecretNames = []
     steps: Annotated[list[StepModel], Field(min_length=1)]
 
 

@@ -108,6 +108,7 @@ class RunView:
     checkout: CheckoutState = CheckoutState.NONE
     log_lines: int = 0  # lines the run's steps and checkout logged, as its events report
     reason: str = ""
+    secrets_withheld: str = ""  # why the run's steps get no secret; "": they may
     jobs: tuple[JobView, ...] = ()
     last_seq: int = 0
     skipped_events: int = 0  # events of unknown types that were skipped
@@ -219,7 +220,7 @@ def _requested(run: RunView, e: ev.RunRequested, ts: str) -> RunView:
         run, project=e.project, trigger=e.trigger, branch=e.branch, commit=e.commit,
         pipeline_file=e.pipeline_file, source=e.source, source_kind=e.source_kind,
         created_at=ts, forge_event=e.forge_event or None,
-        params=tuple(sorted(e.params.items())),
+        params=tuple(sorted(e.params.items())), secrets_withheld=e.secrets_withheld,
     )
 
 

@@ -54,6 +54,12 @@ EXPECTED = {
     ("GET", "/api/v1/projects/{name}/members"): "viewer",
     ("PUT", "/api/v1/projects/{name}/members/{user}"): "admin",
     ("DELETE", "/api/v1/projects/{name}/members/{user}"): "admin",
+    ("GET", "/api/v1/projects/{name}/secrets"): "maintainer",
+    ("PUT", "/api/v1/projects/{name}/secrets/{secret}"): "maintainer",
+    ("DELETE", "/api/v1/projects/{name}/secrets/{secret}"): "maintainer",
+    ("GET", "/api/v1/secrets"): "admin",
+    ("PUT", "/api/v1/secrets/{secret}"): "admin",
+    ("DELETE", "/api/v1/secrets/{secret}"): "admin",
     ("POST", "/api/v1/projects/{name}/runs"): "developer",
     ("POST", "/api/v1/projects/{name}/notifications/test"): "maintainer",
     ("GET", "/api/v1/notifications/tests/{id}"): "viewer",
@@ -144,10 +150,10 @@ async def _populate(w: World) -> None:
 
 def _path(route: str, w: World) -> str:
     method, template = route.split(" ", 1)
-    destructive = method == "DELETE" and "{name}" in template
+    destructive = method == "DELETE" and template.endswith("{name}")
     return (template.replace("{name}", "scratch" if destructive else "demo")
             .replace("{provider}", "github").replace("{project}", "demo")
-            .replace("{user}", "victim")
+            .replace("{user}", "victim").replace("{secret}", "DEPLOY_TOKEN")
             .replace("{id}", w.ids["token:victim"] if "/tokens/" in template
                      else w.ids["test"] if "/tests/" in template else w.ids["run"]))
 
