@@ -9,6 +9,7 @@
     cyclone token create NAME | list | revoke ID
     cyclone notify test PROJECT                         message every notification channel
     cyclone secret set|list|rm ... | rotate-key         secrets (cyclone/cli_secrets.py)
+    cyclone user add|list|rm|passwd|grant|revoke ...    users and roles (cyclone/cli_users.py)
 
 Every command takes ``--server URL`` (env ``CYCLONE_SERVER``, default
 ``http://127.0.0.1:8080``), ``--token T`` (env ``CYCLONE_TOKEN``) and ``--json`` (print
@@ -31,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from cyclone.cli_secrets import add_secret_commands
+from cyclone.cli_users import add_user_commands
 from cyclone.client import DEFAULT_SERVER, ClientError, ConnectionFailed, CycloneClient
 from cyclone.display import Display
 from shared.config import Settings
@@ -113,11 +115,14 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
                       help=f"give up waiting after S seconds (default {NOTIFY_TEST_TIMEOUT_S:.0f})")
 
     add_secret_commands(sub, command)
+    add_user_commands(sub, command)
 
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(required=True, metavar="ACTION")
-    command(token_sub, "create", _token_create, "create a token (shown once)").add_argument(
-        "name")
+    create = command(token_sub, "create", _token_create, "create a token (shown once)")
+    create.add_argument("name")
+    create.add_argument("--user", help="whose token (an admin's choice; default: yours)")
+    create.add_argument("--read-only", action="store_true", help="narrowed to reads")
     command(token_sub, "list", _token_list, "list tokens")
     command(token_sub, "revoke", _token_revoke, "revoke a token").add_argument("id")
 
@@ -585,7 +590,7 @@ def _print_results(test: Json, shown: set[str]) -> None:
 
 
 async def _token_create(args: argparse.Namespace, client: CycloneClient) -> int:
-    created = await client.create_token(args.name)
+    created = await client.create_token(args.name, args.user, args.read_only)
     if args.json:
         _print_json(created)
         return EXIT_OK

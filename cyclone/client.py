@@ -172,15 +172,44 @@ class CycloneClient:
         return list((await self._call("GET", f"/api/v1/runs/{_seg(run_id)}/events",
                                       query=query))["events"])
 
-    async def create_token(self, name: str) -> Json:
-        """``{"id", "name", "token", "created_at"}``: the secret is shown only here."""
-        return await self._call("POST", "/api/v1/tokens", body={"name": name})
+    async def create_token(self, name: str, user: str | None = None,
+                           read_only: bool = False) -> Json:
+        """``{"id", "name", "token", "created_at", ...}``: the secret is shown only here.
+        ``user``: whose (default: the caller's); ``read_only``: narrowed to reads."""
+        body: dict[str, Any] = {"name": name, "read_only": read_only}
+        if user is not None:
+            body["user"] = user
+        return await self._call("POST", "/api/v1/tokens", body=body)
 
     async def list_tokens(self) -> list[Json]:
         return list((await self._call("GET", "/api/v1/tokens"))["tokens"])
 
     async def revoke_token(self, token_id: str) -> None:
         await self._call("DELETE", f"/api/v1/tokens/{_seg(token_id)}")
+
+    async def add_user(self, name: str, password: str | None, admin: bool,
+                       roles: Mapping[str, str]) -> Json:
+        body: dict[str, Any] = {"name": name, "admin": admin, "roles": dict(roles)}
+        if password is not None:
+            body["password"] = password
+        return await self._call("POST", "/api/v1/users", body=body)
+
+    async def list_users(self) -> list[Json]:
+        return list((await self._call("GET", "/api/v1/users"))["users"])
+
+    async def change_user(self, name: str, fields: Mapping[str, Any]) -> Json:
+        return await self._call("PATCH", f"/api/v1/users/{_seg(name)}", body=fields)
+
+    async def remove_user(self, name: str) -> None:
+        await self._call("DELETE", f"/api/v1/users/{_seg(name)}")
+
+    async def set_role(self, project: str, user: str, role: str | None) -> None:
+        """``role`` in ``project`` for ``user``; None: no role there any more."""
+        path = f"/api/v1/projects/{_seg(project)}/members/{_seg(user)}"
+        if role is None:
+            await self._call("DELETE", path)
+        else:
+            await self._call("PUT", path, body={"role": role})
 
     async def log_lines(self, run_id: str, from_index: int = 0) -> AsyncGenerator[Json, None]:
         """The stored log lines ``{"i","job","step","stream","ts","text"}`` from

@@ -47,14 +47,16 @@ class Result:
     err: str
 
 
-async def cyclone(env: Mapping[str, str], *args: str, timeout: float = TIMEOUT) -> Result:
-    """Run ``cyclone ARGS`` to its end with ``env``."""
+async def cyclone(env: Mapping[str, str], *args: str, timeout: float = TIMEOUT,
+                  stdin: str = "") -> Result:
+    """Run ``cyclone ARGS`` to its end with ``env`` (and ``stdin`` as its input)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cyclone.cli", *args, env=dict(env),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
     try:
         async with asyncio.timeout(timeout):
-            out, err = await proc.communicate()
+            out, err = await proc.communicate(stdin.encode())
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -355,6 +357,42 @@ async def test_follow_resumes_after_a_dropped_connection(server: CycloneServer, 
 # --- tokens and errors -------------------------------------------------------------------
 
 
+async def test_users_roles_and_their_tokens_from_the_cli(server: CycloneServer,
+                                                         demo: GitRepo) -> None:
+    env = server.env
+    await ok(env, "project", "add", "demo", demo.url)
+    await ok(env, "project", "add", "other", demo.url)
+    added = await cyclone(env, "user", "add", "alice", "--role", "demo=viewer",
+                          stdin="alice's long password\n")
+    assert (added.code, added.out.strip()) == (0, "user alice added")
+    listed = await ok(env, "user", "list")
+    assert re.search(r"^alice\s+demo=viewer$", listed, re.MULTILINE), listed
+    token = (await cyclone(env, "token", "create", "alice-cli", "--user", "alice")).out.strip()
+    as_alice = {**without_token(env), "CYCLONE_TOKEN": token}
+
+    refused = await cyclone(as_alice, "trigger", "demo")
+    assert (refused.code, refused.err.strip()) == (
+        1, "cyclone: needs the developer role in project 'demo' (you have viewer)")
+    assert (await ok(env, "user", "grant", "alice", "demo", "developer")).strip() == (
+        "alice is developer in demo")
+    assert (await cyclone(as_alice, "trigger", "demo")).code == 0
+    assert [p["name"] for p in (await json_of(as_alice, "project", "list"))["projects"]] == [
+        "demo"]  # "other" is not hers to see
+    denied = await cyclone(as_alice, "user", "list")
+    assert (denied.code, denied.err.strip()) == (1, "cyclone: needs the admin role")
+
+    read_only = (await cyclone(as_alice, "token", "create", "ro", "--read-only")).out.strip()
+    as_reader = {**without_token(env), "CYCLONE_TOKEN": read_only}
+    assert (await json_of(as_reader, "runs"))["runs"]
+    refused = await cyclone(as_reader, "trigger", "demo")
+    assert (refused.code, refused.err.strip()) == (1, "cyclone: this token is read-only")
+
+    assert (await ok(env, "user", "rm", "alice")).strip() == (
+        "user alice removed, and their tokens revoked")
+    gone = await cyclone(as_reader, "runs")
+    assert gone.code == 1 and "invalid or revoked token" in gone.err
+
+
 async def test_token_create_list_revoke(server: CycloneServer) -> None:
     env = server.env
     created = await cyclone(env, "token", "create", "ci")
@@ -367,9 +405,10 @@ async def test_token_create_list_revoke(server: CycloneServer) -> None:
 
     as_ci = {**without_token(env), "CYCLONE_TOKEN": secret}
     assert (await json_of(as_ci, "runs"))["runs"] == []
-    refused = await cyclone(as_ci, "token", "list")
+    assert (await json_of(as_ci, "token", "list"))["tokens"] == []  # sees no one's tokens
+    refused = await cyclone(as_ci, "token", "create", "more")
     assert (refused.code, refused.err.strip()) == (
-        1, "cyclone: managing tokens needs an admin token")
+        1, "cyclone: a token of another user, or of no user, needs the admin role")
 
     assert (await ok(env, "token", "revoke", ci["id"])).strip() == f"token {ci['id']} revoked"
     revoked = await cyclone(env, "runs", "--token", secret)
