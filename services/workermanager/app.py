@@ -52,7 +52,8 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
             worker = WorkerManager(ports.store, ports.bus, ports.coord, executor,
                                    settings.worker_id, settings.worker_capacity,
                                    git_cache=settings.git_cache_dir,
-                                   lease_ttl=settings.worker_lease_s, log_limit=settings.step_log)
+                                   lease_ttl=settings.worker_lease_s, log_limit=settings.step_log,
+                                   step_resources=settings.step_resources)
             app[WORKER] = worker
             if ports.distributed:
                 await worker.reap_own(label)  # this incarnation has created nothing yet
