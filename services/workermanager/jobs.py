@@ -219,7 +219,7 @@ class JobRun:
                 return JobStatus.FAILURE, f"job timed out after {self.job.timeout_s:g}s"
             if ended.status != StepStatus.SUCCESS and not failed_step:
                 # what killed it, when the failure says more than its exit code
-                failed_step = step.name + (f" ({ended.reason})" if ended.out_of_memory else "")
+                failed_step = step.name + (f": {ended.reason}" if ended.out_of_memory else "")
         if failed_step:
             return JobStatus.FAILURE, f"step failed: {failed_step}"
         return JobStatus.SUCCESS, ""
