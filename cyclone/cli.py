@@ -33,6 +33,7 @@ from shared.events import decode
 from shared.logging import configure_logging
 from shared.pipeline import lint
 from shared.pipeline.diagnostics import Diagnostic
+from shared.pipeline.resources import UNKNOWN, Policy
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_LOGS, Message, Subscription
 from shared.projections.replay import replay_runs
 from shared.runstream import new_run_id
@@ -43,6 +44,7 @@ __all__ = ["main"]
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 PIPELINE_FILES = (".cyclone.yml", ".cyclone.yaml", "caicloud.yml", "caicloud.yaml")
 _RUN_ENDS = {t.TYPE: t for t in ev.TERMINAL_RUN_EVENTS}
+UNTRUSTED = Policy(trusted=False, project="NAME")  # `cyclone lint --untrusted`
 _LOG_QUIET_S = 0.1  # after the run ends, lines still in flight arrive within this
 
 
@@ -80,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
 
     lint_cmd = sub.add_parser("lint", help="check pipeline files")
     lint_cmd.add_argument("files", nargs="+")
+    lint_cmd.add_argument("--untrusted", action="store_true",
+                          help="check as for a project that is not trusted: privileged "
+                               "containers and volumes are errors (by default warnings, as "
+                               "no project is known)")
     lint_cmd.set_defaults(func=_lint)
 
     up = sub.add_parser("up", help="run the Cyclone server (API, services) on this machine")
@@ -138,7 +144,7 @@ def _hook_install(args: argparse.Namespace, settings: Settings) -> int:
 def _lint(args: argparse.Namespace, settings: Settings) -> int:
     worst = EXIT_OK
     for name in args.files:
-        diagnostics = _lint_file(Path(name))
+        diagnostics = _lint_file(Path(name), UNTRUSTED if args.untrusted else UNKNOWN)
         for diagnostic in diagnostics:
             print(diagnostic)
         if any(d.severity == "error" for d in diagnostics):
@@ -148,13 +154,13 @@ def _lint(args: argparse.Namespace, settings: Settings) -> int:
     return worst
 
 
-def _lint_file(path: Path) -> list[Diagnostic]:
+def _lint_file(path: Path, policy: Policy) -> list[Diagnostic]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return [Diagnostic(file=str(path), line=0, column=0, path="",
                            message=f"cannot read: {exc}")]
-    return lint(text, str(path))
+    return lint(text, str(path), policy)
 
 
 # --- run ---------------------------------------------------------------------------------

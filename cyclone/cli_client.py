@@ -152,6 +152,14 @@ def _project_flags(parser: argparse.ArgumentParser) -> None:
                              "the given set replaces the project's)")
     parser.add_argument("--max-concurrent", type=_count, metavar="N",
                         help="runs at once (0 = unlimited)")
+    parser.add_argument("--trusted", action=argparse.BooleanOptionalAction, default=None,
+                        help="admin only: its pipelines may run privileged containers and "
+                             "mount host paths (the Docker socket among them)")
+    for name, metavar, example in (("memory", "SIZE", "2GiB"), ("cpus", "N", "4"),
+                                   ("pids", "N", "4096")):
+        parser.add_argument(f"--max-{name}", metavar=metavar,
+                            help=f"admin only: the most a job's resources: may ask for "
+                                 f"{name} (e.g. {example}); those given replace the maximum")
 
 
 def _follow_flags(parser: argparse.ArgumentParser) -> None:
@@ -233,7 +241,23 @@ def _project_fields(args: argparse.Namespace) -> Json:
             fields[key] = getattr(args, flag)
     if args.env is not None:
         fields["env"] = dict(args.env)
+    if args.trusted is not None:
+        fields["trusted"] = args.trusted
+    maximum = {name: _number(value) for name in ("memory", "cpus", "pids")
+               if (value := getattr(args, f"max_{name}")) is not None}
+    if maximum:
+        fields["max_resources"] = maximum  # the server reads and checks each value
     return fields
+
+
+def _number(raw: str) -> str | int | float:
+    """``"4"`` -> 4, ``"0.5"`` -> 0.5, ``"2GiB"`` as written."""
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
 
 
 async def _project_add(args: argparse.Namespace, client: CycloneClient) -> int:
@@ -260,7 +284,8 @@ async def _project_update(args: argparse.Namespace, client: CycloneClient) -> in
     fields = _project_fields(args)
     if not fields:
         print("cyclone: nothing to update: give at least one of --repo, --branch, "
-              "--pipeline-file, --env, --max-concurrent", file=sys.stderr)
+              "--pipeline-file, --env, --max-concurrent, --trusted, --max-memory, --max-cpus, "
+              "--max-pids", file=sys.stderr)
         return EXIT_INVALID
     return _print_project(args, await client.update_project(args.name, fields))
 
@@ -280,10 +305,19 @@ def _print_project(args: argparse.Namespace, project: Json) -> int:
     _fields([("name", project["name"]), ("repo", project["repo"]),
              ("branch", project["default_branch"]), ("pipeline file", project["pipeline_file"]),
              ("max runs", _max_runs(project["max_concurrent_runs"])),
+             ("trusted", "yes" if project.get("trusted") else "no"),
+             ("max resources", _max_resources(project.get("max_resources") or {})),
              ("env", ", ".join(f"{k}={v}" for k, v in sorted(env.items())) or "-"),
              ("created", _when(project.get("created_at"))),
              ("updated", _when(project.get("updated_at")))])
     return EXIT_OK
+
+
+def _max_resources(maximum: Json) -> str:
+    shown = [f"memory {maximum['memory_shown']}" if "memory_shown" in maximum else "",
+             f"cpus {maximum['cpus']:g}" if "cpus" in maximum else "",
+             f"pids {maximum['pids']}" if "pids" in maximum else ""]
+    return ", ".join(part for part in shown if part) or "none"
 
 
 def _max_runs(value: object) -> str:

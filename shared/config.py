@@ -11,14 +11,18 @@ what it expected.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from shared.errors import ConfigError
+from shared.pipeline.resources import Resources, parse_cpus, parse_memory, parse_pids
 
-__all__ = ["DEFAULT_STEP_LOG", "Infra", "NotifySettings", "Settings", "SmtpSettings",
-           "StepLogLimit", "positive_int"]
+T = TypeVar("T")
+
+__all__ = ["DEFAULT_STEP_LOG", "DEFAULT_STEP_RESOURCES", "Infra", "NotifySettings", "Settings",
+           "SmtpSettings", "StepLogLimit", "positive_int", "step_resources"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class Settings:
     worker_drain_s: float  # CYCLONE_WORKER_DRAIN_S: at SIGTERM, running jobs' time to finish
     notify: NotifySettings  # CYCLONE_SMTP_*, CYCLONE_NOTIFY_*: how the notifier sends
     step_log: StepLogLimit  # CYCLONE_STEP_LOG_MAX_*: what one step may log
+    # CYCLONE_STEP_MEMORY, _CPUS, _PIDS: each container's limits when its job asks nothing
+    step_resources: Resources
     schedule_catch_up: bool  # CYCLONE_SCHEDULE_CATCHUP: one run for fires missed while down
     infra: Infra | None  # CYCLONE_BUS, _STORE, _COORD, _LOG_STORE: None when none is set
     hook_secret: str = field(repr=False)  # CYCLONE_HOOK_SECRET: `cyclone hook install`'s
@@ -67,6 +73,7 @@ class Settings:
             worker_drain_s=_seconds(env, "CYCLONE_WORKER_DRAIN_S", 10.0),
             notify=NotifySettings.from_env(env),
             step_log=StepLogLimit.from_env(env),
+            step_resources=step_resources(env),
             schedule_catch_up=_flag(env, "CYCLONE_SCHEDULE_CATCHUP", default=True,
                                     meaning="1 (run one run for fires missed while Cyclone "
                                             "was down) or 0 (skip them)"),
@@ -162,6 +169,30 @@ class StepLogLimit:
 
 
 DEFAULT_STEP_LOG = StepLogLimit()
+# Each step's and service's container limits when its job's ``resources:`` says nothing;
+# the swap is limited to the memory (the limit is real, nothing is swapped past it).
+DEFAULT_STEP_RESOURCES = Resources(memory=512 * 1024 * 1024, cpus=2.0, pids=4096)
+
+
+def step_resources(env: Mapping[str, str] | None = None) -> Resources:
+    """CYCLONE_STEP_MEMORY (a size: "512MiB", "2g"), CYCLONE_STEP_CPUS (2, 0.5) and
+    CYCLONE_STEP_PIDS (processes and threads at once), over ``DEFAULT_STEP_RESOURCES``."""
+    env = os.environ if env is None else env
+    default = DEFAULT_STEP_RESOURCES
+    return Resources(
+        memory=_parsed(env, "CYCLONE_STEP_MEMORY", parse_memory, default.memory),
+        cpus=_parsed(env, "CYCLONE_STEP_CPUS", parse_cpus, default.cpus),
+        pids=_parsed(env, "CYCLONE_STEP_PIDS", parse_pids, default.pids))
+
+
+def _parsed(env: Mapping[str, str], name: str, parse: Callable[[object], T], default: T) -> T:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return parse(int(raw) if raw.isdigit() else raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r}: {exc}") from None
 
 
 @dataclass(frozen=True)

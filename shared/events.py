@@ -522,6 +522,11 @@ class ProjectRegistered(Event):
     # (subject, text, html).
     notify: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
     email_templates: Mapping[str, str] = field(default_factory=dict)
+    # An admin's say-so: the pipeline may run privileged containers and mount host paths
+    # (the Docker socket among them). The most a job's ``resources:`` may ask, as
+    # ``shared.pipeline.resources.Resources.to_data`` ({} : no maximum).
+    trusted: bool = False
+    max_resources: Mapping[str, Any] = field(default_factory=dict)
 
 
 @_register

@@ -6,6 +6,7 @@ import pytest
 
 from shared.config import Settings
 from shared.errors import ConfigError
+from shared.pipeline.resources import Resources
 
 
 def test_the_public_url_defaults_to_where_the_server_listens() -> None:
@@ -20,10 +21,23 @@ def test_the_public_url_defaults_to_where_the_server_listens() -> None:
     ("CYCLONE_WORKER_DRAIN_S", "-1"),
     ("CYCLONE_WORKER_DRAIN_S", "soon"),
     ("CYCLONE_WORKER_CAPACITY", "0"),
+    ("CYCLONE_STEP_MEMORY", "lots"),
+    ("CYCLONE_STEP_MEMORY", "1MiB"),
+    ("CYCLONE_STEP_CPUS", "0"),
+    ("CYCLONE_STEP_PIDS", "many"),
 ])
 def test_a_bad_value_is_an_error_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_step_containers_are_limited_by_default_and_the_limits_can_be_set() -> None:
+    mib = 1024 * 1024
+    assert Settings.from_env({}).step_resources == Resources(memory=512 * mib, cpus=2,
+                                                             pids=4096)
+    assert Settings.from_env({"CYCLONE_STEP_MEMORY": "2g", "CYCLONE_STEP_CPUS": "0.5",
+                              "CYCLONE_STEP_PIDS": "100"}).step_resources == Resources(
+        memory=2048 * mib, cpus=0.5, pids=100)
 
 
 def test_the_drain_time_is_read_in_seconds() -> None:

@@ -7,6 +7,7 @@ from shared import events as ev
 from shared.events import NewEvent, RecordedEvent, run_stream
 from shared.forge import ForgeEvent
 from shared.pipeline.plan import JobSpec, Plan, StepSpec, When
+from shared.pipeline.resources import Policy, Resources
 from shared.projections.runs import RunView, fold
 from shared.status import JobStatus
 
@@ -139,6 +140,54 @@ def test_an_invalid_pipeline_errors_the_run_with_the_diagnostics() -> None:
     decided = decide(h.run, (".cyclone.yml", "jobs: ["), 4)
     assert len(decided) == 1 and isinstance(decided[0], ev.RunErrored)
     assert decided[0].reason.startswith("invalid pipeline:\n.cyclone.yml:1")
+
+
+DIND = """\
+jobs:
+  build:
+    image: docker:cli
+    resources: {memory: 1GiB}
+    steps:
+      - run: docker build .
+        volumes: [/var/run/docker.sock:/var/run/docker.sock]
+"""
+
+
+def test_an_untrusted_projects_run_asking_for_the_docker_socket_errors_before_it_starts(
+        ) -> None:
+    h = History(job("a"))
+    h.events = h.events[:1]  # requested only
+    decided = decide(h.run, (".cyclone.yml", DIND), 4,
+                     policy=Policy(trusted=False, project="demo"))
+    assert len(decided) == 1 and isinstance(decided[0], ev.RunErrored)
+    assert decided[0].reason.startswith(
+        "invalid pipeline:\n.cyclone.yml:7: jobs.build.steps[0].volumes[0]: mounting the "
+        "Docker socket")
+    assert "cyclone project update demo --trusted" in decided[0].reason
+
+
+def test_a_trusted_projects_run_is_planned_with_the_socket_and_its_maximum() -> None:
+    h = History(job("a"))
+    h.events = h.events[:1]
+    most = Resources(memory=2 * 1024**3)
+    decided = decide(h.run, (".cyclone.yml", DIND), 4,
+                     policy=Policy(trusted=True, project="demo", max_resources=most))
+    planned = decided[0]
+    assert isinstance(planned, ev.RunPlanned)
+    assert planned.plan.job("build").steps[0].volumes == (
+        "/var/run/docker.sock:/var/run/docker.sock",)
+    assert planned.plan.max_resources == most
+    assert decided[1:] == [ev.JobQueued(job="build")]
+
+
+def test_a_job_asking_more_than_its_projects_maximum_errors_the_run() -> None:
+    h = History(job("a"))
+    h.events = h.events[:1]
+    decided = decide(h.run, (".cyclone.yml", DIND), 4, policy=Policy(
+        trusted=True, project="demo", max_resources=Resources(memory=512 * 1024**2)))
+    assert isinstance(decided[0], ev.RunErrored)
+    assert ("jobs.build.resources.memory: 1 GiB is above the maximum of project 'demo' "
+            "(512 MiB)") in decided[0].reason
 
 
 def test_a_run_without_a_known_pipeline_file_gets_one_checkout_then_is_planned() -> None:

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from shared import cron
 from shared.email_templates import check_template
-from shared.pipeline.schema import NotifyRuleModel
+from shared.pipeline.schema import NotifyRuleModel, ResourcesModel
 from shared.projections.projects import FORGE_API_URLS
 
 __all__ = ["MAX_RULES", "MAX_SCHEDULES", "EmailTemplates", "ForgePatch", "ForgeSettingsBody",
@@ -159,6 +159,8 @@ class ProjectCreate(_Body):
     schedules: _Schedules = []
     notify: _Rules = []  # rule names unique; ${NAME}s set in env (checked by the handler)
     email_templates: EmailTemplates | None = None
+    trusted: bool = False  # admin only: privileged containers, host volumes
+    max_resources: ResourcesModel | None = None  # admin only: what a job may ask at most
 
     _branch = field_validator("default_branch")(check_ref)
     _env = field_validator("env")(_check_env)
@@ -176,6 +178,8 @@ class ProjectPatch(_Body):
     schedules: _Schedules | None = None  # []: no schedule any more
     notify: _Rules | None = None  # the whole list again; []: no rule any more
     email_templates: EmailTemplates | None = None  # all of them again; {}: the shipped ones
+    trusted: bool | None = None  # admin only
+    max_resources: ResourcesModel | None = None  # admin only; the whole block; {}: no maximum
 
     @field_validator("default_branch")
     @classmethod

@@ -37,11 +37,12 @@ from shared.logging import HIDDEN
 from shared.pipeline.compile import notify_rules
 from shared.pipeline.loader import format_path
 from shared.pipeline.notify import VARIABLE
-from shared.pipeline.schema import NotifyRuleModel, duplicate_rules, explain
+from shared.pipeline.resources import Resources
+from shared.pipeline.schema import NotifyRuleModel, ResourcesModel, duplicate_rules, explain
 from shared.ports.eventstore import EventStore
 from shared.projections.projects import ProjectView, fold_project, project_stream
 
-__all__ = ["get_project", "project_routes", "require_project"]
+__all__ = ["get_project", "project_routes", "require_admin", "require_project"]
 
 _B = TypeVar("_B", bound=BaseModel)
 
@@ -71,10 +72,14 @@ async def _append(request: web.Request, name: str, event: ev.Event, expected_seq
 async def _create(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     body = _validated(ProjectCreate, await request.json())
+    if body.trusted or body.max_resources is not None:
+        require_admin(request, "trusted, max_resources")
     existing = fold_project(await ctx.store.read(project_stream(body.name)))
     if existing is not None and not existing.deleted:
         raise ApiError(409, f"project {body.name!r} already exists")
-    fields = body.model_dump(exclude={"forge", "hook_secret", "notify", "email_templates"})
+    fields = body.model_dump(exclude={"forge", "hook_secret", "notify", "email_templates",
+                                      "max_resources"})
+    fields["max_resources"] = _resources_data(body.max_resources)
     forge = body.forge.model_dump() if body.forge else {}
     fields["notify"] = _rules_data(body.notify, body.env)
     fields["email_templates"] = body.email_templates.to_data() if body.email_templates else {}
@@ -108,7 +113,12 @@ async def _update(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     view = await require_project(ctx.store, request.match_info["name"])
     body = _validated(ProjectPatch, await request.json())
-    changes = body.model_dump(exclude_none=True, exclude={"forge", "notify", "email_templates"})
+    if body.trusted is not None or body.max_resources is not None:
+        require_admin(request, "trusted, max_resources")
+    changes = body.model_dump(exclude_none=True, exclude={"forge", "notify", "email_templates",
+                                                         "max_resources"})
+    if body.max_resources is not None:
+        changes["max_resources"] = _resources_data(body.max_resources)
     if body.env is not None:
         changes["env"] = _env_change(view, body.env)
     if "forge" in body.model_fields_set:
@@ -120,6 +130,19 @@ async def _update(request: web.Request) -> web.Response:
     if changes:
         await _append(request, view.name, ev.ProjectUpdated(changes=changes), view.last_seq)
     return web.json_response((await require_project(ctx.store, view.name)).to_json())
+
+
+def require_admin(request: web.Request, what: str) -> None:
+    """Who may change what a project's pipelines may do on the Docker host (``what``): an
+    admin, not a project's maintainer (the route's own rule)."""
+    if not principal_of(request).admin:
+        raise ApiError(403, f"changing {what} needs the admin role")
+
+
+def _resources_data(model: ResourcesModel | None) -> dict[str, Any]:
+    if model is None:
+        return {}
+    return Resources(memory=model.memory, cpus=model.cpus, pids=model.pids).to_data()
 
 
 def _env_change(view: ProjectView, env: Mapping[str, str]) -> dict[str, str]:

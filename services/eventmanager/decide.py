@@ -10,8 +10,10 @@ Rules:
 
 * a run waits while its project is at its ``max_concurrent_runs`` (``admitted``);
 * a run whose pipeline file is not known yet gets its checkout queued, once;
-* a run whose file is known is planned (compiled from that content), or errored
-  when the file is invalid;
+* a run whose file is known is planned (compiled from that content for its project's
+  ``policy``: privileged containers and host volumes only in a trusted project,
+  resources up to its maximum), or errored when the file is invalid, before any
+  container starts;
 * a pending job whose needs have all ended is queued when its ``when`` matches the
   run's branch and trigger and its ``when.status`` matches its needs' outcome
   (failure when any need failed or was skipped because of a failure), else skipped
@@ -31,6 +33,7 @@ from shared.errors import PipelineError
 from shared.forge import ForgeEvent
 from shared.pipeline import load, triggers
 from shared.pipeline.plan import Plan
+from shared.pipeline.resources import Policy
 from shared.projections.runs import JobView, RunView, apply_event
 from shared.status import JOB_DONE, JobStatus
 
@@ -38,12 +41,14 @@ __all__ = ["decide"]
 
 
 PipelineSource = tuple[str, str]  # (file name, content)
+UNTRUSTED = Policy(trusted=False)  # a run whose project is not known: nothing extra allowed
 _ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 
 
 def decide(run: RunView | None, source: PipelineSource | None,
            max_parallel_jobs: int, admitted: bool = True,
-           secrets: Mapping[str, bool] | None = None) -> list[ev.Event]:
+           secrets: Mapping[str, bool] | None = None,
+           policy: Policy = UNTRUSTED) -> list[ev.Event]:
     if run is None or run.done:
         return []
     if run.plan is None:
@@ -53,7 +58,7 @@ def decide(run: RunView | None, source: PipelineSource | None,
             return []  # the project is at its max_concurrent_runs: wait
         if source is None:
             return [ev.CheckoutQueued()] if not run.checkout else []
-        return _plan(source, run, max_parallel_jobs, secrets)
+        return _plan(source, run, max_parallel_jobs, secrets, policy)
     plan = run.plan
     if run.cancel_requested:
         return _cancel(run)
@@ -93,11 +98,11 @@ def _not_triggered(plan: Plan, run: RunView) -> str:
 
 
 def _plan(source: PipelineSource, run: RunView, max_parallel_jobs: int,
-          secrets: Mapping[str, bool] | None) -> list[ev.Event]:
+          secrets: Mapping[str, bool] | None, policy: Policy) -> list[ev.Event]:
     file, text = source
     implicit = [name for name, given in (secrets or {}).items() if given]
     try:
-        result = load(text, file, secrets=secrets, implicit=implicit)
+        result = load(text, file, policy, secrets=secrets, implicit=implicit)
     except PipelineError as exc:
         return [ev.RunErrored(reason=f"invalid pipeline:\n{exc}")]
     skip = _not_triggered(result.plan, run)

@@ -36,10 +36,11 @@ from shared.keys import (
     claim_key,
 )
 from shared.metrics import FunctionCollector, Timings
+from shared.pipeline.resources import LOCAL, Policy
 from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.ports.coordination import Coordinator, Watch, WatchEvent
 from shared.ports.eventstore import EventStore
-from shared.projections.projects import fold_project, project_stream
+from shared.projections.projects import ProjectView, fold_project, project_stream
 from shared.projections.replay import replay_runs
 from shared.projections.runs import RunView, fold, run_id_of
 from shared.retry import Backoff, is_transient
@@ -224,7 +225,8 @@ class EventManager:
         current = await self.runs.load(run_id)
         if current is None:
             return None
-        limit = await self._limit(current)
+        project = await self._project(current)
+        limit = project.max_concurrent_runs if project else 0
         verdict = await self.admissions.admit(current, limit)
         if verdict == "behind" and wake:
             await self._wake(current.project)  # the older runs first; this one is among them
@@ -234,7 +236,8 @@ class EventManager:
         secrets = await self._secret_names(current) if source is not None else None
         admitted = verdict == "admitted"
         result = await self.runs.append(
-            run_id, lambda run: decide(run, source, self.max_parallel_jobs, admitted, secrets))
+            run_id, lambda run: decide(run, source, self.max_parallel_jobs, admitted, secrets,
+                                       _policy(current, project)))
         run = fold(result.appended, result.run)  # the state after what was just appended
         if run is not None:
             await self._signal_cancel(run)
@@ -249,10 +252,15 @@ class EventManager:
 
     async def _limit(self, run: RunView) -> int:
         """The run's project's max_concurrent_runs (0: none; `cyclone run` has no project)."""
+        project = await self._project(run)
+        return project.max_concurrent_runs if project else 0
+
+    async def _project(self, run: RunView) -> ProjectView | None:
+        """The run's project (None: deleted, unknown, or `cyclone run`, which has none)."""
         if run.trigger == "cli":
-            return 0
+            return None
         project = await self.projects.load(project_stream(run.project))
-        return project.max_concurrent_runs if project and not project.deleted else 0
+        return project if project and not project.deleted else None
 
     async def _secret_names(self, run: RunView) -> dict[str, bool]:
         """The secrets the run may ask for by name (True: implicit): only names are read,
@@ -279,6 +287,15 @@ class EventManager:
             await self.coord.delete(key)
         elif run.cancel_requested and any(j.status == JobStatus.RUNNING for j in run.jobs):
             await self.coord.put(key, b"cancel")
+
+
+def _policy(run: RunView, project: ProjectView | None) -> Policy:
+    """What the run's pipeline may ask of the Docker host: `cyclone run` runs on its
+    user's own machine and Docker (anything); a server's run, what its project allows
+    (an unknown project: nothing extra)."""
+    if run.trigger == "cli":
+        return LOCAL
+    return project.policy if project else Policy(trusted=False, project=run.project)
 
 
 # Events after which the run's state machine has nothing to decide: its own queueing of

@@ -55,7 +55,7 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
                                    settings.worker_id, settings.worker_capacity,
                                    git_cache=settings.git_cache_dir,
                                    lease_ttl=settings.worker_lease_s, log_limit=settings.step_log,
-                                   secrets=secrets)
+                                   secrets=secrets, step_resources=settings.step_resources)
             app[WORKER] = worker
             if ports.distributed:
                 await worker.reap_own(label)  # this incarnation has created nothing yet

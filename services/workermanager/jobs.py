@@ -15,6 +15,7 @@ gives the attempt number (``CYCLONE_JOB_ATTEMPT``) and the worker.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,12 +27,13 @@ from shared import events as ev
 from shared.config import DEFAULT_STEP_LOG, StepLogLimit
 from shared.errors import ExecutorError
 from shared.events import utc_now
-from shared.pipeline.plan import JobSpec, StepSpec
+from shared.pipeline.plan import JobSpec, Plan, StepSpec
+from shared.pipeline.resources import Resources, oom_message
 from shared.ports.executor import Executor, LogSink, RunContext, StepOutcome
 from shared.projections.runs import RunView
 from shared.status import JobStatus, StepStatus
 
-__all__ = ["ATTEMPT_STEP", "JobRun", "Report", "StepLog", "step_env"]
+__all__ = ["ATTEMPT_STEP", "JobRun", "Report", "StepLog", "effective_job", "step_env"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,15 @@ def step_env(run: RunView, job: JobSpec, step: StepSpec) -> dict[str, str]:
         "CYCLONE_EVENT": run.trigger,
     })
     return env
+
+
+def effective_job(plan: Plan, name: str, defaults: Resources) -> JobSpec:
+    """The job as its containers run: what its ``resources:`` asks, the worker's
+    ``defaults`` for the rest, these capped at the project's maximum (which lint held
+    the job's own request to)."""
+    job = plan.job(name)
+    resources = job.resources.over(defaults.capped(plan.max_resources))
+    return dataclasses.replace(job, resources=resources)
 
 
 def _attempt(run: RunView, job: str) -> int:
@@ -110,6 +121,7 @@ class _Ended:
     status: StepStatus  # success failure timeout cancelled errored
     exit_code: int | None
     reason: str = ""
+    out_of_memory: bool = False
 
 
 class JobRun:
@@ -211,8 +223,9 @@ class JobRun:
                 return JobStatus.ERRORED, ended.reason
             if ended.status == StepStatus.TIMEOUT and self._job_timed_out():
                 return JobStatus.FAILURE, f"job timed out after {self.job.timeout_s:g}s"
-            if ended.status != StepStatus.SUCCESS:
-                failed_step = failed_step or step.name
+            if ended.status != StepStatus.SUCCESS and not failed_step:
+                # what killed it, when the failure says more than its exit code
+                failed_step = step.name + (f": {ended.reason}" if ended.out_of_memory else "")
         if failed_step:
             return JobStatus.FAILURE, f"step failed: {failed_step}"
         return JobStatus.SUCCESS, ""
@@ -287,6 +300,10 @@ class JobRun:
                           f"step timed out after {step.timeout_s:g}s")
         if outcome.exit_code == 0:
             return _Ended(StepStatus.SUCCESS, 0)
+        if outcome.out_of_memory:  # a bare 137 would not say why
+            reason = oom_message(self.job.resources.memory)
+            await on_log("stderr", utc_now(), f"cyclone: {reason}")
+            return _Ended(StepStatus.FAILURE, outcome.exit_code, reason, out_of_memory=True)
         return _Ended(StepStatus.FAILURE, outcome.exit_code, f"exit code {outcome.exit_code}")
 
     def _job_timed_out(self) -> bool:

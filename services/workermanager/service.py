@@ -54,17 +54,18 @@ from services.workermanager.claims import (
     wait_handed_back,
 )
 from services.workermanager.host import Host
-from services.workermanager.jobs import JobRun
+from services.workermanager.jobs import JobRun, effective_job
 from services.workermanager.lease import WorkerLease
 from services.workermanager.logship import LogShipper
 from services.workermanager.secrets import JobSecrets
 from services.workermanager.source_resolver import SourceResolver
 from shared import events as ev
-from shared.config import DEFAULT_STEP_LOG, StepLogLimit
+from shared.config import DEFAULT_STEP_LOG, DEFAULT_STEP_RESOURCES, StepLogLimit
 from shared.consume import consume
 from shared.errors import CycloneError
 from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode
 from shared.keys import CHECKOUT, cancel_key, claim_key
+from shared.pipeline.resources import Resources
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, Bus, Message
 from shared.ports.coordination import Coordinator
 from shared.ports.eventstore import EventStore
@@ -86,9 +87,11 @@ class WorkerManager:
     def __init__(self, store: EventStore, bus: Bus, coord: Coordinator, executor: Executor,
                  worker_id: str, capacity: int, git_cache: Path,
                  lease_ttl: float = 10.0, log_limit: StepLogLimit = DEFAULT_STEP_LOG,
-                 secrets: SecretStore | None = None) -> None:
+                 secrets: SecretStore | None = None,
+                 step_resources: Resources = DEFAULT_STEP_RESOURCES) -> None:
         self.log_limit = log_limit
         self.secrets = secrets  # None: no key, steps asking for secrets are told so
+        self.step_resources = step_resources  # each container's limits when its job asks none
         self.git_cache = git_cache
         self.store = store
         self.runs = RunStates(store)
@@ -262,7 +265,7 @@ class WorkerManager:
         return await self._run(run_id, name, started)
 
     async def _run(self, run_id: str, name: str, started: Started) -> int | None:
-        spec = started.plan.job(name)
+        spec = effective_job(started.plan, name, self.step_resources)
         shipper = LogShipper(self.bus, run_id, attempt=started.attempt)
         job = JobRun(started.run, spec, self.executor, RunContext(run_id=run_id),
                      report=self.claims.reporter(run_id, name, started.attempt),

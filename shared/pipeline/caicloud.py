@@ -16,8 +16,10 @@ needing the previous present one:
 
 ``image: BUILT_IMAGE`` (the original's marker for the image the build section
 produced) is kept as the string ``BUILT_IMAGE`` for the runtime to replace.
-Container keys of the original that this runner does not honour (volumes, ports,
-links, ...) give a warning; unknown keys are errors.
+``privileged`` and ``volumes`` (the original mounted the Docker socket for
+Docker-in-Docker) are passed through for a trusted project only, errors in another
+(``shared.pipeline.trust``). Container keys of the original that this runner does not
+honour (ports, links, ...) give a warning; unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 from shared.pipeline.diagnostics import Diagnostic
 from shared.pipeline.loader import Path, Reporter, ordered, parse
 from shared.pipeline.plan import BuildSpec, JobSpec, Plan, ServiceSpec, StepSpec
+from shared.pipeline.resources import UNKNOWN, Policy
 from shared.pipeline.schema import (
     CaiBuild,
     CaiDeploy,
@@ -37,15 +40,15 @@ from shared.pipeline.schema import (
     CaiService,
     validate,
 )
+from shared.pipeline.trust import check_privileged, check_volumes, mountable
 
 __all__ = ["BUILT_IMAGE", "SECTIONS", "CheckedCaicloud", "check_caicloud", "translate"]
 
 BUILT_IMAGE = "BUILT_IMAGE"
 SECTIONS = ("pre_build", "build", "integration", "post_build", "deploy")
 _RUN_SECTIONS = ("pre_build", "integration", "post_build")
-_IGNORED = ("name", "pull", "privileged", "ports", "links", "entrypoint", "extra_hosts",
-            "volumes", "devices", "net", "dns", "auth_config", "mem_limit", "cpuset",
-            "oom_kill_disable", "outputs")
+_IGNORED = ("name", "pull", "ports", "links", "entrypoint", "extra_hosts", "devices", "net",
+            "dns", "auth_config", "mem_limit", "cpuset", "oom_kill_disable", "outputs")
 _CLUSTER_KEYS = ("type", "host", "token", "cluster", "namespace", "deployment", "containers")
 
 
@@ -56,8 +59,10 @@ class CheckedCaicloud:
     jobs: list[JobSpec] = field(default_factory=list)
 
 
-def check_caicloud(text: str, file: str) -> tuple[CheckedCaicloud | None, list[Diagnostic]]:
-    """Lint a ``caicloud.yml``; the translated jobs come back only when there is no error."""
+def check_caicloud(text: str, file: str, policy: Policy = UNKNOWN,
+                   ) -> tuple[CheckedCaicloud | None, list[Diagnostic]]:
+    """Lint a ``caicloud.yml`` for a project with ``policy``; the translated jobs come back
+    only when there is no error."""
     parsed = parse(text, file)
     if parsed.document is None:
         return None, parsed.diagnostics
@@ -71,7 +76,7 @@ def check_caicloud(text: str, file: str) -> tuple[CheckedCaicloud | None, list[D
     for section in SECTIONS:
         if section not in data:
             continue
-        job = _section(report, section, data[section], has_build)
+        job = _section(report, section, data[section], has_build, policy)
         if job is not None:
             jobs.append(job)
     if isinstance(document.data, dict) and not any(s in data for s in SECTIONS):
@@ -97,7 +102,8 @@ def _errors(report: Reporter) -> bool:
     return any(d.severity == "error" for d in report.diagnostics)
 
 
-def _section(report: Reporter, section: str, raw: Any, has_build: bool) -> JobSpec | None:
+def _section(report: Reporter, section: str, raw: Any, has_build: bool,
+             policy: Policy) -> JobSpec | None:
     if section == "build":
         return _build(report, {} if raw is None else raw)
     if section == "deploy":
@@ -116,8 +122,11 @@ def _section(report: Reporter, section: str, raw: Any, has_build: bool) -> JobSp
     if model.services is not None and section != "integration":
         report.error((*base, "services"), "services are supported in integration only",
                      at_key=True)
-    services = _services(report, base, model.services or {}, has_build)
-    step = StepSpec(name=section, image=image or "", commands=tuple(model.commands or ()))
+    services = _services(report, base, model.services or {}, has_build, policy)
+    _check_host_access(report, base, model, policy)
+    step = StepSpec(name=section, image=image or "", commands=tuple(model.commands or ()),
+                    privileged=bool(model.privileged),
+                    volumes=tuple(filter(mountable, model.volumes or ())))
     return JobSpec(name=section, image=image or "", steps=(step,),
                    env=_env(model.environment), services=services)
 
@@ -182,12 +191,13 @@ def _deploy(report: Reporter, raw: Any, has_build: bool) -> JobSpec | None:
 
 
 def _services(report: Reporter, base: Path, raw: dict[str, CaiService | None],
-              has_build: bool) -> tuple[ServiceSpec, ...]:
+              has_build: bool, policy: Policy) -> tuple[ServiceSpec, ...]:
     out: list[ServiceSpec] = []
     for name, service in raw.items():
         where: Path = (*base, "services", name)
         service = service or CaiService()
         _ignored(report, where, service)
+        _check_host_access(report, where, service, policy)
         image = service.image or name  # the original: a service's image defaults to its name
         _built_image(report, (*where, "image"), image, has_build, "integration")
         if service.command is not None and service.commands is not None:
@@ -197,8 +207,15 @@ def _services(report: Reporter, base: Path, raw: dict[str, CaiService | None],
         if service.commands:  # a script, as the original's sections run commands
             command = ("/bin/sh", "-c", " && ".join(service.commands))
         out.append(ServiceSpec(name=name, image=image, env=_env(service.environment),
-                               command=command))
+                               command=command, privileged=bool(service.privileged),
+                               volumes=tuple(filter(mountable, service.volumes or ()))))
     return tuple(out)
+
+
+def _check_host_access(report: Reporter, base: Path, model: CaiSection | CaiService,
+                       policy: Policy) -> None:
+    check_privileged(report, (*base, "privileged"), model.privileged, policy)
+    check_volumes(report, (*base, "volumes"), model.volumes, policy)
 
 
 def _ignored(report: Reporter, base: Path, model: CaiSection | CaiService) -> None:

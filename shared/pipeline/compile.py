@@ -32,6 +32,7 @@ and otherwise compiles. It never raises anything else, whatever the text.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import re
@@ -47,10 +48,12 @@ from shared.pipeline.lint import (
     check_cyclone,
     check_secrets,
     detect_format,
+    resources_of,
 )
 from shared.pipeline.loader import ordered
 from shared.pipeline.notify import DEFAULT_WHEN, Channel, NotifyRule
 from shared.pipeline.plan import JobSpec, Plan, ServiceSpec, StepSpec, When
+from shared.pipeline.resources import UNKNOWN, Policy
 from shared.pipeline.schema import (
     JobModel,
     NotifyRuleModel,
@@ -63,6 +66,7 @@ from shared.pipeline.schema import (
     rule_names,
 )
 from shared.pipeline.triggers import Filter, PullRequestTrigger, PushTrigger, Triggers
+from shared.pipeline.trust import mountable
 
 __all__ = ["LoadResult", "combinations", "compile_cyclone", "job_name", "load",
            "matrix_env_key", "notify_rules", "triggers_of"]
@@ -76,23 +80,25 @@ class LoadResult:
     warnings: list[Diagnostic]
 
 
-def load(text: str, file: str, secrets: Collection[str] | None = None,
+def load(text: str, file: str, policy: Policy = UNKNOWN, secrets: Collection[str] | None = None,
          implicit: Collection[str] = ()) -> LoadResult:
-    """Lint and compile ``text`` (read as ``file``); raise ``PipelineError`` on any error.
+    """Lint and compile ``text`` (read as ``file``) for a project with ``policy``; raise
+    ``PipelineError`` on any error. The plan records the project's maximum resources.
     ``secrets``: the names the run may ask for (None: not known here, not checked);
     ``implicit``: those given to every step anyway (``check_secrets``)."""
     plan: Plan | None
     if detect_format(text, file) == "caicloud":
-        cai, diagnostics = caicloud.check_caicloud(text, file)
+        cai, diagnostics = caicloud.check_caicloud(text, file, policy)
         plan = caicloud.translate(cai, file) if cai is not None else None
     else:
-        checked, diagnostics = check_cyclone(text, file)
+        checked, diagnostics = check_cyclone(text, file, policy)
         plan = compile_cyclone(checked, file) if checked is not None else None
         if plan is not None and secrets is not None:
             diagnostics = ordered([*diagnostics, *check_secrets(text, file, secrets, implicit)])
             plan = None if any(d.severity == "error" for d in diagnostics) else plan
     if plan is None:
         raise PipelineError(diagnostics)
+    plan = dataclasses.replace(plan, max_resources=policy.max_resources)
     return LoadResult(plan, [d for d in diagnostics if d.severity == "warning"])
 
 
@@ -197,10 +203,8 @@ def _job(name: str, job: JobModel, combo: dict[str, str], needs: tuple[str, ...]
     env.update({k: sub(v) for k, v in (job.env or {}).items()})
     env.update({matrix_env_key(k): v for k, v in combo.items()})
     image = sub(job.image) if job.image else ""
-    services = (
-        [(n, s.image, s.env, s.command) for n, s in job.services.items()]
-        if isinstance(job.services, dict)
-        else [(s.name, s.image, s.env, s.command) for s in job.services or []])
+    services = (list(job.services.items()) if isinstance(job.services, dict)
+                else [(s.name, s) for s in job.services or []])
     return JobSpec(
         name=name,
         image=image,
@@ -209,12 +213,15 @@ def _job(name: str, job: JobModel, combo: dict[str, str], needs: tuple[str, ...]
         env=env,
         needs=needs,
         services=tuple(
-            ServiceSpec(name=n, image=sub(img), env={k: sub(v) for k, v in (e or {}).items()},
-                        command=tuple(cmd))
-            for n, img, e, cmd in services),
+            ServiceSpec(name=n, image=sub(s.image),
+                        env={k: sub(v) for k, v in (s.env or {}).items()},
+                        command=tuple(s.command), privileged=s.privileged,
+                        volumes=tuple(filter(mountable, s.volumes)))
+            for n, s in services),
         timeout_s=job.timeout,
         when=when_of(job.when),
         matrix=dict(combo),
+        resources=resources_of(job),
     )
 
 
@@ -229,6 +236,8 @@ def _step(index: int, step: StepModel, job_image: str, sub: Callable[[str], str]
         retry=step.retry,
         when=when_of(step.when),
         secrets=tuple(dict.fromkeys([*job_secrets, *step.secrets])),
+        privileged=step.privileged,
+        volumes=tuple(filter(mountable, step.volumes)),
     )
 
 

@@ -21,6 +21,7 @@ from shared.pipeline import caicloud
 from shared.pipeline.diagnostics import Diagnostic
 from shared.pipeline.loader import Path, Reporter, ordered, parse
 from shared.pipeline.notify import VARIABLE
+from shared.pipeline.resources import UNKNOWN, Policy, Resources
 from shared.pipeline.schema import (
     ON_EVENTS,
     CycloneFile,
@@ -32,6 +33,7 @@ from shared.pipeline.schema import (
     kind,
     validate,
 )
+from shared.pipeline.trust import check_privileged, check_resources, check_volumes
 
 __all__ = [
     "JOBS_LIMIT",
@@ -44,6 +46,7 @@ __all__ = [
     "check_secrets",
     "detect_format",
     "lint",
+    "resources_of",
 ]
 
 JOB_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -68,11 +71,12 @@ class CheckedCyclone:
     notify: tuple[NotifyRuleModel, ...] = ()  # in file order
 
 
-def lint(text: str, file: str) -> list[Diagnostic]:
-    """Every problem in ``text`` (read as ``file``): errors first, then warnings."""
+def lint(text: str, file: str, policy: Policy = UNKNOWN) -> list[Diagnostic]:
+    """Every problem in ``text`` (read as ``file``) for a project with ``policy`` (default:
+    none known): errors first, then warnings."""
     if detect_format(text, file) == "caicloud":
-        return caicloud.check_caicloud(text, file)[1]
-    return check_cyclone(text, file)[1]
+        return caicloud.check_caicloud(text, file, policy)[1]
+    return check_cyclone(text, file, policy)[1]
 
 
 def detect_format(text: str, file: str) -> Literal["cyclone", "caicloud"]:
@@ -91,8 +95,10 @@ def detect_format(text: str, file: str) -> Literal["cyclone", "caicloud"]:
     return "caicloud" if is_cai else "cyclone"
 
 
-def check_cyclone(text: str, file: str) -> tuple[CheckedCyclone | None, list[Diagnostic]]:
-    """Lint a ``.cyclone.yml``; the checked file comes back only when there is no error."""
+def check_cyclone(text: str, file: str, policy: Policy = UNKNOWN,
+                  ) -> tuple[CheckedCyclone | None, list[Diagnostic]]:
+    """Lint a ``.cyclone.yml`` for a project with ``policy``; the checked file comes back
+    only when there is no error."""
     parsed = parse(text, file)
     if parsed.document is None:
         return None, parsed.diagnostics
@@ -120,6 +126,7 @@ def check_cyclone(text: str, file: str) -> tuple[CheckedCyclone | None, list[Dia
         _check_steps(report, name, raw_jobs[name])
     for name, job in jobs.items():
         _check_job(report, name, job, top.env if top else None)
+        _check_host_access(report, ("jobs", name), job, policy)
     total = sum(math.prod(len(v) for v in (job.matrix or {}).values()) for job in jobs.values())
     if total > JOBS_LIMIT:
         report.error(("jobs",), f"the matrices expand to {total} jobs (at most {JOBS_LIMIT})")
@@ -221,6 +228,28 @@ def _check_job(report: Reporter, name: str, job: JobModel, global_env: dict[str,
             if ref not in keys:
                 known = f"{did_you_mean(ref, sorted(keys))}" if keys else " (the job has no matrix)"
                 report.error(path, f"unknown matrix key '{ref}'{known}")
+
+
+def _check_host_access(report: Reporter, base: Path, job: JobModel, policy: Policy) -> None:
+    """Privileged containers, volumes and resources, against the project's policy."""
+    for i, step in enumerate(job.steps):
+        check_privileged(report, (*base, "steps", i, "privileged"), step.privileged, policy)
+        check_volumes(report, (*base, "steps", i, "volumes"), step.volumes, policy)
+    services = (job.services.items() if isinstance(job.services, dict)
+                else enumerate(job.services or []))
+    for ref, service in services:
+        where: Path = (*base, "services", ref)
+        check_privileged(report, (*where, "privileged"), service.privileged, policy)
+        check_volumes(report, (*where, "volumes"), service.volumes, policy)
+    if job.resources is not None:
+        check_resources(report, (*base, "resources"), resources_of(job), policy)
+
+
+def resources_of(job: JobModel) -> Resources:
+    asked = job.resources
+    if asked is None:
+        return Resources()
+    return Resources(memory=asked.memory, cpus=asked.cpus, pids=asked.pids)
 
 
 def _check_services(report: Reporter, base: Path, job: JobModel) -> None:

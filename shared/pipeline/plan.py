@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.pipeline.notify import NotifyRule, rules_from_data
+from shared.pipeline.resources import Resources
 from shared.pipeline.triggers import Triggers
 
 __all__ = ["BuildSpec", "JobSpec", "Plan", "ServiceSpec", "StepSpec", "When"]
@@ -61,6 +62,8 @@ class ServiceSpec:
     image: str
     env: dict[str, str] = field(default_factory=dict)
     command: tuple[str, ...] = ()  # arguments; empty keeps the image's default
+    privileged: bool = False  # lint lets only a trusted project's pipeline ask
+    volumes: tuple[str, ...] = ()  # SOURCE:TARGET[:MODE]; trusted projects only
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ class StepSpec:
     # The secrets (project's or global) the step is given as env variables: its job's
     # ``secrets:`` and its own. Recorded only when there are some.
     secrets: tuple[str, ...] = ()
+    privileged: bool = False  # lint lets only a trusted project's pipeline ask
+    volumes: tuple[str, ...] = ()  # SOURCE:TARGET[:MODE]; trusted projects only
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,8 @@ class JobSpec:
     timeout_s: float | None = None
     when: When = field(default_factory=When)
     matrix: dict[str, str] = field(default_factory=dict)  # this expansion's values
+    # what the file asks for its containers; the worker lays it over its defaults
+    resources: Resources = field(default_factory=Resources)
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,8 @@ class Plan:
     triggers: Triggers = field(default_factory=Triggers)
     # the file's ``notify:``; a plan recorded before rules existed reads as ()
     notify: tuple[NotifyRule, ...] = ()
+    # the project's maximum when the run was planned: the worker's defaults are capped to it
+    max_resources: Resources = field(default_factory=Resources)
 
     def job(self, name: str) -> JobSpec:
         return self._jobs_by_name[name]
@@ -126,6 +135,8 @@ class Plan:
             and job.when.runs_on(STATUS_SUCCESS))
 
     def to_data(self) -> dict[str, Any]:
+        """As recorded; what is at its default since it was added is left out, so a plan
+        that uses none of it is recorded as before."""
         data = dataclasses.asdict(self)
         del data["notify"]
         for job in data["jobs"]:
@@ -134,13 +145,29 @@ class Plan:
                     del step["secrets"]  # a plan without secrets is recorded as before
         if self.notify:
             data["notify"] = [rule.to_data() for rule in self.notify]
+        _drop_defaults(data, "max_resources")
+        for job in data["jobs"]:
+            _drop_defaults(job, "resources")
+            for part in (*job["steps"], *job["services"]):
+                _drop_defaults(part, "privileged", "volumes")
         return data
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Plan:
         return cls(source_file=data["source_file"], jobs=tuple(_job(j) for j in data["jobs"]),
                    triggers=Triggers.from_data(data.get("triggers")),
-                   notify=rules_from_data(data.get("notify")))
+                   notify=rules_from_data(data.get("notify")),
+                   max_resources=Resources.from_data(data.get("max_resources")))
+
+
+def _drop_defaults(data: dict[str, Any], *keys: str) -> None:
+    """Leave out each of ``keys`` whose value is empty or false (resources: all None)."""
+    for key in keys:
+        value = data[key]
+        if not value or (isinstance(value, dict) and all(v is None for v in value.values())):
+            del data[key]
+        elif isinstance(value, dict):
+            data[key] = {k: v for k, v in value.items() if v is not None}
 
 
 def _when(d: dict[str, Any]) -> When:
@@ -163,12 +190,16 @@ def _step(d: dict[str, Any]) -> StepSpec:
         when=_when(d.get("when", {})),
         build=BuildSpec(**build) if build else None,
         secrets=tuple(d.get("secrets", ())),
+        privileged=bool(d.get("privileged", False)),
+        volumes=tuple(d.get("volumes", ())),
     )
 
 
 def _service(d: dict[str, Any]) -> ServiceSpec:
     return ServiceSpec(name=d["name"], image=d["image"], env=dict(d.get("env", {})),
-                       command=tuple(d.get("command", ())))
+                       command=tuple(d.get("command", ())),
+                       privileged=bool(d.get("privileged", False)),
+                       volumes=tuple(d.get("volumes", ())))
 
 
 def _job(d: dict[str, Any]) -> JobSpec:
@@ -182,4 +213,5 @@ def _job(d: dict[str, Any]) -> JobSpec:
         timeout_s=d.get("timeout_s"),
         when=_when(d.get("when", {})),
         matrix=dict(d.get("matrix", {})),
+        resources=Resources.from_data(d.get("resources")),
     )

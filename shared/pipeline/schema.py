@@ -47,6 +47,7 @@ from shared.pipeline.diagnostics import Diagnostic
 from shared.pipeline.duration import parse_duration
 from shared.pipeline.loader import Document, Path, format_path
 from shared.pipeline.notify import CHANNEL_KINDS, DEFAULT_WHEN, REDACTED, VARIABLE, WHENS
+from shared.pipeline.resources import parse_cpus, parse_memory, parse_pids
 from shared.pipeline.triggers import PR_ACTIONS, glob_error
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "OnModel",
     "PullRequestModel",
     "PushModel",
+    "ResourcesModel",
     "ScheduleModel",
     "ServiceModel",
     "StepModel",
@@ -131,6 +133,26 @@ def _duration(value: Any) -> float:
         return parse_duration(value)
     except ValueError as exc:
         raise PydanticCustomError("duration", str(exc)) from exc
+
+
+def _parsed(parse: Any, kind_: str) -> PlainValidator:
+    """A resource value read by ``shared.pipeline.resources``' ``parse``."""
+    def check(value: Any) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise PydanticCustomError(kind_, str(exc)) from exc
+    return PlainValidator(check)
+
+
+def _volume(value: str) -> str:
+    """``SOURCE:TARGET[:ro|rw]`` (as ``docker run -v``): TARGET absolute."""
+    parts = value.split(":")
+    mode_ok = len(parts) == 2 or (len(parts) == 3 and parts[2] in ("ro", "rw"))
+    if not mode_ok or not parts[0] or not parts[1].startswith("/"):
+        raise PydanticCustomError("volume", "expected SOURCE:/container/path or "
+                                  "SOURCE:/container/path:ro, got '{value}'", {"value": value})
+    return value
 
 
 def _command(value: Any) -> Any:
@@ -233,6 +255,12 @@ SecretNames = Annotated[list[Annotated[str, AfterValidator(_secret_name)]],
                         BeforeValidator(_as_list)]
 Patterns = Annotated[list[Annotated[str, AfterValidator(_glob)]], BeforeValidator(_as_list)]
 PrAction = Annotated[str, _choice(PR_ACTIONS, "pull request action")]
+Memory = Annotated[int, _parsed(parse_memory, "size"),
+                   WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}],
+                                   "description": "bytes, or e.g. \"512MiB\", \"2GiB\""})]
+Cpus = Annotated[float, _parsed(parse_cpus, "cpus"), WithJsonSchema({"type": "number"})]
+Pids = Annotated[int, _parsed(parse_pids, "pids"), WithJsonSchema({"type": "integer"})]
+Volumes = Annotated[list[Annotated[str, AfterValidator(_volume)]], BeforeValidator(_as_list)]
 MAP_OR_LIST = Discriminator(_map_or_list, custom_error_type="map_or_list",
                             custom_error_message="expected a mapping or a list")
 
@@ -250,10 +278,21 @@ class WhenModel(_Model):
     status: Annotated[list[Status], BeforeValidator(_as_list)] = []
 
 
+class ResourcesModel(_Model):
+    """``resources:`` of a job: what each of its containers may use (the worker's defaults
+    for what is left out), up to the project's maximum. Also a project's maximum."""
+
+    memory: Memory | None = None
+    cpus: Cpus | None = None
+    pids: Pids | None = None
+
+
 class ServiceModel(_Model):
     image: NonEmpty
     env: EnvMap | None = None
     command: Command = []
+    privileged: bool = False  # trusted projects only (lint)
+    volumes: Volumes = []  # host paths or Docker volumes: trusted projects only (lint)
 
 
 class NamedServiceModel(ServiceModel):
@@ -278,6 +317,8 @@ class StepModel(_Model):
     timeout: Duration | None = None
     retry: Annotated[int, Field(ge=0)] = 0
     secrets: SecretNames = []
+    privileged: bool = False  # trusted projects only (lint)
+    volumes: Volumes = []  # host paths or Docker volumes: trusted projects only (lint)
 
 
 class JobModel(_Model):
@@ -289,6 +330,7 @@ class JobModel(_Model):
     timeout: Duration | None = None
     matrix: dict[str, Annotated[list[Scalar], Field(min_length=1)]] | None = None
     secrets: SecretNames = []
+    resources: ResourcesModel | None = None
     steps: Annotated[list[StepModel], Field(min_length=1)]
 
 
@@ -488,16 +530,17 @@ Environment = Annotated[
 
 
 class _Container(_Model):
-    """Keys of the original's container block that this runner does not honour (warned)."""
+    """Keys of the original's container block: ``privileged`` and ``volumes`` are honoured
+    in trusted projects only (lint); the others this runner does not honour (warned)."""
 
     name: Any = None
     pull: Any = None
-    privileged: Any = None
+    privileged: bool | None = None
     ports: Any = None
     links: Any = None
     entrypoint: Any = None
     extra_hosts: Any = None
-    volumes: Any = None
+    volumes: Volumes | None = None
     devices: Any = None
     net: Any = None
     dns: Any = None

@@ -18,7 +18,10 @@ Contract, in call order (the workermanager is the only caller):
    that the first failing command fails the step; streams each output line to
    ``on_log(stream, ts, text)`` as it is written; returns the exit code. It kills
    the step when ``step.timeout_s`` passes (``timed_out=True``) and when its task is
-   cancelled (the kill is finished before ``CancelledError`` propagates).
+   cancelled (the kill is finished before ``CancelledError`` propagates). A step
+   killed at its memory limit (``job.resources``, the effective limits the
+   workermanager resolved) ends with ``out_of_memory=True``. An executor that cannot
+   isolate (the shell) ignores ``privileged``, ``volumes`` and ``resources``.
 4. ``destroy_run(run_id)`` removes everything of the run (containers, network,
    workspace). Safe twice, safe after a failed or partial ``prepare_run``.
 5. ``leftover_runs()`` lists run ids that still own resources on this host (every
@@ -68,6 +71,7 @@ class RunContext:
 class StepOutcome:
     exit_code: int | None  # None when the step never produced one (killed before start)
     timed_out: bool = False
+    out_of_memory: bool = False  # killed at its memory limit (an executor that can tell)
 
 
 class Executor(Protocol):

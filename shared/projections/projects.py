@@ -18,6 +18,7 @@ from shared import events as ev
 from shared.events import RecordedEvent, decode
 from shared.logging import HIDDEN, secret_variable
 from shared.pipeline.notify import NotifyRule, rules_from_data, variables
+from shared.pipeline.resources import Policy, Resources
 
 __all__ = [
     "FORGE_API_URLS",
@@ -35,7 +36,7 @@ __all__ = [
 TOKENS_STREAM = "tokens"
 PROJECT_FIELDS = ("repo", "default_branch", "pipeline_file", "env", "max_concurrent_runs",
                   "forge", "hook_secret", "auto_cancel", "schedules", "notify",
-                  "email_templates")
+                  "email_templates", "trusted", "max_resources")
 FORGE_KINDS = ("github", "gitlab", "gitea")
 # The API root of each forge's hosted service; a Gitea/Forgejo is always self-hosted.
 FORGE_API_URLS = {"github": "https://api.github.com", "gitlab": "https://gitlab.com/api/v4"}
@@ -89,6 +90,8 @@ class ProjectView:
     schedules: tuple[str, ...] = ()  # cron lines (UTC) set on the project; its file may add more
     notify: tuple[NotifyRule, ...] = ()  # source "project"; the file may add more
     email_templates: dict[str, str] = field(default_factory=dict)  # subject, text, html
+    trusted: bool = False  # privileged containers and host volumes allowed (an admin's call)
+    max_resources: Resources = field(default_factory=Resources)  # what a job may ask at most
     created_at: str = ""
     updated_at: str = ""
     deleted: bool = False
@@ -106,7 +109,13 @@ class ProjectView:
         data["notify"] = [rule.to_json() for rule in self.notify]
         data["env"] = {name: HIDDEN if name in self.secret_env() else value
                        for name, value in self.env.items()}
+        data["max_resources"] = self.max_resources.to_json()
         return data
+
+    @property
+    def policy(self) -> Policy:
+        """What this project's pipelines may ask of the Docker host."""
+        return Policy(trusted=self.trusted, max_resources=self.max_resources, project=self.name)
 
     def run_requested(self, *, trigger: str, branch: str, requested_by: str, commit: str = "",
                       params: Mapping[str, str] | None = None,
@@ -143,6 +152,8 @@ def fold_project(events: Iterable[RecordedEvent],
                                schedules=tuple(event.schedules),
                                notify=rules_from_data(event.notify),
                                email_templates=dict(event.email_templates),
+                               trusted=event.trusted,
+                               max_resources=Resources.from_data(event.max_resources),
                                created_at=recorded.ts, updated_at=recorded.ts)
         elif isinstance(event, ev.ProjectUpdated) and view is not None:
             known = {k: v for k, v in event.changes.items() if k in PROJECT_FIELDS}
@@ -154,6 +165,8 @@ def fold_project(events: Iterable[RecordedEvent],
                 known["notify"] = rules_from_data(known["notify"])
             if "email_templates" in known:
                 known["email_templates"] = dict(known["email_templates"] or {})
+            if "max_resources" in known:
+                known["max_resources"] = Resources.from_data(known["max_resources"])
             view = replace(view, updated_at=recorded.ts, **known)
         elif isinstance(event, ev.ProjectDeleted) and view is not None:
             view = replace(view, deleted=True, updated_at=recorded.ts)

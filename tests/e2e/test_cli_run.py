@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -344,3 +345,44 @@ def test_a_step_past_the_log_limit_says_so_and_still_succeeds(project: Project) 
     # kept: the echoed command and 1 to 99
     assert "[chatty/lines] 99\n" in done.stdout
     assert "[chatty/lines] 100\n" not in done.stdout
+
+
+def test_a_step_killed_for_memory_says_out_of_memory_and_its_limit(project: Project) -> None:
+    project.write("""
+        jobs:
+          hungry:
+            image: IMAGE
+            resources: {memory: 32MiB}
+            steps:
+              - name: hog
+                run: head -c 64m /dev/zero | tail -c 64m > /dev/null
+    """)  # tail keeps the last 64 MiB it read: twice the limit
+    done = project.run("run", "--no-color")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "[hungry/hog] cyclone: out of memory (limit 32 MiB)" in done.stdout  # its log
+    assert re.search(r"\[hungry/hog\] failure in \S+: out of memory \(limit 32 MiB\)",
+                     done.stdout)  # its StepFinished
+    assert "[hungry] failure" in done.stdout
+    assert "step failed: hog: out of memory (limit 32 MiB)" in done.stdout  # its JobFinished
+    assert_nothing_left(run_id_in(done.stdout))
+
+
+def test_lint_says_the_docker_socket_and_privileged_need_a_trusted_project(
+        project: Project) -> None:
+    project.write("""
+        jobs:
+          build:
+            image: IMAGE
+            steps:
+              - run: docker build .
+                privileged: true
+                volumes: [/var/run/docker.sock:/var/run/docker.sock]
+    """)
+    warned = project.run("lint", ".cyclone.yml")
+    assert warned.returncode == 0, warned.stdout + warned.stderr
+    assert ".cyclone.yml:7: warning: jobs.build.steps[0].privileged: a privileged container " \
+        "needs a trusted project" in warned.stdout
+    refused = project.run("lint", "--untrusted", ".cyclone.yml")
+    assert refused.returncode == 2
+    assert ".cyclone.yml:8: jobs.build.steps[0].volumes[0]: mounting the Docker socket " \
+        "(control of the whole Docker host) needs a trusted project" in refused.stdout

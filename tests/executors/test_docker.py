@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import uuid
@@ -13,15 +14,19 @@ import aiodocker
 import pytest
 
 from shared.adapters.executor import DockerExecutor
+from shared.adapters.executor import docker as docker_module
 from shared.adapters.executor.docker_convert import BUILT_IMAGE, built_image
 from shared.errors import ExecutorError, ExecutorUnavailable
 from shared.pipeline.plan import BuildSpec, ServiceSpec
-from shared.ports.executor import RunContext
+from shared.pipeline.resources import Resources
+from shared.ports.executor import RunContext, StepOutcome
 from tests.docker_support import TEST_IMAGE, cyclone_leftovers_async
 from tests.executors.conftest import Logs, job_of, step_of
 from tests.support import HANG_S, eventually
 
 pytestmark = pytest.mark.usefixtures("docker_ready")
+
+MiB = 1024 * 1024
 
 WEB = ServiceSpec(name="web", image=TEST_IMAGE, env={"GREETING": "hello from web"},
                   command=("sh", "-c", 'echo "$GREETING"; exec httpd -f -p 8080 -h /etc'))
@@ -69,7 +74,10 @@ async def _no_containers(run: RunContext) -> bool:
 
 
 async def test_a_service_that_exits_at_once_is_an_error_naming_it(
-        docker: DockerExecutor, run: RunContext) -> None:
+        docker: DockerExecutor, run: RunContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "at once" is SERVICE_SETTLE_S: on a loaded machine even `exit 3` may take longer
+    # (the wait ends when the service exits, so only a hang would take this long)
+    monkeypatch.setattr(docker_module, "SERVICE_SETTLE_S", HANG_S)
     broken = ServiceSpec(name="db", image=TEST_IMAGE,
                          command=("sh", "-c", "echo bad config >&2; exit 3"))
     job = job_of("test", step_of("never", "true"), services=(broken,))
@@ -87,6 +95,31 @@ async def test_a_missing_image_is_an_error_naming_it(
         await docker.run_step(run, job_of("build", step), step, {}, Logs())
     assert "Traceback" not in str(raised.value)
     await eventually(lambda: _no_containers(run), what="the job's containers removed")
+
+
+async def test_a_step_past_its_memory_limit_is_out_of_memory_not_a_bare_137(
+        docker: DockerExecutor, run: RunContext) -> None:
+    # tail keeps the last 64 MiB it read: twice what the job may use
+    step = step_of("hog", "head -c 64m /dev/zero | tail -c 64m > /dev/null")
+    job = dataclasses.replace(job_of("build", step), resources=Resources(memory=32 * MiB))
+    outcome = await docker.run_step(run, job, step, {}, Logs())
+    assert outcome.out_of_memory
+    assert outcome.exit_code == 137
+
+
+async def test_a_step_container_is_unprivileged_and_limited(
+        docker: DockerExecutor, run: RunContext) -> None:
+    step = step_of("look", "cat /proc/self/status", "cat /sys/fs/cgroup/pids/pids.max "
+                   "/sys/fs/cgroup/pids.max 2>/dev/null || true")
+    limits = Resources(memory=64 * MiB, cpus=0.5, pids=100)
+    job = dataclasses.replace(job_of("build", step), resources=limits)
+    logs = Logs()
+    outcome = await docker.run_step(run, job, step, {}, logs)
+    assert outcome == StepOutcome(exit_code=0)
+    status = dict(line.split(":\t", 1) for line in logs.texts("stdout") if ":\t" in line)
+    assert status["NoNewPrivs"] == "1"
+    assert status["CapEff"] != "0000003fffffffff"  # not every capability: not privileged
+    assert "100" in logs.texts("stdout")  # the pids limit, as the container sees it
 
 
 async def test_step_containers_are_named_and_labelled_from_the_run_job_and_step(

@@ -31,6 +31,7 @@ from shared.adapters.executor.docker_convert import (
     wants_sandbox,
 )
 from shared.pipeline.plan import BuildSpec, JobSpec, ServiceSpec, StepSpec
+from shared.pipeline.resources import Resources
 from shared.projections.runs import RunView
 
 RUN = "r0123456789abcdef"
@@ -126,6 +127,52 @@ def test_step_output_has_no_log_driver_and_services_keep_a_readable_one() -> Non
     service_logs = service_config(RUN, the_job, DB)["HostConfig"]["LogConfig"]
     assert step_logs["Type"] == sandbox_logs["Type"] == "none"
     assert service_logs["Type"] == "json-file"
+
+
+# -- safe by default -------------------------------------------------------------------------
+
+MiB = 1024 * 1024
+
+
+def test_step_and_service_containers_are_unprivileged_and_gain_no_privileges() -> None:
+    the_job = job(step(), services=(DB,))
+    for config in (step_config(RUN, the_job, step(), {}, "bridge"),
+                   service_config(RUN, the_job, DB),
+                   sandbox_config(RUN, the_job, "alpine", "bridge")):
+        host = config["HostConfig"]
+        assert host["Privileged"] is False
+        assert host["SecurityOpt"] == ["no-new-privileges"]
+        assert [b for b in host.get("Binds", []) if not b.startswith(volume_name(RUN))] == []
+
+
+def test_containers_are_limited_to_the_jobs_resources_with_no_swap_past_the_memory() -> None:
+    limited = JobSpec(name="build", image="alpine", steps=(step(),), services=(DB,),
+                      resources=Resources(memory=512 * MiB, cpus=1.5, pids=256))
+    for config in (step_config(RUN, limited, step(), {}, "bridge"),
+                   service_config(RUN, limited, DB)):
+        host = config["HostConfig"]
+        assert (host["Memory"], host["MemorySwap"]) == (512 * MiB, 512 * MiB)
+        assert (host["NanoCpus"], host["PidsLimit"]) == (1_500_000_000, 256)
+
+
+def test_more_cpus_than_the_host_has_are_lowered_to_what_it_has() -> None:
+    greedy = JobSpec(name="build", image="alpine", steps=(step(),),
+                     resources=Resources(cpus=8))
+    host = step_config(RUN, greedy, step(), {}, "bridge", host_cpus=2)["HostConfig"]
+    assert host["NanoCpus"] == 2_000_000_000
+
+
+def test_a_trusted_projects_privileged_step_and_host_volumes_are_passed_through() -> None:
+    socket = "/var/run/docker.sock:/var/run/docker.sock"
+    dind = ServiceSpec(name="dind", image="docker:dind", privileged=True,
+                       volumes=("/srv/cache:/cache:ro",))
+    builder = step("build", "docker build .", privileged=True, volumes=(socket,))
+    the_job = job(builder, services=(dind,))
+    step_host = step_config(RUN, the_job, builder, {}, "bridge")["HostConfig"]
+    service_host = service_config(RUN, the_job, dind)["HostConfig"]
+    assert step_host["Privileged"] is service_host["Privileged"] is True
+    assert step_host["Binds"] == [f"{volume_name(RUN)}:/workspace", socket]
+    assert service_host["Binds"] == [f"{volume_name(RUN)}:/workspace", "/srv/cache:/cache:ro"]
 
 
 # -- networks and services ------------------------------------------------------------------

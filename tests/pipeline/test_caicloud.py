@@ -138,8 +138,8 @@ def test_unsupported_container_keys_are_warnings() -> None:
           outputs: [app]
           commands: [go build]
     """) == [
-        "caicloud.yml:4: warning: pre_build.volumes: 'volumes' is ignored: not supported by "
-        "this runner",
+        "caicloud.yml:4: warning: pre_build.volumes[0]: '.:/src' is ignored: a relative path "
+        "cannot be mounted (the repository is in the workspace already)",
         "caicloud.yml:5: warning: pre_build.outputs: 'outputs' is ignored: not supported by "
         "this runner",
     ]

@@ -137,6 +137,7 @@ class DockerExecutor:
         self._removals: dict[str, set[asyncio.Task[None]]] = {}  # run id -> in progress
         self._service_logs: dict[tuple[str, str], list[asyncio.Task[None]]] = {}
         self._sandboxes: dict[tuple[str, str], str] = {}  # (run, job) -> container id
+        self._host_cpus: float | None = None  # the daemon's CPUs (NCPU), read once
 
     @classmethod
     async def connect(cls, url: str | None = None, worker: str = "",
@@ -286,7 +287,8 @@ class DockerExecutor:
         for service in job.services:
             with _docker_errors(f"service {service.name!r} of job {job.name!r}"):
                 name = container_name(run_id, job.name, "svc", service.name)
-                config = service_config(run_id, job, service, self._worker)
+                config = service_config(run_id, job, service, self._worker,
+                                        host_cpus=await self._cpus())
                 container = await self._create(config, name)
                 await container.start()
             self._follow_service(run_id, job.name, service.name, container.id, on_log)
@@ -360,10 +362,11 @@ class DockerExecutor:
             return await self._build(run_id, step, step.build, on_log)
         name = container_name(run_id, job.name, step.name)
         sandbox = self._sandboxes.get((run_id, job.name))
-        config = step_config(run_id, job, step, env, worker=self._worker,
-                             network_mode=step_network_mode(run_id, job, sandbox, self._worker))
         try:
             with _docker_errors(f"step {step.name!r} of job {job.name!r}"):
+                config = step_config(
+                    run_id, job, step, env, worker=self._worker, host_cpus=await self._cpus(),
+                    network_mode=step_network_mode(run_id, job, sandbox, self._worker))
                 container = await self._create(config, name)
                 outcome = await self._run(container, step, on_log)
         except BaseException:
@@ -400,7 +403,16 @@ class DockerExecutor:
             await _cancel_all([reader])
             await attached.close()
         await output.flush()
-        return StepOutcome(exit_code=exit_code, timed_out=timed_out)
+        # Killed at its memory limit: the kernel's SIGKILL alone (137) would not say why.
+        oom = bool(exit_code) and bool((await container.show())["State"].get("OOMKilled"))
+        return StepOutcome(exit_code=exit_code, timed_out=timed_out, out_of_memory=oom)
+
+    async def _cpus(self) -> float | None:
+        """The Docker host's CPUs (a step may not ask for more), read once."""
+        if self._host_cpus is None:
+            info = await self._docker.system.info()
+            self._host_cpus = float(info.get("NCPU") or 0) or None
+        return self._host_cpus
 
     # -- containers, images -----------------------------------------------------------
 

@@ -9,6 +9,13 @@ so it is tested without one; ``docker.py`` does the talking (as Woodpecker keeps
 * Labels: everything created carries ``io.cyclone.managed=1`` and
   ``io.cyclone.run=<run id>`` (and ``io.cyclone.worker`` when opened for one), so what
   a run or a crashed worker left is found by ``label_filter`` alone, without local state.
+* Safe by default: every step's and service's container is unprivileged, gains no
+  privileges through setuid binaries (``no-new-privileges``), mounts only the run's
+  workspace, and is limited to its job's resources (``container_limits``; the
+  workermanager has laid the worker's defaults under the job's own). A privileged
+  container or another volume is there only because the pipeline asked and lint let it
+  (a trusted project's); a privileged one, which has every privilege anyway, goes
+  without ``no-new-privileges`` (Docker-in-Docker's own containers would inherit it).
 * Configs (``POST /containers/create`` bodies unless said otherwise): ``step_config``,
   ``service_config``, ``sandbox_config``, ``helper_config``, ``network_config``
   (``POST /networks/create``); ``build_options`` and ``build_context_dir`` for an image
@@ -25,6 +32,7 @@ from typing import Any
 
 from shared.adapters.executor.script import sanitise, step_script
 from shared.pipeline.plan import BuildSpec, JobSpec, ServiceSpec, StepSpec
+from shared.pipeline.resources import Resources
 from shared.ports.executor import WORKSPACE
 
 __all__ = [
@@ -41,6 +49,7 @@ __all__ = [
     "build_context_dir",
     "build_options",
     "built_image",
+    "container_limits",
     "container_name",
     "env_list",
     "helper_config",
@@ -122,18 +131,22 @@ def label_filter(run_id: str | None, worker: str | None = None,
 # -- containers ---------------------------------------------------------------------------
 
 def step_config(run_id: str, job: JobSpec, step: StepSpec, env: Mapping[str, str],
-                network_mode: str, worker: str = "") -> dict[str, Any]:
+                network_mode: str, worker: str = "",
+                host_cpus: float | None = None) -> dict[str, Any]:
     """A step's container: its commands as one script for ``/bin/sh -c`` in the workspace,
-    ``env`` (the job's and step's, merged by the caller) plus ``CYCLONE_WORKSPACE``."""
+    ``env`` (the job's and step's, merged by the caller) plus ``CYCLONE_WORKSPACE``;
+    limited to ``job.resources`` (CPUs to at most ``host_cpus``, what the host has)."""
     config: dict[str, Any] = {
         "Image": _image(run_id, step.image),
         "Env": env_list({**env, "CYCLONE_WORKSPACE": WORKSPACE}),
         "WorkingDir": WORKSPACE,
         "Labels": labels(run_id, worker, job=job.name, step=step.name, role="step"),
-        "HostConfig": {"Binds": [_workspace_bind(run_id, worker)],
+        "HostConfig": {"Binds": [_workspace_bind(run_id, worker), *step.volumes],
                        "NetworkMode": network_mode,
                        # read by attaching: a log driver would only write it to disk again
-                       "LogConfig": _no_logs()},
+                       "LogConfig": _no_logs(),
+                       **_security(step.privileged),
+                       **container_limits(job.resources, host_cpus)},
     }
     if step.commands:  # without commands the image's own entrypoint runs (a plugin step)
         config["Entrypoint"] = ["/bin/sh", "-c"]
@@ -151,17 +164,20 @@ def step_network_mode(run_id: str, job: JobSpec, sandbox: str | None,
 
 
 def service_config(run_id: str, job: JobSpec, service: ServiceSpec,
-                   worker: str = "") -> dict[str, Any]:
-    """A service's container, on the run's network under its name as alias."""
+                   worker: str = "", host_cpus: float | None = None) -> dict[str, Any]:
+    """A service's container, on the run's network under its name as alias, limited as
+    each of the job's steps is."""
     network = network_name(run_id, worker)
     config: dict[str, Any] = {
         "Image": service.image,
         "Env": env_list(service.env),
         "Labels": labels(run_id, worker, job=job.name, role="service", service=service.name),
-        "HostConfig": {"Binds": [_workspace_bind(run_id, worker)],
+        "HostConfig": {"Binds": [_workspace_bind(run_id, worker), *service.volumes],
                        "NetworkMode": network,
                        # the logs endpoint, which follows a service, needs a driver it can read
-                       "LogConfig": {"Type": "json-file", "Config": {}}},
+                       "LogConfig": {"Type": "json-file", "Config": {}},
+                       **_security(service.privileged),
+                       **container_limits(job.resources, host_cpus)},
         "NetworkingConfig": {"EndpointsConfig": {network: {"Aliases": [service.name]}}},
     }
     if service.command:
@@ -187,7 +203,7 @@ def sandbox_config(run_id: str, job: JobSpec, image: str, network: str,
         "Image": _image(run_id, image),
         "Entrypoint": ["/bin/sh", "-c", SANDBOX_LOOP],
         "Labels": labels(run_id, worker, job=job.name, role="sandbox"),
-        "HostConfig": {"NetworkMode": network, "LogConfig": _no_logs()},
+        "HostConfig": {"NetworkMode": network, "LogConfig": _no_logs(), **_security(False)},
     }
 
 
@@ -243,6 +259,28 @@ def _image(run_id: str, image: str) -> str:
 
 def _workspace_bind(run_id: str, worker: str) -> str:
     return f"{volume_name(run_id, worker)}:{WORKSPACE}"
+
+
+def container_limits(resources: Resources, host_cpus: float | None = None) -> dict[str, Any]:
+    """HostConfig's limits for ``resources`` (what is None stays unlimited). Swap is
+    limited to the memory, so the limit is real: past it the kernel kills, nothing is
+    swapped. CPUs above ``host_cpus`` are lowered to it (Docker refuses more)."""
+    limits: dict[str, Any] = {}
+    if resources.memory is not None:
+        limits["Memory"] = limits["MemorySwap"] = resources.memory
+    if resources.cpus is not None:
+        cpus = min(resources.cpus, host_cpus) if host_cpus else resources.cpus
+        limits["NanoCpus"] = round(cpus * 1e9)
+    if resources.pids is not None:
+        limits["PidsLimit"] = resources.pids
+    return limits
+
+
+def _security(privileged: bool) -> dict[str, Any]:
+    """Unprivileged, and no privilege gained through a setuid binary, unless the step asked
+    for privileges (lint allows that in trusted projects only)."""
+    return {"Privileged": privileged,
+            "SecurityOpt": [] if privileged else ["no-new-privileges"]}
 
 
 def _no_logs() -> dict[str, Any]:
