@@ -132,7 +132,8 @@ async def test_step_containers_are_named_and_labelled_from_the_run_job_and_step(
         await eventually(lambda: "started" in logs.texts(), what="the step to start")
         async with aiodocker.Docker() as client:
             selector = {"label": [f"io.cyclone.run={run.run_id}", f"io.cyclone.job={job.name}"]}
-            [container] = await client.containers.list(filters=json.dumps(selector))
+            # all: named and labelled is what is checked, running or not
+            [container] = await client.containers.list(all=True, filters=json.dumps(selector))
             info = await container.show()
     finally:
         task.cancel()
