@@ -6,6 +6,7 @@
     cyclone show RUN                                    a run's jobs and steps
     cyclone logs [-f] RUN                               a run's log, or follow it live
     cyclone cancel RUN | rerun RUN [--follow] | events RUN
+    cyclone approve RUN [--with-secrets] | reject RUN   a run waiting for approval
     cyclone token create NAME | list | revoke ID
     cyclone notify test PROJECT                         message every notification channel
     cyclone secret set|list|rm ... | rotate-key         secrets (cyclone/cli_secrets.py)
@@ -101,6 +102,12 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     logs.add_argument("--no-color", action="store_true", help="plain output")
 
     command(sub, "cancel", _cancel, "cancel a run").add_argument("run")
+    approve = command(sub, "approve", _approve, "let a run that waits for approval (a pull "
+                      "request from a fork) go on, without secrets unless --with-secrets")
+    approve.add_argument("run")
+    approve.add_argument("--with-secrets", action="store_true",
+                         help="give its steps the secrets they ask for")
+    command(sub, "reject", _reject, "cancel a run that waits for approval").add_argument("run")
     rerun = command(sub, "rerun", _rerun, "start a new run like an earlier one")
     rerun.add_argument("run")
     _follow_flags(rerun)
@@ -152,6 +159,9 @@ def _project_flags(parser: argparse.ArgumentParser) -> None:
                              "the given set replaces the project's)")
     parser.add_argument("--max-concurrent", type=_count, metavar="N",
                         help="runs at once (0 = unlimited)")
+    parser.add_argument("--fork-prs", choices=["approve", "run-without-secrets", "never"],
+                        help="pull requests from forks: wait for a maintainer's approval "
+                             "(the default), run without secrets, or never run")
     parser.add_argument("--trusted", action=argparse.BooleanOptionalAction, default=None,
                         help="admin only: its pipelines may run privileged containers and "
                              "mount host paths (the Docker socket among them)")
@@ -243,6 +253,8 @@ def _project_fields(args: argparse.Namespace) -> Json:
         fields["env"] = dict(args.env)
     if args.trusted is not None:
         fields["trusted"] = args.trusted
+    if args.fork_prs is not None:
+        fields["fork_prs"] = args.fork_prs
     maximum = {name: _number(value) for name in ("memory", "cpus", "pids")
                if (value := getattr(args, f"max_{name}")) is not None}
     if maximum:
@@ -284,8 +296,8 @@ async def _project_update(args: argparse.Namespace, client: CycloneClient) -> in
     fields = _project_fields(args)
     if not fields:
         print("cyclone: nothing to update: give at least one of --repo, --branch, "
-              "--pipeline-file, --env, --max-concurrent, --trusted, --max-memory, --max-cpus, "
-              "--max-pids", file=sys.stderr)
+              "--pipeline-file, --env, --max-concurrent, --fork-prs, --trusted, --max-memory, "
+              "--max-cpus, --max-pids", file=sys.stderr)
         return EXIT_INVALID
     return _print_project(args, await client.update_project(args.name, fields))
 
@@ -306,6 +318,7 @@ def _print_project(args: argparse.Namespace, project: Json) -> int:
              ("branch", project["default_branch"]), ("pipeline file", project["pipeline_file"]),
              ("max runs", _max_runs(project["max_concurrent_runs"])),
              ("trusted", "yes" if project.get("trusted") else "no"),
+             ("fork PRs", project.get("fork_prs", "approve")),
              ("max resources", _max_resources(project.get("max_resources") or {})),
              ("env", ", ".join(f"{k}={v}" for k, v in sorted(env.items())) or "-"),
              ("created", _when(project.get("created_at"))),
@@ -384,6 +397,12 @@ async def _show(args: argparse.Namespace, client: CycloneClient) -> int:
         rows.append(("params", ", ".join(f"{k}={v}" for k, v in sorted(params.items()))))
     if run.get("cancel_requested"):
         rows.append(("cancel", "requested"))
+    if run.get("awaiting_approval"):
+        rows.append(("waiting", run["awaiting_approval"]))
+    if run.get("approved_by"):
+        rows.append(("approved by", run["approved_by"]))
+    if run.get("secrets_withheld"):
+        rows.append(("secrets", f"withheld: {run['secrets_withheld']}"))
     _fields(rows)
     jobs = run.get("jobs") or []
     if jobs:
@@ -403,6 +422,25 @@ def _job_rows(jobs: Sequence[Json]) -> Iterable[list[str]]:
                                           step.get("log_truncated") or "") if n)
             yield ["  " + step["name"], step["status"], "-" if code is None else str(code),
                    str(step.get("attempt") or "-"), _duration(step.get("duration_s")), notes]
+
+
+async def _approve(args: argparse.Namespace, client: CycloneClient) -> int:
+    answer = await client.approve_run(args.run, args.with_secrets)
+    if args.json:
+        _print_json(answer)
+    else:
+        given = "with its secrets" if args.with_secrets else "without secrets"
+        print(f"run {args.run} approved: it runs {given}")
+    return EXIT_OK
+
+
+async def _reject(args: argparse.Namespace, client: CycloneClient) -> int:
+    answer = await client.reject_run(args.run)
+    if args.json:
+        _print_json(answer)
+    else:
+        print(f"run {args.run} rejected: it is cancelled")
+    return EXIT_OK
 
 
 async def _cancel(args: argparse.Namespace, client: CycloneClient) -> int:

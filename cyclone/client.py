@@ -162,6 +162,13 @@ class CycloneClient:
     async def cancel_run(self, run_id: str) -> Json:
         return await self._call("POST", f"/api/v1/runs/{_seg(run_id)}/cancel")
 
+    async def approve_run(self, run_id: str, secrets: bool = False) -> Json:
+        return await self._call("POST", f"/api/v1/runs/{_seg(run_id)}/approve",
+                                body={"secrets": secrets})
+
+    async def reject_run(self, run_id: str) -> Json:
+        return await self._call("POST", f"/api/v1/runs/{_seg(run_id)}/reject")
+
     async def rerun(self, run_id: str) -> Json:
         """Start a new run like ``run_id``; returns ``{"id", "url"}`` of the new one."""
         return await self._call("POST", f"/api/v1/runs/{_seg(run_id)}/rerun")

@@ -52,6 +52,7 @@ __all__ = [
     "ProjectRoleRevoked",
     "ProjectUpdated",
     "RecordedEvent",
+    "RunApproved",
     "RunCancelRequested",
     "RunCancelled",
     "RunErrored",
@@ -210,6 +211,10 @@ class RunRequested(Event):
     forge_event: Mapping[str, Any] = field(default_factory=dict)
     # Why the run's steps get no secret (e.g. a pull request from a fork); "": they may.
     secrets_withheld: str = ""
+    # Why the run waits for a maintainer's ``RunApproved`` before anything of it runs
+    # (a pull request from a fork, under the project's ``fork_prs: approve``); "": it
+    # does not wait.
+    approval: str = ""
 
 
 @_register
@@ -356,6 +361,17 @@ class RunSkipped(Event):
     TYPE: ClassVar[str] = "RunSkipped"
     reason: str
     log_lines: int = 0
+
+
+@_register
+@dataclass(frozen=True)
+class RunApproved(Event):
+    """A maintainer let a run that waited for approval go on: ``secrets`` True gives its
+    steps the secrets they ask for, False keeps them withheld."""
+
+    TYPE: ClassVar[str] = "RunApproved"
+    by: str
+    secrets: bool = False
 
 
 @_register
@@ -527,6 +543,9 @@ class ProjectRegistered(Event):
     # ``shared.pipeline.resources.Resources.to_data`` ({} : no maximum).
     trusted: bool = False
     max_resources: Mapping[str, Any] = field(default_factory=dict)
+    # Pull requests from forks: "approve" (they wait for a maintainer), "run-without-secrets"
+    # or "never" (shared.projections.projects.FORK_PRS).
+    fork_prs: str = "approve"
 
 
 @_register

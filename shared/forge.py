@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["ForgeEvent", "ForgeKind"]
+__all__ = ["ForgeEvent", "ForgeKind", "review_ref"]
 
 ForgeKind = Literal["push", "tag", "pull_request", "ping"]
 
@@ -31,6 +31,7 @@ class ForgeEvent:
     deleted: bool = False  # push: the branch or tag was deleted (nothing to build)
     target_branch: str = ""  # pull_request: the base branch
     pr_number: int = 0
+    fork: bool = False  # pull_request: its head is in another repository than its base
     action: str = ""  # pull_request: opened reopened synchronize (normalized)
     # Files the pushed commits added, modified or removed; None when the payload does
     # not list them (then ``paths`` filters cannot be judged and do not filter).
@@ -48,3 +49,16 @@ class ForgeEvent:
         if known.get("changed_paths") is not None:
             known["changed_paths"] = tuple(known["changed_paths"])
         return cls(**known)
+
+
+def review_ref(forge_event: Mapping[str, Any] | None) -> str:
+    """The ref under which the base repository serves a pull request's head --
+    ``refs/pull/N/head`` (GitHub, Gitea, Forgejo, Gogs), ``refs/merge-requests/N/head``
+    (GitLab) -- for a run a pull request started; "" for any other run. A fork's commits
+    are reachable there, not from any branch of the base."""
+    event = forge_event or {}
+    ref = str(event.get("ref", ""))
+    if event.get("kind") == "pull_request" and ref.startswith(("refs/pull/",
+                                                               "refs/merge-requests/")):
+        return ref
+    return ""

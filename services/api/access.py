@@ -131,7 +131,9 @@ def _in(role: Role, scope: Scope) -> Rule:
 _VIEW_PROJECT, _DEVELOP_PROJECT, _MAINTAIN_PROJECT = (
     _in(Role.VIEWER, Scope.NAME), _in(Role.DEVELOPER, Scope.NAME),
     _in(Role.MAINTAINER, Scope.NAME))
-_VIEW_RUN, _DEVELOP_RUN = _in(Role.VIEWER, Scope.RUN), _in(Role.DEVELOPER, Scope.RUN)
+_VIEW_RUN, _DEVELOP_RUN, _MAINTAIN_RUN = (
+    _in(Role.VIEWER, Scope.RUN), _in(Role.DEVELOPER, Scope.RUN),
+    _in(Role.MAINTAINER, Scope.RUN))
 
 # (method, route) -> what it needs. HEAD is checked as GET.
 ROUTES: Mapping[tuple[str, str], Rule] = {
@@ -177,6 +179,8 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/api/v1/runs/{id}/logs/ws"): _VIEW_RUN,
     ("POST", "/api/v1/runs/{id}/cancel"): _DEVELOP_RUN,
     ("POST", "/api/v1/runs/{id}/rerun"): _DEVELOP_RUN,
+    ("POST", "/api/v1/runs/{id}/approve"): _MAINTAIN_RUN,  # a pull request from a fork
+    ("POST", "/api/v1/runs/{id}/reject"): _MAINTAIN_RUN,
 }
 
 # (request, scope) -> the project the request is about; None when there is no such thing

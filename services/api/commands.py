@@ -23,14 +23,16 @@ async def request_run(
     store: EventStore, *, project: str, trigger: str, branch: str, commit: str,
     pipeline_file: str, pipeline: str, source: str, params: Mapping[str, str] | None = None,
     requested_by: str = "", run_id: str | None = None, source_kind: str = "dir",
-    forge_event: Mapping[str, Any] | None = None,
+    forge_event: Mapping[str, Any] | None = None, approval: str = "",
+    secrets_withheld: str = "",
 ) -> str:
     """Record a new run; the event manager plans it from this event alone."""
     event = ev.RunRequested(
         project=project, trigger=trigger, branch=branch, commit=commit,
         pipeline_file=pipeline_file, pipeline=pipeline, source=source,
         params=dict(params or {}), requested_by=requested_by, source_kind=source_kind,
-        forge_event=dict(forge_event or {}),
+        forge_event=dict(forge_event or {}), approval=approval,
+        secrets_withheld=secrets_withheld,
     )
     return await record_request(store, event, run_id)
 
@@ -41,6 +43,25 @@ async def record_request(store: EventStore, event: ev.RunRequested,
     run_id = run_id or new_run_id()
     await store.append(run_stream(run_id), [NewEvent(event)], expected_seq=0)
     return run_id
+
+
+class NotAwaitingApproval(CycloneError):
+    """The run waits for no approval (any more)."""
+
+
+async def approve_run(store: EventStore, run_id: str, by: str, secrets: bool) -> RunView:
+    """Let a run that waits for approval go on (with its secrets, or without)."""
+
+    def approve(run: RunView | None) -> list[ev.Event]:
+        if run is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        if not run.awaiting_approval or run.done or run.cancel_requested:
+            raise NotAwaitingApproval(f"run {run_id!r} waits for no approval ({run.status})")
+        return [ev.RunApproved(by=by, secrets=secrets)]
+
+    result = await append_to_run(store, run_id, approve)
+    assert result.run is not None
+    return result.run
 
 
 async def request_cancel(store: EventStore, run_id: str, reason: str = "",

@@ -19,8 +19,9 @@ from shared.pipeline.schema import NotifyRuleModel, ResourcesModel
 from shared.projections.projects import FORGE_API_URLS
 
 __all__ = ["MAX_RULES", "MAX_SCHEDULES", "EmailTemplates", "ForgePatch", "ForgeSettingsBody",
-           "MemberSet", "ProjectCreate", "ProjectPatch", "RoleName", "RunCreate", "SessionCreate",
-           "TokenCreate", "UserCreate", "UserPatch", "check_cron", "check_ref"]
+           "ForkPrs", "MemberSet", "ProjectCreate", "ProjectPatch", "RoleName", "RunApprove",
+           "RunCreate", "SessionCreate", "TokenCreate", "UserCreate", "UserPatch", "check_cron",
+           "check_ref"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -72,6 +73,7 @@ class _Body(BaseModel):
 
 
 ForgeKind = Literal["github", "gitlab", "gitea"]
+ForkPrs = Literal["approve", "run-without-secrets", "never"]  # projections.projects.FORK_PRS
 _TokenText = Annotated[str, Field(min_length=1, max_length=4000)]
 
 
@@ -161,6 +163,7 @@ class ProjectCreate(_Body):
     email_templates: EmailTemplates | None = None
     trusted: bool = False  # admin only: privileged containers, host volumes
     max_resources: ResourcesModel | None = None  # admin only: what a job may ask at most
+    fork_prs: ForkPrs = "approve"
 
     _branch = field_validator("default_branch")(check_ref)
     _env = field_validator("env")(_check_env)
@@ -180,6 +183,7 @@ class ProjectPatch(_Body):
     email_templates: EmailTemplates | None = None  # all of them again; {}: the shipped ones
     trusted: bool | None = None  # admin only
     max_resources: ResourcesModel | None = None  # admin only; the whole block; {}: no maximum
+    fork_prs: ForkPrs | None = None
 
     @field_validator("default_branch")
     @classmethod
@@ -233,6 +237,10 @@ class UserCreate(_Body):
 class UserPatch(_Body):
     password: _Password | None = Field(default=None, repr=False)
     admin: bool | None = None
+
+
+class RunApprove(_Body):
+    secrets: bool = False  # give the run's steps the secrets they ask for
 
 
 class MemberSet(_Body):

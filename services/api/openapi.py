@@ -14,6 +14,7 @@ from services.api.models import (
     MemberSet,
     ProjectCreate,
     ProjectPatch,
+    RunApprove,
     RunCreate,
     SessionCreate,
     TokenCreate,
@@ -127,6 +128,13 @@ def openapi_document() -> dict[str, Any]:
                                              params=run)},
             "/api/v1/runs/{id}/cancel": {"post": _op("Cancel a run", 202, params=run,
                                                      errors=(401, 404, 409))},
+            "/api/v1/runs/{id}/approve": {"post": _op(
+                "Approve a run that waits for it (a pull request from a fork): it runs, its "
+                "steps given secrets only with {\"secrets\": true} (maintainer)", 202,
+                params=run, body=_body(RunApprove, schemas), errors=(401, 403, 404, 409))},
+            "/api/v1/runs/{id}/reject": {"post": _op(
+                "Reject a run that waits for approval: it is cancelled (maintainer)", 202,
+                params=run, errors=(401, 403, 404, 409))},
             "/api/v1/runs/{id}/rerun": {"post": _op("Run again: same commit, params and "
                                                     "pipeline file", 202, params=run)},
             "/api/v1/runs/{id}/events": {"get": _op(

@@ -5,10 +5,17 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.api.access import listing, principal_of
-from services.api.commands import RunNotFound, record_request, request_cancel, request_run
+from services.api.commands import (
+    NotAwaitingApproval,
+    RunNotFound,
+    approve_run,
+    record_request,
+    request_cancel,
+    request_run,
+)
 from services.api.context import CONTEXT, ApiContext
 from services.api.errors import ApiError
-from services.api.models import RunCreate
+from services.api.models import RunApprove, RunCreate
 from services.api.projects import require_project
 from services.api.streams import follow_run_events, wants_stream
 from shared import events as ev
@@ -86,6 +93,34 @@ async def _cancel(request: web.Request) -> web.Response:
     return web.json_response({"id": run_id, "status": "cancelling"}, status=202)
 
 
+async def _approve(request: web.Request) -> web.Response:
+    """A run waiting for approval (a pull request from a fork) goes on; its steps get
+    secrets only when the body says ``{"secrets": true}``."""
+    ctx = request.app[CONTEXT]
+    run_id = request.match_info["id"]
+    body = RunApprove.model_validate(await request.json() if request.can_read_body else {})
+    try:
+        await approve_run(ctx.store, run_id, _who(request), body.secrets)
+    except RunNotFound:
+        raise ApiError(404, f"no run {run_id!r}") from None
+    except NotAwaitingApproval as exc:
+        raise ApiError(409, str(exc)) from None
+    return web.json_response({"id": run_id, "approved": True, "secrets": body.secrets},
+                             status=202)
+
+
+async def _reject(request: web.Request) -> web.Response:
+    """A run waiting for approval is cancelled, saying who rejected it."""
+    ctx = request.app[CONTEXT]
+    run_id = request.match_info["id"]
+    run = await _run(ctx, run_id)
+    if not run.awaiting_approval or run.done:
+        raise ApiError(409, f"run {run_id!r} waits for no approval ({run.status})")
+    who = _who(request)
+    await request_cancel(ctx.store, run_id, f"rejected by {who}", requested_by=who)
+    return web.json_response({"id": run_id, "status": "cancelling"}, status=202)
+
+
 async def _rerun(request: web.Request) -> web.Response:
     """Same commit, params and pipeline file content as the first run recorded."""
     ctx = request.app[CONTEXT]
@@ -103,6 +138,8 @@ async def _rerun(request: web.Request) -> web.Response:
         pipeline=resolved.pipeline if resolved else requested.pipeline,
         source=requested.source, params=requested.params, requested_by=_who(request),
         source_kind=requested.source_kind,
+        # a fork's code waits for approval again, and gets no secret it was not given
+        approval=requested.approval, secrets_withheld=requested.secrets_withheld,
     )
     return _accepted(new_id)
 
@@ -129,5 +166,7 @@ def run_routes() -> list[web.RouteDef]:
         web.get("/api/v1/runs/{id}", _show),
         web.post("/api/v1/runs/{id}/cancel", _cancel),
         web.post("/api/v1/runs/{id}/rerun", _rerun),
+        web.post("/api/v1/runs/{id}/approve", _approve),
+        web.post("/api/v1/runs/{id}/reject", _reject),
         web.get("/api/v1/runs/{id}/events", _events),
     ]

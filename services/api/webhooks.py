@@ -113,6 +113,8 @@ def _record(project: ProjectView, provider: str, delivery: str,
     elif parsed.deleted:
         what = f"tag {parsed.tag!r}" if parsed.tag else f"branch {parsed.branch!r}"
         ignored = f"{what} deleted: nothing to build"
+    else:
+        ignored = project.fork_rule(parsed.to_json()).ignored  # fork_prs: never
     run_ids = () if ignored else (new_run_id(),)
     return ev.DeliveryReceived(project=project.name, provider=provider, delivery=delivery,
                                event=parsed.to_json(), run_ids=run_ids, ignored=ignored)

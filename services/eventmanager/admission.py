@@ -73,6 +73,8 @@ class Admissions:
         """Whether the run may start (or go on) now; ``limit`` <= 0 means no limit."""
         if run.done or (run.cancel_requested and not started(run)):
             return "wait"  # nothing to start: it ends (or has ended) without a slot
+        if run.awaiting_approval:
+            return "wait"  # not queued for a slot until approved: it holds up no one
         if limit <= 0:
             return "admitted"
         listed = waiting_key(run.project, run.id)

@@ -54,6 +54,8 @@ def decide(run: RunView | None, source: PipelineSource | None,
     if run.plan is None:
         if run.cancel_requested:
             return [ev.RunCancelled(reason="cancelled before it was planned")]
+        if run.awaiting_approval:
+            return []  # nothing of it runs, not even its checkout, until approved
         if not admitted:
             return []  # the project is at its max_concurrent_runs: wait
         if source is None:

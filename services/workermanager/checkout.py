@@ -141,18 +141,19 @@ class GitCheckout:
         return self.cache_dir / hashlib.sha256(url.encode()).hexdigest()
 
     async def resolve(self, url: str, ref: str = "", commit: str = "",
-                      pipeline_file: str = DEFAULT_PIPELINE) -> Resolved:
+                      pipeline_file: str = DEFAULT_PIPELINE, via: str = "") -> Resolved:
         """Fetch and resolve the run's source, and read its pipeline file.
 
         ``commit`` given: that commit (abbreviations allowed); ``branch`` is then ``ref``
         (without ``refs/heads/``) taken on trust, since the branch may have moved since.
         Else ``ref`` (a branch or tag name -- a branch wins -- or a full ``refs/...``
         name). Else the remote's default branch. ``.cyclone.yml`` falls back to
-        ``caicloud.yml`` when absent.
+        ``caicloud.yml`` when absent. ``via``: a ref that holds ``commit`` (a pull
+        request's ``refs/pull/N/head``), fetched for it first.
         """
         mirror = self.mirror_path(url)
         if commit:
-            sha = await self._commit(mirror, url, commit)
+            sha = await self._commit(mirror, url, commit, via)
             branch = _branch_of(ref) if ref.startswith("refs/") or not ref else ref
         else:
             remote_ref, branch, advertised = await self._remote_ref(url, ref)
@@ -164,11 +165,12 @@ class GitCheckout:
         return Resolved(commit=sha, branch=branch, pipeline_file=pipeline_file,
                         pipeline=content)
 
-    async def export(self, url: str, commit: str, dest: Path) -> None:
+    async def export(self, url: str, commit: str, dest: Path, via: str = "") -> None:
         """Write the tree of ``commit`` into ``dest`` (created; files there are
-        overwritten), keeping executable bits; fetches the commit when missing."""
+        overwritten), keeping executable bits; fetches the commit when missing (through
+        ``via`` first, as ``resolve``)."""
         mirror = self.mirror_path(url)
-        sha = await self._commit(mirror, url, commit)
+        sha = await self._commit(mirror, url, commit, via)
         await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
         # A private index file, so concurrent exports of one mirror do not share one.
         with tempfile.TemporaryDirectory(prefix="index-", dir=self.cache_dir) as tmp:
@@ -178,9 +180,11 @@ class GitCheckout:
                 if done.returncode != 0:
                     raise self._error(f"cannot export {sha} of {url} into {dest}", url, done)
 
-    async def archive(self, url: str, commit: str) -> AsyncGenerator[bytes, None]:
+    async def archive(self, url: str, commit: str,
+                      via: str = "") -> AsyncGenerator[bytes, None]:
         """The tree of ``commit`` as an uncompressed tar stream, in chunks of 256 KiB
-        (the last one shorter); fetches the commit when missing.
+        (the last one shorter); fetches the commit when missing (through ``via`` first,
+        as ``resolve``).
 
         An async generator, streamed by ``git archive`` straight from the mirror: no
         scratch directory. Members keep executable bits (mode 0755, else 0644) and
@@ -194,7 +198,7 @@ class GitCheckout:
                 await container.put_archive("/workspace", tar)
         """
         mirror = self.mirror_path(url)
-        sha = await self._commit(mirror, url, commit)
+        sha = await self._commit(mirror, url, commit, via)
         tail: list[str] = []
         args = ("archive", "--format=tar", sha)
         async with self._process(args, mirror, limit=_CHUNK) as proc:
@@ -233,12 +237,24 @@ class GitCheckout:
             sha = await self._rev_parse(mirror, url, name)
             return sha if sha is not None else await fetch()
 
-    async def _commit(self, mirror: Path, url: str, commit: str) -> str:
-        """The full SHA of ``commit``, fetched into ``mirror`` unless already there."""
+    async def _commit(self, mirror: Path, url: str, commit: str, via: str = "") -> str:
+        """The full SHA of ``commit``, fetched into ``mirror`` unless already there:
+        through the ref ``via`` when given (a fork's commit is reachable from no branch,
+        and some servers refuse a fetch by SHA), else (or when it has moved on) by SHA."""
         if not _HEX.fullmatch(commit):
             raise CheckoutError(f"{commit!r} is not a commit id")
-        return await self._ensure(mirror, url, commit,
-                                  lambda: self._fetch_commit(mirror, url, commit))
+
+        async def fetch() -> str:
+            if via:
+                done = await self._network(url, mirror, "fetch", "--depth", "1",
+                                           *_FETCH_FLAGS, "--", url, f"+{via}:{via}")
+                sha = await self._rev_parse(mirror, url, commit) if done.returncode == 0 \
+                    else None
+                if sha is not None:
+                    return sha
+            return await self._fetch_commit(mirror, url, commit)
+
+        return await self._ensure(mirror, url, commit, fetch)
 
     async def _init_mirror(self, mirror: Path, url: str) -> None:
         # No lock needed: the mirror is built aside and renamed into place, and a

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from services.workermanager.checkout import GitCheckout
 from shared.errors import ExecutorError
+from shared.forge import review_ref
 from shared.ports.executor import Executor, RunContext
 from shared.projections.runs import RunView
 
@@ -67,7 +68,8 @@ class Host:
             await self.executor.prepare_run(RunContext(run_id=run.id, source_dir=source))
             return
         # The commit's tree, streamed from this worker's mirror into the workspace.
-        archive = functools.partial(GitCheckout(self.git_cache).archive, run.source, run.commit)
+        archive = functools.partial(GitCheckout(self.git_cache).archive, run.source, run.commit,
+                                    review_ref(run.forge_event))
         await self.executor.prepare_run(RunContext(run_id=run.id, source_archive=archive))
 
     async def run_ended(self, run_id: str) -> None:

@@ -23,6 +23,7 @@ from services.workermanager.host import Host
 from services.workermanager.logship import LogShipper
 from shared import events as ev
 from shared.events import utc_now
+from shared.forge import review_ref
 from shared.keys import CHECKOUT
 from shared.ports.bus import Bus
 from shared.projections.runs import RunView
@@ -55,7 +56,7 @@ class SourceResolver:
         try:
             resolved = await GitCheckout(self.git_cache, on_line).resolve(
                 run.source, ref=run.branch, commit=run.commit,
-                pipeline_file=run.pipeline_file)
+                pipeline_file=run.pipeline_file, via=review_ref(run.forge_event))
         except CheckoutError as exc:
             await on_line(f"error: {exc}")
             await shipper.close()

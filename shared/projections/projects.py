@@ -23,9 +23,11 @@ from shared.pipeline.resources import Policy, Resources
 __all__ = [
     "FORGE_API_URLS",
     "FORGE_KINDS",
+    "FORK_PRS",
     "PROJECT_FIELDS",
     "TOKENS_STREAM",
     "ForgeSettings",
+    "ForkRule",
     "ProjectView",
     "TokenView",
     "fold_project",
@@ -36,7 +38,10 @@ __all__ = [
 TOKENS_STREAM = "tokens"
 PROJECT_FIELDS = ("repo", "default_branch", "pipeline_file", "env", "max_concurrent_runs",
                   "forge", "hook_secret", "auto_cancel", "schedules", "notify",
-                  "email_templates", "trusted", "max_resources")
+                  "email_templates", "trusted", "max_resources", "fork_prs")
+# What a pull request from a fork does: waits for a maintainer's approval (then runs
+# without secrets unless the approver says otherwise), runs without secrets, or nothing.
+FORK_PRS = ("approve", "run-without-secrets", "never")
 FORGE_KINDS = ("github", "gitlab", "gitea")
 # The API root of each forge's hosted service; a Gitea/Forgejo is always self-hosted.
 FORGE_API_URLS = {"github": "https://api.github.com", "gitlab": "https://gitlab.com/api/v4"}
@@ -77,6 +82,17 @@ class ForgeSettings:
 
 
 @dataclass(frozen=True)
+class ForkRule:
+    """What happens to a run a webhook asks for (``ProjectView.fork_rule``): ``ignored``,
+    why none is started; ``approval``, why it waits for one; ``withheld``, why its steps
+    get no secret (kept after an approval that does not give them). "" for none."""
+
+    ignored: str = ""
+    approval: str = ""
+    withheld: str = ""
+
+
+@dataclass(frozen=True)
 class ProjectView:
     name: str
     repo: str = ""
@@ -92,6 +108,7 @@ class ProjectView:
     email_templates: dict[str, str] = field(default_factory=dict)  # subject, text, html
     trusted: bool = False  # privileged containers and host volumes allowed (an admin's call)
     max_resources: Resources = field(default_factory=Resources)  # what a job may ask at most
+    fork_prs: str = "approve"  # one of FORK_PRS
     created_at: str = ""
     updated_at: str = ""
     deleted: bool = False
@@ -122,12 +139,27 @@ class ProjectView:
                       forge_event: Mapping[str, Any] | None = None) -> ev.RunRequested:
         """The request of a run of this project's repository (a worker checks out
         ``commit``, else ``branch``, and reads the project's pipeline file there), with the
-        project's env under ``params``."""
+        project's env under ``params``; a pull request from a fork as ``fork_prs`` says."""
+        fork = self.fork_rule(forge_event or {})
         return ev.RunRequested(
             project=self.name, trigger=trigger, branch=branch, commit=commit,
             pipeline_file=self.pipeline_file, pipeline="", source=self.repo,
             params={**self.env, **(params or {})}, requested_by=requested_by,
-            source_kind="git", forge_event=dict(forge_event or {}))
+            source_kind="git", forge_event=dict(forge_event or {}),
+            approval=fork.approval, secrets_withheld=fork.withheld)
+
+    def fork_rule(self, forge_event: Mapping[str, Any]) -> ForkRule:
+        """What ``fork_prs`` makes of a webhook's event: only a pull request whose head is
+        in another repository than the project's is held back."""
+        if forge_event.get("kind") != "pull_request" or not forge_event.get("fork"):
+            return ForkRule()
+        what = f"pull request #{forge_event.get('pr_number', 0)} from a fork"
+        if self.fork_prs == "never":
+            return ForkRule(ignored=f"{what}: the project's fork_prs is never")
+        if self.fork_prs == "run-without-secrets":
+            return ForkRule(withheld=what)
+        return ForkRule(approval=f"{what}: a maintainer must approve it (cyclone approve)",
+                        withheld=what)
 
     def secret_env(self) -> set[str]:
         """The env variables the API shows as ``***``: named like secrets, or used by a
@@ -152,7 +184,7 @@ def fold_project(events: Iterable[RecordedEvent],
                                schedules=tuple(event.schedules),
                                notify=rules_from_data(event.notify),
                                email_templates=dict(event.email_templates),
-                               trusted=event.trusted,
+                               trusted=event.trusted, fork_prs=event.fork_prs,
                                max_resources=Resources.from_data(event.max_resources),
                                created_at=recorded.ts, updated_at=recorded.ts)
         elif isinstance(event, ev.ProjectUpdated) and view is not None:

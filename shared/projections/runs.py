@@ -109,6 +109,8 @@ class RunView:
     log_lines: int = 0  # lines the run's steps and checkout logged, as its events report
     reason: str = ""
     secrets_withheld: str = ""  # why the run's steps get no secret; "": they may
+    awaiting_approval: str = ""  # why it waits for a maintainer's approval; "": it does not
+    approved_by: str = ""
     jobs: tuple[JobView, ...] = ()
     last_seq: int = 0
     skipped_events: int = 0  # events of unknown types that were skipped
@@ -221,6 +223,7 @@ def _requested(run: RunView, e: ev.RunRequested, ts: str) -> RunView:
         pipeline_file=e.pipeline_file, source=e.source, source_kind=e.source_kind,
         created_at=ts, forge_event=e.forge_event or None,
         params=tuple(sorted(e.params.items())), secrets_withheld=e.secrets_withheld,
+        awaiting_approval=e.approval,
     )
 
 
@@ -297,6 +300,12 @@ def _step_skipped(run: RunView, e: ev.StepSkipped, ts: str) -> RunView:
     return _with_step(run, e.job, e.step, status=StepStatus.SKIPPED, reason=e.reason)
 
 
+def _approved(run: RunView, e: ev.RunApproved, ts: str) -> RunView:
+    withheld = "" if e.secrets else (
+        run.secrets_withheld or f"{run.awaiting_approval}: approved without secrets")
+    return replace(run, awaiting_approval="", approved_by=e.by, secrets_withheld=withheld)
+
+
 def _cancel_requested(run: RunView, e: ev.RunCancelRequested, ts: str) -> RunView:
     return replace(run, cancel_requested=True)
 
@@ -337,6 +346,8 @@ def _dispatch(run: RunView, event: ev.Event, ts: str) -> RunView:
             return _step_skipped(run, event, ts)
         case ev.StepLogTruncated():
             return _step_log_truncated(run, event, ts)
+        case ev.RunApproved():
+            return _approved(run, event, ts)
         case ev.RunCancelRequested():
             return _cancel_requested(run, event, ts)
         case ev.RunSucceeded():

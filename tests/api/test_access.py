@@ -72,6 +72,8 @@ EXPECTED = {
     ("GET", "/api/v1/runs/{id}/logs/ws"): "viewer",
     ("POST", "/api/v1/runs/{id}/cancel"): "developer",
     ("POST", "/api/v1/runs/{id}/rerun"): "developer",
+    ("POST", "/api/v1/runs/{id}/approve"): "maintainer",
+    ("POST", "/api/v1/runs/{id}/reject"): "maintainer",
 }
 SAFE = ("GET", "HEAD")
 PASSWORD = "correct horse battery"

@@ -26,6 +26,7 @@ __all__ = [
     "check_token",
     "first_header",
     "head_commit",
+    "is_fork",
     "is_zero",
     "load_json",
     "lower_headers",
@@ -175,6 +176,14 @@ def _lookup(data: dict[str, Any], path: str, at: str) -> Any:
             return _ABSENT
         walked.append(part)
     return node
+
+
+def is_fork(data: dict[str, Any], head: str, base: str, at: str = "") -> bool:
+    """Whether a pull request comes from another repository than its base: the values at
+    ``head`` and ``base`` (its head's and its base's repository name or id) differ, or the
+    head's is gone (a deleted fork) while the base's is there."""
+    theirs, ours = _lookup(data, head, at), _lookup(data, base, at)
+    return ours is not _ABSENT and theirs != ours
 
 
 def need_obj(data: dict[str, Any], path: str, at: str = "") -> dict[str, Any]:

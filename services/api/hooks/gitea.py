@@ -29,6 +29,7 @@ from services.api.hooks.common import (
     check_hmac,
     first_header,
     head_commit,
+    is_fork,
     is_zero,
     load_json,
     need_branch,
@@ -139,6 +140,7 @@ def _pull_request(data: dict[str, Any], delivery: str) -> ForgeEvent | Ignored:
         commit=need_sha(data, "pull_request.head.sha"),
         target_branch=need_branch(data, "pull_request.base.ref"),
         pr_number=number, action=normalized,
+        fork=is_fork(data, "pull_request.head.repo.full_name", "pull_request.base.repo.full_name"),
         # A pull_request payload names no head commit: its title and author stand in.
         author=opt_str(data, "pull_request.user.login")
         or opt_str(data, "pull_request.user.username"),

@@ -22,6 +22,7 @@ from services.api.hooks.common import (
     PayloadError,
     check_hmac,
     head_commit,
+    is_fork,
     is_zero,
     load_json,
     need_branch,
@@ -107,6 +108,7 @@ def _pull_request(data: dict[str, Any], delivery: str) -> ForgeEvent | Ignored:
         before=opt_sha(data, "before") if normalized == "synchronize" else "",
         target_branch=need_branch(data, "pull_request.base.ref"),
         pr_number=number, action=normalized,
+        fork=is_fork(data, "pull_request.head.repo.full_name", "pull_request.base.repo.full_name"),
         # A pull_request payload names no head commit: its title and author stand in.
         author=opt_str(data, "pull_request.user.login"),
         message=opt_str(data, "pull_request.title"))

@@ -26,6 +26,7 @@ from services.api.hooks.common import (
     check_token,
     first_header,
     head_commit,
+    is_fork,
     is_zero,
     load_json,
     need_branch,
@@ -121,5 +122,6 @@ def _merge_request(data: dict[str, Any], delivery: str) -> ForgeEvent | Ignored:
         target_branch=need_branch(attrs, "target_branch", at="object_attributes"),
         commit=need_sha(data, f"{last}.id"), before=oldrev,
         pr_number=iid, action=normalized,
+        fork=is_fork(attrs, "source_project_id", "target_project_id", at="object_attributes"),
         author=opt_str(data, f"{last}.author.name") or opt_str(data, "user.username"),
         message=opt_str(data, f"{last}.message"))

@@ -167,12 +167,13 @@ PULLS = [
         kind="pull_request", provider="gitlab", delivery="delivery-1", repo_url=GL_URL,
         ref="refs/merge-requests/1/head", branch="ms-viewport", commit=SHA["pr"],
         target_branch="master", pr_number=1, action="opened", author="GitLab dev user",
-        message="fixed readme")),
+        message="fixed readme", fork=True)),  # GitLab's sample: project 14 into 15
     ("gitlab", "Merge Request Hook", "gitlab/merge_request_update.json", ForgeEvent(
         kind="pull_request", provider="gitlab", delivery="delivery-1", repo_url=GL_URL,
         ref="refs/merge-requests/1/head", branch="ms-viewport", commit=SHA["pr"],
         before=SHA["first"], target_branch="master", pr_number=1, action="synchronize",
-        author="GitLab dev user", message="fixed readme")),
+        author="GitLab dev user", message="fixed readme",
+        fork=True)),
     ("gitea", "pull_request", "gitea/pull_request_opened.json", ForgeEvent(
         kind="pull_request", provider="gitea", delivery="delivery-1", repo_url=GT_URL,
         ref="refs/pull/12/head", branch="feature/test", commit=SHA["pr"],
