@@ -37,7 +37,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # surrogateescape: an Authorization header's bytes that are not UTF-8 (aiohttp hands
+    # them over as lone surrogates) hash like any other wrong token, instead of raising.
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class Tokens:

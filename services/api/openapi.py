@@ -139,8 +139,9 @@ def openapi_document() -> dict[str, Any]:
                 "A forge's webhook delivery (github, gitlab, gitea, forgejo, gogs, generic), "
                 "authenticated by its signature with the project's hook_secret, not by a "
                 "token; 202 once recorded ({\"runs\"} or {\"ignored\"}), 200 for a "
-                "redelivery", 202, params=[_path("provider"), _path("project")],
-                errors=(400, 401, 404, 413))},
+                "redelivery (the same body), 409 for a delivery id seen with another body",
+                202, params=[_path("provider"), _path("project")],
+                errors=(400, 401, 404, 409, 413))},
             "/api/v1/hooks/deliveries": {"get": _op(
                 "Recent webhook deliveries and what became of them (?project=NAME)", 200,
                 params=[_query("project")], errors=(401,))},

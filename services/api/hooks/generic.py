@@ -45,6 +45,8 @@ from services.api.hooks.common import (
     Ignored,
     PayloadError,
     check_hmac,
+    check_text,
+    delivery_header,
     head_commit,
     is_zero,
     load_json,
@@ -67,7 +69,7 @@ def verify(headers: dict[str, str], body: bytes, secret: str) -> None:
 
 
 def parse(headers: dict[str, str], body: bytes) -> ForgeEvent | Ignored:
-    delivery = headers.get("x-cyclone-delivery", "").strip()
+    delivery = delivery_header(headers, "X-Cyclone-Delivery")
     data = load_json(headers, body)
     event = need_str(data, "event")
     if event == "ping":
@@ -103,4 +105,4 @@ def _paths(data: dict[str, Any], commits: list[Any] | None) -> tuple[str, ...] |
         return paths_of(commits, "commits")
     if not all(isinstance(path, str) for path in listed):
         raise PayloadError("changed_paths is not an array of strings")
-    return tuple(sorted(set(listed)))
+    return tuple(sorted({check_text(path, "changed_paths") for path in listed}))
