@@ -22,7 +22,7 @@ from aiohttp import web
 
 from services.api.auth import TOKEN_KEY, Tokens, auth_middleware
 from services.api.context import CONTEXT, ApiContext
-from services.api.errors import ApiError, error_middleware
+from services.api.errors import ApiError, error_middleware, read_json
 from services.api.live import LiveRuns
 from services.api.metrics import api_collector
 from services.api.models import TokenCreate
@@ -121,7 +121,7 @@ def _admin(request: web.Request) -> None:
 
 async def _token_create(request: web.Request) -> web.Response:
     _admin(request)
-    body = TokenCreate.model_validate(await request.json())
+    body = TokenCreate.model_validate(await read_json(request))
     view, secret = await request.app[CONTEXT].tokens.create(body.name)
     return web.json_response({**view.to_json(), "token": secret}, status=201)
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from services.api.context import CONTEXT, ApiContext
-from services.api.errors import ApiError, field_problem
+from services.api.errors import ApiError, field_problem, read_json
 from services.api.models import ForgePatch, ProjectCreate, ProjectPatch
 from shared import events as ev
 from shared.email_templates import TEMPLATE_NAMES
@@ -66,7 +66,7 @@ async def _append(store: EventStore, name: str, event: ev.Event, expected_seq: i
 
 async def _create(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    body = _validated(ProjectCreate, await request.json())
+    body = _validated(ProjectCreate, await read_json(request))
     existing = fold_project(await ctx.store.read(project_stream(body.name)))
     if existing is not None and not existing.deleted:
         raise ApiError(409, f"project {body.name!r} already exists")
@@ -101,7 +101,7 @@ async def _show(request: web.Request) -> web.Response:
 async def _update(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     view = await require_project(ctx.store, request.match_info["name"])
-    body = _validated(ProjectPatch, await request.json())
+    body = _validated(ProjectPatch, await read_json(request))
     changes = body.model_dump(exclude_none=True, exclude={"forge", "notify", "email_templates"})
     if body.env is not None:
         changes["env"] = _env_change(view, body.env)

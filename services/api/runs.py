@@ -7,7 +7,7 @@ from aiohttp import web
 from services.api.auth import TOKEN_KEY
 from services.api.commands import RunNotFound, record_request, request_cancel, request_run
 from services.api.context import CONTEXT, ApiContext
-from services.api.errors import ApiError
+from services.api.errors import ApiError, read_json
 from services.api.models import RunCreate
 from services.api.projects import require_project
 from services.api.streams import follow_run_events, wants_stream
@@ -35,7 +35,7 @@ def _accepted(run_id: str) -> web.Response:
 async def _trigger(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     project = await require_project(ctx.store, request.match_info["name"])
-    body = RunCreate.model_validate(await request.json() if request.can_read_body else {})
+    body = RunCreate.model_validate(await read_json(request) if request.can_read_body else {})
     branch = body.ref or ("" if body.commit else project.default_branch)
     event = project.run_requested(trigger="manual", branch=branch, commit=body.commit or "",
                                   params=body.params, requested_by=_who(request))

@@ -122,6 +122,7 @@ async def test_an_authorization_header_that_is_not_text_is_a_401(api: Api) -> No
     (b'{"event": NaN}', "NaN"),
     (b'"push"', "not a JSON object (got string)"),
     (b'{"event": "push", "ref": "refs/heads/\\ud800"}', "ref is not valid Unicode"),
+    (b'{"event": "push", "a": [{"\\udfff": 1}]}', "a key in a[0] is not valid Unicode"),
 ])
 async def test_a_body_past_the_decoding_limits_is_a_400_saying_which(
         api: Api, body: bytes, named: str) -> None:

@@ -3,8 +3,8 @@
 
 Everything here is pure (no I/O). Messages name what is wrong with a JSON-pointer-ish
 path (``pull_request.head.sha is missing``) and never contain a secret or a signature.
-Every string read is storable text (``decode.check_text``); refs and branch or tag names
-are what git accepts, at most ``MAX_REF_BYTES``; pull request numbers fit 31 bits.
+Every string read is storable text (``decode`` refused the rest); refs, branch and tag
+names are what git accepts, at most ``MAX_REF_BYTES``; pull request numbers fit 31 bits.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from services.api.hooks.decode import (
-    check_text,
     decode_json,
     delivery_header,
     first_header,
@@ -32,7 +31,6 @@ __all__ = [
     "Ignored",
     "PayloadError",
     "check_hmac",
-    "check_text",
     "check_token",
     "delivery_header",
     "first_header",
@@ -156,7 +154,7 @@ def opt_str(data: dict[str, Any], path: str, default: str = "", at: str = "") ->
         return default
     if not isinstance(value, str):
         raise PayloadError(f"{_where(at, path)} is not a string (got {json_type(value)})")
-    return check_text(value, _where(at, path))
+    return value
 
 
 def need_str(data: dict[str, Any], path: str, at: str = "") -> str:
@@ -303,7 +301,7 @@ def paths_of(commits: list[Any] | None, path: str) -> tuple[str, ...] | None:
             files = commit[key]
             if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
                 raise PayloadError(f"{path}[{i}].{key} is not an array of strings")
-            found.update(check_text(f, f"{path}[{i}].{key}") for f in files)
+            found.update(files)
     return tuple(sorted(found))
 
 

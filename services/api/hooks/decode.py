@@ -12,8 +12,8 @@ each naming the header, or the body and where in it.
   anything recursive that later walks the data fail),
   integers of at most ``MAX_INT_DIGITS`` digits (Python refuses to convert longer ones,
   with a ValueError), no NaN or Infinity, and an object at the top.
-* Text taken from the body (``check_text``) holds no lone surrogates (a ``\\ud800``
-  escape decodes to one, and no store can encode it).
+* No string or key of the body holds a lone surrogate (a ``\\ud800`` escape decodes to
+  one, and no store or encoder takes it).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ __all__ = [
     "MAX_INT_DIGITS",
     "check_text",
     "decode_json",
+    "decode_value",
     "delivery_header",
     "first_header",
     "json_type",
@@ -102,7 +103,7 @@ _CONTAINERS = (dict, list)  # what json.loads makes (exact types: this loop is h
 
 def _check_depth(data: Any) -> None:
     """Refuse nesting deeper than MAX_DEPTH, level by level (no recursion of our own)."""
-    level: list[Any] = [data]
+    level: list[Any] = [data] if type(data) in _CONTAINERS else []
     depth = 0
     while level:
         depth += 1
@@ -111,6 +112,25 @@ def _check_depth(data: Any) -> None:
         level = [child for node in level
                  for child in (node.values() if type(node) is dict else node)
                  if type(child) in _CONTAINERS]
+
+
+# A \uD800-\uDFFF escape: only text that has one can decode to a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _check_surrogates(data: Any) -> None:
+    """Refuse a string (or key) holding a lone surrogate, naming where it is."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str):
+            check_text(node, path or "body")
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                check_text(key, f"a key in {path or 'body'}")
+                stack.append((f"{path}.{key}" if path else key, value))
+        elif isinstance(node, list):
+            stack.extend((f"{path}[{i}]", value) for i, value in enumerate(node))
 
 
 def _int(digits: str) -> int:
@@ -124,8 +144,8 @@ def _constant(name: str) -> NoReturn:
     raise PayloadError(f"body holds {name}, which is not JSON")
 
 
-def decode_json(body: bytes) -> dict[str, Any]:
-    """``body`` as a JSON object, within the limits above."""
+def decode_value(body: bytes) -> Any:
+    """``body`` as any JSON value, within the limits above."""
     if len(body) > MAX_BODY:
         raise PayloadError(f"body is larger than {MAX_BODY} bytes")
     try:
@@ -144,6 +164,14 @@ def decode_json(body: bytes) -> dict[str, Any]:
     except RecursionError:  # the C decoder's own guard, far deeper than MAX_DEPTH
         raise PayloadError(f"body is nested deeper than {MAX_DEPTH} levels") from None
     _check_depth(data)
+    if _SURROGATE_ESCAPE.search(text):
+        _check_surrogates(data)
+    return data
+
+
+def decode_json(body: bytes) -> dict[str, Any]:
+    """``body`` as a JSON object, within the limits above."""
+    data = decode_value(body)
     if not isinstance(data, dict):
         raise PayloadError(f"body is not a JSON object (got {json_type(data)})")
     return data

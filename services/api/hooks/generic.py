@@ -45,7 +45,6 @@ from services.api.hooks.common import (
     Ignored,
     PayloadError,
     check_hmac,
-    check_text,
     delivery_header,
     head_commit,
     is_zero,
@@ -105,4 +104,4 @@ def _paths(data: dict[str, Any], commits: list[Any] | None) -> tuple[str, ...] |
         return paths_of(commits, "commits")
     if not all(isinstance(path, str) for path in listed):
         raise PayloadError("changed_paths is not an array of strings")
-    return tuple(sorted({check_text(path, "changed_paths") for path in listed}))
+    return tuple(sorted(set(listed)))
