@@ -2,7 +2,7 @@
 # and `make test` (set up, then run the whole test suite). Both are idempotent.
 VENV := .venv/bin
 
-.PHONY: up test setup lock setup-docker setup-infra lint bench bench-cluster clean
+.PHONY: up test setup lock setup-docker setup-infra lint fuzz bench bench-cluster clean
 
 setup:
 	@bash scripts/setup-python.sh
@@ -30,6 +30,11 @@ up: setup setup-docker
 
 test: setup setup-docker setup-infra
 	$(VENV)/python -m pytest -q -ra
+
+# The fuzzers of tests/fuzz with the long budget (Hypothesis profile "fuzz": 50 times the
+# suite's examples; findings are kept in .hypothesis/ and replayed first next time).
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/python -m pytest -q -ra tests/fuzz $(FUZZ_ARGS)
 
 lint: setup
 	$(VENV)/ruff check shared services cyclone tests bench

@@ -185,6 +185,9 @@ class DeliveryReceived(Event):
     event: Mapping[str, Any] = field(default_factory=dict)  # shared.forge.ForgeEvent as JSON
     run_ids: tuple[str, ...] = ()
     ignored: str = ""  # why nothing was started ("" when runs were)
+    # The body's SHA-256 hex digest: a redelivery sends the same body ("" in deliveries
+    # recorded before it was kept; those are not compared).
+    body_sha256: str = ""
 
 
 # --- run lifecycle --------------------------------------------------------------------

@@ -56,7 +56,9 @@ def actor(request: web.Request) -> str:
 
 
 def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # surrogateescape: an Authorization header's bytes that are not UTF-8 (aiohttp hands
+    # them over as lone surrogates) hash like any other wrong token, instead of raising.
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def csrf_token(session_secret: str) -> str:

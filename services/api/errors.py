@@ -1,6 +1,9 @@
 """Every error the API answers is JSON ``{"error": code, "detail": text}``; never a traceback.
 
-``ApiError`` is raised by handlers; the middleware also turns aiohttp's own HTTP
+``ApiError`` is raised by handlers; ``read_json`` reads a request's JSON body through the
+same defensive decoding as webhook payloads (UTF-8, nesting depth, integer length, no
+lone surrogates: ``services/api/hooks/decode.py``), a 400 naming what is wrong. The
+middleware also turns aiohttp's own HTTP
 errors (unknown route, wrong method, body too large), invalid JSON and pydantic
 validation errors (naming the field) into that shape, and any other exception into
 a 500 whose details go to the log only.
@@ -11,12 +14,16 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-__all__ = ["ApiError", "error_middleware", "field_problem", "json_error"]
+from services.api.hooks.decode import decode_value
+from services.api.hooks.errors import PayloadError
+
+__all__ = ["ApiError", "error_middleware", "field_problem", "json_error", "read_json"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,14 @@ def json_error(status: int, detail: str, error: str | None = None,
                headers: Mapping[str, str] | None = None) -> web.Response:
     body = {"error": error or _CODES.get(status, "error"), "detail": detail}
     return web.json_response(body, status=status, headers=headers)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request's body as a JSON value; ``ApiError`` 400 when it is not one."""
+    try:
+        return decode_value(await request.read())
+    except PayloadError as exc:
+        raise ApiError(400, str(exc), "invalid_json") from None
 
 
 def field_problem(err: ErrorDetails) -> str:

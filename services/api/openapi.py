@@ -48,7 +48,9 @@ def _op(summary: str, ok: int, *, body: dict[str, Any] | None = None,
     responses: dict[str, Any] = {
         str(ok): {"description": "OK",
                   **({"content": {content: {"schema": _OBJECT}}} if ok != 204 else {})}}
-    for status in (*errors, *((400, 413) if body else ())):
+    # a route that needs credentials may also need a role the caller lacks (403)
+    refused = (403,) if 401 in errors and 403 not in errors else ()
+    for status in (*errors, *refused, *((400, 413) if body else ())):
         responses[str(status)] = {"description": "error", "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     op: dict[str, Any] = {"summary": summary, "responses": responses}
@@ -158,8 +160,9 @@ def openapi_document() -> dict[str, Any]:
                 "A forge's webhook delivery (github, gitlab, gitea, forgejo, gogs, generic), "
                 "authenticated by its signature with the project's hook_secret, not by a "
                 "token; 202 once recorded ({\"runs\"} or {\"ignored\"}), 200 for a "
-                "redelivery", 202, params=[_path("provider"), _path("project")],
-                errors=(400, 401, 404, 413))},
+                "redelivery (the same body), 409 for a delivery id seen with another body",
+                202, params=[_path("provider"), _path("project")],
+                errors=(400, 401, 404, 409, 413))},
             "/api/v1/hooks/deliveries": {"get": _op(
                 "Recent webhook deliveries and what became of them (?project=NAME)", 200,
                 params=[_query("project")], errors=(401,))},
@@ -223,8 +226,8 @@ def _secret_paths(project: list[dict[str, Any]]) -> dict[str, Any]:
                                   params=params or None, description=_SECRETS)}
         paths[f"{base}/{{secret}}"] = {
             "put": _op(f"Set one of {whose} secrets", 200, params=[*params, *secret],
-                       body=_SECRET_VALUE, errors=(401, 404), description=_SECRETS),
+                       body=_SECRET_VALUE, errors=(401, 403, 404), description=_SECRETS),
             "delete": _op(f"Remove one of {whose} secrets", 204,
-                          params=[*params, *secret]),
+                          params=[*params, *secret], errors=(400, 401, 403, 404)),
         }
     return paths

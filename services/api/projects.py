@@ -27,7 +27,7 @@ from pydantic_core import ErrorDetails
 
 from services.api.access import listing, principal_of
 from services.api.context import CONTEXT, ApiContext
-from services.api.errors import ApiError, field_problem
+from services.api.errors import ApiError, field_problem, read_json
 from services.api.models import ForgePatch, ProjectCreate, ProjectPatch
 from shared import events as ev
 from shared.email_templates import TEMPLATE_NAMES
@@ -71,7 +71,7 @@ async def _append(request: web.Request, name: str, event: ev.Event, expected_seq
 
 async def _create(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    body = _validated(ProjectCreate, await request.json())
+    body = _validated(ProjectCreate, await read_json(request))
     if body.trusted or body.max_resources is not None:
         require_admin(request, "trusted, max_resources")
     existing = fold_project(await ctx.store.read(project_stream(body.name)))
@@ -112,7 +112,7 @@ async def _show(request: web.Request) -> web.Response:
 async def _update(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     view = await require_project(ctx.store, request.match_info["name"])
-    body = _validated(ProjectPatch, await request.json())
+    body = _validated(ProjectPatch, await read_json(request))
     if body.trusted is not None or body.max_resources is not None:
         require_admin(request, "trusted, max_resources")
     changes = body.model_dump(exclude_none=True, exclude={"forge", "notify", "email_templates",

@@ -14,10 +14,10 @@ from services.api.commands import (
     request_run,
 )
 from services.api.context import CONTEXT, ApiContext
-from services.api.errors import ApiError
+from services.api.errors import ApiError, read_json
 from services.api.models import RunApprove, RunCreate
 from services.api.projects import require_project
-from services.api.streams import follow_run_events, wants_stream
+from services.api.streams import follow_run_events, seq_param, wants_stream
 from shared import events as ev
 from shared.events import decode, run_stream
 from shared.projections.runs import RunView
@@ -42,7 +42,7 @@ def _accepted(run_id: str) -> web.Response:
 async def _trigger(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     project = await require_project(ctx.store, request.match_info["name"])
-    body = RunCreate.model_validate(await request.json() if request.can_read_body else {})
+    body = RunCreate.model_validate(await read_json(request) if request.can_read_body else {})
     branch = body.ref or ("" if body.commit else project.default_branch)
     event = project.run_requested(trigger="manual", branch=branch, commit=body.commit or "",
                                   params=body.params, requested_by=_who(request))
@@ -98,7 +98,7 @@ async def _approve(request: web.Request) -> web.Response:
     secrets only when the body says ``{"secrets": true}``."""
     ctx = request.app[CONTEXT]
     run_id = request.match_info["id"]
-    body = RunApprove.model_validate(await request.json() if request.can_read_body else {})
+    body = RunApprove.model_validate(await read_json(request) if request.can_read_body else {})
     try:
         await approve_run(ctx.store, run_id, _who(request), body.secrets)
     except RunNotFound:
@@ -149,10 +149,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
         return await follow_run_events(request)
     ctx = request.app[CONTEXT]
     run_id = request.match_info["id"]
-    try:
-        after = int(request.query.get("after", "0"))
-    except ValueError:
-        raise ApiError(400, "after: expected a whole number (a seq)") from None
+    after = seq_param(request.query.get("after", "0"), "after")
     recorded = await ctx.store.read(run_stream(run_id), from_seq=after + 1)
     if not recorded and not await ctx.store.read(run_stream(run_id)):
         raise ApiError(404, f"no run {run_id!r}")

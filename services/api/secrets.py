@@ -25,7 +25,7 @@ from aiohttp import web
 
 from services.api.auth import actor
 from services.api.context import CONTEXT
-from services.api.errors import ApiError
+from services.api.errors import ApiError, read_json
 from services.api.projects import require_project
 from shared import events as ev
 from shared.errors import ConcurrencyConflict
@@ -72,7 +72,7 @@ async def _list(request: web.Request) -> web.Response:
 
 async def _set(request: web.Request) -> web.Response:
     scope, name = await _scope(request), _secret_name(request)
-    body: Any = await request.json()
+    body: Any = await read_json(request)
     value = body.get("value") if isinstance(body, dict) else None
     if not isinstance(value, str) or set(body) != {"value"}:
         raise ApiError(400, 'expected {"value": "<the secret>"}', "invalid_body")

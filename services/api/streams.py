@@ -37,7 +37,7 @@ from shared.events import RecordedEvent, is_run_stream, run_stream
 from shared.projections.runs import RunView, run_id_of
 from shared.runstream import load_run
 
-__all__ = ["follow_run_events", "stream_routes", "wants_stream"]
+__all__ = ["follow_run_events", "seq_param", "stream_routes", "wants_stream"]
 
 REPLAY_PAGE = 1000  # events read from the store at once when a client resumes
 
@@ -58,13 +58,17 @@ def _live(ctx: ApiContext) -> LiveRuns:
     return ctx.live
 
 
-def _seq(raw: str, name: str) -> int:
+MAX_SEQ = 2**62  # stores keep seqs and positions as 64-bit integers
+
+
+def seq_param(raw: str, name: str) -> int:
+    """A seq or position the client sent (a query value, Last-Event-ID); 400 otherwise."""
     try:
         value = int(raw)
     except ValueError:
         raise ApiError(400, f"{name}: expected a whole number (a seq)") from None
-    if value < 0:
-        raise ApiError(400, f"{name}: expected a number >= 0")
+    if not 0 <= value <= MAX_SEQ:
+        raise ApiError(400, f"{name}: expected a number from 0 to {MAX_SEQ}")
     return value
 
 
@@ -76,8 +80,8 @@ async def follow_run_events(request: web.Request) -> web.StreamResponse:
     live = _live(ctx)
     run_id = request.match_info["id"]
     resume = sse.last_event_id(request)
-    after = (_seq(resume, "Last-Event-ID") if resume
-             else _seq(request.query.get("after", "0"), "after"))
+    after = (seq_param(resume, "Last-Event-ID") if resume
+             else seq_param(request.query.get("after", "0"), "after"))
     if await live.view(run_id) is None:
         raise ApiError(404, f"no run {run_id!r}")
     resp = await sse.open_stream(request)
@@ -124,7 +128,7 @@ async def _changes(request: web.Request) -> web.StreamResponse:
     live = _live(ctx)
     shown = listing(request)
     resume = sse.last_event_id(request)
-    since = _seq(resume, "Last-Event-ID") if resume else None
+    since = seq_param(resume, "Last-Event-ID") if resume else None
     with live.changes() as listener:  # before anything is read: nothing falls in between
         resp = await sse.open_stream(request)
         with contextlib.suppress(ConnectionResetError):

@@ -8,7 +8,7 @@ from aiohttp import web
 from services.api.access import Principal, principal_of
 from services.api.auth import SESSION_COOKIE, SESSION_S, csrf_token
 from services.api.context import CONTEXT
-from services.api.errors import ApiError
+from services.api.errors import ApiError, read_json
 from services.api.models import MemberSet, SessionCreate, TokenCreate, UserCreate, UserPatch
 from services.api.projects import require_project
 from shared.status import Role
@@ -40,7 +40,7 @@ def user_routes() -> list[web.RouteDef]:
 
 async def _login(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    body = SessionCreate.model_validate(await request.json())
+    body = SessionCreate.model_validate(await read_json(request))
     address = request.remote or ""
     wait = max(ctx.user_logins.wait_s(body.user), ctx.address_logins.wait_s(address))
     if wait > 0:
@@ -91,7 +91,7 @@ async def _logout(request: web.Request) -> web.Response:
 async def _token_create(request: web.Request) -> web.Response:
     """A token of the caller's own (of any user, for an admin)."""
     ctx, principal = request.app[CONTEXT], principal_of(request)
-    body = TokenCreate.model_validate(await request.json())
+    body = TokenCreate.model_validate(await read_json(request))
     user = principal.user if body.user is None else body.user
     if (user != principal.user or not user) and not principal.admin:
         raise ApiError(403, "a token of another user, or of no user, needs the admin role")
@@ -125,7 +125,7 @@ async def _token_revoke(request: web.Request) -> web.Response:
 async def _user_add(request: web.Request) -> web.Response:
     """A user; without a password one that only uses tokens (a bot)."""
     ctx = request.app[CONTEXT]
-    body = UserCreate.model_validate(await request.json())
+    body = UserCreate.model_validate(await read_json(request))
     for project in body.roles:
         await require_project(ctx.store, project)
     user = await ctx.users.add(body.name, body.password, body.admin,
@@ -149,7 +149,7 @@ async def _user_show(request: web.Request) -> web.Response:
 
 async def _user_change(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    body = UserPatch.model_validate(await request.json())
+    body = UserPatch.model_validate(await read_json(request))
     user = await ctx.users.change(request.match_info["user"], principal_of(request).name,
                                   password=body.password, admin=body.admin)
     return web.json_response(user.to_json())
@@ -177,7 +177,7 @@ async def _members(request: web.Request) -> web.Response:
 async def _member_set(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     project = (await require_project(ctx.store, request.match_info["name"])).name
-    body = MemberSet.model_validate(await request.json())
+    body = MemberSet.model_validate(await read_json(request))
     await ctx.users.grant(request.match_info["user"], project, Role(body.role),
                           principal_of(request).name)
     return web.json_response({"user": request.match_info["user"], "role": body.role})

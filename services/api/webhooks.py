@@ -7,10 +7,11 @@ The order matters and is the contract:
 2. the payload becomes a ``ForgeEvent`` (``services/api/hooks``), or is ignored (an
    event or action that builds nothing: 202 ``{"ignored": why}``), or is a 400 naming
    what is malformed;
-3. the delivery is recorded as a ``DeliveryReceived`` event in a stream named by the
-   delivery id, written with "expect empty": of a delivery and its redeliveries, racing
-   on any api replica, exactly one records. A redelivery answers 200 with the runs the
-   first one started;
+3. the delivery is recorded as a ``DeliveryReceived`` event (with its body's SHA-256) in
+   a stream named by the delivery id, written with "expect empty": of a delivery and its
+   redeliveries, racing on any api replica, exactly one records. A redelivery (the same
+   body) answers 200 with the runs the first one started; the same id with another body
+   is a 409, and changes nothing;
 4. each run is requested (``RunRequested`` carrying the ``ForgeEvent``, so the
    pipeline's ``on:`` rules are judged once its file is checked out: a run they do not
    start ends ``skipped`` with the reason), then older runs of the same branch or pull
@@ -32,7 +33,16 @@ from aiohttp import web
 from services.api.commands import record_request, request_cancel
 from services.api.context import CONTEXT, ApiContext
 from services.api.errors import ApiError
-from services.api.hooks import PROVIDERS, HookAuthError, Ignored, PayloadError, parse, verify
+from services.api.hooks import (
+    PROVIDERS,
+    HookAuthError,
+    Ignored,
+    PayloadError,
+    delivery_header,
+    lower_headers,
+    parse,
+    verify,
+)
 from services.api.projects import get_project
 from shared import events as ev
 from shared.errors import ConcurrencyConflict
@@ -73,17 +83,17 @@ async def _receive(request: web.Request) -> web.Response:
     try:
         verify(provider, request.headers, body, project.hook_secret)
         parsed = parse(provider, request.headers, body)
+        delivery = _delivery_id(parsed, request.headers, body)
     except HookAuthError as exc:
         raise ApiError(401, f"webhook not authentic: {exc}") from None
     except PayloadError as exc:
         raise ApiError(400, f"webhook payload: {exc}") from None
-    delivery = _delivery_id(parsed, request.headers, body)
     stream = delivery_stream(name, provider, delivery)
-    record = _record(project, provider, delivery, parsed)
+    record = _record(project, provider, delivery, parsed, hashlib.sha256(body).hexdigest())
     try:
         await ctx.store.append(stream, [NewEvent(record)], expected_seq=0)
     except ConcurrencyConflict:
-        return await _redelivered(ctx, project, stream)
+        return await _redelivered(ctx, project, stream, record.body_sha256)
     await _start(ctx, project, record)
     if record.ignored:
         return web.json_response({"delivery": delivery, "ignored": record.ignored},
@@ -93,20 +103,19 @@ async def _receive(request: web.Request) -> web.Response:
 
 def _delivery_id(parsed: ForgeEvent | Ignored, headers: Mapping[str, str],
                  body: bytes) -> str:
+    """Raises ``PayloadError`` for a delivery header that is not a short line of text."""
     if isinstance(parsed, ForgeEvent) and parsed.delivery:
         return parsed.delivery
-    for header in _DELIVERY_HEADERS:
-        if headers.get(header):
-            return headers[header]
-    return "sha256:" + hashlib.sha256(body).hexdigest()  # no id: the same body is the same
+    found = delivery_header(lower_headers(headers), *_DELIVERY_HEADERS)
+    return found or "sha256:" + hashlib.sha256(body).hexdigest()  # no id: same body, same
 
 
 def _record(project: ProjectView, provider: str, delivery: str,
-            parsed: ForgeEvent | Ignored) -> ev.DeliveryReceived:
+            parsed: ForgeEvent | Ignored, body_sha256: str) -> ev.DeliveryReceived:
     """What to record (and do) about a delivery: the runs to start, or why none."""
     if isinstance(parsed, Ignored):
         return ev.DeliveryReceived(project=project.name, provider=provider, delivery=delivery,
-                                   ignored=parsed.reason)
+                                   ignored=parsed.reason, body_sha256=body_sha256)
     ignored = ""
     if parsed.kind == "ping":
         ignored = "ping: the webhook works; nothing to build"
@@ -117,7 +126,8 @@ def _record(project: ProjectView, provider: str, delivery: str,
         ignored = project.fork_rule(parsed.to_json()).ignored  # fork_prs: never
     run_ids = () if ignored else (new_run_id(),)
     return ev.DeliveryReceived(project=project.name, provider=provider, delivery=delivery,
-                               event=parsed.to_json(), run_ids=run_ids, ignored=ignored)
+                               event=parsed.to_json(), run_ids=run_ids, ignored=ignored,
+                               body_sha256=body_sha256)
 
 
 async def _start(ctx: ApiContext, project: ProjectView, record: ev.DeliveryReceived) -> None:
@@ -128,8 +138,11 @@ async def _start(ctx: ApiContext, project: ProjectView, record: ev.DeliveryRecei
     for run_id in record.run_ids:
         if await load_run(ctx.store, run_id) is not None:
             continue
+        # A pull request without its head commit (Gogs): the ref the forge keeps it under.
+        pr_ref = event.kind == "pull_request" and not event.commit
+        branch = event.ref if pr_ref else event.tag or event.branch
         requested = project.run_requested(
-            trigger=event.kind, branch=event.tag or event.branch, commit=event.commit,
+            trigger=event.kind, branch=branch, commit=event.commit,
             requested_by=f"webhook:{record.provider}", forge_event=record.event)
         await record_request(ctx.store, requested, run_id)
         if project.auto_cancel:
@@ -151,9 +164,13 @@ async def _supersede(ctx: ApiContext, project: str, event: ForgeEvent, newer: st
                                  requested_by="auto-cancel")
 
 
-async def _redelivered(ctx: ApiContext, project: ProjectView, stream: str) -> web.Response:
+async def _redelivered(ctx: ApiContext, project: ProjectView, stream: str,
+                       body_sha256: str) -> web.Response:
     [first] = [decode(r) for r in await ctx.store.read(stream)][:1]
     assert isinstance(first, ev.DeliveryReceived)
+    if first.body_sha256 and first.body_sha256 != body_sha256:  # "" : recorded before
+        raise ApiError(409, f"delivery {first.delivery!r} was received before with another "
+                            "body; a redelivery sends the same body, a new event a new id")
     await _start(ctx, project, first)  # in case the first delivery died half-way
     body = {"delivery": first.delivery, "redelivery": True, "runs": first.run_ids}
     if first.ignored:

@@ -299,8 +299,8 @@ def _index(raw: str, name: str) -> int:
         value = int(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r}: expected a line index (a whole number)") from None
-    if value < 0:
-        raise ValueError(f"{name}={raw!r}: expected a line index >= 0")
+    if not 0 <= value <= 2**62:  # stores keep indexes as 64-bit integers
+        raise ValueError(f"{name}={raw!r}: expected a line index from 0 to 2**62")
     return value
 
 

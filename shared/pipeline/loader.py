@@ -169,8 +169,10 @@ class _Builder:
     def _scalar(self, node: ScalarNode, path: Path) -> Any:
         try:
             return self._constructor.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
-            # e.g. "!!int abc", an unknown "!tag", a bad "!!binary"
+        except Exception as exc:  # the contract: never raise, whatever the text
+            # e.g. "!!int abc", an unknown "!tag", a bad "!!binary"; PyYAML's constructors
+            # raise what their parsing trips on (an empty "!!int": IndexError, an empty
+            # "!!timestamp": AttributeError)
             problem = getattr(exc, "problem", None) or str(exc)
             self.error(node, path, f"invalid value: {problem}")
             return None

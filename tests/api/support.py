@@ -1,4 +1,5 @@
-"""An API app on a real HTTP test server over a SQLite store, with an admin token."""
+"""An API app on a real HTTP test server over a SQLite store, with an admin token; or
+the api app of a whole ``Embedded`` runtime, served on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from cyclone.embedded import Embedded
 from services.api.app import build_app
 from services.api.auth import Tokens
 from services.api.context import ApiContext
 from services.api.readmodel import RunsReadModel
 from shared.adapters.eventstore.sqlite import SqliteEventStore
 
-__all__ = ["Api", "serving"]
+__all__ = ["Api", "serve_api", "serving"]
 
 
 class Api:
@@ -51,3 +54,17 @@ async def serving(tmp_path: Path, kind: type[A]) -> AsyncIterator[A]:
     finally:
         await client.close()
         await store.close()
+
+
+@asynccontextmanager
+async def serve_api(runtime: Embedded) -> AsyncIterator[str]:
+    """The runtime's api app (started with the runtime) on a free port of 127.0.0.1."""
+    assert runtime.running is not None
+    runner = runtime.running.runner("api")
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await site.stop()

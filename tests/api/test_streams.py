@@ -41,6 +41,7 @@ from shared.ports.bus import TOPIC_EVENTS
 from shared.projections.runs import RunView
 from shared.runstream import new_run_id
 from shared.wire import encode_event
+from tests.api.support import serve_api
 from tests.sse_support import Sse, sse_events
 from tests.support import eventually
 
@@ -150,20 +151,6 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
-
-
-@contextlib.asynccontextmanager
-async def serve_api(runtime: Embedded) -> AsyncIterator[str]:
-    """The runtime's api app (started with the runtime) on a free port of 127.0.0.1."""
-    assert runtime.running is not None
-    runner = runtime.running.runner("api")
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await site.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -58,6 +58,10 @@ def test_format_path() -> None:
     ("a: {<<: [1]}\n", "f.yml:1: a: '<<' merges only mappings"),
     ("a: 1\nb: 2\na: 3\n", "f.yml:3: a: duplicate key 'a' (first at line 1)"),
     ("[" * 2000, "f.yml: invalid YAML: nested too deeply"),
+    # found by tests/fuzz: PyYAML raised IndexError / AttributeError out of the loader
+    ("a: !!int\n", "f.yml:1: a: invalid value: string index out of range"),
+    ("a: !!timestamp\n", "f.yml:1: a: invalid value: 'NoneType' object has no attribute "
+     "'groupdict'"),
 ])
 def test_yaml_problems(text: str, expected: str) -> None:
     assert parse(text, "f.yml").document is None

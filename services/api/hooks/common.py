@@ -1,21 +1,29 @@
-"""What the forge modules share: the errors, the ``Ignored`` verdict, headers, JSON access.
+"""What the forge modules share: authenticity checks, JSON field access, refs and paths
+(and, re-exported, the errors, the ``Ignored`` verdict and the decoding layer).
 
 Everything here is pure (no I/O). Messages name what is wrong with a JSON-pointer-ish
 path (``pull_request.head.sha is missing``) and never contain a secret or a signature.
+Every string read is storable text (``decode`` refused the rest); refs, branch and tag
+names are what git accepts, at most ``MAX_REF_BYTES``; pull request numbers fit 31 bits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from shared.errors import CycloneError
+from services.api.hooks.decode import (
+    decode_json,
+    delivery_header,
+    first_header,
+    json_type,
+    lower_headers,
+)
+from services.api.hooks.errors import HookAuthError, Ignored, PayloadError
 
 __all__ = [
     "Headers",
@@ -24,6 +32,7 @@ __all__ = [
     "PayloadError",
     "check_hmac",
     "check_token",
+    "delivery_header",
     "first_header",
     "head_commit",
     "is_fork",
@@ -33,9 +42,11 @@ __all__ = [
     "need_branch",
     "need_int",
     "need_obj",
+    "need_pr_number",
     "need_ref",
     "need_sha",
     "need_str",
+    "need_tag",
     "opt_int",
     "opt_list",
     "opt_sha",
@@ -46,40 +57,6 @@ __all__ = [
 ]
 
 Headers = Mapping[str, str]
-
-
-class HookAuthError(CycloneError):
-    """The delivery is not authentic (answer 401, store nothing): a missing or malformed
-    signature header, a signature or token that does not match, no secret configured, or
-    an unknown provider. The message never contains the secret or the signature."""
-
-
-class PayloadError(CycloneError):
-    """The delivery is authentic but its payload is malformed (answer 400). The message
-    names what is missing or malformed, e.g. ``pull_request.head.sha is missing``."""
-
-
-@dataclass(frozen=True)
-class Ignored:
-    """An authentic, well-formed delivery that starts nothing (answer 202 ``{"ignored":
-    reason}``): an event type or action Cyclone does not build."""
-
-    reason: str
-
-
-def lower_headers(headers: Headers) -> dict[str, str]:
-    """Header names folded to lower case (HTTP header names are case-insensitive)."""
-    return {name.lower(): value for name, value in headers.items()}
-
-
-def first_header(headers: Mapping[str, str], *names: str) -> tuple[str, str] | None:
-    """The first of ``names`` present and non-empty in lower-cased ``headers``, as
-    ``(name as given, value)``."""
-    for name in names:
-        value = headers.get(name.lower(), "").strip()
-        if value:
-            return name, value
-    return None
 
 
 # -- authenticity -----------------------------------------------------------------------
@@ -99,7 +76,7 @@ def check_hmac(headers: Mapping[str, str], names: tuple[str, ...], body: bytes, 
     """The first present of ``names`` must be ``prefix`` + the hex HMAC-SHA256 of ``body``
     keyed with ``secret`` (compared in constant time)."""
     key = _need_secret(secret)
-    found = first_header(headers, *names)
+    found = first_header(headers, *names, auth=True)
     if found is None:
         raise HookAuthError(f"{names[0]} header is missing")
     name, value = found
@@ -116,7 +93,7 @@ def check_hmac(headers: Mapping[str, str], names: tuple[str, ...], body: bytes, 
 def check_token(headers: Mapping[str, str], name: str, secret: str) -> None:
     """Header ``name`` must be the secret itself (GitLab), compared in constant time."""
     key = _need_secret(secret)
-    found = first_header(headers, name)
+    found = first_header(headers, name, auth=True)
     if found is None:
         raise HookAuthError(f"{name} header is missing")
     if not hmac.compare_digest(found[1].encode(), key):
@@ -126,34 +103,19 @@ def check_token(headers: Mapping[str, str], name: str, secret: str) -> None:
 # -- the body ---------------------------------------------------------------------------
 
 def load_json(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
-    """The payload as a JSON object. A form-encoded body (GitHub's and Gitea's
-    ``application/x-www-form-urlencoded`` option) carries it in its ``payload`` field."""
-    if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+    """The payload as a JSON object (see ``decode``). A form-encoded body (GitHub's and
+    Gitea's ``application/x-www-form-urlencoded`` option) carries it in its ``payload``
+    field."""
+    found = first_header(headers, "Content-Type")
+    if found and found[1].startswith("application/x-www-form-urlencoded"):
         try:
             fields = parse_qs(body.decode(), strict_parsing=True)
         except (UnicodeDecodeError, ValueError) as exc:
-            raise PayloadError(f"body is not a valid form: {exc}") from exc
+            raise PayloadError(f"body is not a valid form: {exc}") from None
         if "payload" not in fields:
             raise PayloadError("form body has no 'payload' field")
         body = fields["payload"][0].encode()
-    if not body.strip():
-        raise PayloadError("body is empty")
-    try:
-        data = json.loads(body)
-    except UnicodeDecodeError as exc:
-        raise PayloadError(f"body is not JSON: not UTF-8 text ({exc.reason})") from exc
-    except json.JSONDecodeError as exc:
-        raise PayloadError(f"body is not JSON: {exc.msg} at line {exc.lineno} "
-                           f"column {exc.colno}") from exc
-    if not isinstance(data, dict):
-        raise PayloadError(f"body is not a JSON object (got {_type(data)})")
-    return data
-
-
-def _type(value: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
-             float: "number", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
+    return decode_json(body)
 
 
 _ABSENT = object()
@@ -170,7 +132,7 @@ def _lookup(data: dict[str, Any], path: str, at: str) -> Any:
     walked = [at] if at else []
     for part in path.split("."):
         if not isinstance(node, dict):
-            raise PayloadError(f"{'.'.join(walked)} is not an object (got {_type(node)})")
+            raise PayloadError(f"{'.'.join(walked)} is not an object (got {json_type(node)})")
         node = node.get(part)
         if node is None:
             return _ABSENT
@@ -191,7 +153,7 @@ def need_obj(data: dict[str, Any], path: str, at: str = "") -> dict[str, Any]:
     if value is _ABSENT:
         raise PayloadError(f"{_where(at, path)} is missing")
     if not isinstance(value, dict):
-        raise PayloadError(f"{_where(at, path)} is not an object (got {_type(value)})")
+        raise PayloadError(f"{_where(at, path)} is not an object (got {json_type(value)})")
     return value
 
 
@@ -200,7 +162,7 @@ def opt_str(data: dict[str, Any], path: str, default: str = "", at: str = "") ->
     if value is _ABSENT:
         return default
     if not isinstance(value, str):
-        raise PayloadError(f"{_where(at, path)} is not a string (got {_type(value)})")
+        raise PayloadError(f"{_where(at, path)} is not a string (got {json_type(value)})")
     return value
 
 
@@ -216,7 +178,7 @@ def need_int(data: dict[str, Any], path: str, at: str = "") -> int:
     if value is _ABSENT:
         raise PayloadError(f"{_where(at, path)} is missing")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PayloadError(f"{_where(at, path)} is not an integer (got {_type(value)})")
+        raise PayloadError(f"{_where(at, path)} is not an integer (got {json_type(value)})")
     return value
 
 
@@ -231,7 +193,7 @@ def opt_list(data: dict[str, Any], path: str, at: str = "") -> list[Any] | None:
     if value is _ABSENT:
         return None
     if not isinstance(value, list):
-        raise PayloadError(f"{_where(at, path)} is not an array (got {_type(value)})")
+        raise PayloadError(f"{_where(at, path)} is not an array (got {json_type(value)})")
     return value
 
 
@@ -263,18 +225,52 @@ def is_zero(sha: str) -> bool:
 _BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/[.-]|\.lock(/|$)|[/.]$")
 
 
+MAX_REF_BYTES = 255  # what a file name (a loose ref) can be; GitHub's limit too
+
+
+def _check_ref(ref: str, where: str, what: str) -> None:
+    if len(ref.encode()) > MAX_REF_BYTES:
+        raise PayloadError(f"{where} is not a valid {what}: longer than {MAX_REF_BYTES} "
+                           "bytes as a full ref")
+    if _BAD_REF.search(ref):
+        raise PayloadError(f"{where} is not a valid {what}")
+
+
 def need_ref(data: dict[str, Any], path: str, at: str = "") -> str:
     ref = need_str(data, path, at)
-    if not ref.startswith("refs/") or _BAD_REF.search(ref):
+    if not ref.startswith("refs/"):
         raise PayloadError(f"{_where(at, path)} is not a valid full ref name (refs/...)")
+    _check_ref(ref, _where(at, path), "full ref name (refs/...)")
     return ref
 
 
+def _need_short(data: dict[str, Any], path: str, at: str, prefix: str, what: str) -> str:
+    name = need_str(data, path, at)
+    if name.startswith(("-", "refs/")):
+        raise PayloadError(f"{_where(at, path)} is not a valid {what}")
+    _check_ref(prefix + name, _where(at, path), what)
+    return name
+
+
 def need_branch(data: dict[str, Any], path: str, at: str = "") -> str:
-    branch = need_str(data, path, at)
-    if branch.startswith(("-", "refs/")) or _BAD_REF.search(f"refs/heads/{branch}"):
-        raise PayloadError(f"{_where(at, path)} is not a valid branch name")
-    return branch
+    """A branch's short name (``main``), safe to hand to git."""
+    return _need_short(data, path, at, "refs/heads/", "branch name")
+
+
+def need_tag(data: dict[str, Any], path: str, at: str = "") -> str:
+    """A tag's short name (``v1.2``), safe to hand to git."""
+    return _need_short(data, path, at, "refs/tags/", "tag name")
+
+
+MAX_PR_NUMBER = 2**31 - 1  # every forge keeps them in a 32-bit signed column or less
+
+
+def need_pr_number(data: dict[str, Any], path: str, at: str = "") -> int:
+    number = need_int(data, path, at)
+    if not 0 < number <= MAX_PR_NUMBER:
+        raise PayloadError(f"{_where(at, path)} is not a pull request number "
+                           f"(1 to {MAX_PR_NUMBER})")
+    return number
 
 
 def split_ref(ref: str) -> tuple[str, str] | None:
@@ -306,7 +302,7 @@ def paths_of(commits: list[Any] | None, path: str) -> tuple[str, ...] | None:
     found: set[str] = set()
     for i, commit in enumerate(commits):
         if not isinstance(commit, dict):
-            raise PayloadError(f"{path}[{i}] is not an object (got {_type(commit)})")
+            raise PayloadError(f"{path}[{i}] is not an object (got {json_type(commit)})")
         keys = [key for key in ("added", "modified", "removed") if commit.get(key) is not None]
         if not keys:
             return None

@@ -45,6 +45,7 @@ from services.api.hooks.common import (
     Ignored,
     PayloadError,
     check_hmac,
+    delivery_header,
     head_commit,
     is_zero,
     load_json,
@@ -67,7 +68,7 @@ def verify(headers: dict[str, str], body: bytes, secret: str) -> None:
 
 
 def parse(headers: dict[str, str], body: bytes) -> ForgeEvent | Ignored:
-    delivery = headers.get("x-cyclone-delivery", "").strip()
+    delivery = delivery_header(headers, "X-Cyclone-Delivery")
     data = load_json(headers, body)
     event = need_str(data, "event")
     if event == "ping":

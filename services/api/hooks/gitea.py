@@ -7,9 +7,13 @@ same payloads under their own header names).
   ``X-GitHub-Event``); delivery id: ``X-Gitea-Delivery`` / ``X-Forgejo-Delivery`` /
   ``X-Gogs-Delivery``.
 * ``push`` covers branches and tags; a new branch or tag also sends ``create``, ignored
-  so as not to run twice. A deleted *branch* sends only ``delete`` (no push): that is the
-  deleted event here. A deleted tag sends a push with ``after`` all zeros and a
-  ``delete``; the push is the one kept.
+  so as not to run twice. Gogs is the exception: it announces a new tag with ``create``
+  only (``ref`` the tag's short name, ``sha`` its commit in newer Gogs), so on the gogs
+  URL a tag's ``create`` is the tag event -- unless the sender also says
+  ``X-Gitea-Event`` (a Gitea speaking Gogs, which sends the tag's push as well). A
+  deleted *branch* sends only ``delete`` (no push): that is the deleted event here. A
+  deleted tag sends a push with ``after`` all zeros and a ``delete``; the push is the one
+  kept.
 * A push lists only the newest ``[ui] FEED_MAX_COMMIT_NUM`` commits (5 by default),
   newest first; ``total_commits`` (newer Gitea) says how many there were, and when the
   list is shorter the paths are unknown (``changed_paths`` None).
@@ -17,6 +21,9 @@ same payloads under their own header names).
   ``pull_request`` for a synchronize too); closed, edited, label_updated, ... are
   ignored. Gitea serves the head commit as refs/pull/N/head. Gitea has no ping event:
   its "Test delivery" sends a push of the last commit.
+* Gogs names a pull request's branches ``pull_request.head_branch`` / ``base_branch``
+  (its repositories ``head_repo`` / ``base_repo``) and sends no head commit: the run
+  then builds refs/pull/N/head, which Gogs keeps in the base repository, forks included.
 """
 
 from __future__ import annotations
@@ -27,16 +34,19 @@ from services.api.hooks.common import (
     Ignored,
     PayloadError,
     check_hmac,
+    delivery_header,
     first_header,
     head_commit,
     is_fork,
     is_zero,
     load_json,
     need_branch,
-    need_int,
+    need_obj,
+    need_pr_number,
     need_ref,
     need_sha,
     need_str,
+    need_tag,
     opt_int,
     opt_list,
     opt_sha,
@@ -70,8 +80,9 @@ def parse(forge: str, headers: dict[str, str], body: bytes) -> ForgeEvent | Igno
     if found is None:
         raise PayloadError(f"{_headers(forge, 'Event')[0]} header is missing")
     event = found[1]
-    found = first_header(headers, *_headers(forge, "Delivery"))
-    delivery = found[1] if found else ""
+    delivery = delivery_header(headers, *_headers(forge, "Delivery"))
+    if event == "create" and forge == "gogs" and first_header(headers, "X-Gitea-Event") is None:
+        return _gogs_create(load_json(headers, body), delivery)
     if event == "create":
         return Ignored("create event is ignored: the push event of the same ref is the one "
                        "built")
@@ -127,18 +138,34 @@ def _delete(data: dict[str, Any], delivery: str) -> ForgeEvent | Ignored:
                       author=_pusher(data))
 
 
+def _gogs_create(data: dict[str, Any], delivery: str) -> ForgeEvent | Ignored:
+    ref_type = need_str(data, "ref_type")
+    if ref_type != "tag":
+        return Ignored(f"create event of a {ref_type} is ignored: its push event is the one "
+                       "built")
+    tag = need_tag(data, "ref")  # the short name, as in delete
+    return ForgeEvent(kind="tag", provider="gitea", delivery=delivery,
+                      repo_url=need_str(data, "repository.clone_url"),
+                      ref=f"refs/tags/{tag}", tag=tag, commit=opt_sha(data, "sha"),
+                      author=_pusher(data))
+
+
 def _pull_request(data: dict[str, Any], delivery: str) -> ForgeEvent | Ignored:
     action = need_str(data, "action")
     normalized = _ACTIONS.get(action)
     if normalized is None:
         return Ignored(f"pull_request action '{action}' is ignored")
-    number = need_int(data, "number")
+    number = need_pr_number(data, "number")
+    gogs = "head" not in need_obj(data, "pull_request") and opt_str(
+        data, "pull_request.head_branch") != ""
     return ForgeEvent(
         kind="pull_request", provider="gitea", delivery=delivery,
         repo_url=need_str(data, "repository.clone_url"), ref=f"refs/pull/{number}/head",
-        branch=need_branch(data, "pull_request.head.ref"),
-        commit=need_sha(data, "pull_request.head.sha"),
-        target_branch=need_branch(data, "pull_request.base.ref"),
+        branch=need_branch(data, "pull_request.head_branch" if gogs
+                           else "pull_request.head.ref"),
+        commit="" if gogs else need_sha(data, "pull_request.head.sha"),
+        target_branch=need_branch(data, "pull_request.base_branch" if gogs
+                                  else "pull_request.base.ref"),
         pr_number=number, action=normalized,
         fork=is_fork(data, "pull_request.head.repo.full_name", "pull_request.base.repo.full_name"),
         # A pull_request payload names no head commit: its title and author stand in.

@@ -21,12 +21,14 @@ from services.api.hooks.common import (
     Ignored,
     PayloadError,
     check_hmac,
+    delivery_header,
+    first_header,
     head_commit,
     is_fork,
     is_zero,
     load_json,
     need_branch,
-    need_int,
+    need_pr_number,
     need_ref,
     need_sha,
     need_str,
@@ -49,10 +51,11 @@ def verify(headers: dict[str, str], body: bytes, secret: str) -> None:
 
 
 def parse(headers: dict[str, str], body: bytes) -> ForgeEvent | Ignored:
-    event = headers.get("x-github-event", "").strip()
-    if not event:
+    found = first_header(headers, "X-GitHub-Event")
+    if found is None:
         raise PayloadError("X-GitHub-Event header is missing")
-    delivery = headers.get("x-github-delivery", "").strip()
+    event = found[1]
+    delivery = delivery_header(headers, "X-GitHub-Delivery")
     if event in ("create", "delete"):
         return Ignored(f"GitHub event '{event}' is ignored: the push event of the same ref "
                        "is the one built")
@@ -97,7 +100,7 @@ def _pull_request(data: dict[str, Any], delivery: str) -> ForgeEvent | Ignored:
     normalized = _ACTIONS.get(action)
     if normalized is None:
         return Ignored(f"pull_request action '{action}' is ignored")
-    number = need_int(data, "number")
+    number = need_pr_number(data, "number")
     return ForgeEvent(
         kind="pull_request", provider="github", delivery=delivery,
         repo_url=need_str(data, "repository.clone_url"),

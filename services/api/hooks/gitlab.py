@@ -2,7 +2,9 @@
 
 * Authenticity: ``X-Gitlab-Token`` is the secret token itself (GitLab does not sign).
 * Event: ``X-Gitlab-Event`` ("Push Hook", "Tag Push Hook", "Merge Request Hook"); a
-  system hook says "System Hook" there and the body's ``object_kind`` tells the kind.
+  system hook says "System Hook" there and the body tells the kind: ``object_kind``
+  (merge_request), or for the rest only ``event_name`` (push, tag_push, and events of no
+  repository such as user_create, which are ignored).
 * Delivery id: ``Idempotency-Key`` (GitLab 17.4+, the same across retries of one event),
   else ``X-Gitlab-Event-UUID``.
 * A push lists at most 20 commits; ``total_commits_count`` says how many there were, and
@@ -24,14 +26,15 @@ from services.api.hooks.common import (
     Ignored,
     PayloadError,
     check_token,
+    delivery_header,
     first_header,
     head_commit,
     is_fork,
     is_zero,
     load_json,
     need_branch,
-    need_int,
     need_obj,
+    need_pr_number,
     need_ref,
     need_sha,
     need_str,
@@ -56,20 +59,33 @@ def verify(headers: dict[str, str], body: bytes, secret: str) -> None:
 
 
 def parse(headers: dict[str, str], body: bytes) -> ForgeEvent | Ignored:
-    event = headers.get("x-gitlab-event", "").strip()
-    found = first_header(headers, "Idempotency-Key", "X-Gitlab-Event-UUID")
-    delivery = found[1] if found else ""
+    found = first_header(headers, "X-Gitlab-Event")
+    event = found[1] if found else ""
+    delivery = delivery_header(headers, "Idempotency-Key", "X-Gitlab-Event-UUID")
     if event and event != "System Hook" and event not in _KINDS:
         return Ignored(f"GitLab event '{event}' is ignored")
     data = load_json(headers, body)
-    kind = _KINDS.get(event) or opt_str(data, "object_kind")
-    if not kind:
-        raise PayloadError("X-Gitlab-Event header is missing and object_kind is missing")
+    kind = _KINDS.get(event) or _body_kind(data, system=bool(event))
     if kind in ("push", "tag_push"):
         return _push(data, delivery)
     if kind == "merge_request":
         return _merge_request(data, delivery)
+    if event == "System Hook":
+        return Ignored(f"GitLab system hook event '{kind}' is ignored: only push, tag_push "
+                       "and merge_request start runs")
     return Ignored(f"GitLab event '{kind}' is ignored")
+
+
+def _body_kind(data: dict[str, Any], system: bool) -> str:
+    """The kind a system hook (or a delivery without the header) names in its body."""
+    kind = opt_str(data, "object_kind") or opt_str(data, "event_name")
+    if kind:
+        return kind
+    if system:
+        raise PayloadError("a system hook names its event in object_kind or event_name; "
+                           "the body has neither")
+    raise PayloadError("X-Gitlab-Event header is missing, and the body names no event "
+                       "(object_kind or event_name)")
 
 
 def _repo_url(data: dict[str, Any]) -> str:
@@ -113,7 +129,7 @@ def _merge_request(data: dict[str, Any], delivery: str) -> ForgeEvent | Ignored:
     oldrev = opt_sha(attrs, "oldrev", at="object_attributes")
     if action == "update" and not oldrev:
         return Ignored("merge_request action 'update' without new commits is ignored")
-    iid = need_int(attrs, "iid", at="object_attributes")
+    iid = need_pr_number(attrs, "iid", at="object_attributes")
     last = "object_attributes.last_commit"
     return ForgeEvent(
         kind="pull_request", provider="gitlab", delivery=delivery, repo_url=_repo_url(data),

@@ -23,7 +23,8 @@ IDS = [p[0] for p in PROVIDERS]
 
 def test_the_public_surface() -> None:
     assert sorted(hooks.__all__) == sorted(
-        ["PROVIDERS", "HookAuthError", "Ignored", "PayloadError", "parse", "verify"])
+        ["PROVIDERS", "HookAuthError", "Ignored", "PayloadError", "delivery_header",
+         "lower_headers", "parse", "verify"])
     assert hooks.PROVIDERS == ("github", "gitlab", "gitea", "forgejo", "gogs", "generic")
 
 
