@@ -167,7 +167,10 @@ def _pull_request(data: dict[str, Any], delivery: str) -> ForgeEvent | Ignored:
         target_branch=need_branch(data, "pull_request.base_branch" if gogs
                                   else "pull_request.base.ref"),
         pr_number=number, action=normalized,
-        fork=is_fork(data, "pull_request.head.repo.full_name", "pull_request.base.repo.full_name"),
+        fork=is_fork(data, *(("pull_request.head_repo.full_name",
+                              "pull_request.base_repo.full_name") if gogs
+                             else ("pull_request.head.repo.full_name",
+                                   "pull_request.base.repo.full_name"))),
         # A pull_request payload names no head commit: its title and author stand in.
         author=opt_str(data, "pull_request.user.login")
         or opt_str(data, "pull_request.user.username"),
