@@ -33,10 +33,10 @@ from shared import events as ev
 from shared.email_templates import TEMPLATE_NAMES
 from shared.errors import ConcurrencyConflict
 from shared.events import NewEvent
-from shared.logging import HIDDEN
+from shared.logging import HIDDEN, secret_variable
 from shared.pipeline.compile import notify_rules
 from shared.pipeline.loader import format_path
-from shared.pipeline.notify import VARIABLE
+from shared.pipeline.notify import VARIABLE, NotifyRule, rules_from_data, variables
 from shared.pipeline.resources import Resources
 from shared.pipeline.schema import NotifyRuleModel, ResourcesModel, duplicate_rules, explain
 from shared.ports.eventstore import EventStore
@@ -82,6 +82,7 @@ async def _create(request: web.Request) -> web.Response:
     fields["max_resources"] = _resources_data(body.max_resources)
     forge = body.forge.model_dump() if body.forge else {}
     fields["notify"] = _rules_data(body.notify, body.env)
+    _refuse_secret_env(body.name, body.env, rules_from_data(fields["notify"]))
     fields["email_templates"] = body.email_templates.to_data() if body.email_templates else {}
     # The webhook secret is shown this once when Cyclone made it up (as a token is).
     generated = "" if body.hook_secret else secrets.token_urlsafe(24)
@@ -127,9 +128,27 @@ async def _update(request: web.Request) -> web.Response:
         changes["notify"] = _rules_data(body.notify, changes.get("env", view.env))
     if body.email_templates is not None:
         changes["email_templates"] = body.email_templates.to_data()
+    if body.env is not None:
+        rules = rules_from_data(changes["notify"]) if "notify" in changes else view.notify
+        _refuse_secret_env(view.name, {n: v for n, v in body.env.items()
+                                       if view.env.get(n) != changes["env"][n]
+                                       or n not in view.env}, rules)
     if changes:
         await _append(request, view.name, ev.ProjectUpdated(changes=changes), view.last_seq)
     return web.json_response((await require_project(ctx.store, view.name)).to_json())
+
+
+def _refuse_secret_env(project: str, env: Mapping[str, str],
+                       rules: Sequence[NotifyRule]) -> None:
+    """A new env variable named like a secret belongs in the secret store (encrypted, given
+    only to the steps that ask), not in the env (plaintext in every run's request). One a
+    notification rule names (``${NAME}``) stays where the notifier reads it."""
+    used = variables(rules)
+    for name in env:
+        if secret_variable(name) and name not in used:
+            raise ApiError(400, f"env.{name}: named like a secret: set it as one, `cyclone "
+                                f"secret set {project} {name}`, and list it under `secrets:` "
+                                "where a step needs it", "invalid_body")
 
 
 def require_admin(request: web.Request, what: str) -> None:

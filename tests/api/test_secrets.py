@@ -7,6 +7,8 @@ from pathlib import Path
 
 from services.api.context import CONTEXT
 from services.api.secrets import migrate_env
+from shared import events as ev
+from shared.events import NewEvent
 from shared.projections.projects import fold_project, project_stream
 from shared.secretbox import SecretBox, new_key
 from shared.secrets import SecretStore
@@ -43,9 +45,12 @@ async def test_env_values_named_like_secrets_move_to_implicit_secrets_once(
         tmp_path: Path) -> None:
     async with serving(tmp_path, Api) as api:
         await api.call("POST", "/api/v1/projects", 201, {
-            "name": "demo", "repo": "/r",
-            "env": {"DB_PASSWORD": "pw-12345", "PLAIN": "x", "HOOK_KEY": "hk-12345"},
+            "name": "demo", "repo": "/r", "env": {"PLAIN": "x", "HOOK_KEY": "hk-12345"},
             "notify": [{"webhook": {"url": "https://bot.example/x", "secret": "${HOOK_KEY}"}}]})
+        # as a Cyclone from before the secret store took it (the API refuses it now)
+        older = ev.ProjectUpdated(changes={"env": {"DB_PASSWORD": "pw-12345", "PLAIN": "x",
+                                                   "HOOK_KEY": "hk-12345"}})
+        await api.store.append(project_stream("demo"), [NewEvent(older)], 1)
         secrets = SecretStore(api.store, SecretBox.parse(new_key(), "CYCLONE_SECRET_KEY"))
         assert await migrate_env(api.store, secrets) == ["demo/DB_PASSWORD"]
         assert await migrate_env(api.store, secrets) == []

@@ -420,7 +420,7 @@ async def test_token_create_list_revoke(server: CycloneServer) -> None:
 async def test_missing_token_gets_the_servers_401_detail(server: CycloneServer) -> None:
     done = await cyclone(without_token(server.env), "project", "list")
     assert done.code == 1
-    assert done.err.startswith("cyclone: missing bearer token"), done.err
+    assert done.err.startswith("cyclone: missing credentials: a bearer token"), done.err
     assert "CYCLONE_TOKEN" in done.err
 
 

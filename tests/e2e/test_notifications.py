@@ -27,7 +27,7 @@ from tests.notifier.chat_server import TOKENS, ChatServer
 from tests.notifier.smtp_server import SmtpServer
 from tests.support import eventually
 
-DEPLOY_TOKEN = "dt-9f8e7d6c5b4a3928"  # a project env value named like a secret
+DEPLOY_TOKEN = "dt-9f8e7d6c5b4a3928"  # a project secret the failing step prints
 ADDRESSES = ["dev@example.com", "ops@example.com", "lead@example.com"]
 CHATS = ("slack", "mattermost", "discord", "webhook")
 
@@ -35,6 +35,7 @@ FAILING = r"""
 jobs:
   build:
     image: IMAGE
+    secrets: [DEPLOY_TOKEN]
     steps:
       - name: compile
         run:
@@ -89,12 +90,15 @@ def rules(chat: ChatServer, **extra: Any) -> list[dict[str, Any]]:
 async def add_project(http: aiohttp.ClientSession, server: CycloneServer, repo: GitRepo,
                       notify: list[dict[str, Any]], chat: ChatServer) -> None:
     body = {"name": "demo", "repo": repo.url, "hook_secret": SECRET,
-            "env": {"DEPLOY_TOKEN": DEPLOY_TOKEN, "SLACK_URL": chat.url("slack")},
+            "env": {"SLACK_URL": chat.url("slack")},
             "notify": notify}
     async with http.post(f"{server.url}/api/v1/projects", headers=server.headers,
                          json=body) as response:
         assert response.status == 201, await response.text()
         shown = await response.text()
+    async with http.put(f"{server.url}/api/v1/projects/demo/secrets/DEPLOY_TOKEN",
+                        headers=server.headers, json={"value": DEPLOY_TOKEN}) as response:
+        assert response.status == 200, await response.text()
     for kind in ("mattermost", "discord", "webhook"):  # chat URLs carry tokens
         assert TOKENS[kind] not in shown
     assert HOOK_KEY not in shown
