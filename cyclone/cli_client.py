@@ -426,31 +426,28 @@ def _job_rows(jobs: Sequence[Json]) -> Iterable[list[str]]:
 
 async def _approve(args: argparse.Namespace, client: CycloneClient) -> int:
     answer = await client.approve_run(args.run, args.with_secrets)
-    if args.json:
-        _print_json(answer)
-    else:
-        given = "with its secrets" if args.with_secrets else "without secrets"
-        print(f"run {args.run} approved: it runs {given}")
-    return EXIT_OK
+    given = "with its secrets" if args.with_secrets else "without secrets"
+    return _report(args, answer, f"run {args.run} approved: it runs {given}")
 
 
 async def _reject(args: argparse.Namespace, client: CycloneClient) -> int:
     answer = await client.reject_run(args.run)
+    return _report(args, answer, f"run {args.run} rejected: it is cancelled")
+
+
+def _report(args: argparse.Namespace, answer: Json, text: str) -> int:
+    """The server's answer with ``--json``, else ``text``."""
     if args.json:
         _print_json(answer)
     else:
-        print(f"run {args.run} rejected: it is cancelled")
+        print(text)
     return EXIT_OK
 
 
 async def _cancel(args: argparse.Namespace, client: CycloneClient) -> int:
     answer = await client.cancel_run(args.run)
-    if args.json:
-        _print_json(answer)
-    else:
-        print(f"run {answer.get('id', args.run)}: cancel requested "
-              f"(status: {answer.get('status', '?')})")
-    return EXIT_OK
+    return _report(args, answer, f"run {answer.get('id', args.run)}: cancel requested "
+                                 f"(status: {answer.get('status', '?')})")
 
 
 async def _events(args: argparse.Namespace, client: CycloneClient) -> int:
