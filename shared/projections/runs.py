@@ -18,6 +18,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from frozendict import deepfreeze, frozendict
+
 from shared import events as ev
 from shared.events import RecordedEvent, decode
 from shared.pipeline.plan import Plan
@@ -121,6 +123,9 @@ class RunView:
     job_index: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.forge_event is not None and not isinstance(self.forge_event, frozendict):
+            # as the event holds it (from_data reads JSON's lists): equal views compare equal
+            object.__setattr__(self, "forge_event", deepfreeze(self.forge_event))
         if len(self.job_index) != len(self.jobs):
             index = {job.name: n for n, job in enumerate(self.jobs)}
             object.__setattr__(self, "job_index", MappingProxyType(index))
