@@ -13,8 +13,9 @@ so no sqlite3, aiodocker or aiohttp exception escapes a port.
     │   └── BusClosed               the bus was used after ``close()`` (not transient)
     ├── CoordinationError           the coordination service failed
     │   └── LeaseExpired            a lease was used after it expired or was revoked
-    └── ExecutorError               a step could not be run (not: the step failed)
-        └── ExecutorUnavailable     the backend (e.g. the Docker daemon) cannot be reached
+    ├── ExecutorError               a step could not be run (not: the step failed)
+    │   └── ExecutorUnavailable     the backend (e.g. the Docker daemon) cannot be reached
+    └── DeployerUnavailable         a deploy target's API (Docker, Kubernetes) cannot be reached
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "ConfigError",
     "CoordinationError",
     "CycloneError",
+    "DeployerUnavailable",
     "ExecutorError",
     "ExecutorUnavailable",
     "LeaseExpired",
@@ -99,3 +101,7 @@ class ExecutorError(CycloneError):
 
 class ExecutorUnavailable(ExecutorError):
     """The executor's backend cannot be reached."""
+
+
+class DeployerUnavailable(CycloneError):
+    """A deploy target's API (a Docker daemon, a Kubernetes API server) cannot be reached."""

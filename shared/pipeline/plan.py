@@ -19,7 +19,9 @@ from shared.pipeline.notify import NotifyRule, rules_from_data
 from shared.pipeline.resources import Resources
 from shared.pipeline.triggers import Triggers
 
-__all__ = ["BuildSpec", "JobSpec", "Plan", "ServiceSpec", "StepSpec", "When"]
+__all__ = ["ApprovalSpec", "BuildSpec", "DeploySpec", "DockerTarget", "JobSpec",
+           "KubernetesTarget", "Plan", "PromoteSpec", "RegistryLogin", "ServiceSpec", "StepSpec",
+           "When"]
 
 STATUS_SUCCESS = "success"
 STATUS_FAILURE = "failure"
@@ -67,12 +69,106 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True)
+class RegistryLogin:
+    """How to log in to a registry (the pipeline's ``registries:``): a user name and the
+    secret that holds the password or token. Used to push, to promote and to pull."""
+
+    registry: str  # host[:port], as image references name it
+    username: str
+    password_secret: str
+
+
+@dataclass(frozen=True)
 class BuildSpec:
-    """A container image built from the workspace (caicloud.yml's ``build`` section)."""
+    """A container image built from the workspace by the worker (never by a step with the
+    Docker socket). ``tags`` may hold ``${CYCLONE_COMMIT}``, ``${CYCLONE_SHORT_SHA}``,
+    ``${CYCLONE_BRANCH}`` and ``${CYCLONE_TAG}``, expanded when the step runs; with
+    ``push`` every tag is pushed and the digest recorded (``ImagePushed``), so later jobs,
+    on any worker, use it as ``${{ images.NAME }}`` pinned to that digest."""
 
     context_dir: str = "."
     dockerfile: str = "Dockerfile"
-    tag: str = ""
+    tag: str = ""  # one more local tag (caicloud.yml's build)
+    name: str = ""  # the image's name in ``${{ images.NAME }}`` ("": the step's name)
+    args: dict[str, str] = field(default_factory=dict)
+    target: str = ""
+    tags: tuple[str, ...] = ()  # full references: registry/repository:tag
+    labels: dict[str, str] = field(default_factory=dict)
+    push: bool = False
+
+
+@dataclass(frozen=True)
+class PromoteSpec:
+    """An already built and pushed image (by digest) tagged and pushed again elsewhere,
+    without a rebuild: the digest stays the same."""
+
+    image: str  # usually ``${{ images.NAME }}``
+    tags: tuple[str, ...]
+    name: str = ""  # the promoted image's name in ``${{ images.NAME }}`` ("": the step's)
+
+
+@dataclass(frozen=True)
+class DockerTarget:
+    """``deploy: {docker: ...}``: a named container on a Docker host replaced by one of
+    the new image; rolled back to the image it had when it does not become healthy."""
+
+    container: str
+    image: str
+    ports: tuple[str, ...] = ()  # [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]
+    env: dict[str, str] = field(default_factory=dict)
+    network: str = ""  # "": Docker's default bridge
+    restart: str = "unless-stopped"
+    command: tuple[str, ...] = ()
+    healthcheck: str = ""  # a shell command (CMD-SHELL); "": the image's own, if any
+    health_timeout_s: float = 60.0
+    host: str = ""  # the Docker daemon's URL; "": the worker's own
+
+
+@dataclass(frozen=True)
+class KubernetesTarget:
+    """``deploy: {kubernetes: ...}``: a Deployment's containers set to the new image through
+    the Kubernetes API, the rollout awaited and undone when it fails. The API server, the
+    token and the CA come from the named secrets."""
+
+    deployment: str
+    image: str
+    namespace: str = "default"
+    containers: tuple[str, ...] = ()  # (): every container of the pod template
+    timeout_s: float = 300.0
+    server_secret: str = "KUBE_SERVER"
+    token_secret: str = "KUBE_TOKEN"
+    ca_secret: str = "KUBE_CA"  # PEM; a secret that is not set: the system's CAs
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """One of ``docker`` or ``kubernetes``."""
+
+    docker: DockerTarget | None = None
+    kubernetes: KubernetesTarget | None = None
+
+    @property
+    def target(self) -> DockerTarget | KubernetesTarget:
+        target = self.docker or self.kubernetes
+        assert target is not None, "lint gives a deploy exactly one target"
+        return target
+
+    @property
+    def where(self) -> str:
+        """The target, named as the deployment history shows it."""
+        if self.docker is not None:
+            return f"docker:{self.docker.host or 'worker'}/{self.docker.container}"
+        assert self.kubernetes is not None
+        return f"kubernetes:{self.kubernetes.namespace}/{self.kubernetes.deployment}"
+
+
+@dataclass(frozen=True)
+class ApprovalSpec:
+    """``approval:`` on a job: it waits, before it is queued, until a user with ``role``
+    in the project approves (or rejects) it; after ``timeout_s`` it is rejected."""
+
+    role: str = "maintainer"
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +181,8 @@ class StepSpec:
     retry: int = 0  # extra attempts after a non-zero exit
     when: When = field(default_factory=When)
     build: BuildSpec | None = None  # set: this step builds an image instead of running commands
+    promote: PromoteSpec | None = None  # set: this step re-tags and pushes an image
+    deploy: DeploySpec | None = None  # set: this step deploys an image
     # The secrets (project's or global) the step is given as env variables: its job's
     # ``secrets:`` and its own. Recorded only when there are some.
     secrets: tuple[str, ...] = ()
@@ -105,6 +203,8 @@ class JobSpec:
     matrix: dict[str, str] = field(default_factory=dict)  # this expansion's values
     # what the file asks for its containers; the worker lays it over its defaults
     resources: Resources = field(default_factory=Resources)
+    environment: str = ""  # where its deploy steps deploy to (its deployment history)
+    approval: ApprovalSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +217,7 @@ class Plan:
     notify: tuple[NotifyRule, ...] = ()
     # the project's maximum when the run was planned: the worker's defaults are capped to it
     max_resources: Resources = field(default_factory=Resources)
+    registries: tuple[RegistryLogin, ...] = ()  # the file's ``registries:``
 
     def job(self, name: str) -> JobSpec:
         return self._jobs_by_name[name]
@@ -145,11 +246,16 @@ class Plan:
                     del step["secrets"]  # a plan without secrets is recorded as before
         if self.notify:
             data["notify"] = [rule.to_data() for rule in self.notify]
-        _drop_defaults(data, "max_resources")
+        _drop_defaults(data, "max_resources", "registries")
         for job in data["jobs"]:
-            _drop_defaults(job, "resources")
+            _drop_defaults(job, "resources", "environment", "approval")
             for part in (*job["steps"], *job["services"]):
                 _drop_defaults(part, "privileged", "volumes")
+            for step in job["steps"]:
+                _drop_defaults(step, "promote", "deploy")
+                if step["build"]:
+                    _drop_defaults(step["build"], "name", "args", "target", "tags", "labels",
+                                   "push")
         return data
 
     @classmethod
@@ -157,7 +263,8 @@ class Plan:
         return cls(source_file=data["source_file"], jobs=tuple(_job(j) for j in data["jobs"]),
                    triggers=Triggers.from_data(data.get("triggers")),
                    notify=rules_from_data(data.get("notify")),
-                   max_resources=Resources.from_data(data.get("max_resources")))
+                   max_resources=Resources.from_data(data.get("max_resources")),
+                   registries=tuple(RegistryLogin(**r) for r in data.get("registries", ())))
 
 
 def _drop_defaults(data: dict[str, Any], *keys: str) -> None:
@@ -188,7 +295,9 @@ def _step(d: dict[str, Any]) -> StepSpec:
         timeout_s=d.get("timeout_s"),
         retry=int(d.get("retry", 0)),
         when=_when(d.get("when", {})),
-        build=BuildSpec(**build) if build else None,
+        build=_build(build) if build else None,
+        promote=_promote(d["promote"]) if d.get("promote") else None,
+        deploy=_deploy(d["deploy"]) if d.get("deploy") else None,
         secrets=tuple(d.get("secrets", ())),
         privileged=bool(d.get("privileged", False)),
         volumes=tuple(d.get("volumes", ())),
@@ -214,4 +323,25 @@ def _job(d: dict[str, Any]) -> JobSpec:
         when=_when(d.get("when", {})),
         matrix=dict(d.get("matrix", {})),
         resources=Resources.from_data(d.get("resources")),
+        environment=str(d.get("environment", "")),
+        approval=ApprovalSpec(**d["approval"]) if d.get("approval") else None,
     )
+
+
+def _build(d: dict[str, Any]) -> BuildSpec:
+    return BuildSpec(**{**d, "args": dict(d.get("args", {})), "tags": tuple(d.get("tags", ())),
+                        "labels": dict(d.get("labels", {}))})
+
+
+def _promote(d: dict[str, Any]) -> PromoteSpec:
+    return PromoteSpec(image=d["image"], tags=tuple(d["tags"]), name=d.get("name", ""))
+
+
+def _deploy(d: dict[str, Any]) -> DeploySpec:
+    docker, kube = d.get("docker"), d.get("kubernetes")
+    return DeploySpec(
+        docker=DockerTarget(**{**docker, "ports": tuple(docker.get("ports", ())),
+                               "env": dict(docker.get("env", {})),
+                               "command": tuple(docker.get("command", ()))}) if docker else None,
+        kubernetes=KubernetesTarget(**{**kube, "containers": tuple(kube.get("containers", ()))})
+        if kube else None)

@@ -22,6 +22,13 @@ Contract, in call order (the workermanager is the only caller):
    killed at its memory limit (``job.resources``, the effective limits the
    workermanager resolved) ends with ``out_of_memory=True``. An executor that cannot
    isolate (the shell) ignores ``privileged``, ``volumes`` and ``resources``.
+   A step with a ``build`` builds an image from the workspace instead (and pushes it
+   with ``registries``' credentials when ``build.push``); one with a ``promote`` pulls
+   an image, tags it and pushes it again. Both report what they pushed, with its
+   digest (``StepOutcome.pushed``); an executor without images (the shell) fails such
+   a step with a message saying so. ``registries`` also serve to pull a step's or a
+   service's image from a private registry. (Deploy steps are not the executor's:
+   the workermanager hands them to a ``Deployer``.)
 4. ``destroy_run(run_id)`` removes everything of the run (containers, network,
    workspace). Safe twice, safe after a failed or partial ``prepare_run``.
 5. ``leftover_runs()`` lists run ids that still own resources on this host (every
@@ -44,12 +51,14 @@ Raises ``ExecutorUnavailable`` when the backend cannot be reached and
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol
 
 from shared.pipeline.plan import JobSpec, StepSpec
 
-__all__ = ["WORKSPACE", "Executor", "LogSink", "RunContext", "SourceArchive", "StepOutcome"]
+__all__ = ["NO_REGISTRIES", "WORKSPACE", "Executor", "LogSink", "PushedImage", "RegistryAuth", "Registries",
+           "RunContext", "SourceArchive", "StepOutcome"]
 
 WORKSPACE = "/workspace"  # where the workspace is mounted in every step container
 
@@ -68,10 +77,39 @@ class RunContext:
 
 
 @dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for one registry (``RegistryLogin`` with its secret resolved)."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+# Registry (host[:port], as image references name it) -> its credentials.
+Registries = Mapping[str, RegistryAuth]
+NO_REGISTRIES: Registries = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    """An image a build or promote step pushed: every tag names ``repository``'s digest."""
+
+    name: str  # as in ``${{ images.NAME }}``
+    repository: str  # registry/path, without tag
+    tags: tuple[str, ...]  # the full references pushed
+    digest: str  # sha256:...
+
+    @property
+    def reference(self) -> str:
+        """``repository@digest``: what later jobs run, whatever the tags point at by then."""
+        return f"{self.repository}@{self.digest}"
+
+
+@dataclass(frozen=True)
 class StepOutcome:
     exit_code: int | None  # None when the step never produced one (killed before start)
     timed_out: bool = False
     out_of_memory: bool = False  # killed at its memory limit (an executor that can tell)
+    pushed: tuple[PushedImage, ...] = ()  # what a build or promote step pushed
 
 
 class Executor(Protocol):
@@ -92,6 +130,7 @@ class Executor(Protocol):
         step: StepSpec,
         env: Mapping[str, str],
         on_log: LogSink,
+        registries: Registries = NO_REGISTRIES,
     ) -> StepOutcome: ...
 
     async def stop_services(self, ctx: RunContext, job: JobSpec) -> None: ...

@@ -44,7 +44,7 @@ from shared.adapters.executor.source import directory_archive
 from shared.errors import ExecutorError
 from shared.events import utc_now
 from shared.pipeline.plan import JobSpec, StepSpec
-from shared.ports.executor import LogSink, RunContext, StepOutcome
+from shared.ports.executor import NO_REGISTRIES, LogSink, Registries, RunContext, StepOutcome
 
 __all__ = ["ShellExecutor"]
 
@@ -103,11 +103,13 @@ class ShellExecutor:
         return None
 
     async def run_step(self, ctx: RunContext, job: JobSpec, step: StepSpec,
-                       env: Mapping[str, str], on_log: LogSink) -> StepOutcome:
+                       env: Mapping[str, str], on_log: LogSink,
+                       registries: Registries = NO_REGISTRIES) -> StepOutcome:
         workspace = self.workspace(ctx.run_id)
-        if step.build is not None:
-            raise ExecutorError(f"the shell executor cannot build images (step {step.name!r} "
-                                f"of job {job.name!r}); start a Docker daemon to build")
+        if step.build is not None or step.promote is not None:
+            what = "build" if step.build is not None else "promote"
+            raise ExecutorError(f"the shell executor cannot {what} images (step {step.name!r} "
+                                f"of job {job.name!r}); start a Docker daemon to {what}")
         if not workspace.is_dir():
             raise ExecutorError(f"run {ctx.run_id} is not prepared on this host")
         self._warn_image_ignored(ctx.run_id, step)
