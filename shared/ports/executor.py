@@ -57,8 +57,18 @@ from typing import Protocol
 
 from shared.pipeline.plan import JobSpec, StepSpec
 
-__all__ = ["NO_REGISTRIES", "WORKSPACE", "Executor", "LogSink", "PushedImage", "RegistryAuth", "Registries",
-           "RunContext", "SourceArchive", "StepOutcome"]
+__all__ = [
+    "NO_REGISTRIES",
+    "WORKSPACE",
+    "Executor",
+    "LogSink",
+    "PushedImage",
+    "Registries",
+    "RegistryAuth",
+    "RunContext",
+    "SourceArchive",
+    "StepOutcome",
+]
 
 WORKSPACE = "/workspace"  # where the workspace is mounted in every step container
 
