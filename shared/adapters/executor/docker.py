@@ -105,7 +105,14 @@ from shared.adapters.executor.source import CHUNK, SPOOL_BYTES, directory_archiv
 from shared.errors import ExecutorError, ExecutorUnavailable
 from shared.events import utc_now
 from shared.pipeline.plan import BuildSpec, JobSpec, ServiceSpec, StepSpec
-from shared.ports.executor import WORKSPACE, LogSink, RunContext, StepOutcome
+from shared.ports.executor import (
+    NO_REGISTRIES,
+    WORKSPACE,
+    LogSink,
+    Registries,
+    RunContext,
+    StepOutcome,
+)
 
 __all__ = ["DockerExecutor"]
 
@@ -356,7 +363,8 @@ class DockerExecutor:
     # -- steps ------------------------------------------------------------------------
 
     async def run_step(self, ctx: RunContext, job: JobSpec, step: StepSpec,
-                       env: Mapping[str, str], on_log: LogSink) -> StepOutcome:
+                       env: Mapping[str, str], on_log: LogSink,
+                       registries: Registries = NO_REGISTRIES) -> StepOutcome:
         run_id = check_run_id(ctx.run_id)
         if step.build is not None:
             return await self._build(run_id, step, step.build, on_log)
