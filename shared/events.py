@@ -36,9 +36,17 @@ __all__ = [
     "CommitStatusFailed",
     "CommitStatusReported",
     "DeliveryReceived",
+    "DeploymentFailed",
+    "DeploymentRolledBack",
+    "DeploymentStarted",
+    "DeploymentSucceeded",
     "Event",
+    "ImagePushed",
+    "JobApproved",
+    "JobAwaitingApproval",
     "JobFinished",
     "JobQueued",
+    "JobRejected",
     "JobSkipped",
     "JobStarted",
     "NewEvent",
@@ -353,6 +361,120 @@ class StepSkipped(Event):
     TYPE: ClassVar[str] = "StepSkipped"
     job: str
     step: str
+    reason: str
+
+
+# --- delivery: images pushed, approvals of jobs, deployments ------------------------------
+
+
+@_register
+@dataclass(frozen=True)
+class ImagePushed(Event):
+    """A build or promote step pushed an image: later jobs use it as ``${{ images.NAME }}``,
+    pinned to ``repository@digest``."""
+
+    TYPE: ClassVar[str] = "ImagePushed"
+    job: str
+    step: str
+    name: str
+    repository: str
+    tags: tuple[str, ...]
+    digest: str
+    promoted_from: str = ""  # the reference a promote step re-tagged ("": built here)
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+
+@_register
+@dataclass(frozen=True)
+class JobAwaitingApproval(Event):
+    """A job with ``approval:`` is ready to run and waits for a user with ``role`` in the
+    project; rejected at ``deadline`` (ISO 8601 UTC; "": it waits as long as it takes)."""
+
+    TYPE: ClassVar[str] = "JobAwaitingApproval"
+    job: str
+    role: Role
+    environment: str = ""
+    deadline: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class JobApproved(Event):
+    TYPE: ClassVar[str] = "JobApproved"
+    job: str
+    by: str
+    comment: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class JobRejected(Event):
+    """A job waiting for approval will not run: rejected by a user, or its time ran out
+    (``by`` ""). The job fails with the reason."""
+
+    TYPE: ClassVar[str] = "JobRejected"
+    job: str
+    by: str
+    reason: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class DeploymentStarted(Event):
+    """A deploy step began to put ``image`` at ``target`` (``DeploySpec.where``) in
+    ``environment``; ``approved_by``: who approved its job ("": it needed no approval)."""
+
+    TYPE: ClassVar[str] = "DeploymentStarted"
+    job: str
+    step: str
+    environment: str
+    target: str
+    image: str
+    approved_by: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class DeploymentSucceeded(Event):
+    TYPE: ClassVar[str] = "DeploymentSucceeded"
+    job: str
+    step: str
+    environment: str
+    target: str
+    image: str
+    previous: str = ""  # what ran there before ("": nothing)
+
+
+@_register
+@dataclass(frozen=True)
+class DeploymentRolledBack(Event):
+    """The new image did not become healthy; ``previous`` runs there again."""
+
+    TYPE: ClassVar[str] = "DeploymentRolledBack"
+    job: str
+    step: str
+    environment: str
+    target: str
+    image: str
+    previous: str
+    reason: str
+
+
+@_register
+@dataclass(frozen=True)
+class DeploymentFailed(Event):
+    """The deploy could not be made, or did not become healthy with nothing to roll back to
+    (or the rollback failed too: ``reason`` says)."""
+
+    TYPE: ClassVar[str] = "DeploymentFailed"
+    job: str
+    step: str
+    environment: str
+    target: str
+    image: str
     reason: str
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 from shared.errors import PipelineError
 from shared.pipeline import caicloud
+from shared.pipeline import compile_delivery as delivery
 from shared.pipeline.diagnostics import Diagnostic
 from shared.pipeline.lint import (
     MATRIX_REF,
@@ -52,7 +53,15 @@ from shared.pipeline.lint import (
 )
 from shared.pipeline.loader import ordered
 from shared.pipeline.notify import DEFAULT_WHEN, Channel, NotifyRule
-from shared.pipeline.plan import JobSpec, Plan, ServiceSpec, StepSpec, When
+from shared.pipeline.plan import (
+    ApprovalSpec,
+    JobSpec,
+    Plan,
+    RegistryLogin,
+    ServiceSpec,
+    StepSpec,
+    When,
+)
 from shared.pipeline.resources import UNKNOWN, Policy
 from shared.pipeline.schema import (
     JobModel,
@@ -130,7 +139,9 @@ def compile_cyclone(checked: CheckedCyclone, file: str) -> Plan:
         for combo in expansions[name]:
             jobs.append(_job(job_name(name, combo), job, combo, needs, checked.env))
     return Plan(source_file=file, jobs=tuple(_topological(jobs)),
-                triggers=triggers_of(checked.on), notify=notify_rules(checked.notify, "file"))
+                triggers=triggers_of(checked.on), notify=notify_rules(checked.notify, "file"),
+                registries=tuple(RegistryLogin(host, login.username, login.password)
+                                 for host, login in checked.registries.items()))
 
 
 def triggers_of(on: OnModel | None) -> Triggers:
@@ -222,15 +233,19 @@ def _job(name: str, job: JobModel, combo: dict[str, str], needs: tuple[str, ...]
         when=when_of(job.when),
         matrix=dict(combo),
         resources=resources_of(job),
+        environment=job.environment or "",
+        approval=ApprovalSpec(job.approval.role, job.approval.timeout) if job.approval else None,
     )
 
 
 def _step(index: int, step: StepModel, job_image: str, sub: Callable[[str], str],
           job_secrets: Sequence[str]) -> StepSpec:
+    name = step.name or f"step-{index}"
+    runs = step.run is not None
     return StepSpec(
-        name=step.name or f"step-{index}",
-        image=sub(step.image) if step.image else job_image,
-        commands=tuple(sub(command) for command in step.run),
+        name=name,
+        image=(sub(step.image) if step.image else job_image) if runs else "",
+        commands=tuple(sub(command) for command in step.run or ()),
         env={k: sub(v) for k, v in (step.env or {}).items()},
         timeout_s=step.timeout,
         retry=step.retry,
@@ -238,6 +253,9 @@ def _step(index: int, step: StepModel, job_image: str, sub: Callable[[str], str]
         secrets=tuple(dict.fromkeys([*job_secrets, *step.secrets])),
         privileged=step.privileged,
         volumes=tuple(filter(mountable, step.volumes)),
+        build=delivery.build_spec(step.build, name, sub) if step.build else None,
+        promote=delivery.promote_spec(step.promote, name, sub) if step.promote else None,
+        deploy=delivery.deploy_spec(step.deploy, sub) if step.deploy else None,
     )
 
 

@@ -14,25 +14,29 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from shared.pipeline import caicloud
 from shared.pipeline.diagnostics import Diagnostic
+from shared.pipeline.lint_delivery import check_delivery, secret_paths
 from shared.pipeline.loader import Path, Reporter, ordered, parse
 from shared.pipeline.notify import VARIABLE
 from shared.pipeline.resources import UNKNOWN, Policy, Resources
 from shared.pipeline.schema import (
     ON_EVENTS,
+    STEP_KINDS,
     CycloneFile,
     JobModel,
     NotifyRuleModel,
     OnModel,
+    StepModel,
     did_you_mean,
     duplicate_rules,
     kind,
     validate,
 )
+from shared.pipeline.schema_delivery import RegistryModel
 from shared.pipeline.trust import check_privileged, check_resources, check_volumes
 
 __all__ = [
@@ -69,6 +73,7 @@ class CheckedCyclone:
     jobs: dict[str, JobModel]  # in file order
     on: OnModel | None = None  # None: the file has no ``on:`` (everything triggers)
     notify: tuple[NotifyRuleModel, ...] = ()  # in file order
+    registries: dict[str, RegistryModel] = field(default_factory=dict)
 
 
 def lint(text: str, file: str, policy: Policy = UNKNOWN) -> list[Diagnostic]:
@@ -134,10 +139,12 @@ def check_cyclone(text: str, file: str, policy: Policy = UNKNOWN,
     needs = {name: jobs[name].needs if name in jobs else _raw_needs(raw_jobs[name])
              for name in names}
     _check_needs(report, names, needs)
+    check_delivery(report, jobs, needs)
     diagnostics = ordered(report.diagnostics)
     if top is None or any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
-    return CheckedCyclone(dict(top.env or {}), jobs, on, notify), diagnostics
+    return CheckedCyclone(dict(top.env or {}), jobs, on, notify,
+                          dict(top.registries or {})), diagnostics
 
 
 def check_secrets(text: str, file: str, known: Collection[str],
@@ -165,7 +172,8 @@ def check_secrets(text: str, file: str, known: Collection[str],
 
 
 def _secret_names(data: dict[str, Any]) -> Iterator[tuple[Path, str]]:
-    """Each name in the ``secrets:`` of the file's jobs and steps, with its path."""
+    """Each name in the ``secrets:`` of the file's jobs and steps, and each secret its
+    delivery keys name (``lint_delivery.secret_paths``), with its path."""
     jobs = data.get("jobs")
     for name, job in (jobs.items() if isinstance(jobs, dict) else ()):
         if not isinstance(job, dict):
@@ -175,6 +183,7 @@ def _secret_names(data: dict[str, Any]) -> Iterator[tuple[Path, str]]:
         for i, step in enumerate(steps if isinstance(steps, list) else ()):
             if isinstance(step, dict):
                 yield from _names_at(("jobs", name, "steps", i, "secrets"), step.get("secrets"))
+    yield from secret_paths(data)
 
 
 def _names_at(path: Path, value: object) -> Iterator[tuple[Path, str]]:
@@ -201,7 +210,8 @@ def _check_steps(report: Reporter, name: str, raw: object) -> None:
     named = [(step.get("name") if isinstance(step, dict) else None, i)
              for i, step in enumerate(steps)]
     imageless = [n if isinstance(n, str) else f"step-{i + 1}" for n, i in named
-                 if not (isinstance(steps[i], dict) and steps[i].get("image") is not None)]
+                 if _runs_commands(steps[i])
+                 and not (isinstance(steps[i], dict) and steps[i].get("image") is not None)]
     if raw.get("image") is None and imageless:
         report.error(base, f"missing required key 'image' (step '{imageless[0]}' has no "
                      "image of its own)")
@@ -215,6 +225,11 @@ def _check_steps(report: Reporter, name: str, raw: object) -> None:
                          f"duplicate step name '{key}' (first at line {line})",
                          shown=(*base, "steps", i, "name"))
         seen.setdefault(key, i)
+
+
+def _runs_commands(step: object) -> bool:
+    """Whether a raw step runs commands (in an image), not a build, promote or deploy."""
+    return not (isinstance(step, dict) and any(k in step for k in STEP_KINDS if k != "run"))
 
 
 def _check_job(report: Reporter, name: str, job: JobModel, global_env: dict[str, str] | None,
@@ -300,10 +315,23 @@ def _templated(base: Path, job: JobModel, global_env: dict[str, str] | None,
         where: Path = (*base, "steps", i)
         if step.image:
             yield (*where, "image"), step.image
-        for j, command in enumerate(step.run):
+        for j, command in enumerate(step.run or ()):
             yield (*where, "run", j), command
         for key, value in (step.env or {}).items():
             yield (*where, "env", key), value
+        yield from _delivery_templated(where, step)
+
+
+def _delivery_templated(where: Path, step: StepModel) -> Iterator[tuple[Path, str]]:
+    """The strings of a build, promote or deploy step where matrix values go."""
+    if step.build is not None:
+        yield from (((*where, "build", "tags", j), tag) for j, tag in enumerate(step.build.tags))
+    if step.promote is not None:
+        yield (*where, "promote", "image"), step.promote.image
+        yield from (((*where, "promote", "tags", j), t) for j, t in enumerate(step.promote.tags))
+    if step.deploy is not None:
+        kind = "docker" if step.deploy.docker else "kubernetes"
+        yield (*where, "deploy", kind, "image"), step.deploy.target.image
 
 
 def _raw_needs(raw: object) -> list[str]:

@@ -55,6 +55,7 @@ __all__ = [
     "ON_EVENTS",
     "RULE_NAME",
     "STATUSES",
+    "STEP_KINDS",
     "CaiBuild",
     "CaiDeploy",
     "CaiFile",
@@ -81,6 +82,7 @@ __all__ = [
     "validate",
 ]
 
+STEP_KINDS = ("run", "build", "promote", "deploy")
 EVENTS = ("push", "tag", "pull_request", "manual", "cli", "schedule")
 STATUSES = ("success", "failure", "always")
 ON_EVENTS = ("push", "pull_request", "schedule", "manual")  # the keys of ``on:``
@@ -309,9 +311,15 @@ Services = Annotated[
 
 
 class StepModel(_Model):
+    """A step does one thing: ``run`` commands, or (``schema_delivery``) ``build`` an image,
+    ``promote`` one, or ``deploy`` one."""
+
     name: NonEmpty | None = None
     image: NonEmpty | None = None
-    run: Commands
+    run: Commands | None = None
+    build: BuildModel | None = None
+    promote: PromoteModel | None = None
+    deploy: DeployModel | None = None
     env: EnvMap | None = None
     when: WhenModel | None = None
     timeout: Duration | None = None
@@ -319,6 +327,22 @@ class StepModel(_Model):
     secrets: SecretNames = []
     privileged: bool = False  # trusted projects only (lint)
     volumes: Volumes = []  # host paths or Docker volumes: trusted projects only (lint)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StepModel:
+        kinds = [k for k in STEP_KINDS if getattr(self, k) is not None]
+        if not kinds:
+            raise PydanticCustomError("step_kind", "missing required key 'run' (or one of: "
+                                      "{others})", {"others": ", ".join(STEP_KINDS[1:])})
+        if len(kinds) > 1:
+            raise PydanticCustomError("step_kind", "a step does one thing: {kinds} (keep one "
+                                      "and move the others to steps of their own)",
+                                      {"kinds": " and ".join(kinds)})
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in STEP_KINDS if getattr(self, k) is not None)
 
 
 class JobModel(_Model):
@@ -331,6 +355,8 @@ class JobModel(_Model):
     matrix: dict[str, Annotated[list[Scalar], Field(min_length=1)]] | None = None
     secrets: SecretNames = []
     resources: ResourcesModel | None = None
+    environment: EnvironmentName | None = None
+    approval: Approval = None
     steps: Annotated[list[StepModel], Field(min_length=1)]
 
 
@@ -374,6 +400,7 @@ class CycloneFile(_Model):
     env: EnvMap | None = None
     on: Any = None
     notify: Any = None
+    registries: dict[str, RegistryModel] | None = None
     jobs: Annotated[dict[str, Any], Field(min_length=1)]
 
 
@@ -708,3 +735,17 @@ def _child(tp: Any, part: str | int) -> Any:
     if origin is list:
         return get_args(tp)[0]
     return None
+
+
+# The delivery models use the types above; the step, job and file models use them.
+from shared.pipeline.schema_delivery import (  # noqa: E402
+    Approval,
+    BuildModel,
+    DeployModel,
+    EnvironmentName,
+    PromoteModel,
+    RegistryModel,
+)
+
+for _model in (StepModel, JobModel, CycloneFile):
+    _model.model_rebuild()

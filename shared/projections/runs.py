@@ -23,6 +23,7 @@ from frozendict import deepfreeze, frozendict
 from shared import events as ev
 from shared.events import RecordedEvent, decode
 from shared.pipeline.plan import Plan
+from shared.projections.delivery import DeploymentState, DeploymentView, ImageView
 from shared.status import (
     JOB_DONE,
     JOB_FAILED,
@@ -74,6 +75,10 @@ class JobView:
     reason: str = ""
     attempt: int = 0  # how many times a worker has started it (> 1: a worker was lost)
     log_lines: int = 0  # lines its final attempt logged (JobFinished): a stream has them all
+    environment: str = ""  # its deploy steps' environment (``environment:``)
+    awaiting_approval: str = ""  # the role that may approve it while it waits; "": it does not
+    approval_deadline: str = ""  # when a wait for approval ends rejected ("": never)
+    approved_by: str = ""
 
     def step(self, name: str) -> StepView | None:
         return next((s for s in self.steps if s.name == name), None)
@@ -87,6 +92,10 @@ class JobView:
         fields["steps"] = tuple(StepView(**{**s, "status": StepStatus(s["status"])})
                                 for s in fields.get("steps", ()))
         return cls(**fields)
+
+    @property
+    def waiting_for_approval(self) -> bool:
+        return bool(self.awaiting_approval) and self.status == JobStatus.PENDING
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,10 @@ class RunView:
     secrets_withheld: str = ""  # why the run's steps get no secret; "": they may
     awaiting_approval: str = ""  # why it waits for a maintainer's approval; "": it does not
     approved_by: str = ""
+    requested_by: str = ""
     jobs: tuple[JobView, ...] = ()
+    images: tuple[ImageView, ...] = ()  # pushed by its build and promote steps, in order
+    deployments: tuple[DeploymentView, ...] = ()  # made by its deploy steps, in order
     last_seq: int = 0
     skipped_events: int = 0  # events of unknown types that were skipped
     plan: Plan | None = field(default=None, compare=True, repr=False)
@@ -137,6 +149,10 @@ class RunView:
     def job(self, name: str) -> JobView | None:
         at = self.job_index.get(name)
         return None if at is None else self.jobs[at]
+
+    def image(self, name: str) -> ImageView | None:
+        """The image pushed last under ``name`` (``${{ images.NAME }}``)."""
+        return next((i for i in reversed(self.images) if i.name == name), None)
 
     def job_failed(self, name: str) -> bool:
         """Whether a job failed, or was skipped because something it needs failed."""
@@ -164,8 +180,10 @@ class RunView:
     def _plain_fields(self) -> dict[str, Any]:
         """The fields as plain data (copies), but the plan and the job index."""
         data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)
-                if f.name not in ("plan", "job_index", "jobs")}
+                if f.name not in ("plan", "job_index", "jobs", "images", "deployments")}
         data["jobs"] = [dataclasses.asdict(job) for job in self.jobs]
+        data["images"] = [dataclasses.asdict(image) for image in self.images]
+        data["deployments"] = [dataclasses.asdict(d) for d in self.deployments]
         return data
 
     def to_data(self) -> dict[str, Any]:
@@ -184,6 +202,9 @@ class RunView:
         fields = dict(data)
         fields["params"] = tuple((str(k), str(v)) for k, v in fields.get("params", ()))
         fields["jobs"] = tuple(JobView.from_data(j) for j in fields.get("jobs", ()))
+        fields["images"] = tuple(ImageView.from_data(i) for i in fields.get("images", ()))
+        fields["deployments"] = tuple(DeploymentView.from_data(d)
+                                      for d in fields.get("deployments", ()))
         fields["status"] = RunStatus(fields.get("status", RunStatus.REQUESTED))
         fields["checkout"] = CheckoutState(fields.get("checkout", CheckoutState.NONE))
         plan = fields.get("plan")
@@ -228,7 +249,7 @@ def _requested(run: RunView, e: ev.RunRequested, ts: str) -> RunView:
         pipeline_file=e.pipeline_file, source=e.source, source_kind=e.source_kind,
         created_at=ts, forge_event=e.forge_event or None,
         params=tuple(sorted(e.params.items())), secrets_withheld=e.secrets_withheld,
-        awaiting_approval=e.approval,
+        awaiting_approval=e.approval, requested_by=e.requested_by,
     )
 
 
@@ -243,7 +264,8 @@ def _source_resolved(run: RunView, e: ev.RunSourceResolved, ts: str) -> RunView:
 
 def _planned(run: RunView, e: ev.RunPlanned, ts: str) -> RunView:
     jobs = tuple(
-        JobView(name=j.name, needs=j.needs, steps=tuple(StepView(name=s.name) for s in j.steps))
+        JobView(name=j.name, needs=j.needs, steps=tuple(StepView(name=s.name) for s in j.steps),
+                environment=j.environment)
         for j in e.plan.jobs
     )
     return replace(run, status=RunStatus.RUNNING, started_at=ts, jobs=jobs, plan=e.plan,
@@ -311,6 +333,55 @@ def _approved(run: RunView, e: ev.RunApproved, ts: str) -> RunView:
     return replace(run, awaiting_approval="", approved_by=e.by, secrets_withheld=withheld)
 
 
+def _awaiting_approval(run: RunView, e: ev.JobAwaitingApproval, ts: str) -> RunView:
+    return _with_job(run, e.job, awaiting_approval=e.role, approval_deadline=e.deadline)
+
+
+def _job_approved(run: RunView, e: ev.JobApproved, ts: str) -> RunView:
+    return _with_job(run, e.job, awaiting_approval="", approval_deadline="", approved_by=e.by)
+
+
+def _job_rejected(run: RunView, e: ev.JobRejected, ts: str) -> RunView:
+    """A rejected job fails (as on GitHub): what needs it runs only on failure."""
+    who = f"rejected by {e.by}" if e.by else "rejected"
+    reason = f"{who}: {e.reason}" if e.reason else who
+    job = run.job(e.job)
+    steps = tuple(replace(s, status=StepStatus.SKIPPED) for s in (job.steps if job else ()))
+    return _with_job(run, e.job, status=JobStatus.FAILURE, awaiting_approval="",
+                     approval_deadline="", reason=reason, finished_at=ts, steps=steps)
+
+
+def _image_pushed(run: RunView, e: ev.ImagePushed, ts: str) -> RunView:
+    image = ImageView(name=e.name, repository=e.repository, tags=e.tags, digest=e.digest,
+                      job=e.job, step=e.step, promoted_from=e.promoted_from, pushed_at=ts)
+    return replace(run, images=(*run.images, image))
+
+
+def _deployment_started(run: RunView, e: ev.DeploymentStarted, ts: str) -> RunView:
+    view = DeploymentView(job=e.job, step=e.step, environment=e.environment, target=e.target,
+                          image=e.image, approved_by=e.approved_by, started_at=ts)
+    return replace(run, deployments=(*run.deployments, view))
+
+
+def _deployment_ended(run: RunView, e: ev.DeploymentSucceeded | ev.DeploymentRolledBack
+                      | ev.DeploymentFailed, ts: str) -> RunView:
+    """The deployment this step started last gets its outcome."""
+    match e:
+        case ev.DeploymentSucceeded():
+            state, previous, reason = DeploymentState.SUCCEEDED, e.previous, ""
+        case ev.DeploymentRolledBack():
+            state, previous, reason = DeploymentState.ROLLED_BACK, e.previous, e.reason
+        case ev.DeploymentFailed():
+            state, previous, reason = DeploymentState.FAILED, "", e.reason
+    for at in range(len(run.deployments) - 1, -1, -1):
+        d = run.deployments[at]
+        if (d.job, d.step, d.target) == (e.job, e.step, e.target):
+            ended = replace(d, state=state, previous=previous, reason=reason, finished_at=ts)
+            return replace(run, deployments=(*run.deployments[:at], ended,
+                                             *run.deployments[at + 1:]))
+    return run
+
+
 def _cancel_requested(run: RunView, e: ev.RunCancelRequested, ts: str) -> RunView:
     return replace(run, cancel_requested=True)
 
@@ -353,6 +424,18 @@ def _dispatch(run: RunView, event: ev.Event, ts: str) -> RunView:
             return _step_log_truncated(run, event, ts)
         case ev.RunApproved():
             return _approved(run, event, ts)
+        case ev.JobAwaitingApproval():
+            return _awaiting_approval(run, event, ts)
+        case ev.JobApproved():
+            return _job_approved(run, event, ts)
+        case ev.JobRejected():
+            return _job_rejected(run, event, ts)
+        case ev.ImagePushed():
+            return _image_pushed(run, event, ts)
+        case ev.DeploymentStarted():
+            return _deployment_started(run, event, ts)
+        case ev.DeploymentSucceeded() | ev.DeploymentRolledBack() | ev.DeploymentFailed():
+            return _deployment_ended(run, event, ts)
         case ev.RunCancelRequested():
             return _cancel_requested(run, event, ts)
         case ev.RunSucceeded():

@@ -192,7 +192,8 @@ def test_missing_run() -> None:
             image: {IMAGE}
             steps:
               - name: compile
-    """) == [".cyclone.yml:6: jobs.build.steps[0]: missing required key 'run'"]
+    """) == [".cyclone.yml:6: jobs.build.steps[0]: missing required key 'run' (or one of: "
+             "build, promote, deploy)"]
 
 
 def test_duplicate_step_names_including_defaults() -> None:
