@@ -18,6 +18,9 @@ Rules:
   run's branch and trigger and its ``when.status`` matches its needs' outcome
   (failure when any need failed or was skipped because of a failure), else skipped
   with the reason; at most ``max_parallel_jobs`` jobs of a run are queued or running;
+* a job with ``approval:`` whose turn has come waits (``JobAwaitingApproval``, with its
+  deadline from ``now``) until it is approved, then is queued; past its deadline it
+  is rejected (``approval``);
 * a cancel request skips every job not yet started; the run ends cancelled once no
   job is running;
 * when every job has ended, the run ends: errored if a job errored, failed if a job
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from services.eventmanager import approval
 from shared import events as ev
 from shared.errors import PipelineError
 from shared.forge import ForgeEvent
@@ -48,7 +52,7 @@ _ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 def decide(run: RunView | None, source: PipelineSource | None,
            max_parallel_jobs: int, admitted: bool = True,
            secrets: Mapping[str, bool] | None = None,
-           policy: Policy = UNTRUSTED) -> list[ev.Event]:
+           policy: Policy = UNTRUSTED, now: str = "") -> list[ev.Event]:
     if run is None or run.done:
         return []
     if run.plan is None:
@@ -60,7 +64,7 @@ def decide(run: RunView | None, source: PipelineSource | None,
             return []  # the project is at its max_concurrent_runs: wait
         if source is None:
             return [ev.CheckoutQueued()] if not run.checkout else []
-        return _plan(source, run, max_parallel_jobs, secrets, policy)
+        return _plan(source, run, max_parallel_jobs, secrets, policy, now)
     plan = run.plan
     if run.cancel_requested:
         return _cancel(run)
@@ -78,12 +82,15 @@ def decide(run: RunView | None, source: PipelineSource | None,
             skipped = ev.JobSkipped(job=job.name, reason=verdict)
             events.append(skipped)
             run = _assume(run, [skipped])  # the jobs after it that need it see it ended
+        elif plan.job(job.name).approval is not None and not job.approved_by:
+            events += approval.wait_or_expire(plan.job(job.name), job, now)
         elif active < max_parallel_jobs:
             events.append(ev.JobQueued(job=job.name))
             active += 1
     if events:
         # Skips can unblock dependents and end the run: decide again on the new state.
-        return events + decide(_assume(run, events), source, max_parallel_jobs, admitted)
+        return events + decide(_assume(run, events), source, max_parallel_jobs, admitted,
+                               now=now)
     return _finish(run)
 
 
@@ -100,7 +107,7 @@ def _not_triggered(plan: Plan, run: RunView) -> str:
 
 
 def _plan(source: PipelineSource, run: RunView, max_parallel_jobs: int,
-          secrets: Mapping[str, bool] | None, policy: Policy) -> list[ev.Event]:
+          secrets: Mapping[str, bool] | None, policy: Policy, now: str) -> list[ev.Event]:
     file, text = source
     implicit = [name for name, given in (secrets or {}).items() if given]
     try:
@@ -112,7 +119,7 @@ def _plan(source: PipelineSource, run: RunView, max_parallel_jobs: int,
         return [ev.RunSkipped(reason=skip)]
     planned = ev.RunPlanned(plan=result.plan, warnings=tuple(str(w) for w in result.warnings))
     # The first jobs are queued with the plan: one append, one round trip less.
-    return [planned, *decide(_assume(run, [planned]), source, max_parallel_jobs)]
+    return [planned, *decide(_assume(run, [planned]), source, max_parallel_jobs, now=now)]
 
 
 def _cancel(run: RunView) -> list[ev.Event]:

@@ -23,10 +23,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 from services.eventmanager.admission import Admissions, started
+from services.eventmanager.approval import ApprovalTimers
 from services.eventmanager.decide import PipelineSource, decide
 from shared import events as ev
 from shared.consume import consume
-from shared.events import decode, is_run_stream, run_stream
+from shared.events import decode, is_run_stream, run_stream, utc_now
 from shared.keys import (
     CHECKOUT,
     CLAIMS_PREFIX,
@@ -75,6 +76,7 @@ class EventManager:
         self.projects = StreamCache(store, fold_project)
         self.secrets = SecretStore(store)  # names only
         self.admissions = Admissions(coord)
+        self.approvals = ApprovalTimers(self.advance)
         self.handling = Timings("cyclone_eventmanager_handle_seconds",
                                 "Time the event manager took to handle one run event")
 
@@ -87,16 +89,22 @@ class EventManager:
         held = await self.coord.get_prefix(SLOTS_PREFIX)
         listed = await self.coord.get_prefix(WAITING_PREFIX)
         runs = (await replay_runs(self.store)).runs
+        for run in runs.values():
+            self.approvals.watch(run)  # deadlines that passed while no event manager ran
         for project in sorted(await self.admissions.reconcile(held, listed, runs,
                                                               self._limit)):
             await self._wake(project)
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(consume(self.bus, TOPIC_EVENTS, self.group, self.handle))
-            group.create_task(self._follow(CLAIMS_PREFIX, self._claim_changed,
-                                           self._requeue_abandoned))
-            group.create_task(self._follow(SLOTS_PREFIX, self._slot_changed, self._wake_all))
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(consume(self.bus, TOPIC_EVENTS, self.group, self.handle))
+                group.create_task(self._follow(CLAIMS_PREFIX, self._claim_changed,
+                                               self._requeue_abandoned))
+                group.create_task(self._follow(SLOTS_PREFIX, self._slot_changed,
+                                               self._wake_all))
+        finally:
+            await self.approvals.close()
 
     # --- watches ---------------------------------------------------------------------
 
@@ -237,9 +245,10 @@ class EventManager:
         admitted = verdict == "admitted"
         result = await self.runs.append(
             run_id, lambda run: decide(run, source, self.max_parallel_jobs, admitted, secrets,
-                                       _policy(current, project)))
+                                       _policy(current, project), now=utc_now()))
         run = fold(result.appended, result.run)  # the state after what was just appended
         if run is not None:
+            self.approvals.watch(run)
             await self._signal_cancel(run)
             if run.done:
                 self._seen.pop(run_id, None)
@@ -300,10 +309,12 @@ def _policy(run: RunView, project: ProjectView | None) -> Policy:
 
 # Events after which the run's state machine has nothing to decide: its own queueing of
 # a job and a job's start (only a job's end frees a slot or completes a need), a step's
-# progress, and what the notifier records of its work.
+# progress, its own wait for an approval, what a job delivered, and what the notifier
+# records of its work.
 _NO_DECISION = frozenset(t.TYPE for t in (
     ev.JobQueued, ev.JobStarted, ev.StepStarted, ev.StepFinished, ev.StepSkipped,
-    ev.StepLogTruncated,
+    ev.StepLogTruncated, ev.JobAwaitingApproval, ev.ImagePushed, ev.DeploymentStarted,
+    ev.DeploymentSucceeded, ev.DeploymentRolledBack, ev.DeploymentFailed,
     ev.NotificationSent, ev.NotificationFailed, ev.CommitStatusReported,
     ev.CommitStatusFailed))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["parse_duration"]
+__all__ = ["format_duration", "parse_duration"]
 
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([hms])")
@@ -41,3 +41,15 @@ def _seconds(value: int | float | str) -> float:
         raise ValueError(f"invalid duration {value!r} (use seconds or e.g. \"90s\", \"10m\", "
                          "\"1h30m\")")
     return sum(float(number) * _UNITS[unit] for number, unit in parts)
+
+
+def format_duration(seconds: float) -> str:
+    """``5400`` -> ``"1h30m"``, ``90`` -> ``"1m30s"``, ``2.5`` -> ``"2.5s"``: as written in a
+    pipeline file (``parse_duration`` reads it back)."""
+    whole = int(seconds)
+    if whole != seconds or whole < 60:
+        return f"{seconds:g}s"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(hours, "h"), (minutes, "m"), (secs, "s")]
+    return "".join(f"{n}{unit}" for n, unit in parts if n)
