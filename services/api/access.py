@@ -181,6 +181,11 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/api/v1/runs/{id}/rerun"): _DEVELOP_RUN,
     ("POST", "/api/v1/runs/{id}/approve"): _MAINTAIN_RUN,  # a pull request from a fork
     ("POST", "/api/v1/runs/{id}/reject"): _MAINTAIN_RUN,
+    # a job's approval: its own approval.role is checked by the handler (delivery.py)
+    ("POST", "/api/v1/runs/{id}/jobs/{job}/approve"): _DEVELOP_RUN,
+    ("POST", "/api/v1/runs/{id}/jobs/{job}/reject"): _DEVELOP_RUN,
+    ("GET", "/api/v1/projects/{name}/deployments"): _VIEW_PROJECT,
+    ("POST", "/api/v1/projects/{name}/environments/{env}/rollback"): _MAINTAIN_PROJECT,
 }
 
 # (request, scope) -> the project the request is about; None when there is no such thing

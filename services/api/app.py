@@ -23,6 +23,7 @@ from aiohttp import web
 from services.api.access import Principal, Scope, access_middleware
 from services.api.auth import identify
 from services.api.context import CONTEXT, ApiContext
+from services.api.delivery import delivery_routes
 from services.api.errors import error_middleware
 from services.api.live import LiveRuns
 from services.api.metrics import api_collector
@@ -116,6 +117,7 @@ def build_app(ctx: ApiContext, *, ready: Callable[[], Awaitable[object]] | None 
         web.get("/api/v1/openapi.json", _openapi),
         *project_routes(),
         *run_routes(),
+        *delivery_routes(),
         *stream_routes(),
         *webhook_routes(),
         *notification_routes(),

@@ -12,7 +12,8 @@ from shared.ports.eventstore import EventStore
 from shared.projections.runs import RunView
 from shared.runstream import append_to_run, new_run_id
 
-__all__ = ["RunNotFound", "record_request", "request_cancel", "request_run"]
+__all__ = ["JobNotAwaitingApproval", "NotAwaitingApproval", "RunNotFound", "decide_job",
+           "record_request", "request_cancel", "request_run"]
 
 
 class RunNotFound(CycloneError):
@@ -76,5 +77,31 @@ async def request_cancel(store: EventStore, run_id: str, reason: str = "",
         return [ev.RunCancelRequested(reason=reason, requested_by=requested_by)]
 
     result = await append_to_run(store, run_id, cancel)
+    assert result.run is not None
+    return result.run
+
+
+class JobNotAwaitingApproval(CycloneError):
+    """The job waits for no approval (any more, or never did)."""
+
+
+async def decide_job(store: EventStore, run_id: str, job: str, by: str, approve: bool,
+                     note: str = "") -> RunView:
+    """Approve (or reject) a job that waits for approval, once: the first decision wins."""
+
+    def decision(run: RunView | None) -> list[ev.Event]:
+        if run is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        view = run.job(job)
+        if view is None:
+            raise JobNotAwaitingApproval(f"run {run_id!r} has no job {job!r}")
+        if not view.waiting_for_approval or run.done or run.cancel_requested:
+            raise JobNotAwaitingApproval(f"job {job!r} of run {run_id!r} waits for no "
+                                         f"approval ({view.status})")
+        if approve:
+            return [ev.JobApproved(job=job, by=by, comment=note)]
+        return [ev.JobRejected(job=job, by=by, reason=note)]
+
+    result = await append_to_run(store, run_id, decision)
     assert result.run is not None
     return result.run

@@ -243,6 +243,12 @@ class RunApprove(_Body):
     secrets: bool = False  # give the run's steps the secrets they ask for
 
 
+class JobDecision(_Body):
+    """An approval's comment, or a rejection's reason (shown in the run's history)."""
+
+    comment: Annotated[str, Field(max_length=1000)] = ""
+
+
 class MemberSet(_Body):
     role: RoleName
 

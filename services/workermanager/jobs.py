@@ -21,15 +21,31 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from services.workermanager.delivery import (
+    DeliveryError,
+    JobImages,
+    deploy_events,
+    deploy_secrets,
+    expand_tags,
+    image_pushed,
+)
 from services.workermanager.logship import LogShipper
 from services.workermanager.secrets import NO_SECRETS, JobSecrets, MaskedSink
 from shared import events as ev
 from shared.config import DEFAULT_STEP_LOG, StepLogLimit
-from shared.errors import ExecutorError
+from shared.errors import DeployerUnavailable, ExecutorError
 from shared.events import utc_now
 from shared.pipeline.plan import JobSpec, Plan, StepSpec
 from shared.pipeline.resources import Resources, oom_message
-from shared.ports.executor import Executor, LogSink, RunContext, StepOutcome
+from shared.ports.deployer import Deployer, DeployOutcome, DeployStatus
+from shared.ports.executor import (
+    NO_REGISTRIES,
+    Executor,
+    LogSink,
+    Registries,
+    RunContext,
+    StepOutcome,
+)
 from shared.projections.runs import RunView
 from shared.status import JobStatus, StepStatus
 
@@ -128,8 +144,12 @@ class JobRun:
     def __init__(self, run: RunView, job: JobSpec, executor: Executor, ctx: RunContext,
                  report: Report, logs: LogShipper,
                  log_limit: StepLogLimit = DEFAULT_STEP_LOG,
-                 secrets: JobSecrets = NO_SECRETS) -> None:
+                 secrets: JobSecrets = NO_SECRETS, registries: Registries = NO_REGISTRIES,
+                 deployer: Deployer | None = None) -> None:
         self.run = run
+        self.images = JobImages(run)
+        self.registries = registries
+        self.deployer = deployer
         self.secrets = secrets
         self.log_limit = log_limit
         self.job = job
@@ -169,7 +189,13 @@ class JobRun:
         without services starts its sandbox meanwhile."""
         started = time.monotonic()
         await self._say_attempt()
-        status, reason = await self._run_all(prepared)
+        try:
+            self.job = self.images.job(self.job)
+        except DeliveryError as exc:
+            await asyncio.gather(prepared, return_exceptions=True)  # nothing left running
+            status, reason = JobStatus.ERRORED, str(exc)
+        else:
+            status, reason = await self._run_all(prepared)
         await self.flush()
         await self.record([ev.JobFinished(job=self.job.name, status=status,
                                           duration_s=round(time.monotonic() - started, 3),
@@ -264,12 +290,20 @@ class JobRun:
         return ended
 
     async def _attempt(self, step: StepSpec, on_log: LogSink) -> _Ended:
+        try:
+            step = expand_tags(self.images.step(step), self.run)
+        except DeliveryError as exc:
+            await on_log("stderr", utc_now(), f"cyclone: {exc}")
+            return _Ended(StepStatus.FAILURE, None, str(exc))
         env = step_env(self.run, self.job, step)
         given, note = self.secrets.for_step(step)
         env.update(given)  # never recorded: neither the events nor the params hold them
         if note:
             await on_log("stderr", utc_now(), note)
-        task = asyncio.create_task(self.executor.run_step(self.ctx, self.job, step, env, on_log))
+        work = (self._deploy(step, on_log) if step.deploy is not None
+                else self.executor.run_step(self.ctx, self.job, step, env, on_log,
+                                            registries=self.registries))
+        task = asyncio.create_task(work)
         stop = asyncio.create_task(self.cancelled.wait())
         try:
             timeout = None if self._deadline is None else max(0, self._deadline - time.monotonic())
@@ -295,16 +329,45 @@ class JobRun:
         except Exception as exc:  # an executor bug must end the step, not hang the run
             log.exception("executor failed", extra={"run": self.run.id, "step": step.name})
             return _Ended(StepStatus.ERRORED, None, f"executor failed: {exc!r}")
+        for pushed in outcome.pushed:
+            self.images.add(pushed)
+            await self.record([image_pushed(self.job.name, step, pushed)])
         if outcome.timed_out:
             return _Ended(StepStatus.TIMEOUT, outcome.exit_code,
                           f"step timed out after {step.timeout_s:g}s")
         if outcome.exit_code == 0:
             return _Ended(StepStatus.SUCCESS, 0)
+        if outcome.reason:
+            return _Ended(StepStatus.FAILURE, outcome.exit_code, outcome.reason)
         if outcome.out_of_memory:  # a bare 137 would not say why
             reason = oom_message(self.job.resources.memory)
             await on_log("stderr", utc_now(), f"cyclone: {reason}")
             return _Ended(StepStatus.FAILURE, outcome.exit_code, reason, out_of_memory=True)
         return _Ended(StepStatus.FAILURE, outcome.exit_code, f"exit code {outcome.exit_code}")
+
+    async def _deploy(self, step: StepSpec, on_log: LogSink) -> StepOutcome:
+        """A deploy step: through the deployer, each phase recorded as an event."""
+        assert step.deploy is not None
+        if self.deployer is None:
+            raise ExecutorError("this worker cannot deploy (no deployer)")
+        target = step.deploy.target
+        view = self.run.job(self.job.name)
+        await self.record([ev.DeploymentStarted(
+            job=self.job.name, step=step.name, environment=self.job.environment,
+            target=step.deploy.where, image=target.image,
+            approved_by=view.approved_by if view else "")])
+        try:
+            outcome = await self.deployer.deploy(
+                target, target.image, deploy_secrets(target, self.secrets), self.registries,
+                on_log)
+        except DeployerUnavailable as exc:
+            outcome = DeployOutcome(DeployStatus.FAILED, reason=str(exc))
+        await self.record([deploy_events(self.job, step, outcome)])
+        if outcome.status == DeployStatus.SUCCEEDED:
+            return StepOutcome(exit_code=0)
+        what = "rolled back" if outcome.status == DeployStatus.ROLLED_BACK else "failed"
+        await on_log("stderr", utc_now(), f"cyclone: deployment {what}: {outcome.reason}")
+        return StepOutcome(exit_code=1, reason=f"deployment {what}: {outcome.reason}")
 
     def _job_timed_out(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline

@@ -53,6 +53,7 @@ from services.workermanager.claims import (
     hand_back,
     wait_handed_back,
 )
+from services.workermanager.delivery import registries_for
 from services.workermanager.host import Host
 from services.workermanager.jobs import JobRun, effective_job
 from services.workermanager.lease import WorkerLease
@@ -68,6 +69,7 @@ from shared.keys import CHECKOUT, cancel_key, claim_key
 from shared.pipeline.resources import Resources
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, Bus, Message
 from shared.ports.coordination import Coordinator
+from shared.ports.deployer import Deployer
 from shared.ports.eventstore import EventStore
 from shared.ports.executor import Executor, RunContext
 from shared.projections.runs import RunView, run_id_of
@@ -88,7 +90,9 @@ class WorkerManager:
                  worker_id: str, capacity: int, git_cache: Path,
                  lease_ttl: float = 10.0, log_limit: StepLogLimit = DEFAULT_STEP_LOG,
                  secrets: SecretStore | None = None,
-                 step_resources: Resources = DEFAULT_STEP_RESOURCES) -> None:
+                 step_resources: Resources = DEFAULT_STEP_RESOURCES,
+                 deployer: Deployer | None = None) -> None:
+        self.deployer = deployer  # None: deploy steps error, saying so
         self.log_limit = log_limit
         self.secrets = secrets  # None: no key, steps asking for secrets are told so
         self.step_resources = step_resources  # each container's limits when its job asks none
@@ -267,10 +271,11 @@ class WorkerManager:
     async def _run(self, run_id: str, name: str, started: Started) -> int | None:
         spec = effective_job(started.plan, name, self.step_resources)
         shipper = LogShipper(self.bus, run_id, attempt=started.attempt)
+        secrets = await self._secrets(started.run)
         job = JobRun(started.run, spec, self.executor, RunContext(run_id=run_id),
                      report=self.claims.reporter(run_id, name, started.attempt),
-                     logs=shipper, log_limit=self.log_limit,
-                     secrets=await self._secrets(started.run))
+                     logs=shipper, log_limit=self.log_limit, secrets=secrets,
+                     registries=registries_for(started.plan, secrets), deployer=self.deployer)
         try:
             with self.claims.running(job, started.generation) as entry:
                 # The workspace (usually begun at the checkout) and the job's sandbox are

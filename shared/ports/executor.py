@@ -120,6 +120,7 @@ class StepOutcome:
     timed_out: bool = False
     out_of_memory: bool = False  # killed at its memory limit (an executor that can tell)
     pushed: tuple[PushedImage, ...] = ()  # what a build or promote step pushed
+    reason: str = ""  # why it failed, when its exit code does not say (a refused push)
 
 
 class Executor(Protocol):
