@@ -6,7 +6,8 @@
     cyclone show RUN                                    a run's jobs and steps
     cyclone logs [-f] RUN                               a run's log, or follow it live
     cyclone cancel RUN | rerun RUN [--follow] | events RUN
-    cyclone approve RUN [--with-secrets] | reject RUN   a run waiting for approval
+    cyclone approve|reject RUN [JOB]                    a run or a job waiting for approval
+    cyclone deployments PROJECT [ENV] | rollback PROJECT ENV   (cyclone/cli_delivery.py)
     cyclone token create NAME | list | revoke ID
     cyclone notify test PROJECT                         message every notification channel
     cyclone secret set|list|rm ... | rotate-key         secrets (cyclone/cli_secrets.py)
@@ -29,13 +30,23 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import datetime
 from typing import Any
 
+from cyclone.cli_delivery import add_delivery_commands, show_delivery
 from cyclone.cli_secrets import add_secret_commands
 from cyclone.cli_users import add_user_commands
 from cyclone.client import DEFAULT_SERVER, ClientError, ConnectionFailed, CycloneClient
 from cyclone.display import Display
+from cyclone.output import (
+    duration,
+    fields,
+    first_line,
+    print_json,
+    report,
+    short,
+    table,
+    when,
+)
 from shared.config import Settings
 from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode
 from shared.ports.logstore import LogLine
@@ -102,12 +113,6 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     logs.add_argument("--no-color", action="store_true", help="plain output")
 
     command(sub, "cancel", _cancel, "cancel a run").add_argument("run")
-    approve = command(sub, "approve", _approve, "let a run that waits for approval (a pull "
-                      "request from a fork) go on, without secrets unless --with-secrets")
-    approve.add_argument("run")
-    approve.add_argument("--with-secrets", action="store_true",
-                         help="give its steps the secrets they ask for")
-    command(sub, "reject", _reject, "cancel a run that waits for approval").add_argument("run")
     rerun = command(sub, "rerun", _rerun, "start a new run like an earlier one")
     rerun.add_argument("run")
     _follow_flags(rerun)
@@ -122,6 +127,7 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
                       help=f"give up waiting after S seconds (default {NOTIFY_TEST_TIMEOUT_S:.0f})")
 
     add_secret_commands(sub, command)
+    add_delivery_commands(sub, command)
     add_user_commands(sub, command)
 
     token = sub.add_parser("token", help="manage API tokens")
@@ -236,30 +242,26 @@ def _exit_code(exc: ClientError) -> int:
     return EXIT_FAILED
 
 
-def _print_json(value: object) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True))
-
-
 # --- projects ----------------------------------------------------------------------------
 
 
 def _project_fields(args: argparse.Namespace) -> Json:
-    fields: Json = {}
+    changes: Json = {}
     for flag, key in (("branch", "default_branch"), ("pipeline_file", "pipeline_file"),
                       ("max_concurrent", "max_concurrent_runs"), ("repo", "repo")):
         if getattr(args, flag, None) is not None:
-            fields[key] = getattr(args, flag)
+            changes[key] = getattr(args, flag)
     if args.env is not None:
-        fields["env"] = dict(args.env)
+        changes["env"] = dict(args.env)
     if args.trusted is not None:
-        fields["trusted"] = args.trusted
+        changes["trusted"] = args.trusted
     if args.fork_prs is not None:
-        fields["fork_prs"] = args.fork_prs
+        changes["fork_prs"] = args.fork_prs
     maximum = {name: _number(value) for name in ("memory", "cpus", "pids")
                if (value := getattr(args, f"max_{name}")) is not None}
     if maximum:
-        fields["max_resources"] = maximum  # the server reads and checks each value
-    return fields
+        changes["max_resources"] = maximum  # the server reads and checks each value
+    return changes
 
 
 def _number(raw: str) -> str | int | float:
@@ -280,9 +282,9 @@ async def _project_add(args: argparse.Namespace, client: CycloneClient) -> int:
 async def _project_list(args: argparse.Namespace, client: CycloneClient) -> int:
     projects = await client.list_projects()
     if args.json:
-        _print_json({"projects": projects})
+        print_json({"projects": projects})
         return EXIT_OK
-    _table(["NAME", "REPO", "BRANCH", "PIPELINE FILE", "MAX RUNS"],
+    table(["NAME", "REPO", "BRANCH", "PIPELINE FILE", "MAX RUNS"],
            ([p["name"], p["repo"], p["default_branch"], p["pipeline_file"],
              _max_runs(p["max_concurrent_runs"])] for p in projects))
     return EXIT_OK
@@ -293,13 +295,13 @@ async def _project_show(args: argparse.Namespace, client: CycloneClient) -> int:
 
 
 async def _project_update(args: argparse.Namespace, client: CycloneClient) -> int:
-    fields = _project_fields(args)
-    if not fields:
+    changes = _project_fields(args)
+    if not changes:
         print("cyclone: nothing to update: give at least one of --repo, --branch, "
               "--pipeline-file, --env, --max-concurrent, --fork-prs, --trusted, --max-memory, "
               "--max-cpus, --max-pids", file=sys.stderr)
         return EXIT_INVALID
-    return _print_project(args, await client.update_project(args.name, fields))
+    return _print_project(args, await client.update_project(args.name, changes))
 
 
 async def _project_delete(args: argparse.Namespace, client: CycloneClient) -> int:
@@ -311,18 +313,18 @@ async def _project_delete(args: argparse.Namespace, client: CycloneClient) -> in
 
 def _print_project(args: argparse.Namespace, project: Json) -> int:
     if args.json:
-        _print_json(project)
+        print_json(project)
         return EXIT_OK
     env = project.get("env") or {}
-    _fields([("name", project["name"]), ("repo", project["repo"]),
+    fields([("name", project["name"]), ("repo", project["repo"]),
              ("branch", project["default_branch"]), ("pipeline file", project["pipeline_file"]),
              ("max runs", _max_runs(project["max_concurrent_runs"])),
              ("trusted", "yes" if project.get("trusted") else "no"),
              ("fork PRs", project.get("fork_prs", "approve")),
              ("max resources", _max_resources(project.get("max_resources") or {})),
              ("env", ", ".join(f"{k}={v}" for k, v in sorted(env.items())) or "-"),
-             ("created", _when(project.get("created_at"))),
-             ("updated", _when(project.get("updated_at")))])
+             ("created", when(project.get("created_at"))),
+             ("updated", when(project.get("updated_at")))])
     return EXIT_OK
 
 
@@ -368,12 +370,12 @@ async def _runs(args: argparse.Namespace, client: CycloneClient) -> int:
     page = await client.list_runs(project=args.project, status=args.status,
                                   branch=args.branch, limit=args.limit, cursor=args.cursor)
     if args.json:
-        _print_json(page)
+        print_json(page)
         return EXIT_OK
-    _table(["ID", "PROJECT", "STATUS", "BRANCH", "COMMIT", "STARTED", "DURATION"],
+    table(["ID", "PROJECT", "STATUS", "BRANCH", "COMMIT", "STARTED", "DURATION"],
            ([r["id"], r["project"], r["status"], r.get("branch") or "-",
-             (r.get("commit") or "-")[:8], _when(r.get("created_at")),
-             _duration(r.get("duration_s"))] for r in page["runs"]))
+             (r.get("commit") or "-")[:8], when(r.get("created_at")),
+             duration(r.get("duration_s"))] for r in page["runs"]))
     if page.get("next"):
         print(f"(more: --cursor {page['next']})", file=sys.stderr)
     return EXIT_OK
@@ -382,15 +384,15 @@ async def _runs(args: argparse.Namespace, client: CycloneClient) -> int:
 async def _show(args: argparse.Namespace, client: CycloneClient) -> int:
     run = await client.get_run(args.run)
     if args.json:
-        _print_json(run)
+        print_json(run)
         return EXIT_OK
     params = run.get("params") or {}
     rows = [("run", run["id"]), ("project", run["project"]), ("status", run["status"]),
             ("trigger", run.get("trigger") or "-"), ("branch", run.get("branch") or "-"),
             ("commit", run.get("commit") or "-"), ("pipeline", run.get("pipeline_file") or "-"),
-            ("created", _when(run.get("created_at"))),
-            ("finished", _when(run.get("finished_at"))),
-            ("duration", _duration(run.get("duration_s")))]
+            ("created", when(run.get("created_at"))),
+            ("finished", when(run.get("finished_at"))),
+            ("duration", duration(run.get("duration_s")))]
     if run.get("reason"):
         rows.append(("reason", run["reason"]))
     if params:
@@ -403,61 +405,45 @@ async def _show(args: argparse.Namespace, client: CycloneClient) -> int:
         rows.append(("approved by", run["approved_by"]))
     if run.get("secrets_withheld"):
         rows.append(("secrets", f"withheld: {run['secrets_withheld']}"))
-    _fields(rows)
+    fields(rows)
     jobs = run.get("jobs") or []
     if jobs:
         print()
-        _table(["JOB / STEP", "STATUS", "EXIT", "ATTEMPT", "DURATION", "REASON"],
+        table(["JOB / STEP", "STATUS", "EXIT", "ATTEMPT", "DURATION", "REASON"],
                _job_rows(jobs))
+    show_delivery(run)
     return EXIT_OK
 
 
 def _job_rows(jobs: Sequence[Json]) -> Iterable[list[str]]:
     for job in jobs:
-        yield [job["name"], job["status"], "", "", _duration(job.get("duration_s")),
-               _first_line(job.get("reason"))]
+        status = job["status"]
+        if job.get("awaiting_approval") and status == "pending":
+            status = f"waiting for approval ({job['awaiting_approval']})"
+        yield [job["name"], status, "", "", duration(job.get("duration_s")),
+               first_line(job.get("reason"))]
         for step in job.get("steps") or []:
             code = step.get("exit_code")
-            notes = "; ".join(n for n in (_first_line(step.get("reason")),
+            notes = "; ".join(n for n in (first_line(step.get("reason")),
                                           step.get("log_truncated") or "") if n)
             yield ["  " + step["name"], step["status"], "-" if code is None else str(code),
-                   str(step.get("attempt") or "-"), _duration(step.get("duration_s")), notes]
-
-
-async def _approve(args: argparse.Namespace, client: CycloneClient) -> int:
-    answer = await client.approve_run(args.run, args.with_secrets)
-    given = "with its secrets" if args.with_secrets else "without secrets"
-    return _report(args, answer, f"run {args.run} approved: it runs {given}")
-
-
-async def _reject(args: argparse.Namespace, client: CycloneClient) -> int:
-    answer = await client.reject_run(args.run)
-    return _report(args, answer, f"run {args.run} rejected: it is cancelled")
-
-
-def _report(args: argparse.Namespace, answer: Json, text: str) -> int:
-    """The server's answer with ``--json``, else ``text``."""
-    if args.json:
-        _print_json(answer)
-    else:
-        print(text)
-    return EXIT_OK
+                   str(step.get("attempt") or "-"), duration(step.get("duration_s")), notes]
 
 
 async def _cancel(args: argparse.Namespace, client: CycloneClient) -> int:
     answer = await client.cancel_run(args.run)
-    return _report(args, answer, f"run {answer.get('id', args.run)}: cancel requested "
+    return report(args, answer, f"run {answer.get('id', args.run)}: cancel requested "
                                  f"(status: {answer.get('status', '?')})")
 
 
 async def _events(args: argparse.Namespace, client: CycloneClient) -> int:
     events = await client.run_events(args.run)
     if args.json:
-        _print_json({"events": events})
+        print_json({"events": events})
         return EXIT_OK
-    _table(["SEQ", "TS", "TYPE", "DATA"],
-           ([str(e["seq"]), _when(e.get("ts")), e["type"],
-             _short(json.dumps(e.get("data"), separators=(",", ":"), sort_keys=True))]
+    table(["SEQ", "TS", "TYPE", "DATA"],
+           ([str(e["seq"]), when(e.get("ts")), e["type"],
+             short(json.dumps(e.get("data"), separators=(",", ":"), sort_keys=True))]
             for e in events))
     return EXIT_OK
 
@@ -626,7 +612,7 @@ async def _notify_test(args: argparse.Namespace, client: CycloneClient) -> int:
         await asyncio.sleep(_NOTIFY_POLL_S)  # polling the API: it has no change feed here
         test = await client.notification_test(started["id"])
     if args.json:
-        _print_json(test)
+        print_json(test)
     else:
         _print_results(test, shown)
     if not test["listed"]:
@@ -661,7 +647,7 @@ def _print_results(test: Json, shown: set[str]) -> None:
 async def _token_create(args: argparse.Namespace, client: CycloneClient) -> int:
     created = await client.create_token(args.name, args.user, args.read_only)
     if args.json:
-        _print_json(created)
+        print_json(created)
         return EXIT_OK
     # The secret alone on stdout (so `T=$(cyclone token create ci)` works), the note aside.
     print(f"token {created['id']} ({created['name']}) created; it is shown only this once",
@@ -673,10 +659,10 @@ async def _token_create(args: argparse.Namespace, client: CycloneClient) -> int:
 async def _token_list(args: argparse.Namespace, client: CycloneClient) -> int:
     tokens = await client.list_tokens()
     if args.json:
-        _print_json({"tokens": tokens})
+        print_json({"tokens": tokens})
         return EXIT_OK
-    _table(["ID", "NAME", "CREATED"],
-           ([str(t["id"]), t["name"], _when(t.get("created_at"))] for t in tokens))
+    table(["ID", "NAME", "CREATED"],
+           ([str(t["id"]), t["name"], when(t.get("created_at"))] for t in tokens))
     return EXIT_OK
 
 
@@ -685,50 +671,3 @@ async def _token_revoke(args: argparse.Namespace, client: CycloneClient) -> int:
     if not args.json:
         print(f"token {args.id} revoked")
     return EXIT_OK
-
-
-# --- text output -------------------------------------------------------------------------
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """Columns padded to their widest cell; the last column is not padded."""
-    cells = [list(headers), *([str(c) for c in row] for row in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
-        print("  ".join([*padded, row[-1]]).rstrip())
-
-
-def _fields(rows: Sequence[tuple[str, str]]) -> None:
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name.ljust(width)}  {value}")
-
-
-def _when(iso: object) -> str:
-    """An ISO 8601 time as ``YYYY-MM-DD HH:MM:SS`` (as the server gave it, UTC); ``-``
-    for none."""
-    if not iso:
-        return "-"
-    try:
-        return datetime.fromisoformat(str(iso)).strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return str(iso)
-
-
-def _duration(seconds: object) -> str:
-    if not isinstance(seconds, int | float):
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
-def _first_line(text: object) -> str:
-    return str(text).splitlines()[0] if text else ""
-
-
-def _short(text: str, width: int = 70) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."

@@ -169,6 +169,22 @@ class CycloneClient:
     async def reject_run(self, run_id: str) -> Json:
         return await self._call("POST", f"/api/v1/runs/{_seg(run_id)}/reject")
 
+    async def decide_job(self, run_id: str, job: str, approve: bool, comment: str = "") -> Json:
+        verb = "approve" if approve else "reject"
+        return await self._call("POST", f"/api/v1/runs/{_seg(run_id)}/jobs/{_seg(job)}/{verb}",
+                                body={"comment": comment})
+
+    async def deployments(self, project: str, environment: str | None = None) -> list[Json]:
+        """The project's deployments (to ``environment``), newest first."""
+        query = {"environment": environment} if environment else None
+        answer = await self._call("GET", f"/api/v1/projects/{_seg(project)}/deployments",
+                                  query=query)
+        return list(answer["deployments"])
+
+    async def rollback(self, project: str, environment: str) -> Json:
+        return await self._call("POST", f"/api/v1/projects/{_seg(project)}/environments/"
+                                        f"{_seg(environment)}/rollback")
+
     async def rerun(self, run_id: str) -> Json:
         """Start a new run like ``run_id``; returns ``{"id", "url"}`` of the new one."""
         return await self._call("POST", f"/api/v1/runs/{_seg(run_id)}/rerun")
