@@ -14,6 +14,7 @@ from services.api.models import (
     MemberSet,
     ProjectCreate,
     ProjectPatch,
+    JobDecision,
     RunApprove,
     RunCreate,
     SessionCreate,
@@ -137,6 +138,23 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/runs/{id}/reject": {"post": _op(
                 "Reject a run that waits for approval: it is cancelled (maintainer)", 202,
                 params=run, errors=(401, 403, 404, 409))},
+            "/api/v1/runs/{id}/jobs/{job}/approve": {"post": _op(
+                "Approve a job that waits for approval (approval: in the pipeline file): it is "
+                "queued. Needs the role its approval names (developer or maintainer)", 202,
+                params=[*run, _path("job")], body=_body(JobDecision, schemas),
+                errors=(401, 403, 404, 409))},
+            "/api/v1/runs/{id}/jobs/{job}/reject": {"post": _op(
+                "Reject a job that waits for approval: it fails, with the comment as the "
+                "reason", 202, params=[*run, _path("job")], body=_body(JobDecision, schemas),
+                errors=(401, 403, 404, 409))},
+            "/api/v1/projects/{name}/deployments": {"get": _op(
+                "The project's deployments, newest first (environment=NAME: one "
+                "environment's): image digest, commit, run, who approved, outcome", 200,
+                params=[*project, _query("environment")])},
+            "/api/v1/projects/{name}/environments/{env}/rollback": {"post": _op(
+                "Deploy the environment's previous good image again, as it was deployed "
+                "(202 with the new run's id)", 202, params=[*project, _path("env")],
+                errors=(401, 403, 404, 409))},
             "/api/v1/runs/{id}/rerun": {"post": _op("Run again: same commit, params and "
                                                     "pipeline file", 202, params=run)},
             "/api/v1/runs/{id}/events": {"get": _op(

@@ -74,6 +74,10 @@ EXPECTED = {
     ("POST", "/api/v1/runs/{id}/rerun"): "developer",
     ("POST", "/api/v1/runs/{id}/approve"): "maintainer",
     ("POST", "/api/v1/runs/{id}/reject"): "maintainer",
+    ("POST", "/api/v1/runs/{id}/jobs/{job}/approve"): "developer",  # + the job's own role
+    ("POST", "/api/v1/runs/{id}/jobs/{job}/reject"): "developer",
+    ("GET", "/api/v1/projects/{name}/deployments"): "viewer",
+    ("POST", "/api/v1/projects/{name}/environments/{env}/rollback"): "maintainer",
 }
 SAFE = ("GET", "HEAD")
 PASSWORD = "correct horse battery"
@@ -156,6 +160,7 @@ def _path(route: str, w: World) -> str:
     return (template.replace("{name}", "scratch" if destructive else "demo")
             .replace("{provider}", "github").replace("{project}", "demo")
             .replace("{user}", "victim").replace("{secret}", "DEPLOY_TOKEN")
+            .replace("{job}", "deploy").replace("{env}", "production")
             .replace("{id}", w.ids["token:victim"] if "/tokens/" in template
                      else w.ids["test"] if "/tests/" in template else w.ids["run"]))
 
