@@ -19,10 +19,18 @@ import pytest
 from shared import events as ev
 from shared.errors import StoreError
 from shared.events import NewEvent, RecordedEvent, run_stream
-from shared.pipeline.plan import JobSpec, Plan, StepSpec
+from shared.pipeline.plan import (
+    ApprovalSpec,
+    DeploySpec,
+    DockerTarget,
+    JobSpec,
+    Plan,
+    RegistryLogin,
+    StepSpec,
+)
 from shared.ports.runviews import DurationHistogram, RunViews
 from shared.projections.runs import RunView, fold
-from shared.status import JobStatus, StepStatus
+from shared.status import JobStatus, Role, StepStatus
 
 __all__ = ["RunViewsContract", "events_of", "run_ids", "view_of"]
 
@@ -30,15 +38,28 @@ PLAN = Plan(source_file=".cyclone.yml", jobs=(
     JobSpec(name="build", image="alpine", env={"GO.FLAGS": "-v", "$HOME": "/root"},
             steps=(StepSpec(name="compile", image="alpine", commands=("make",)),
                    StepSpec(name="test", image="alpine", commands=("make test",)))),
-    JobSpec(name="deploy", image="alpine", needs=("build",),
-            steps=(StepSpec(name="push", image="alpine"),)),
-))
+    JobSpec(name="deploy", image="alpine", needs=("build",), environment="production",
+            approval=ApprovalSpec(role="maintainer", timeout_s=3600.0),
+            steps=(StepSpec(name="push", image="", deploy=DeploySpec(docker=DockerTarget(
+                container="web", image="${{ images.web }}", ports=("127.0.0.1:80:80",)))),)),
+), registries=(RegistryLogin("reg:5000", "ci", "REG_PW"),))
+DIGEST = "sha256:" + "0f" * 32
 ENDS: dict[str, list[ev.Event]] = {
     "requested": [],
     "running": [],
-    "success": [ev.JobQueued(job="deploy"),
+    "success": [ev.JobAwaitingApproval(job="deploy", role=Role.MAINTAINER,
+                                       environment="production",
+                                       deadline="2026-12-04T11:00:00.000000+00:00"),
+                ev.JobApproved(job="deploy", by="alice", comment="go"),
+                ev.JobQueued(job="deploy"),
                 ev.JobStarted(job="deploy", worker="w2", executor="docker"),
                 ev.StepStarted(job="deploy", step="push"),
+                ev.DeploymentStarted(job="deploy", step="push", environment="production",
+                                     target="docker:worker/web", image=f"reg:5000/web@{DIGEST}",
+                                     approved_by="alice"),
+                ev.DeploymentSucceeded(job="deploy", step="push", environment="production",
+                                       target="docker:worker/web",
+                                       image=f"reg:5000/web@{DIGEST}", previous="reg:5000/web:1"),
                 ev.StepFinished(job="deploy", step="push", status=StepStatus.SUCCESS, exit_code=0,
                                 duration_s=12.5),
                 ev.JobFinished(job="deploy", status=JobStatus.SUCCESS, duration_s=13.0),
@@ -69,6 +90,8 @@ def events_of(run_id: str, project: str = "web", branch: str = "main",
         ev.StepStarted(job="build", step="compile"),
         ev.StepFinished(job="build", step="compile", status=StepStatus.SUCCESS, exit_code=0,
                         duration_s=0.25),
+        ev.ImagePushed(job="build", step="compile", name="web", repository="reg:5000/web",
+                       tags=("reg:5000/web:1", "reg:5000/web:latest"), digest=DIGEST),
         ev.StepStarted(job="build", step="test"),
     ]
     if status in ("success", "cancelled"):
