@@ -21,6 +21,7 @@ class Display:
     def __init__(self, out: TextIO = sys.stdout, colour: bool | None = None) -> None:
         self.out = out
         self.colour = out.isatty() if colour is None else colour
+        self.run_id = "RUN"  # named in what to type to approve a job (header gives it)
 
     def _paint(self, colour: str, text: str) -> str:
         return f"{colour}{text}{_RESET}" if self.colour else text
@@ -29,6 +30,7 @@ class Display:
         print(text, file=self.out, flush=True)
 
     def header(self, run_id: str, file: str, branch: str, executor: str) -> None:
+        self.run_id = run_id
         branch_text = f" on branch {branch}" if branch else ""
         self._print(self._paint(_BOLD, f"run {run_id}: {file}{branch_text} ({executor})"))
 
@@ -71,6 +73,24 @@ class Display:
                 return self._paint(_DIM, f"[{job}/{step}] skipped: {reason}")
             case ev.StepLogTruncated(job=job, step=step):
                 return self._paint(_YELLOW, f"[{job}/{step}] {e.message}")
+            case ev.ImagePushed(job=job, step=step, tags=tags, digest=digest):
+                return f"[{job}/{step}] pushed {', '.join(tags)} ({digest})"
+            case ev.JobAwaitingApproval(job=job, role=role, deadline=deadline):
+                until = f" until {deadline}" if deadline else ""
+                return self._paint(_YELLOW, f"[{job}] waiting for approval by a {role}{until}:"
+                                            f" cyclone approve {self.run_id} {job}")
+            case ev.JobApproved(job=job, by=by):
+                return self._paint(_BOLD, f"[{job}] approved by {by}")
+            case ev.JobRejected(job=job, by=by, reason=reason):
+                who = f" by {by}" if by else ""
+                return self._paint(_RED, f"[{job}] rejected{who}: {reason or 'no reason given'}")
+            case ev.DeploymentSucceeded(job=job, environment=env, target=target, image=image):
+                return self._paint(_GREEN, f"[{job}] deployed {image} to {env} ({target})")
+            case ev.DeploymentRolledBack(job=job, environment=env, previous=previous,
+                                         reason=reason):
+                return self._paint(_RED, f"[{job}] {env}: rolled back to {previous}: {reason}")
+            case ev.DeploymentFailed(job=job, environment=env, reason=reason):
+                return self._paint(_RED, f"[{job}] {env}: deployment failed: {reason}")
             case ev.RunCancelRequested():
                 return self._paint(_YELLOW, "cancelling...")
             case ev.RunSucceeded():
