@@ -17,6 +17,7 @@ import inspect
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from cyclone.apps import SERVICES
@@ -25,7 +26,7 @@ from cyclone.display import Display
 from cyclone.embedded import Embedded
 from cyclone.githook import install_hook
 from cyclone.serve import service, up
-from services.api.commands import request_cancel, request_run
+from services.api.commands import decide_job, request_cancel, request_run
 from shared import events as ev
 from shared.config import Settings
 from shared.errors import ConfigError, CycloneError
@@ -78,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", default=[], metavar="K=V",
                      help="extra environment variable for every step (repeatable)")
     run.add_argument("--no-color", action="store_true", help="plain output")
+    run.add_argument("--approve", action="store_true",
+                     help="approve the jobs that wait for approval (you are the approver of "
+                          "a local run); without it they are rejected")
     run.set_defaults(func=_run)
 
     lint_cmd = sub.add_parser("lint", help="check pipeline files")
@@ -210,8 +214,9 @@ async def _run_async(args: argparse.Namespace, settings: Settings, file_name: st
             source=str(source), params=params,
             requested_by="cli",
         )
+        decide = _approver(runtime, run_id, args.approve)
         with _cancel_on_signals(runtime, run_id, display):
-            outcome = await _follow(run_id, events, logs, display)
+            outcome = await _follow(run_id, events, logs, display, decide)
         await events.close()
         await logs.close()
         return EXIT_OK if outcome == ev.RunSucceeded.TYPE else EXIT_FAILED
@@ -219,8 +224,23 @@ async def _run_async(args: argparse.Namespace, settings: Settings, file_name: st
         await runtime.stop()
 
 
+def _approver(runtime: Embedded, run_id: str, approve: bool) -> Callable[[str], object]:
+    """What ``cyclone run`` does with a job that waits for approval: nobody else can
+    decide in a local run, so ``--approve`` approves it and its absence rejects it."""
+    pending: set[asyncio.Task[object]] = set()
+
+    def decide(job: str) -> None:
+        note = "" if approve else "cyclone run without --approve"
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(
+            decide_job(runtime.store, run_id, job, "cli", approve, note))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return decide
+
+
 async def _follow(run_id: str, events: Subscription, logs: Subscription,
-                  display: Display) -> str:
+                  display: Display, decide: Callable[[str], object]) -> str:
     """Print the run's events and log lines as they come; returns the run's end event type.
 
     Each message is committed once shown, so the embedded bus can let it go."""
@@ -253,6 +273,8 @@ async def _follow(run_id: str, events: Subscription, logs: Subscription,
                 event = decode(recorded)
                 if event is not None and not outcome:
                     display.event(event)
+                if isinstance(event, ev.JobAwaitingApproval):
+                    decide(event.job)
                 if recorded.type in _RUN_ENDS:
                     outcome = recorded.type
     finally:

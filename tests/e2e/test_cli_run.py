@@ -386,3 +386,29 @@ def test_lint_says_the_docker_socket_and_privileged_need_a_trusted_project(
     assert refused.returncode == 2
     assert ".cyclone.yml:8: jobs.build.steps[0].volumes[0]: mounting the Docker socket " \
         "(control of the whole Docker host) needs a trusted project" in refused.stdout
+
+
+def test_a_job_behind_an_approval_runs_with_approve_and_is_rejected_without(
+        project: Project) -> None:
+    project.write("""
+        jobs:
+          test:
+            image: IMAGE
+            steps:
+              - run: echo tested
+          release:
+            needs: test
+            image: IMAGE
+            approval: true
+            steps:
+              - run: echo released
+    """)
+    rejected = project.run("run", "--no-color")
+    assert rejected.returncode == 1, rejected.stdout + rejected.stderr
+    assert "[release] waiting for approval by a maintainer" in rejected.stdout
+    assert "[release] rejected by cli: cyclone run without --approve" in rejected.stdout
+    assert "released" not in rejected.stdout
+    approved = project.run("run", "--no-color", "--approve")
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    assert "[release] approved by cli" in approved.stdout
+    assert "[release/step-1] released" in approved.stdout
