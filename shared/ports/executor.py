@@ -27,8 +27,9 @@ Contract, in call order (the workermanager is the only caller):
    an image, tags it and pushes it again. Both report what they pushed, with its
    digest (``StepOutcome.pushed``); an executor without images (the shell) fails such
    a step with a message saying so. ``registries`` also serve to pull a step's or a
-   service's image from a private registry. (Deploy steps are not the executor's:
-   the workermanager hands them to a ``Deployer``.)
+   service's image from a private registry (``start_services`` takes them too).
+   (Deploy steps are not the executor's: the workermanager hands them to a
+   ``Deployer``.)
 4. ``destroy_run(run_id)`` removes everything of the run (containers, network,
    workspace). Safe twice, safe after a failed or partial ``prepare_run``.
 5. ``leftover_runs()`` lists run ids that still own resources on this host (every
@@ -132,7 +133,8 @@ class Executor(Protocol):
 
     async def prepare_run(self, ctx: RunContext) -> None: ...
 
-    async def start_services(self, ctx: RunContext, job: JobSpec, on_log: LogSink) -> None: ...
+    async def start_services(self, ctx: RunContext, job: JobSpec, on_log: LogSink, *,
+                             registries: Registries = NO_REGISTRIES) -> None: ...
 
     async def run_step(
         self,

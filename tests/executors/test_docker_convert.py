@@ -1,11 +1,15 @@
-"""The Docker executor's translation of the plan into Docker's API (``docker_convert``):
-what a user would notice of each container, network and build, checked without a daemon."""
+"""The Docker executor's translation of the plan into Docker's API (``docker_convert``) and
+of image references, registry logins and push streams (``registry``): what a user would
+notice of each container, network, build and push, checked without a daemon."""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import subprocess
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -13,7 +17,7 @@ from services.workermanager.jobs import step_env
 from shared.adapters.executor.docker_convert import (
     BUILT_IMAGE,
     build_context_dir,
-    build_options,
+    build_params,
     built_image,
     container_name,
     helper_config,
@@ -30,8 +34,22 @@ from shared.adapters.executor.docker_convert import (
     volume_name,
     wants_sandbox,
 )
+from shared.adapters.executor.registry import (
+    ImageRef,
+    ProgressLog,
+    auth_header,
+    auth_hint,
+    credentials_for,
+    digest_changes,
+    parse_reference,
+    pull_params,
+    pushed_images,
+    redact,
+    registry_config_header,
+)
 from shared.pipeline.plan import BuildSpec, JobSpec, ServiceSpec, StepSpec
 from shared.pipeline.resources import Resources
+from shared.ports.executor import NO_REGISTRIES, PushedImage, RegistryAuth
 from shared.projections.runs import RunView
 
 RUN = "r0123456789abcdef"
@@ -117,7 +135,7 @@ def test_steps_and_services_of_a_run_share_its_workspace_volume() -> None:
 def test_a_step_whose_image_is_the_built_one_runs_the_runs_build() -> None:
     config = step_config(RUN, job(), step("run", "app", image=BUILT_IMAGE), {}, "bridge")
     assert config["Image"] == built_image(RUN)
-    assert build_options(RUN, BuildSpec())["tag"] == built_image(RUN)
+    assert build_params(RUN, BuildSpec())["t"] == built_image(RUN)
 
 
 def test_step_output_has_no_log_driver_and_services_keep_a_readable_one() -> None:
@@ -295,11 +313,27 @@ def test_a_build_context_is_a_directory_of_the_workspace(context: str,
 
 
 def test_a_build_uses_its_dockerfile_and_tags_the_runs_image() -> None:
-    options = build_options(RUN, BuildSpec(dockerfile="docker/Dockerfile.ci"))
-    assert options["path_dockerfile"] == "docker/Dockerfile.ci"
-    assert options["tag"] == built_image(RUN)
-    assert options["labels"]["io.cyclone.managed"] == "1"
-    assert options["forcerm"] is True  # a failed build leaves no intermediate containers
+    params = build_params(RUN, BuildSpec(dockerfile="docker/Dockerfile.ci"))
+    assert params["dockerfile"] == "docker/Dockerfile.ci"
+    assert params["t"] == built_image(RUN)
+    assert params["labels"] == {"io.cyclone.managed": "1"}
+    assert params["forcerm"] is True  # a failed build leaves no intermediate containers
+    assert "buildargs" not in params and "target" not in params  # Docker's defaults
+
+
+def test_a_build_passes_its_args_target_and_labels() -> None:
+    oci = {"org.opencontainers.image.revision": "0" * 40,
+           "org.opencontainers.image.source": "https://git.example/app.git"}
+    params = build_params(RUN, BuildSpec(args={"VERSION": "1.2", "EMPTY": ""},
+                                         target="runtime", labels=oci))
+    assert params["buildargs"] == {"VERSION": "1.2", "EMPTY": ""}
+    assert params["target"] == "runtime"
+    assert params["labels"] == {**oci, "io.cyclone.managed": "1"}
+
+
+def test_a_builds_labels_cannot_unmark_what_cyclone_made() -> None:
+    params = build_params(RUN, BuildSpec(labels={"io.cyclone.managed": "0"}))
+    assert params["labels"]["io.cyclone.managed"] == "1"
 
 
 @pytest.mark.parametrize(("reference", "split"), [
@@ -311,3 +345,195 @@ def test_a_build_uses_its_dockerfile_and_tags_the_runs_image() -> None:
 def test_a_build_tag_is_split_into_repository_and_tag(reference: str,
                                                       split: tuple[str, str]) -> None:
     assert split_tag(reference) == split
+
+
+# -- image references -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("reference", "expected"), [
+    ("app", ImageRef("docker.io", "app", "library/app")),
+    ("app:1.2", ImageRef("docker.io", "app", "library/app", tag="1.2")),
+    ("team/app:1.2", ImageRef("docker.io", "team/app", "team/app", tag="1.2")),
+    ("docker.io/app", ImageRef("docker.io", "docker.io/app", "library/app")),
+    ("index.docker.io/team/app", ImageRef("docker.io", "index.docker.io/team/app", "team/app")),
+    ("localhost/app", ImageRef("localhost", "localhost/app", "app")),
+    ("localhost:5000/app:rc-1", ImageRef("localhost:5000", "localhost:5000/app", "app", "rc-1")),
+    ("127.0.0.1:5000/team/app", ImageRef("127.0.0.1:5000", "127.0.0.1:5000/team/app",
+                                         "team/app")),
+    ("ghcr.io/o/team/app:v1", ImageRef("ghcr.io", "ghcr.io/o/team/app", "o/team/app", "v1")),
+    ("Registry/app", ImageRef("Registry", "Registry/app", "app")),  # uppercase: a host
+    ("reg:5000/app@sha256:" + "a" * 64,
+     ImageRef("reg:5000", "reg:5000/app", "app", digest="sha256:" + "a" * 64)),
+    ("reg:5000/app:1@sha256:" + "b" * 64,
+     ImageRef("reg:5000", "reg:5000/app", "app", tag="1", digest="sha256:" + "b" * 64)),
+    ("a.b/c__d/e-f.g--h:t_1.x-Y", ImageRef("a.b", "a.b/c__d/e-f.g--h", "c__d/e-f.g--h",
+                                           tag="t_1.x-Y")),
+])
+def test_a_reference_is_split_as_docker_splits_it(reference: str, expected: ImageRef) -> None:
+    ref = parse_reference(reference)
+    assert ref == expected
+    assert ref.reference == reference
+
+
+@pytest.mark.parametrize(("reference", "why"), [
+    ("", "no repository"),
+    (":1", "no repository"),
+    ("App:1", "lowercase"),
+    ("reg:5000/Team/app", "lowercase"),
+    ("team//app", "lowercase"),
+    ("app:", "bad tag"),
+    ("app:-1", "bad tag"),
+    ("app:" + "x" * 129, "bad tag"),
+    ("app@sha256:abc", "bad digest"),
+    ("app@", "bad digest"),
+    ("reg_x:5000/app", "bad registry"),
+    ("reg:port/app", "bad registry"),
+    ("app/" + "x" * 260, "at most 255"),
+    ("${CYCLONE_TAG}/app", "bad registry"),  # unexpanded: never pushed anywhere
+    ("reg:5000/app:${CYCLONE_TAG}", "bad tag"),
+])
+def test_a_reference_docker_would_refuse_is_refused_saying_why(reference: str,
+                                                                why: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(why)):
+        parse_reference(reference)
+
+
+def test_a_pull_names_the_repository_and_its_tag_or_digest() -> None:
+    digest = "sha256:" + "c" * 64
+    assert pull_params(parse_reference("reg:5000/app")) == {
+        "fromImage": "reg:5000/app", "tag": "latest"}  # never "": that pulls every tag
+    assert pull_params(parse_reference("reg:5000/app:2")) == {
+        "fromImage": "reg:5000/app", "tag": "2"}
+    assert pull_params(parse_reference(f"reg:5000/app:2@{digest}")) == {
+        "fromImage": "reg:5000/app", "tag": digest}  # the digest wins over the tag
+
+
+# -- registry logins ------------------------------------------------------------------------
+
+LOGIN = RegistryAuth("ci", "pa55:w/rd")
+
+
+def _decoded(header: str) -> object:
+    return json.loads(base64.urlsafe_b64decode(header))
+
+
+def test_the_login_is_the_one_for_the_references_registry() -> None:
+    registries = {"reg:5000": LOGIN, "other.io": RegistryAuth("x", "y")}
+    assert credentials_for(registries, parse_reference("reg:5000/app:1").registry) == LOGIN
+    assert credentials_for(registries, "reg") is None  # the port is part of the name
+    assert credentials_for(registries, "docker.io") is None
+    assert credentials_for(NO_REGISTRIES, "reg:5000") is None
+
+
+@pytest.mark.parametrize("name", ["docker.io", "index.docker.io", "registry-1.docker.io",
+                                  "https://index.docker.io/v1/"])
+def test_docker_hubs_login_is_found_under_any_of_its_names(name: str) -> None:
+    assert credentials_for({name: LOGIN}, parse_reference("team/app").registry) == LOGIN
+
+
+def test_the_auth_header_carries_the_login_for_its_registry() -> None:
+    assert _decoded(auth_header(LOGIN, "reg:5000")) == {
+        "username": "ci", "password": "pa55:w/rd", "serveraddress": "reg:5000"}
+    assert _decoded(auth_header(LOGIN, "docker.io"))["serveraddress"] == (  # type: ignore[index]
+        "https://index.docker.io/v1/")
+    # a push must send one even without a login (the daemon reads the body otherwise)
+    assert _decoded(auth_header(None, "reg:5000")) == {}
+
+
+def test_a_builds_registry_config_has_every_login_keyed_as_the_daemon_looks_it_up() -> None:
+    header = registry_config_header({"reg:5000": LOGIN, "docker.io": RegistryAuth("hub", "h")})
+    assert _decoded(header) == {
+        "reg:5000": {"username": "ci", "password": "pa55:w/rd", "serveraddress": "reg:5000"},
+        "https://index.docker.io/v1/": {"username": "hub", "password": "h",
+                                        "serveraddress": "https://index.docker.io/v1/"}}
+
+
+def test_passwords_are_taken_out_of_a_registrys_message() -> None:
+    message = "denied: user ci with password pa55:w/rd may not push"
+    assert redact(message, {"reg:5000": LOGIN}) == "denied: user ci with password *** may not push"
+    assert redact(message, NO_REGISTRIES) == message
+
+
+@pytest.mark.parametrize(("error", "logged_in", "hint"), [
+    ("unauthorized: authentication required", True, " (the login for reg:5000 was refused)"),
+    ("no basic auth credentials", False,
+     " (the pipeline has no login for reg:5000 in its registries)"),
+    ("denied: requested access to the resource is denied", False,
+     " (the pipeline has no login for reg:5000 in its registries)"),
+    ("manifest unknown", True, ""),
+    ("connection refused", False, ""),
+])
+def test_a_refusal_says_which_login_was_refused_or_that_there_was_none(
+        error: str, logged_in: bool, hint: str) -> None:
+    assert auth_hint(error, "reg:5000", logged_in) == hint
+
+
+# -- push and pull streams --------------------------------------------------------------------
+
+DIGEST = "sha256:" + "d" * 64
+PUSH_STREAM: list[dict[str, Any]] = [
+    {"status": "The push refers to repository [reg:5000/app]"},
+    {"status": "Preparing", "progressDetail": {}, "id": "602f66425bdd"},
+    {"status": "Preparing", "progressDetail": {}, "id": "1d2a3b4c5d6e"},
+    {"status": "Waiting", "progressDetail": {}, "id": "1d2a3b4c5d6e"},
+    *({"status": "Pushing", "progressDetail": {"current": n, "total": 1984172},
+       "progress": f"[=>  ] {n}B/1.984MB", "id": "602f66425bdd"}
+      for n in range(19968, 1984172, 100000)),
+    {"status": "Pushed", "progressDetail": {}, "id": "602f66425bdd"},
+    {"status": "Layer already exists", "progressDetail": {}, "id": "1d2a3b4c5d6e"},
+    {"status": f"1.2: digest: {DIGEST} size: 527"},
+    {"progressDetail": {}, "aux": {"Tag": "1.2", "Digest": DIGEST, "Size": 527}},
+]
+
+
+def test_a_push_is_logged_a_line_per_layer_status_change_and_its_digest_kept() -> None:
+    progress = ProgressLog()
+    lines = [line for item in PUSH_STREAM if (line := progress.feed(item)) is not None]
+    assert lines == [
+        "The push refers to repository [reg:5000/app]",
+        "602f66425bdd: Preparing",
+        "1d2a3b4c5d6e: Preparing",
+        "1d2a3b4c5d6e: Waiting",
+        "602f66425bdd: Pushing",  # once, however many ticks
+        "602f66425bdd: Pushed",
+        "1d2a3b4c5d6e: Layer already exists",
+        f"1.2: digest: {DIGEST} size: 527",
+    ]
+    assert progress.digest == DIGEST
+    assert progress.error == ""
+
+
+def test_an_error_in_the_stream_is_kept_not_logged() -> None:
+    progress = ProgressLog()
+    assert progress.feed({"status": "Preparing", "id": "602f66425bdd"}) is not None
+    assert progress.feed({"errorDetail": {"message": "unauthorized: authentication required"},
+                          "error": "unauthorized: authentication required"}) is None
+    assert progress.error == "unauthorized: authentication required"
+    assert progress.digest == ""
+    other = ProgressLog()
+    other.feed({"error": "denied"})
+    assert other.error == "denied"
+
+
+def test_what_was_pushed_is_one_image_per_repository_with_every_tag() -> None:
+    other = "sha256:" + "e" * 64
+    pushes = [(parse_reference(reference), digest) for reference, digest in [
+        ("reg:5000/app:1.2", DIGEST), ("reg:5000/app:latest", DIGEST),
+        ("mirror.io/team/app:1.2", other), ("reg:5000/app:1.2", DIGEST)]]
+    assert pushed_images("web", pushes) == (
+        PushedImage("web", "reg:5000/app", ("reg:5000/app:1.2", "reg:5000/app:latest"), DIGEST),
+        PushedImage("web", "mirror.io/team/app", ("mirror.io/team/app:1.2",), other),
+    )
+    assert pushed_images("web", pushes)[0].reference == f"reg:5000/app@{DIGEST}"
+
+
+def test_a_promote_must_keep_the_digest_it_was_given() -> None:
+    other = "sha256:" + "f" * 64
+    source = parse_reference(f"reg:5000/app@{DIGEST}")
+    kept = PushedImage("web", "reg:5000/prod", ("reg:5000/prod:1",), DIGEST)
+    changed = PushedImage("web", "mirror.io/app", ("mirror.io/app:1",), other)
+    assert digest_changes(source, [kept]) == []
+    [problem] = digest_changes(source, [kept, changed])
+    assert problem.startswith(f"pushing reg:5000/app@{DIGEST} to mirror.io/app changed its "
+                              f"digest to {other}: ")
+    # by tag there is no digest to keep
+    assert digest_changes(parse_reference("reg:5000/app:rc"), [kept, changed]) == []

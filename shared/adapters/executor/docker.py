@@ -1,7 +1,10 @@
 """Docker executor: each step and service in its own container, on the run's network, with
 the run's workspace volume at ``/workspace`` (aiodocker, Docker Engine API >= 1.41).
-This module talks to the daemon; what it asks for (names, labels, container, network
-and build configs) is translated from the plan in ``docker_convert``.
+This module talks to the daemon about containers, networks and volumes; what it asks for
+(names, labels, container, network and build configs) is translated from the plan in
+``docker_convert``. Image builds, pushes, promotes and pulls are ``docker_images``'s
+(with ``registry``'s references and logins): a step's or service's image that is not on
+the host is pulled with its registry's login from ``registries``.
 
 What it creates, all labelled ``io.cyclone.managed=1`` and ``io.cyclone.run=<run id>``
 (and ``io.cyclone.worker=<worker id>`` when opened for a worker) so that ``destroy_run``
@@ -28,7 +31,10 @@ and ``leftover_runs`` find them without any local state:
   network directly. A one-step job without services gets none (it would cost more
   than it saves);
 * image ``cyclone-built/<run>:latest`` for a step with a ``BuildSpec`` (also tagged
-  ``build.tag`` when set); a later step whose image is ``BUILT_IMAGE`` runs it.
+  ``build.tag`` and each of ``build.tags``, which are pushed with ``build.push``); a
+  later step whose image is ``BUILT_IMAGE`` runs it. ``destroy_run`` removes the run's
+  tag, not the others: another run may have just made the same one (a branch's
+  ``latest``, a rebuilt commit) and be about to push it.
 
 Removals are off a run's critical path: a step's container (once it has exited), the
 sandbox and the services are removed in the background, and ``destroy_run`` waits for
@@ -55,7 +61,6 @@ import posixpath
 import tarfile
 import tempfile
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Collection,
@@ -79,7 +84,6 @@ from shared.adapters.executor.docker_convert import (
     HELPER_IMAGE,
     LABEL_RUN,
     build_context_dir,
-    build_options,
     built_image,
     container_name,
     helper_config,
@@ -89,13 +93,20 @@ from shared.adapters.executor.docker_convert import (
     sandbox_config,
     sandbox_image,
     service_config,
-    split_tag,
     step_config,
     step_network_mode,
     volume_name,
     wants_sandbox,
 )
+from shared.adapters.executor.docker_images import (
+    ImageError,
+    build_image,
+    image_exists,
+    promote_image,
+    pull,
+)
 from shared.adapters.executor.docker_logs import AttachedReader, Cursor, read_logs
+from shared.adapters.executor.registry import parse_reference
 from shared.adapters.executor.script import (
     StepOutput,
     check_run_id,
@@ -104,7 +115,7 @@ from shared.adapters.executor.script import (
 from shared.adapters.executor.source import CHUNK, SPOOL_BYTES, directory_archive
 from shared.errors import ExecutorError, ExecutorUnavailable
 from shared.events import utc_now
-from shared.pipeline.plan import BuildSpec, JobSpec, ServiceSpec, StepSpec
+from shared.pipeline.plan import BuildSpec, JobSpec, PromoteSpec, ServiceSpec, StepSpec
 from shared.ports.executor import (
     NO_REGISTRIES,
     WORKSPACE,
@@ -280,14 +291,16 @@ class DockerExecutor:
 
     # -- services ---------------------------------------------------------------------
 
-    async def start_services(self, ctx: RunContext, job: JobSpec, on_log: LogSink) -> None:
+    async def start_services(self, ctx: RunContext, job: JobSpec, on_log: LogSink, *,
+                             registries: Registries = NO_REGISTRIES) -> None:
         """Start each service, then give them ``SERVICE_SETTLE_S`` together: one that has
         exited by then (a bad command, a broken config) is an ExecutorError with its last
-        output. Readiness is not awaited: steps retry, as in any CI."""
+        output. Readiness is not awaited: steps retry, as in any CI. An image that is not
+        on this host is pulled with its registry's login from ``registries``."""
         run_id = check_run_id(ctx.run_id)
         if not job.services:
             if wants_sandbox(job):
-                await self._start_sandbox(run_id, job, network=DEFAULT_NETWORK)
+                await self._start_sandbox(run_id, job, DEFAULT_NETWORK, registries)
             return
         network = await self._network(run_id)
         started: list[tuple[ServiceSpec, DockerContainer]] = []
@@ -296,12 +309,12 @@ class DockerExecutor:
                 name = container_name(run_id, job.name, "svc", service.name)
                 config = service_config(run_id, job, service, self._worker,
                                         host_cpus=await self._cpus())
-                container = await self._create(config, name)
+                container = await self._create(config, name, registries)
                 await container.start()
             self._follow_service(run_id, job.name, service.name, container.id, on_log)
             started.append((service, container))
         with _docker_errors(f"services of job {job.name!r}"):
-            await asyncio.gather(self._start_sandbox(run_id, job, network),
+            await asyncio.gather(self._start_sandbox(run_id, job, network, registries),
                                  *(_still_running(s, c) for s, c in started))
 
     async def stop_services(self, ctx: RunContext, job: JobSpec) -> None:
@@ -324,7 +337,8 @@ class DockerExecutor:
         except ExecutorError as exc:
             log.warning("could not remove service containers: %s", exc, extra={"run": run_id})
 
-    async def _start_sandbox(self, run_id: str, job: JobSpec, network: str) -> None:
+    async def _start_sandbox(self, run_id: str, job: JobSpec, network: str,
+                             registries: Registries) -> None:
         """Start the job's network sandbox on ``network``, or leave steps on the network
         when we can't."""
         image = sandbox_image(job)
@@ -333,7 +347,7 @@ class DockerExecutor:
         name = container_name(run_id, job.name, "sandbox")
         config = sandbox_config(run_id, job, image, network, self._worker)
         try:
-            container = await self._create(config, name)
+            container = await self._create(config, name, registries)
             await container.start()
             state = (await container.show())["State"]
         except (DockerError, ExecutorError) as exc:
@@ -367,7 +381,9 @@ class DockerExecutor:
                        registries: Registries = NO_REGISTRIES) -> StepOutcome:
         run_id = check_run_id(ctx.run_id)
         if step.build is not None:
-            return await self._build(run_id, step, step.build, on_log)
+            return await self._build(run_id, step, step.build, on_log, registries)
+        if step.promote is not None:
+            return await self._promote(step, step.promote, on_log, registries)
         name = container_name(run_id, job.name, step.name)
         sandbox = self._sandboxes.get((run_id, job.name))
         try:
@@ -375,7 +391,7 @@ class DockerExecutor:
                 config = step_config(
                     run_id, job, step, env, worker=self._worker, host_cpus=await self._cpus(),
                     network_mode=step_network_mode(run_id, job, sandbox, self._worker))
-                container = await self._create(config, name)
+                container = await self._create(config, name, registries)
                 outcome = await self._run(container, step, on_log)
         except BaseException:
             # also on cancel: the container is killed and gone before CancelledError goes on
@@ -424,21 +440,21 @@ class DockerExecutor:
 
     # -- containers, images -----------------------------------------------------------
 
-    async def _create(self, config: dict[str, Any], name: str) -> DockerContainer:
-        """Create the container, pulling its image first when it is not on this host."""
+    async def _create(self, config: dict[str, Any], name: str,
+                      registries: Registries = NO_REGISTRIES) -> DockerContainer:
+        """Create the container, pulling its image first (with its registry's login in
+        ``registries``) when it is not on this host."""
         image = str(config["Image"])
         try:
             return await self._docker.containers.create(config, name=name)
         except DockerError as exc:
-            if exc.status != 404 or await _exists(self._docker.images.inspect(image)):
+            if exc.status != 404 or await image_exists(self._docker, image):
                 raise  # 404 for something else, e.g. the run's network is gone
         try:
-            await self._docker.images.pull(image)
-        except DockerError as exc:
-            if exc.status == 900:
-                raise
-            raise ExecutorError(f"image {image!r} is not on this Docker host and pulling it "
-                                f"failed: {exc.message}") from exc
+            await pull(self._docker, parse_reference(image), registries)
+        except (ValueError, ImageError) as exc:
+            raise ExecutorError(f"image {image!r} is not on this Docker host and "
+                                f"could not be pulled: {exc}") from exc
         return await self._docker.containers.create(config, name=name)
 
     async def _containers(self, selector: Mapping[str, list[str]]) -> list[DockerContainer]:
@@ -506,10 +522,10 @@ class DockerExecutor:
             spool.close()
             raise
 
-    # -- image builds -----------------------------------------------------------------
+    # -- image builds and promotes ---------------------------------------------------------
 
-    async def _build(self, run_id: str, step: StepSpec, build: BuildSpec,
-                     on_log: LogSink) -> StepOutcome:
+    async def _build(self, run_id: str, step: StepSpec, build: BuildSpec, on_log: LogSink,
+                     registries: Registries) -> StepOutcome:
         output = StepOutput(on_log)
 
         async def fail(message: str) -> StepOutcome:
@@ -529,37 +545,25 @@ class DockerExecutor:
                 return await fail(f"build context {build.context_dir!r} is not in the workspace")
             try:
                 async with asyncio.timeout(step.timeout_s):
-                    error = await self._stream_build(context, build_options(run_id, build),
-                                                     output)
+                    return await build_image(self._docker, run_id, step, build, context,
+                                             output, registries)
             except TimeoutError:
                 await output.flush()
                 return StepOutcome(exit_code=None, timed_out=True)
             finally:
                 context.close()
-            if error:
-                return await fail(f"image build failed: {error}")
-            if build.tag:
-                repo, tag = split_tag(build.tag)
-                await self._docker.images.tag(built_image(run_id), repo, tag=tag)
-        await output.flush()
-        return StepOutcome(exit_code=0)
 
-    async def _stream_build(self, context: IO[bytes], options: Mapping[str, Any],
-                            output: StepOutput) -> str:
-        """Run the build, its output to ``output``; returns the error text, "" on success."""
-        stream = cast(AsyncGenerator[dict[str, Any], None], self._docker.images.build(
-            fileobj=context, encoding="identity", stream=True, **options))
-        try:
-            async with contextlib.aclosing(stream):
-                async for item in stream:
-                    text = item.get("stream") or item.get("status")
-                    if text:
-                        await output.feed("stdout", utc_now(), str(text).encode())
-        except DockerError as exc:
-            if exc.status == 900:
-                raise
-            return exc.message.strip()
-        return ""
+    async def _promote(self, step: StepSpec, promote: PromoteSpec,
+                       on_log: LogSink, registries: Registries) -> StepOutcome:
+        output = StepOutput(on_log)
+        with _docker_errors(f"promote step {step.name!r}"):
+            try:
+                async with asyncio.timeout(step.timeout_s):
+                    return await promote_image(self._docker, step, promote, output,
+                                               registries)
+            except TimeoutError:
+                await output.flush()
+                return StepOutcome(exit_code=None, timed_out=True)
 
 
 # -- helpers ----------------------------------------------------------------------------

@@ -18,8 +18,9 @@ so it is tested without one; ``docker.py`` does the talking (as Woodpecker keeps
   without ``no-new-privileges`` (Docker-in-Docker's own containers would inherit it).
 * Configs (``POST /containers/create`` bodies unless said otherwise): ``step_config``,
   ``service_config``, ``sandbox_config``, ``helper_config``, ``network_config``
-  (``POST /networks/create``); ``build_options`` and ``build_context_dir`` for an image
-  build.
+  (``POST /networks/create``); ``build_params`` (``POST /build``'s query) and
+  ``build_context_dir`` for an image build. Image references, registry logins and
+  push streams are ``registry``'s.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ __all__ = [
     "LABEL_WORKER",
     "SANDBOX_LOOP",
     "build_context_dir",
-    "build_options",
+    "build_params",
     "built_image",
     "container_limits",
     "container_name",
@@ -233,10 +234,21 @@ def build_context_dir(build: BuildSpec) -> str | None:
     return None if context_dir.startswith("..") else context_dir
 
 
-def build_options(run_id: str, build: BuildSpec) -> dict[str, Any]:
-    """``aiodocker``'s ``images.build`` arguments for ``build`` (all but the context)."""
-    return {"path_dockerfile": build.dockerfile, "tag": built_image(run_id),
-            "forcerm": True, "labels": {LABEL_MANAGED: "1"}}
+def build_params(run_id: str, build: BuildSpec) -> dict[str, Any]:
+    """``POST /build``'s query for ``build`` (aiodocker's client turns the dicts into
+    JSON and the booleans into 1/0): its Dockerfile, build args, target stage and labels
+    (the workermanager has put the OCI ones in), the run's tag. The other tags are
+    added once it is built."""
+    params: dict[str, Any] = {
+        "t": built_image(run_id), "dockerfile": build.dockerfile, "rm": True,
+        "forcerm": True,  # a failed build leaves no intermediate containers either
+        "labels": {**build.labels, LABEL_MANAGED: "1"},
+    }
+    if build.args:
+        params["buildargs"] = dict(build.args)
+    if build.target:
+        params["target"] = build.target
+    return params
 
 
 def split_tag(reference: str) -> tuple[str, str]:

@@ -92,7 +92,8 @@ class ShellExecutor:
                     await _extract(chunks, partial)
             await asyncio.to_thread(partial.rename, workspace)
 
-    async def start_services(self, ctx: RunContext, job: JobSpec, on_log: LogSink) -> None:
+    async def start_services(self, ctx: RunContext, job: JobSpec, on_log: LogSink, *,
+                             registries: Registries = NO_REGISTRIES) -> None:
         if job.services:
             names = ", ".join(service.name for service in job.services)
             raise ExecutorError(
