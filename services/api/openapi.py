@@ -11,10 +11,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from services.api.models import (
+    JobDecision,
     MemberSet,
     ProjectCreate,
     ProjectPatch,
-    JobDecision,
     RunApprove,
     RunCreate,
     SessionCreate,

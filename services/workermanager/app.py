@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.workermanager.service import WorkerManager
+from shared.adapters.deployer import Deployers
 from shared.adapters.executor import open_executor
 from shared.app import BACKGROUND, service_app
 from shared.config import Settings
@@ -49,13 +50,15 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
         label = f"{settings.worker_id}@{settings.work_dir}" if ports.distributed else ""
         executor = await open_executor(settings.executor, settings.work_dir, worker=label,
                                        keep_out=(settings.home,))
+        deployers = Deployers()
         try:
             secrets = await open_secret_store(settings.secret_key, settings.home, ports.store)
             worker = WorkerManager(ports.store, ports.bus, ports.coord, executor,
                                    settings.worker_id, settings.worker_capacity,
                                    git_cache=settings.git_cache_dir,
                                    lease_ttl=settings.worker_lease_s, log_limit=settings.step_log,
-                                   secrets=secrets, step_resources=settings.step_resources)
+                                   secrets=secrets, step_resources=settings.step_resources,
+                                   deployer=deployers)
             app[WORKER] = worker
             if ports.distributed:
                 await worker.reap_own(label)  # this incarnation has created nothing yet
@@ -73,6 +76,7 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
                 await cancel_and_wait(running)
                 await worker.close()
         finally:
+            await deployers.close()
             await executor.close()
 
     app.cleanup_ctx.append(working)

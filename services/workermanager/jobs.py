@@ -214,7 +214,8 @@ class JobRun:
 
     async def _run_all(self, prepared: Awaitable[str]) -> tuple[JobStatus, str]:
         services = self.executor.start_services(self.ctx, self.job,
-                                                self.sink_for(self.job.name, "services"))
+                                                self.sink_for(self.job.name, "services"),
+                                                registries=self.registries)
         try:
             if self.job.services:  # services use the workspace: it must be ready first
                 problem = await prepared

@@ -3,9 +3,10 @@ running steps, picked by name and availability. Their contract suite is
 ``tests/executors/test_contract.py``, run against both.
 
 * ``docker`` (``DockerExecutor``): containers, a private network and a workspace volume
-  per run; services; image builds. Needs a reachable Docker daemon.
+  per run; services; image builds, pushes and promotions with registry logins, and
+  pulls from private registries. Needs a reachable Docker daemon.
 * ``shell`` (``ShellExecutor``): the host's ``/bin/sh`` in a per-run directory; no
-  isolation, no services, no image builds. The fallback when Docker is unreachable.
+  isolation, no services, no images. The fallback when Docker is unreachable.
 
 ``open_executor("auto", home)`` prefers Docker and falls back to the shell with a
 warning; ``"docker"`` insists on Docker (``ExecutorUnavailable`` otherwise); ``"shell"``
