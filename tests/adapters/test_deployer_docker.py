@@ -1,8 +1,8 @@
 """DockerHostDeployer: the Deployer contract against the real Docker daemon, plus what only
 a Docker host has: published ports served over HTTP, the target's health check, an
 exit's last output in the reason, env / restart policy / labels / network of the
-container, pulling with a registry login (from a registry stand-in served here, as no
-registry on the internet can be reached), an unreachable daemon; and the pure
+container, pulling with a registry login (from Debian's docker-registry with htpasswd
+auth, ``tests.registry_support``), an unreachable daemon; and the pure
 translation of ``docker_host_convert`` (no daemon).
 
 Test images are built here ``FROM cyclone-test/busybox:latest`` (tags unique to the
@@ -13,10 +13,7 @@ teardown.
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
-import gzip
-import hashlib
 import io
 import json
 import socket
@@ -24,13 +21,12 @@ import tarfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiodocker
 import aiohttp
 import pytest
-from aiohttp import web
 
 from shared.adapters.deployer import docker_host
 from shared.adapters.deployer.docker_host import DockerHostDeployer
@@ -62,6 +58,7 @@ from tests.contracts.deployer import (
 )
 from tests.docker_support import TEST_IMAGE
 from tests.git_support import unused_port
+from tests.registry_support import RegistryServer
 from tests.support import HANG_S, eventually
 
 T = TypeVar("T")
@@ -500,114 +497,35 @@ async def test_a_rollback_that_fails_too_is_failed_saying_both(
 
 
 @dataclass
-class Registry:
-    """A registry stand-in (Docker Registry HTTP API V2, pulls only, HTTP Basic auth)
-    serving one image, ``repository``: TEST_IMAGE's layers and config."""
+class Pushed:
+    """TEST_IMAGE pushed to the real registry with htpasswd auth (``auth_registry``) and
+    removed from the host again: a deploy has to pull it, with the login."""
 
+    host: str
     username: str
     password: str
-    port: int = 0
-    repository: str = "deploytest/app"
-    digest: str = ""  # the manifest's
-    authorizations: list[str] = field(default_factory=list)  # every Authorization header
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def reference(self) -> str:
-        return f"{self.host}/{self.repository}@{self.digest}"
-
-
-async def _registry_content(docker: aiodocker.Docker) -> tuple[bytes, dict[str, bytes]]:
-    """(manifest, blobs by digest) of TEST_IMAGE, from ``docker save``."""
-    response = docker.images.export_image(TEST_IMAGE)
-    async with response as stream:
-        saved = await stream.read()
-    with tarfile.open(fileobj=io.BytesIO(saved)) as tar:
-        def read(member: str) -> bytes:
-            extracted = tar.extractfile(member)
-            assert extracted is not None
-            return extracted.read()
-
-        listing = json.loads(read("manifest.json"))[0]
-        config = read(listing["Config"])
-        layers = [gzip.compress(read(layer), compresslevel=1) for layer in listing["Layers"]]
-
-    def digest(data: bytes) -> str:
-        return "sha256:" + hashlib.sha256(data).hexdigest()
-
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                   "size": len(config), "digest": digest(config)},
-        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-                    "size": len(layer), "digest": digest(layer)} for layer in layers],
-    }).encode()
-    blobs = {digest(blob): blob for blob in (config, *layers)}
-    blobs[digest(manifest)] = manifest
-    return manifest, blobs
+    reference: str  # host/repository@digest
 
 
 @pytest.fixture
-async def registry(docker: aiodocker.Docker) -> AsyncIterator[Registry]:
-    manifest, blobs = await _registry_content(docker)
-    served = Registry(username="deployer", password="hunter2-s3cret")
-    served.digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    expected = "Basic " + base64.b64encode(
-        f"{served.username}:{served.password}".encode()).decode()
-    headers = {"Docker-Distribution-API-Version": "registry/2.0"}
-
-    def authorized(request: web.Request) -> web.Response | None:
-        given = request.headers.get("Authorization", "")
-        served.authorizations.append(given)
-        if given == expected:
-            return None
-        return web.json_response(
-            {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
-            status=401, headers={**headers, "WWW-Authenticate": 'Basic realm="stand-in"'})
-
-    async def base(request: web.Request) -> web.StreamResponse:
-        return authorized(request) or web.json_response({}, headers=headers)
-
-    async def manifests(request: web.Request) -> web.StreamResponse:
-        refused = authorized(request)
-        if refused:
-            return refused
-        if (request.match_info["name"] != served.repository
-                or request.match_info["ref"] not in (served.digest, "1")):
-            return web.json_response({"errors": [{"code": "MANIFEST_UNKNOWN"}]}, status=404)
-        return web.Response(body=manifest, headers={
-            **headers, "Docker-Content-Digest": served.digest,
-            "Content-Type": "application/vnd.docker.distribution.manifest.v2+json"})
-
-    async def blob(request: web.Request) -> web.StreamResponse:
-        refused = authorized(request)
-        if refused:
-            return refused
-        data = blobs.get(request.match_info["digest"])
-        if data is None:
-            return web.json_response({"errors": [{"code": "BLOB_UNKNOWN"}]}, status=404)
-        return web.Response(body=data, content_type="application/octet-stream", headers={
-            **headers, "Docker-Content-Digest": request.match_info["digest"]})
-
-    app = web.Application()
-    app.router.add_get("/v2/", base)
-    app.router.add_get("/v2/{name:.+}/manifests/{ref}", manifests)
-    app.router.add_get("/v2/{name:.+}/blobs/{digest}", blob)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    served.port = runner.addresses[0][1]
+async def registry(docker: aiodocker.Docker, auth_registry: RegistryServer
+                   ) -> AsyncIterator[Pushed]:
+    repository = f"{auth_registry.host}/deploytest/app-{uuid.uuid4().hex[:8]}"
+    auth = {"username": auth_registry.username, "password": auth_registry.password,
+            "serveraddress": auth_registry.host}
+    await docker.images.tag(TEST_IMAGE, repository, tag="1")
     try:
-        yield served
+        await docker.images.push(repository, tag="1", auth=auth)
     finally:
-        await runner.cleanup()
+        await docker.images.delete(f"{repository}:1")
+    digest = auth_registry.manifest_digest(repository.split("/", 1)[1], "1")
+    pushed = Pushed(auth_registry.host, auth_registry.username, auth_registry.password,
+                    f"{repository}@{digest}")
+    try:
+        yield pushed
+    finally:
         try:
-            await docker.images.delete(served.reference)
+            await docker.images.delete(pushed.reference)
         except aiodocker.DockerError as exc:
             if exc.status != 404:
                 raise
@@ -615,7 +533,7 @@ async def registry(docker: aiodocker.Docker) -> AsyncIterator[Registry]:
 
 @pytest.mark.usefixtures("fast_settle")
 async def test_an_image_by_digest_is_pulled_with_its_registrys_login(
-        deployer: DockerHostDeployer, docker: aiodocker.Docker, registry: Registry,
+        deployer: DockerHostDeployer, docker: aiodocker.Docker, registry: Pushed,
         name: str) -> None:
     logins = {registry.host: RegistryAuth(registry.username, registry.password),
               "other.example:5000": RegistryAuth("nobody", "wrong")}
@@ -626,7 +544,6 @@ async def test_an_image_by_digest_is_pulled_with_its_registrys_login(
 
     assert outcome == DeployOutcome(DeployStatus.SUCCEEDED), (outcome, str(logged))
     assert f"pulling image {registry.reference} (logged in to {registry.host})" in logged.texts
-    assert any(a.startswith("Basic ") for a in registry.authorizations)
     info = await _inspect(docker, name)
     assert info is not None
     assert info["Config"]["Image"] == registry.reference
@@ -635,7 +552,7 @@ async def test_an_image_by_digest_is_pulled_with_its_registrys_login(
 
 
 async def test_a_pull_refused_by_the_registry_fails_naming_the_image(
-        deployer: DockerHostDeployer, harness: DockerHarness, registry: Registry,
+        deployer: DockerHostDeployer, harness: DockerHarness, registry: Pushed,
         name: str) -> None:
     wrong = {registry.host: RegistryAuth(registry.username, "not-the-password")}
     logged = DeployLog()
@@ -646,7 +563,6 @@ async def test_a_pull_refused_by_the_registry_fails_naming_the_image(
     assert outcome.status == DeployStatus.FAILED, outcome
     assert outcome.reason.startswith(f"could not pull image {registry.reference}: "), outcome
     assert "not-the-password" not in outcome.reason + str(logged)
-    assert registry.authorizations  # it was asked
     assert not await harness.exists(name)
 
 
@@ -664,6 +580,22 @@ async def test_an_unreachable_registry_fails_without_a_word_of_the_password(
     assert "hunter2" not in outcome.reason + str(logged)
     assert not await harness.exists(name)
     assert await harness.left_behind(name) == []
+
+
+async def test_a_container_cyclone_did_not_deploy_is_left_alone(
+        deployer: DockerHostDeployer, docker: aiodocker.Docker, name: str) -> None:
+    mine = await docker.containers.create(
+        {"Image": TEST_IMAGE, "Cmd": ["sh", "-c", SLEEPER]}, name=name)
+    await mine.start()
+    logged = DeployLog()
+
+    outcome = await deployer.deploy(DockerTarget(container=name, image=""), image("good-1"), {},
+                                    NO_REGISTRIES, logged)
+
+    assert outcome.status == DeployStatus.FAILED, outcome
+    assert "was not deployed by Cyclone" in outcome.reason
+    info = await _inspect(docker, name)
+    assert info is not None and info["Id"] == mine.id and info["State"]["Running"]
 
 
 # -- daemons, targets -------------------------------------------------------------------

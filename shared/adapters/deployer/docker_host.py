@@ -29,7 +29,9 @@ before the cancellation goes on (shielded, at most ``ROLLBACK_TIMEOUT_S``). Depl
 one container through one deployer take turns. An unreachable daemon raises
 ``DeployerUnavailable``; every other Docker error is an outcome saying what was being
 done. Deployed containers are labelled ``io.cyclone.deployed``, never as a run's
-resources: the executor's cleanup must not take them.
+resources: the executor's cleanup must not take them. A container of the target's name
+without that label (made by hand, or another program's) is never touched: the deploy
+fails, saying so (a pipeline must not be able to replace whatever runs on the host).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
 from shared.adapters.deployer.docker_host_convert import (
+    LABEL_DEPLOYED,
     container_config,
     has_health_check,
     next_name,
@@ -172,6 +175,11 @@ class _Rollout:
             return self.failed(problem)
         self.doing = f"inspecting container {self.name}"
         old = await _inspect(self.docker, self.name)
+        if old is not None and (old["Config"].get("Labels") or {}).get(LABEL_DEPLOYED) != "1":
+            problem = (f"container {self.name} exists and was not deployed by Cyclone: it is "
+                       "left alone (remove or rename it, and the next deploy takes its place)")
+            await self.say(problem)
+            return self.failed(problem)
         if old is not None:
             self.old_id = old["Id"]
             self.previous = str(old["Config"]["Image"])
