@@ -47,6 +47,7 @@ bench: setup setup-docker
 	$(VENV)/python bench/webhooks.py
 	$(VENV)/python bench/latency.py
 	$(VENV)/python bench/scale.py
+	$(VENV)/python bench/delivery.py
 
 bench-cluster: setup setup-docker setup-infra
 	$(VENV)/python bench/cluster.py

@@ -159,7 +159,7 @@ async def test_dev_builds_pushes_and_deploys_then_a_broken_image_is_rolled_back(
 
     # a commit whose server does not come up: the dev server keeps the image before it
     broken = (EXAMPLE / "Dockerfile").read_text().replace(
-        'CMD ["httpd", "-f", "-p", "80", "-h", "/srv"]', 'CMD ["sh", "-c", "sleep 600"]')
+        "httpd -f -p 80 -h /srv & wait", "sleep 600 & wait")
     k.repo.commit({"Dockerfile": broken}, message="broken", branch="dev")
     failed = await ended(k.http, k.server, await k.trigger("dev"))
     assert failed["status"] == "failure"
