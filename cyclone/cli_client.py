@@ -32,7 +32,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from cyclone.cli_delivery import add_delivery_commands, show_delivery
+from cyclone.cli_delivery import (
+    add_delivery_commands,
+    project_delivery_fields,
+    project_delivery_flags,
+    show_delivery,
+    shown_project_delivery,
+)
 from cyclone.cli_secrets import add_secret_commands
 from cyclone.cli_users import add_user_commands
 from cyclone.client import DEFAULT_SERVER, ClientError, ConnectionFailed, CycloneClient
@@ -176,6 +182,7 @@ def _project_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--max-{name}", metavar=metavar,
                             help=f"admin only: the most a job's resources: may ask for "
                                  f"{name} (e.g. {example}); those given replace the maximum")
+    project_delivery_flags(parser)
 
 
 def _follow_flags(parser: argparse.ArgumentParser) -> None:
@@ -261,7 +268,7 @@ def _project_fields(args: argparse.Namespace) -> Json:
                if (value := getattr(args, f"max_{name}")) is not None}
     if maximum:
         changes["max_resources"] = maximum  # the server reads and checks each value
-    return changes
+    return {**changes, **project_delivery_fields(args)}
 
 
 def _number(raw: str) -> str | int | float:
@@ -299,7 +306,8 @@ async def _project_update(args: argparse.Namespace, client: CycloneClient) -> in
     if not changes:
         print("cyclone: nothing to update: give at least one of --repo, --branch, "
               "--pipeline-file, --env, --max-concurrent, --fork-prs, --trusted, --max-memory, "
-              "--max-cpus, --max-pids", file=sys.stderr)
+              "--max-cpus, --max-pids, --registry, --no-registry, --cluster, --no-clusters",
+              file=sys.stderr)
         return EXIT_INVALID
     return _print_project(args, await client.update_project(args.name, changes))
 
@@ -322,6 +330,7 @@ def _print_project(args: argparse.Namespace, project: Json) -> int:
              ("trusted", "yes" if project.get("trusted") else "no"),
              ("fork PRs", project.get("fork_prs", "approve")),
              ("max resources", _max_resources(project.get("max_resources") or {})),
+             *shown_project_delivery(project),
              ("env", ", ".join(f"{k}={v}" for k, v in sorted(env.items())) or "-"),
              ("created", when(project.get("created_at"))),
              ("updated", when(project.get("updated_at")))])

@@ -8,6 +8,13 @@
     cyclone rollback PROJECT ENV              deploy ENV's previous good image again
 
 ``cyclone show RUN`` prints a run's pushed images and deployments (``show_delivery``).
+``cyclone project add|update`` take the delivery settings a ``caicloud.yml`` relies on
+(``project_delivery_flags``, ``project_delivery_fields``, ``shown_project_delivery``):
+
+    --registry HOST[:PORT][/PATH] [--registry-user U --registry-password-secret SECRET]
+    --no-registry
+    --cluster NAME=server=SECRET,token=SECRET[,ca=SECRET][,namespace=NS]   (repeatable)
+    --no-clusters
 """
 
 from __future__ import annotations
@@ -15,15 +22,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from cyclone.client import CycloneClient
 from cyclone.output import print_json, report, table, when
 
-__all__ = ["add_delivery_commands", "show_delivery"]
+__all__ = ["add_delivery_commands", "project_delivery_fields", "project_delivery_flags",
+           "show_delivery", "shown_project_delivery"]
 
 EXIT_OK, EXIT_FAILED = 0, 1
 Json = dict[str, Any]
+_CLUSTER_KEYS = ("server", "token", "ca", "namespace")
 
 
 def add_delivery_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -124,3 +133,82 @@ def _image(reference: str) -> str:
     """``registry/app@sha256:abcdef...`` shortened to ``registry/app@sha256:abcdef123456``."""
     repository, at, digest = reference.partition("@")
     return f"{repository}@{digest[:19]}" if at else reference
+
+
+# -- a project's delivery settings (cyclone project add|update) ---------------------------
+
+def project_delivery_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", metavar="HOST[:PORT][/PATH]",
+                        help="where a caicloud.yml's build pushes (the image is "
+                             "URL/PROJECT:COMMIT); replaces the project's registry")
+    parser.add_argument("--registry-user", metavar="NAME", help="the registry login's user")
+    parser.add_argument("--registry-password-secret", metavar="SECRET",
+                        help="the project secret holding the registry password or token")
+    parser.add_argument("--no-registry", action="store_true",
+                        help="remove the project's registry")
+    parser.add_argument("--cluster", action="append", type=_cluster, metavar="NAME=SETTINGS",
+                        help="a Kubernetes cluster caicloud.yml's deploy entries name: "
+                             "NAME=server=SECRET,token=SECRET[,ca=SECRET][,namespace=NS] "
+                             "(secret names; repeatable; the given set replaces the "
+                             "project's)")
+    parser.add_argument("--no-clusters", action="store_true",
+                        help="remove every cluster of the project")
+
+
+def project_delivery_fields(args: argparse.Namespace) -> Json:
+    """The request's ``registry`` and ``clusters``, from the flags given (the server checks
+    the values); flags that do not go together are a usage error (exit 2)."""
+    changes: Json = {}
+    login = {"username": args.registry_user, "password_secret": args.registry_password_secret}
+    if args.registry is not None and args.no_registry:
+        _usage("--registry and --no-registry exclude each other")
+    if args.registry is not None:
+        changes["registry"] = {"url": args.registry,
+                               **{k: v for k, v in login.items() if v is not None}}
+    elif any(v is not None for v in login.values()):
+        _usage("--registry-user and --registry-password-secret go with --registry (the "
+               "whole setting is replaced)")
+    elif args.no_registry:
+        changes["registry"] = None
+    if args.cluster and args.no_clusters:
+        _usage("--cluster and --no-clusters exclude each other")
+    if args.cluster:
+        changes["clusters"] = dict(args.cluster)
+    elif args.no_clusters:
+        changes["clusters"] = {}
+    return changes
+
+
+def shown_project_delivery(project: Json) -> list[tuple[str, str]]:
+    """The registry and clusters as ``cyclone project show`` lists them."""
+    registry = project.get("registry") or {}
+    login = (f" (login {registry['username']}, password in secret "
+             f"{registry['password_secret']})" if registry.get("username") else "")
+    clusters = project.get("clusters") or {}
+    shown = [f"{name}: server {c['server']}, token {c['token']}"
+             f"{', ca ' + c['ca'] if c.get('ca') else ''}, namespace {c['namespace']}"
+             for name, c in sorted(clusters.items())]
+    return [("registry", f"{registry['url']}{login}" if registry else "none"),
+            ("clusters", "; ".join(shown) or "none")]
+
+
+def _cluster(raw: str) -> tuple[str, dict[str, str]]:
+    """``prod=server=KUBE_SERVER,token=KUBE_TOKEN,namespace=web`` -> ``("prod", {...})``."""
+    name, sep, rest = raw.partition("=")
+    settings: dict[str, str] = {}
+    for part in rest.split(",") if rest else ():
+        key, eq, value = part.partition("=")
+        if not eq or key not in _CLUSTER_KEYS or not value or key in settings:
+            raise argparse.ArgumentTypeError(
+                f"expected NAME=server=SECRET,token=SECRET[,ca=SECRET][,namespace=NS], "
+                f"got {raw!r} (at {part!r})")
+        settings[key] = value
+    if not sep or not name or "server" not in settings or "token" not in settings:
+        raise argparse.ArgumentTypeError(f"expected NAME=server=SECRET,token=SECRET"
+                                         f"[,ca=SECRET][,namespace=NS], got {raw!r}")
+    return name, settings
+
+
+def _usage(message: str) -> NoReturn:
+    print(f"cyclone: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -671,6 +671,12 @@ class ProjectRegistered(Event):
     # Pull requests from forks: "approve" (they wait for a maintainer), "run-without-secrets"
     # or "never" (shared.projections.projects.FORK_PRS).
     fork_prs: str = "approve"
+    # Delivery settings a caicloud.yml relies on: the registry its build pushes to
+    # (``shared.pipeline.resources.RegistrySetting.to_data``; {}: none) and the Kubernetes
+    # clusters its deploy entries name (name -> ``ClusterSetting.to_data``). Secret names
+    # only: the values are the project's secrets.
+    registry: Mapping[str, str] = field(default_factory=dict)
+    clusters: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @_register

@@ -2,7 +2,9 @@
 
 A project's ``notify`` rules are ``shared.pipeline.schema.NotifyRuleModel``, the model the
 pipeline file's ``notify:`` is read with (one definition of a rule); ``email_templates``
-are Jinja2 sources checked by ``shared.email_templates.check_template``.
+are Jinja2 sources checked by ``shared.email_templates.check_template``. ``registry`` and
+``clusters`` are the delivery settings a ``caicloud.yml`` relies on (its build pushes to
+the registry, its deploy entries name clusters); they hold secret names, never values.
 """
 
 from __future__ import annotations
@@ -11,17 +13,25 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shared import cron
 from shared.email_templates import check_template
 from shared.pipeline.schema import NotifyRuleModel, ResourcesModel
 from shared.projections.projects import FORGE_API_URLS
 
-__all__ = ["MAX_RULES", "MAX_SCHEDULES", "EmailTemplates", "ForgePatch", "ForgeSettingsBody",
-           "ForkPrs", "MemberSet", "ProjectCreate", "ProjectPatch", "RoleName", "RunApprove",
-           "RunCreate", "SessionCreate", "TokenCreate", "UserCreate", "UserPatch", "check_cron",
-           "check_ref"]
+__all__ = ["MAX_CLUSTERS", "MAX_RULES", "MAX_SCHEDULES", "ClusterSettingsBody", "EmailTemplates",
+           "ForgePatch", "ForgeSettingsBody", "ForkPrs", "MemberSet", "ProjectCreate",
+           "ProjectPatch", "RegistrySettingsBody", "RoleName", "RunApprove", "RunCreate",
+           "SessionCreate", "TokenCreate", "UserCreate", "UserPatch", "check_cron", "check_ref"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -29,6 +39,11 @@ _SHA = re.compile(r"^[0-9a-f]{7,40}$")
 _SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
 _OWNER_NAME = re.compile(rf"^{_SEGMENT}/{_SEGMENT}$")  # GitHub, Gitea: owner/name
 _GITLAB_PROJECT = re.compile(rf"^([0-9]+|{_SEGMENT}(/{_SEGMENT})+)$")  # id or group/.../name
+# A registry as image references start: host[:port], then lower-case path components.
+_REGISTRY_URL = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?"
+                           r"(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+_SECRET_REF = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"  # a secret's name (shared.secrets.SECRET_NAME)
+_K8S_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # a Kubernetes namespace (DNS label)
 
 
 def check_ref(ref: str) -> str:
@@ -148,6 +163,62 @@ class EmailTemplates(_Body):
         return self.model_dump(exclude_none=True)
 
 
+_SecretRef = Annotated[str, Field(pattern=_SECRET_REF)]
+
+
+class RegistrySettingsBody(_Body):
+    """Where a ``caicloud.yml``'s build pushes its image (``<url>/<project>:<commit>``):
+    ``url`` is ``host[:port][/path]`` without a scheme (``registry.example:5000/team``).
+    ``username`` and ``password_secret`` (the name of a project secret holding the password
+    or token) go together; without them the worker pushes without logging in."""
+
+    url: Annotated[str, Field(min_length=1, max_length=500)]
+    username: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    password_secret: _SecretRef | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if "://" in value:
+            raise ValueError(f"no scheme: write host[:port][/path], got {value!r}")
+        if not _REGISTRY_URL.match(value):
+            raise ValueError(f"expected host[:port][/path] in lower case, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _login(self) -> RegistrySettingsBody:
+        if (self.username is None) != (self.password_secret is None):
+            raise ValueError("username and password_secret go together (both, or neither "
+                             "for a registry that takes pushes without a login)")
+        return self
+
+    def to_data(self) -> dict[str, str]:
+        return {"url": self.url, "username": self.username or "",
+                "password_secret": self.password_secret or ""}
+
+
+class ClusterSettingsBody(_Body):
+    """A Kubernetes cluster a ``caicloud.yml``'s deploy entries name (``cluster:``): the
+    names of the project secrets holding its API server URL, a token and the CA (PEM;
+    optional: the system's CAs), and the namespace of an entry that names none."""
+
+    server: _SecretRef
+    token: _SecretRef
+    ca: _SecretRef | None = None
+    namespace: Annotated[str, Field(pattern=_K8S_NAME)] = "default"
+
+    def to_data(self) -> dict[str, str]:
+        return {"server": self.server, "token": self.token, "ca": self.ca or "",
+                "namespace": self.namespace}
+
+
+MAX_CLUSTERS = 50
+# Named as caicloud.yml's deploy entries name them (often a UUID in the original's files).
+_Clusters = Annotated[dict[Annotated[str, Field(pattern=_NAME)], ClusterSettingsBody],
+                      Field(max_length=MAX_CLUSTERS)]
+
+
 class ProjectCreate(_Body):
     name: Annotated[str, Field(pattern=_NAME)]
     repo: Annotated[str, Field(min_length=1, max_length=2000)]
@@ -164,6 +235,8 @@ class ProjectCreate(_Body):
     trusted: bool = False  # admin only: privileged containers, host volumes
     max_resources: ResourcesModel | None = None  # admin only: what a job may ask at most
     fork_prs: ForkPrs = "approve"
+    registry: RegistrySettingsBody | None = None  # where a caicloud.yml's build pushes
+    clusters: _Clusters = {}  # where its deploy entries deploy
 
     _branch = field_validator("default_branch")(check_ref)
     _env = field_validator("env")(_check_env)
@@ -184,6 +257,8 @@ class ProjectPatch(_Body):
     trusted: bool | None = None  # admin only
     max_resources: ResourcesModel | None = None  # admin only; the whole block; {}: no maximum
     fork_prs: ForkPrs | None = None
+    registry: RegistrySettingsBody | None = None  # the whole block; null: no registry any more
+    clusters: _Clusters | None = None  # every cluster again; {}: none any more
 
     @field_validator("default_branch")
     @classmethod

@@ -13,6 +13,11 @@ without one is named by its position), and every ``${NAME}`` a rule names must b
 in the project's env as it is after the request (checked when rules are sent; the
 notifier reports a variable removed later). ``email_templates`` replaces all the
 templates at once (``{}``: the shipped ones); each must compile.
+
+``registry`` and ``clusters`` (a maintainer's, as the rest) are the delivery settings a
+``caicloud.yml`` relies on; they name secrets (a registry password, a cluster's server,
+token and CA), which are set with ``cyclone secret set``. A PATCH replaces the whole
+registry block (``null``: none) and every cluster (``{}``: none).
 """
 
 from __future__ import annotations
@@ -78,8 +83,10 @@ async def _create(request: web.Request) -> web.Response:
     if existing is not None and not existing.deleted:
         raise ApiError(409, f"project {body.name!r} already exists")
     fields = body.model_dump(exclude={"forge", "hook_secret", "notify", "email_templates",
-                                      "max_resources"})
+                                      "max_resources", "registry", "clusters"})
     fields["max_resources"] = _resources_data(body.max_resources)
+    fields["registry"] = body.registry.to_data() if body.registry else {}
+    fields["clusters"] = {name: c.to_data() for name, c in body.clusters.items()}
     forge = body.forge.model_dump() if body.forge else {}
     fields["notify"] = _rules_data(body.notify, body.env)
     _refuse_secret_env(body.name, body.env, rules_from_data(fields["notify"]))
@@ -117,9 +124,14 @@ async def _update(request: web.Request) -> web.Response:
     if body.trusted is not None or body.max_resources is not None:
         require_admin(request, "trusted, max_resources")
     changes = body.model_dump(exclude_none=True, exclude={"forge", "notify", "email_templates",
-                                                         "max_resources"})
+                                                         "max_resources", "registry",
+                                                         "clusters"})
     if body.max_resources is not None:
         changes["max_resources"] = _resources_data(body.max_resources)
+    if "registry" in body.model_fields_set:
+        changes["registry"] = body.registry.to_data() if body.registry else {}
+    if body.clusters is not None:
+        changes["clusters"] = {name: c.to_data() for name, c in body.clusters.items()}
     if body.env is not None:
         changes["env"] = _env_change(view, body.env)
     if "forge" in body.model_fields_set:

@@ -188,6 +188,9 @@ class StepSpec:
     secrets: tuple[str, ...] = ()
     privileged: bool = False  # lint lets only a trusted project's pipeline ask
     volumes: tuple[str, ...] = ()  # SOURCE:TARGET[:MODE]; trusted projects only
+    # An absolute path where the workspace is mounted too, the step's working directory
+    # (caicloud.yml's ``volumes: [".:/go/src/app"]``); "": the workspace's own path.
+    workdir: str = ""
 
 
 @dataclass(frozen=True)
@@ -252,7 +255,7 @@ class Plan:
             for part in (*job["steps"], *job["services"]):
                 _drop_defaults(part, "privileged", "volumes")
             for step in job["steps"]:
-                _drop_defaults(step, "promote", "deploy")
+                _drop_defaults(step, "promote", "deploy", "workdir")
                 if step["build"]:
                     _drop_defaults(step["build"], "name", "args", "target", "tags", "labels",
                                    "push")
@@ -301,6 +304,7 @@ def _step(d: dict[str, Any]) -> StepSpec:
         secrets=tuple(d.get("secrets", ())),
         privileged=bool(d.get("privileged", False)),
         volumes=tuple(d.get("volumes", ())),
+        workdir=str(d.get("workdir", "")),
     )
 
 

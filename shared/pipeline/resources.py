@@ -9,20 +9,25 @@
   bytes.
 * ``format_size``: ``536870912`` -> ``"512 MiB"`` (what messages show).
 * ``Policy``: what the project a run belongs to lets its pipeline ask for: privileged
-  containers and host volumes only when ``trusted``; resources up to ``max_resources``.
+  containers and host volumes only when ``trusted``; resources up to ``max_resources``;
+  and the project's delivery settings a ``caicloud.yml`` relies on (the original's were
+  its server's): the ``registry`` its build pushes to (``RegistrySetting``) and the
+  ``clusters`` its deploy entries name (``ClusterSetting``, secret names only).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
-__all__ = ["LOCAL", "MIN_MEMORY", "UNKNOWN", "Policy", "Resources", "format_size",
-           "oom_message", "parse_cpus", "parse_memory", "parse_pids", "parse_size", "trust_hint"]
+__all__ = ["LOCAL", "MIN_MEMORY", "UNKNOWN", "ClusterSetting", "Policy", "RegistrySetting",
+           "Resources", "clusters_from_data", "format_size", "oom_message", "parse_cpus",
+           "parse_memory", "parse_pids", "parse_size", "trust_hint"]
 
 MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses a memory limit below 6 MiB
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
@@ -163,6 +168,59 @@ def oom_message(memory: int | None) -> str:
 
 
 @dataclass(frozen=True)
+class RegistrySetting:
+    """Where a project's ``caicloud.yml`` build pushes: ``url`` is ``host[:port][/path]``
+    (the image is ``<url>/<project>:<commit>``); with ``username`` and ``password_secret``
+    (the name of a project secret holding the password or token) the worker logs in."""
+
+    url: str
+    username: str = ""
+    password_secret: str = ""
+
+    @property
+    def host(self) -> str:
+        """The registry's ``host[:port]``, as image references and logins name it."""
+        return self.url.split("/", 1)[0]
+
+    def to_data(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any] | None) -> RegistrySetting | None:
+        """The setting an event recorded; ``None`` for none (``{}``)."""
+        if not data:
+            return None
+        return cls(url=str(data["url"]), username=str(data.get("username") or ""),
+                   password_secret=str(data.get("password_secret") or ""))
+
+
+@dataclass(frozen=True)
+class ClusterSetting:
+    """A Kubernetes cluster a project's ``caicloud.yml`` deploys to: the names of the
+    project secrets that hold its API server URL, a token and (optionally) the CA, and the
+    namespace an entry that names none deploys in."""
+
+    server: str
+    token: str
+    ca: str = ""  # "": the system's CAs
+    namespace: str = "default"
+
+    def to_data(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> ClusterSetting:
+        return cls(server=str(data["server"]), token=str(data["token"]),
+                   ca=str(data.get("ca") or ""),
+                   namespace=str(data.get("namespace") or "default"))
+
+
+def clusters_from_data(data: Mapping[str, Any] | None) -> dict[str, ClusterSetting]:
+    """Cluster name -> setting, as an event recorded them (``{}`` for none)."""
+    return {str(name): ClusterSetting.from_data(value) for name, value in (data or {}).items()}
+
+
+@dataclass(frozen=True)
 class Policy:
     """What a run's project lets its pipeline ask for.
 
@@ -170,11 +228,16 @@ class Policy:
     are passed through when True, errors when False; None is "no project known"
     (``cyclone lint``, ``cyclone run``): they are warned about and passed through, the
     person running it owns the Docker host anyway. ``max_resources``: a job asking for
-    more is an error naming the maximum; the worker's defaults are lowered to it."""
+    more is an error naming the maximum; the worker's defaults are lowered to it.
+    ``registry`` and ``clusters``: the project's delivery settings (``caicloud.yml``'s
+    build pushes to the registry, its deploy entries name clusters); none when no project
+    is known."""
 
     trusted: bool | None = None
     max_resources: Resources = field(default_factory=Resources)
     project: str = ""
+    registry: RegistrySetting | None = None
+    clusters: Mapping[str, ClusterSetting] = field(default_factory=dict)
 
 
 UNKNOWN = Policy()  # no project: warn about what needs trust

@@ -558,7 +558,8 @@ Environment = Annotated[
 
 class _Container(_Model):
     """Keys of the original's container block: ``privileged`` and ``volumes`` are honoured
-    in trusted projects only (lint); the others this runner does not honour (warned)."""
+    (host volumes in trusted projects only, lint), the others this runner does not honour
+    (warned; a service's ``entrypoint`` is an error, as it would change what it runs)."""
 
     name: Any = None
     pull: Any = None
@@ -590,29 +591,55 @@ class CaiSection(_Container):
     image: NonEmpty | None = None
     environment: Environment | None = None
     commands: Commands | None = None
-    context_dir: Any = None  # meaningful in the build section only (warned elsewhere)
+    command: Any = None  # the original ran only ``commands`` (warned)
+    # pre_build only (checked there, warned elsewhere): its image built from
+    # <context_dir>/<dockerfile_name>, and the paths copied into the build's context
+    context_dir: Any = None
     dockerfile_name: Any = None
-    outputs: Any = None  # pre_build's copy-out: the workspace is shared here anyway
+    outputs: Any = None
     services: dict[str, CaiService | None] | None = None  # integration only (checked)
 
 
 class CaiBuild(_Model):
-    """build: an image built from ``<context_dir>/<dockerfile_name>``."""
+    """build: an image built from ``<context_dir>/<dockerfile_name>``. The original read a
+    container block here too and ignored it: those keys are accepted (warned)."""
 
     context_dir: NonEmpty | None = None
     dockerfile_name: NonEmpty | None = None
     environment: Environment | None = None
+    image: Any = None
+    commands: Any = None
+    command: Any = None
+    name: Any = None
+    pull: Any = None
+    privileged: Any = None
+    ports: Any = None
+    links: Any = None
+    entrypoint: Any = None
+    extra_hosts: Any = None
+    volumes: Any = None
+    devices: Any = None
+    net: Any = None
+    dns: Any = None
+    auth_config: Any = None
+    mem_limit: Any = None
+    cpuset: Any = None
+    oom_kill_disable: Any = None
 
 
 class CaiDeploy(_Model):
-    """One deploy entry: a cluster deployment (not runnable here) or image + commands."""
+    """One deploy entry: a cluster deployment, in any of the original's vintages
+    (``deployment``/``namespace``, or ``application``/``partition``; ``type``, ``host``
+    and ``token`` of a Kubernetes entry), or image + commands."""
 
     type: str | None = None
     host: str | None = None
     token: str | None = None
-    cluster: str | None = None
-    namespace: str | None = None
-    deployment: str | None = None
+    cluster: NonEmpty | None = None
+    namespace: NonEmpty | None = None
+    deployment: NonEmpty | None = None
+    application: NonEmpty | None = None  # the original's later name of the deployment
+    partition: NonEmpty | None = None  # ... and of the namespace
     containers: StrList | None = None
     image: NonEmpty | None = None
     commands: Commands | None = None
@@ -627,6 +654,7 @@ class CaiFile(_Model):
     integration: Any = None
     post_build: Any = None
     deploy: Any = None
+    services: Any = None  # not read by the original either (warned: integration's)
 
 
 # --- pydantic errors -> diagnostics ----------------------------------------------------------

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from shared.pipeline.loader import Path, Reporter
 from shared.pipeline.resources import Policy, Resources, trust_hint
 
-__all__ = ["DOCKER_SOCKETS", "check_privileged", "check_resources", "check_volumes",
-           "mountable"]
+__all__ = ["DOCKER_SOCKETS", "check_privileged", "check_resources", "check_volume",
+           "check_volumes", "mountable"]
 
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 _VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
@@ -36,17 +36,22 @@ def check_privileged(report: Reporter, path: Path, privileged: bool | None,
 
 def check_volumes(report: Reporter, path: Path, volumes: Sequence[str] | None,
                   policy: Policy) -> None:
-    """Each volume (``path`` is the list's) needs trust; the socket is named as such, as
-    it hands the step the whole Docker host."""
+    """Each volume (``path`` is the list's) needs trust (``check_volume``)."""
     for i, volume in enumerate(volumes or ()):
-        source = volume.split(":", 1)[0]
-        if not mountable(volume):
-            report.warning((*path, i), f"'{volume}' is ignored: a relative path cannot be "
-                           f"mounted (the repository is in the workspace already)")
-            continue
-        what = ("mounting the Docker socket (control of the whole Docker host)"
-                if source in DOCKER_SOCKETS else f"the volume '{volume}'")
-        _needs_trust(report, (*path, i), what, policy)
+        check_volume(report, (*path, i), volume, policy)
+
+
+def check_volume(report: Reporter, path: Path, volume: str, policy: Policy) -> None:
+    """A volume (at ``path``) needs trust; the socket is named as such, as it hands the
+    step the whole Docker host; a relative source is ignored."""
+    source = volume.split(":", 1)[0]
+    if not mountable(volume):
+        report.warning(path, f"'{volume}' is ignored: a relative path cannot be mounted (the "
+                       "repository is in the workspace already)")
+        return
+    what = ("mounting the Docker socket (control of the whole Docker host)"
+            if source in DOCKER_SOCKETS else f"the volume '{volume}'")
+    _needs_trust(report, path, what, policy)
 
 
 def check_resources(report: Reporter, path: Path, resources: Resources,

@@ -4,7 +4,9 @@ A project's notification rules (``notify``) are ``shared.pipeline.notify.NotifyR
 with source "project"; their chat URLs and webhook keys are secrets, so ``to_json``
 shows each rule with ``NotifyRule.to_json`` (a URL's scheme and host, ``secret_set``).
 ``ProjectUpdated.changes["notify"]`` replaces the whole list, ``["email_templates"]``
-the whole set of templates.
+the whole set of templates, ``["registry"]`` the registry (``{}``: none) and
+``["clusters"]`` every cluster. Those two are the delivery settings a ``caicloud.yml``
+relies on; ``policy`` carries them to the linter.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from shared import events as ev
 from shared.events import RecordedEvent, decode
 from shared.logging import HIDDEN, secret_variable
 from shared.pipeline.notify import NotifyRule, rules_from_data, variables
-from shared.pipeline.resources import Policy, Resources
+from shared.pipeline.resources import (
+    ClusterSetting,
+    Policy,
+    RegistrySetting,
+    Resources,
+    clusters_from_data,
+)
 
 __all__ = [
     "FORGE_API_URLS",
@@ -38,7 +46,8 @@ __all__ = [
 TOKENS_STREAM = "tokens"
 PROJECT_FIELDS = ("repo", "default_branch", "pipeline_file", "env", "max_concurrent_runs",
                   "forge", "hook_secret", "auto_cancel", "schedules", "notify",
-                  "email_templates", "trusted", "max_resources", "fork_prs")
+                  "email_templates", "trusted", "max_resources", "fork_prs", "registry",
+                  "clusters")
 # What a pull request from a fork does: waits for a maintainer's approval (then runs
 # without secrets unless the approver says otherwise), runs without secrets, or nothing.
 FORK_PRS = ("approve", "run-without-secrets", "never")
@@ -109,6 +118,8 @@ class ProjectView:
     trusted: bool = False  # privileged containers and host volumes allowed (an admin's call)
     max_resources: Resources = field(default_factory=Resources)  # what a job may ask at most
     fork_prs: str = "approve"  # one of FORK_PRS
+    registry: RegistrySetting | None = None  # where a caicloud.yml's build pushes
+    clusters: dict[str, ClusterSetting] = field(default_factory=dict)  # its deploys' targets
     created_at: str = ""
     updated_at: str = ""
     deleted: bool = False
@@ -131,8 +142,10 @@ class ProjectView:
 
     @property
     def policy(self) -> Policy:
-        """What this project's pipelines may ask of the Docker host."""
-        return Policy(trusted=self.trusted, max_resources=self.max_resources, project=self.name)
+        """What this project's pipelines may ask of the Docker host, and its delivery
+        settings."""
+        return Policy(trusted=self.trusted, max_resources=self.max_resources, project=self.name,
+                      registry=self.registry, clusters=dict(self.clusters))
 
     def run_requested(self, *, trigger: str, branch: str, requested_by: str, commit: str = "",
                       params: Mapping[str, str] | None = None,
@@ -186,6 +199,8 @@ def fold_project(events: Iterable[RecordedEvent],
                                email_templates=dict(event.email_templates),
                                trusted=event.trusted, fork_prs=event.fork_prs,
                                max_resources=Resources.from_data(event.max_resources),
+                               registry=RegistrySetting.from_data(event.registry),
+                               clusters=clusters_from_data(event.clusters),
                                created_at=recorded.ts, updated_at=recorded.ts)
         elif isinstance(event, ev.ProjectUpdated) and view is not None:
             known = {k: v for k, v in event.changes.items() if k in PROJECT_FIELDS}
@@ -199,6 +214,10 @@ def fold_project(events: Iterable[RecordedEvent],
                 known["email_templates"] = dict(known["email_templates"] or {})
             if "max_resources" in known:
                 known["max_resources"] = Resources.from_data(known["max_resources"])
+            if "registry" in known:
+                known["registry"] = RegistrySetting.from_data(known["registry"])
+            if "clusters" in known:
+                known["clusters"] = clusters_from_data(known["clusters"])
             view = replace(view, updated_at=recorded.ts, **known)
         elif isinstance(event, ev.ProjectDeleted) and view is not None:
             view = replace(view, deleted=True, updated_at=recorded.ts)

@@ -132,6 +132,20 @@ def test_steps_and_services_of_a_run_share_its_workspace_volume() -> None:
     assert (helper_mount["Source"], helper_mount["Target"]) == (volume_name(RUN), "/workspace")
 
 
+def test_a_step_with_a_workdir_has_the_workspace_there_too_and_works_in_it() -> None:
+    source = "/go/src/github.com/acme/app"  # caicloud.yml's volumes: [".:/go/src/..."]
+    socket = "/var/run/docker.sock:/var/run/docker.sock"
+    config = step_config(RUN, job(), step("t", "go build", workdir=source, volumes=(socket,)),
+                         {}, "bridge", WORKER)
+    assert config["WorkingDir"] == source
+    assert config["HostConfig"]["Binds"] == [f"{volume_name(RUN, WORKER)}:/workspace",
+                                             f"{volume_name(RUN, WORKER)}:{source}", socket]
+    assert env_of(config)["CYCLONE_WORKSPACE"] == "/workspace"  # still there as well
+    plain = step_config(RUN, job(), step("t", "go build"), {}, "bridge", WORKER)
+    assert plain["WorkingDir"] == "/workspace"
+    assert plain["HostConfig"]["Binds"] == [f"{volume_name(RUN, WORKER)}:/workspace"]
+
+
 def test_a_step_whose_image_is_the_built_one_runs_the_runs_build() -> None:
     config = step_config(RUN, job(), step("run", "app", image=BUILT_IMAGE), {}, "bridge")
     assert config["Image"] == built_image(RUN)

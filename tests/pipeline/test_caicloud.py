@@ -38,7 +38,7 @@ def test_sections_become_jobs_in_the_fixed_order_each_needing_the_previous() -> 
     integration = result.plan.job("integration")
     assert integration.image == BUILT_IMAGE == "BUILT_IMAGE"  # defaults to the built image
     assert integration.steps[0].commands == ("go test",)
-    assert result.warnings == []
+    assert [w.path for w in result.warnings] == ["build"]  # not pushed: no project registry
 
 
 def test_missing_sections_are_skipped_in_the_chain() -> None:
@@ -109,8 +109,9 @@ def test_cluster_deploys_are_dropped_with_a_warning_and_runnable_ones_kept() -> 
     """
     result = load_cai(text)
     assert [str(w) for w in result.warnings] == [
-        "caicloud.yml:4: warning: deploy[0]: deploying to a cluster (caicloud) cannot run "
-        "here; entry dropped"]
+        "caicloud.yml:4: warning: deploy[0]: deploying to cluster 'cluster1_id' needs the "
+        "project's cluster setting of that name (cyclone project update NAME --cluster "
+        "cluster1_id=server=SECRET,token=SECRET); entry dropped"]
     deploy = result.plan.job("deploy")
     assert deploy.needs == ("post_build",)
     (step,) = deploy.steps
@@ -125,23 +126,26 @@ def test_a_deploy_section_with_only_cluster_entries_is_dropped() -> None:
           - {type: kubernetes, host: h, token: t, cluster: c, namespace: n, deployment: d}
     """)
     assert [job.name for job in result.plan.jobs] == ["integration"]
-    assert [str(w) for w in result.warnings] == [
-        "caicloud.yml:4: warning: deploy[0]: deploying to a cluster (kubernetes) cannot run "
-        "here; entry dropped"]
+    assert [w.path for w in result.warnings] == ["deploy[0]", "deploy[0].host",
+                                                 "deploy[0].token"]
+    assert "needs the project's cluster setting" in result.warnings[0].message
 
 
 def test_unsupported_container_keys_are_warnings() -> None:
     assert problems("""
-        pre_build:
+        post_build:
           image: golang
-          volumes: [".:/src"]
+          volumes: ["./sub:/src"]
           outputs: [app]
+          ports: ["8080:80"]
           commands: [go build]
     """) == [
-        "caicloud.yml:4: warning: pre_build.volumes[0]: '.:/src' is ignored: a relative path "
-        "cannot be mounted (the repository is in the workspace already)",
-        "caicloud.yml:5: warning: pre_build.outputs: 'outputs' is ignored: not supported by "
-        "this runner",
+        "caicloud.yml:4: warning: post_build.volumes[0]: './sub:/src' is ignored: a relative "
+        "path cannot be mounted (the repository is in the workspace already)",
+        "caicloud.yml:5: warning: post_build.outputs: 'outputs' is used in pre_build only; "
+        "ignored here",
+        "caicloud.yml:6: warning: post_build.ports: 'ports' is ignored: not supported by this "
+        "runner",
     ]
 
 
@@ -200,7 +204,8 @@ def test_a_file_without_sections() -> None:
 
 def test_a_file_whose_only_section_cannot_run_here() -> None:
     assert problems("deploy: [{cluster: c, deployment: d}]") == [
-        "caicloud.yml:1: no section can run here (only cluster deploy entries)",
-        "caicloud.yml:1: warning: deploy[0]: deploying to a cluster (caicloud) cannot run "
-        "here; entry dropped",
+        "caicloud.yml:1: no section can run here (each is left out: see the warnings)",
+        "caicloud.yml:1: warning: deploy[0]: deploying to cluster 'c' needs the project's "
+        "cluster setting of that name (cyclone project update NAME --cluster "
+        "c=server=SECRET,token=SECRET); entry dropped",
     ]

@@ -134,15 +134,17 @@ def label_filter(run_id: str | None, worker: str | None = None,
 def step_config(run_id: str, job: JobSpec, step: StepSpec, env: Mapping[str, str],
                 network_mode: str, worker: str = "",
                 host_cpus: float | None = None) -> dict[str, Any]:
-    """A step's container: its commands as one script for ``/bin/sh -c`` in the workspace,
+    """A step's container: its commands as one script for ``/bin/sh -c`` in the workspace
+    (also mounted at ``step.workdir``, then the working directory, when it has one),
     ``env`` (the job's and step's, merged by the caller) plus ``CYCLONE_WORKSPACE``;
     limited to ``job.resources`` (CPUs to at most ``host_cpus``, what the host has)."""
+    workdir = [f"{volume_name(run_id, worker)}:{step.workdir}"] if step.workdir else []
     config: dict[str, Any] = {
         "Image": _image(run_id, step.image),
         "Env": env_list({**env, "CYCLONE_WORKSPACE": WORKSPACE}),
-        "WorkingDir": WORKSPACE,
+        "WorkingDir": step.workdir or WORKSPACE,
         "Labels": labels(run_id, worker, job=job.name, step=step.name, role="step"),
-        "HostConfig": {"Binds": [_workspace_bind(run_id, worker), *step.volumes],
+        "HostConfig": {"Binds": [_workspace_bind(run_id, worker), *workdir, *step.volumes],
                        "NetworkMode": network_mode,
                        # read by attaching: a log driver would only write it to disk again
                        "LogConfig": _no_logs(),
