@@ -19,13 +19,20 @@ server would check them, with rollouts played out over successive reads.
   - ``refused``: every PATCH is answered 403 Forbidden.
 
   ``k8s.bad_images`` holds images whose rollouts stall whatever the scenario (only while
-  the template holds one, so an undo to a good image completes). ``k8s.outage`` holds
+  the template holds one, so an undo to a good image completes); ``k8s.crashing_images``
+  images whose pods crash: their rollouts stall and, from the third read, the progress
+  deadline is exceeded (as with ``exceeds``, and as a Deployment whose
+  ``progressDeadlineSeconds`` passed says of crash-looping pods). ``k8s.outage`` holds
   the numbers of requests (0 is the first) answered 503, as an API server restarting.
 * ``k8s.secrets()``: the ``KUBE_SERVER``/``KUBE_TOKEN``/``KUBE_CA`` secrets a target
   needs (keyword arguments replace or, given ``None``, drop one);
   ``other_ca_pem()`` a CA that did not sign the stand-in's certificate.
 * ``k8s.requests``: every request, as received (method, path, headers, parsed body),
-  also the refused ones; ``k8s.deployment("web").images`` what its template holds now.
+  also the refused ones; ``k8s.deployment("web").images`` what its template holds now,
+  ``.observed_images`` the template the controller has observed (what its newest pods
+  run), ``.rolled_out`` whether the status says that template's rollout is complete.
+* ``k8s.roll_out("web")``: the controller going on with nobody watching (as if read
+  again and again), until the rollout completes or, stalled, as far as it gets.
 
 What it checks (any other request is answered as the API server would refuse it, with a
 Kubernetes ``Status`` body): ``GET`` or ``PATCH`` of
@@ -85,11 +92,13 @@ class StandinDeployment:
     scenario: Scenario = "succeeds"
     generation: int = 1
     original: dict[str, str] = field(default_factory=dict)  # the images it was made with
+    observed_images: dict[str, str] = field(default_factory=dict)  # as of observedGeneration
     status: dict[str, Any] = field(default_factory=dict)
     reads: int = 0  # GETs since the template last changed
 
     def __post_init__(self) -> None:
         self.original = dict(self.images)
+        self.observed_images = dict(self.images)
         self.status = _status(1, self.replicas, self.replicas, self.replicas, self.replicas)
 
     def set_images(self, images: Mapping[str, str]) -> None:
@@ -100,20 +109,31 @@ class StandinDeployment:
             self.generation += 1
             self.reads = 0
 
-    def read(self, bad_images: set[str]) -> dict[str, Any]:
+    def read(self, bad_images: set[str], crashing_images: set[str]) -> dict[str, Any]:
         """The object as a GET returns it, the rollout one read further."""
-        self.status = self._advance(bad_images)
+        self.status = self._advance(bad_images, crashing_images)
+        if self.status["observedGeneration"] == self.generation:
+            self.observed_images = dict(self.images)
         self.reads += 1
         return self.manifest()
 
-    def _advance(self, bad_images: set[str]) -> dict[str, Any]:
+    @property
+    def rolled_out(self) -> bool:
+        """Whether the status says the template's rollout is complete (kubectl's test)."""
+        status, want = self.status, self.replicas
+        return bool(status["observedGeneration"] == self.generation
+                    and status["updatedReplicas"] == status["replicas"] == want
+                    and status["availableReplicas"] == want)
+
+    def _advance(self, bad_images: set[str], crashing_images: set[str]) -> dict[str, Any]:
         n, want = self.reads, self.replicas
         if self.generation == 1 or n == 0:  # not changed, or not observed yet
             return self.status
-        if self.stalls(bad_images):
+        crashing = bool(crashing_images.intersection(self.images.values()))
+        if crashing or self.stalls(bad_images):
             updated = min(n, want - 1)
             available = max(updated - 1, 0)
-            exceeded = self.scenario == "exceeds" and n >= 3
+            exceeded = (crashing or self.scenario == "exceeds") and n >= 3
             return _status(self.generation, want, updated, updated + want, available,
                            exceeded)
         updated, available = min(n, want), min(n - 1, want)
@@ -162,6 +182,7 @@ class K8sStandin:
     deployments: dict[tuple[str, str], StandinDeployment] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     bad_images: set[str] = field(default_factory=set)
+    crashing_images: set[str] = field(default_factory=set)
     outage: set[int] = field(default_factory=set)  # requests (0, 1...) answered 503
 
     def add(self, name: str, images: Mapping[str, str], *, namespace: str = "default",
@@ -172,6 +193,16 @@ class K8sStandin:
 
     def deployment(self, name: str, namespace: str = "default") -> StandinDeployment:
         return self.deployments[namespace, name]
+
+    def roll_out(self, name: str, namespace: str = "default") -> StandinDeployment:
+        """Let the controller go on with the rollout of the Deployment's template, with
+        nobody watching, until it is complete or (stalled) as far as it gets."""
+        deployment = self.deployment(name, namespace)
+        for _ in range(2 * deployment.replicas + 4):  # a rollout takes replicas + 2 reads
+            if deployment.rolled_out:
+                break
+            deployment.read(self.bad_images, self.crashing_images)
+        return deployment
 
     def secrets(self, **override: str | None) -> dict[str, str]:
         values: dict[str, str | None] = {"KUBE_SERVER": self.url, "KUBE_TOKEN": self.token,
@@ -231,7 +262,8 @@ def _deployment_handler(standin: K8sStandin) -> Any:
         if deployment is None:
             return _failure(404, "NotFound", f'deployments.apps "{name}" not found')
         if request.method == "GET":
-            return web.json_response(deployment.read(standin.bad_images))
+            return web.json_response(deployment.read(standin.bad_images,
+                                                     standin.crashing_images))
         return await _patch(request, deployment)
     return handle
 

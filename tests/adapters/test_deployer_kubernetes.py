@@ -1,11 +1,13 @@
 """The Kubernetes deployer against the Kubernetes API stand-in (``tests/k8s_standin.py``),
-over real HTTPS: what it asks of the API, and each outcome the port documents."""
+over real HTTPS: the Deployer contract (``tests/contracts/deployer.py``, with
+``KubernetesHarness``), what it asks of the API, and each outcome the port documents."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import ssl
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +17,17 @@ import pytest
 from shared.adapters.deployer.kubernetes import PATCH_TYPE, KubernetesDeployer
 from shared.errors import DeployerUnavailable
 from shared.pipeline.plan import KubernetesTarget
-from shared.ports.deployer import DeployOutcome, DeployStatus
+from shared.ports.deployer import Deployer, DeployOutcome, DeployStatus
 from shared.ports.executor import NO_REGISTRIES
+from tests.contracts.deployer import DeployerContract, DeployerHarness
 from tests.git_support import unused_port
-from tests.k8s_standin import K8sStandin, Recorded, k8s_fixture, other_ca_pem
+from tests.k8s_standin import (
+    K8sStandin,
+    Recorded,
+    StandinDeployment,
+    k8s_fixture,
+    other_ca_pem,
+)
 from tests.support import HANG_S, eventually
 
 __all__ = ["k8s_fixture"]  # the ``k8s`` fixture
@@ -73,6 +82,123 @@ def assert_no_token(token: str, texts: list[str], caplog: pytest.LogCaptureFixtu
     for record in caplog.records:
         assert token not in record.getMessage()
         assert token not in repr(vars(record))
+
+
+# -- the Deployer contract ------------------------------------------------------------
+
+APP = "registry.test/app"
+MANIFEST_IMAGE = f"{APP}:from-the-manifests"  # what the cluster's manifests created it with
+
+
+class KubernetesHarness(DeployerHarness):
+    """The contract's targets as Deployments in the stand-in (namespace "default", 3
+    replicas), each with two containers running one image, as an app and its queue
+    worker do; a target names no container, so a deploy sets (and an undo restores)
+    both.
+
+    A first deploy: Cyclone only patches Deployments, so ``create`` makes one as the
+    cluster's own manifests would, running ``MANIFEST_IMAGE``; that is the ``previous``
+    of the first deploy, and what a failing first deploy is rolled back to.
+
+    Images: good ones roll out; the failing one's pods crash, so the controller says
+    the progress deadline is exceeded (``k8s.crashing_images``) and the deploy sees it
+    without its timeout; the hanging one's rollout stalls (``k8s.bad_images``) until the
+    deploy's timeout.
+
+    What runs at a target is the image of the template the controller has observed (its
+    newest pods); pods of any other template the status still counts are left behind,
+    so a deploy that returns without waiting for its rollout (or its undo's) fails the
+    contract. A cancelled deploy sets the old images back and leaves their rollout to
+    the cluster (as ``KubernetesDeployer`` documents): ``after_cancel`` plays it out.
+    """
+
+    CONTAINERS = ("web", "worker")
+
+    def __init__(self, deployer: KubernetesDeployer, k8s: K8sStandin) -> None:
+        self._deployer = deployer
+        self.k8s = k8s
+        k8s.crashing_images.add(self.failing_image())
+        k8s.bad_images.add(self.hanging_image())
+
+    @property
+    def deployer(self) -> Deployer:
+        return self._deployer
+
+    @property
+    def secrets(self) -> Mapping[str, str]:
+        return self.k8s.secrets()
+
+    @property
+    def image_before_first_deploy(self) -> str:
+        return MANIFEST_IMAGE
+
+    @property
+    def never_healthy_timeout_s(self) -> float:
+        return STALL_S  # the stand-in starts nothing: a short wait sees a good rollout
+
+    async def create(self, name: str) -> None:
+        self.k8s.add(name, dict.fromkeys(self.CONTAINERS, MANIFEST_IMAGE), replicas=3)
+
+    def target(self, name: str, health_timeout_s: float = HANG_S) -> KubernetesTarget:
+        return KubernetesTarget(deployment=name, image="", timeout_s=health_timeout_s)
+
+    def good_image(self, version: int) -> str:
+        return f"{APP}@sha256:{version:064x}"
+
+    def failing_image(self) -> str:
+        return f"{APP}:crash-loops"
+
+    def hanging_image(self) -> str:
+        return f"{APP}:never-ready"
+
+    def _deployment(self, name: str) -> StandinDeployment | None:
+        return self.k8s.deployments.get(("default", name))
+
+    async def after_cancel(self, name: str) -> None:
+        self.k8s.roll_out(name)
+
+    async def running_image(self, name: str) -> str | None:
+        deployment = self._deployment(name)
+        if deployment is None:
+            return None
+        return deployment.observed_images[self.CONTAINERS[0]]
+
+    async def exists(self, name: str) -> bool:
+        return self._deployment(name) is not None
+
+    async def left_behind(self, name: str) -> list[str]:
+        """Containers of the template set to another image than the first one (half a
+        deploy or an undo), a template the controller has not observed yet, and pods of
+        an earlier template (or not yet available) that the status still counts."""
+        deployment = self._deployment(name)
+        if deployment is None:
+            return []
+        runs = deployment.images[self.CONTAINERS[0]]
+        left = [f"container {container} set to {image}"
+                for container, image in deployment.images.items() if image != runs]
+        status = deployment.status
+        if deployment.observed_images != deployment.images:
+            left.append(f"template {deployment.images} not observed yet: pods of "
+                        f"{deployment.observed_images} run")
+        elif not deployment.rolled_out:
+            left.append(f"rollout of {deployment.images} not complete: {status}")
+        return left
+
+    async def remove(self, name: str) -> None:
+        self.k8s.deployments.pop(("default", name), None)
+
+
+class TestKubernetesDeployer(DeployerContract):
+    @pytest.fixture
+    async def harness(self, k8s: K8sStandin) -> AsyncIterator[DeployerHarness]:
+        deployer = KubernetesDeployer(poll_s=POLL_S)
+        try:
+            yield KubernetesHarness(deployer, k8s)
+        finally:
+            await deployer.close()
+
+
+# -- Kubernetes only: the API calls, rollouts, credentials ------------------------------
 
 
 async def test_rollout_succeeds(k8s: K8sStandin, caplog: pytest.LogCaptureFixture) -> None:
@@ -140,6 +266,17 @@ async def test_exceeded_progress_deadline_is_rolled_back(k8s: K8sStandin) -> Non
 
     assert outcome.status is DeployStatus.ROLLED_BACK, outcome
     assert "progress deadline" in outcome.reason and "has timed out progressing" in outcome.reason
+    assert k8s.deployment("web").images == {"app": OLD}
+
+
+async def test_crashing_image_is_rolled_back_at_its_progress_deadline(k8s: K8sStandin) -> None:
+    k8s.add("web", {"app": OLD})
+    k8s.crashing_images.add(NEW)
+
+    outcome = await deploy(kube(), k8s.secrets(), Log())  # timeout: HANG_S
+
+    assert outcome.status is DeployStatus.ROLLED_BACK, outcome
+    assert "rollout exceeded its progress deadline" in outcome.reason, outcome
     assert k8s.deployment("web").images == {"app": OLD}
 
 

@@ -3,34 +3,45 @@
 Subclass ``DeployerContract`` in ``tests/adapters/test_deployer_<adapter>.py`` and
 provide the ``harness`` fixture: a ``DeployerHarness`` for the adapter's target (a Docker
 daemon, a Kubernetes API stand-in), which makes targets and images and reads back
-what runs where. The suite gives every test a fresh target name (``name``) and asks
-the harness to remove whatever was deployed under it afterwards.
+what runs where. The suite gives every test a fresh target name (``name``), has the
+harness make the target as it is before Cyclone's first deploy to it (Docker: nothing,
+the deploy creates the container; Kubernetes: a Deployment made by the cluster's own
+manifests, running ``image_before_first_deploy``), and asks the harness to remove
+whatever was deployed under it afterwards.
 
 What the suite checks, for every adapter:
 
-* a first deploy succeeds with ``previous`` "", and the target runs the image;
+* a first deploy succeeds with ``previous`` the image the target ran before ("" where
+  nothing ran), and the target runs the image;
 * a second deploy replaces it: ``previous`` is the first image, the target runs the
   new one, and nothing of the old one is left;
 * an image that fails (exits at once, crashes) is rolled back: the target runs the
   old image again, and the reason says what failed;
 * an image that runs but never becomes healthy is rolled back once the target's health
   timeout has passed;
-* a failing first deploy is FAILED and leaves nothing under the name;
+* a failing first deploy is FAILED and leaves nothing under the name, where a first
+  deploy creates the target (Docker); where the target exists beforehand (Kubernetes)
+  it is rolled back to the image the target was made with instead (``applies_where``
+  says which case is for which adapters, and why);
 * a deploy cancelled while it waits for the new version rolls it back before the
-  cancellation goes on;
+  cancellation goes on (where the target carries a rollback out by itself, as a
+  Kubernetes Deployment does, the harness's ``after_cancel`` lets it);
 * progress reaches ``on_log`` as stdout lines with UTC timestamps.
 
-Waits are on conditions with ``HANG_S`` deadlines: nothing asserts how fast.
+Waits are on conditions with ``HANG_S`` deadlines: nothing asserts how fast. (A
+never-healthy image is waited out for the harness's ``never_healthy_timeout_s``: that is
+how long the deploy waits, not a bound on anything.)
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 import pytest
 
@@ -38,9 +49,12 @@ from shared.ports.deployer import Deployer, DeployOutcome, DeployStatus, Target
 from shared.ports.executor import NO_REGISTRIES, Registries
 from tests.support import HANG_S, eventually
 
-__all__ = ["DeployLog", "DeployerContract", "DeployerHarness", "LoggedLine", "unique_name"]
+__all__ = ["DeployLog", "DeployerContract", "DeployerHarness", "LoggedLine", "applies_where",
+           "unique_name"]
 
 SHORT_HEALTH_TIMEOUT_S = 4.0  # for images that never become healthy: the wait's length
+
+_Test = TypeVar("_Test", bound=Callable[..., Coroutine[Any, Any, None]])
 
 
 def unique_name() -> str:
@@ -89,6 +103,33 @@ class DeployerHarness(abc.ABC):
     def registries(self) -> Registries:
         return NO_REGISTRIES
 
+    @property
+    def image_before_first_deploy(self) -> str:
+        """What a target runs before Cyclone's first deploy to it (``create``): "" where
+        that deploy creates what runs there (Docker: the container), else the image the
+        target was made with (Kubernetes: a Deployment only ever gets patched, and exists
+        with some image before it is first deployed to)."""
+        return ""
+
+    @property
+    def never_healthy_timeout_s(self) -> float:
+        """The health timeout of deploys of ``hanging_image``, which wait all of it: long
+        enough for the adapter to see a good image healthy (Docker: health checks)."""
+        return SHORT_HEALTH_TIMEOUT_S
+
+    async def create(self, name: str) -> None:
+        """Make the target named ``name`` as it is before Cyclone's first deploy to it,
+        running ``image_before_first_deploy``; nothing where that is ""."""
+        del name  # by default: nothing
+
+    async def after_cancel(self, name: str) -> None:
+        """What the target does by itself once a deploy to it was cancelled, before the
+        suite looks at it. Nothing where the deploy's undo is over when the cancellation
+        goes on (Docker: the old container runs again). Kubernetes: the deploy sets the
+        old images back and leaves their rollout to the cluster, so the harness has the
+        cluster carry it out (which only completes if the old images were set back)."""
+        del name  # by default: nothing
+
     @abc.abstractmethod
     def target(self, name: str, health_timeout_s: float = HANG_S) -> Target:
         """A target named ``name`` that waits at most ``health_timeout_s`` for health."""
@@ -99,7 +140,8 @@ class DeployerHarness(abc.ABC):
 
     @abc.abstractmethod
     def failing_image(self) -> str:
-        """An image that fails at once (it exits with an error): never healthy."""
+        """An image that fails by itself (it exits with an error, its pods crash): never
+        healthy, and the deploy sees so without waiting for its health timeout."""
 
     @abc.abstractmethod
     def hanging_image(self) -> str:
@@ -129,6 +171,29 @@ class DeployerHarness(abc.ABC):
                                           on_log if on_log is not None else DeployLog())
 
 
+def applies_where(applies: Callable[[DeployerHarness], bool],
+                  reason: str) -> Callable[[_Test], _Test]:
+    """A contract case only for the adapters whose harness ``applies`` holds for; the
+    others skip it, saying ``reason`` (why the case cannot hold for them by nature)."""
+    def decorate(test: _Test) -> _Test:
+        @functools.wraps(test)
+        async def only_where_it_applies(*args: Any, **kwargs: Any) -> None:
+            harness = kwargs["harness"]  # pytest passes fixtures by name
+            if not applies(harness):
+                pytest.skip(f"not for {type(harness).__name__}: {reason}")
+            await test(*args, **kwargs)
+        return cast(_Test, only_where_it_applies)
+    return decorate
+
+
+def _first_deploy_creates_the_target(harness: DeployerHarness) -> bool:
+    return harness.image_before_first_deploy == ""
+
+
+def _target_exists_before_the_first_deploy(harness: DeployerHarness) -> bool:
+    return not _first_deploy_creates_the_target(harness)
+
+
 class DeployerContract:
     @pytest.fixture
     async def harness(self) -> AsyncIterator[DeployerHarness]:
@@ -138,8 +203,11 @@ class DeployerContract:
     @pytest.fixture
     async def name(self, harness: DeployerHarness) -> AsyncIterator[str]:
         name = unique_name()
-        yield name
-        await harness.remove(name)
+        try:
+            await harness.create(name)
+            yield name
+        finally:
+            await harness.remove(name)
 
     async def test_a_first_deploy_succeeds(self, harness: DeployerHarness, name: str) -> None:
         image = harness.good_image(1)
@@ -147,7 +215,8 @@ class DeployerContract:
 
         outcome = await harness.deploy(name, image, logged)
 
-        assert outcome == DeployOutcome(DeployStatus.SUCCEEDED, previous=""), str(logged)
+        before = harness.image_before_first_deploy
+        assert outcome == DeployOutcome(DeployStatus.SUCCEEDED, previous=before), str(logged)
         assert await harness.running_image(name) == image
         assert await harness.left_behind(name) == []
         assert logged.lines, "a deploy says what it does"
@@ -189,7 +258,7 @@ class DeployerContract:
         assert (await harness.deploy(name, good)).status == DeployStatus.SUCCEEDED
 
         outcome = await harness.deploy(name, harness.hanging_image(),
-                                       health_timeout_s=SHORT_HEALTH_TIMEOUT_S)
+                                       health_timeout_s=harness.never_healthy_timeout_s)
 
         assert outcome.status == DeployStatus.ROLLED_BACK, outcome
         assert outcome.previous == good
@@ -197,6 +266,11 @@ class DeployerContract:
         assert await harness.running_image(name) == good
         assert await harness.left_behind(name) == []
 
+    @applies_where(_first_deploy_creates_the_target,
+                   "the target exists with an image before its first deploy (a Kubernetes "
+                   "Deployment, which a deploy patches and never creates), so a failing first "
+                   "deploy has that image to roll back to and never leaves nothing; see "
+                   "test_a_failing_first_deploy_is_rolled_back_to_what_the_target_was_made_with")
     async def test_a_failing_first_deploy_fails_and_leaves_nothing(
         self, harness: DeployerHarness, name: str
     ) -> None:
@@ -206,6 +280,24 @@ class DeployerContract:
         assert outcome.previous == ""
         assert outcome.reason
         assert not await harness.exists(name)
+        assert await harness.left_behind(name) == []
+
+    @applies_where(_target_exists_before_the_first_deploy,
+                   "a first deploy creates the target (a Docker container), so there is "
+                   "nothing to roll back to; see "
+                   "test_a_failing_first_deploy_fails_and_leaves_nothing")
+    async def test_a_failing_first_deploy_is_rolled_back_to_what_the_target_was_made_with(
+        self, harness: DeployerHarness, name: str
+    ) -> None:
+        before = harness.image_before_first_deploy
+        logged = DeployLog()
+
+        outcome = await harness.deploy(name, harness.failing_image(), logged)
+
+        assert outcome.status == DeployStatus.ROLLED_BACK, (outcome, str(logged))
+        assert outcome.previous == before
+        assert outcome.reason
+        assert await harness.running_image(name) == before
         assert await harness.left_behind(name) == []
 
     async def test_a_deploy_cancelled_while_waiting_is_rolled_back(
@@ -223,7 +315,9 @@ class DeployerContract:
         with pytest.raises(asyncio.CancelledError):
             await deploying
 
-        # The rollback was over before the cancellation went on: no waiting here.
+        # The rollback was done before the cancellation went on: no waiting here (the
+        # harness plays out only what the target does by itself, if anything).
+        await harness.after_cancel(name)
         assert await harness.running_image(name) == good
         assert await harness.left_behind(name) == []
 
