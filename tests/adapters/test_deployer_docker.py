@@ -41,9 +41,6 @@ from shared.adapters.deployer.docker_host_convert import (
     parse_port,
     port_config,
     previous_name,
-    pull_auth,
-    pull_reference,
-    registry_of,
     restart_policy,
 )
 from shared.errors import DeployerUnavailable
@@ -780,39 +777,3 @@ def test_healthcheck_durations_are_nanoseconds() -> None:
 ])
 def test_has_health_check(inspected: dict[str, Any], expected: bool) -> None:
     assert has_health_check(inspected) is expected
-
-
-@pytest.mark.parametrize(("reference", "registry"), [
-    ("alpine", "docker.io"),
-    ("alpine:3.20", "docker.io"),
-    ("library/alpine@sha256:" + "1" * 64, "docker.io"),
-    ("team/app:1", "docker.io"),
-    ("docker.io/team/app:1", "docker.io"),
-    ("ghcr.io/team/app@sha256:" + "1" * 64, "ghcr.io"),
-    ("registry:5000/app", "registry:5000"),
-    ("localhost/app:1", "localhost"),
-    ("127.0.0.1:5000/a/b/c:1", "127.0.0.1:5000"),
-    ("Registry/app", "Registry"),
-])
-def test_the_registry_of_a_reference_by_dockers_rule(reference: str, registry: str) -> None:
-    assert registry_of(reference) == registry
-
-
-def test_pull_auth_picks_the_login_of_the_images_registry() -> None:
-    logins = {"ghcr.io": RegistryAuth("me", "pat"), "index.docker.io": RegistryAuth("hub", "pw")}
-    assert pull_auth("ghcr.io/team/app:1", logins) == {
-        "username": "me", "password": "pat", "serveraddress": "ghcr.io"}
-    assert pull_auth("team/app:1", logins) == {
-        "username": "hub", "password": "pw", "serveraddress": "docker.io"}
-    assert pull_auth("quay.io/team/app:1", logins) is None
-
-
-@pytest.mark.parametrize(("reference", "expected"), [
-    ("alpine", "docker.io/library/alpine"),
-    ("alpine:3.20", "docker.io/library/alpine:3.20"),
-    ("team/app@sha256:" + "1" * 64, "docker.io/team/app@sha256:" + "1" * 64),
-    ("docker.io/team/app:1", "docker.io/team/app:1"),
-    ("ghcr.io/team/app:1", "ghcr.io/team/app:1"),
-])
-def test_pull_reference_spells_out_docker_hub(reference: str, expected: str) -> None:
-    assert pull_reference(reference) == expected

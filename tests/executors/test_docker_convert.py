@@ -34,7 +34,7 @@ from shared.adapters.executor.docker_convert import (
     volume_name,
     wants_sandbox,
 )
-from shared.adapters.executor.registry import (
+from shared.adapters.registry import (
     ImageRef,
     ProgressLog,
     auth_header,

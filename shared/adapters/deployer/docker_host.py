@@ -53,12 +53,11 @@ from shared.adapters.deployer.docker_host_convert import (
     has_health_check,
     next_name,
     previous_name,
-    pull_auth,
-    pull_reference,
-    registry_of,
     restart_policy,
 )
+from shared.adapters.executor.docker_images import ImageError, image_exists, pull
 from shared.adapters.executor.script import finish_shielded
+from shared.adapters.registry import credentials_for, parse_reference
 from shared.errors import DeployerUnavailable
 from shared.events import utc_now
 from shared.pipeline.plan import DockerTarget
@@ -217,24 +216,20 @@ class _Rollout:
     async def _pull(self) -> str:
         """Pull the image unless the host has it; what went wrong, or ""."""
         self.doing = f"looking up image {self.image}"
-        if await _exists(self.docker.images.inspect(self.image)):
+        if await image_exists(self.docker, self.image):
             return ""
-        auth = pull_auth(self.image, self.registries)
-        login = f" (logged in to {registry_of(self.image)})" if auth else ""
-        await self.say(f"pulling image {self.image}{login}")
+        try:
+            ref = parse_reference(self.image)
+        except ValueError as exc:
+            return f"could not pull image {self.image}: {exc}"
+        login = credentials_for(self.registries, ref.registry)
+        said = f" (logged in to {ref.registry})" if login else ""
+        await self.say(f"pulling image {self.image}{said}")
         self.doing = f"pulling image {self.image}"
         started = time.monotonic()
         try:
-            await self.docker.images.pull(pull_reference(self.image) if auth else self.image,
-                                          auth=auth)
-        except DockerError as exc:
-            if exc.status == 900:
-                raise
-            message = exc.message
-            if auth and auth["password"]:
-                message = message.replace(auth["password"], "***")
-            return f"could not pull image {self.image}: {message.strip()}"
-        except ValueError as exc:  # aiodocker refused the reference
+            await pull(self.docker, ref, self.registries)
+        except ImageError as exc:
             return f"could not pull image {self.image}: {exc}"
         await self.say(f"pulled image {self.image} in {time.monotonic() - started:.1f}s")
         return ""

@@ -1,8 +1,8 @@
 """The Docker-host deployer's translation: a ``DockerTarget`` into the container config
 Docker's Engine API takes (``POST /containers/create``), the names and labels of what a
-deploy makes, and which registry login pulls an image. Pure (no daemon, no I/O), so it
-is tested without one; ``docker_host.py`` does the talking (as the executor keeps
-``docker_convert`` apart from ``docker``).
+deploy makes. Pure (no daemon, no I/O), so it is tested without one; ``docker_host.py``
+does the talking (as the executor keeps ``docker_convert`` apart from ``docker``). Image
+references and registry logins are ``shared.adapters.registry``'s, as for the executor.
 
 * Labels: ``io.cyclone.deployed=1`` and ``io.cyclone.deploy.image=<reference>``. Never
   the executor's ``io.cyclone.managed`` / ``io.cyclone.run``: its cleanup removes all
@@ -29,10 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.pipeline.plan import DockerTarget
-from shared.ports.executor import Registries
 
 __all__ = [
-    "DOCKER_HUB",
     "HEALTH_INTERVAL_S",
     "HEALTH_PROBE_TIMEOUT_S",
     "HEALTH_RETRIES",
@@ -49,9 +47,6 @@ __all__ = [
     "parse_port",
     "port_config",
     "previous_name",
-    "pull_auth",
-    "pull_reference",
-    "registry_of",
     "restart_policy",
 ]
 
@@ -64,10 +59,6 @@ HEALTH_INTERVAL_S = 1.0  # how often a deployed container's health check runs
 HEALTH_PROBE_TIMEOUT_S = 10.0  # one probe running longer than this fails
 HEALTH_RETRIES = 3  # failed probes in a row (after the start period) make it unhealthy
 
-DOCKER_HUB = "docker.io"
-# What logins for Docker Hub are called (``docker login`` stores the last one).
-_HUB_NAMES = (DOCKER_HUB, "index.docker.io", "registry-1.docker.io",
-              "https://index.docker.io/v1/")
 _PROTOCOLS = ("tcp", "udp", "sctp")
 _RESTARTS = ("no", "always", "unless-stopped", "on-failure")
 _NS = 1_000_000_000  # Docker's durations are in nanoseconds
@@ -218,38 +209,3 @@ def container_config(target: DockerTarget, image: str) -> dict[str, Any]:
     if target.healthcheck:
         config["Healthcheck"] = healthcheck_config(target.healthcheck, target.health_timeout_s)
     return config
-
-
-# -- registries -------------------------------------------------------------------------
-
-
-def registry_of(reference: str) -> str:
-    """The registry an image reference names, by Docker's rule: the part before the first
-    ``/`` when it has a ``.`` or ``:``, is ``localhost`` or has capitals; else Docker Hub."""
-    name = reference.split("@", 1)[0]
-    first, slash, _ = name.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost"
-                  or first != first.lower()):
-        return first
-    return DOCKER_HUB
-
-
-def pull_auth(reference: str, registries: Registries) -> dict[str, str] | None:
-    """The login for the registry of ``reference`` (as the X-Registry-Auth JSON), if any."""
-    registry = registry_of(reference)
-    names = _HUB_NAMES if registry == DOCKER_HUB else (registry,)
-    for name in names:
-        auth = registries.get(name)
-        if auth is not None:
-            return {"username": auth.username, "password": auth.password,
-                    "serveraddress": registry}
-    return None
-
-
-def pull_reference(reference: str) -> str:
-    """``reference`` with its registry spelled out (``alpine`` -> ``docker.io/library/alpine``):
-    aiodocker takes the registry a login is for from the reference's first part."""
-    if registry_of(reference) != DOCKER_HUB or reference.startswith(DOCKER_HUB + "/"):
-        return reference
-    name = reference.split("@", 1)[0].split(":", 1)[0]
-    return f"{DOCKER_HUB}/{reference}" if "/" in name else f"{DOCKER_HUB}/library/{reference}"

@@ -106,13 +106,13 @@ from shared.adapters.executor.docker_images import (
     pull,
 )
 from shared.adapters.executor.docker_logs import AttachedReader, Cursor, read_logs
-from shared.adapters.executor.registry import parse_reference
 from shared.adapters.executor.script import (
     StepOutput,
     check_run_id,
     finish_shielded,
 )
 from shared.adapters.executor.source import CHUNK, SPOOL_BYTES, directory_archive
+from shared.adapters.registry import parse_reference
 from shared.errors import ExecutorError, ExecutorUnavailable
 from shared.events import utc_now
 from shared.pipeline.plan import BuildSpec, JobSpec, PromoteSpec, ServiceSpec, StepSpec

@@ -41,7 +41,8 @@ from aiodocker.exceptions import DockerError
 from aiodocker.jsonstream import json_stream_stream
 
 from shared.adapters.executor.docker_convert import build_params, built_image
-from shared.adapters.executor.registry import (
+from shared.adapters.executor.script import StepOutput
+from shared.adapters.registry import (
     ImageRef,
     ProgressLog,
     auth_header,
@@ -54,7 +55,6 @@ from shared.adapters.executor.registry import (
     redact,
     registry_config_header,
 )
-from shared.adapters.executor.script import StepOutput
 from shared.events import utc_now
 from shared.pipeline.plan import BuildSpec, PromoteSpec, StepSpec
 from shared.ports.executor import Registries, StepOutcome
