@@ -694,8 +694,12 @@ def explain(model: type[BaseModel], error: ErrorDetails, below: int = 0) -> tupl
     error's ``loc`` lead to where ``model`` was validated (e.g. 2 for ``("notify", 0, ...)``
     when ``model`` is the rule) and are left out."""
     full = tuple(error["loc"][below:])
-    loc = tuple(p for p in full if p not in _TAGS)
     kind_ = error["type"]
+    loc = tuple(p for p in full if p not in _TAGS)
+    if kind_ in ("missing", "extra_forbidden") and full:
+        # the last part is a key (the one missing, or the one written), whatever it says:
+        # a user's key may read like a union's tag ("<string>")
+        loc = (*(p for p in full[:-1] if p not in _TAGS), full[-1])
     if kind_ == "missing":
         return loc[:-1], f"missing required key '{loc[-1]}'"
     if kind_ == "extra_forbidden":

@@ -29,7 +29,9 @@ PIECES = [" ", ":", "- ", "\n", "  ", "[", "]", "{", "}", ",", "'", '"', "#", "&
           "jobs:", "steps:", "run:", "image:", "needs:", "on:", "push:", "branches:",
           "matrix:", "services:", "when:", "notify:", "timeout:", "retry:", "env:",
           "pre_build:", "build:", "post_build:", "integration:", "deploy:", "commands:",
-          "${{ matrix.x }}", "${X}", "BUILT_IMAGE", "\x00", "\ufeff", "\u00e9", "\t"]
+          "${{ matrix.x }}", "${X}", "BUILT_IMAGE", "\x00", "\ufeff", "\u00e9", "\t",
+          "registries:", "promote:", "docker:", "kubernetes:", "approval:", "tags:", "push:",
+          "${{ images.app }}", "${CYCLONE_SHORT_SHA}", "127.0.0.1:5000/a/b:c"]
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
                     st.floats(allow_nan=True), st.text(max_size=20),
@@ -37,15 +39,21 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
 KEYS = ["image", "steps", "run", "name", "needs", "services", "env", "when", "matrix",
         "timeout", "retry", "on", "push", "pull_request", "branches", "tags", "paths",
         "commands", "environment", "links", "context_dir", "dockerfile_name", "type",
-        "notify", "email", "webhook", "include", "exclude", "cron", "manual"]
+        "notify", "email", "webhook", "include", "exclude", "cron", "manual", "build",
+        "promote", "deploy", "docker", "kubernetes", "approval", "role", "tags", "push",
+        "container", "ports", "deployment", "registries", "username", "password"]
 keys = st.one_of(st.sampled_from(KEYS), st.text(max_size=8))
 values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=5)), max_leaves=25)
+# a step of each kind, its body arbitrary: the delivery keys' models reached more often
+delivery_steps = st.lists(st.fixed_dictionaries({}, optional={
+    k: values for k in ("name", "run", "build", "promote", "deploy", "image")}), max_size=3)
 jobs = st.dictionaries(st.text(min_size=1, max_size=10), st.one_of(
-    values, st.fixed_dictionaries({"image": scalars, "steps": values},
-                                  optional={k: values for k in KEYS[3:12]})), max_size=4)
+    values, st.fixed_dictionaries({"image": scalars, "steps": values | delivery_steps},
+                                  optional={k: values for k in (*KEYS[3:12], "environment",
+                                                                "approval")})), max_size=4)
 cyclone = st.fixed_dictionaries({"jobs": jobs}, optional={
-    "on": values, "env": values, "notify": values, "junk": values})
+    "on": values, "env": values, "notify": values, "junk": values, "registries": values})
 caicloud = st.fixed_dictionaries({}, optional={
     section: values for section in ("pre_build", "build", "post_build", "integration",
                                     "deploy")})

@@ -392,3 +392,13 @@ def test_diagnostics_carry_column_path_and_severity() -> None:
 ])
 def test_detect_format(file: str, text: str, expected: str) -> None:
     assert detect_format(text, file) == expected
+
+
+def test_a_key_that_reads_like_an_internal_tag_is_reported_not_a_crash() -> None:
+    # pydantic names a union's members in an error's location ("<string>", "<mapping>"):
+    # a key written that way must still be the key reported (the fuzzer found a crash)
+    found = lint('pre_build: {"<string>": 1, image: x, commands: ["true"]}\n', "caicloud.yml")
+    assert [d.message for d in found] == ["unknown key '<string>'"]
+    found = lint('jobs:\n  a:\n    "<mapping>": 1\n    steps: [{run: x, image: y}]\n',
+                 ".cyclone.yml")
+    assert [d.message for d in found] == ["unknown key '<mapping>'"]
