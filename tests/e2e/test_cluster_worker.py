@@ -21,7 +21,7 @@ from services.workermanager.logship import LogShipper
 from shared import events as ev
 from shared.adapters.bus.kafka import KafkaBus
 from shared.adapters.eventstore.sqlite import SqliteEventStore
-from shared.adapters.executor.docker_convert import LABEL_RUN, LABEL_WORKER
+from shared.adapters.executor.docker_convert import LABEL_ROLE, LABEL_RUN, LABEL_WORKER
 from shared.errors import StoreError
 from shared.events import NewEvent, RecordedEvent, utc_now
 from shared.ports.bus import TOPIC_LOGS
@@ -120,12 +120,12 @@ async def api_of() -> AsyncIterator[Any]:
         await session.close()
 
 
-async def containers_of(run_id: str, worker: str) -> list[str]:
+async def containers_of(run_id: str, worker: str, role: str = "") -> list[str]:
     """The run's containers created by the worker process ``worker`` (of this cluster:
-    the label holds its home too)."""
-    selector = {"label": [f"{LABEL_RUN}={run_id}"]}
+    the label holds its home too); only those of ``role`` (e.g. "step") when given."""
+    wanted = [f"{LABEL_RUN}={run_id}", *([f"{LABEL_ROLE}={role}"] if role else [])]
     async with aiodocker.Docker() as docker:
-        found = await docker.containers.list(all=True, filters=json.dumps(selector))
+        found = await docker.containers.list(all=True, filters=json.dumps({"label": wanted}))
     return [c["Names"][0].lstrip("/") for c in found
             if c["Labels"].get(LABEL_WORKER, "").startswith(f"{worker}@")]
 
@@ -141,6 +141,9 @@ async def test_a_worker_started_again_after_a_crash_reaps_what_it_left(
         run_id = await api.start_run(git_server, pipeline(AT_THE_GATE))
         first = await eventually(lambda: api.running_on(run_id, 1), timeout=60,
                                  what="the first attempt runs")
+        # Its step's container, not only its start: the job prepares the workspace first.
+        await eventually(lambda: containers_of(run_id, first, role="step"), timeout=60,
+                         what="the first attempt's step container")
         cluster[first].kill()  # SIGKILL: its step container goes on, nobody removes it
         other = "w2" if first == "w1" else "w1"
         await eventually(lambda: api.running_on(run_id, 2),
