@@ -51,6 +51,9 @@ class Settings:
     # CYCLONE_SECRET_KEY: base64 32-byte keys, comma-separated (the first encrypts); "":
     # the key file $CYCLONE_HOME/secret.key (shared.secretbox)
     secret_key: str = field(default="", repr=False)
+    # CYCLONE_UI_DIST: the built web UI the api serves; None: the one in the package
+    # (services/api/web/dist, built by `make ui`)
+    ui_dist: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -82,6 +85,8 @@ class Settings:
             server=env.get("CYCLONE_SERVER", ""),
             token=env.get("CYCLONE_TOKEN", ""),
             secret_key=env.get("CYCLONE_SECRET_KEY", ""),
+            ui_dist=Path(env["CYCLONE_UI_DIST"]).expanduser() if env.get("CYCLONE_UI_DIST")
+            else None,
         )
 
     def require_infra(self) -> Infra:

@@ -138,6 +138,10 @@ _VIEW_RUN, _DEVELOP_RUN, _MAINTAIN_RUN = (
 # (method, route) -> what it needs. HEAD is checked as GET.
 ROUTES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/healthz"): _OPEN,
+    # the web UI's files (services/api/ui.py): the app's API calls carry the credentials
+    ("GET", "/"): _OPEN,
+    ("GET", "/assets/{path}"): _OPEN,
+    ("GET", "/{path}"): _OPEN,
     ("GET", "/metrics"): _OPEN,
     ("GET", "/api/v1/openapi.json"): _OPEN,
     ("POST", "/api/v1/hooks/{provider}/{project}"): _OPEN,  # signed by the forge instead
@@ -159,6 +163,7 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("PATCH", "/api/v1/projects/{name}"): _MAINTAIN_PROJECT,
     ("DELETE", "/api/v1/projects/{name}"): _ADMIN,
     ("GET", "/api/v1/projects/{name}/members"): _VIEW_PROJECT,
+    ("GET", "/api/v1/projects/{name}/badge.svg"): _VIEW_PROJECT,  # anonymous too: public reads
     ("PUT", "/api/v1/projects/{name}/members/{user}"): _ADMIN,
     ("DELETE", "/api/v1/projects/{name}/members/{user}"): _ADMIN,
     ("GET", "/api/v1/projects/{name}/secrets"): _MAINTAIN_PROJECT,  # names and dates
@@ -177,6 +182,7 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/api/v1/runs/{id}/events"): _VIEW_RUN,
     ("GET", "/api/v1/runs/{id}/logs"): _VIEW_RUN,
     ("GET", "/api/v1/runs/{id}/logs/ws"): _VIEW_RUN,
+    ("GET", "/api/v1/runs/{id}/logs/search"): _VIEW_RUN,
     ("POST", "/api/v1/runs/{id}/cancel"): _DEVELOP_RUN,
     ("POST", "/api/v1/runs/{id}/rerun"): _DEVELOP_RUN,
     ("POST", "/api/v1/runs/{id}/approve"): _MAINTAIN_RUN,  # a pull request from a fork

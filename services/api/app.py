@@ -9,8 +9,9 @@ are fed by; the app starts serving once the tails are open.
 
 ``build_app(ctx) -> web.Application``: the routes and middlewares over a given context,
 with nothing started: what ``create_app`` builds on, and what tests serve over parts
-of their own. Middlewares: errors as JSON first (so even auth failures are JSON), then
-access (``services.api.access``: who makes the request, and whether their role allows it).
+of their own; the web UI (``services.api.ui``) is served from ``ctx.ui_dist``.
+Middlewares: errors as JSON first (so even auth failures are JSON), then access
+(``services.api.access``: who makes the request, and whether their role allows it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from aiohttp import web
 
 from services.api.access import Principal, Scope, access_middleware
 from services.api.auth import identify
-from services.api.context import CONTEXT, ApiContext
+from services.api.badge import badge_routes
+from services.api.context import CONTEXT, UI_DIST, ApiContext
 from services.api.delivery import delivery_routes
 from services.api.errors import error_middleware
 from services.api.live import LiveRuns
@@ -34,6 +36,7 @@ from services.api.readmodel import GROUP, RunsReadModel
 from services.api.runs import run_routes
 from services.api.secrets import migrate_env, secret_routes
 from services.api.streams import stream_routes
+from services.api.ui import security_headers, ui_routes
 from services.api.users import user_routes
 from services.api.webhooks import webhook_routes
 from shared import events as ev
@@ -50,7 +53,8 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
     live = LiveRuns(ports.bus, ports.store)
     readmodel = RunsReadModel(store=ports.store)  # its views are opened at start
     ctx = ApiContext(store=ports.store, readmodel=readmodel, public_read=settings.public_read,
-                     live=live)
+                     live=live, max_parallel_jobs=settings.max_parallel_jobs,
+                     ui_dist=settings.ui_dist or UI_DIST)
     app = build_app(ctx, ready=ports.ready, events_appended=lambda: ports.store.appended_total)
 
     async def run_views(app: web.Application) -> AsyncIterator[None]:
@@ -113,6 +117,7 @@ def build_app(ctx: ApiContext, *, ready: Callable[[], Awaitable[object]] | None 
                       middlewares=[error_middleware,
                                    access_middleware(who, project_of, ctx.public_read)])
     app[CONTEXT] = ctx
+    app.on_response_prepare.append(security_headers)
     app.add_routes([
         web.get("/api/v1/openapi.json", _openapi),
         *project_routes(),
@@ -123,6 +128,8 @@ def build_app(ctx: ApiContext, *, ready: Callable[[], Awaitable[object]] | None 
         *notification_routes(),
         *user_routes(),
         *secret_routes(),
+        *badge_routes(),
+        *ui_routes(),  # its catch-all leaves /api/ out, so later routes (logs) still match
     ])
     return app
 

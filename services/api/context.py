@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
@@ -14,7 +15,10 @@ from shared.projections.runs import RunView
 from shared.runstream import load_run
 from shared.secrets import SecretStore
 
-__all__ = ["CONTEXT", "ApiContext"]
+__all__ = ["CONTEXT", "UI_DIST", "ApiContext"]
+
+# The web UI as `make ui` builds it (services/api/web: Vue + Vite), shipped in the package.
+UI_DIST = Path(__file__).resolve().parent / "web" / "dist"
 
 
 @dataclass
@@ -25,6 +29,10 @@ class ApiContext:
     max_body: int = 25 * 1024 * 1024
     live: LiveRuns | None = None  # what push streams are fed by (none: they answer 503)
     secrets: SecretStore | None = None  # opened with its key at start (none: 503)
+    ui_dist: Path = UI_DIST  # the built web UI served at / (missing: / answers 503)
+    # the event manager's per-run limit (CYCLONE_MAX_PARALLEL_JOBS), to say why a job
+    # waits (0: not known)
+    max_parallel_jobs: int = 0
 
     # who makes requests: read from the store (so every replica sees each change)
     tokens: Tokens = field(init=False)

@@ -84,6 +84,7 @@ def openapi_document() -> dict[str, Any]:
     project, run, token, user = [_path("name")], [_path("id")], [_path("id")], [_path("user")]
     schemas: dict[str, Any] = {"Error": _ERROR}
     logs_query = [_path("id"), _query("follow"), _query("from", "integer")]
+    window = [_query("limit", "integer"), _query("job"), _query("step")]
     return {
         "openapi": "3.1.0",
         "info": {"title": "Cyclone", "version": "1",
@@ -97,6 +98,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
         "paths": {
+            **_ui_paths(),
             "/healthz": {"get": _op("Liveness and readiness", 200, errors=())},
             "/metrics": {"get": _op("Prometheus metrics", 200, content="text/plain",
                                     errors=())},
@@ -127,8 +129,9 @@ def openapi_document() -> dict[str, Any]:
                            params=[_query("project"), _query("status"), _query("branch"),
                                    _query("limit", "integer"), _query("cursor")]),
             },
-            "/api/v1/runs/{id}": {"get": _op("Show a run: jobs, steps, timings", 200,
-                                             params=run)},
+            "/api/v1/runs/{id}": {"get": _op(
+                "Show a run: jobs, steps, timings, and what waits and why", 200, params=run,
+                description=_WAITING)},
             "/api/v1/runs/{id}/cancel": {"post": _op("Cancel a run", 202, params=run,
                                                      errors=(401, 404, 409))},
             "/api/v1/runs/{id}/approve": {"post": _op(
@@ -168,10 +171,23 @@ def openapi_document() -> dict[str, Any]:
                 "event run with the run's summary, id = the event's position; opens with "
                 "event ready (resume with Last-Event-ID)", 200, params=[_query("project")],
                 content="text/event-stream", errors=(400, 401))},
-            "/api/v1/runs/{id}/logs": {"get": _op(
+            "/api/v1/runs/{id}/logs": {"get": _with_lines(_op(
                 "Log lines as NDJSON; with follow=1 Server-Sent Events until the run ends "
-                "(resume with Last-Event-ID)", 200, params=logs_query,
-                content="application/x-ndjson")},
+                "(resume with Last-Event-ID)", 200, params=[*logs_query, *window],
+                content="application/x-ndjson", errors=(400, 401, 404),
+                description="A window: from=N&limit=M (M up to 10,000), job= and step= keep "
+                            "one job's (step's) lines; for the history only (400 with "
+                            "follow). X-Cyclone-Log-Lines: the lines stored."))},
+            "/api/v1/runs/{id}/logs/search": {"get": _with_lines(_op(
+                "Find the log lines holding a text: {matches: [line], next, scanned, total}",
+                200, params=[*run, {**_query("q"), "required": True}, _query("from", "integer"),
+                             _query("limit", "integer"), _query("job"), _query("step")],
+                errors=(400, 401, 404),
+                description="Case-insensitive, ANSI escapes ignored; at most limit matches "
+                            "(default 100, up to 1,000), from index from on. next: the from "
+                            "to go on with (null: the end of the stored log was reached); a "
+                            "request reads at most 1,000,000 lines, so next may come with no "
+                            "match."))},
             "/api/v1/runs/{id}/logs/ws": {"get": _op("Log lines over a websocket", 101,
                                                      params=logs_query)},
             "/api/v1/hooks/{provider}/{project}": {"post": _op(
@@ -216,6 +232,13 @@ def openapi_document() -> dict[str, Any]:
                 "delete": _op("Remove a user and revoke their tokens (admin)", 204,
                               params=user),
             },
+            "/api/v1/projects/{name}/badge.svg": {"get": _op(
+                "A status badge (SVG) of the latest run of a branch (the default branch "
+                "when none is given): passing, failing, running, ...", 200,
+                params=[*project, _query("branch")], content="image/svg+xml",
+                errors=(400, 401, 404),
+                description="Readable by the project's viewers, by anyone when reads are "
+                            "public (CYCLONE_PUBLIC_READ). Cache-Control: no-cache.")},
             "/api/v1/projects/{name}/members": {"get": _op(
                 "The project's users and their roles", 200, params=project)},
             "/api/v1/projects/{name}/members/{user}": {
@@ -225,6 +248,40 @@ def openapi_document() -> dict[str, Any]:
                               params=[*project, *user]),
             },
         },
+    }
+
+
+_WAITING = (
+    "`waiting`: [{kind, text, job, since, on, role, deadline}], one per waiting thing (the "
+    "run until it is planned, then each pending or queued job), in words (`text`). kind: "
+    "approval (a fork's pull request; role: who may approve), slots (its project's "
+    "max_concurrent_runs are held by the runs in `on`), queue (older runs in `on` go "
+    "first), admission, checkout, plan, cancel; for a job: needs (the jobs in `on` have not "
+    "ended), job_approval (role, deadline), parallel (the run's most jobs at once), ready, "
+    "worker (queued since `since`).")
+
+
+def _with_lines(op: dict[str, Any]) -> dict[str, Any]:
+    """``op`` whose answer says how many lines the run's log holds."""
+    op["responses"]["200"]["headers"] = {"X-Cyclone-Log-Lines": {
+        "description": "the lines the log store holds for the run",
+        "schema": {"type": "integer"}}}
+    return op
+
+
+def _ui_paths() -> dict[str, Any]:
+    """The web UI's files (services/api/ui.py), open to all."""
+    path = [_path("path")]
+    return {
+        "/": {"get": _op("The web UI (index.html); 503 until it is built (make ui)", 200,
+                         content="text/html", errors=(503,))},
+        "/assets/{path}": {"get": _op("A file of the web UI's build, cached for good (its "
+                                      "name holds its hash)", 200, params=path,
+                                      content="*/*", errors=(404, 503))},
+        "/{path}": {"get": _op("Any other path outside /api/ (/healthz, /metrics): a file at "
+                               "the root of the UI's build, else index.html (the app's "
+                               "router shows the page)", 200, params=path, content="*/*",
+                               errors=(404, 503))},
     }
 
 

@@ -16,11 +16,12 @@ from services.api.commands import (
 from services.api.context import CONTEXT, ApiContext
 from services.api.errors import ApiError, read_json
 from services.api.models import RunApprove, RunCreate
-from services.api.projects import require_project
+from services.api.projects import get_project, require_project
 from services.api.streams import follow_run_events, seq_param, wants_stream
 from shared import events as ev
 from shared.events import decode, run_stream
 from shared.projections.runs import RunView
+from shared.projections.waiting import Wait, waits_for_admission, why_waiting
 from shared.status import RUN_DONE
 
 __all__ = ["run_routes"]
@@ -76,8 +77,25 @@ async def _list(request: web.Request) -> web.Response:
 
 
 async def _show(request: web.Request) -> web.Response:
-    return web.json_response((await _run(request.app[CONTEXT],
-                                         request.match_info["id"])).to_json())
+    """The run's view, and ``waiting``: what of it waits, and why (``waiting.py``)."""
+    ctx = request.app[CONTEXT]
+    run = await _run(ctx, request.match_info["id"])
+    shown = run.to_json()
+    shown["waiting"] = [wait.to_json() for wait in await _waiting(ctx, run)]
+    return web.json_response(shown)
+
+
+async def _waiting(ctx: ApiContext, run: RunView) -> list[Wait]:
+    """``why_waiting`` with the project's limit and unfinished runs, read only for a run
+    that waits to be admitted (the only wait they explain)."""
+    limit, others = 0, []
+    if run.project and waits_for_admission(run):
+        project = await get_project(ctx.store, run.project)
+        limit = project.max_concurrent_runs if project is not None else 0
+        if limit > 0:
+            others = await ctx.readmodel.views.unfinished(run.project)
+    return why_waiting(run, others, max_concurrent_runs=limit,
+                       max_parallel_jobs=ctx.max_parallel_jobs)
 
 
 async def _cancel(request: web.Request) -> web.Response:

@@ -4,7 +4,15 @@ Routes (``log_routes``; the API app mounts them and authenticates them):
 
 * ``GET /api/v1/runs/{id}/logs`` -- the stored lines as ``application/x-ndjson``, one
   ``{"i", "job", "step", "stream", "ts", "text"}`` object a line. ``?from=N`` starts at
-  index N.
+  index N; ``limit=M`` (1 to 10,000) makes it a window of at most M lines, ``job=J`` and
+  ``step=S`` keep that job's (step's) lines (``window.py``). ``X-Cyclone-Log-Lines`` says
+  how many lines the store holds for the run (as the answer starts).
+* ``GET /api/v1/runs/{id}/logs/search?q=TEXT`` -- JSON ``{"matches": [line, ...],
+  "next", "scanned", "total"}``: the lines from ``from`` on whose text holds TEXT
+  (case-insensitive, ANSI escapes ignored), at most ``limit`` (default 100, at most
+  1,000); ``next`` is the ``from`` to go on with, null once the stored log's end was
+  reached (a request reads at most ``window.SCAN_LINES`` lines: ``next`` may come with
+  no match). ``job=`` and ``step=`` as above.
 * the same with ``?follow=1`` or ``Accept: text/event-stream`` -- Server-Sent Events:
   ``id: <i>`` / ``event: line`` / ``data: <object>`` per line, live, until the run has
   ended and every line it logged is delivered; then ``event: end`` with
@@ -16,8 +24,9 @@ Routes (``log_routes``; the API app mounts them and authenticates them):
 * ``GET /api/v1/runs/{id}/logs/ws`` -- the same lines as websocket text messages, then
   ``{"end": "<status>"}`` (and ``"missing"``) and a normal close.
 
-An unknown run is a 404 ``{"error": "not_found", ...}``; a malformed ``from`` or
-``Last-Event-ID`` a 400 ``{"error": "bad_request", ...}``.
+An unknown run is a 404 ``{"error": "not_found", ...}``; a malformed ``from``,
+``Last-Event-ID``, ``limit`` or ``q`` a 400 ``{"error": "bad_request", ...}`` naming it
+(``limit``, ``job`` and ``step`` are for the history: with ``follow`` they are a 400 too).
 
 Every route reads the log store in chunks (``LogServer.chunks`` / ``follow_chunks``)
 and writes a chunk in one write, awaiting the transport's drain, so memory stays
@@ -48,12 +57,14 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from services.logserver.service import LogServer
+from services.logserver.window import Window, parse_search, parse_window, search
 from shared.errors import CycloneError
 from shared.keys import CHECKOUT
 from shared.ports.logstore import StoredLine
 from shared.projections.runs import RunView
 
-__all__ = ["END_GRACE_S", "KEEPALIVE_S", "WS_HEARTBEAT_S", "RunLookup", "line_json", "log_routes"]
+__all__ = ["END_GRACE_S", "KEEPALIVE_S", "LINES_HEADER", "WS_HEARTBEAT_S", "RunLookup",
+           "line_json", "log_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +73,7 @@ RunLookup = Callable[[str], Awaitable[RunView | None]]
 
 KEEPALIVE_S = 15.0  # SSE comment after this much silence
 END_GRACE_S = 60.0  # a done run's stream gives up on missing lines after this long
+LINES_HEADER = "X-Cyclone-Log-Lines"  # the lines the store holds for the run
 WS_HEARTBEAT_S = 30.0  # websocket ping interval; a peer that misses a pong is dropped
 RETRY_MS = 2000  # tells an EventSource how long to wait before reconnecting
 
@@ -78,6 +90,7 @@ def log_routes(server: LogServer, runs: RunLookup, *, keepalive_s: float = KEEPA
     return [
         web.get("/api/v1/runs/{id}/logs", handlers.logs, allow_head=False),
         web.get("/api/v1/runs/{id}/logs/ws", handlers.websocket, allow_head=False),
+        web.get("/api/v1/runs/{id}/logs/search", handlers.search, allow_head=False),
     ]
 
 
@@ -191,14 +204,15 @@ class _Handlers:
                   or "text/event-stream" in request.headers.get("Accept", ""))
         try:
             start = _start_index(request, resume=follow)
+            window = _history_only(request, follow, parse_window(request.query, start))
         except ValueError as exc:
-            return web.json_response({"error": "bad_request", "detail": str(exc)}, status=400)
+            return _bad_request(exc)
         resp = web.StreamResponse(headers={"Cache-Control": "no-cache"})
         try:
             if follow:
                 await self._sse(request, resp, run, start)
             else:
-                await self._history(request, resp, run.id, start)
+                await self._history(request, resp, run.id, window)
         except ConnectionResetError:
             pass  # the client went away mid-stream
         except CycloneError as exc:
@@ -207,14 +221,34 @@ class _Handlers:
         return resp
 
     async def _history(self, request: web.Request, resp: web.StreamResponse, run_id: str,
-                       start: int) -> None:
+                       window: Window) -> None:
         resp.content_type = "application/x-ndjson"
+        resp.headers[LINES_HEADER] = str(await self.server.logs.count(run_id))
         await resp.prepare(request)
-        async with contextlib.aclosing(self.server.chunks(run_id, start)) as chunks:
-            async for chunk in chunks:
-                # write() awaits the transport's drain past 64 KiB: memory stays flat
-                await resp.write("".join(line_json(s) + "\n" for s in chunk).encode())
+        async with contextlib.aclosing(self.server.chunks(run_id, window.start)) as chunks:
+            async with contextlib.aclosing(window.lines(chunks)) as lines:
+                async for chunk in lines:
+                    # write() awaits the transport's drain past 64 KiB: memory stays flat
+                    await resp.write("".join(line_json(s) + "\n" for s in chunk).encode())
         await resp.write_eof()
+
+    async def search(self, request: web.Request) -> web.Response:
+        """The lines holding a text (``window.search``), for a viewer to jump to."""
+        run = await self.runs(request.match_info["id"])
+        if run is None:
+            return _not_found(request.match_info["id"])
+        try:
+            needle, start, limit, only = parse_search(request.query)
+        except ValueError as exc:
+            return _bad_request(exc)
+        total = await self.server.logs.count(run.id)
+        async with contextlib.aclosing(self.server.chunks(run.id, start)) as chunks:
+            page = await search(chunks, needle, only, limit)
+        matches = ",".join(line_json(s) for s in page.matches)
+        tail = _encode({"next": page.next, "scanned": page.scanned, "total": total})
+        return web.Response(text=f'{{"matches":[{matches}],{tail[1:]}',
+                            content_type="application/json",
+                            headers={"Cache-Control": "no-cache", LINES_HEADER: str(total)})
 
     async def _sse(self, request: web.Request, resp: web.StreamResponse, run: RunView,
                    start: int) -> None:
@@ -247,7 +281,7 @@ class _Handlers:
         try:
             start = _start_index(request, resume=False)
         except ValueError as exc:
-            return web.json_response({"error": "bad_request", "detail": str(exc)}, status=400)
+            return _bad_request(exc)
         ws = web.WebSocketResponse(heartbeat=self.heartbeat_s)
         await ws.prepare(request)
         # Someone must read the socket: that is where pongs and the peer's close arrive.
@@ -307,6 +341,20 @@ def _index(raw: str, name: str) -> int:
 def _gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
+
+
+def _history_only(request: web.Request, follow: bool, window: Window) -> Window:
+    """``window``, unless it is asked of a live stream (which has no window)."""
+    if follow:
+        for name in ("limit", "job", "step"):
+            if name in request.query:
+                raise ValueError(f"{name}: for the history only, not with follow (a live "
+                                 "stream sends every line)")
+    return window
+
+
+def _bad_request(exc: ValueError) -> web.Response:
+    return web.json_response({"error": "bad_request", "detail": str(exc)}, status=400)
 
 
 def _not_found(run_id: str) -> web.Response:

@@ -69,6 +69,7 @@ class JobView:
     steps: tuple[StepView, ...] = ()
     worker: str = ""
     executor: str = ""
+    queued_at: str = ""  # when it was last queued for a worker (why it waits: waiting.py)
     started_at: str = ""
     finished_at: str = ""
     duration_s: float | None = None
@@ -117,6 +118,7 @@ class RunView:
     duration_s: float | None = None
     cancel_requested: bool = False
     checkout: CheckoutState = CheckoutState.NONE
+    checkout_queued_at: str = ""  # when its checkout was queued for a worker
     log_lines: int = 0  # lines the run's steps and checkout logged, as its events report
     reason: str = ""
     secrets_withheld: str = ""  # why the run's steps get no secret; "": they may
@@ -254,7 +256,7 @@ def _requested(run: RunView, e: ev.RunRequested, ts: str) -> RunView:
 
 
 def _checkout_queued(run: RunView, e: ev.CheckoutQueued, ts: str) -> RunView:
-    return replace(run, checkout=CheckoutState.QUEUED)
+    return replace(run, checkout=CheckoutState.QUEUED, checkout_queued_at=ts)
 
 
 def _source_resolved(run: RunView, e: ev.RunSourceResolved, ts: str) -> RunView:
@@ -275,10 +277,11 @@ def _planned(run: RunView, e: ev.RunPlanned, ts: str) -> RunView:
 def _job_queued(run: RunView, e: ev.JobQueued, ts: str) -> RunView:
     job = run.job(e.job)
     if job is None or not job.attempt:
-        return _with_job(run, e.job, status=JobStatus.QUEUED)
+        return _with_job(run, e.job, status=JobStatus.QUEUED, queued_at=ts)
     # Queued again after its worker was lost: the next attempt starts from scratch.
     fresh = tuple(StepView(name=s.name) for s in job.steps)
-    return _with_job(run, e.job, status=JobStatus.QUEUED, steps=fresh, worker="", started_at="")
+    return _with_job(run, e.job, status=JobStatus.QUEUED, steps=fresh, worker="", started_at="",
+                     queued_at=ts)
 
 
 def _job_started(run: RunView, e: ev.JobStarted, ts: str) -> RunView:

@@ -32,6 +32,9 @@ from shared.projections.users import USERS_STREAM
 LEVELS = ("anonymous", "outsider", "viewer", "developer", "maintainer", "admin")
 EXPECTED = {
     ("GET", "/healthz"): "anonymous",
+    ("GET", "/"): "anonymous",
+    ("GET", "/assets/{path}"): "anonymous",
+    ("GET", "/{path}"): "anonymous",
     ("GET", "/metrics"): "anonymous",
     ("GET", "/api/v1/openapi.json"): "anonymous",
     ("POST", "/api/v1/hooks/{provider}/{project}"): "anonymous",
@@ -52,6 +55,7 @@ EXPECTED = {
     ("PATCH", "/api/v1/projects/{name}"): "maintainer",
     ("DELETE", "/api/v1/projects/{name}"): "admin",
     ("GET", "/api/v1/projects/{name}/members"): "viewer",
+    ("GET", "/api/v1/projects/{name}/badge.svg"): "viewer",
     ("PUT", "/api/v1/projects/{name}/members/{user}"): "admin",
     ("DELETE", "/api/v1/projects/{name}/members/{user}"): "admin",
     ("GET", "/api/v1/projects/{name}/secrets"): "maintainer",
@@ -70,6 +74,7 @@ EXPECTED = {
     ("GET", "/api/v1/runs/{id}/events"): "viewer",
     ("GET", "/api/v1/runs/{id}/logs"): "viewer",
     ("GET", "/api/v1/runs/{id}/logs/ws"): "viewer",
+    ("GET", "/api/v1/runs/{id}/logs/search"): "viewer",
     ("POST", "/api/v1/runs/{id}/cancel"): "developer",
     ("POST", "/api/v1/runs/{id}/rerun"): "developer",
     ("POST", "/api/v1/runs/{id}/approve"): "maintainer",
@@ -161,6 +166,7 @@ def _path(route: str, w: World) -> str:
             .replace("{provider}", "github").replace("{project}", "demo")
             .replace("{user}", "victim").replace("{secret}", "DEPLOY_TOKEN")
             .replace("{job}", "deploy").replace("{env}", "production")
+            .replace("{path}", "runs/index.js")
             .replace("{id}", w.ids["token:victim"] if "/tokens/" in template
                      else w.ids["test"] if "/tests/" in template else w.ids["run"]))
 

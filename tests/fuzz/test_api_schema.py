@@ -33,6 +33,7 @@ from services.api.openapi import openapi_document
 from shared.config import Settings
 from shared.status import Role
 from tests.api.support import serve_api
+from tests.api.test_ui import make_dist
 from tests.fuzz.budget import examples
 
 
@@ -84,7 +85,9 @@ class Server:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
     home: Path = tmp_path_factory.mktemp("fuzz-api")
-    settings = Settings.from_env({"CYCLONE_HOME": str(home), "CYCLONE_EXECUTOR": "shell"})
+    ui = make_dist(home)  # a build of the web UI of its own, whether `make ui` ran or not
+    settings = Settings.from_env({"CYCLONE_HOME": str(home), "CYCLONE_EXECUTOR": "shell",
+                                  "CYCLONE_UI_DIST": str(ui)})
     runtime = await Embedded.start(settings, own_all_runs=True)
     try:
         secrets = {name: await _token(runtime, name, caller)
