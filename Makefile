@@ -2,10 +2,15 @@
 # and `make test` (set up, then run the whole test suite). Both are idempotent.
 VENV := .venv/bin
 
-.PHONY: up test setup lock setup-docker setup-infra lint fuzz bench bench-cluster clean
+.PHONY: up test setup ui lock setup-docker setup-infra lint fuzz bench bench-cluster clean
 
 setup:
 	@bash scripts/setup-python.sh
+
+# The web UI (services/api/web) built into services/api/web/dist: npm ci when the lock
+# changed, a build when a source did; nothing when up to date. Needs Node.js 20.19+ and npm.
+ui:
+	@bash scripts/build-ui.sh
 
 # Regenerates requirements.lock from pyproject.toml (runtime deps and the dev extra), for
 # CI's Python (3.11, Linux x86_64), keeping every pin that still fits: see README,
@@ -25,10 +30,10 @@ setup-docker:
 setup-infra:
 	@for script in scripts/setup-infra-*.sh; do if [ -e "$$script" ]; then bash "$$script" || exit 1; fi; done
 
-up: setup setup-docker
+up: setup setup-docker ui
 	$(VENV)/cyclone up
 
-test: setup setup-docker setup-infra
+test: setup setup-docker setup-infra ui
 	$(VENV)/python -m pytest -q -ra
 
 # The fuzzers of tests/fuzz with the long budget (Hypothesis profile "fuzz": 50 times the
