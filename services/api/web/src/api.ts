@@ -113,9 +113,16 @@ export interface RunDeployment {
   finished_at: string
 }
 
+/** One waiting thing of a run (the run itself when ``job`` is ""), and why, in words
+ *  (shared/projections/waiting.py). */
 export interface Waiting {
-  subject: string
-  reason: string
+  kind: string // approval, slots, queue, admission, checkout, plan, cancel, needs, job_approval, parallel, worker…
+  text: string
+  job: string
+  since?: string
+  on?: string[]
+  role?: string
+  deadline?: string
 }
 
 export interface Run extends RunSummary {
@@ -421,13 +428,20 @@ export interface LogWindow {
   total: number | null // X-Cyclone-Log-Lines: every line the run has logged so far
 }
 
-/** Lines ``from`` .. ``from + limit - 1`` of a run's log. */
+/** One job's (one step's) lines: what a window or a search keeps. */
+export interface LineFilter {
+  job: string
+  step: string
+}
+
+/** Up to ``limit`` lines of a run's log from index ``from`` on (of one step, with
+ *  ``only``: the server reads past the others). */
 export async function fetchLogWindow(id: string, from: number, limit: number,
-  signal?: AbortSignal): Promise<LogWindow> {
+  signal?: AbortSignal, only?: LineFilter): Promise<LogWindow> {
   const abort = new AbortController()
   signal?.addEventListener('abort', () => abort.abort())
-  const response = await send('GET', `/runs/${enc(id)}/logs`, { from, limit }, undefined,
-    abort.signal)
+  const response = await send('GET', `/runs/${enc(id)}/logs`, { from, limit, ...only },
+    undefined, abort.signal)
   const header = response.headers.get('X-Cyclone-Log-Lines')
   const lines: LogLine[] = []
   try {
@@ -439,45 +453,18 @@ export async function fetchLogWindow(id: string, from: number, limit: number,
 }
 
 export interface SearchPage {
-  matches: { index: number; text: string }[]
-  next: number | null
+  matches: LogLine[]
+  next: number | null // the `from` to go on with; null: the end of the stored log
+  total?: number
 }
 
-/** Lines matching ``q`` (case-insensitive, plain text) from index ``from`` on: the
- *  server's search; a server without it is scanned here, a window at a time. */
+/** Lines holding ``q`` (case-insensitive, colours ignored) from index ``from`` on: at
+ *  most ``limit``; a page may hold none and still have a ``next`` (the server reads a
+ *  bounded number of lines a request). */
 export async function searchLogs(id: string, q: string, from: number, limit: number,
-  signal?: AbortSignal): Promise<SearchPage> {
-  try {
-    return await json<SearchPage>('GET', `/runs/${enc(id)}/logs/search`, { q, from, limit },
-      undefined, signal)
-  } catch (error) {
-    const missing = error instanceof ApiError && (error.status === 405 ||
-      (error.status === 404 && error.message.startsWith('no route')))
-    if (!missing) throw error
-  }
-  return scanLogs(id, q, from, limit, signal)
-}
-
-async function scanLogs(id: string, q: string, from: number, limit: number,
-  signal?: AbortSignal): Promise<SearchPage> {
-  const abort = new AbortController()
-  signal?.addEventListener('abort', () => abort.abort())
-  const response = await send('GET', `/runs/${enc(id)}/logs`, { from }, undefined, abort.signal)
-  const needle = q.toLowerCase()
-  const matches: SearchPage['matches'] = []
-  let next: number | null = null
-  try {
-    await readNdjson(response, (raw) => {
-      const line = logLine(raw)
-      if (matches.length === limit) {
-        next = line.index
-        return false
-      }
-      if (line.text.toLowerCase().includes(needle)) matches.push(line)
-      return true
-    }, abort)
-  } catch (error) {
-    if (!abort.signal.aborted || signal?.aborted) throw error
-  }
-  return { matches: matches.map(({ index, text }) => ({ index, text })), next }
+  signal?: AbortSignal, only?: LineFilter): Promise<SearchPage> {
+  const page = await json<{ matches: Record<string, unknown>[]; next: number | null;
+    total?: number }>('GET', `/runs/${enc(id)}/logs/search`, { q, from, limit, ...only },
+  undefined, signal)
+  return { ...page, matches: page.matches.map(logLine) }
 }

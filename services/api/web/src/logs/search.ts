@@ -1,6 +1,6 @@
 // Search in a run's log with next and previous: matches are read from the server a
 // page at a time, from the top, as the reader moves past the last one read.
-import { searchLogs } from '../api'
+import { searchLogs, type LineFilter } from '../api'
 
 const PAGE = 200
 const MAX_MATCHES = 100_000
@@ -10,7 +10,7 @@ export class LogSearch {
   private next: number | null = 0 // where the server's next page starts; null: all read
   private abort = new AbortController()
 
-  constructor(readonly runId: string, readonly query: string) {}
+  constructor(readonly runId: string, readonly query: string, readonly only?: LineFilter) {}
 
   get exhausted(): boolean {
     return this.next === null || this.matches.length >= MAX_MATCHES
@@ -40,7 +40,8 @@ export class LogSearch {
 
   private async more(): Promise<void> {
     if (this.next === null) return
-    const page = await searchLogs(this.runId, this.query, this.next, PAGE, this.abort.signal)
+    const page = await searchLogs(this.runId, this.query, this.next, PAGE, this.abort.signal,
+      this.only)
     const last = this.matches[this.matches.length - 1] ?? -1
     this.matches.push(...page.matches.map((m) => m.index).filter((i) => i > last))
     this.next = page.next

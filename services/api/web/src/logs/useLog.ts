@@ -1,17 +1,17 @@
-// The state of a run's log viewer: the windowed buffer, the live stream, and the rows
-// shown (every line, or one step's lines when the log is small enough to hold whole).
+// The state of a run's log viewer: the windowed buffer of every line, the live stream,
+// and, when a step is picked, that step's lines (read through the server's step filter;
+// a step too long to hold is shown in the whole log instead, the viewer jumping to it).
 import { computed, onUnmounted, ref, shallowRef, watch, type Ref } from 'vue'
-import { logFollowUrl, logLine, type Run } from '../api'
+import { fetchLogWindow, logFollowUrl, logLine, type LineFilter, type LogLine, type Run } from '../api'
 import { message } from '../composables/useAsync'
 import { openStream, type Stream } from '../sse'
-import { LogBuffer, WINDOW } from './buffer'
+import { LogBuffer } from './buffer'
 
-export interface StepRef {
-  job: string
-  step: string
-}
+export type StepRef = LineFilter
 
 const DONE = ['success', 'failure', 'cancelled', 'errored', 'skipped']
+const STEP_CAP = 50_000 // lines of one step held for its own view
+const STEP_WINDOW = 10_000
 
 export function useLog(run: Ref<Run>) {
   const buffer = shallowRef<LogBuffer | null>(null)
@@ -20,8 +20,10 @@ export function useLog(run: Ref<Run>) {
   const error = ref('')
   const live = ref(false)
   const step = ref<StepRef | null>(null)
+  const stepLines = shallowRef<LogLine[] | null>(null) // the picked step's, when held
   let stream: Stream | null = null
   let frame = 0
+  let stepAbort = new AbortController()
 
   function changed(): void {
     if (frame) return
@@ -46,42 +48,79 @@ export function useLog(run: Ref<Run>) {
 
   function follow(log: LogBuffer, from: number): void {
     stream = openStream(logFollowUrl(log.runId, from), {
-      line: (data) => { log.append(logLine(data as Record<string, unknown>)); changed() },
+      line: (data) => { take(log, logLine(data as Record<string, unknown>)) },
       end: () => { stream?.close(); live.value = false; changed() },
     }, (isOpen) => (live.value = isOpen))
+  }
+
+  function take(log: LogBuffer, line: LogLine): void {
+    log.append(line)
+    const held = stepLines.value
+    const only = step.value
+    if (held && only && line.job === only.job && line.step === only.step
+      && line.index > (held.at(-1)?.index ?? -1) && held.length < STEP_CAP) held.push(line)
+    changed()
+  }
+
+  /** The step's lines, a filtered window at a time; null when there are too many. */
+  async function pickStep(target: StepRef | null): Promise<boolean> {
+    stepAbort.abort()
+    stepAbort = new AbortController()
+    step.value = target
+    stepLines.value = null
+    if (!target) return true
+    const lines: LogLine[] = []
+    try {
+      for (let from = 0; ;) {
+        const window = await fetchLogWindow(run.value.id, from, STEP_WINDOW, stepAbort.signal, target)
+        lines.push(...window.lines.filter((l) => l.job === target.job && l.step === target.step))
+        const last = window.lines.at(-1)
+        if (lines.length > STEP_CAP) return false
+        if (!last || window.lines.length < STEP_WINDOW) break
+        from = last.index + 1
+      }
+    } catch (e) {
+      if (!stepAbort.signal.aborted) error.value = message(e)
+      return false
+    }
+    stepLines.value = lines
+    changed()
+    return true
   }
 
   function close(): void {
     stream?.close()
     stream = null
     live.value = false
+    stepAbort.abort()
     buffer.value?.close()
   }
 
-  const small = computed(() => total.value <= 40 * WINDOW)
-  // One step's lines, when the whole log can be held; else null (every line is a row).
-  const rows = computed<number[] | null>(() => {
-    void version.value
-    const log = buffer.value
-    const only = step.value
-    if (!log || !only || !small.value) return null
-    log.ensure(0, log.total)
-    const shown: number[] = []
-    for (const line of log.held()) {
-      if (line.job === only.job && line.step === only.step) shown.push(line.index)
-    }
-    return shown
-  })
-  const count = computed(() => rows.value?.length ?? total.value)
-  const indexAt = (row: number) => rows.value?.[row] ?? row
+  const count = computed(() => { void version.value; return stepLines.value?.length ?? total.value })
+  const indexAt = (row: number) => stepLines.value?.[row]?.index ?? row
+  function lineAt(row: number): LogLine | undefined {
+    return stepLines.value ? stepLines.value[row] : buffer.value?.line(row)
+  }
   function rowOf(index: number): number | null {
-    if (!rows.value) return index < total.value ? index : null
-    const at = rows.value.indexOf(index)
-    return at >= 0 ? at : null
+    const held = stepLines.value
+    if (!held) return index < total.value ? index : null
+    let [low, high] = [0, held.length - 1]
+    while (low <= high) {
+      const mid = (low + high) >> 1
+      const at = held[mid]?.index ?? 0
+      if (at === index) return mid
+      if (at < index) low = mid + 1
+      else high = mid - 1
+    }
+    return null
+  }
+  function ensure(firstRow: number, lastRow: number): void {
+    if (!stepLines.value) buffer.value?.ensure(firstRow, lastRow + 1)
   }
 
   watch(() => run.value.id, (id) => void open(id), { immediate: true })
   watch(() => run.value.log_lines, (n) => { buffer.value?.grow(n); changed() })
   onUnmounted(() => { close(); cancelAnimationFrame(frame) })
-  return { buffer, version, total, error, live, step, small, rows, count, indexAt, rowOf }
+  return { buffer, version, total, error, live, step, stepLines, count, indexAt, lineAt, rowOf,
+    ensure, pickStep }
 }
