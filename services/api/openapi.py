@@ -127,7 +127,8 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/runs": {
                 "get": _op("List runs, newest first", 200, errors=(400, 401),
                            params=[_query("project"), _query("status"), _query("branch"),
-                                   _query("limit", "integer"), _query("cursor")]),
+                                   _query("trigger"), _query("limit", "integer"),
+                                   _query("cursor")]),
             },
             "/api/v1/runs/{id}": {"get": _op(
                 "Show a run: jobs, steps, timings, and what waits and why", 200, params=run,

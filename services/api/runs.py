@@ -27,6 +27,8 @@ from shared.status import RUN_DONE
 __all__ = ["run_routes"]
 
 _STATUSES = frozenset({"requested", "running"} | RUN_DONE)
+# What can start a run (``RunRequested.trigger``), for the runs list's filter.
+TRIGGERS = ("push", "tag", "pull_request", "manual", "schedule", "rerun", "rollback", "cli")
 
 
 async def _run(ctx: ApiContext, run_id: str) -> RunView:
@@ -60,6 +62,9 @@ async def _list(request: web.Request) -> web.Response:
     status = query.get("status")
     if status is not None and status not in _STATUSES:
         raise ApiError(400, f"status: expected one of {', '.join(sorted(_STATUSES))}")
+    trigger = query.get("trigger", "")
+    if trigger and trigger not in TRIGGERS:
+        raise ApiError(400, f"trigger: expected one of {', '.join(TRIGGERS)}")
     try:
         limit = int(query.get("limit", "50"))
     except ValueError:
@@ -70,7 +75,8 @@ async def _list(request: web.Request) -> web.Response:
     shown = listing(request)
     picked = await ctx.readmodel.views.page(
         project=shown.project, within=shown.within, status=status or "",
-        branch=query.get("branch", ""), before=query.get("cursor"), limit=limit + 1)
+        branch=query.get("branch", ""), before=query.get("cursor"), limit=limit + 1,
+        trigger=trigger)
     page = picked[:limit]
     next_cursor = page[-1].id if len(picked) > limit else None
     return web.json_response({"runs": [r.summary() for r in page], "next": next_cursor})

@@ -69,9 +69,10 @@ class RunViews(Protocol):
 
     async def page(self, *, project: str = "", status: str = "", branch: str = "",
                    before: str | None = None, limit: int = DEFAULT_PAGE,
-                   within: Collection[str] | None = None) -> list[RunView]:
-        """Newest first (by id, before ``before``), filtered by the fields given; only
-        runs of the projects ``within`` (None: of any)."""
+                   within: Collection[str] | None = None, trigger: str = "") -> list[RunView]:
+        """Newest first (by id, before ``before``), filtered by the fields given (``trigger``:
+        what started it, e.g. push, pull_request, schedule); only runs of the projects
+        ``within`` (None: of any)."""
         ...
 
     async def unfinished(self, project: str = "") -> list[RunView]: ...

@@ -166,12 +166,16 @@ class RunView:
         return job.status == JobStatus.SKIPPED and any(self.job_failed(n) for n in job.needs)
 
     def summary(self) -> dict[str, Any]:
-        """The fields a run list shows."""
+        """The fields a run list shows: what it ran, what started it (and who), when."""
+        forge = self.forge_event or {}
+        message = str(forge.get("message") or "")
         return {
             "id": self.id, "project": self.project, "status": self.status,
             "trigger": self.trigger, "branch": self.branch, "commit": self.commit,
             "created_at": self.created_at, "finished_at": self.finished_at,
-            "duration_s": self.duration_s,
+            "duration_s": self.duration_s, "requested_by": self.requested_by,
+            "message": message.splitlines()[0] if message else "",
+            "tag": str(forge.get("tag") or ""), "pr_number": int(forge.get("pr_number") or 0),
         }
 
     def to_json(self) -> dict[str, Any]:

@@ -239,6 +239,17 @@ async def test_lists_show_only_the_projects_one_may_read(world: World) -> None:
     assert status == 403 and "viewer" in body["detail"]
 
 
+async def test_runs_are_listed_by_what_started_them_and_say_who(world: World) -> None:
+    for recorded in await world.store.read_all(0, 10_000):  # the read model, caught up
+        await world.readmodel.apply(recorded)
+    manual = (await world.ok("GET", "/api/v1/runs?trigger=manual", status=200))["runs"]
+    assert [(r["id"], r["trigger"], r["requested_by"]) for r in manual] == [
+        (world.ids["run"], "manual", "boss")]  # the admin user who triggered it
+    assert (await world.ok("GET", "/api/v1/runs?trigger=push", status=200))["runs"] == []
+    status, body = await world.call("GET", "/api/v1/runs?trigger=webhook", "admin")
+    assert status == 400 and body["detail"].startswith("trigger: expected one of push, ")
+
+
 async def test_changes_name_who_made_them(world: World) -> None:
     await world.ok("PATCH", "/api/v1/projects/demo", {"auto_cancel": False}, 200,
                    who="maintainer")

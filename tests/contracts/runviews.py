@@ -76,10 +76,10 @@ def run_ids(count: int, start: int = 0x18F0000000) -> list[str]:
 
 
 def events_of(run_id: str, project: str = "web", branch: str = "main",
-              status: str = "success") -> list[RecordedEvent]:
+              status: str = "success", trigger: str = "push") -> list[RecordedEvent]:
     """A run's whole stream, ending in ``status`` (requested, running or an end)."""
     requested = ev.RunRequested(
-        project=project, trigger="push", branch=branch, commit="c0ffee" * 6 + "abcd",
+        project=project, trigger=trigger, branch=branch, commit="c0ffee" * 6 + "abcd",
         pipeline_file=".cyclone.yml", pipeline="jobs: ...", source="https://git.example/w",
         params={"Z_LAST": "1", "A.DOT": "é ✓ 🚀", "$DOLLAR": "x"}, source_kind="git",
         forge_event={"kind": "push", "branch": branch, "commits": [{"id": "c1"}],
@@ -114,9 +114,10 @@ def _recorded(run_id: str, seq: int, event: ev.Event) -> RecordedEvent:
 
 
 def view_of(run_id: str, project: str = "web", branch: str = "main",
-            status: str = "success", upto: int | None = None) -> RunView:
+            status: str = "success", upto: int | None = None,
+            trigger: str = "push") -> RunView:
     """The view after the first ``upto`` events (all by default) of ``events_of(...)``."""
-    view = fold(events_of(run_id, project, branch, status)[:upto])
+    view = fold(events_of(run_id, project, branch, status, trigger)[:upto])
     assert view is not None
     return view
 
@@ -190,6 +191,16 @@ class RunViewsContract:
         assert await page(within=set()) == []
         assert await page(project="web", within={"api"}) == []
         assert await page(project="api", within={"api", "web"}) == [ids[4], ids[1]]
+
+    async def test_pages_filtered_by_what_started_the_runs(self, views: RunViews) -> None:
+        ids = run_ids(4)
+        for run, trigger in zip(ids, ("push", "schedule", "pull_request", "schedule"),
+                                strict=True):
+            await views.put(view_of(run, trigger=trigger))
+        found = [v.id for v in await views.page(trigger="schedule")]
+        assert found == [ids[3], ids[1]]
+        assert [v.id for v in await views.page(trigger="schedule", before=ids[3])] == [ids[1]]
+        assert await views.page(trigger="tag") == []
 
     async def test_the_cursor_walks_every_page_once(self, views: RunViews) -> None:
         ids = run_ids(7)

@@ -46,7 +46,7 @@ class MemoryRunViews:
 
     async def page(self, *, project: str = "", status: str = "", branch: str = "",
                    before: str | None = None, limit: int = DEFAULT_PAGE,
-                   within: Collection[str] | None = None) -> list[RunView]:
+                   within: Collection[str] | None = None, trigger: str = "") -> list[RunView]:
         self._check_open()
         if limit < 1:
             return []
@@ -55,7 +55,8 @@ class MemoryRunViews:
                   and (not project or r.project == project)
                   and (within is None or r.project in within)
                   and (not status or r.status == status)
-                  and (not branch or r.branch == branch)]
+                  and (not branch or r.branch == branch)
+                  and (not trigger or r.trigger == trigger)]
         picked.sort(key=lambda r: r.id, reverse=True)
         return picked[:limit]
 

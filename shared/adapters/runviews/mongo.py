@@ -7,7 +7,7 @@ views, and a restarted replica starts from what is stored instead of replaying h
 
 Storage (database ``database``)::
 
-    run_views  {_id: run id, project, status, branch, done, last_seq,
+    run_views  {_id: run id, project, status, branch, trigger, done, last_seq,
                 durations: [step duration_s, ...], view: JSON text}
                indexes (project, _id), (status, _id), (done, project, _id)
 
@@ -17,7 +17,9 @@ a view equal to the one put. The other fields are copies for queries: ``page`` f
 on them and sorts by ``_id`` (run ids sort by creation time; an index is walked either
 way, so ascending indexes serve the newest-first order), ``unfinished`` uses ``done``,
 ``counts_by_status`` groups by ``status``, ``step_durations`` unwinds ``durations``. A
-``branch`` filter without a project walks the ``_id`` index.
+``branch`` or ``trigger`` filter without a project walks the ``_id`` index. ``trigger``
+was added later: a view stored before (a run that has not changed since) has none, and a
+``trigger`` filter passes it over until ``cyclone replay`` writes the views again.
 
 ``put`` is one conditional upsert, ``replace_one({_id, last_seq: {$lt: new}}, view,
 upsert=True)``: it replaces an older view, inserts a new run's, and, when a view with
@@ -92,14 +94,15 @@ class MongoRunViews(MongoResource):
 
     async def page(self, *, project: str = "", status: str = "", branch: str = "",
                    before: str | None = None, limit: int = DEFAULT_PAGE,
-                   within: Collection[str] | None = None) -> list[RunView]:
+                   within: Collection[str] | None = None, trigger: str = "") -> list[RunView]:
         self._check_open()
         if limit < 1:
             return []
         query: Doc = {}
         if before is not None:
             query["_id"] = {"$lt": before}
-        for key, value in (("project", project), ("status", status), ("branch", branch)):
+        for key, value in (("project", project), ("status", status), ("branch", branch),
+                           ("trigger", trigger)):
             if value:
                 query[key] = value
         if within is not None:
@@ -158,7 +161,8 @@ class MongoRunViews(MongoResource):
 def _encode(view: RunView) -> Doc:
     return {
         "_id": view.id, "project": view.project, "status": view.status,
-        "branch": view.branch, "done": view.done, "last_seq": view.last_seq,
+        "branch": view.branch, "trigger": view.trigger, "done": view.done,
+        "last_seq": view.last_seq,
         "durations": step_durations_of(view),
         "view": json.dumps(view.to_data(), separators=(",", ":")),
     }
