@@ -251,6 +251,7 @@ export interface RunFilter {
   project?: string
   status?: string
   branch?: string
+  trigger?: string
   limit?: number
   cursor?: string
 }

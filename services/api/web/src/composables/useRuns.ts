@@ -37,7 +37,7 @@ export function useRuns(query: Ref<RunQuery>, limit = 50) {
     const q = query.value
     try {
       const page = await listRuns({ project: q.project, branch: q.branch, status: q.status,
-        cursor: q.cursor, limit }, abort.signal)
+        trigger: q.trigger, cursor: q.cursor, limit }, abort.signal)
       runs.value = page.runs.filter((run) => matches(q, run))
       next.value = page.next
       error.value = ''
