@@ -53,6 +53,8 @@ export interface RunSummary {
   // not in every server's summary: shown when present
   requested_by?: string
   message?: string
+  tag?: string // the summary's (the run page has the whole forge_event)
+  pr_number?: number
   forge_event?: ForgeEvent | null
   awaiting_approval?: string
 }

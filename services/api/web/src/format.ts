@@ -41,13 +41,16 @@ export function firstLine(text: string | undefined): string {
 }
 
 /** The run's ref as a person names it: a branch, tag v1.2 or PR #7 (→ main). */
-export function refOf(run: Pick<RunSummary, 'branch' | 'forge_event'>): string {
+export function refOf(
+  run: Pick<RunSummary, 'branch' | 'forge_event' | 'tag' | 'pr_number'>): string {
   const event: ForgeEvent = run.forge_event ?? {}
   if (event.kind === 'pull_request' && event.pr_number) {
     const target = event.target_branch ? ` → ${event.target_branch}` : ''
     return `PR #${event.pr_number}${event.fork ? ' (fork)' : ''}${target}`
   }
-  if (event.tag) return `tag ${event.tag}`
+  if (run.pr_number) return `PR #${run.pr_number}`
+  const tag = event.tag ?? run.tag
+  if (tag) return `tag ${tag}`
   return run.branch || '–'
 }
 
