@@ -204,9 +204,11 @@ class KafkaBroker:
 
     def _format(self, java: str) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # One id in 32 starts with "-": given as "-t ID", the tool's parser took it for an
+        # option ("expected one argument"), so the id is attached to its option.
         result = subprocess.run(
-            self._command(java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                          "-c", str(self.config_path)),
+            self._command(java, "kafka.tools.StorageTool", "format",
+                          f"--cluster-id={cluster_id}", "-c", str(self.config_path)),
             capture_output=True, timeout=START_TIMEOUT, check=False)
         if result.returncode != 0:
             output = (result.stdout + result.stderr).decode(errors="replace")
