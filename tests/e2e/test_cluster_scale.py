@@ -279,8 +279,13 @@ async def test_a_random_replica_killed_during_each_run(
             run_id = await client.trigger(project)
             run_ids.append(run_id)
             await _running(client, run_id)
-            starting = [r for r, task in restarts.items() if not task.done()]
-            victim = await _pick_victim(cluster, chooser, client, run_id, exclude=starting)
+            victim = None
+            while victim is None:  # every service has a replica starting again: wait one
+                starting = [r for r, task in restarts.items() if not task.done()]
+                victim = await _pick_victim(cluster, chooser, client, run_id, exclude=starting)
+                if victim is None:
+                    await asyncio.wait([restarts[r] for r in starting],
+                                       return_when=asyncio.FIRST_COMPLETED)
             killed.append(victim.replica)
             print(f"run {run_id}: killing {victim.replica}")
             victim.kill()
@@ -324,15 +329,21 @@ async def _requeued_in_time(client: Client, run_id: str, worker: str) -> None:
 
 
 async def _pick_victim(cluster: Cluster, chooser: random.Random, client: Client,
-                       run_id: str, exclude: list[str]) -> Service:
-    """A random live replica (not one still starting again); a workermanager is the one
-    running the run's job, so that its death costs this run a job (re-queueing)."""
-    live = [s for s in cluster.services.values() if s.alive and s.replica not in exclude]
+                       run_id: str, exclude: list[str]) -> Service | None:
+    """A random live replica (not one still starting again) whose service keeps another
+    one up (None: there is none now): a service with none left would stall the next run
+    until a restart finishes, however long that takes on a loaded machine (whole outages
+    have tests of their own). A workermanager is the one running the run's job, so that
+    its death costs this run a job (re-queueing)."""
+    up = [s for s in cluster.services.values() if s.alive and s.replica not in exclude]
+    live = [s for s in up if sum(1 for other in up if other.name == s.name) > 1]
+    if not live:
+        return None
     victim = chooser.choice(live)
     if victim.name == "workermanager":
         jobs = (await client.run(run_id))["jobs"]
         running = [j["worker"] for j in jobs if j["status"] == "running"]
-        if running and running[0] not in exclude:
+        if running and running[0] in {s.replica for s in live}:
             victim = cluster[running[0]]
     return victim
 
