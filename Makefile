@@ -25,8 +25,9 @@ setup-docker:
 	@bash scripts/setup-docker.sh
 	@bash scripts/build-test-images.sh
 
-# Servers the distributed adapters' tests talk to (etcd, Kafka, a MongoDB stand-in):
-# each scripts/setup-infra-*.sh installs its server's files, idempotently.
+# Servers the distributed adapters' tests talk to (etcd, Kafka, a MongoDB stand-in), and
+# the browser the UI's tests drive (Debian's chromium): each scripts/setup-infra-*.sh
+# installs its files, idempotently.
 setup-infra:
 	@for script in scripts/setup-infra-*.sh; do if [ -e "$$script" ]; then bash "$$script" || exit 1; fi; done
 
