@@ -6,7 +6,8 @@ brings its own driver (no ``playwright install``: no browser is ever downloaded)
   (``--no-sandbox`` when running as root, as CI does). Without ``/usr/bin/chromium`` the
   test is SKIPPED with a loud reason locally and FAILS when ``CI`` is set.
 * ``browser_page`` (fixture): a fresh browser context (no cookies shared between tests)
-  and a page in it, as a ``BrowserPage``: ``shot("runs")`` saves
+  and a page in it, as a ``BrowserPage`` (``page.get_by_test_id(X)`` finds the UI's
+  ``data-test="X"``): ``shot("runs")`` saves
   ``test-output/browser/<test name>/NN-runs.png`` (the folder is emptied when the test
   starts, its path printed, and listed at the end of the session); a last screenshot
   (``NN-end.png``) and the page's console (``console.log``) are saved whatever the
@@ -116,6 +117,7 @@ def chromium_fixture() -> Iterator[Chromium]:
     try:
         chromium = Chromium(launch_chromium(playwright))
         expect.set_options(timeout=TIMEOUT_MS)
+        playwright.selectors.set_test_id_attribute("data-test")  # get_by_test_id("cancel")
     except BaseException:
         playwright.stop()
         raise
@@ -219,10 +221,14 @@ class Api:
     def call(self, method: str, path: str, status: int, body: Any = None) -> Any:
         """The answer's JSON; fails unless its status is ``status``."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            f"{self.url}/api/v1{path}", data=data, method=method,
-            headers={"Authorization": f"Bearer {self.token}",
-                     "Content-Type": "application/json"})
+        return self.send(method, path, status, data, {"Content-Type": "application/json"})
+
+    def send(self, method: str, path: str, status: int, data: bytes | None = None,
+             headers: dict[str, str] | None = None, token: bool = True) -> Any:
+        """``data`` as it is, with ``headers`` (and the token unless ``token`` is false)."""
+        sent = {**(headers or {}), **({"Authorization": f"Bearer {self.token}"} if token else {})}
+        request = urllib.request.Request(f"{self.url}/api/v1{path}", data=data, method=method,
+                                         headers=sent)
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT_MS / 1000) as response:
                 got, text = response.status, response.read().decode()
