@@ -46,7 +46,7 @@ lint: setup
 	$(VENV)/ruff check shared services cyclone tests bench
 	$(VENV)/mypy
 
-bench: setup setup-docker
+bench: setup setup-docker ui
 	$(VENV)/python bench/overhead.py
 	$(VENV)/python bench/logs.py
 	$(VENV)/python bench/store.py
@@ -54,6 +54,8 @@ bench: setup setup-docker
 	$(VENV)/python bench/latency.py
 	$(VENV)/python bench/scale.py
 	$(VENV)/python bench/delivery.py
+	@bash scripts/setup-infra-browser.sh
+	$(VENV)/python bench/ui.py
 
 bench-cluster: setup setup-docker setup-infra
 	$(VENV)/python bench/cluster.py

@@ -67,7 +67,9 @@ _written: list[Path] = []  # the folders this session saved screenshots in
 
 
 def launch_chromium(playwright: Playwright) -> Browser:
-    """Debian's Chromium, headless (the benchmark launches it the same way)."""
+    """Debian's Chromium, headless (the benchmark launches it the same way); the UI's
+    ``data-test="X"`` attributes are what ``get_by_test_id("X")`` finds."""
+    playwright.selectors.set_test_id_attribute("data-test")
     args = ["--no-sandbox"] if os.geteuid() == 0 else []  # Chromium refuses root otherwise
     return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                       args=[*args, "--disable-dev-shm-usage"])
@@ -117,7 +119,6 @@ def chromium_fixture() -> Iterator[Chromium]:
     try:
         chromium = Chromium(launch_chromium(playwright))
         expect.set_options(timeout=TIMEOUT_MS)
-        playwright.selectors.set_test_id_attribute("data-test")  # get_by_test_id("cancel")
     except BaseException:
         playwright.stop()
         raise
