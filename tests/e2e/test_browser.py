@@ -182,7 +182,7 @@ def test_a_developer_logs_in_starts_a_run_watches_its_log_live_and_cancels_it(
     expect(page).to_have_url(re.compile(r"/runs/[0-9a-f]{20}$"))
     run_id = page.url.rsplit("/", 1)[1]
     expect(status_of(page)).to_have_attribute("data-status", "running")
-    expect(log_text(page, "tick-2")).to_be_visible()
+    expect(log_text(page, re.compile(r"^tick-\d+$")).last).to_be_visible()
     seen = last_tick(page)
     step = site.run(run_id)["jobs"][0]["steps"][0]
     assert (step["name"], step["status"]) == ("ticks", "running")  # still printing
