@@ -25,8 +25,9 @@ setup-docker:
 	@bash scripts/setup-docker.sh
 	@bash scripts/build-test-images.sh
 
-# Servers the distributed adapters' tests talk to (etcd, Kafka, a MongoDB stand-in):
-# each scripts/setup-infra-*.sh installs its server's files, idempotently.
+# Servers the distributed adapters' tests talk to (etcd, Kafka, a MongoDB stand-in), and
+# the browser the UI's tests drive (Debian's chromium): each scripts/setup-infra-*.sh
+# installs its files, idempotently.
 setup-infra:
 	@for script in scripts/setup-infra-*.sh; do if [ -e "$$script" ]; then bash "$$script" || exit 1; fi; done
 
@@ -45,7 +46,7 @@ lint: setup
 	$(VENV)/ruff check shared services cyclone tests bench
 	$(VENV)/mypy
 
-bench: setup setup-docker
+bench: setup setup-docker ui
 	$(VENV)/python bench/overhead.py
 	$(VENV)/python bench/logs.py
 	$(VENV)/python bench/store.py
@@ -53,6 +54,8 @@ bench: setup setup-docker
 	$(VENV)/python bench/latency.py
 	$(VENV)/python bench/scale.py
 	$(VENV)/python bench/delivery.py
+	@bash scripts/setup-infra-browser.sh
+	$(VENV)/python bench/ui.py
 
 bench-cluster: setup setup-docker setup-infra
 	$(VENV)/python bench/cluster.py
