@@ -8,7 +8,9 @@ so no sqlite3, aiodocker or aiohttp exception escapes a port.
     ├── PipelineError               a pipeline file is invalid (carries every diagnostic)
     ├── StoreError                  the event or log store failed
     │   ├── ConcurrencyConflict     append with a stale expected seq (retry from fresh state)
-    │   └── StreamNotFound          read of a stream that has no events
+    │   ├── StreamNotFound          read of a stream that has no events
+    │   ├── BlobNotFound            read of an artifact-store blob that is not stored
+    │   └── BlobCorrupted           a blob's bytes do not hash to its digest any more
     ├── BusError                    the bus failed
     │   └── BusClosed               the bus was used after ``close()`` (not transient)
     ├── CoordinationError           the coordination service failed
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from shared.pipeline.diagnostics import Diagnostic
 
 __all__ = [
+    "BlobCorrupted",
+    "BlobNotFound",
     "BusClosed",
     "BusError",
     "ConcurrencyConflict",
@@ -77,6 +81,14 @@ class ConcurrencyConflict(StoreError):
 
 class StreamNotFound(StoreError):
     """A stream was read that has no events."""
+
+
+class BlobNotFound(StoreError):
+    """The artifact store has no blob with that digest (never stored, or collected)."""
+
+
+class BlobCorrupted(StoreError):
+    """What the artifact store gave back does not hash to the digest it was asked for."""
 
 
 class BusError(CycloneError):

@@ -31,7 +31,14 @@ __all__ = [
     "EVENT_TYPES",
     "TERMINAL_RUN_EVENTS",
     "UPCASTERS",
+    "ArtifactUploaded",
     "BranchRunEnded",
+    "CacheEntryEvicted",
+    "CacheEntrySaved",
+    "CacheEntryUsed",
+    "CacheMissed",
+    "CacheRestored",
+    "CacheSaved",
     "CheckoutQueued",
     "CommitStatusFailed",
     "CommitStatusReported",
@@ -47,6 +54,7 @@ __all__ = [
     "JobFinished",
     "JobQueued",
     "JobRejected",
+    "JobReused",
     "JobSkipped",
     "JobStarted",
     "NewEvent",
@@ -63,6 +71,7 @@ __all__ = [
     "RunApproved",
     "RunCancelRequested",
     "RunCancelled",
+    "RunDataCollected",
     "RunErrored",
     "RunFailed",
     "RunPlanned",
@@ -76,13 +85,16 @@ __all__ = [
     "SecretSet",
     "StepFinished",
     "StepLogTruncated",
+    "StepOutputs",
     "StepSkipped",
     "StepStarted",
+    "TestReportRecorded",
     "TokenCreated",
     "TokenRevoked",
     "UserAdded",
     "UserChanged",
     "UserRemoved",
+    "caches_stream",
     "decode",
     "is_run_stream",
     "new_event_id",
@@ -115,6 +127,11 @@ def run_stream(run_id: str) -> str:
     return f"run-{run_id}"
 
 
+def caches_stream(project: str) -> str:
+    """The stream of a project's cache entries (``CacheEntrySaved`` ...)."""
+    return f"caches-{project}"
+
+
 def notify_test_stream(test_id: str) -> str:
     """The stream of one ``cyclone notify test`` (``NotificationTestRequested`` ...)."""
     return f"notifytest-{test_id}"
@@ -135,7 +152,8 @@ class Event:
         # Deeply immutable: the JSON payloads (forge events, params, env, rules) become
         # frozendicts and tuples, so no reader of an event can change what another sees.
         for name, value in vars(self).items():
-            if isinstance(value, dict | list):
+            if isinstance(value, dict | list) or (
+                    isinstance(value, tuple) and any(isinstance(v, dict) for v in value)):
                 object.__setattr__(self, name, deepfreeze(value))
 
     def to_data(self) -> dict[str, Any]:
@@ -226,6 +244,10 @@ class RunRequested(Event):
     # (a pull request from a fork, under the project's ``fork_prs: approve``); "": it
     # does not wait.
     approval: str = ""
+    # A rerun of ``rerun_of`` (same commit, same pipeline content): the jobs in ``reuse``
+    # are not run again, their results are taken from it (``JobReused``).
+    rerun_of: str = ""
+    reuse: tuple[str, ...] = ()
 
 
 @_register
@@ -475,6 +497,161 @@ class DeploymentFailed(Event):
     environment: str
     target: str
     image: str
+    reason: str
+
+
+# --- artifacts, caches, step outputs, test reports, reruns --------------------------------
+# A blob's bytes are in the artifact store (``shared.ports.artifacts``), named by digest;
+# what it is, for which run, job and project, is recorded here.
+
+
+@_register
+@dataclass(frozen=True)
+class ArtifactUploaded(Event):
+    """A job's ``artifacts:``, a tar of the workspace files ``paths`` matched, stored as
+    ``digest``: jobs that ``need`` this one get it extracted into their workspace."""
+
+    TYPE: ClassVar[str] = "ArtifactUploaded"
+    job: str
+    name: str
+    digest: str
+    size: int  # bytes of the tar
+    files: int
+    paths: tuple[str, ...] = ()  # the patterns, as the pipeline wrote them
+
+
+@_register
+@dataclass(frozen=True)
+class CacheRestored(Event):
+    """A job's ``cache:`` found: ``restored_key`` is ``key`` itself (an exact hit) or the
+    newest entry one of its ``restore_keys`` prefixes matched (a partial hit)."""
+
+    TYPE: ClassVar[str] = "CacheRestored"
+    job: str
+    key: str
+    restored_key: str
+    digest: str
+    size: int
+
+    @property
+    def exact(self) -> bool:
+        return self.key == self.restored_key
+
+
+@_register
+@dataclass(frozen=True)
+class CacheMissed(Event):
+    TYPE: ClassVar[str] = "CacheMissed"
+    job: str
+    key: str
+
+
+@_register
+@dataclass(frozen=True)
+class CacheSaved(Event):
+    """After the job's success, under a key the project had no entry for."""
+
+    TYPE: ClassVar[str] = "CacheSaved"
+    job: str
+    key: str
+    digest: str
+    size: int
+    files: int = 0
+
+
+@_register
+@dataclass(frozen=True)
+class StepOutputs(Event):
+    """What a step wrote to ``$CYCLONE_OUTPUT``: later steps of its job and jobs that
+    ``need`` it get them as env and in ``when: {outputs: ...}``. A value holding a secret
+    is recorded masked; ``masked`` names those keys."""
+
+    TYPE: ClassVar[str] = "StepOutputs"
+    job: str
+    step: str
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    masked: tuple[str, ...] = ()
+
+
+@_register
+@dataclass(frozen=True)
+class TestReportRecorded(Event):
+    """A job's ``reports: {junit: ...}`` parsed: the counts, the failures (messages cut to
+    a few KB) and the slowest tests; every test case's outcome and duration is the JSON
+    blob ``results_digest`` in the artifact store (``shared.reports``). ``warnings``:
+    files that could not be read (a malformed or huge report fails nothing)."""
+
+    TYPE: ClassVar[str] = "TestReportRecorded"
+    job: str
+    tests: int
+    passed: int
+    failed: int
+    errors: int
+    skipped: int
+    duration_s: float
+    failures: tuple[Mapping[str, Any], ...] = ()  # {"name", "classname", "message", "file"}
+    slowest: tuple[Mapping[str, Any], ...] = ()  # {"name", "classname", "duration_s"}
+    results_digest: str = ""
+    files: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@_register
+@dataclass(frozen=True)
+class JobReused(Event):
+    """``cyclone rerun --failed``: the job is not run again; its result, outputs and
+    artifacts are taken from the same job of ``from_run`` (same commit, same pipeline)."""
+
+    TYPE: ClassVar[str] = "JobReused"
+    job: str
+    from_run: str
+    status: JobStatus
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    artifacts: tuple[Mapping[str, Any], ...] = ()  # ArtifactUploaded.to_data() of each
+
+
+@_register
+@dataclass(frozen=True)
+class RunDataCollected(Event):
+    """Retention removed some of the run's data (its events are kept): ``what`` among
+    "logs" and "artifacts"; ``reason`` names the project's rule that did it."""
+
+    TYPE: ClassVar[str] = "RunDataCollected"
+    what: tuple[str, ...]
+    reason: str
+    freed_bytes: int = 0
+
+
+# --- the cache entries of a project (stream "caches-<project>") --------------------------
+
+
+@_register
+@dataclass(frozen=True)
+class CacheEntrySaved(Event):
+    TYPE: ClassVar[str] = "CacheEntrySaved"
+    key: str
+    digest: str
+    size: int
+    run: str
+    job: str
+
+
+@_register
+@dataclass(frozen=True)
+class CacheEntryUsed(Event):
+    """A restore took the entry: its last use, for least-recently-used eviction."""
+
+    TYPE: ClassVar[str] = "CacheEntryUsed"
+    key: str
+    run: str
+
+
+@_register
+@dataclass(frozen=True)
+class CacheEntryEvicted(Event):
+    TYPE: ClassVar[str] = "CacheEntryEvicted"
+    key: str
+    digest: str
     reason: str
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +20,9 @@ from shared.pipeline.notify import NotifyRule, rules_from_data
 from shared.pipeline.resources import Resources
 from shared.pipeline.triggers import Triggers
 
-__all__ = ["ApprovalSpec", "BuildSpec", "DeploySpec", "DockerTarget", "JobSpec",
-           "KubernetesTarget", "Plan", "PromoteSpec", "RegistryLogin", "ServiceSpec", "StepSpec",
-           "When"]
+__all__ = ["ApprovalSpec", "ArtifactsSpec", "BuildSpec", "CacheSpec", "DeploySpec",
+           "DockerTarget", "JobSpec", "KubernetesTarget", "Plan", "PromoteSpec",
+           "RegistryLogin", "ReportsSpec", "ServiceSpec", "StepSpec", "When"]
 
 STATUS_SUCCESS = "success"
 STATUS_FAILURE = "failure"
@@ -39,11 +40,23 @@ class When:
     branches: tuple[str, ...] = ()
     events: tuple[str, ...] = ()
     status: tuple[str, ...] = (STATUS_SUCCESS,)
+    # Step outputs (``$CYCLONE_OUTPUT``) by key -> glob their value must match: of the
+    # job's earlier steps (for a step) or of the jobs it needs (for a job). A key no
+    # step wrote matches only the glob "".
+    outputs: tuple[tuple[str, str], ...] = ()
 
     def matches(self, branch: str, event: str) -> bool:
         if not self.branches and not self.events:
             return True  # most jobs: decided for every job of a run at each of its events
         return self._branch_matches(branch) and (not self.events or event in self.events)
+
+    def outputs_match(self, outputs: Mapping[str, str]) -> str:
+        """"" when every ``outputs`` condition holds, else which one does not (a reason)."""
+        for key, pattern in self.outputs:
+            value = outputs.get(key, "")
+            if not fnmatch.fnmatchcase(value, pattern):
+                return f"when.outputs: {key} is {value!r}, not {pattern!r}"
+        return ""
 
     def runs_on(self, outcome_so_far: str) -> bool:
         return outcome_so_far in self.status
@@ -172,6 +185,37 @@ class ApprovalSpec:
 
 
 @dataclass(frozen=True)
+class ArtifactsSpec:
+    """``artifacts:`` on a job: the workspace files ``paths`` (globs, ``**`` for any depth,
+    relative to the workspace) stored after its steps as one artifact ``name``; jobs that
+    ``need`` it get them extracted into their workspace, on any worker."""
+
+    paths: tuple[str, ...]
+    name: str = ""  # "": the job's name
+    when: str = "success"  # "success" | "failure" | "always": after which job outcome
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """``cache:`` on a job: ``paths`` restored before its steps from the project's entry
+    under ``key`` (else the newest whose key starts with one of ``restore_keys``, in
+    order), and saved under ``key`` after a success when the project has no such entry.
+    ``key`` may hold ``${{ hashFiles('glob', ...) }}``, expanded by the worker."""
+
+    key: str
+    paths: tuple[str, ...]
+    restore_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReportsSpec:
+    """``reports:`` on a job: JUnit XML files (globs) read after its steps, whatever
+    their outcome."""
+
+    junit: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class StepSpec:
     name: str
     image: str
@@ -208,6 +252,9 @@ class JobSpec:
     resources: Resources = field(default_factory=Resources)
     environment: str = ""  # where its deploy steps deploy to (its deployment history)
     approval: ApprovalSpec | None = None
+    artifacts: ArtifactsSpec | None = None
+    caches: tuple[CacheSpec, ...] = ()  # ``cache:`` (one, or a list)
+    reports: ReportsSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -251,11 +298,14 @@ class Plan:
             data["notify"] = [rule.to_data() for rule in self.notify]
         _drop_defaults(data, "max_resources", "registries")
         for job in data["jobs"]:
-            _drop_defaults(job, "resources", "environment", "approval")
+            _drop_defaults(job, "resources", "environment", "approval", "artifacts",
+                           "caches", "reports")
+            _drop_when_defaults(job["when"])
             for part in (*job["steps"], *job["services"]):
                 _drop_defaults(part, "privileged", "volumes")
             for step in job["steps"]:
                 _drop_defaults(step, "promote", "deploy", "workdir")
+                _drop_when_defaults(step["when"])
                 if step["build"]:
                     _drop_defaults(step["build"], "name", "args", "target", "tags", "labels",
                                    "push")
@@ -280,11 +330,17 @@ def _drop_defaults(data: dict[str, Any], *keys: str) -> None:
             data[key] = {k: v for k, v in value.items() if v is not None}
 
 
+def _drop_when_defaults(when: dict[str, Any]) -> None:
+    if not when["outputs"]:
+        del when["outputs"]  # a plan without output conditions is recorded as before
+
+
 def _when(d: dict[str, Any]) -> When:
     return When(
         branches=tuple(d.get("branches", ())),
         events=tuple(d.get("events", ())),
         status=tuple(d.get("status", (STATUS_SUCCESS,))),
+        outputs=tuple((str(k), str(v)) for k, v in d.get("outputs", ())),
     )
 
 
@@ -329,7 +385,18 @@ def _job(d: dict[str, Any]) -> JobSpec:
         resources=Resources.from_data(d.get("resources")),
         environment=str(d.get("environment", "")),
         approval=ApprovalSpec(**d["approval"]) if d.get("approval") else None,
+        artifacts=_artifacts(d["artifacts"]) if d.get("artifacts") else None,
+        caches=tuple(CacheSpec(key=c["key"], paths=tuple(c["paths"]),
+                               restore_keys=tuple(c.get("restore_keys", ())))
+                     for c in d.get("caches", ())),
+        reports=ReportsSpec(junit=tuple(d["reports"].get("junit", ()))) if d.get("reports")
+        else None,
     )
+
+
+def _artifacts(d: dict[str, Any]) -> ArtifactsSpec:
+    return ArtifactsSpec(paths=tuple(d["paths"]), name=str(d.get("name", "")),
+                         when=str(d.get("when", "success")))
 
 
 def _build(d: dict[str, Any]) -> BuildSpec:

@@ -23,6 +23,7 @@ from frozendict import deepfreeze, frozendict
 from shared import events as ev
 from shared.events import RecordedEvent, decode
 from shared.pipeline.plan import Plan
+from shared.projections.artifacts import ArtifactView, CacheView, TestReportView, cache_view
 from shared.projections.delivery import DeploymentState, DeploymentView, ImageView
 from shared.status import (
     JOB_DONE,
@@ -80,6 +81,10 @@ class JobView:
     awaiting_approval: str = ""  # the role that may approve it while it waits; "": it does not
     approval_deadline: str = ""  # when a wait for approval ends rejected ("": never)
     approved_by: str = ""
+    # What its steps wrote to $CYCLONE_OUTPUT (``StepOutputs``), by key, a later write
+    # of a key winning; values holding a secret are masked.
+    outputs: tuple[tuple[str, str], ...] = ()
+    reused_from: str = ""  # the run whose result it took (``rerun --failed``); "": it ran
 
     def step(self, name: str) -> StepView | None:
         return next((s for s in self.steps if s.name == name), None)
@@ -92,7 +97,12 @@ class JobView:
         fields["status"] = JobStatus(fields.get("status", JobStatus.PENDING))
         fields["steps"] = tuple(StepView(**{**s, "status": StepStatus(s["status"])})
                                 for s in fields.get("steps", ()))
+        fields["outputs"] = tuple((str(k), str(v)) for k, v in fields.get("outputs", ()))
         return cls(**fields)
+
+    @property
+    def output_map(self) -> dict[str, str]:
+        return dict(self.outputs)
 
     @property
     def waiting_for_approval(self) -> bool:
@@ -128,6 +138,11 @@ class RunView:
     jobs: tuple[JobView, ...] = ()
     images: tuple[ImageView, ...] = ()  # pushed by its build and promote steps, in order
     deployments: tuple[DeploymentView, ...] = ()  # made by its deploy steps, in order
+    artifacts: tuple[ArtifactView, ...] = ()  # its jobs' artifacts, as uploaded (or reused)
+    caches: tuple[CacheView, ...] = ()  # what its jobs' caches did: restored, missed, saved
+    test_reports: tuple[TestReportView, ...] = ()  # one per job with ``reports:``
+    rerun_of: str = ""  # the run this one reruns (``cyclone rerun --failed``)
+    collected: tuple[str, ...] = ()  # what retention removed of it ("logs", "artifacts")
     last_seq: int = 0
     skipped_events: int = 0  # events of unknown types that were skipped
     plan: Plan | None = field(default=None, compare=True, repr=False)
@@ -186,10 +201,13 @@ class RunView:
     def _plain_fields(self) -> dict[str, Any]:
         """The fields as plain data (copies), but the plan and the job index."""
         data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)
-                if f.name not in ("plan", "job_index", "jobs", "images", "deployments")}
+                if f.name not in _VIEW_LISTS}
         data["jobs"] = [dataclasses.asdict(job) for job in self.jobs]
         data["images"] = [dataclasses.asdict(image) for image in self.images]
         data["deployments"] = [dataclasses.asdict(d) for d in self.deployments]
+        data["artifacts"] = [dataclasses.asdict(a) for a in self.artifacts]
+        data["caches"] = [dataclasses.asdict(c) for c in self.caches]
+        data["test_reports"] = [r.to_json() for r in self.test_reports]
         return data
 
     def to_data(self) -> dict[str, Any]:
@@ -211,11 +229,21 @@ class RunView:
         fields["images"] = tuple(ImageView.from_data(i) for i in fields.get("images", ()))
         fields["deployments"] = tuple(DeploymentView.from_data(d)
                                       for d in fields.get("deployments", ()))
+        fields["artifacts"] = tuple(ArtifactView.from_data(a) for a in fields.get("artifacts", ()))
+        fields["caches"] = tuple(CacheView.from_data(c) for c in fields.get("caches", ()))
+        fields["test_reports"] = tuple(TestReportView.from_data(r)
+                                       for r in fields.get("test_reports", ()))
+        fields["collected"] = tuple(fields.get("collected", ()))
         fields["status"] = RunStatus(fields.get("status", RunStatus.REQUESTED))
         fields["checkout"] = CheckoutState(fields.get("checkout", CheckoutState.NONE))
         plan = fields.get("plan")
         fields["plan"] = Plan.from_data(plan) if plan else None
         return cls(**fields)
+
+
+# Fields ``_plain_fields`` writes itself (views of their own), or leaves out.
+_VIEW_LISTS = frozenset({"plan", "job_index", "jobs", "images", "deployments", "artifacts",
+                         "caches", "test_reports"})
 
 
 def run_id_of(stream: str) -> str:
@@ -255,7 +283,7 @@ def _requested(run: RunView, e: ev.RunRequested, ts: str) -> RunView:
         pipeline_file=e.pipeline_file, source=e.source, source_kind=e.source_kind,
         created_at=ts, forge_event=e.forge_event or None,
         params=tuple(sorted(e.params.items())), secrets_withheld=e.secrets_withheld,
-        awaiting_approval=e.approval, requested_by=e.requested_by,
+        awaiting_approval=e.approval, requested_by=e.requested_by, rerun_of=e.rerun_of,
     )
 
 
@@ -285,7 +313,7 @@ def _job_queued(run: RunView, e: ev.JobQueued, ts: str) -> RunView:
     # Queued again after its worker was lost: the next attempt starts from scratch.
     fresh = tuple(StepView(name=s.name) for s in job.steps)
     return _with_job(run, e.job, status=JobStatus.QUEUED, steps=fresh, worker="", started_at="",
-                     queued_at=ts)
+                     queued_at=ts, outputs=())
 
 
 def _job_started(run: RunView, e: ev.JobStarted, ts: str) -> RunView:
@@ -389,6 +417,39 @@ def _deployment_ended(run: RunView, e: ev.DeploymentSucceeded | ev.DeploymentRol
     return run
 
 
+def _artifact_uploaded(run: RunView, e: ev.ArtifactUploaded, ts: str) -> RunView:
+    return replace(run, artifacts=(*run.artifacts, ArtifactView.of(e, ts)))
+
+
+def _step_outputs(run: RunView, e: ev.StepOutputs, ts: str) -> RunView:
+    job = run.job(e.job)
+    if job is None:
+        return run
+    merged = {**dict(job.outputs), **e.outputs}
+    return _with_job(run, e.job, outputs=tuple(merged.items()))
+
+
+def _test_report(run: RunView, e: ev.TestReportRecorded, ts: str) -> RunView:
+    return replace(run, test_reports=(*run.test_reports, TestReportView.of(e, ts)))
+
+
+def _job_reused(run: RunView, e: ev.JobReused, ts: str) -> RunView:
+    """Taken from an earlier run: it ends as it ended there, its steps not run here."""
+    job = run.job(e.job)
+    steps = tuple(replace(s, status=StepStatus.SKIPPED, reason=f"reused from run {e.from_run}")
+                  for s in (job.steps if job else ()))
+    artifacts = tuple(ArtifactView.of(ev.ArtifactUploaded.from_data(a), ts, from_run=e.from_run)
+                      for a in e.artifacts)
+    run = replace(run, artifacts=(*run.artifacts, *artifacts))
+    return _with_job(run, e.job, status=e.status, reused_from=e.from_run, steps=steps,
+                     outputs=tuple(e.outputs.items()), finished_at=ts, duration_s=0.0,
+                     reason=f"reused from run {e.from_run}")
+
+
+def _data_collected(run: RunView, e: ev.RunDataCollected, ts: str) -> RunView:
+    return replace(run, collected=tuple(sorted({*run.collected, *e.what})))
+
+
 def _cancel_requested(run: RunView, e: ev.RunCancelRequested, ts: str) -> RunView:
     return replace(run, cancel_requested=True)
 
@@ -443,6 +504,18 @@ def _dispatch(run: RunView, event: ev.Event, ts: str) -> RunView:
             return _deployment_started(run, event, ts)
         case ev.DeploymentSucceeded() | ev.DeploymentRolledBack() | ev.DeploymentFailed():
             return _deployment_ended(run, event, ts)
+        case ev.ArtifactUploaded():
+            return _artifact_uploaded(run, event, ts)
+        case ev.CacheRestored() | ev.CacheMissed() | ev.CacheSaved():
+            return replace(run, caches=(*run.caches, cache_view(event, ts)))
+        case ev.StepOutputs():
+            return _step_outputs(run, event, ts)
+        case ev.TestReportRecorded():
+            return _test_report(run, event, ts)
+        case ev.JobReused():
+            return _job_reused(run, event, ts)
+        case ev.RunDataCollected():
+            return _data_collected(run, event, ts)
         case ev.RunCancelRequested():
             return _cancel_requested(run, event, ts)
         case ev.RunSucceeded():
