@@ -31,8 +31,18 @@ from typing import IO, TypeVar
 
 from shared.pipeline.triggers import glob_match
 
-__all__ = ["OUTPUT_DIR", "OUTPUT_LIMIT", "bases", "files_digest", "matches", "output_script",
-           "read_file_member", "read_tar", "select"]
+__all__ = [
+    "OUTPUT_DIR",
+    "OUTPUT_LIMIT",
+    "TarCounter",
+    "bases",
+    "files_digest",
+    "matches",
+    "output_script",
+    "read_file_member",
+    "read_tar",
+    "select",
+]
 
 OUTPUT_DIR = ".cyclone/out"  # in the workspace: one file per step container or process
 OUTPUT_LIMIT = 1024 * 1024  # what of a step's $CYCLONE_OUTPUT is read
@@ -166,6 +176,54 @@ def _put_unless(q: queue.Queue[object], item: object, stop: threading.Event) -> 
         except queue.Full:
             continue
     return False
+
+
+class TarCounter:
+    """Counts the regular files of a tar stream as it passes (``count``), from the member
+    headers alone: no second reader of the data, no copy."""
+
+    def __init__(self) -> None:
+        self.files = 0
+        self._skip = 0  # bytes of member data (and padding) still to pass
+        self._header = bytearray()
+        self._ended = False
+
+    async def count(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self.feed(chunk)
+            yield chunk
+
+    def feed(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view and not self._ended:
+            if self._skip:
+                step = min(self._skip, len(view))
+                self._skip -= step
+                view = view[step:]
+                continue
+            need = 512 - len(self._header)
+            self._header += view[:need]
+            view = view[need:]
+            if len(self._header) == 512:
+                self._member(bytes(self._header))
+                self._header.clear()
+
+    def _member(self, header: bytes) -> None:
+        if header == bytes(512):
+            self._ended = True  # the end blocks (what follows is padding)
+            return
+        kind = header[156:157]
+        if kind in (b"0", b"\0", b"7"):
+            self.files += 1
+        size = _tar_size(header[124:136])
+        self._skip = (size + 511) // 512 * 512
+
+
+def _tar_size(field: bytes) -> int:
+    if field[0] & 0x80:  # base-256, for members of 8 GiB and more
+        return int.from_bytes(field[1:], "big")
+    digits = field.rstrip(b"\0 ").lstrip(b" ")
+    return int(digits, 8) if digits else 0
 
 
 async def files_digest(chunks: AsyncIterator[bytes]) -> tuple[str, int]:
