@@ -10,6 +10,7 @@ from aiohttp import web
 from services.api.auth import LoginLimiter, Tokens, Users
 from services.api.live import LiveRuns
 from services.api.readmodel import RunsReadModel
+from shared.ports.artifacts import ArtifactStore
 from shared.ports.eventstore import EventStore
 from shared.projections.runs import RunView
 from shared.runstream import load_run
@@ -33,6 +34,7 @@ class ApiContext:
     # the event manager's per-run limit (CYCLONE_MAX_PARALLEL_JOBS), to say why a job
     # waits (0: not known)
     max_parallel_jobs: int = 0
+    artifacts: ArtifactStore | None = None  # artifacts, caches, test results (none: 503)
 
     # who makes requests: read from the store (so every replica sees each change)
     tokens: Tokens = field(init=False)
