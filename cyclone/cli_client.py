@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+from cyclone.cli_artifacts import add_artifact_commands, show_kept
 from cyclone.cli_delivery import (
     add_delivery_commands,
     project_delivery_fields,
@@ -134,6 +135,7 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
     add_secret_commands(sub, command)
     add_delivery_commands(sub, command)
+    add_artifact_commands(sub, command)
     add_user_commands(sub, command)
 
     token = sub.add_parser("token", help="manage API tokens")
@@ -421,6 +423,7 @@ async def _show(args: argparse.Namespace, client: CycloneClient) -> int:
         table(["JOB / STEP", "STATUS", "EXIT", "ATTEMPT", "DURATION", "REASON"],
                _job_rows(jobs))
     show_delivery(run)
+    show_kept(run)
     return EXIT_OK
 
 

@@ -29,6 +29,7 @@ from shared.adapters.executor.workspace_files import TarCounter, files_digest
 from shared.errors import BlobCorrupted, BlobNotFound, CycloneError
 from shared.events import utc_now
 from shared.pipeline.plan import CacheSpec, JobSpec
+from shared.pipeline.resources import format_size
 from shared.pipeline.schema_artifacts import HASH_FILES, hash_files_patterns
 from shared.ports.artifacts import ArtifactStore, Blob
 from shared.ports.executor import Executor, LogSink, RunContext
@@ -94,8 +95,8 @@ class JobFiles:
             if artifact.job not in self.job.needs:
                 continue
             what = f"artifact {artifact.name} of job {artifact.job}"
-            await say("stdout", utc_now(), f"cyclone: fetching {what} ({_size(artifact.size)}, "
-                      f"{artifact.files} files)")
+            await say("stdout", utc_now(), f"cyclone: fetching {what} "
+                      f"({format_size(artifact.size)}, {artifact.files} files)")
             try:
                 chunks = _progress(self.store.get(artifact.digest), artifact.size, say)
                 await self.executor.write_files(self.ctx, chunks)
@@ -136,7 +137,7 @@ class JobFiles:
         if exact:
             self._restored.add(key)
         await say("stdout", utc_now(), f"cyclone: cache {'hit' if exact else 'partial hit'}: "
-                  f"{entry.key} ({_size(entry.size)}, restored in "
+                  f"{entry.key} ({format_size(entry.size)}, restored in "
                   f"{time.monotonic() - started:.1f}s)")
         await self.record([ev.CacheRestored(job=self.job.name, key=key, restored_key=entry.key,
                                             digest=entry.digest, size=entry.size)])
@@ -184,7 +185,7 @@ class JobFiles:
                       f"{', '.join(paths)}; nothing kept")
             return ""
         await say("stdout", utc_now(), f"cyclone: artifact {name} kept: {counter.files} files, "
-                  f"{_size(blob.size)} ({blob.digest[:19]})")
+                  f"{format_size(blob.size)} ({blob.digest[:19]})")
         await self.record([ev.ArtifactUploaded(job=self.job.name, name=name, digest=blob.digest,
                                                size=blob.size, files=counter.files,
                                                paths=tuple(paths))])
@@ -215,7 +216,7 @@ class JobFiles:
             await say("stdout", utc_now(), f"cyclone: cache {key} saved meanwhile by another job")
             return
         await say("stdout", utc_now(), f"cyclone: cache saved: {key} ({counter.files} files, "
-                  f"{_size(blob.size)})")
+                  f"{format_size(blob.size)})")
         await self.record([ev.CacheSaved(job=self.job.name, key=key, digest=blob.digest,
                                          size=blob.size, files=counter.files)])
 
@@ -226,14 +227,6 @@ def _wanted(when: str, status: JobStatus) -> bool:
     return (status == JobStatus.SUCCESS) == (when == "success")
 
 
-def _size(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
-    raise AssertionError("unreachable")
-
-
 async def _progress(chunks: AsyncIterator[bytes], total: int | None,
                     say: LogSink) -> AsyncIterator[bytes]:
     """``chunks`` passed on, with a log line at each ``PROGRESS_BYTES`` moved."""
@@ -242,7 +235,7 @@ async def _progress(chunks: AsyncIterator[bytes], total: int | None,
     async for chunk in chunks:
         moved += len(chunk)
         if moved >= next_report:
-            of = f" of {_size(total)}" if total else ""
-            await say("stdout", utc_now(), f"cyclone: {_size(moved)}{of} moved")
+            of = f" of {format_size(total)}" if total else ""
+            await say("stdout", utc_now(), f"cyclone: {format_size(moved)}{of} moved")
             next_report += PROGRESS_BYTES
         yield chunk
