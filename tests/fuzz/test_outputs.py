@@ -12,7 +12,7 @@ from tests.fuzz.budget import examples
 names = st.from_regex(KEY, fullmatch=True)
 # what str.splitlines() splits at, and surrogates (a step writes UTF-8)
 _BREAKS = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-values = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=_BREAKS),
+values = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters=_BREAKS),
                  max_size=40)
 
 
