@@ -36,6 +36,7 @@ from services.api.readmodel import GROUP, RunsReadModel
 from services.api.runs import run_routes
 from services.api.secrets import migrate_env, secret_routes
 from services.api.streams import stream_routes
+from services.api.testreports import report_routes
 from services.api.ui import security_headers, ui_routes
 from services.api.users import user_routes
 from services.api.webhooks import webhook_routes
@@ -54,7 +55,7 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
     readmodel = RunsReadModel(store=ports.store)  # its views are opened at start
     ctx = ApiContext(store=ports.store, readmodel=readmodel, public_read=settings.public_read,
                      live=live, max_parallel_jobs=settings.max_parallel_jobs,
-                     ui_dist=settings.ui_dist or UI_DIST)
+                     ui_dist=settings.ui_dist or UI_DIST, artifacts=ports.artifacts)
     app = build_app(ctx, ready=ports.ready, events_appended=lambda: ports.store.appended_total)
 
     async def run_views(app: web.Application) -> AsyncIterator[None]:
@@ -122,6 +123,7 @@ def build_app(ctx: ApiContext, *, ready: Callable[[], Awaitable[object]] | None 
         web.get("/api/v1/openapi.json", _openapi),
         *project_routes(),
         *run_routes(),
+        *report_routes(),
         *delivery_routes(),
         *stream_routes(),
         *webhook_routes(),

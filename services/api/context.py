@@ -10,6 +10,7 @@ from aiohttp import web
 from services.api.auth import LoginLimiter, Tokens, Users
 from services.api.live import LiveRuns
 from services.api.readmodel import RunsReadModel
+from shared.ports.artifacts import ArtifactStore
 from shared.ports.eventstore import EventStore
 from shared.projections.runs import RunView
 from shared.runstream import load_run
@@ -29,6 +30,7 @@ class ApiContext:
     max_body: int = 25 * 1024 * 1024
     live: LiveRuns | None = None  # what push streams are fed by (none: they answer 503)
     secrets: SecretStore | None = None  # opened with its key at start (none: 503)
+    artifacts: ArtifactStore | None = None  # test results are read from it (none: 503)
     ui_dist: Path = UI_DIST  # the built web UI served at / (missing: / answers 503)
     # the event manager's per-run limit (CYCLONE_MAX_PARALLEL_JOBS), to say why a job
     # waits (0: not known)
