@@ -1,9 +1,14 @@
-"""``GET /api/v1/runs/{id}/tests`` and ``GET /api/v1/projects/{name}/tests`` over real HTTP:
-runs recorded as events in a SQLite store and applied to the read model, their whole
-results put in a real artifact store (files), as the worker records them."""
+"""``GET /api/v1/runs/{id}/tests`` and ``GET /api/v1/projects/{name}/tests`` over real HTTP,
+and ``cyclone tests RUN`` (the CLI as a subprocess) against them: runs recorded as events
+in a SQLite store and applied to the read model, their whole results put in a real
+artifact store (files), as the worker records them."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -146,3 +151,49 @@ async def test_without_an_artifact_store_results_are_a_503(tmp_path: Path) -> No
         answer, _ = await api.call("GET", "/api/v1/projects/demo/tests?name=a", 503)
         assert "artifact store" in answer["detail"]
         await api.call("GET", "/api/v1/runs/r1/tests", 503)  # failures: flakiness needs them
+
+
+async def cli(api: ReportsApi, *args: str) -> str:
+    """``cyclone ARGS`` as a subprocess against the test server; its stdout (exit 0)."""
+    env = {**os.environ, "CYCLONE_SERVER": str(api.client.make_url("")).rstrip("/"),
+           "CYCLONE_TOKEN": api.headers["Authorization"].removeprefix("Bearer ")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cyclone.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_cyclone_tests_prints_counts_failures_flaky_and_slowest(tmp_path: Path) -> None:
+    async with reports_api(tmp_path) as api:
+        await three_runs(api)
+        slow = report({"slow": "passed", "fast": "passed", "x": "error"},
+                      durations={"slow": 75.0, "fast": 0.25, "x": 1.0})
+        await api.record("r4", {"unit": slow}, "c4")
+        text = await cli(api, "tests", "r1")
+        assert text.splitlines() == [
+            "run r1: 3 tests: 1 passed, 2 failed, 0 errors, 0 skipped (1.5s; jobs unit)",
+            "",
+            "JOB   TEST         FLAKY  MESSAGE",
+            "unit  pkg.Suite.a  flaky  a: expected 1",
+            "unit  pkg.Suite.b         b: expected 1",
+            "",
+            "SLOWEST      JOB   DURATION",
+            "pkg.Suite.a  unit  0.5s",
+            "pkg.Suite.b  unit  0.5s",
+            "pkg.Suite.c  unit  0.5s",
+        ]
+        text = await cli(api, "tests", "r4")
+        assert text.splitlines()[0] == ("run r4: 3 tests: 2 passed, 0 failed, 1 error, "
+                                        "0 skipped (1m16s; jobs unit)")
+        assert "pkg.Suite.slow  unit  1m15s" in text
+        shown = json.loads(await cli(api, "tests", "r1", "--json"))
+        assert shown["failures"][0]["flaky"] is True and shown["tests"] == 3
+
+
+async def test_cyclone_tests_of_a_run_without_reports(tmp_path: Path) -> None:
+    async with reports_api(tmp_path) as api:
+        await api.record("r1", {}, "c1")
+        assert await cli(api, "tests", "r1") == "run r1 has no test reports\n"
