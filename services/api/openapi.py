@@ -292,13 +292,16 @@ _TESTS = (
     "commit, status, tests, passed, failed, errors, skipped, duration_s, jobs, warnings, "
     "failures: [{id, job, name, classname, message, file, flaky}], slowest: [{id, job, name, "
     "classname, duration_s}], unreadable}. A failure is flaky when the test also passed on "
-    "the run's commit in the same job (this run or another of the project); `unreadable`: "
-    "runs whose whole results are gone from the artifact store (retention).")
+    "the run's commit in the same job (this run or another of the project, checked out at "
+    "that commit); `unreadable`: runs whose whole results are gone from the artifact store "
+    "(retention).")
 _HISTORY = (
     "name: the test's id (classname.name) or its name alone (every class's); limit: how many "
     "of the project's latest runs (default 20, up to 100). {project, name, runs, history: "
-    "[{test, name, classname, outcome, duration_s, run, commit, created_at, job, attempt}] "
-    "newest first, flaky: [test ids], unreadable: [run ids]}.")
+    "[{test, name, classname, outcome, duration_s, run, commit, created_at, job, attempt, "
+    "checked_out}] newest first, flaky: [test ids], unreadable: [run ids]}. checked_out: "
+    "false for a run of a work tree (cyclone run), whose files may differ from its commit: "
+    "such runs never make a test flaky.")
 
 
 def _test_paths(project: list[dict[str, Any]], run: list[dict[str, Any]]) -> dict[str, Any]:

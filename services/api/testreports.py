@@ -75,6 +75,8 @@ async def _run_tests(request: web.Request) -> web.Response:
 async def _same_commit(ctx: ApiContext, run: RunView) -> list[RunView]:
     """The project's other runs on the run's commit that have test reports, newest
     first, among its ``SAME_COMMIT_SCAN`` latest runs (a rerun follows its run soon)."""
+    if not run.project:  # ("" would page every project's runs)
+        return []
     found: list[RunView] = []
     before: str | None = None
     for _ in range(0, SAME_COMMIT_SCAN, 50):

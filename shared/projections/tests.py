@@ -115,12 +115,15 @@ class HistoryEntry:
     created_at: str  # the run's
     job: str
     attempt: int  # the job's attempt that reported (> 1: run again after a lost worker)
+    # Whether the run built exactly ``commit`` (a checkout), not a directory whose files
+    # may differ from it (``cyclone run`` of a work tree): only then is the code known.
+    checked_out: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {"test": self.test, "name": self.name, "classname": self.classname,
                 "outcome": self.outcome, "duration_s": self.duration_s, "run": self.run,
                 "commit": self.commit, "created_at": self.created_at, "job": self.job,
-                "attempt": self.attempt}
+                "attempt": self.attempt, "checked_out": self.checked_out}
 
 
 def history_of(run: RunView, cases: Mapping[str, Sequence[TestCase]]) -> list[HistoryEntry]:
@@ -135,18 +138,19 @@ def history_of(run: RunView, cases: Mapping[str, Sequence[TestCase]]) -> list[Hi
                 test=case.id, name=case.name, classname=case.classname,
                 outcome=case.outcome, duration_s=case.duration_s, run=run.id,
                 commit=run.commit, created_at=run.created_at, job=report.job,
-                attempt=attempt))
+                attempt=attempt, checked_out=run.source_kind == "git"))
     return entries
 
 
 def flaky(history: Iterable[HistoryEntry]) -> set[str]:
     """The tests that failed (or errored) and passed on one commit in one job: the code
-    did not change, the outcome did. Entries of no known commit (a run of a directory)
-    say nothing about unchanged code; a job of another name (a matrix entry) may fail
-    for its own reasons, so jobs are never compared with each other."""
+    did not change, the outcome did. An entry of no commit, or of a run of a directory
+    (its files may hold changes the commit does not), says nothing about unchanged code;
+    a job of another name (a matrix entry) may fail for its own reasons, so jobs are
+    never compared with each other."""
     seen: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     for entry in history:
-        if entry.commit:
+        if entry.commit and entry.checked_out:
             seen[(entry.test, entry.job, entry.commit)].add(entry.outcome)
     return {test for (test, _, _), outcomes in seen.items()
             if "passed" in outcomes and outcomes & _FAILING}

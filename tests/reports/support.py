@@ -42,12 +42,15 @@ def digest_of(data: bytes) -> str:
 
 
 def run_events(reports: Mapping[str, Report], *, commit: str = "c1", project: str = "demo",
-               end: ev.Event | None = None, attempts: int = 1) -> list[ev.Event]:
-    """A run of ``project`` on ``commit`` whose jobs ``reports`` names reported (each
-    started ``attempts`` times), then ``end``."""
+               end: ev.Event | None = None, attempts: int = 1,
+               source_kind: str = "git") -> list[ev.Event]:
+    """A run of ``project`` checking out ``commit`` (``source_kind="dir"``: a directory
+    at that commit) whose jobs ``reports`` names reported (each started ``attempts``
+    times), then ``end``."""
     events: list[ev.Event] = [
         ev.RunRequested(project=project, trigger="push", branch="main", commit=commit,
-                        pipeline_file=".cyclone.yml", pipeline="", source="git://x"),
+                        pipeline_file=".cyclone.yml", pipeline="", source="git://x",
+                        source_kind=source_kind),
         ev.RunPlanned(plan=PLAN)]
     for job, made in reports.items():
         events += [ev.JobStarted(job=job, worker="w", executor="shell")] * attempts

@@ -127,6 +127,18 @@ def test_skipped_is_no_flip_and_no_commit_says_nothing() -> None:
     assert flaky(history) == set()
 
 
+def test_runs_of_a_work_tree_say_nothing_about_unchanged_code() -> None:
+    """``cyclone run`` copies a directory at a commit, local changes and all."""
+    failed, fixed = report({"a": "failed"}), report({"a": "passed"})
+    history = [*history_of(run_view("r1", run_events({"unit": failed}, source_kind="dir")),
+                           blobs(failed)),
+               *history_of(run_view("r2", run_events({"unit": fixed}, source_kind="dir")),
+                           blobs(fixed))]
+    assert [e.checked_out for e in history] == [False, False]
+    assert flaky(history) == set()
+    assert flaky([history[0], replace(history[1], checked_out=True)]) == set()
+
+
 def test_jobs_are_not_compared_with_each_other() -> None:
     """A matrix: the test fails on one Python and passes on another, every time."""
     py311, py312 = report({"a": "failed"}), report({"a": "passed"})
