@@ -8,6 +8,7 @@
     cyclone cancel RUN | rerun RUN [--failed | --from JOB] [--follow] | events RUN
     cyclone approve|reject RUN [JOB]                    a run or a job waiting for approval
     cyclone deployments PROJECT [ENV] | rollback PROJECT ENV   (cyclone/cli_delivery.py)
+    cyclone tests RUN                                   test reports (cyclone/cli_tests.py)
     cyclone token create NAME | list | revoke ID
     cyclone notify test PROJECT                         message every notification channel
     cyclone secret set|list|rm ... | rotate-key         secrets (cyclone/cli_secrets.py)
@@ -41,6 +42,7 @@ from cyclone.cli_delivery import (
     shown_project_delivery,
 )
 from cyclone.cli_secrets import add_secret_commands
+from cyclone.cli_tests import add_test_commands
 from cyclone.cli_users import add_user_commands
 from cyclone.client import DEFAULT_SERVER, ClientError, ConnectionFailed, CycloneClient
 from cyclone.display import Display
@@ -141,6 +143,7 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     add_secret_commands(sub, command)
     add_delivery_commands(sub, command)
     add_artifact_commands(sub, command)
+    add_test_commands(sub, command)
     add_user_commands(sub, command)
 
     token = sub.add_parser("token", help="manage API tokens")

@@ -185,6 +185,10 @@ class CycloneClient:
         return await self._call("POST", f"/api/v1/projects/{_seg(project)}/environments/"
                                         f"{_seg(environment)}/rollback")
 
+    async def run_tests(self, run_id: str) -> Json:
+        """The run's test reports summed over its jobs, flaky failures marked."""
+        return await self._call("GET", f"/api/v1/runs/{_seg(run_id)}/tests")
+
     async def rerun(self, run_id: str, *, failed: bool = False,
                     from_job: str | None = None) -> Json:
         """Start a new run like ``run_id``; returns ``{"id", "url"}`` of the new one.

@@ -180,6 +180,7 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/api/v1/changes"): _LISTED,
     ("GET", "/api/v1/runs/{id}"): _VIEW_RUN,
     ("GET", "/api/v1/runs/{id}/events"): _VIEW_RUN,
+    ("GET", "/api/v1/runs/{id}/tests"): _VIEW_RUN,
     ("GET", "/api/v1/runs/{id}/logs"): _VIEW_RUN,
     ("GET", "/api/v1/runs/{id}/logs/ws"): _VIEW_RUN,
     ("GET", "/api/v1/runs/{id}/logs/search"): _VIEW_RUN,
@@ -193,6 +194,7 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/api/v1/runs/{id}/jobs/{job}/approve"): _DEVELOP_RUN,
     ("POST", "/api/v1/runs/{id}/jobs/{job}/reject"): _DEVELOP_RUN,
     ("GET", "/api/v1/projects/{name}/deployments"): _VIEW_PROJECT,
+    ("GET", "/api/v1/projects/{name}/tests"): _VIEW_PROJECT,  # a test's history
     ("POST", "/api/v1/projects/{name}/environments/{env}/rollback"): _MAINTAIN_PROJECT,
 }
 

@@ -37,6 +37,7 @@ from services.api.readmodel import GROUP, RunsReadModel
 from services.api.runs import run_routes
 from services.api.secrets import migrate_env, secret_routes
 from services.api.streams import stream_routes
+from services.api.testreports import report_routes
 from services.api.ui import security_headers, ui_routes
 from services.api.users import user_routes
 from services.api.webhooks import webhook_routes
@@ -123,6 +124,7 @@ def build_app(ctx: ApiContext, *, ready: Callable[[], Awaitable[object]] | None 
         web.get("/api/v1/openapi.json", _openapi),
         *project_routes(),
         *run_routes(),
+        *report_routes(),
         *delivery_routes(),
         *artifacts_routes(),
         *stream_routes(),

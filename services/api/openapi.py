@@ -221,6 +221,7 @@ def openapi_document() -> dict[str, Any]:
                 "Recent webhook deliveries and what became of them (?project=NAME)", 200,
                 params=[_query("project")], errors=(401,))},
             **_secret_paths(project),
+            **_test_paths(project, run),
             "/api/v1/tokens": {
                 "get": _op("List API tokens: your own (every token, for an admin)", 200,
                            errors=(401,)),
@@ -302,6 +303,37 @@ def _ui_paths() -> dict[str, Any]:
                                "the root of the UI's build, else index.html (the app's "
                                "router shows the page)", 200, params=path, content="*/*",
                                errors=(404, 503))},
+    }
+
+
+_TESTS = (
+    "Sums the JUnit reports of the run's jobs (`reports: {junit: ...}`): {run, project, "
+    "commit, status, tests, passed, failed, errors, skipped, duration_s, jobs, warnings, "
+    "failures: [{id, job, name, classname, message, file, flaky}], slowest: [{id, job, name, "
+    "classname, duration_s}], unreadable}. A failure is flaky when the test also passed on "
+    "the run's commit in the same job (this run or another of the project, checked out at "
+    "that commit); `unreadable`: runs whose whole results are gone from the artifact store "
+    "(retention).")
+_HISTORY = (
+    "name: the test's id (classname.name) or its name alone (every class's); limit: how many "
+    "of the project's latest runs (default 20, up to 100). {project, name, runs, history: "
+    "[{test, name, classname, outcome, duration_s, run, commit, created_at, job, attempt, "
+    "checked_out}] newest first, flaky: [test ids], unreadable: [run ids]}. checked_out: "
+    "false for a run of a work tree (cyclone run), whose files may differ from its commit: "
+    "such runs never make a test flaky.")
+
+
+def _test_paths(project: list[dict[str, Any]], run: list[dict[str, Any]]) -> dict[str, Any]:
+    """Test reports (services/api/testreports.py)."""
+    return {
+        "/api/v1/runs/{id}/tests": {"get": _op(
+            "The run's tests: counts, failures (flaky marked), the slowest", 200, params=run,
+            errors=(401, 404, 503), description=_TESTS)},
+        "/api/v1/projects/{name}/tests": {"get": _op(
+            "One test's history over the project's latest runs: outcome, duration, run, "
+            "commit, time", 200,
+            params=[*project, {**_query("name"), "required": True}, _query("limit", "integer")],
+            errors=(400, 401, 404, 503), description=_HISTORY)},
     }
 
 

@@ -19,7 +19,9 @@ made one line (whitespace, newlines included, collapsed). Variables:
   ``trigger``, ``duration_s`` (float or None), ``created_at``, ``finished_at``,
   ``jobs`` (each with ``name``, ``status``, ``duration_s``, ``reason``),
   ``failed_step`` (None, or ``job``, ``step``, ``status``, ``exit_code``),
-  ``log_tail`` (lines, already cleaned and masked);
+  ``log_tail`` (lines, already cleaned and masked), ``failing_tests`` (the ids of the
+  run's first 20 failing tests, from its JUnit reports), ``more_failing_tests`` (how
+  many more failed);
 * ``headline`` ("api: run 01J... failed on main"), ``duration`` ("1m 05s" or ""),
   ``short_commit`` (10 characters), ``colour`` ("#rrggbb" of the outcome), and
   ``summary`` itself;

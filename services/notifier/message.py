@@ -4,6 +4,9 @@ Every channel (``email.py``, ``chat.py``) turns a ``Summary`` into its own forma
 sends it; a send that does not go through raises ``SendError`` saying why and
 whether trying again may help.
 
+A run's failing tests (its JUnit reports: ``shared.projections.tests``) are named, at
+most ``MAX_FAILING_TESTS`` of them, with how many more failed.
+
 The log tail is the last lines of the first failed step, with terminal escape
 sequences removed and every secret the notifier knows of (channel URLs and keys,
 the forge token, the webhook secret, project env values whose names look secret)
@@ -20,11 +23,13 @@ from typing import Any
 from shared import masking
 from shared.email_templates import format_duration
 from shared.projections.runs import RunView
+from shared.projections.tests import run_tests
 
-__all__ = ["TAIL_LINES", "FailedStep", "JobLine", "SendError", "Summary", "clean_tail",
-           "failed_step", "mask", "masked", "summarize"]
+__all__ = ["MAX_FAILING_TESTS", "TAIL_LINES", "FailedStep", "JobLine", "SendError", "Summary",
+           "clean_tail", "failed_step", "failing_tests", "mask", "masked", "summarize"]
 
 TAIL_LINES = 40
+MAX_FAILING_TESTS = 20  # named in a notification; the rest are counted
 _ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -86,6 +91,8 @@ class Summary:
     jobs: tuple[JobLine, ...] = ()
     failed_step: FailedStep | None = None
     log_tail: tuple[str, ...] = ()
+    failing_tests: tuple[str, ...] = ()  # test ids (with their job when several reported)
+    more_failing_tests: int = 0  # failing tests beyond those named
 
     @property
     def headline(self) -> str:
@@ -117,6 +124,7 @@ class Summary:
         data["headline"] = self.headline
         data["jobs"] = [asdict(job) for job in self.jobs]
         data["log_tail"] = list(self.log_tail)
+        data["failing_tests"] = list(self.failing_tests)
         return data
 
 
@@ -124,6 +132,7 @@ def summarize(run: RunView, *, key: str, moment: str, reason: str, url: str,
               log_tail: Iterable[str] = ()) -> Summary:
     """The summary of ``run`` (pure): ``log_tail`` must already be ``clean_tail``'s."""
     forge = run.forge_event or {}
+    named, more = failing_tests(run)
     return Summary(
         key=key, moment=moment, reason=reason, run_id=run.id, project=run.project,
         status="running" if moment == "started" else run.status, url=url,
@@ -132,7 +141,8 @@ def summarize(run: RunView, *, key: str, moment: str, reason: str, url: str,
         detail=run.reason.split("\n", 1)[0] if run.done else "",
         duration_s=run.duration_s, created_at=run.created_at, finished_at=run.finished_at,
         jobs=tuple(JobLine(j.name, j.status, j.duration_s, j.reason) for j in run.jobs),
-        failed_step=failed_step(run), log_tail=tuple(log_tail))
+        failed_step=failed_step(run), log_tail=tuple(log_tail), failing_tests=named,
+        more_failing_tests=more)
 
 
 def failed_step(run: RunView) -> FailedStep | None:
@@ -142,6 +152,17 @@ def failed_step(run: RunView) -> FailedStep | None:
             if step.status in ("failure", "timeout", "errored"):
                 return FailedStep(job.name, step.name, step.status, step.exit_code)
     return None
+
+
+def failing_tests(run: RunView) -> tuple[tuple[str, ...], int]:
+    """The first ``MAX_FAILING_TESTS`` failing tests of the run's reports, and how many
+    more failed (or errored). A test is named by its id, and by its job too when several
+    jobs reported (a matrix runs the same tests in each)."""
+    tests = run_tests(run)
+    several = len(tests.jobs) > 1
+    named = tuple(f"{f.id} ({f.job})" if several else f.id
+                  for f in tests.failures[:MAX_FAILING_TESTS])
+    return named, max(0, tests.failed + tests.errors - len(named))
 
 
 def clean_tail(lines: Iterable[str], secrets: Iterable[str], keep: int = TAIL_LINES) -> list[str]:
@@ -159,11 +180,12 @@ def mask(text: str, secrets: Iterable[str]) -> str:
 
 def masked(summary: Summary, secrets: Iterable[str]) -> Summary:
     """``summary`` with every secret masked in what people and commands wrote (the commit
-    message and author, the reasons, the log tail): a mail's subject and body, a chat
-    message and a webhook's JSON are all made of it."""
+    message and author, the reasons, the log tail, the test names): a mail's subject and
+    body, a chat message and a webhook's JSON are all made of it."""
     values = tuple(secrets)
     return replace(
         summary, message=mask(summary.message, values), author=mask(summary.author, values),
         detail=mask(summary.detail, values), branch=mask(summary.branch, values),
         jobs=tuple(replace(job, reason=mask(job.reason, values)) for job in summary.jobs),
-        log_tail=tuple(mask(line, values) for line in summary.log_tail))
+        log_tail=tuple(mask(line, values) for line in summary.log_tail),
+        failing_tests=tuple(mask(name, values) for name in summary.failing_tests))

@@ -66,7 +66,6 @@ from shared.pipeline.plan import (
     When,
 )
 from shared.pipeline.resources import UNKNOWN, Policy
-from shared.pipeline.schema_artifacts import caches_of
 from shared.pipeline.schema import (
     JobModel,
     NotifyRuleModel,
@@ -78,6 +77,7 @@ from shared.pipeline.schema import (
     WhenModel,
     rule_names,
 )
+from shared.pipeline.schema_artifacts import caches_of
 from shared.pipeline.triggers import Filter, PullRequestTrigger, PushTrigger, Triggers
 from shared.pipeline.trust import mountable
 

@@ -775,6 +775,11 @@ def _child(tp: Any, part: str | int) -> Any:
 
 
 # The delivery models use the types above; the step, job and file models use them.
+from shared.pipeline.schema_artifacts import (  # noqa: E402
+    ArtifactsModel,
+    Caches,
+    ReportsModel,
+)
 from shared.pipeline.schema_delivery import (  # noqa: E402
     Approval,
     BuildModel,
@@ -782,12 +787,6 @@ from shared.pipeline.schema_delivery import (  # noqa: E402
     EnvironmentName,
     PromoteModel,
     RegistryModel,
-)
-
-from shared.pipeline.schema_artifacts import (  # noqa: E402
-    ArtifactsModel,
-    Caches,
-    ReportsModel,
 )
 
 for _model in (StepModel, JobModel, CycloneFile):

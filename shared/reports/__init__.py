@@ -5,8 +5,10 @@ from shared.reports.junit import (
     MAX_REPORT_BYTES,
     Report,
     TestCase,
+    case_id,
     cases_from_json,
     parse_junit,
 )
 
-__all__ = ["MAX_REPORT_BYTES", "Report", "TestCase", "cases_from_json", "parse_junit"]
+__all__ = ["MAX_REPORT_BYTES", "Report", "TestCase", "case_id", "cases_from_json",
+           "parse_junit"]

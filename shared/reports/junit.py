@@ -44,6 +44,7 @@ __all__ = [
     "OUTCOMES",
     "Report",
     "TestCase",
+    "case_id",
     "cases_from_json",
     "parse_junit",
 ]
@@ -57,11 +58,17 @@ MAX_EVENT_FAILURES = 100
 SLOWEST = 10
 MAX_EVENT_LIST = 100  # files and warnings the event names (the counts cover them all)
 
-# Worst first: a case with several results takes the worst, and so does a test that a
+# Worst last: a case with several results takes the worst, and so does a test that a
 # tool wrote twice (pytest writes a failed call and its failed teardown as two cases).
 OUTCOMES = ("passed", "skipped", "failed", "error")
 _RANK = {outcome: n for n, outcome in enumerate(OUTCOMES)}
 _RESULTS_VERSION = 1
+
+
+def case_id(classname: str, name: str) -> str:
+    """What names a test across runs: ``classname.name`` (the name alone when the report
+    gives no class)."""
+    return f"{classname}.{name}" if classname else name
 
 
 @dataclass(frozen=True)
@@ -77,9 +84,7 @@ class TestCase:
 
     @property
     def id(self) -> str:
-        """What names the test across runs: ``classname.name`` (the name alone when the
-        report gives no class)."""
-        return f"{self.classname}.{self.name}" if self.classname else self.name
+        return case_id(self.classname, self.name)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "classname": self.classname, "outcome": self.outcome,
@@ -193,6 +198,8 @@ def _parse_xml(content: bytes) -> ET.Element:
         root: ET.Element = parser.close()
     except ET.ParseError as e:
         raise _Unreadable(f"not well-formed XML ({e})") from e
+    except LookupError as e:  # <?xml ... encoding="no-such-codec"?>
+        raise _Unreadable(f"declares an encoding Python does not know ({e})") from e
     return root
 
 

@@ -72,6 +72,9 @@ EXPECTED = {
     ("GET", "/api/v1/changes"): "outsider",
     ("GET", "/api/v1/runs/{id}"): "viewer",
     ("GET", "/api/v1/runs/{id}/events"): "viewer",
+    ("GET", "/api/v1/runs/{id}/tests"): "viewer",
+    ("GET", "/api/v1/runs/{id}/artifacts"): "viewer",
+    ("GET", "/api/v1/runs/{id}/artifacts/{job}/{name}"): "viewer",
     ("GET", "/api/v1/runs/{id}/logs"): "viewer",
     ("GET", "/api/v1/runs/{id}/logs/ws"): "viewer",
     ("GET", "/api/v1/runs/{id}/logs/search"): "viewer",
@@ -82,6 +85,7 @@ EXPECTED = {
     ("POST", "/api/v1/runs/{id}/jobs/{job}/approve"): "developer",  # + the job's own role
     ("POST", "/api/v1/runs/{id}/jobs/{job}/reject"): "developer",
     ("GET", "/api/v1/projects/{name}/deployments"): "viewer",
+    ("GET", "/api/v1/projects/{name}/tests"): "viewer",
     ("POST", "/api/v1/projects/{name}/environments/{env}/rollback"): "maintainer",
 }
 SAFE = ("GET", "HEAD")
