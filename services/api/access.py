@@ -192,6 +192,7 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/api/v1/runs/{id}/jobs/{job}/reject"): _DEVELOP_RUN,
     ("GET", "/api/v1/projects/{name}/deployments"): _VIEW_PROJECT,
     ("POST", "/api/v1/projects/{name}/environments/{env}/rollback"): _MAINTAIN_PROJECT,
+    ("POST", "/api/v1/gc"): _ADMIN,  # a retention pass now, over every project
 }
 
 # (request, scope) -> the project the request is about; None when there is no such thing

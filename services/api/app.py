@@ -27,6 +27,7 @@ from services.api.badge import badge_routes
 from services.api.context import CONTEXT, UI_DIST, ApiContext
 from services.api.delivery import delivery_routes
 from services.api.errors import error_middleware
+from services.api.gc import gc_routes, start_retention
 from services.api.live import LiveRuns
 from services.api.metrics import api_collector
 from services.api.notifications import notification_routes
@@ -44,6 +45,7 @@ from shared.app import BACKGROUND, run_in_background, service_app
 from shared.config import Settings
 from shared.events import decode, notify_test_stream
 from shared.infra import Ports
+from shared.metrics import FunctionCollector
 from shared.secrets import open_secret_store
 
 __all__ = ["build_app", "create_app"]
@@ -56,6 +58,7 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
                      live=live, max_parallel_jobs=settings.max_parallel_jobs,
                      ui_dist=settings.ui_dist or UI_DIST)
     app = build_app(ctx, ready=ports.ready, events_appended=lambda: ports.store.appended_total)
+    start_retention(app, settings, ports)
 
     async def run_views(app: web.Application) -> AsyncIterator[None]:
         readmodel.views = await ports.open_run_views()
@@ -111,8 +114,9 @@ def build_app(ctx: ApiContext, *, ready: Callable[[], Awaitable[object]] | None 
     async def project_of(request: web.Request, scope: Scope) -> str | None:
         return await _project_of(ctx, request, scope)
 
+    storage = FunctionCollector(lambda: ctx.storage.samples() if ctx.storage else ())
     app = service_app(ready or ctx.store.last_position,
-                      [api_collector(ctx.readmodel, events_appended)],
+                      [api_collector(ctx.readmodel, events_appended), storage],
                       client_max_size=ctx.max_body,
                       middlewares=[error_middleware,
                                    access_middleware(who, project_of, ctx.public_read)])
@@ -129,6 +133,7 @@ def build_app(ctx: ApiContext, *, ready: Callable[[], Awaitable[object]] | None 
         *user_routes(),
         *secret_routes(),
         *badge_routes(),
+        *gc_routes(),
         *ui_routes(),  # its catch-all leaves /api/ out, so later routes (logs) still match
     ])
     return app
