@@ -33,6 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+from cyclone.cli_artifacts import add_artifact_commands, show_kept
 from cyclone.cli_delivery import (
     add_delivery_commands,
     project_delivery_fields,
@@ -141,6 +142,7 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
     add_secret_commands(sub, command)
     add_delivery_commands(sub, command)
+    add_artifact_commands(sub, command)
     add_user_commands(sub, command)
     add_gc_command(sub, command)
 
@@ -433,6 +435,7 @@ async def _show(args: argparse.Namespace, client: CycloneClient) -> int:
         table(["JOB / STEP", "STATUS", "EXIT", "ATTEMPT", "DURATION", "REASON"],
                _job_rows(jobs))
     show_delivery(run)
+    show_kept(run)
     return EXIT_OK
 
 

@@ -189,6 +189,21 @@ class CycloneClient:
         """Start a new run like ``run_id``; returns ``{"id", "url"}`` of the new one."""
         return await self._call("POST", f"/api/v1/runs/{_seg(run_id)}/rerun")
 
+    async def artifacts(self, run_id: str) -> Json:
+        return await self._call("GET", f"/api/v1/runs/{_seg(run_id)}/artifacts")
+
+    async def download_artifact(self, run_id: str, job: str,
+                                name: str) -> AsyncGenerator[bytes, None]:
+        """The artifact's tar, in chunks as they arrive (``ConnectionFailed`` when the
+        server cuts it short: a corrupt blob, or a dropped connection)."""
+        path = f"/api/v1/runs/{_seg(run_id)}/artifacts/{_seg(job)}/{_seg(name)}"
+        async with self._open("GET", path, stream=True) as response:
+            try:
+                async for chunk in response.content.iter_chunked(1024 * 1024):
+                    yield chunk
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self._dropped(exc) from exc
+
     async def run_events(self, run_id: str, after: int = 0) -> list[Json]:
         """The run's events with seq > ``after``, in order."""
         query = {"after": str(after)} if after else None

@@ -185,6 +185,8 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/api/v1/runs/{id}/logs/search"): _VIEW_RUN,
     ("POST", "/api/v1/runs/{id}/cancel"): _DEVELOP_RUN,
     ("POST", "/api/v1/runs/{id}/rerun"): _DEVELOP_RUN,
+    ("GET", "/api/v1/runs/{id}/artifacts"): _VIEW_RUN,
+    ("GET", "/api/v1/runs/{id}/artifacts/{job}/{name}"): _VIEW_RUN,
     ("POST", "/api/v1/runs/{id}/approve"): _MAINTAIN_RUN,  # a pull request from a fork
     ("POST", "/api/v1/runs/{id}/reject"): _MAINTAIN_RUN,
     # a job's approval: its own approval.role is checked by the handler (delivery.py)

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from services.api.access import Principal, Scope, access_middleware
+from services.api.artifacts import artifacts_routes
 from services.api.auth import identify
 from services.api.badge import badge_routes
 from services.api.context import CONTEXT, UI_DIST, ApiContext
@@ -127,6 +128,7 @@ def build_app(ctx: ApiContext, *, ready: Callable[[], Awaitable[object]] | None 
         *project_routes(),
         *run_routes(),
         *delivery_routes(),
+        *artifacts_routes(),
         *stream_routes(),
         *webhook_routes(),
         *notification_routes(),

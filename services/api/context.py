@@ -11,6 +11,7 @@ from services.api.auth import LoginLimiter, Tokens, Users
 from services.api.live import LiveRuns
 from services.api.readmodel import RunsReadModel
 from shared.collector import Collector, StorageUse
+from shared.ports.artifacts import ArtifactStore
 from shared.ports.eventstore import EventStore
 from shared.projections.runs import RunView
 from shared.runstream import load_run
@@ -34,6 +35,7 @@ class ApiContext:
     # the event manager's per-run limit (CYCLONE_MAX_PARALLEL_JOBS), to say why a job
     # waits (0: not known)
     max_parallel_jobs: int = 0
+    artifacts: ArtifactStore | None = None  # artifacts, caches, test results (none: 503)
     # retention (services/api/gc.py): the collector POST /api/v1/gc runs (none: 503), and
     # the storage figures /metrics shows (none: not shown)
     gc: Collector | None = None

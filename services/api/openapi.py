@@ -162,6 +162,13 @@ def openapi_document() -> dict[str, Any]:
                 errors=(401, 403, 404, 409))},
             "/api/v1/runs/{id}/rerun": {"post": _op("Run again: same commit, params and "
                                                     "pipeline file", 202, params=run)},
+            "/api/v1/runs/{id}/artifacts": {"get": _op(
+                "The artifacts the run's jobs kept (artifacts: in the pipeline file)", 200,
+                params=run)},
+            "/api/v1/runs/{id}/artifacts/{job}/{name}": {"get": _op(
+                "Download an artifact: the tar it was kept as (Digest: sha-256 header). 410 "
+                "when retention removed it", 200, params=[*run, _path("job"), _path("name")],
+                content="application/x-tar", errors=(401, 403, 404, 410))},
             "/api/v1/runs/{id}/events": {"get": _op(
                 "The run's raw event history (after=SEQ: only later events); with follow=1 "
                 "(or Accept: text/event-stream) Server-Sent Events, live, until the run has "

@@ -144,7 +144,7 @@ def _verdict(run: RunView, plan: Plan, job: JobView) -> str | None:
     failed = [n for n in job.needs if run.job_failed(n)]
     outcome = "failure" if failed else "success"
     if spec.when.runs_on(outcome):
-        return None
+        return spec.when.outputs_match(run.outputs_of(job.needs)) or None
     if failed:
         return f"needs failed: {', '.join(failed)}"
     return "when.status: runs only on failure"

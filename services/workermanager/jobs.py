@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from services.workermanager.delivery import (
@@ -29,14 +29,17 @@ from services.workermanager.delivery import (
     expand_tags,
     image_pushed,
 )
+from services.workermanager.files import Caches, JobFiles
 from services.workermanager.logship import LogShipper
 from services.workermanager.secrets import NO_SECRETS, JobSecrets, MaskedSink
 from shared import events as ev
 from shared.config import DEFAULT_STEP_LOG, StepLogLimit
 from shared.errors import DeployerUnavailable, ExecutorError
 from shared.events import utc_now
+from shared.outputs import masked, parse_outputs
 from shared.pipeline.plan import JobSpec, Plan, StepSpec
 from shared.pipeline.resources import Resources, oom_message
+from shared.ports.artifacts import ArtifactStore
 from shared.ports.deployer import Deployer, DeployOutcome, DeployStatus
 from shared.ports.executor import (
     NO_REGISTRIES,
@@ -57,9 +60,11 @@ Report = Callable[[Sequence[ev.Event]], Awaitable[None]]
 ATTEMPT_STEP = "attempt"  # the log "step" of the line that opens a job's later attempt
 
 
-def step_env(run: RunView, job: JobSpec, step: StepSpec) -> dict[str, str]:
-    """Job env < step env < run params; the built-ins always win."""
-    env = {**job.env, **step.env, **dict(run.params)}
+def step_env(run: RunView, job: JobSpec, step: StepSpec,
+             outputs: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Job env < step outputs (of the jobs it needs, then of its earlier steps) < step env
+    < run params; the built-ins always win."""
+    env = {**job.env, **(outputs or {}), **step.env, **dict(run.params)}
     env.update({
         "CI": "true",
         "CYCLONE": "true",
@@ -145,8 +150,14 @@ class JobRun:
                  report: Report, logs: LogShipper,
                  log_limit: StepLogLimit = DEFAULT_STEP_LOG,
                  secrets: JobSecrets = NO_SECRETS, registries: Registries = NO_REGISTRIES,
-                 deployer: Deployer | None = None) -> None:
+                 deployer: Deployer | None = None, artifacts: ArtifactStore | None = None,
+                 caches: Caches | None = None) -> None:
         self.run = run
+        self.artifacts = artifacts  # None: a job with artifacts, caches or reports errors
+        self.caches = caches
+        # Outputs of the jobs it needs (as recorded: masked), then of its own steps (as
+        # written: its later steps get the secrets they hold, nothing else does).
+        self.outputs = run.outputs_of(job.needs)
         self.images = JobImages(run)
         self.registries = registries
         self.deployer = deployer
@@ -231,9 +242,37 @@ class JobRun:
             await self.executor.stop_services(self.ctx, self.job)
             return JobStatus.ERRORED, problem
         try:
-            return await self._run_steps()
+            return await self._run_steps_with_files()
         finally:
             await self.executor.stop_services(self.ctx, self.job)
+
+    async def _run_steps_with_files(self) -> tuple[JobStatus, str]:
+        """The steps, with what the job keeps (``files.JobFiles``) brought in before and
+        kept after them."""
+        files = self._files()
+        if isinstance(files, str):
+            return JobStatus.ERRORED, files
+        if files is not None:
+            problem = await files.bring_in()
+            if problem:
+                return JobStatus.ERRORED, problem
+        status, reason = await self._run_steps()
+        if files is not None and status != JobStatus.CANCELLED and not self.handed_back:
+            problem = await files.keep(status)
+            if problem:
+                return JobStatus.ERRORED, problem
+        return status, reason
+
+    def _files(self) -> JobFiles | str | None:
+        """The job's ``JobFiles`` (None: it keeps and needs none; a str: why it cannot)."""
+        needed = any(a.job in self.job.needs for a in self.run.artifacts)
+        job = self.job
+        if not (needed or job.artifacts or job.caches or job.reports):
+            return None
+        if self.artifacts is None:
+            return "this worker has no artifact store (artifacts, caches and reports need one)"
+        return JobFiles(self.run, job, self.executor, self.ctx, self.artifacts, self.caches,
+                        self.record, lambda step: self.sink_for(job.name, step))
 
     async def _run_steps(self) -> tuple[JobStatus, str]:
         failed_step = ""
@@ -266,7 +305,7 @@ class JobRun:
             return "job timed out"
         if not step.when.runs_on("failure" if failed else "success"):
             return "an earlier step failed" if failed else "when.status: runs only on failure"
-        return ""
+        return step.when.outputs_match(self.outputs)
 
     async def _run_with_retry(self, step: StepSpec) -> _Ended:
         attempts = step.retry + 1
@@ -296,7 +335,7 @@ class JobRun:
         except DeliveryError as exc:
             await on_log("stderr", utc_now(), f"cyclone: {exc}")
             return _Ended(StepStatus.FAILURE, None, str(exc))
-        env = step_env(self.run, self.job, step)
+        env = step_env(self.run, self.job, step, self.outputs)
         given, note = self.secrets.for_step(step)
         env.update(given)  # never recorded: neither the events nor the params hold them
         if note:
@@ -333,6 +372,8 @@ class JobRun:
         for pushed in outcome.pushed:
             self.images.add(pushed)
             await self.record([image_pushed(self.job.name, step, pushed)])
+        if outcome.outputs:
+            await self._outputs(step, outcome.outputs, on_log)
         if outcome.timed_out:
             return _Ended(StepStatus.TIMEOUT, outcome.exit_code,
                           f"step timed out after {step.timeout_s:g}s")
@@ -345,6 +386,19 @@ class JobRun:
             await on_log("stderr", utc_now(), f"cyclone: {reason}")
             return _Ended(StepStatus.FAILURE, outcome.exit_code, reason, out_of_memory=True)
         return _Ended(StepStatus.FAILURE, outcome.exit_code, f"exit code {outcome.exit_code}")
+
+    async def _outputs(self, step: StepSpec, raw: bytes, on_log: LogSink) -> None:
+        """What the step wrote to ``$CYCLONE_OUTPUT``: recorded (secrets masked), and
+        given to the job's later steps as written."""
+        parsed = parse_outputs(raw)
+        for problem in parsed.problems:
+            await on_log("stderr", utc_now(), f"cyclone: $CYCLONE_OUTPUT {problem}")
+        if not parsed.values:
+            return
+        self.outputs.update(parsed.values)
+        shown, hidden = masked(parsed.values, self.secrets.values.values())
+        await self.record([ev.StepOutputs(job=self.job.name, step=step.name, outputs=shown,
+                                          masked=tuple(hidden))])
 
     async def _deploy(self, step: StepSpec, on_log: LogSink) -> StepOutcome:
         """A deploy step: through the deployer, each phase recorded as an event."""

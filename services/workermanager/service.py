@@ -54,6 +54,7 @@ from services.workermanager.claims import (
     wait_handed_back,
 )
 from services.workermanager.delivery import registries_for
+from services.workermanager.files import Caches
 from services.workermanager.host import Host
 from services.workermanager.jobs import JobRun, effective_job
 from services.workermanager.lease import WorkerLease
@@ -67,6 +68,7 @@ from shared.errors import CycloneError
 from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode
 from shared.keys import CHECKOUT, cancel_key, claim_key
 from shared.pipeline.resources import Resources
+from shared.ports.artifacts import ArtifactStore
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, Bus, Message
 from shared.ports.coordination import Coordinator
 from shared.ports.deployer import Deployer
@@ -91,8 +93,11 @@ class WorkerManager:
                  lease_ttl: float = 10.0, log_limit: StepLogLimit = DEFAULT_STEP_LOG,
                  secrets: SecretStore | None = None,
                  step_resources: Resources = DEFAULT_STEP_RESOURCES,
-                 deployer: Deployer | None = None) -> None:
+                 deployer: Deployer | None = None, artifacts: ArtifactStore | None = None,
+                 caches: Caches | None = None) -> None:
         self.deployer = deployer  # None: deploy steps error, saying so
+        self.artifacts = artifacts  # None: jobs with artifacts, caches or reports error
+        self.caches = caches
         self.log_limit = log_limit
         self.secrets = secrets  # None: no key, steps asking for secrets are told so
         self.step_resources = step_resources  # each container's limits when its job asks none
@@ -275,7 +280,8 @@ class WorkerManager:
         job = JobRun(started.run, spec, self.executor, RunContext(run_id=run_id),
                      report=self.claims.reporter(run_id, name, started.attempt),
                      logs=shipper, log_limit=self.log_limit, secrets=secrets,
-                     registries=registries_for(started.plan, secrets), deployer=self.deployer)
+                     registries=registries_for(started.plan, secrets), deployer=self.deployer,
+                     artifacts=self.artifacts, caches=self.caches)
         try:
             with self.claims.running(job, started.generation) as entry:
                 # The workspace (usually begun at the checkout) and the job's sandbox are

@@ -55,14 +55,18 @@ from shared.pipeline.loader import ordered
 from shared.pipeline.notify import DEFAULT_WHEN, Channel, NotifyRule
 from shared.pipeline.plan import (
     ApprovalSpec,
+    ArtifactsSpec,
+    CacheSpec,
     JobSpec,
     Plan,
     RegistryLogin,
+    ReportsSpec,
     ServiceSpec,
     StepSpec,
     When,
 )
 from shared.pipeline.resources import UNKNOWN, Policy
+from shared.pipeline.schema_artifacts import caches_of
 from shared.pipeline.schema import (
     JobModel,
     NotifyRuleModel,
@@ -235,6 +239,13 @@ def _job(name: str, job: JobModel, combo: dict[str, str], needs: tuple[str, ...]
         resources=resources_of(job),
         environment=job.environment or "",
         approval=ApprovalSpec(job.approval.role, job.approval.timeout) if job.approval else None,
+        artifacts=ArtifactsSpec(paths=tuple(job.artifacts.paths),
+                                name=job.artifacts.name or name, when=job.artifacts.when)
+        if job.artifacts else None,
+        caches=tuple(CacheSpec(key=sub(c.key), paths=tuple(c.paths),
+                               restore_keys=tuple(sub(k) for k in c.restore_keys))
+                     for c in caches_of(job.cache)),
+        reports=ReportsSpec(junit=tuple(job.reports.junit)) if job.reports else None,
     )
 
 
@@ -268,6 +279,7 @@ def when_of(when: WhenModel | None) -> When:
         branches=tuple(dict.fromkeys(when.branch)),
         events=tuple(dict.fromkeys(when.event)),
         status=tuple(s for s in _STATUS_ORDER if s in statuses) or When().status,
+        outputs=tuple((when.outputs or {}).items()),
     )
 
 

@@ -278,6 +278,8 @@ class WhenModel(_Model):
     branch: StrList = []
     event: Annotated[list[Event], BeforeValidator(_as_list)] = []
     status: Annotated[list[Status], BeforeValidator(_as_list)] = []
+    # step outputs (``$CYCLONE_OUTPUT``) key -> the glob its value must match
+    outputs: dict[str, Scalar] | None = None
 
 
 class ResourcesModel(_Model):
@@ -357,6 +359,9 @@ class JobModel(_Model):
     resources: ResourcesModel | None = None
     environment: EnvironmentName | None = None
     approval: Approval = None
+    artifacts: ArtifactsModel | None = None
+    cache: Caches | None = None
+    reports: ReportsModel | None = None
     steps: Annotated[list[StepModel], Field(min_length=1)]
 
 
@@ -777,6 +782,12 @@ from shared.pipeline.schema_delivery import (  # noqa: E402
     EnvironmentName,
     PromoteModel,
     RegistryModel,
+)
+
+from shared.pipeline.schema_artifacts import (  # noqa: E402
+    ArtifactsModel,
+    Caches,
+    ReportsModel,
 )
 
 for _model in (StepModel, JobModel, CycloneFile):

@@ -30,12 +30,22 @@ Contract, in call order (the workermanager is the only caller):
    service's image from a private registry (``start_services`` takes them too).
    (Deploy steps are not the executor's: the workermanager hands them to a
    ``Deployer``.)
-4. ``destroy_run(run_id)`` removes everything of the run (containers, network,
+   Each step that runs commands gets ``CYCLONE_OUTPUT``: the path of an empty file in
+   the workspace (under ``.cyclone/out/``) it may write ``KEY=value`` lines to; what the
+   file holds when the step ends is ``StepOutcome.outputs`` (at most 1 MiB).
+4. Workspace files, between ``prepare_run`` and ``destroy_run`` (artifacts, caches and
+   test reports): ``read_files(ctx, patterns)`` is an uncompressed tar stream of the
+   workspace files the patterns (workspace-relative globs, ``**`` across directories)
+   match, a matched directory with everything under it, names relative to the
+   workspace, ``.cyclone/`` never; empty (a valid tar) when nothing matches.
+   ``write_files(ctx, chunks)`` extracts such a tar stream into the workspace. Both
+   stream: neither holds the files in memory.
+5. ``destroy_run(run_id)`` removes everything of the run (containers, network,
    workspace). Safe twice, safe after a failed or partial ``prepare_run``.
-5. ``leftover_runs()`` lists run ids that still own resources on this host (every
+6. ``leftover_runs()`` lists run ids that still own resources on this host (every
    resource is labelled with its run id), so a restart can reap the ones whose
    run is over.
-6. Worker leftovers: an executor opened for a worker labels everything it creates
+7. Worker leftovers: an executor opened for a worker labels everything it creates
    with the worker's label too (unique on the host, the same after a restart: the
    worker's id and home). ``leftover_runs(worker=label)`` lists the runs that
    still own resources created for that worker, and ``destroy_run(run_id,
@@ -51,7 +61,7 @@ Raises ``ExecutorUnavailable`` when the backend cannot be reached and
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
@@ -122,6 +132,8 @@ class StepOutcome:
     out_of_memory: bool = False  # killed at its memory limit (an executor that can tell)
     pushed: tuple[PushedImage, ...] = ()  # what a build or promote step pushed
     reason: str = ""  # why it failed, when its exit code does not say (a refused push)
+    # What the step wrote to its ``$CYCLONE_OUTPUT`` file (raw, at most 1 MiB); b"": none.
+    outputs: bytes = b""
 
 
 class Executor(Protocol):
@@ -147,6 +159,10 @@ class Executor(Protocol):
     ) -> StepOutcome: ...
 
     async def stop_services(self, ctx: RunContext, job: JobSpec) -> None: ...
+
+    def read_files(self, ctx: RunContext, patterns: Sequence[str]) -> AsyncIterator[bytes]: ...
+
+    async def write_files(self, ctx: RunContext, chunks: AsyncIterator[bytes]) -> None: ...
 
     async def destroy_run(self, run_id: str, worker: str | None = None) -> None: ...
 

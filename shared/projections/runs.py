@@ -171,6 +171,15 @@ class RunView:
         """The image pushed last under ``name`` (``${{ images.NAME }}``)."""
         return next((i for i in reversed(self.images) if i.name == name), None)
 
+    def outputs_of(self, needs: Iterable[str]) -> dict[str, str]:
+        """The step outputs of the jobs ``needs`` names, in that order (a later job's key
+        wins), as their events recorded them: what a job that needs them is given."""
+        outputs: dict[str, str] = {}
+        for name in needs:
+            job = self.job(name)
+            outputs.update(job.outputs if job else ())
+        return outputs
+
     def job_failed(self, name: str) -> bool:
         """Whether a job failed, or was skipped because something it needs failed."""
         job = self.job(name)

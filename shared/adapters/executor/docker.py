@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -67,6 +68,7 @@ from collections.abc import (
     Coroutine,
     Iterator,
     Mapping,
+    Sequence,
 )
 from pathlib import Path
 from typing import IO, Any, cast
@@ -78,6 +80,7 @@ from aiodocker.exceptions import DockerError
 from aiodocker.networks import DockerNetwork
 from aiodocker.volumes import DockerVolume
 
+from shared.adapters.executor import docker_files
 from shared.adapters.executor.docker_convert import (
     DEFAULT_NETWORK,
     HELPER_DOCKERFILE,
@@ -112,6 +115,7 @@ from shared.adapters.executor.script import (
     finish_shielded,
 )
 from shared.adapters.executor.source import CHUNK, SPOOL_BYTES, directory_archive
+from shared.adapters.executor.workspace_files import OUTPUT_DIR, select
 from shared.adapters.registry import parse_reference
 from shared.errors import ExecutorError, ExecutorUnavailable
 from shared.events import utc_now
@@ -386,13 +390,18 @@ class DockerExecutor:
             return await self._promote(step, step.promote, on_log, registries)
         name = container_name(run_id, job.name, step.name)
         sandbox = self._sandboxes.get((run_id, job.name))
+        output = f"{WORKSPACE}/{OUTPUT_DIR}/{name}"
         try:
             with _docker_errors(f"step {step.name!r} of job {job.name!r}"):
                 config = step_config(
                     run_id, job, step, env, worker=self._worker, host_cpus=await self._cpus(),
-                    network_mode=step_network_mode(run_id, job, sandbox, self._worker))
+                    network_mode=step_network_mode(run_id, job, sandbox, self._worker),
+                    output=output)
                 container = await self._create(config, name, registries)
                 outcome = await self._run(container, step, on_log)
+                if step.commands:
+                    written = await docker_files.read_output(self._docker, container.id, output)
+                    outcome = dataclasses.replace(outcome, outputs=written)
         except BaseException:
             # also on cancel: the container is killed and gone before CancelledError goes on
             await finish_shielded(self._remove_quietly(name))
@@ -521,6 +530,23 @@ class DockerExecutor:
         except BaseException:
             spool.close()
             raise
+
+    # -- workspace files: artifacts, caches, reports -------------------------------------
+
+    async def read_files(self, ctx: RunContext, patterns: Sequence[str]) -> AsyncIterator[bytes]:
+        run_id = check_run_id(ctx.run_id)
+        with _docker_errors(f"reading {', '.join(patterns)} from the workspace"):
+            async with self._helper(run_id) as helper:
+                found = docker_files.sources(self._docker, helper.id, patterns)
+                async with contextlib.aclosing(select(found, patterns)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+
+    async def write_files(self, ctx: RunContext, chunks: AsyncIterator[bytes]) -> None:
+        run_id = check_run_id(ctx.run_id)
+        with _docker_errors("writing files into the workspace"):
+            async with self._helper(run_id) as helper:
+                await helper.put_archive(WORKSPACE, chunks)  # type: ignore[no-untyped-call]
 
     # -- image builds and promotes ---------------------------------------------------------
 

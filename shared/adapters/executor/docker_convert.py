@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.adapters.executor.script import sanitise, step_script
+from shared.adapters.executor.workspace_files import output_script
 from shared.pipeline.plan import BuildSpec, JobSpec, ServiceSpec, StepSpec
 from shared.pipeline.resources import Resources
 from shared.ports.executor import WORKSPACE
@@ -133,15 +134,19 @@ def label_filter(run_id: str | None, worker: str | None = None,
 
 def step_config(run_id: str, job: JobSpec, step: StepSpec, env: Mapping[str, str],
                 network_mode: str, worker: str = "",
-                host_cpus: float | None = None) -> dict[str, Any]:
+                host_cpus: float | None = None, output: str = "") -> dict[str, Any]:
     """A step's container: its commands as one script for ``/bin/sh -c`` in the workspace
     (also mounted at ``step.workdir``, then the working directory, when it has one),
-    ``env`` (the job's and step's, merged by the caller) plus ``CYCLONE_WORKSPACE``;
+    ``env`` (the job's and step's, merged by the caller) plus ``CYCLONE_WORKSPACE`` and
+    ``CYCLONE_OUTPUT`` (``output``, the file its script makes first; "": none);
     limited to ``job.resources`` (CPUs to at most ``host_cpus``, what the host has)."""
     workdir = [f"{volume_name(run_id, worker)}:{step.workdir}"] if step.workdir else []
+    extra = {"CYCLONE_WORKSPACE": WORKSPACE}
+    if output and step.commands:
+        extra["CYCLONE_OUTPUT"] = output
     config: dict[str, Any] = {
         "Image": _image(run_id, step.image),
-        "Env": env_list({**env, "CYCLONE_WORKSPACE": WORKSPACE}),
+        "Env": env_list({**env, **extra}),
         "WorkingDir": step.workdir or WORKSPACE,
         "Labels": labels(run_id, worker, job=job.name, step=step.name, role="step"),
         "HostConfig": {"Binds": [_workspace_bind(run_id, worker), *workdir, *step.volumes],
@@ -153,7 +158,8 @@ def step_config(run_id: str, job: JobSpec, step: StepSpec, env: Mapping[str, str
     }
     if step.commands:  # without commands the image's own entrypoint runs (a plugin step)
         config["Entrypoint"] = ["/bin/sh", "-c"]
-        config["Cmd"] = [step_script(step.commands)]
+        prelude = output_script(output) if "CYCLONE_OUTPUT" in extra else ()
+        config["Cmd"] = [step_script(step.commands, prelude)]
     return config
 
 

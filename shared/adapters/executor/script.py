@@ -34,9 +34,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_LINE_BYTES = 64 * 1024
 
 
-def step_script(commands: Sequence[str]) -> str:
-    """The ``/bin/sh -c`` script for ``commands``: echo ``+ cmd``, run it, stop at a failure."""
-    lines = ["set -e"]
+def step_script(commands: Sequence[str], prelude: Sequence[str] = ()) -> str:
+    """The ``/bin/sh -c`` script for ``commands``: echo ``+ cmd``, run it, stop at a failure.
+    ``prelude``: lines run first, not echoed (Cyclone's own, not the user's)."""
+    lines = [*prelude, "set -e"]
     for command in commands:
         # printf, not echo: some shells' echo interprets backslashes in the command text
         lines.append(f"printf '%s\\n' {shlex.quote('+ ' + command)}")

@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
 import signal
 import stat
 import sys
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,8 @@ from shared.adapters.executor.script import (
     read_to_end,
     step_script,
 )
-from shared.adapters.executor.source import directory_archive
+from shared.adapters.executor.source import CHUNK, directory_archive
+from shared.adapters.executor.workspace_files import OUTPUT_DIR, OUTPUT_LIMIT, bases, select
 from shared.errors import ExecutorError
 from shared.events import utc_now
 from shared.pipeline.plan import JobSpec, StepSpec
@@ -117,6 +120,8 @@ class ShellExecutor:
         full_env = {k: os.environ[k] for k in _HOST_ENV if k in os.environ}
         full_env.update(env)
         full_env["CYCLONE_WORKSPACE"] = str(workspace)
+        output = await asyncio.to_thread(_output_file, workspace)
+        full_env["CYCLONE_OUTPUT"] = str(output)
         proc = await asyncio.create_subprocess_exec(
             "/bin/sh", "-c", step_script(step.commands), cwd=workspace, env=full_env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -124,11 +129,27 @@ class ShellExecutor:
         running = self._running.setdefault(ctx.run_id, set())
         running.add(proc)
         try:
-            return await _supervise(proc, step.timeout_s, StepOutput(on_log))
+            outcome = await _supervise(proc, step.timeout_s, StepOutput(on_log))
         finally:
             running.discard(proc)
             # also on cancel: the process group is gone before CancelledError goes on
             await finish_shielded(_terminate(proc))
+        written = await asyncio.to_thread(_read_output, output)
+        return dataclasses.replace(outcome, outputs=written)
+
+    async def read_files(self, ctx: RunContext, patterns: Sequence[str],
+                         ) -> AsyncGenerator[bytes, None]:
+        workspace = self.workspace(ctx.run_id)
+        async with contextlib.aclosing(select(_tar_sources(workspace, patterns),
+                                              patterns)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def write_files(self, ctx: RunContext, chunks: AsyncIterator[bytes]) -> None:
+        workspace = self.workspace(ctx.run_id)
+        if not workspace.is_dir():
+            raise ExecutorError(f"run {ctx.run_id} is not prepared on this host")
+        await _extract(chunks, workspace)
 
     async def destroy_run(self, run_id: str, worker: str | None = None) -> None:
         check_run_id(run_id)
@@ -240,6 +261,56 @@ async def _extract(chunks: AsyncIterator[bytes], into: Path) -> None:
     if proc.returncode != 0:
         raise ExecutorError(f"cannot extract the source into {into}: "
                             f"{stderr.decode(errors='replace').strip()}")
+
+
+def _output_file(workspace: Path) -> Path:
+    """A new empty ``$CYCLONE_OUTPUT`` file for one step process."""
+    directory = workspace / OUTPUT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / uuid.uuid4().hex
+    path.touch()
+    return path
+
+
+def _read_output(path: Path) -> bytes:
+    """What the step wrote there (at most ``OUTPUT_LIMIT``); the file goes."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(OUTPUT_LIMIT)
+    except OSError:
+        return b""  # the step removed it (or the directory): it wrote nothing we can read
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+async def _tar_sources(workspace: Path, patterns: Sequence[str],
+                       ) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+    """For ``workspace_files.select``: ``tar -c`` of each base the patterns need."""
+    for base in bases(patterns):
+        if base and not (workspace / base).exists():
+            continue
+        yield "", _tar_create(workspace, base or ".")
+
+
+async def _tar_create(directory: Path, path: str) -> AsyncIterator[bytes]:
+    proc = await asyncio.create_subprocess_exec(
+        "tar", "-c", "-f", "-", "-C", str(directory), "--", path,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        while chunk := await proc.stdout.read(CHUNK):
+            yield chunk
+        stderr = await proc.stderr.read()
+        if await proc.wait() not in (0, 1):  # 1: a file changed while read (GNU tar)
+            raise ExecutorError(f"cannot read {path} from the workspace: "
+                                f"{stderr.decode(errors='replace').strip()}")
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
 
 def _partial(workspace: Path) -> Path:
