@@ -4,8 +4,9 @@
 ``cyclone service api`` run it. Its cleanup contexts open the run views (in MongoDB
 beside the events, or folded from the store in this process), create the admin token on
 the very first start (printed once), and run in the background the read model's
-consumer (``api-readmodel`` on ``cyclone.events``) and the live tails the push streams
-are fed by; the app starts serving once the tails are open.
+consumer (``api-readmodel`` on ``cyclone.events``), the live tails the push streams
+are fed by, and retention (``services.api.gc``: the storage figures of ``/metrics``, the
+periodic pass as a leader); the app starts serving once the tails are open.
 
 ``build_app(ctx) -> web.Application``: the routes and middlewares over a given context,
 with nothing started: what ``create_app`` builds on, and what tests serve over parts
@@ -59,7 +60,6 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
                      live=live, max_parallel_jobs=settings.max_parallel_jobs,
                      ui_dist=settings.ui_dist or UI_DIST)
     app = build_app(ctx, ready=ports.ready, events_appended=lambda: ports.store.appended_total)
-    start_retention(app, settings, ports)
 
     async def run_views(app: web.Application) -> AsyncIterator[None]:
         readmodel.views = await ports.open_run_views()
@@ -87,6 +87,7 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
     app.cleanup_ctx.append(secrets)
     app.cleanup_ctx.append(run_views)
     app.cleanup_ctx.append(admin_token)
+    start_retention(app, settings, ports)  # reads the run views: after they are open
     run_in_background(app, follow, "RunsReadModel.follow")
     run_in_background(app, live.run, "LiveRuns.run")
     app.cleanup_ctx.append(_tails_open)

@@ -83,6 +83,9 @@ EXPECTED = {
     ("POST", "/api/v1/runs/{id}/jobs/{job}/reject"): "developer",
     ("GET", "/api/v1/projects/{name}/deployments"): "viewer",
     ("POST", "/api/v1/projects/{name}/environments/{env}/rollback"): "maintainer",
+    ("GET", "/api/v1/runs/{id}/artifacts"): "viewer",
+    ("GET", "/api/v1/runs/{id}/artifacts/{job}/{name}"): "viewer",
+    ("POST", "/api/v1/gc"): "admin",
 }
 SAFE = ("GET", "HEAD")
 PASSWORD = "correct horse battery"
