@@ -5,7 +5,7 @@
     cyclone runs [--project P] [--status S] ...         list runs, newest first
     cyclone show RUN                                    a run's jobs and steps
     cyclone logs [-f] RUN                               a run's log, or follow it live
-    cyclone cancel RUN | rerun RUN [--follow] | events RUN
+    cyclone cancel RUN | rerun RUN [--failed | --from JOB] [--follow] | events RUN
     cyclone approve|reject RUN [JOB]                    a run or a job waiting for approval
     cyclone deployments PROJECT [ENV] | rollback PROJECT ENV   (cyclone/cli_delivery.py)
     cyclone token create NAME | list | revoke ID
@@ -129,6 +129,11 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     command(sub, "cancel", _cancel, "cancel a run").add_argument("run")
     rerun = command(sub, "rerun", _rerun, "start a new run like an earlier one")
     rerun.add_argument("run")
+    part = rerun.add_mutually_exclusive_group()
+    part.add_argument("--failed", action="store_true", help="run again only the jobs that "
+                      "failed and what needs them; the others' results are reused")
+    part.add_argument("--from", dest="from_job", metavar="JOB", help="run again JOB and "
+                      "what is downstream of it; the others' results are reused")
     _follow_flags(rerun)
     command(sub, "events", _events, "a run's event history").add_argument("run")
 
@@ -372,7 +377,8 @@ async def _trigger(args: argparse.Namespace, client: CycloneClient) -> int:
 
 
 async def _rerun(args: argparse.Namespace, client: CycloneClient) -> int:
-    return await _started(args, client, await client.rerun(args.run))
+    started = await client.rerun(args.run, failed=args.failed, from_job=args.from_job)
+    return await _started(args, client, started)
 
 
 async def _started(args: argparse.Namespace, client: CycloneClient, started: Json) -> int:
@@ -418,6 +424,8 @@ async def _show(args: argparse.Namespace, client: CycloneClient) -> int:
             ("duration", duration(run.get("duration_s")))]
     if run.get("reason"):
         rows.append(("reason", run["reason"]))
+    if run.get("rerun_of"):
+        rows.append(("rerun of", run["rerun_of"]))
     if params:
         rows.append(("params", ", ".join(f"{k}={v}" for k, v in sorted(params.items()))))
     if run.get("cancel_requested"):
@@ -444,6 +452,10 @@ def _job_rows(jobs: Sequence[Json]) -> Iterable[list[str]]:
         status = job["status"]
         if job.get("awaiting_approval") and status == "pending":
             status = f"waiting for approval ({job['awaiting_approval']})"
+        if job.get("reused_from"):
+            # not run here: its steps ran (and are shown) in that run
+            yield [job["name"], status, "", "", "-", f"reused from {job['reused_from']}"]
+            continue
         yield [job["name"], status, "", "", duration(job.get("duration_s")),
                first_line(job.get("reason"))]
         for step in job.get("steps") or []:

@@ -185,9 +185,17 @@ class CycloneClient:
         return await self._call("POST", f"/api/v1/projects/{_seg(project)}/environments/"
                                         f"{_seg(environment)}/rollback")
 
-    async def rerun(self, run_id: str) -> Json:
-        """Start a new run like ``run_id``; returns ``{"id", "url"}`` of the new one."""
-        return await self._call("POST", f"/api/v1/runs/{_seg(run_id)}/rerun")
+    async def rerun(self, run_id: str, *, failed: bool = False,
+                    from_job: str | None = None) -> Json:
+        """Start a new run like ``run_id``; returns ``{"id", "url"}`` of the new one.
+        ``failed``: only its failed jobs and what needs them run again; ``from_job``: that
+        job and what is downstream of it; the other jobs' results are taken from it."""
+        body: Json | None = None
+        if failed:
+            body = {"failed": True}
+        elif from_job is not None:
+            body = {"from_job": from_job}
+        return await self._call("POST", f"/api/v1/runs/{_seg(run_id)}/rerun", body=body)
 
     async def artifacts(self, run_id: str) -> Json:
         return await self._call("GET", f"/api/v1/runs/{_seg(run_id)}/artifacts")

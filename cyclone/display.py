@@ -58,6 +58,8 @@ class Display:
                 return self._paint(_BOLD, f"[{job}] started")
             case ev.JobSkipped(job=job, reason=reason):
                 return self._paint(_DIM, f"[{job}] skipped: {reason}")
+            case ev.JobReused(job=job, from_run=run, status=status):
+                return self._paint(_DIM, f"[{job}] reused from run {run}: {status}")
             case ev.JobFinished(job=job, status=status, duration_s=d, reason=reason):
                 tail = f": {reason}" if reason and status != "success" else ""
                 return self._paint(_STATUS_COLOUR.get(status, ""),

@@ -33,7 +33,8 @@ from shared.retention import Retention
 __all__ = ["MAX_CLUSTERS", "MAX_RULES", "MAX_SCHEDULES", "ClusterSettingsBody", "EmailTemplates",
            "ForgePatch", "ForgeSettingsBody", "ForkPrs", "GcRequest", "MemberSet", "ProjectCreate",
            "ProjectPatch", "RegistrySettingsBody", "RetentionBody", "RoleName", "RunApprove",
-           "RunCreate", "SessionCreate", "TokenCreate", "UserCreate", "UserPatch", "check_cron",
+           "RunCreate", "RunRerun", "SessionCreate", "TokenCreate", "UserCreate", "UserPatch",
+           "check_cron",
            "check_ref"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
@@ -335,6 +336,19 @@ class UserCreate(_Body):
 class UserPatch(_Body):
     password: _Password | None = Field(default=None, repr=False)
     admin: bool | None = None
+
+
+class RunRerun(_Body):
+    """What of a run to run again (neither: all of it, as a new run on the same commit)."""
+
+    failed: bool = False  # its failed jobs and what needs them; the rest is reused
+    from_job: Annotated[str, Field(min_length=1, max_length=300)] | None = None  # and after
+
+    @model_validator(mode="after")
+    def _one(self) -> RunRerun:
+        if self.failed and self.from_job is not None:
+            raise ValueError("give failed or from_job, not both")
+        return self
 
 
 class RunApprove(_Body):

@@ -18,6 +18,7 @@ from services.api.models import (
     ProjectPatch,
     RunApprove,
     RunCreate,
+    RunRerun,
     SessionCreate,
     TokenCreate,
     UserCreate,
@@ -46,7 +47,8 @@ _PATCH = (
 
 def _op(summary: str, ok: int, *, body: dict[str, Any] | None = None,
         params: list[dict[str, Any]] | None = None, content: str = "application/json",
-        errors: tuple[int, ...] = (401, 403, 404), description: str = "") -> dict[str, Any]:
+        errors: tuple[int, ...] = (401, 403, 404), description: str = "",
+        body_required: bool = True) -> dict[str, Any]:
     responses: dict[str, Any] = {
         str(ok): {"description": "OK",
                   **({"content": {content: {"schema": _OBJECT}}} if ok != 204 else {})}}
@@ -59,7 +61,7 @@ def _op(summary: str, ok: int, *, body: dict[str, Any] | None = None,
     if description:
         op["description"] = description
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {
+        op["requestBody"] = {"required": body_required, "content": {"application/json": {
             "schema": body}}}
     if params:
         op["parameters"] = params
@@ -160,8 +162,18 @@ def openapi_document() -> dict[str, Any]:
                 "Deploy the environment's previous good image again, as it was deployed "
                 "(202 with the new run's id)", 202, params=[*project, _path("env")],
                 errors=(401, 403, 404, 409))},
-            "/api/v1/runs/{id}/rerun": {"post": _op("Run again: same commit, params and "
-                                                    "pipeline file", 202, params=run)},
+            "/api/v1/runs/{id}/rerun": {"post": _op(
+                "Run again: a new run on the same commit, params and pipeline file content "
+                "(202 with its id)", 202, params=run, body=_body(RunRerun, schemas),
+                body_required=False, errors=(401, 403, 404, 409),
+                description="No body: every job runs again. {\"failed\": true}: the jobs that "
+                            "failed (or were skipped because a need failed, or never ran) and "
+                            "every job that needs one of them, transitively; {\"from_job\": "
+                            "NAME}: that job (every expansion of a matrix job) and everything "
+                            "downstream of it. The other jobs are not run: their results, "
+                            "outputs and artifacts are taken from this run (JobReused, the "
+                            "new run's rerun_of and reuse). 409: the run has not ended, has "
+                            "no plan, or nothing of it failed; 400: an unknown from_job.")},
             "/api/v1/runs/{id}/artifacts": {"get": _op(
                 "The artifacts the run's jobs kept (artifacts: in the pipeline file)", 200,
                 params=run)},

@@ -11,15 +11,14 @@ from services.api.commands import (
     approve_run,
     record_request,
     request_cancel,
-    request_run,
 )
 from services.api.context import CONTEXT, ApiContext
 from services.api.errors import ApiError, read_json
 from services.api.models import RunApprove, RunCreate
 from services.api.projects import get_project, require_project
+from services.api.reruns import rerun
 from services.api.streams import follow_run_events, seq_param, wants_stream
-from shared import events as ev
-from shared.events import decode, run_stream
+from shared.events import run_stream
 from shared.projections.runs import RunView
 from shared.projections.waiting import Wait, waits_for_admission, why_waiting
 from shared.status import RUN_DONE
@@ -145,29 +144,6 @@ async def _reject(request: web.Request) -> web.Response:
     return web.json_response({"id": run_id, "status": "cancelling"}, status=202)
 
 
-async def _rerun(request: web.Request) -> web.Response:
-    """Same commit, params and pipeline file content as the first run recorded."""
-    ctx = request.app[CONTEXT]
-    run_id = request.match_info["id"]
-    events = [e for r in await ctx.store.read(run_stream(run_id)) if (e := decode(r))]
-    requested = next((e for e in events if isinstance(e, ev.RunRequested)), None)
-    if requested is None:
-        raise ApiError(404, f"no run {run_id!r}")
-    resolved = next((e for e in events if isinstance(e, ev.RunSourceResolved)), None)
-    new_id = await request_run(
-        ctx.store, project=requested.project, trigger="rerun",
-        branch=resolved.branch if resolved else requested.branch,
-        commit=resolved.commit if resolved else requested.commit,
-        pipeline_file=resolved.pipeline_file if resolved else requested.pipeline_file,
-        pipeline=resolved.pipeline if resolved else requested.pipeline,
-        source=requested.source, params=requested.params, requested_by=_who(request),
-        source_kind=requested.source_kind,
-        # a fork's code waits for approval again, and gets no secret it was not given
-        approval=requested.approval, secrets_withheld=requested.secrets_withheld,
-    )
-    return _accepted(new_id)
-
-
 async def _events(request: web.Request) -> web.StreamResponse:
     if wants_stream(request):
         return await follow_run_events(request)
@@ -186,7 +162,7 @@ def run_routes() -> list[web.RouteDef]:
         web.get("/api/v1/runs", _list),
         web.get("/api/v1/runs/{id}", _show),
         web.post("/api/v1/runs/{id}/cancel", _cancel),
-        web.post("/api/v1/runs/{id}/rerun", _rerun),
+        web.post("/api/v1/runs/{id}/rerun", rerun),
         web.post("/api/v1/runs/{id}/approve", _approve),
         web.post("/api/v1/runs/{id}/reject", _reject),
         web.get("/api/v1/runs/{id}/events", _events),

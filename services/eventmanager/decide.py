@@ -14,6 +14,9 @@ Rules:
   ``policy``: privileged containers and host volumes only in a trusted project,
   resources up to its maximum), or errored when the file is invalid, before any
   container starts;
+* a rerun's ``reused`` jobs (``JobReused``, made by ``shared.rerun.reused_jobs`` from
+  the earlier run) end with the plan, in the same append: they are never queued, and the
+  jobs that need them go on as if they had just finished;
 * a pending job whose needs have all ended is queued when its ``when`` matches the
   run's branch and trigger and its ``when.status`` matches its needs' outcome
   (failure when any need failed or was skipped because of a failure), else skipped
@@ -29,7 +32,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from services.eventmanager import approval
 from shared import events as ev
@@ -52,7 +55,8 @@ _ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 def decide(run: RunView | None, source: PipelineSource | None,
            max_parallel_jobs: int, admitted: bool = True,
            secrets: Mapping[str, bool] | None = None,
-           policy: Policy = UNTRUSTED, now: str = "") -> list[ev.Event]:
+           policy: Policy = UNTRUSTED, now: str = "",
+           reused: Sequence[ev.JobReused] = ()) -> list[ev.Event]:
     if run is None or run.done:
         return []
     if run.plan is None:
@@ -64,7 +68,7 @@ def decide(run: RunView | None, source: PipelineSource | None,
             return []  # the project is at its max_concurrent_runs: wait
         if source is None:
             return [ev.CheckoutQueued()] if not run.checkout else []
-        return _plan(source, run, max_parallel_jobs, secrets, policy, now)
+        return _plan(source, run, max_parallel_jobs, secrets, policy, now, reused)
     plan = run.plan
     if run.cancel_requested:
         return _cancel(run)
@@ -107,7 +111,8 @@ def _not_triggered(plan: Plan, run: RunView) -> str:
 
 
 def _plan(source: PipelineSource, run: RunView, max_parallel_jobs: int,
-          secrets: Mapping[str, bool] | None, policy: Policy, now: str) -> list[ev.Event]:
+          secrets: Mapping[str, bool] | None, policy: Policy, now: str,
+          reused: Sequence[ev.JobReused]) -> list[ev.Event]:
     file, text = source
     implicit = [name for name, given in (secrets or {}).items() if given]
     try:
@@ -118,8 +123,12 @@ def _plan(source: PipelineSource, run: RunView, max_parallel_jobs: int,
     if skip:
         return [ev.RunSkipped(reason=skip)]
     planned = ev.RunPlanned(plan=result.plan, warnings=tuple(str(w) for w in result.warnings))
+    # The same file gives the same job names; a name this plan lacks all the same is
+    # dropped here rather than folded as an event for an unknown job.
+    names = {job.name for job in result.plan.jobs}
+    first: list[ev.Event] = [planned, *(e for e in reused if e.job in names)]
     # The first jobs are queued with the plan: one append, one round trip less.
-    return [planned, *decide(_assume(run, [planned]), source, max_parallel_jobs, now=now)]
+    return [*first, *decide(_assume(run, first), source, max_parallel_jobs, now=now)]
 
 
 def _cancel(run: RunView) -> list[ev.Event]:
@@ -137,7 +146,8 @@ def _needs_done(run: RunView, job: JobView) -> bool:
 
 
 def _verdict(run: RunView, plan: Plan, job: JobView) -> str | None:
-    """Why the job must be skipped, or None when it should run."""
+    """Why the job must be skipped, or None when it should run. A reason its own ``when``
+    gives starts with "when": a rerun of what failed reuses such a skip (shared.rerun)."""
     spec = plan.job(job.name)
     if not spec.when.matches(run.branch, run.trigger):
         return f"when: does not match branch {run.branch!r} / event {run.trigger!r}"

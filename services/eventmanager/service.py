@@ -44,8 +44,9 @@ from shared.ports.eventstore import EventStore
 from shared.projections.projects import ProjectView, fold_project, project_stream
 from shared.projections.replay import replay_runs
 from shared.projections.runs import RunView, fold, run_id_of
+from shared.rerun import reused_jobs
 from shared.retry import Backoff, is_transient
-from shared.runstream import RunStates, append_to_run
+from shared.runstream import RunStates, append_to_run, load_run
 from shared.secrets import SecretStore
 from shared.status import CheckoutState, JobStatus
 from shared.streamcache import StreamCache
@@ -243,9 +244,11 @@ class EventManager:
         source = await self._pipeline_source(run_id) if current.plan is None else None
         secrets = await self._secret_names(current) if source is not None else None
         admitted = verdict == "admitted"
+        reused = await self._reused(current) if source is not None and admitted else []
         result = await self.runs.append(
             run_id, lambda run: decide(run, source, self.max_parallel_jobs, admitted, secrets,
-                                       _policy(current, project), now=utc_now()))
+                                       _policy(current, project), now=utc_now(),
+                                       reused=reused))
         run = fold(result.appended, result.run)  # the state after what was just appended
         if run is not None:
             self.approvals.watch(run)
@@ -276,6 +279,18 @@ class EventManager:
         this service holds no key."""
         return {name: view.implicit
                 for name, view in (await self.secrets.visible(run.project)).items()}
+
+    async def _reused(self, run: RunView) -> list[ev.JobReused]:
+        """What a rerun takes from the run it reruns, as that run (read from the store:
+        it has ended, so it changes no more) ended each job it reuses."""
+        if not run.reuse:
+            return []
+        earlier = await load_run(self.store, run.rerun_of)
+        if earlier is None:
+            log.warning("rerun of a run the store does not have: every job runs again",
+                        extra={"run": run.id, "rerun_of": run.rerun_of})
+            return []
+        return reused_jobs(earlier, run.reuse)
 
     async def _pipeline_source(self, run_id: str) -> PipelineSource | None:
         """The pipeline file recorded for the run: by its checkout, else by its request."""

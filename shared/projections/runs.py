@@ -142,6 +142,7 @@ class RunView:
     caches: tuple[CacheView, ...] = ()  # what its jobs' caches did: restored, missed, saved
     test_reports: tuple[TestReportView, ...] = ()  # one per job with ``reports:``
     rerun_of: str = ""  # the run this one reruns (``cyclone rerun --failed``)
+    reuse: tuple[str, ...] = ()  # the jobs whose results it takes from ``rerun_of``
     collected: tuple[str, ...] = ()  # what retention removed of it ("logs", "artifacts")
     last_seq: int = 0
     skipped_events: int = 0  # events of unknown types that were skipped
@@ -243,6 +244,7 @@ class RunView:
         fields["test_reports"] = tuple(TestReportView.from_data(r)
                                        for r in fields.get("test_reports", ()))
         fields["collected"] = tuple(fields.get("collected", ()))
+        fields["reuse"] = tuple(fields.get("reuse", ()))
         fields["status"] = RunStatus(fields.get("status", RunStatus.REQUESTED))
         fields["checkout"] = CheckoutState(fields.get("checkout", CheckoutState.NONE))
         plan = fields.get("plan")
@@ -293,6 +295,7 @@ def _requested(run: RunView, e: ev.RunRequested, ts: str) -> RunView:
         created_at=ts, forge_event=e.forge_event or None,
         params=tuple(sorted(e.params.items())), secrets_withheld=e.secrets_withheld,
         awaiting_approval=e.approval, requested_by=e.requested_by, rerun_of=e.rerun_of,
+        reuse=tuple(e.reuse),
     )
 
 

@@ -8,6 +8,7 @@ import json
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,7 +60,7 @@ PIPELINE = """
 """
 
 
-def events_of(project: Project, run_id: str) -> list[tuple[str, dict[str, object]]]:
+def events_of(project: Project, run_id: str) -> list[tuple[str, dict[str, Any]]]:
     """The run's events as the embedded store holds them (type, data)."""
     with sqlite3.connect(Settings.from_env({"CYCLONE_HOME": str(project.home)}).store_path) as db:
         rows = db.execute("SELECT type, data FROM events WHERE stream = ? ORDER BY seq",
