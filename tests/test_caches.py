@@ -133,7 +133,7 @@ async def test_a_save_past_the_limit_evicts_the_least_recently_used_in_the_same_
     evicted = [e for e in events if isinstance(e, ev.CacheEntryEvicted)]
     assert [(e.key, e.digest) for e in evicted] == [("b", blob(1).digest), ("c", blob(2).digest)]
     assert evicted[0].reason == "over the project's cache limit of 3 MB"
-    assert sorted((await index.entries(P))) == ["a", "d"]
+    assert sorted(await index.entries(P)) == ["a", "d"]
     assert (await index.state(P)).total == int(2.5 * MIB)
     assert await index.find(P, "b", []) is None
 

@@ -34,8 +34,7 @@ __all__ = ["MAX_CLUSTERS", "MAX_RULES", "MAX_SCHEDULES", "ClusterSettingsBody", 
            "ForgePatch", "ForgeSettingsBody", "ForkPrs", "GcRequest", "MemberSet", "ProjectCreate",
            "ProjectPatch", "RegistrySettingsBody", "RetentionBody", "RoleName", "RunApprove",
            "RunCreate", "RunRerun", "SessionCreate", "TokenCreate", "UserCreate", "UserPatch",
-           "check_cron",
-           "check_ref"]
+           "check_cron", "check_ref"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
