@@ -2,12 +2,15 @@
 on exit. The only place that turns settings into adapters; the settings choose:
 
 * embedded (no ``CYCLONE_BUS`` etc.): the SQLite event store, the in-process bus and
-  coordinator, log files, all under ``CYCLONE_HOME``; run views folded from the store;
+  coordinator, log files, artifact files, all under ``CYCLONE_HOME``; run views folded
+  from the store;
 * distributed (``Settings.infra``): MongoDB events (run views beside them), Kafka (the
-  topics are created at start, ``CYCLONE_KAFKA_PARTITIONS``), etcd, MongoDB logs.
+  topics are created at start, ``CYCLONE_KAFKA_PARTITIONS``), etcd, MongoDB logs, GridFS
+  artifacts (in ``CYCLONE_ARTIFACT_STORE``'s database, else ``CYCLONE_STORE``'s).
 
     CYCLONE_BUS=kafka://host:9092        CYCLONE_COORD=etcd://host:2379
     CYCLONE_STORE=mongodb://host:27017   CYCLONE_LOG_STORE=mongodb://host:27017
+    CYCLONE_ARTIFACT_STORE=mongodb://host:27017   (optional)
 
 ``scope``: the runs this process answers for (``shared.infra.RunScope``); every run,
 unless an embedded process says otherwise (``cyclone.ownership.HomeScope``).
@@ -18,6 +21,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from shared.adapters.artifacts.files import FileArtifactStore
+from shared.adapters.artifacts.gridfs import GridFsArtifactStore
 from shared.adapters.bus.kafka import KafkaBus
 from shared.adapters.bus.memory import MemoryBus
 from shared.adapters.coordination.etcd import EtcdCoordinator
@@ -38,6 +43,7 @@ from shared.projections.replay import replay_runs
 __all__ = ["BUS_BACKLOG_BYTES", "open_ports"]
 
 BUS_BACKLOG_BYTES = 16 * 1024 * 1024  # per partition of the in-process bus
+_NO_BLOB = "sha256:" + "0" * 64  # what the readiness check asks the artifact store for
 
 
 @asynccontextmanager
@@ -62,13 +68,16 @@ async def _embedded(stack: AsyncExitStack, settings: Settings, scope: RunScope) 
     stack.push_async_callback(coord.close)
     logs = FileLogStore(settings.logs_dir)
     stack.push_async_callback(logs.close)
+    artifacts = FileArtifactStore(settings.artifacts_dir)
+    stack.push_async_callback(artifacts.close)
 
     async def run_views() -> RunViews:
         return MemoryRunViews((await replay_runs(store)).runs)
 
     # Nothing behind these ports can be away but the store's file.
-    return Ports(store=store, bus=bus, coord=coord, logs=logs, scope=scope,
-                 open_run_views=run_views, ready=store.last_position, distributed=False)
+    return Ports(store=store, bus=bus, coord=coord, logs=logs, artifacts=artifacts,
+                 scope=scope, open_run_views=run_views, ready=store.last_position,
+                 distributed=False)
 
 
 async def _distributed(stack: AsyncExitStack, infra: Infra, scope: RunScope) -> Ports:
@@ -81,6 +90,8 @@ async def _distributed(stack: AsyncExitStack, infra: Infra, scope: RunScope) -> 
     stack.push_async_callback(coord.close)
     logs = await MongoLogStore.connect(infra.log_store)
     stack.push_async_callback(logs.close)
+    artifacts = await GridFsArtifactStore.connect(infra.artifacts_url)
+    stack.push_async_callback(artifacts.close)
     store = NotifyingStore(events)
 
     async def run_views() -> RunViews:
@@ -90,7 +101,8 @@ async def _distributed(stack: AsyncExitStack, infra: Infra, scope: RunScope) -> 
         await store.last_position()
         await coord.get("cyclone/health")
         await logs.count("health")
+        await artifacts.stat(_NO_BLOB)  # one indexed lookup, not a sum over every blob
         await bus.partitions_of(TOPIC_EVENTS)
 
-    return Ports(store=store, bus=bus, coord=coord, logs=logs, scope=scope,
-                 open_run_views=run_views, ready=ready, distributed=True)
+    return Ports(store=store, bus=bus, coord=coord, logs=logs, artifacts=artifacts,
+                 scope=scope, open_run_views=run_views, ready=ready, distributed=True)

@@ -44,7 +44,8 @@ class Settings:
     # CYCLONE_STEP_MEMORY, _CPUS, _PIDS: each container's limits when its job asks nothing
     step_resources: Resources
     schedule_catch_up: bool  # CYCLONE_SCHEDULE_CATCHUP: one run for fires missed while down
-    infra: Infra | None  # CYCLONE_BUS, _STORE, _COORD, _LOG_STORE: None when none is set
+    # CYCLONE_BUS, _STORE, _COORD, _LOG_STORE (and _ARTIFACT_STORE): None when none is set
+    infra: Infra | None
     hook_secret: str = field(repr=False)  # CYCLONE_HOOK_SECRET: `cyclone hook install`'s
     server: str  # CYCLONE_SERVER: the client commands' server ("": the client's default)
     token: str = field(repr=False)  # CYCLONE_TOKEN: the API token the client commands send
@@ -111,6 +112,10 @@ class Settings:
         return self.home / "logs"
 
     @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
     def work_dir(self) -> Path:
         return self.home / "work"
 
@@ -126,6 +131,8 @@ class Settings:
 _INFRA_URLS = (("bus", "CYCLONE_BUS", "kafka://"), ("store", "CYCLONE_STORE", "mongodb://"),
                ("coord", "CYCLONE_COORD", "etcd://"),
                ("log_store", "CYCLONE_LOG_STORE", "mongodb://"))
+# Optional: the artifact store's MongoDB (GridFS), when not CYCLONE_STORE's.
+_ARTIFACT_STORE = "CYCLONE_ARTIFACT_STORE"
 
 
 @dataclass(frozen=True)
@@ -137,13 +144,16 @@ class Infra:
     store: str  # CYCLONE_STORE: mongodb://... (the events, and the run views beside them)
     coord: str  # CYCLONE_COORD: etcd://host:2379[,host:2379]
     log_store: str  # CYCLONE_LOG_STORE: mongodb://...
+    # CYCLONE_ARTIFACT_STORE: mongodb://... (GridFS); "": CYCLONE_STORE's (``artifacts_url``)
+    artifact_store: str = ""
     partitions: int = 4  # CYCLONE_KAFKA_PARTITIONS: of each topic Cyclone creates
     replication: int = 1  # CYCLONE_KAFKA_REPLICATION: of each topic Cyclone creates
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Infra | None:
         env = os.environ if env is None else env
-        if not any(env.get(name) for _, name, _ in _INFRA_URLS):
+        # The artifact store's URL alone names a cluster too: the others' absence is an error.
+        if not any(env.get(name) for name in (*(n for _, n, _ in _INFRA_URLS), _ARTIFACT_STORE)):
             return None
         urls = {}
         for field_name, name, scheme in _INFRA_URLS:
@@ -151,8 +161,18 @@ class Infra:
             if not raw.startswith(scheme):
                 raise cls.missing(name, raw, scheme)
             urls[field_name] = raw
-        return cls(**urls, partitions=positive_int(env, "CYCLONE_KAFKA_PARTITIONS", 4),
+        artifacts = env.get(_ARTIFACT_STORE, "")
+        if artifacts and not artifacts.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigError(f"{_ARTIFACT_STORE}={artifacts!r}: expected a mongodb://... URL "
+                              "(or nothing: CYCLONE_STORE's)")
+        return cls(**urls, artifact_store=artifacts,
+                   partitions=positive_int(env, "CYCLONE_KAFKA_PARTITIONS", 4),
                    replication=positive_int(env, "CYCLONE_KAFKA_REPLICATION", 1))
+
+    @property
+    def artifacts_url(self) -> str:
+        """The artifact store's MongoDB: CYCLONE_ARTIFACT_STORE, else CYCLONE_STORE."""
+        return self.artifact_store or self.store
 
     @staticmethod
     def missing(name: str, raw: str, scheme: str) -> ConfigError:

@@ -3,7 +3,7 @@
 Every service's app factory takes one (``create_app(settings, ports)``); the
 composition root opens it once per process (``cyclone.ports.open_ports``): the
 embedded defaults (SQLite, the in-process bus and coordinator, files) or the
-distributed adapters (MongoDB, Kafka, etcd), chosen by the settings. Above the
+distributed adapters (MongoDB and its GridFS, Kafka, etcd), chosen by the settings. Above the
 bundle the code is the same in both modes; the few differences that follow from
 sharing the infrastructure with other processes are read from ``distributed``.
 
@@ -21,6 +21,7 @@ from typing import Protocol
 
 from shared.events import RecordedEvent
 from shared.outbox import NotifyingStore
+from shared.ports.artifacts import ArtifactStore
 from shared.ports.bus import Bus
 from shared.ports.coordination import Coordinator
 from shared.ports.logstore import LogStore
@@ -56,6 +57,7 @@ class Ports:
     bus: Bus
     coord: Coordinator
     logs: LogStore
+    artifacts: ArtifactStore  # artifacts, caches and test reports: content-addressed blobs
     scope: RunScope
     # The api's alone, so opened by it (and closed by it): the distributed views live in
     # MongoDB beside the events; the embedded ones are folded from the store at start.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from shared.config import Settings
@@ -73,3 +75,15 @@ def test_the_clients_and_the_hooks_settings_are_read_here_too() -> None:
         == ("http://ci:8080", "cyc_x", "s3cret")
     assert "cyc_x" not in repr(settings) and "s3cret" not in repr(settings)
     assert Settings.from_env({}).log_format == "text"
+
+
+def test_the_artifact_store_is_the_event_stores_mongodb_unless_set() -> None:
+    infra = Settings.from_env(INFRA).infra
+    assert infra is not None and infra.artifacts_url == "mongodb://m:27017"
+    infra = Settings.from_env({**INFRA, "CYCLONE_ARTIFACT_STORE": "mongodb://a:27017/blobs"}).infra
+    assert infra is not None and infra.artifacts_url == "mongodb://a:27017/blobs"
+    with pytest.raises(ConfigError, match="CYCLONE_ARTIFACT_STORE='s3://b'"):
+        Settings.from_env({**INFRA, "CYCLONE_ARTIFACT_STORE": "s3://b"})
+    with pytest.raises(ConfigError, match="CYCLONE_BUS=''"):  # alone, it names a cluster too
+        Settings.from_env({"CYCLONE_ARTIFACT_STORE": "mongodb://a:27017"})
+    assert Settings.from_env({"CYCLONE_HOME": "/h"}).artifacts_dir == Path("/h/artifacts")
