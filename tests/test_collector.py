@@ -3,7 +3,9 @@ file blobs): a pass removes exactly the logs of the runs a project's rule no lon
 and the blobs nothing live names (theirs, evicted cache entries'), records
 ``RunDataCollected`` in those runs' streams, and leaves the rest alone: a blob shared with
 a live cache entry or a newer run, failed runs kept longer, a project without a rule, an
-upload no event names yet. A dry run changes nothing; a second pass finds nothing."""
+upload no event names yet. A dry run changes nothing; a second pass finds nothing. The
+api app runs passes in the background, as the ``gc`` leader, and shows the storage on
+``/metrics``."""
 
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from cyclone.apps import build_apps
+from cyclone.ports import open_ports
 from shared import events as ev
 from shared.adapters.artifacts.files import FileArtifactStore
 from shared.adapters.eventstore.sqlite import SqliteEventStore
@@ -23,12 +28,15 @@ from shared.adapters.logstore.files import FileLogStore
 from shared.adapters.runviews.memory import MemoryRunViews
 from shared.caches import MIB, CacheIndex
 from shared.collector import Collector
+from shared.config import Settings
 from shared.events import NewEvent, run_stream
-from shared.ports.artifacts import Blob
-from shared.ports.logstore import LogLine
+from shared.ports.artifacts import ArtifactStore, Blob
+from shared.ports.eventstore import EventStore
+from shared.ports.logstore import LogLine, LogStore
 from shared.projections.projects import project_stream
 from shared.projections.replay import replay_runs
 from shared.runstream import load_run
+from tests.support import eventually
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -47,9 +55,9 @@ def digest_of(data: bytes) -> str:
 
 @dataclass
 class World:
-    store: SqliteEventStore
-    logs: FileLogStore
-    blobs: FileArtifactStore
+    store: EventStore
+    logs: LogStore
+    blobs: ArtifactStore
     limits: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -187,3 +195,24 @@ async def test_a_lowered_cache_limit_evicts_and_frees_in_the_same_pass(world: Wo
     assert [(p["kind"], p.get("key")) for p in progress[:2]] == [("evicted", "k0"),
                                                                   ("evicted", "k1")]
     assert sorted(await world.caches.entries("app")) == ["k2"]
+
+
+async def test_the_api_collects_in_the_background_and_shows_the_storage(tmp_path: Path) -> None:
+    settings = Settings.from_env({"CYCLONE_HOME": str(tmp_path / "home"),
+                                  "CYCLONE_EXECUTOR": "shell", "CYCLONE_GC_INTERVAL_S": "0.05"})
+    async with open_ports(settings) as ports:
+        w = World(ports.store, ports.logs, ports.artifacts)
+        await w.project("app", retention={"runs": 1})
+        await w.run("r1", "app", 3, artifacts=("first",))
+        await w.run("r2", "app", 2, artifacts=("second",))
+        app = build_apps(["api"], settings, ports)["api"]
+        async with TestClient(TestServer(app)) as client:
+            async def collected() -> bool:
+                view = await load_run(ports.store, "r1")
+                return view is not None and view.collected == ("artifacts", "logs")
+
+            await eventually(collected, what="r1 collected by a background pass")
+            assert await ports.logs.count("r1") == 0 and await ports.logs.count("r2") == 2
+            assert await w.stored() == {digest_of(b"second")}
+            async with client.get("/metrics") as answer:
+                assert "cyclone_artifact_store_bytes" in await answer.text()
