@@ -58,7 +58,7 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
                                    git_cache=settings.git_cache_dir,
                                    lease_ttl=settings.worker_lease_s, log_limit=settings.step_log,
                                    secrets=secrets, step_resources=settings.step_resources,
-                                   deployer=deployers)
+                                   deployer=deployers, artifacts=ports.artifacts)
             app[WORKER] = worker
             if ports.distributed:
                 await worker.reap_own(label)  # this incarnation has created nothing yet

@@ -257,7 +257,8 @@ class JobRun:
             if problem:
                 return JobStatus.ERRORED, problem
         status, reason = await self._run_steps()
-        if files is not None and status != JobStatus.CANCELLED and not self.handed_back:
+        ran = status in (JobStatus.SUCCESS, JobStatus.FAILURE)  # (not cancelled, errored)
+        if files is not None and ran and not self.handed_back:
             problem = await files.keep(status)
             if problem:
                 return JobStatus.ERRORED, problem
