@@ -11,6 +11,7 @@
     cyclone tests RUN                                   test reports (cyclone/cli_tests.py)
     cyclone token create NAME | list | revoke ID
     cyclone notify test PROJECT                         message every notification channel
+    cyclone gc [--dry-run]                              a retention pass now (cyclone/cli_gc.py)
     cyclone secret set|list|rm ... | rotate-key         secrets (cyclone/cli_secrets.py)
     cyclone user add|list|rm|passwd|grant|revoke ...    users and roles (cyclone/cli_users.py)
 
@@ -40,6 +41,12 @@ from cyclone.cli_delivery import (
     project_delivery_flags,
     show_delivery,
     shown_project_delivery,
+)
+from cyclone.cli_gc import (
+    add_gc_command,
+    project_storage_fields,
+    project_storage_flags,
+    shown_project_storage,
 )
 from cyclone.cli_secrets import add_secret_commands
 from cyclone.cli_tests import add_test_commands
@@ -145,6 +152,7 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     add_artifact_commands(sub, command)
     add_test_commands(sub, command)
     add_user_commands(sub, command)
+    add_gc_command(sub, command)
 
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(required=True, metavar="ACTION")
@@ -193,6 +201,7 @@ def _project_flags(parser: argparse.ArgumentParser) -> None:
                             help=f"admin only: the most a job's resources: may ask for "
                                  f"{name} (e.g. {example}); those given replace the maximum")
     project_delivery_flags(parser)
+    project_storage_flags(parser)
 
 
 def _follow_flags(parser: argparse.ArgumentParser) -> None:
@@ -278,7 +287,7 @@ def _project_fields(args: argparse.Namespace) -> Json:
                if (value := getattr(args, f"max_{name}")) is not None}
     if maximum:
         changes["max_resources"] = maximum  # the server reads and checks each value
-    return {**changes, **project_delivery_fields(args)}
+    return {**changes, **project_delivery_fields(args), **project_storage_fields(args)}
 
 
 def _number(raw: str) -> str | int | float:
@@ -316,7 +325,9 @@ async def _project_update(args: argparse.Namespace, client: CycloneClient) -> in
     if not changes:
         print("cyclone: nothing to update: give at least one of --repo, --branch, "
               "--pipeline-file, --env, --max-concurrent, --fork-prs, --trusted, --max-memory, "
-              "--max-cpus, --max-pids, --registry, --no-registry, --cluster, --no-clusters",
+              "--max-cpus, --max-pids, --registry, --no-registry, --cluster, --no-clusters, "
+              "--retention-days, --retention-runs, --retention-failed-days, --no-retention, "
+              "--cache-limit-mb",
               file=sys.stderr)
         return EXIT_INVALID
     return _print_project(args, await client.update_project(args.name, changes))
@@ -341,6 +352,7 @@ def _print_project(args: argparse.Namespace, project: Json) -> int:
              ("fork PRs", project.get("fork_prs", "approve")),
              ("max resources", _max_resources(project.get("max_resources") or {})),
              *shown_project_delivery(project),
+             *shown_project_storage(project),
              ("env", ", ".join(f"{k}={v}" for k, v in sorted(env.items())) or "-"),
              ("created", when(project.get("created_at"))),
              ("updated", when(project.get("updated_at")))])

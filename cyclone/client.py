@@ -261,6 +261,16 @@ class CycloneClient:
         else:
             await self._call("PUT", path, body={"role": role})
 
+    async def gc(self, dry_run: bool = False) -> AsyncGenerator[Json, None]:
+        """A retention pass now (admin): its progress objects as the server streams them
+        (``kind``: evicted, plan, run, blob, then done or error)."""
+        async with self._open("POST", "/api/v1/gc", body={"dry_run": dry_run},
+                              stream=True) as response, \
+                contextlib.aclosing(self._lines(response)) as lines:
+            async for line in lines:
+                if line.strip():
+                    yield _decode_object(line, response.status)
+
     async def log_lines(self, run_id: str, from_index: int = 0) -> AsyncGenerator[Json, None]:
         """The stored log lines ``{"i","job","step","stream","ts","text"}`` from
         ``from_index`` on, as they are read from the ndjson response."""

@@ -55,6 +55,10 @@ class Settings:
     # CYCLONE_UI_DIST: the built web UI the api serves; None: the one in the package
     # (services/api/web/dist, built by `make ui`)
     ui_dist: Path | None = None
+    # CYCLONE_CACHE_MAX_MB: a project's cache entries together, unless its cache_limit_mb
+    # says otherwise (least recently used ones are evicted past it)
+    cache_max_mb: int = 1024
+    gc_interval_s: float = 3600.0  # CYCLONE_GC_INTERVAL_S: between retention passes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +92,8 @@ class Settings:
             secret_key=env.get("CYCLONE_SECRET_KEY", ""),
             ui_dist=Path(env["CYCLONE_UI_DIST"]).expanduser() if env.get("CYCLONE_UI_DIST")
             else None,
+            cache_max_mb=positive_int(env, "CYCLONE_CACHE_MAX_MB", 1024),
+            gc_interval_s=_positive_seconds(env, "CYCLONE_GC_INTERVAL_S", 3600.0),
         )
 
     def require_infra(self) -> Infra:
@@ -291,6 +297,13 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         value = -1.0
     if not value >= 0:  # also NaN
         raise ConfigError(f"{name}={raw!r}: expected seconds (>= 0)")
+    return value
+
+
+def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _seconds(env, name, default)
+    if value <= 0:
+        raise ConfigError(f"{name}={env.get(name)!r}: expected seconds (> 0)")
     return value
 
 

@@ -854,6 +854,11 @@ class ProjectRegistered(Event):
     # only: the values are the project's secrets.
     registry: Mapping[str, str] = field(default_factory=dict)
     clusters: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # How long its runs' logs and artifacts are kept (``shared.retention.Retention.to_data``:
+    # days, runs, failed_days; {}: forever), and the size its cache entries may take
+    # together, in MiB (0: CYCLONE_CACHE_MAX_MB).
+    retention: Mapping[str, int] = field(default_factory=dict)
+    cache_limit_mb: int = 0
 
 
 @_register

@@ -196,6 +196,7 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/api/v1/projects/{name}/deployments"): _VIEW_PROJECT,
     ("GET", "/api/v1/projects/{name}/tests"): _VIEW_PROJECT,  # a test's history
     ("POST", "/api/v1/projects/{name}/environments/{env}/rollback"): _MAINTAIN_PROJECT,
+    ("POST", "/api/v1/gc"): _ADMIN,  # a retention pass now, over every project
 }
 
 # (request, scope) -> the project the request is about; None when there is no such thing

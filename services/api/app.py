@@ -4,8 +4,9 @@
 ``cyclone service api`` run it. Its cleanup contexts open the run views (in MongoDB
 beside the events, or folded from the store in this process), create the admin token on
 the very first start (printed once), and run in the background the read model's
-consumer (``api-readmodel`` on ``cyclone.events``) and the live tails the push streams
-are fed by; the app starts serving once the tails are open.
+consumer (``api-readmodel`` on ``cyclone.events``), the live tails the push streams
+are fed by, and retention (``services.api.gc``: the storage figures of ``/metrics``, the
+periodic pass as a leader); the app starts serving once the tails are open.
 
 ``build_app(ctx) -> web.Application``: the routes and middlewares over a given context,
 with nothing started: what ``create_app`` builds on, and what tests serve over parts
@@ -28,6 +29,7 @@ from services.api.badge import badge_routes
 from services.api.context import CONTEXT, UI_DIST, ApiContext
 from services.api.delivery import delivery_routes
 from services.api.errors import error_middleware
+from services.api.gc import gc_routes, start_retention
 from services.api.live import LiveRuns
 from services.api.metrics import api_collector
 from services.api.notifications import notification_routes
@@ -46,6 +48,7 @@ from shared.app import BACKGROUND, run_in_background, service_app
 from shared.config import Settings
 from shared.events import decode, notify_test_stream
 from shared.infra import Ports
+from shared.metrics import FunctionCollector
 from shared.secrets import open_secret_store
 
 __all__ = ["build_app", "create_app"]
@@ -85,6 +88,7 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
     app.cleanup_ctx.append(secrets)
     app.cleanup_ctx.append(run_views)
     app.cleanup_ctx.append(admin_token)
+    start_retention(app, settings, ports)  # reads the run views: after they are open
     run_in_background(app, follow, "RunsReadModel.follow")
     run_in_background(app, live.run, "LiveRuns.run")
     app.cleanup_ctx.append(_tails_open)
@@ -113,8 +117,9 @@ def build_app(ctx: ApiContext, *, ready: Callable[[], Awaitable[object]] | None 
     async def project_of(request: web.Request, scope: Scope) -> str | None:
         return await _project_of(ctx, request, scope)
 
+    storage = FunctionCollector(lambda: ctx.storage.samples() if ctx.storage else ())
     app = service_app(ready or ctx.store.last_position,
-                      [api_collector(ctx.readmodel, events_appended)],
+                      [api_collector(ctx.readmodel, events_appended), storage],
                       client_max_size=ctx.max_body,
                       middlewares=[error_middleware,
                                    access_middleware(who, project_of, ctx.public_read)])
@@ -133,6 +138,7 @@ def build_app(ctx: ApiContext, *, ready: Callable[[], Awaitable[object]] | None 
         *user_routes(),
         *secret_routes(),
         *badge_routes(),
+        *gc_routes(),
         *ui_routes(),  # its catch-all leaves /api/ out, so later routes (logs) still match
     ])
     return app

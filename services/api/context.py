@@ -10,6 +10,7 @@ from aiohttp import web
 from services.api.auth import LoginLimiter, Tokens, Users
 from services.api.live import LiveRuns
 from services.api.readmodel import RunsReadModel
+from shared.collector import Collector, StorageUse
 from shared.ports.artifacts import ArtifactStore
 from shared.ports.eventstore import EventStore
 from shared.projections.runs import RunView
@@ -35,6 +36,10 @@ class ApiContext:
     # waits (0: not known)
     max_parallel_jobs: int = 0
     artifacts: ArtifactStore | None = None  # artifacts, caches, test results (none: 503)
+    # retention (services/api/gc.py): the collector POST /api/v1/gc runs (none: 503), and
+    # the storage figures /metrics shows (none: not shown)
+    gc: Collector | None = None
+    storage: StorageUse | None = None
 
     # who makes requests: read from the store (so every replica sees each change)
     tokens: Tokens = field(init=False)

@@ -5,6 +5,7 @@ pipeline file's ``notify:`` is read with (one definition of a rule); ``email_tem
 are Jinja2 sources checked by ``shared.email_templates.check_template``. ``registry`` and
 ``clusters`` are the delivery settings a ``caicloud.yml`` relies on (its build pushes to
 the registry, its deploy entries name clusters); they hold secret names, never values.
+``retention`` and ``cache_limit_mb`` are what the project's runs may keep in storage.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from shared import cron
 from shared.email_templates import check_template
 from shared.pipeline.schema import NotifyRuleModel, ResourcesModel
 from shared.projections.projects import FORGE_API_URLS
+from shared.retention import Retention
 
 __all__ = ["MAX_CLUSTERS", "MAX_RULES", "MAX_SCHEDULES", "ClusterSettingsBody", "EmailTemplates",
-           "ForgePatch", "ForgeSettingsBody", "ForkPrs", "MemberSet", "ProjectCreate",
-           "ProjectPatch", "RegistrySettingsBody", "RoleName", "RunApprove", "RunCreate",
-           "RunRerun", "SessionCreate", "TokenCreate", "UserCreate", "UserPatch", "check_cron",
-           "check_ref"]
+           "ForgePatch", "ForgeSettingsBody", "ForkPrs", "GcRequest", "MemberSet", "ProjectCreate",
+           "ProjectPatch", "RegistrySettingsBody", "RetentionBody", "RoleName", "RunApprove",
+           "RunCreate", "RunRerun", "SessionCreate", "TokenCreate", "UserCreate", "UserPatch",
+           "check_cron", "check_ref"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -214,6 +216,22 @@ class ClusterSettingsBody(_Body):
                 "namespace": self.namespace}
 
 
+class RetentionBody(_Body):
+    """How long the project's runs' logs and artifacts are kept (``shared.retention``):
+    while a run is one of the last ``runs`` or ended less than ``days`` days ago
+    (``failed_days`` for a failed one; default twice ``days``). 0: that rule is off; no
+    rule on: kept forever."""
+
+    days: Annotated[int, Field(ge=0, le=36500)] = 0
+    runs: Annotated[int, Field(ge=0, le=10_000_000)] = 0
+    failed_days: Annotated[int, Field(ge=0, le=36500)] | None = None
+
+    def to_data(self) -> dict[str, int]:
+        return Retention(days=self.days, runs=self.runs, failed_days=self.failed_days).to_data()
+
+
+# A project's cache entries together, in MiB (0: the server's CYCLONE_CACHE_MAX_MB).
+_CacheLimit = Annotated[int, Field(ge=0, le=16 * 1024 * 1024)]
 MAX_CLUSTERS = 50
 # Named as caicloud.yml's deploy entries name them (often a UUID in the original's files).
 _Clusters = Annotated[dict[Annotated[str, Field(pattern=_NAME)], ClusterSettingsBody],
@@ -238,6 +256,8 @@ class ProjectCreate(_Body):
     fork_prs: ForkPrs = "approve"
     registry: RegistrySettingsBody | None = None  # where a caicloud.yml's build pushes
     clusters: _Clusters = {}  # where its deploy entries deploy
+    retention: RetentionBody | None = None  # None: kept forever
+    cache_limit_mb: _CacheLimit = 0  # admin only
 
     _branch = field_validator("default_branch")(check_ref)
     _env = field_validator("env")(_check_env)
@@ -260,6 +280,8 @@ class ProjectPatch(_Body):
     fork_prs: ForkPrs | None = None
     registry: RegistrySettingsBody | None = None  # the whole block; null: no registry any more
     clusters: _Clusters | None = None  # every cluster again; {}: none any more
+    retention: RetentionBody | None = None  # the whole block; {}: kept forever
+    cache_limit_mb: _CacheLimit | None = None  # admin only
 
     @field_validator("default_branch")
     @classmethod
@@ -340,6 +362,10 @@ class JobDecision(_Body):
 
 class MemberSet(_Body):
     role: RoleName
+
+
+class GcRequest(_Body):
+    dry_run: bool = False  # report what a retention pass would remove, remove nothing
 
 
 class SessionCreate(_Body):

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from services.api.models import (
+    GcRequest,
     JobDecision,
     MemberSet,
     ProjectCreate,
@@ -260,6 +261,12 @@ def openapi_document() -> dict[str, Any]:
                 errors=(400, 401, 404),
                 description="Readable by the project's viewers, by anyone when reads are "
                             "public (CYCLONE_PUBLIC_READ). Cache-Control: no-cache.")},
+            "/api/v1/gc": {"post": _op(
+                "Run a retention pass now (admin): cache entries over their project's limit "
+                "evicted, the logs and artifacts of runs the projects' retention no longer "
+                "keeps removed, blobs nothing live names deleted", 200,
+                body=_body(GcRequest, schemas), content="application/x-ndjson",
+                errors=(401, 403, 503), description=_GC)},
             "/api/v1/projects/{name}/members": {"get": _op(
                 "The project's users and their roles", 200, params=project)},
             "/api/v1/projects/{name}/members/{user}": {
@@ -280,6 +287,15 @@ _WAITING = (
     "first), admission, checkout, plan, cancel; for a job: needs (the jobs in `on` have not "
     "ended), job_approval (role, deadline), parallel (the run's most jobs at once), ready, "
     "worker (queued since `since`).")
+
+
+_GC = (
+    "NDJSON as the pass goes: {kind: evicted, project, key, digest, size} per cache entry "
+    "evicted, one {kind: plan, runs, blobs, bytes}, {kind: run, run, project, what, reason, "
+    "freed_bytes} per run collected, {kind: blob, digest, size} per other blob deleted, and "
+    "a last {kind: done, dry_run, runs, blobs, freed_bytes, evicted, seconds} (or {kind: "
+    "error, detail}). dry_run: report only. Each run collected records RunDataCollected; "
+    "its events are kept.")
 
 
 def _with_lines(op: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,10 @@ templates at once (``{}``: the shipped ones); each must compile.
 ``caicloud.yml`` relies on; they name secrets (a registry password, a cluster's server,
 token and CA), which are set with ``cyclone secret set``. A PATCH replaces the whole
 registry block (``null``: none) and every cluster (``{}``: none).
+
+``retention`` (a maintainer's: how long the project's runs' logs and artifacts are kept,
+``shared.retention``) is replaced as a whole block (``{}``: forever). ``cache_limit_mb``
+is an admin's, as ``trusted`` is: the caches of every project share one store.
 """
 
 from __future__ import annotations
@@ -77,13 +81,14 @@ async def _append(request: web.Request, name: str, event: ev.Event, expected_seq
 async def _create(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     body = _validated(ProjectCreate, await read_json(request))
-    if body.trusted or body.max_resources is not None:
-        require_admin(request, "trusted, max_resources")
+    if body.trusted or body.max_resources is not None or body.cache_limit_mb:
+        require_admin(request, "trusted, max_resources, cache_limit_mb")
     existing = fold_project(await ctx.store.read(project_stream(body.name)))
     if existing is not None and not existing.deleted:
         raise ApiError(409, f"project {body.name!r} already exists")
     fields = body.model_dump(exclude={"forge", "hook_secret", "notify", "email_templates",
-                                      "max_resources", "registry", "clusters"})
+                                      "max_resources", "registry", "clusters", "retention"})
+    fields["retention"] = body.retention.to_data() if body.retention else {}
     fields["max_resources"] = _resources_data(body.max_resources)
     fields["registry"] = body.registry.to_data() if body.registry else {}
     fields["clusters"] = {name: c.to_data() for name, c in body.clusters.items()}
@@ -121,11 +126,14 @@ async def _update(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     view = await require_project(ctx.store, request.match_info["name"])
     body = _validated(ProjectPatch, await read_json(request))
-    if body.trusted is not None or body.max_resources is not None:
-        require_admin(request, "trusted, max_resources")
+    if (body.trusted is not None or body.max_resources is not None
+            or body.cache_limit_mb is not None):
+        require_admin(request, "trusted, max_resources, cache_limit_mb")
     changes = body.model_dump(exclude_none=True, exclude={"forge", "notify", "email_templates",
                                                          "max_resources", "registry",
-                                                         "clusters"})
+                                                         "clusters", "retention"})
+    if body.retention is not None:
+        changes["retention"] = body.retention.to_data()
     if body.max_resources is not None:
         changes["max_resources"] = _resources_data(body.max_resources)
     if "registry" in body.model_fields_set:

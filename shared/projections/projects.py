@@ -6,7 +6,8 @@ shows each rule with ``NotifyRule.to_json`` (a URL's scheme and host, ``secret_s
 ``ProjectUpdated.changes["notify"]`` replaces the whole list, ``["email_templates"]``
 the whole set of templates, ``["registry"]`` the registry (``{}``: none) and
 ``["clusters"]`` every cluster. Those two are the delivery settings a ``caicloud.yml``
-relies on; ``policy`` carries them to the linter.
+relies on; ``policy`` carries them to the linter. ``["retention"]`` replaces the whole
+retention rule (``shared.retention``; ``{}``: keep forever).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from shared.pipeline.resources import (
     Resources,
     clusters_from_data,
 )
+from shared.retention import Retention
 
 __all__ = [
     "FORGE_API_URLS",
@@ -47,7 +49,7 @@ TOKENS_STREAM = "tokens"
 PROJECT_FIELDS = ("repo", "default_branch", "pipeline_file", "env", "max_concurrent_runs",
                   "forge", "hook_secret", "auto_cancel", "schedules", "notify",
                   "email_templates", "trusted", "max_resources", "fork_prs", "registry",
-                  "clusters")
+                  "clusters", "retention", "cache_limit_mb")
 # What a pull request from a fork does: waits for a maintainer's approval (then runs
 # without secrets unless the approver says otherwise), runs without secrets, or nothing.
 FORK_PRS = ("approve", "run-without-secrets", "never")
@@ -120,6 +122,8 @@ class ProjectView:
     fork_prs: str = "approve"  # one of FORK_PRS
     registry: RegistrySetting | None = None  # where a caicloud.yml's build pushes
     clusters: dict[str, ClusterSetting] = field(default_factory=dict)  # its deploys' targets
+    retention: Retention = field(default_factory=Retention)  # its runs' logs and artifacts
+    cache_limit_mb: int = 0  # its cache entries together (0: CYCLONE_CACHE_MAX_MB)
     created_at: str = ""
     updated_at: str = ""
     deleted: bool = False
@@ -138,6 +142,7 @@ class ProjectView:
         data["env"] = {name: HIDDEN if name in self.secret_env() else value
                        for name, value in self.env.items()}
         data["max_resources"] = self.max_resources.to_json()
+        data["retention"] = self.retention.to_data()
         return data
 
     @property
@@ -201,6 +206,8 @@ def fold_project(events: Iterable[RecordedEvent],
                                max_resources=Resources.from_data(event.max_resources),
                                registry=RegistrySetting.from_data(event.registry),
                                clusters=clusters_from_data(event.clusters),
+                               retention=Retention.from_data(event.retention),
+                               cache_limit_mb=event.cache_limit_mb,
                                created_at=recorded.ts, updated_at=recorded.ts)
         elif isinstance(event, ev.ProjectUpdated) and view is not None:
             known = {k: v for k, v in event.changes.items() if k in PROJECT_FIELDS}
@@ -218,6 +225,8 @@ def fold_project(events: Iterable[RecordedEvent],
                 known["registry"] = RegistrySetting.from_data(known["registry"])
             if "clusters" in known:
                 known["clusters"] = clusters_from_data(known["clusters"])
+            if "retention" in known:
+                known["retention"] = Retention.from_data(known["retention"])
             view = replace(view, updated_at=recorded.ts, **known)
         elif isinstance(event, ev.ProjectDeleted) and view is not None:
             view = replace(view, deleted=True, updated_at=recorded.ts)
