@@ -30,6 +30,7 @@ from services.workermanager.service import WorkerManager
 from shared.adapters.deployer import Deployers
 from shared.adapters.executor import open_executor
 from shared.app import BACKGROUND, service_app
+from shared.caches import CacheIndex, project_cache_limit
 from shared.config import Settings
 from shared.infra import Ports
 from shared.runstream import load_run
@@ -58,7 +59,9 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
                                    git_cache=settings.git_cache_dir,
                                    lease_ttl=settings.worker_lease_s, log_limit=settings.step_log,
                                    secrets=secrets, step_resources=settings.step_resources,
-                                   deployer=deployers, artifacts=ports.artifacts)
+                                   deployer=deployers, artifacts=ports.artifacts,
+                                   caches=CacheIndex(ports.store, project_cache_limit(
+                                       ports.store, settings.cache_max_mb)))
             app[WORKER] = worker
             if ports.distributed:
                 await worker.reap_own(label)  # this incarnation has created nothing yet

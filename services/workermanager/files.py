@@ -21,46 +21,27 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from services.workermanager.reports import read_reports
 from shared import events as ev
 from shared.adapters.executor.workspace_files import TarCounter, files_digest
+from shared.caches import CacheIndex
 from shared.errors import BlobCorrupted, BlobNotFound, CycloneError
 from shared.events import utc_now
 from shared.pipeline.plan import CacheSpec, JobSpec
 from shared.pipeline.resources import format_size
 from shared.pipeline.schema_artifacts import HASH_FILES, hash_files_patterns
-from shared.ports.artifacts import ArtifactStore, Blob
+from shared.ports.artifacts import ArtifactStore
 from shared.ports.executor import Executor, LogSink, RunContext
 from shared.projections.runs import RunView
 from shared.status import JobStatus
 
-__all__ = ["CacheEntryView", "Caches", "JobFiles"]
+__all__ = ["JobFiles"]
 
 log = logging.getLogger(__name__)
 
 PROGRESS_BYTES = 64 * 1024 * 1024  # a transfer says how far it is at each step of this
 Record = Callable[[Sequence[ev.Event]], Awaitable[None]]
-
-
-class CacheEntryView(Protocol):
-    key: str
-    digest: str
-    size: int
-
-
-class Caches(Protocol):
-    """The project-wide cache index (``shared.caches.CacheIndex``)."""
-
-    async def find(self, project: str, key: str,
-                   restore_keys: Sequence[str]) -> CacheEntryView | None: ...
-
-    async def used(self, project: str, key: str, run: str) -> None: ...
-
-    async def has(self, project: str, key: str) -> bool: ...
-
-    async def save(self, project: str, key: str, blob: Blob, run: str, job: str) -> bool: ...
 
 
 @dataclass
@@ -70,7 +51,7 @@ class JobFiles:
     executor: Executor
     ctx: RunContext
     store: ArtifactStore
-    caches: Caches | None
+    caches: CacheIndex | None
     record: Record
     sink: Callable[[str], LogSink]  # the log sink of a pseudo-step ("artifacts", ...)
 

@@ -29,10 +29,11 @@ from services.workermanager.delivery import (
     expand_tags,
     image_pushed,
 )
-from services.workermanager.files import Caches, JobFiles
+from services.workermanager.files import JobFiles
 from services.workermanager.logship import LogShipper
 from services.workermanager.secrets import NO_SECRETS, JobSecrets, MaskedSink
 from shared import events as ev
+from shared.caches import CacheIndex
 from shared.config import DEFAULT_STEP_LOG, StepLogLimit
 from shared.errors import DeployerUnavailable, ExecutorError
 from shared.events import utc_now
@@ -151,7 +152,7 @@ class JobRun:
                  log_limit: StepLogLimit = DEFAULT_STEP_LOG,
                  secrets: JobSecrets = NO_SECRETS, registries: Registries = NO_REGISTRIES,
                  deployer: Deployer | None = None, artifacts: ArtifactStore | None = None,
-                 caches: Caches | None = None) -> None:
+                 caches: CacheIndex | None = None) -> None:
         self.run = run
         self.artifacts = artifacts  # None: a job with artifacts, caches or reports errors
         self.caches = caches

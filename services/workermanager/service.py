@@ -54,7 +54,6 @@ from services.workermanager.claims import (
     wait_handed_back,
 )
 from services.workermanager.delivery import registries_for
-from services.workermanager.files import Caches
 from services.workermanager.host import Host
 from services.workermanager.jobs import JobRun, effective_job
 from services.workermanager.lease import WorkerLease
@@ -62,6 +61,7 @@ from services.workermanager.logship import LogShipper
 from services.workermanager.secrets import JobSecrets
 from services.workermanager.source_resolver import SourceResolver
 from shared import events as ev
+from shared.caches import CacheIndex
 from shared.config import DEFAULT_STEP_LOG, DEFAULT_STEP_RESOURCES, StepLogLimit
 from shared.consume import consume
 from shared.errors import CycloneError
@@ -94,7 +94,7 @@ class WorkerManager:
                  secrets: SecretStore | None = None,
                  step_resources: Resources = DEFAULT_STEP_RESOURCES,
                  deployer: Deployer | None = None, artifacts: ArtifactStore | None = None,
-                 caches: Caches | None = None) -> None:
+                 caches: CacheIndex | None = None) -> None:
         self.deployer = deployer  # None: deploy steps error, saying so
         self.artifacts = artifacts  # None: jobs with artifacts, caches or reports error
         self.caches = caches

@@ -87,8 +87,6 @@ EXPECTED = {
     ("GET", "/api/v1/projects/{name}/deployments"): "viewer",
     ("GET", "/api/v1/projects/{name}/tests"): "viewer",
     ("POST", "/api/v1/projects/{name}/environments/{env}/rollback"): "maintainer",
-    ("GET", "/api/v1/runs/{id}/artifacts"): "viewer",
-    ("GET", "/api/v1/runs/{id}/artifacts/{job}/{name}"): "viewer",
     ("POST", "/api/v1/gc"): "admin",
 }
 SAFE = ("GET", "HEAD")
