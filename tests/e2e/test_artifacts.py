@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from shared.config import Settings
+from tests.docker_support import TEST_IMAGE
 from tests.e2e.conftest import Project, run_id_in
 
 pytestmark = pytest.mark.usefixtures("docker_ready")
@@ -36,7 +37,7 @@ PIPELINE = """
           - name: same-job
             run:
               - test "$version" = 1.2.3
-              - echo "notes are: $notes"
+              - echo "notes are [$notes]"
       wipe:
         image: IMAGE
         needs: build
@@ -77,7 +78,7 @@ def test_artifacts_outputs_and_a_junit_report_flow_between_jobs(project: Project
     out = done.stdout
     assert done.returncode == 0, out + done.stderr  # failing tests in a report fail nothing
     run_id = run_id_in(out)
-    assert "notes are: first line" in out
+    assert "notes are [first line" in out
     # wipe removed dist/ from the shared workspace; ship got it back from the artifact
     assert "[ship/deliver] built" in out and "[ship/deliver] deep" in out
     assert "[ship/deliver] shipping 1.2.3" in out
@@ -105,7 +106,7 @@ CACHED = """
         steps:
           - name: install
             run:
-              - if [ -f .deps/installed ]; then echo "restored: $(cat .deps/installed)"; fi
+              - if [ -f .deps/installed ]; then echo "restored $(cat .deps/installed)"; fi
               - mkdir -p .deps && cat deps.txt > .deps/installed
 """
 
@@ -117,19 +118,39 @@ def test_a_cache_misses_then_hits_then_restores_by_prefix(project: Project) -> N
     first = project.run("run", "--no-color")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "cache miss: deps-" in first.stdout and "cache saved: deps-" in first.stdout
-    assert "restored:" not in first.stdout
+    assert "[deps/install] restored" not in first.stdout
 
     second = project.run("run", "--no-color")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "cache hit: deps-" in second.stdout
-    assert "[deps/install] restored: requests==2" in second.stdout  # a fresh workspace
+    assert "[deps/install] restored requests==2" in second.stdout  # a fresh workspace
     assert "cache saved" not in second.stdout  # the key is not new
 
     (project.dir / "deps.txt").write_text("requests==3\n")
     third = project.run("run", "--no-color")
     assert third.returncode == 0, third.stdout + third.stderr
     assert "cache partial hit: deps-" in third.stdout  # the older entry, by its prefix
-    assert "[deps/install] restored: requests==2" in third.stdout
+    assert "[deps/install] restored requests==2" in third.stdout
     assert "cache saved: deps-" in third.stdout  # under the new key
     kinds = [k for k, _ in events_of(project, run_id_in(third.stdout))]
     assert kinds.count("CacheRestored") == 1 and kinds.count("CacheSaved") == 1
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "artifacts"
+
+
+def test_the_example_pipeline_runs_and_hits_its_cache_the_second_time(project: Project) -> None:
+    shutil.copytree(EXAMPLE, project.dir, dirs_exist_ok=True)
+    pipeline = project.dir / ".cyclone.yml"
+    # busybox:1.36 cannot be pulled here: the locally built busybox stands in for it
+    pipeline.write_text(pipeline.read_text().replace("busybox:1.36", TEST_IMAGE))
+
+    first = project.run("run", "--no-color")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "[build/install] installing hello-lib==1.0" in first.stdout
+    assert "[build/reports] cyclone: tests: 2 run, 1 passed" in first.stdout
+    assert "[package/tarball] packaged app-0.4.1.tar.gz with changes:" in first.stdout
+
+    second = project.run("run", "--no-color")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "[build/install] cached hello-lib==1.0" in second.stdout
