@@ -146,7 +146,8 @@ async def _reject(request: web.Request) -> web.Response:
 
 
 async def _rerun(request: web.Request) -> web.Response:
-    """Same commit, params and pipeline file content as the first run recorded."""
+    """Same commit, params, pipeline file content and included files as the first run
+    recorded."""
     ctx = request.app[CONTEXT]
     run_id = request.match_info["id"]
     events = [e for r in await ctx.store.read(run_stream(run_id)) if (e := decode(r))]
@@ -160,6 +161,8 @@ async def _rerun(request: web.Request) -> web.Response:
         commit=resolved.commit if resolved else requested.commit,
         pipeline_file=resolved.pipeline_file if resolved else requested.pipeline_file,
         pipeline=resolved.pipeline if resolved else requested.pipeline,
+        # the very files it included, not what their refs name now
+        includes=resolved.includes if resolved else requested.includes,
         source=requested.source, params=requested.params, requested_by=_who(request),
         source_kind=requested.source_kind,
         # a fork's code waits for approval again, and gets no secret it was not given

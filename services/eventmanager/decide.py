@@ -3,7 +3,8 @@
 ``decide(run, source, max_parallel_jobs)`` returns the events to append; it reads
 no clock, store or bus, so it is tested on plain values and replays the same way.
 ``source`` is the pipeline file (name, content) recorded so far: in the request
-itself (``cyclone run``, a rerun) or by the checkout (``RunSourceResolved``).
+itself (``cyclone run``, a rerun) or by the checkout (``RunSourceResolved``);
+``includes``, the files it includes, recorded with it.
 ``secrets``: the secrets the run's project sees, by name (True: implicit, given to
 every step); a ``secrets:`` name not among them makes the file invalid.
 Rules:
@@ -29,13 +30,14 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from services.eventmanager import approval
 from shared import events as ev
 from shared.errors import PipelineError
 from shared.forge import ForgeEvent
 from shared.pipeline import load, triggers
+from shared.pipeline.include import IncludedFile
 from shared.pipeline.plan import Plan
 from shared.pipeline.resources import Policy
 from shared.projections.runs import JobView, RunView, apply_event
@@ -52,7 +54,8 @@ _ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 def decide(run: RunView | None, source: PipelineSource | None,
            max_parallel_jobs: int, admitted: bool = True,
            secrets: Mapping[str, bool] | None = None,
-           policy: Policy = UNTRUSTED, now: str = "") -> list[ev.Event]:
+           policy: Policy = UNTRUSTED, now: str = "",
+           includes: Sequence[IncludedFile] = ()) -> list[ev.Event]:
     if run is None or run.done:
         return []
     if run.plan is None:
@@ -64,7 +67,7 @@ def decide(run: RunView | None, source: PipelineSource | None,
             return []  # the project is at its max_concurrent_runs: wait
         if source is None:
             return [ev.CheckoutQueued()] if not run.checkout else []
-        return _plan(source, run, max_parallel_jobs, secrets, policy, now)
+        return _plan(source, includes, run, max_parallel_jobs, secrets, policy, now)
     plan = run.plan
     if run.cancel_requested:
         return _cancel(run)
@@ -106,12 +109,14 @@ def _not_triggered(plan: Plan, run: RunView) -> str:
     return ""
 
 
-def _plan(source: PipelineSource, run: RunView, max_parallel_jobs: int,
-          secrets: Mapping[str, bool] | None, policy: Policy, now: str) -> list[ev.Event]:
+def _plan(source: PipelineSource, includes: Sequence[IncludedFile], run: RunView,
+          max_parallel_jobs: int, secrets: Mapping[str, bool] | None, policy: Policy,
+          now: str) -> list[ev.Event]:
     file, text = source
     implicit = [name for name, given in (secrets or {}).items() if given]
     try:
-        result = load(text, file, policy, secrets=secrets, implicit=implicit)
+        result = load(text, file, policy, secrets=secrets, implicit=implicit,
+                      includes=includes)
     except PipelineError as exc:
         return [ev.RunErrored(reason=f"invalid pipeline:\n{exc}")]
     skip = _not_triggered(result.plan, run)
