@@ -25,6 +25,7 @@ from cyclone.cli_client import add_client_commands
 from cyclone.display import Display
 from cyclone.embedded import Embedded
 from cyclone.githook import install_hook
+from cyclone.includes import resolve_here
 from cyclone.serve import service, up
 from services.api.commands import decide_job, request_cancel, request_run
 from shared import events as ev
@@ -34,6 +35,7 @@ from shared.events import decode
 from shared.logging import configure_logging
 from shared.pipeline import lint
 from shared.pipeline.diagnostics import Diagnostic
+from shared.pipeline.include import IncludedFile
 from shared.pipeline.resources import UNKNOWN, Policy
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_LOGS, Message, Subscription
 from shared.projections.replay import replay_runs
@@ -148,7 +150,7 @@ def _hook_install(args: argparse.Namespace, settings: Settings) -> int:
 def _lint(args: argparse.Namespace, settings: Settings) -> int:
     worst = EXIT_OK
     for name in args.files:
-        diagnostics = _lint_file(Path(name), UNTRUSTED if args.untrusted else UNKNOWN)
+        diagnostics = _lint_file(Path(name), UNTRUSTED if args.untrusted else UNKNOWN, settings)
         for diagnostic in diagnostics:
             print(diagnostic)
         if any(d.severity == "error" for d in diagnostics):
@@ -158,13 +160,16 @@ def _lint(args: argparse.Namespace, settings: Settings) -> int:
     return worst
 
 
-def _lint_file(path: Path, policy: Policy) -> list[Diagnostic]:
+def _lint_file(path: Path, policy: Policy, settings: Settings) -> list[Diagnostic]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return [Diagnostic(file=str(path), line=0, column=0, path="",
                            message=f"cannot read: {exc}")]
-    return lint(text, str(path), policy)
+    # Included paths are the repository's: from the top of the work tree holding the file.
+    root = _git_top(path.parent) or path.parent
+    includes = asyncio.run(resolve_here(text, str(path), root, settings))
+    return lint(text, str(path), policy, includes)
 
 
 # --- run ---------------------------------------------------------------------------------
@@ -181,7 +186,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         print(f"cyclone: {path}: cannot read: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    diagnostics = lint(text, path.name)
+    # The source is the current directory: its files are what an include reads.
+    includes = asyncio.run(resolve_here(text, path.name, Path.cwd(), settings))
+    diagnostics = lint(text, path.name, includes=includes)
     for diagnostic in diagnostics:
         print(diagnostic, file=sys.stderr)
     if any(d.severity == "error" for d in diagnostics):
@@ -190,11 +197,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if params is None:
         return EXIT_INVALID
     display = Display(colour=False if args.no_color else None)
-    return asyncio.run(_run_async(args, settings, path.name, text, params, display))
+    return asyncio.run(_run_async(args, settings, path.name, text, params, display,
+                                  includes))
 
 
 async def _run_async(args: argparse.Namespace, settings: Settings, file_name: str,
-                     text: str, params: dict[str, str], display: Display) -> int:
+                     text: str, params: dict[str, str], display: Display,
+                     includes: tuple[IncludedFile, ...]) -> int:
     source = Path.cwd()
     branch, commit = _git_head(source)
     branch = args.branch or branch
@@ -212,7 +221,7 @@ async def _run_async(args: argparse.Namespace, settings: Settings, file_name: st
             runtime.store, run_id=run_id, project=source.name, trigger=args.event,
             branch=branch, commit=commit, pipeline_file=file_name, pipeline=text,
             source=str(source), params=params,
-            requested_by="cli",
+            requested_by="cli", includes=[f.to_data() for f in includes],
         )
         decide = _approver(runtime, run_id, args.approve)
         with _cancel_on_signals(runtime, run_id, display):
@@ -318,6 +327,16 @@ def _parse_params(raw: list[str]) -> dict[str, str] | None:
             return None
         params[key] = value
     return params
+
+
+def _git_top(directory: Path) -> Path | None:
+    """The top of the Git work tree holding ``directory``; None outside Git."""
+    try:
+        done = subprocess.run(["git", "-C", str(directory), "rev-parse", "--show-toplevel"],
+                              capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return Path(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip() else None
 
 
 def _git_head(directory: Path) -> tuple[str, str]:

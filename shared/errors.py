@@ -6,6 +6,7 @@ so no sqlite3, aiodocker or aiohttp exception escapes a port.
     CycloneError
     ├── ConfigError                 a setting is missing or malformed (names the variable)
     ├── PipelineError               a pipeline file is invalid (carries every diagnostic)
+    ├── IncludeError                a file a pipeline includes cannot be fetched
     ├── StoreError                  the event or log store failed
     │   ├── ConcurrencyConflict     append with a stale expected seq (retry from fresh state)
     │   ├── StreamNotFound          read of a stream that has no events
@@ -39,6 +40,7 @@ __all__ = [
     "DeployerUnavailable",
     "ExecutorError",
     "ExecutorUnavailable",
+    "IncludeError",
     "LeaseExpired",
     "PipelineError",
     "StoreError",
@@ -60,6 +62,12 @@ class PipelineError(CycloneError):
     def __init__(self, diagnostics: list[Diagnostic]) -> None:
         self.diagnostics = diagnostics
         super().__init__("\n".join(str(d) for d in diagnostics))
+
+
+class IncludeError(CycloneError):
+    """A file a pipeline file includes cannot be fetched (no such project, tag, commit or
+    file; a branch where a pinned ref is needed; git failed). Recorded with the run
+    (``shared.pipeline.include.IncludedFile.error``), reported at the include entry."""
 
 
 class StoreError(CycloneError):

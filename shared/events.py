@@ -248,6 +248,9 @@ class RunRequested(Event):
     # are not run again, their results are taken from it (``JobReused``).
     rerun_of: str = ""
     reuse: tuple[str, ...] = ()
+    # The files the pipeline's ``include:`` names, as read (``shared.pipeline.include.
+    # IncludedFile.to_data``): planning reads them here and fetches nothing.
+    includes: tuple[Mapping[str, Any], ...] = ()
 
 
 @_register
@@ -287,6 +290,9 @@ class RunSourceResolved(Event):
     pipeline_file: str
     pipeline: str
     log_lines: int = 0  # lines the checkout logged (job "checkout")
+    # The files the pipeline's ``include:`` names, read at their commits (or why one
+    # could not be): ``shared.pipeline.include.IncludedFile.to_data`` of each.
+    includes: tuple[Mapping[str, Any], ...] = ()
 
 
 @_register

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared import events as ev
@@ -25,15 +25,16 @@ async def request_run(
     pipeline_file: str, pipeline: str, source: str, params: Mapping[str, str] | None = None,
     requested_by: str = "", run_id: str | None = None, source_kind: str = "dir",
     forge_event: Mapping[str, Any] | None = None, approval: str = "",
-    secrets_withheld: str = "",
+    secrets_withheld: str = "", includes: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-    """Record a new run; the event manager plans it from this event alone."""
+    """Record a new run; the event manager plans it from this event alone (``includes``:
+    the files its pipeline includes, ``IncludedFile.to_data`` of each)."""
     event = ev.RunRequested(
         project=project, trigger=trigger, branch=branch, commit=commit,
         pipeline_file=pipeline_file, pipeline=pipeline, source=source,
         params=dict(params or {}), requested_by=requested_by, source_kind=source_kind,
         forge_event=dict(forge_event or {}), approval=approval,
-        secrets_withheld=secrets_withheld,
+        secrets_withheld=secrets_withheld, includes=tuple(includes),
     )
     return await record_request(store, event, run_id)
 

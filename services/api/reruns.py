@@ -51,6 +51,8 @@ def _request(run_id: str, recorded: list[RecordedEvent], body: RunRerun,
         commit=resolved.commit if resolved else requested.commit,
         pipeline_file=resolved.pipeline_file if resolved else requested.pipeline_file,
         pipeline=resolved.pipeline if resolved else requested.pipeline,
+        # the very files it included, not what their refs name now
+        includes=resolved.includes if resolved else requested.includes,
         source=requested.source, params=requested.params, requested_by=who,
         source_kind=requested.source_kind,
         # a fork's code waits for approval again, and gets no secret it was not given

@@ -3,7 +3,8 @@
 ``decide(run, source, max_parallel_jobs)`` returns the events to append; it reads
 no clock, store or bus, so it is tested on plain values and replays the same way.
 ``source`` is the pipeline file (name, content) recorded so far: in the request
-itself (``cyclone run``, a rerun) or by the checkout (``RunSourceResolved``).
+itself (``cyclone run``, a rerun) or by the checkout (``RunSourceResolved``);
+``includes``, the files it includes, recorded with it.
 ``secrets``: the secrets the run's project sees, by name (True: implicit, given to
 every step); a ``secrets:`` name not among them makes the file invalid.
 Rules:
@@ -39,6 +40,7 @@ from shared import events as ev
 from shared.errors import PipelineError
 from shared.forge import ForgeEvent
 from shared.pipeline import load, triggers
+from shared.pipeline.include import IncludedFile
 from shared.pipeline.plan import Plan
 from shared.pipeline.resources import Policy
 from shared.projections.runs import JobView, RunView, apply_event
@@ -56,7 +58,8 @@ def decide(run: RunView | None, source: PipelineSource | None,
            max_parallel_jobs: int, admitted: bool = True,
            secrets: Mapping[str, bool] | None = None,
            policy: Policy = UNTRUSTED, now: str = "",
-           reused: Sequence[ev.JobReused] = ()) -> list[ev.Event]:
+           reused: Sequence[ev.JobReused] = (),
+           includes: Sequence[IncludedFile] = ()) -> list[ev.Event]:
     if run is None or run.done:
         return []
     if run.plan is None:
@@ -68,7 +71,7 @@ def decide(run: RunView | None, source: PipelineSource | None,
             return []  # the project is at its max_concurrent_runs: wait
         if source is None:
             return [ev.CheckoutQueued()] if not run.checkout else []
-        return _plan(source, run, max_parallel_jobs, secrets, policy, now, reused)
+        return _plan(source, includes, run, max_parallel_jobs, secrets, policy, now, reused)
     plan = run.plan
     if run.cancel_requested:
         return _cancel(run)
@@ -110,13 +113,14 @@ def _not_triggered(plan: Plan, run: RunView) -> str:
     return ""
 
 
-def _plan(source: PipelineSource, run: RunView, max_parallel_jobs: int,
-          secrets: Mapping[str, bool] | None, policy: Policy, now: str,
-          reused: Sequence[ev.JobReused]) -> list[ev.Event]:
+def _plan(source: PipelineSource, includes: Sequence[IncludedFile], run: RunView,
+          max_parallel_jobs: int, secrets: Mapping[str, bool] | None, policy: Policy,
+          now: str, reused: Sequence[ev.JobReused]) -> list[ev.Event]:
     file, text = source
     implicit = [name for name, given in (secrets or {}).items() if given]
     try:
-        result = load(text, file, policy, secrets=secrets, implicit=implicit)
+        result = load(text, file, policy, secrets=secrets, implicit=implicit,
+                      includes=includes)
     except PipelineError as exc:
         return [ev.RunErrored(reason=f"invalid pipeline:\n{exc}")]
     skip = _not_triggered(result.plan, run)

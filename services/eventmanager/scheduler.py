@@ -54,6 +54,7 @@ from shared import events as ev
 from shared.errors import ConcurrencyConflict, PipelineError, StoreError
 from shared.events import NewEvent, RecordedEvent, decode, is_run_stream, run_stream
 from shared.pipeline import load
+from shared.pipeline.include import included_files
 from shared.ports.eventstore import EventStore
 from shared.projections.projects import ProjectView, fold_project
 from shared.retry import Backoff, is_transient
@@ -235,8 +236,10 @@ class Scheduler:
         if old is not None and old.source == source and old.digest == digest:
             return
         try:
-            lines = [normalize(x) for x in load(event.pipeline, event.pipeline_file)
-                     .plan.triggers.schedule]
+            # on: is the file's own; its includes are needed for it to compile at all
+            plan = load(event.pipeline, event.pipeline_file,
+                        includes=included_files(event.includes)).plan
+            lines = [normalize(x) for x in plan.triggers.schedule]
         except PipelineError:
             # Keep the last schedule that could be read: the runs it starts error, visibly.
             kept = old.lines if old is not None and old.source == source else {}

@@ -37,6 +37,7 @@ from shared.keys import (
     claim_key,
 )
 from shared.metrics import FunctionCollector, Timings
+from shared.pipeline.include import IncludedFile, included_files
 from shared.pipeline.resources import LOCAL, Policy
 from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.ports.coordination import Coordinator, Watch, WatchEvent
@@ -241,14 +242,15 @@ class EventManager:
             await self._wake(current.project)  # the older runs first; this one is among them
             return await self.runs.load(run_id)
         # Only an unplanned run needs its pipeline file (the stream is read again for it).
-        source = await self._pipeline_source(run_id) if current.plan is None else None
+        source, includes = (await self._pipeline_source(run_id) if current.plan is None
+                            else (None, ()))
         secrets = await self._secret_names(current) if source is not None else None
         admitted = verdict == "admitted"
         reused = await self._reused(current) if source is not None and admitted else []
         result = await self.runs.append(
             run_id, lambda run: decide(run, source, self.max_parallel_jobs, admitted, secrets,
                                        _policy(current, project), now=utc_now(),
-                                       reused=reused))
+                                       reused=reused, includes=includes))
         run = fold(result.appended, result.run)  # the state after what was just appended
         if run is not None:
             self.approvals.watch(run)
@@ -292,15 +294,17 @@ class EventManager:
             return []
         return reused_jobs(earlier, run.reuse)
 
-    async def _pipeline_source(self, run_id: str) -> PipelineSource | None:
-        """The pipeline file recorded for the run: by its checkout, else by its request."""
-        source = None
+    async def _pipeline_source(self, run_id: str,
+                               ) -> tuple[PipelineSource | None, tuple[IncludedFile, ...]]:
+        """The pipeline file recorded for the run, and the files it includes: by its
+        checkout, else by its request."""
+        source: tuple[PipelineSource | None, tuple[IncludedFile, ...]] = None, ()
         for recorded in await self.store.read(run_stream(run_id)):
             event = decode(recorded)
             if isinstance(event, ev.RunSourceResolved):
-                return event.pipeline_file, event.pipeline
+                return (event.pipeline_file, event.pipeline), included_files(event.includes)
             if isinstance(event, ev.RunRequested) and event.pipeline:
-                source = event.pipeline_file, event.pipeline
+                source = (event.pipeline_file, event.pipeline), included_files(event.includes)
             if isinstance(event, ev.RunPlanned):
                 break
         return source

@@ -1,5 +1,6 @@
 """Git checkout for server-mode runs: resolve a ref to a commit, read the pipeline file
-there, export the commit's tree into a directory or stream it as a tar archive.
+there (and the files it includes: ``pinned``, ``read_file``), export the commit's tree
+into a directory or stream it as a tar archive.
 
 ``GitCheckout`` keeps one bare mirror per repository URL under ``cache_dir`` (directory
 name = sha256 of the URL) and fetches into it shallowly (depth 1), so a repository is
@@ -84,6 +85,7 @@ _CONFIG = (
 )
 _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _HEX = re.compile(r"[0-9a-fA-F]{4,64}")
+_FULL_SHA = re.compile(r"[0-9a-fA-F]{40}")
 _TAIL_LINES = 20  # lines of git's stderr kept for an error message
 _CHUNK = 256 * 1024  # bytes per chunk of an archive stream
 
@@ -164,6 +166,38 @@ class GitCheckout:
         pipeline_file, content = await self._read_pipeline(mirror, url, sha, pipeline_file)
         return Resolved(commit=sha, branch=branch, pipeline_file=pipeline_file,
                         pipeline=content)
+
+    async def pinned(self, url: str, ref: str) -> str:
+        """The full SHA of the commit that ``ref`` -- a tag (``refs/tags/`` optional) or a
+        full 40-hex commit id -- names in ``url``, fetched into the mirror when missing.
+        A branch is refused: it moves, so what it names is not reproducible."""
+        mirror = self.mirror_path(url)
+        if _FULL_SHA.fullmatch(ref):
+            return await self._commit(mirror, url, ref)
+        name = ref.removeprefix("refs/tags/")
+        tag, branch = f"refs/tags/{name}", f"refs/heads/{name}"
+        done = await self._network(url, None, "ls-remote", "--", url, tag, branch)
+        if done.returncode != 0:
+            raise self._error(f"cannot list the refs of {url}", url, done)
+        listed = done.stdout.decode(errors="replace").splitlines()
+        shas = {full: sha for sha, full in (line.split("\t", 1) for line in listed
+                                            if "\t" in line)}
+        if tag in shas:
+            return await self._ensure(mirror, url, shas[tag],
+                                      lambda: self._fetch_ref(mirror, url, tag))
+        if branch in shas:
+            raise CheckoutError(f"{name!r} is a branch, which moves, not a tag: name a tag or "
+                                "a full 40-hex commit id")
+        hint = " (a commit is named by its full 40-hex id)" if _HEX.fullmatch(name) else ""
+        raise CheckoutError(mask_credentials(f"no tag {name!r} in {url}{hint}", url))
+
+    async def read_file(self, url: str, commit: str, path: str) -> str:
+        """The content of ``path`` at ``commit``, a full SHA in the mirror of ``url``
+        (``resolve`` or ``pinned`` fetched it)."""
+        content = await self._blob(self.mirror_path(url), url, commit, path)
+        if content is None:
+            raise CheckoutError(mask_credentials(f"no file {path} at {commit} in {url}", url))
+        return content
 
     async def export(self, url: str, commit: str, dest: Path, via: str = "") -> None:
         """Write the tree of ``commit`` into ``dest`` (created; files there are
@@ -337,13 +371,16 @@ class GitCheckout:
         if pipeline_file == DEFAULT_PIPELINE:
             names.append(LEGACY_PIPELINE)
         for name in names:
-            path = name.removeprefix("./")
-            done = await self._git("cat-file", "blob", f"{sha}:{path}", url=url,
-                                   git_dir=mirror)
-            if done.returncode == 0:
-                return name, done.stdout.decode(errors="replace")
+            content = await self._blob(mirror, url, sha, name.removeprefix("./"))
+            if content is not None:
+                return name, content
         wanted = names[0] if len(names) == 1 else f"{names[0]} (or {names[1]})"
         raise CheckoutError(mask_credentials(f"no {wanted} at {sha} in {url}", url))
+
+    async def _blob(self, mirror: Path, url: str, sha: str, path: str) -> str | None:
+        """The file ``path`` of commit ``sha`` as text; None when there is no such file."""
+        done = await self._git("cat-file", "blob", f"{sha}:{path}", url=url, git_dir=mirror)
+        return done.stdout.decode(errors="replace") if done.returncode == 0 else None
 
     # -- running git ---------------------------------------------------------------------
 

@@ -1,8 +1,11 @@
 """Resolving a Git run's source, the checkout its ``CheckoutQueued`` asks for.
 
 The requested ref becomes a commit in this worker's Git mirror and the pipeline file
-is read at that commit (``RunSourceResolved``), or the run errors with git's message
-at the end of its log (``RunErrored``). What git says meanwhile is the run's
+is read at that commit, with the files it includes (``includes``: its own at that
+commit, other projects' at their pinned refs) (``RunSourceResolved``), or the run errors
+with git's message at the end of its log (``RunErrored``). An include that cannot be
+fetched does not end the run here: it is recorded as such, and the planning reports it
+at its line with every other problem of the file. What git says meanwhile is the run's
 ``checkout/clone`` log, shipped to ``cyclone.logs``; the event counts its lines.
 
 The outcome is appended only while the run still waits for its checkout: a run
@@ -14,17 +17,22 @@ often run here (if they go elsewhere, the run's end removes it all the same).
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
 from services.workermanager.appends import append_retrying
 from services.workermanager.checkout import CheckoutError, GitCheckout
 from services.workermanager.host import Host
+from services.workermanager.includes import GitIncludes, OwnSource, registered_repos
 from services.workermanager.logship import LogShipper
 from shared import events as ev
+from shared.errors import IncludeError
 from shared.events import utc_now
 from shared.forge import review_ref
 from shared.keys import CHECKOUT
+from shared.pipeline.include import Fetch, IncludedFile, Key, display
+from shared.pipeline.include import resolve as resolve_includes
 from shared.ports.bus import Bus
 from shared.projections.runs import RunView
 from shared.retry import retrying
@@ -53,10 +61,15 @@ class SourceResolver:
             await sink("stdout", utc_now(), text)
 
         outcome: ev.Event
+        checkout = GitCheckout(self.git_cache, on_line)
         try:
-            resolved = await GitCheckout(self.git_cache, on_line).resolve(
+            resolved = await checkout.resolve(
                 run.source, ref=run.branch, commit=run.commit,
                 pipeline_file=run.pipeline_file, via=review_ref(run.forge_event))
+            fetch = GitIncludes(checkout, registered_repos(self.runs.store),
+                                OwnSource(run.source, resolved.commit))
+            included = await resolve_includes(resolved.pipeline, resolved.pipeline_file,
+                                              _logged(fetch, on_line))
         except CheckoutError as exc:
             await on_line(f"error: {exc}")
             await shipper.close()
@@ -66,7 +79,7 @@ class SourceResolver:
             outcome = ev.RunSourceResolved(
                 commit=resolved.commit, branch=resolved.branch,
                 pipeline_file=resolved.pipeline_file, pipeline=resolved.pipeline,
-                log_lines=shipper.shipped)
+                log_lines=shipper.shipped, includes=tuple(f.to_data() for f in included))
             # Fill the workspace while the run is planned.
             self.host.preparing(replace(run, commit=resolved.commit))
 
@@ -76,3 +89,19 @@ class SourceResolver:
             return [outcome]
 
         await append_retrying(self.runs, run_id, record)
+
+
+def _logged(fetch: Fetch, on_line: Callable[[str], Awaitable[None]]) -> Fetch:
+    """``fetch``, saying in the checkout's log what each include was read as."""
+
+    async def logged(key: Key) -> IncludedFile:
+        try:
+            found = await fetch(key)
+        except IncludeError as exc:
+            await on_line(f"include {display(key)}: error: {exc}")
+            raise
+        commit = f" at {found.commit}" if found.commit else ""
+        await on_line(f"include {found.display}{commit}: sha256 {found.sha256}")
+        return found
+
+    return logged

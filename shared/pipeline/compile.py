@@ -24,6 +24,8 @@ and otherwise compiles. It never raises anything else, whatever the text.
   channels are its email addresses in order, then slack, mattermost, discord, webhook.
   Repeated ``when`` words, branch patterns and addresses (case-insensitively) are
   dropped. ``${NAME}`` stays as written: the notifier substitutes the project's env.
+* ``include:`` (``shared.pipeline.include``): the included files' jobs, read from the
+  records the run kept (``load(..., includes=)``), are compiled as the file's own.
 * ``secrets:`` on a job and on a step -> ``StepSpec.secrets`` (the job's, then the
   step's own). Whether each name is a secret is known only where the secrets are:
   ``load(..., secrets=)`` (the event manager, planning a run) reports an unknown one
@@ -43,6 +45,7 @@ from shared.errors import PipelineError
 from shared.pipeline import caicloud
 from shared.pipeline import compile_delivery as delivery
 from shared.pipeline.diagnostics import Diagnostic
+from shared.pipeline.include import IncludedFile
 from shared.pipeline.lint import (
     MATRIX_REF,
     CheckedCyclone,
@@ -94,20 +97,22 @@ class LoadResult:
 
 
 def load(text: str, file: str, policy: Policy = UNKNOWN, secrets: Collection[str] | None = None,
-         implicit: Collection[str] = ()) -> LoadResult:
+         implicit: Collection[str] = (), includes: Sequence[IncludedFile] = ()) -> LoadResult:
     """Lint and compile ``text`` (read as ``file``) for a project with ``policy``; raise
     ``PipelineError`` on any error. The plan records the project's maximum resources.
     ``secrets``: the names the run may ask for (None: not known here, not checked);
-    ``implicit``: those given to every step anyway (``check_secrets``)."""
+    ``implicit``: those given to every step anyway (``check_secrets``); ``includes``: the
+    files its ``include:`` names, as the run recorded them (``shared.pipeline.include``)."""
     plan: Plan | None
     if detect_format(text, file) == "caicloud":
         cai, diagnostics = caicloud.check_caicloud(text, file, policy)
         plan = caicloud.translate(cai, file) if cai is not None else None
     else:
-        checked, diagnostics = check_cyclone(text, file, policy)
+        checked, diagnostics = check_cyclone(text, file, policy, includes)
         plan = compile_cyclone(checked, file) if checked is not None else None
         if plan is not None and secrets is not None:
-            diagnostics = ordered([*diagnostics, *check_secrets(text, file, secrets, implicit)])
+            diagnostics = ordered([*diagnostics, *check_secrets(text, file, secrets, implicit,
+                                                                includes)])
             plan = None if any(d.severity == "error" for d in diagnostics) else plan
     if plan is None:
         raise PipelineError(diagnostics)

@@ -7,18 +7,22 @@ expanded, ``notify:`` one rule at a time), then the semantic checks below (job a
 step names, images, needs, cycles, matrix references, trigger filters, rule names,
 chat URLs and webhook secrets written in the file instead of ``${NAME}``).
 ``caicloud.yml`` files are checked by ``caicloud.check_caicloud``.
+
+The jobs of the files an ``include:`` names are merged in right after parsing
+(``include.merged``) and checked as the file's own, each where it is written.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from shared.pipeline import caicloud
 from shared.pipeline.diagnostics import Diagnostic
+from shared.pipeline.include import IncludedFile, merged
 from shared.pipeline.lint_delivery import check_delivery, secret_paths
 from shared.pipeline.loader import Path, Reporter, ordered, parse
 from shared.pipeline.notify import VARIABLE
@@ -76,12 +80,14 @@ class CheckedCyclone:
     registries: dict[str, RegistryModel] = field(default_factory=dict)
 
 
-def lint(text: str, file: str, policy: Policy = UNKNOWN) -> list[Diagnostic]:
+def lint(text: str, file: str, policy: Policy = UNKNOWN,
+         includes: Sequence[IncludedFile] = ()) -> list[Diagnostic]:
     """Every problem in ``text`` (read as ``file``) for a project with ``policy`` (default:
-    none known): errors first, then warnings."""
+    none known), with the files it includes from ``includes``: errors first, then
+    warnings."""
     if detect_format(text, file) == "caicloud":
         return caicloud.check_caicloud(text, file, policy)[1]
-    return check_cyclone(text, file, policy)[1]
+    return check_cyclone(text, file, policy, includes)[1]
 
 
 def detect_format(text: str, file: str) -> Literal["cyclone", "caicloud"]:
@@ -101,14 +107,18 @@ def detect_format(text: str, file: str) -> Literal["cyclone", "caicloud"]:
 
 
 def check_cyclone(text: str, file: str, policy: Policy = UNKNOWN,
+                  includes: Sequence[IncludedFile] = (),
                   ) -> tuple[CheckedCyclone | None, list[Diagnostic]]:
-    """Lint a ``.cyclone.yml`` for a project with ``policy``; the checked file comes back
-    only when there is no error."""
+    """Lint a ``.cyclone.yml`` for a project with ``policy``, its ``include:`` read from
+    ``includes`` (``shared.pipeline.include``); the checked file comes back only when
+    there is no error."""
     parsed = parse(text, file)
     if parsed.document is None:
         return None, parsed.diagnostics
-    document = parsed.document
+    # From here on the included jobs are among the file's own, each with its own file.
+    document, problems = merged(parsed.document, file, includes)
     report = Reporter(file, document)
+    report.diagnostics.extend(problems)
     data = document.data
     if isinstance(data, dict):  # "x-" keys are for YAML anchors only, as in compose files
         data = {k: v for k, v in data.items() if not k.startswith("x-")}
@@ -148,14 +158,18 @@ def check_cyclone(text: str, file: str, policy: Policy = UNKNOWN,
 
 
 def check_secrets(text: str, file: str, known: Collection[str],
-                  implicit: Collection[str] = ()) -> list[Diagnostic]:
-    """For a ``.cyclone.yml`` without errors: an error at each ``secrets:`` name that is
-    not in ``known`` (the secrets the run's project sees), and a warning for each
-    ``implicit`` secret (moved from the project's env: given to every step) that no
-    ``secrets:`` lists."""
-    document = parse(text, file).document
-    data = document.data if document is not None else None
-    if document is None or not isinstance(data, dict) or detect_format(text, file) != "cyclone":
+                  implicit: Collection[str] = (),
+                  includes: Sequence[IncludedFile] = ()) -> list[Diagnostic]:
+    """For a ``.cyclone.yml`` without errors (its includes from ``includes``): an error
+    at each ``secrets:`` name that is not in ``known`` (the secrets the run's project
+    sees), and a warning for each ``implicit`` secret (moved from the project's env: given
+    to every step) that no ``secrets:`` lists."""
+    parsed = parse(text, file).document
+    if parsed is None or detect_format(text, file) != "cyclone":
+        return []
+    document = merged(parsed, file, includes)[0]
+    data = document.data
+    if not isinstance(data, dict):
         return []
     report = Reporter(file, document)
     listed: set[str] = set()

@@ -54,6 +54,10 @@ class Marks:
 
     keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
     values: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    # The file a part was written in, when not the document's own: a job an ``include:``
+    # merged in (``shared.pipeline.include``) keeps its file's lines, so a problem in it
+    # must name that file.
+    files: dict[Path, str] = field(default_factory=dict)
 
     def locate(self, path: Path, at_key: bool = False) -> tuple[int, int]:
         """The place to report a problem at ``path``, or at its nearest known ancestor.
@@ -71,6 +75,15 @@ class Marks:
             if value:
                 return value
         return (0, 0)
+
+    def file_of(self, path: Path, default: str) -> str:
+        """The file ``path`` was written in: that of its nearest part in ``files``, else
+        ``default`` (the document's own)."""
+        for end in range(len(path), 0, -1):
+            found = self.files.get(path[:end])
+            if found is not None:
+                return found
+        return default
 
     def known(self, path: Path) -> Path:
         """The longest prefix of ``path`` that exists in the document."""
@@ -267,13 +280,15 @@ class Reporter:
 
     def _add(self, path: Path, message: str, shown: Path | None, at_key: bool,
              severity: Literal["error", "warning"]) -> None:
-        line, col = self.document.marks.locate(path, at_key=at_key)
-        printed = self.document.marks.known(path) if shown is None else shown
-        self.diagnostics.append(
-            Diagnostic(self.file, line, col, format_path(printed), message, severity))
+        marks = self.document.marks
+        line, col = marks.locate(path, at_key=at_key)
+        printed = marks.known(path) if shown is None else shown
+        self.diagnostics.append(Diagnostic(marks.file_of(path, self.file), line, col,
+                                           format_path(printed), message, severity))
 
 
 def ordered(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
-    """Errors first, each group in file order; exact repeats dropped."""
+    """Errors first, each group in file order (file by file, when a pipeline includes
+    others); exact repeats dropped."""
     unique = list(dict.fromkeys(diagnostics))
-    return sorted(unique, key=lambda d: (d.severity != "error", d.line, d.column))
+    return sorted(unique, key=lambda d: (d.severity != "error", d.file, d.line, d.column))

@@ -399,13 +399,15 @@ class OnModel(_Model):
 
 class CycloneFile(_Model):
     """The top level; jobs are validated one by one (``JobModel``) to report them all,
-    ``on`` by the linter (``OnModel``), which first expands its shorthands, and ``notify``
-    rule by rule (``NotifyRuleModel``)."""
+    ``on`` by the linter (``OnModel``), which first expands its shorthands, ``notify``
+    rule by rule (``NotifyRuleModel``), and ``include`` by ``shared.pipeline.include``
+    (whose jobs are in ``jobs`` by then)."""
 
     env: EnvMap | None = None
     on: Any = None
     notify: Any = None
     registries: dict[str, RegistryModel] | None = None
+    include: Any = None  # checked and merged into jobs by ``shared.pipeline.include``
     jobs: Annotated[dict[str, Any], Field(min_length=1)]
 
 
@@ -686,6 +688,7 @@ def _diagnostic(model: type[BaseModel], error: ErrorDetails, base: Path, documen
     where, message = explain(model, error)
     path = (*base, *where)
     marks = document.marks
+    file = marks.file_of(path, file)  # an included job's own file
     if error["type"] == "extra_forbidden":
         line, col = marks.locate(path, at_key=True)
         return Diagnostic(file, line, col, format_path(path), message)

@@ -213,6 +213,35 @@ def test_invalid_needs_exits_2_with_file_and_line(project: Project) -> None:
     assert "unknown job 'biuld'" in done.stderr
 
 
+def test_included_files_are_read_from_the_directory(project: Project) -> None:
+    project.write("""
+        include: [ci/lint.yml]
+        jobs:
+          build:
+            image: IMAGE
+            needs: [lint]
+            steps:
+              - run: echo built
+    """)
+    (project.dir / "ci").mkdir()
+    included = project.write("""
+        jobs:
+          lint:
+            image: IMAGE
+            steps:
+              - run: echo linted by an included job
+    """, "ci/lint.yml")
+    done = project.run("run", "--no-color")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[lint/step-1] linted by an included job" in done.stdout
+    assert done.stdout.index("[build] started") > done.stdout.index("[lint] success")
+
+    included.write_text(included.read_text().replace("lint:", "lint:\n    timeout: soon"))
+    refused = project.run("run")
+    assert refused.returncode == 2
+    assert "ci/lint.yml:4: jobs.lint.timeout: invalid duration 'soon'" in refused.stderr
+
+
 def test_sigkill_mid_step_then_replay_marks_interrupted_and_cleans_up(
     project: Project,
 ) -> None:

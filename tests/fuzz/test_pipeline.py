@@ -1,9 +1,12 @@
 """The pipeline loader and linter, both formats, over arbitrary text and arbitrary
 structures: ``lint`` returns diagnostics placed in the file, ``load`` a plan or a
-``PipelineError`` carrying them; nothing else ever escapes."""
+``PipelineError`` carrying them; nothing else ever escapes. With ``include:``, over
+arbitrary trees of included files (cycles, failures, junk): ``resolve`` ends, and each
+diagnostic is placed in one of the files read."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -12,9 +15,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.errors import PipelineError
+from shared.errors import IncludeError, PipelineError
 from shared.pipeline import lint, load
 from shared.pipeline.diagnostics import Diagnostic
+from shared.pipeline.include import IncludedFile, Key, display, resolve
 from tests.fuzz.budget import examples
 
 FIXTURES = Path(__file__).parent.parent / "pipeline" / "fixtures"
@@ -22,6 +26,7 @@ SEEDS = [p.read_text() for p in sorted(FIXTURES.glob("*.yml"))]
 # What YAML counts as a line break (so do the diagnostics' line numbers).
 LINE_BREAKS = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
 FILES = st.sampled_from([".cyclone.yml", "caicloud.yml", "ci/pipeline.yaml"])
+FILE_NAME = ".cyclone.yml"
 # Pieces of YAML syntax and of both formats' vocabulary, so that random text often
 # parses and reaches the linter instead of stopping at the YAML reader.
 PIECES = [" ", ":", "- ", "\n", "  ", "[", "]", "{", "}", ",", "'", '"', "#", "&a ", "*a",
@@ -31,7 +36,8 @@ PIECES = [" ", ":", "- ", "\n", "  ", "[", "]", "{", "}", ",", "'", '"', "#", "&
           "pre_build:", "build:", "post_build:", "integration:", "deploy:", "commands:",
           "${{ matrix.x }}", "${X}", "BUILT_IMAGE", "\x00", "\ufeff", "\u00e9", "\t",
           "registries:", "promote:", "docker:", "kubernetes:", "approval:", "tags:", "push:",
-          "${{ images.app }}", "${CYCLONE_SHORT_SHA}", "127.0.0.1:5000/a/b:c"]
+          "${{ images.app }}", "${CYCLONE_SHORT_SHA}", "127.0.0.1:5000/a/b:c",
+          "include:", "file:", "project:", "ref:", "a.yml", "ci/b.yml", "v1"]
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
                     st.floats(allow_nan=True), st.text(max_size=20),
@@ -52,8 +58,33 @@ jobs = st.dictionaries(st.text(min_size=1, max_size=10), st.one_of(
     values, st.fixed_dictionaries({"image": scalars, "steps": values | delivery_steps},
                                   optional={k: values for k in (*KEYS[3:12], "environment",
                                                                 "approval")})), max_size=4)
+# include entries: mostly well-formed, naming a few files of two sources, so that trees,
+# diamonds, clashes and cycles form; sometimes anything
+INCLUDED = ["a.yml", "ci/b.yml", "./c.yaml", "../x.yml", "d.txt"]
+ORIGINS = [("", ""), ("shared", "v1")]  # the run's own source, and another project's
+entries = st.one_of(
+    st.sampled_from([*INCLUDED, {"project": "shared", "ref": "v1", "file": "a.yml"},
+                     {"project": "shared", "ref": "v1", "file": "ci/b.yml"}]),
+    st.fixed_dictionaries({"file": st.sampled_from(INCLUDED)}, optional={
+        "project": st.sampled_from(["shared", "app", ""]),
+        "ref": st.sampled_from(["v1", "refs/heads/main", "c" * 40, "a b"])}),
+    values)
+includes = st.one_of(entries, st.lists(entries, max_size=4))
 cyclone = st.fixed_dictionaries({"jobs": jobs}, optional={
-    "on": values, "env": values, "notify": values, "junk": values, "registries": values})
+    "on": values, "env": values, "notify": values, "junk": values, "registries": values,
+    "include": includes})
+good_jobs = st.dictionaries(st.sampled_from(["a", "b", "c"]), st.fixed_dictionaries(
+    {"image": st.just("x"), "steps": st.just([{"run": "make"}])},
+    optional={"needs": st.sampled_from(["a", "b", "c"])}), max_size=2)
+# an included file: jobs, include, and sometimes what only the pipeline file may hold
+included = st.fixed_dictionaries({}, optional={"jobs": good_jobs | jobs, "include": includes,
+                                               "on": values, "x-a": values})
+# what each file of each source holds: mostly an included file, else junk or nothing
+# (None: its fetch fails)
+included_files = st.fixed_dictionaries({
+    (*origin, file): st.one_of(*[included.map(lambda d: _dump(d))] * 3, st.text(max_size=30),
+                               st.none())
+    for origin in ORIGINS for file in ("a.yml", "ci/b.yml", "c.yaml")})
 caicloud = st.fixed_dictionaries({}, optional={
     section: values for section in ("pre_build", "build", "post_build", "integration",
                                     "deploy")})
@@ -106,3 +137,31 @@ def test_structured_cyclone_files(document: dict[str, Any], file: str) -> None:
 @given(caicloud)
 def test_structured_caicloud_files(document: dict[str, Any]) -> None:
     _check(_dump(document), "caicloud.yml")
+
+
+@examples(80)
+@given(st.fixed_dictionaries({"include": includes}, optional={"jobs": good_jobs | jobs}),
+       included_files)
+def test_structured_includes(document: dict[str, Any],
+                             files: dict[Key, str | None]) -> None:
+    """A root with include:, over files that include each other (or hold junk, or
+    cannot be fetched): every diagnostic is in one of the files read, at a line of it."""
+
+    async def fetch(key: Key) -> IncludedFile:
+        content = files.get(key)
+        if content is None:
+            raise IncludeError(f"no {display(key)}")
+        return IncludedFile.read(key, "c" * 40, content)
+
+    text = _dump(document)
+    records = asyncio.run(resolve(text, FILE_NAME, fetch))
+    texts = {FILE_NAME: text, **{r.display: r.content for r in records}}
+    found = lint(text, FILE_NAME, includes=records)
+    assert all(d.file in texts and 0 <= d.line <= len(LINE_BREAKS.split(texts[d.file]))
+               for d in found), found
+    try:
+        load(text, FILE_NAME, includes=records)
+    except PipelineError as exc:
+        assert exc.diagnostics and exc.diagnostics[0].severity == "error", exc
+        return
+    assert [d for d in found if d.severity == "error"] == []
