@@ -43,9 +43,6 @@ def _workspace_path(value: str) -> str:
         raise PydanticCustomError("workspace_path", "'{value}' must be relative to the "
                                   "workspace and stay inside it (no leading '/', no '..')",
                                   {"value": value})
-    if value.startswith(".cyclone/") or value == ".cyclone":
-        raise PydanticCustomError("workspace_path", "'{value}': .cyclone/ is Cyclone's own",
-                                  {"value": value})
     return value
 
 

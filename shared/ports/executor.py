@@ -31,13 +31,13 @@ Contract, in call order (the workermanager is the only caller):
    (Deploy steps are not the executor's: the workermanager hands them to a
    ``Deployer``.)
    Each step that runs commands gets ``CYCLONE_OUTPUT``: the path of an empty file in
-   the workspace (under ``.cyclone/out/``) it may write ``KEY=value`` lines to; what the
+   its own (outside the workspace) it may write ``KEY=value`` lines to; what the
    file holds when the step ends is ``StepOutcome.outputs`` (at most 1 MiB).
 4. Workspace files, between ``prepare_run`` and ``destroy_run`` (artifacts, caches and
    test reports): ``read_files(ctx, patterns)`` is an uncompressed tar stream of the
    workspace files the patterns (workspace-relative globs, ``**`` across directories)
    match, a matched directory with everything under it, names relative to the
-   workspace, ``.cyclone/`` never; empty (a valid tar) when nothing matches.
+   workspace; empty (a valid tar) when nothing matches.
    ``write_files(ctx, chunks)`` extracts such a tar stream into the workspace. Both
    stream: neither holds the files in memory.
 5. ``destroy_run(run_id)`` removes everything of the run (containers, network,

@@ -115,7 +115,7 @@ from shared.adapters.executor.script import (
     finish_shielded,
 )
 from shared.adapters.executor.source import CHUNK, SPOOL_BYTES, directory_archive
-from shared.adapters.executor.workspace_files import OUTPUT_DIR, select
+from shared.adapters.executor.workspace_files import CONTAINER_OUTPUT, select
 from shared.adapters.registry import parse_reference
 from shared.errors import ExecutorError, ExecutorUnavailable
 from shared.events import utc_now
@@ -390,17 +390,17 @@ class DockerExecutor:
             return await self._promote(step, step.promote, on_log, registries)
         name = container_name(run_id, job.name, step.name)
         sandbox = self._sandboxes.get((run_id, job.name))
-        output = f"{WORKSPACE}/{OUTPUT_DIR}/{name}"
         try:
             with _docker_errors(f"step {step.name!r} of job {job.name!r}"):
                 config = step_config(
                     run_id, job, step, env, worker=self._worker, host_cpus=await self._cpus(),
                     network_mode=step_network_mode(run_id, job, sandbox, self._worker),
-                    output=output)
+                    output=CONTAINER_OUTPUT)
                 container = await self._create(config, name, registries)
                 outcome = await self._run(container, step, on_log)
                 if step.commands:
-                    written = await docker_files.read_output(self._docker, container.id, output)
+                    written = await docker_files.read_output(self._docker, container.id,
+                                                             CONTAINER_OUTPUT)
                     outcome = dataclasses.replace(outcome, outputs=written)
         except BaseException:
             # also on cancel: the container is killed and gone before CancelledError goes on

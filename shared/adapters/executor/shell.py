@@ -43,7 +43,7 @@ from shared.adapters.executor.script import (
     step_script,
 )
 from shared.adapters.executor.source import CHUNK, directory_archive
-from shared.adapters.executor.workspace_files import OUTPUT_DIR, OUTPUT_LIMIT, bases, select
+from shared.adapters.executor.workspace_files import OUTPUT_LIMIT, bases, select
 from shared.errors import ExecutorError
 from shared.events import utc_now
 from shared.pipeline.plan import JobSpec, StepSpec
@@ -120,7 +120,7 @@ class ShellExecutor:
         full_env = {k: os.environ[k] for k in _HOST_ENV if k in os.environ}
         full_env.update(env)
         full_env["CYCLONE_WORKSPACE"] = str(workspace)
-        output = await asyncio.to_thread(_output_file, workspace)
+        output = await asyncio.to_thread(_output_file, workspace.parent / "out")
         full_env["CYCLONE_OUTPUT"] = str(output)
         proc = await asyncio.create_subprocess_exec(
             "/bin/sh", "-c", step_script(step.commands), cwd=workspace, env=full_env,
@@ -263,9 +263,9 @@ async def _extract(chunks: AsyncIterator[bytes], into: Path) -> None:
                             f"{stderr.decode(errors='replace').strip()}")
 
 
-def _output_file(workspace: Path) -> Path:
-    """A new empty ``$CYCLONE_OUTPUT`` file for one step process."""
-    directory = workspace / OUTPUT_DIR
+def _output_file(directory: Path) -> Path:
+    """A new empty ``$CYCLONE_OUTPUT`` file for one step process (beside the workspace,
+    never in it)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / uuid.uuid4().hex
     path.touch()

@@ -6,9 +6,8 @@ and test reports to the worker, and to put them back.
 * ``select(sources, patterns)``: one tar stream of the members of ``sources`` (tar streams
   whose member names are relative to the workspace) that ``patterns`` match; a pattern
   that matches a directory takes everything under it. Each member once.
-* ``OUTPUT_DIR`` and ``output_script``: where a step's ``$CYCLONE_OUTPUT`` file is (one
-  per step container or process, named by the executor), and the lines that make it
-  before the step's commands run.
+* ``CONTAINER_OUTPUT`` and ``output_script``: where a step container's ``$CYCLONE_OUTPUT``
+  file is, and the lines that make it before the step's commands run.
 
 Tar streams are read and written by ``tarfile`` in a thread, fed and drained through
 small bounded queues: a 2 GB artifact never sits in memory, and the event loop never
@@ -32,7 +31,7 @@ from typing import IO, TypeVar
 from shared.pipeline.triggers import glob_match
 
 __all__ = [
-    "OUTPUT_DIR",
+    "CONTAINER_OUTPUT",
     "OUTPUT_LIMIT",
     "TarCounter",
     "bases",
@@ -44,7 +43,10 @@ __all__ = [
     "select",
 ]
 
-OUTPUT_DIR = ".cyclone/out"  # in the workspace: one file per step container or process
+# A step container's $CYCLONE_OUTPUT: in its own file system, never in the workspace (a
+# step checking that its work tree is clean must not find Cyclone's files there), read
+# from the exited container.
+CONTAINER_OUTPUT = "/tmp/cyclone/output"
 OUTPUT_LIMIT = 1024 * 1024  # what of a step's $CYCLONE_OUTPUT is read
 _GLOB = re.compile(r"[*?\[]")
 _DEPTH = 8  # chunks in flight between the event loop and the tar thread
@@ -78,9 +80,9 @@ def bases(patterns: Sequence[str]) -> list[str]:
 
 def matches(patterns: Sequence[str], name: str) -> bool:
     """Whether a workspace path (``a/b/c``) is one ``patterns`` take: itself, or one of the
-    directories above it, matches. Cyclone's own ``.cyclone/`` never is."""
+    directories above it, matches."""
     name = name.removeprefix("./").strip("/")
-    if not name or name == ".cyclone" or name.startswith(".cyclone/"):
+    if not name:
         return False
     parts = name.split("/")
     prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
