@@ -248,6 +248,9 @@ class RunRequested(Event):
     # are not run again, their results are taken from it (``JobReused``).
     rerun_of: str = ""
     reuse: tuple[str, ...] = ()
+    # The event ``when:`` and ``CYCLONE_EVENT`` see when it is not ``trigger``: a rerun's is
+    # the event of the run it reruns, so a push-only job runs again in a rerun of a push.
+    event: str = ""
     # The files the pipeline's ``include:`` names, as read (``shared.pipeline.include.
     # IncludedFile.to_data``): planning reads them here and fetches nothing.
     includes: tuple[Mapping[str, Any], ...] = ()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from services.eventmanager.decide import decide
 from shared import events as ev
 from shared.events import NewEvent, RecordedEvent, run_stream
@@ -112,6 +114,32 @@ def test_branch_and_event_filters_skip_without_failing_the_run() -> None:
     assert release.decide() == [ev.JobQueued(job="deploy")]
     old = History(job("deploy", when=only_release), branch="release/old")
     assert isinstance(old.decide()[0], ev.JobSkipped)
+
+
+def test_a_rerun_is_filtered_by_the_event_of_the_run_it_reruns() -> None:
+    push_only = When(events=("push",))
+    rerun = History(job("deploy", when=push_only), trigger="rerun")
+    assert isinstance(rerun.decide()[0], ev.JobSkipped)  # a rerun of no known event
+    rerun.events.clear()
+    rerun.requested = dataclasses.replace(rerun.requested, event="push")
+    rerun.add(rerun.requested, ev.RunPlanned(plan=Plan(".cyclone.yml", (job("deploy",
+                                                                            when=push_only),))))
+    assert rerun.run.when_event == "push"
+    assert rerun.decide() == [ev.JobQueued(job="deploy")]
+
+
+def test_a_job_whose_needs_did_not_output_what_its_when_asks_is_skipped() -> None:
+    wants = When(outputs=(("deploy", "y*"),))
+    h = History(job("a"), job("b", "a", when=wants), job("c", "a", when=wants))
+    h.add(ev.JobQueued(job="a"), ev.JobStarted(job="a", worker="w", executor="docker"),
+          ev.StepOutputs(job="a", step="s", outputs={"deploy": "yes"}),
+          ev.JobFinished(job="a", status=JobStatus.SUCCESS, duration_s=1.0))
+    assert h.decide() == [ev.JobQueued(job="b"), ev.JobQueued(job="c")]
+    no = History(job("a"), job("b", "a", when=wants))
+    no.add(ev.JobQueued(job="a")).finish("a", JobStatus.SUCCESS)
+    [skipped, *_] = no.decide()
+    assert isinstance(skipped, ev.JobSkipped)
+    assert skipped.reason == "when.outputs: deploy is '', not 'y*'"
 
 
 def test_cancel_skips_waiting_jobs_and_ends_when_nothing_runs() -> None:

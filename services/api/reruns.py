@@ -46,7 +46,7 @@ def _request(run_id: str, recorded: list[RecordedEvent], body: RunRerun,
     resolved = next((e for e in events if isinstance(e, ev.RunSourceResolved)), None)
     partial = body.failed or body.from_job is not None
     return ev.RunRequested(
-        project=requested.project, trigger="rerun",
+        project=requested.project, trigger="rerun", event=requested.event or requested.trigger,
         branch=resolved.branch if resolved else requested.branch,
         commit=resolved.commit if resolved else requested.commit,
         pipeline_file=resolved.pipeline_file if resolved else requested.pipeline_file,

@@ -153,8 +153,8 @@ def _verdict(run: RunView, plan: Plan, job: JobView) -> str | None:
     """Why the job must be skipped, or None when it should run. A reason its own ``when``
     gives starts with "when": a rerun of what failed reuses such a skip (shared.rerun)."""
     spec = plan.job(job.name)
-    if not spec.when.matches(run.branch, run.trigger):
-        return f"when: does not match branch {run.branch!r} / event {run.trigger!r}"
+    if not spec.when.matches(run.branch, run.when_event):
+        return f"when: does not match branch {run.branch!r} / event {run.when_event!r}"
     failed = [n for n in job.needs if run.job_failed(n)]
     outcome = "failure" if failed else "success"
     if spec.when.runs_on(outcome):

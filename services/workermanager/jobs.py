@@ -76,7 +76,7 @@ def step_env(run: RunView, job: JobSpec, step: StepSpec,
         "CYCLONE_STEP": step.name,
         "CYCLONE_BRANCH": run.branch,
         "CYCLONE_COMMIT": run.commit,
-        "CYCLONE_EVENT": run.trigger,
+        "CYCLONE_EVENT": run.when_event,
     })
     return env
 
@@ -301,8 +301,9 @@ class JobRun:
     def _skip_reason(self, step: StepSpec, failed: bool) -> str:
         if self.cancelled.is_set():
             return "run cancelled"
-        if not step.when.matches(self.run.branch, self.run.trigger):
-            return f"when: does not match branch {self.run.branch!r} / event {self.run.trigger!r}"
+        branch, event = self.run.branch, self.run.when_event
+        if not step.when.matches(branch, event):
+            return f"when: does not match branch {branch!r} / event {event!r}"
         if self._job_timed_out():
             return "job timed out"
         if not step.when.runs_on("failure" if failed else "success"):

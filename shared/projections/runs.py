@@ -142,6 +142,7 @@ class RunView:
     caches: tuple[CacheView, ...] = ()  # what its jobs' caches did: restored, missed, saved
     test_reports: tuple[TestReportView, ...] = ()  # one per job with ``reports:``
     rerun_of: str = ""  # the run this one reruns (``cyclone rerun --failed``)
+    event: str = ""  # what ``when:`` sees, when not the trigger (a rerun's: its run's event)
     reuse: tuple[str, ...] = ()  # the jobs whose results it takes from ``rerun_of``
     collected: tuple[str, ...] = ()  # what retention removed of it ("logs", "artifacts")
     last_seq: int = 0
@@ -171,6 +172,12 @@ class RunView:
     def image(self, name: str) -> ImageView | None:
         """The image pushed last under ``name`` (``${{ images.NAME }}``)."""
         return next((i for i in reversed(self.images) if i.name == name), None)
+
+    @property
+    def when_event(self) -> str:
+        """The event ``when:`` filters and ``CYCLONE_EVENT`` see: a rerun's is that of the
+        run it reruns."""
+        return self.event or self.trigger
 
     def outputs_of(self, needs: Iterable[str]) -> dict[str, str]:
         """The step outputs of the jobs ``needs`` names, in that order (a later job's key
@@ -295,6 +302,7 @@ def _requested(run: RunView, e: ev.RunRequested, ts: str) -> RunView:
         created_at=ts, forge_event=e.forge_event or None,
         params=tuple(sorted(e.params.items())), secrets_withheld=e.secrets_withheld,
         awaiting_approval=e.approval, requested_by=e.requested_by, rerun_of=e.rerun_of,
+        event=e.event,
         reuse=tuple(e.reuse),
     )
 
