@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -337,3 +338,46 @@ def test_a_million_line_log_opens_scrolls_to_its_end_and_finds_a_line(
     expect(found).to_have_class(re.compile(r"\bpicked\b"))
     expect(page).to_have_url(re.compile(f"#L{at + 765432 + 1}$"))
     browser_page.shot("million-line-log-search")
+
+
+KEPT = f"""
+jobs:
+  build:
+    image: {TEST_IMAGE}
+    artifacts: {{name: site, paths: [site/]}}
+    reports: {{junit: "reports/*.xml"}}
+    steps:
+      - run:
+          - mkdir -p site reports && echo '<h1>hi</h1>' > site/index.html
+          - echo "version=3.1" >> "$CYCLONE_OUTPUT"
+          - |
+            cat > reports/junit.xml <<XML
+            <testsuite name="site" tests="2">
+              <testcase classname="site" name="renders" time="0.5"/>
+              <testcase classname="site" name="links" time="0.2"><failure message="404 on /about">x</failure></testcase>
+            </testsuite>
+            XML
+"""
+
+
+def test_a_viewer_sees_the_runs_tests_outputs_and_downloads_its_artifact(
+        site: Site, browser_page: BrowserPage, tmp_path: Any) -> None:
+    site.project(KEPT)
+    site.user("val", "viewer")
+    run_id = site.start()
+    site.ended(run_id)
+    page = log_in(browser_page, site, "val")
+    page.goto(f"{site.server.url}/runs/{run_id}")
+
+    failure = page.get_by_test_id("test-failure")
+    expect(failure).to_contain_text("site.links")
+    expect(failure).to_contain_text("404 on /about")
+    expect(page.locator("[data-test=test-report]")).to_contain_text("2")
+    expect(page.get_by_test_id("output")).to_contain_text("3.1")
+    browser_page.shot("kept")
+    with page.expect_download() as download:
+        page.get_by_test_id("artifact").get_by_role("link", name="site").click()
+    saved = tmp_path / "site.tar"
+    download.value.save_as(saved)
+    with tarfile.open(saved) as tar:
+        assert tar.extractfile("site/index.html").read() == b"<h1>hi</h1>\n"  # type: ignore[union-attr]

@@ -88,6 +88,39 @@ export interface Job {
   awaiting_approval: Role | ''
   approval_deadline: string
   approved_by: string
+  outputs?: [string, string][] // what its steps wrote to $CYCLONE_OUTPUT (secrets masked)
+  reused_from?: string // the run whose result it took (rerun --failed)
+}
+
+export interface Artifact {
+  job: string
+  name: string
+  digest: string
+  size: number
+  files: number
+  paths: string[]
+  uploaded_at: string
+  from_run: string
+}
+
+export interface CacheUse {
+  job: string
+  key: string
+  outcome: 'hit' | 'partial' | 'miss' | 'saved'
+  restored_key: string
+  size: number
+}
+
+export interface TestReport {
+  job: string
+  tests: number
+  passed: number
+  failed: number
+  errors: number
+  skipped: number
+  duration_s: number
+  failures: { name: string; classname: string; message: string; file: string }[]
+  warnings: string[]
 }
 
 export interface Image {
@@ -145,6 +178,11 @@ export interface Run extends RunSummary {
   jobs: Job[]
   images: Image[]
   deployments: RunDeployment[]
+  artifacts?: Artifact[]
+  caches?: CacheUse[]
+  test_reports?: TestReport[]
+  rerun_of?: string
+  collected?: string[] // what retention removed ("logs", "artifacts")
   last_seq: number
   waiting?: Waiting[]
 }
@@ -387,6 +425,8 @@ export const runEventsUrl = (id: string, after: number) =>
 export const logFollowUrl = (id: string, from: number) =>
   apiUrl(`/runs/${enc(id)}/logs`, { follow: 1, from })
 export const rawLogUrl = (id: string) => apiUrl(`/runs/${enc(id)}/logs`)
+export const artifactUrl = (id: string, a: Pick<Artifact, 'job' | 'name'>) =>
+  apiUrl(`/runs/${enc(id)}/artifacts/${enc(a.job)}/${enc(a.name)}`)
 
 // --- logs -----------------------------------------------------------------------------
 
