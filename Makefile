@@ -54,6 +54,7 @@ bench: setup setup-docker ui
 	$(VENV)/python bench/latency.py
 	$(VENV)/python bench/scale.py
 	$(VENV)/python bench/delivery.py
+	$(VENV)/python bench/artifacts.py
 	@bash scripts/setup-infra-browser.sh
 	$(VENV)/python bench/ui.py
 

@@ -15,10 +15,12 @@ tampered copy is healed by the fresh one. A process killed mid-put leaves its te
 file, which is never listed as a blob (and holds no name another put could want).
 
 Disk work (writing, reading, hashing, fsync) runs in threads, ``CHUNK_BYTES`` at a
-time, so the event loop never waits on the disk; a put hands chunk N to its thread and
-goes on to fetch chunk N+1 from its source meanwhile. A write in flight is never
-cancelled (the file is closed only once it has ended). ``get`` keeps its file open while
-it is read, so a blob replaced or deleted meanwhile is still read whole.
+time, so the event loop never waits on the disk. A put writes chunk N and hashes it in
+two threads at once (SHA-256 is about as fast as the disk here) while it fetches chunk
+N+1 from its source; ``get`` reads and hashes chunk N+1 while its reader uses chunk N.
+A thread job is never cancelled half-way: the file is closed only once it has ended.
+``get`` keeps its file open while it is read, so a blob replaced or deleted meanwhile
+is still read whole.
 
 Several processes may share a root (``cyclone up`` and ``cyclone run`` share a home):
 every step is a single rename or unlink, safe against another process doing the same.
@@ -73,11 +75,12 @@ class FileArtifactStore:
         if file is None:
             raise BlobNotFound(f"no blob {digest} in {self.root}")
         sha = hashlib.sha256()
+        ahead = _ReadAhead(file, sha)
         try:
-            while chunk := await _io(_read_hashing, file, sha):
+            while chunk := await ahead.next():
                 yield chunk
         finally:
-            file.close()  # a file opened for reading: closing it does not wait on the disk
+            await ahead.close()
         if f"sha256:{sha.hexdigest()}" != digest:
             raise BlobCorrupted(f"blob {digest} in {self.root} does not hash to its digest "
                                 f"(read sha256:{sha.hexdigest()})")
@@ -115,12 +118,14 @@ class FileArtifactStore:
 
 
 class _TempFile:
-    """A put's temp file, and the one thread job (a write, the commit) working on it."""
+    """A put's temp file, and the thread jobs working on it: one write (or the commit) at
+    a time, and beside it the hashing of the chunk being written."""
 
     def __init__(self, file: BinaryIO, path: Path) -> None:
         self.file = file
         self.path = path
-        self._jobs = InFlight()
+        self._jobs = InFlight()  # writes, then the commit
+        self._hashing = InFlight()  # beside them, on a second thread
 
     @classmethod
     async def create(cls, directory: Path) -> _TempFile:
@@ -134,11 +139,14 @@ class _TempFile:
             raise
 
     async def fill(self, chunks: AsyncIterable[bytes]) -> Blob:
-        """Write ``chunks`` into the file while hashing them; their ``Blob``."""
+        """Write ``chunks`` into the file while hashing them; their ``Blob``. A chunk is
+        written and hashed in two threads at once (hashing is as slow as the disk)."""
         sha, size = hashlib.sha256(), 0
         async for chunk in rechunk(chunks, CHUNK_BYTES):
-            await self.then(_write_hashing, self.file, sha, chunk)
+            await self._hashing.then(functools.partial(asyncio.to_thread, sha.update, chunk))
+            await self.then(self.file.write, chunk)
             size += len(chunk)
+        await self._hashing.wait()
         await self.wait()
         return Blob(f"sha256:{sha.hexdigest()}", size)
 
@@ -155,8 +163,35 @@ class _TempFile:
 
     async def discard(self) -> None:
         """Remove the temp file, once no job uses it any more."""
+        await self._hashing.settle()
         await self._jobs.settle()
         await asyncio.shield(asyncio.to_thread(_discard, self.file, self.path))
+
+
+class _ReadAhead:
+    """A blob's chunks, read and hashed in a thread: chunk N+1 while chunk N is used."""
+
+    def __init__(self, file: BinaryIO, sha: Any) -> None:
+        self._file = file
+        self._sha = sha
+        self._next = self._start()
+
+    def _start(self) -> asyncio.Future[bytes]:
+        return asyncio.ensure_future(_io(_read_hashing, self._file, self._sha))
+
+    async def next(self) -> bytes:
+        """The next chunk; ``b""`` at the end."""
+        chunk = await asyncio.shield(self._next)  # a read is never cancelled half-way
+        if chunk:
+            self._next = self._start()
+        return chunk
+
+    async def close(self) -> None:
+        """Close the file once the read in flight has ended."""
+        await asyncio.wait([self._next])
+        if not self._next.cancelled():
+            self._next.exception()  # seen: a reader that stops early does not want it
+        self._file.close()  # opened for reading: closing it does not wait on the disk
 
 
 async def _io(job: Callable[..., T], *args: Any) -> T:
@@ -174,11 +209,6 @@ def _create_temp(directory: Path) -> tuple[BinaryIO, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=".put-", dir=directory)
     return os.fdopen(fd, "wb"), Path(name)
-
-
-def _write_hashing(file: BinaryIO, sha: Any, chunk: bytes) -> None:
-    sha.update(chunk)  # hashlib lets go of the GIL for large buffers: this runs in parallel
-    file.write(chunk)
 
 
 def _read_hashing(file: BinaryIO, sha: Any) -> bytes:
@@ -224,9 +254,10 @@ def _commit(file: BinaryIO, temp: Path, final: Path) -> None:
 
 
 def _discard(file: BinaryIO, temp: Path) -> None:
+    """Best effort: the error being raised is the one that made the put fail."""
     with contextlib.suppress(OSError):
         file.close()
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):
         temp.unlink()
 
 

@@ -19,17 +19,18 @@ and the unique filename index makes the same bytes put twice (even at once) one 
 the later put deleting its own chunks. A put that fails or is cancelled before its
 commit deletes its chunks (after the insert in flight has ended, so none lands after
 the delete); a commit runs in its own task, so a cancelled caller leaves a whole blob
-or none. A process killed mid-put leaves chunks no files document names: no blob, but
-space used until a collector removes chunks older than any put.
+or none. A process killed mid-put (or a commit whose server went away) leaves chunks no
+files document names: no blob, but space used until a collector removes them (their
+``files_id`` is an ObjectId, which tells when the put began).
 
 Why not ``AsyncGridIn`` (the bucket's upload stream): the digest, the file's name, is
 known only at the end, and GridIn buffers up to 48 MB of chunks per insert (another
 copy while it is encoded); here memory is two chunks. ``get`` reads ``READ_BATCH``
 chunks a round trip for the same reason (GridOut's cursor takes 16 MB batches), checks
-their order and sizes as GridOut would, and hashes them: ``BlobCorrupted`` when a chunk
-is missing, or at the end when the bytes do not hash to the digest or fall short of
-the length (``BlobNotFound`` if the blob was deleted while it was read). ``delete``
-is the bucket's: the files document, then the chunks.
+their order and hashes them: ``BlobCorrupted`` when a chunk is missing, or at the end
+when the bytes do not hash to the digest or fall short of the length (``BlobNotFound``
+if the blob was deleted while it was read). ``delete`` is the bucket's: the files
+document, then the chunks.
 
 Durability, reads from the primary and error translation are as in
 ``shared.adapters.mongo`` (``MongoResource``).
