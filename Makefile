@@ -25,7 +25,8 @@ setup-docker:
 	@bash scripts/setup-docker.sh
 	@bash scripts/build-test-images.sh
 
-# Servers the distributed adapters' tests talk to (etcd, Kafka, a MongoDB stand-in), and
+# Servers the distributed adapters' tests talk to (etcd, Kafka, a MongoDB stand-in, the S3
+# gateway versitygw, built with Go), and
 # the browser the UI's tests drive (Debian's chromium): each scripts/setup-infra-*.sh
 # installs its files, idempotently.
 setup-infra:

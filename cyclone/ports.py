@@ -5,12 +5,13 @@ on exit. The only place that turns settings into adapters; the settings choose:
   coordinator, log files, artifact files, all under ``CYCLONE_HOME``; run views folded
   from the store;
 * distributed (``Settings.infra``): MongoDB events (run views beside them), Kafka (the
-  topics are created at start, ``CYCLONE_KAFKA_PARTITIONS``), etcd, MongoDB logs, GridFS
-  artifacts (in ``CYCLONE_ARTIFACT_STORE``'s database, else ``CYCLONE_STORE``'s).
+  topics are created at start, ``CYCLONE_KAFKA_PARTITIONS``), etcd, MongoDB logs, and
+  artifacts in an S3 bucket when ``CYCLONE_ARTIFACT_STORE`` is an ``s3://`` URL, else in
+  GridFS (in ``CYCLONE_ARTIFACT_STORE``'s database, else ``CYCLONE_STORE``'s).
 
     CYCLONE_BUS=kafka://host:9092        CYCLONE_COORD=etcd://host:2379
     CYCLONE_STORE=mongodb://host:27017   CYCLONE_LOG_STORE=mongodb://host:27017
-    CYCLONE_ARTIFACT_STORE=mongodb://host:27017   (optional)
+    CYCLONE_ARTIFACT_STORE=mongodb://host:27017 or s3://KEY:SECRET@host/bucket (optional)
 
 ``scope``: the runs this process answers for (``shared.infra.RunScope``); every run,
 unless an embedded process says otherwise (``cyclone.ownership.HomeScope``).
@@ -23,6 +24,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from shared.adapters.artifacts.files import FileArtifactStore
 from shared.adapters.artifacts.gridfs import GridFsArtifactStore
+from shared.adapters.artifacts.s3 import S3ArtifactStore
 from shared.adapters.bus.kafka import KafkaBus
 from shared.adapters.bus.memory import MemoryBus
 from shared.adapters.coordination.etcd import EtcdCoordinator
@@ -36,11 +38,12 @@ from shared.adapters.runviews.mongo import MongoRunViews
 from shared.config import Infra, Settings
 from shared.infra import EVERY_RUN, Ports, RunScope
 from shared.outbox import NotifyingStore
+from shared.ports.artifacts import ArtifactStore
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, TOPIC_LOGS, TOPIC_LOGS_STORED
 from shared.ports.runviews import RunViews
 from shared.projections.replay import replay_runs
 
-__all__ = ["BUS_BACKLOG_BYTES", "open_ports"]
+__all__ = ["BUS_BACKLOG_BYTES", "open_artifact_store", "open_ports"]
 
 BUS_BACKLOG_BYTES = 16 * 1024 * 1024  # per partition of the in-process bus
 _NO_BLOB = "sha256:" + "0" * 64  # what the readiness check asks the artifact store for
@@ -90,7 +93,7 @@ async def _distributed(stack: AsyncExitStack, infra: Infra, scope: RunScope) -> 
     stack.push_async_callback(coord.close)
     logs = await MongoLogStore.connect(infra.log_store)
     stack.push_async_callback(logs.close)
-    artifacts = await GridFsArtifactStore.connect(infra.artifacts_url)
+    artifacts = await open_artifact_store(infra.artifacts_url)
     stack.push_async_callback(artifacts.close)
     store = NotifyingStore(events)
 
@@ -106,3 +109,10 @@ async def _distributed(stack: AsyncExitStack, infra: Infra, scope: RunScope) -> 
 
     return Ports(store=store, bus=bus, coord=coord, logs=logs, artifacts=artifacts,
                  scope=scope, open_run_views=run_views, ready=ready, distributed=True)
+
+
+async def open_artifact_store(url: str) -> ArtifactStore:
+    """An S3 bucket for an ``s3://`` URL, else GridFS in the URL's MongoDB."""
+    if url.startswith("s3://"):
+        return await S3ArtifactStore.connect(url)
+    return await GridFsArtifactStore.connect(url)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from shared.adapters.artifacts.s3_url import S3Location, mask
 from shared.errors import ConfigError
 from shared.pipeline.resources import Resources, parse_cpus, parse_memory, parse_pids
 
@@ -131,7 +132,7 @@ class Settings:
 _INFRA_URLS = (("bus", "CYCLONE_BUS", "kafka://"), ("store", "CYCLONE_STORE", "mongodb://"),
                ("coord", "CYCLONE_COORD", "etcd://"),
                ("log_store", "CYCLONE_LOG_STORE", "mongodb://"))
-# Optional: the artifact store's MongoDB (GridFS), when not CYCLONE_STORE's.
+# Optional: the artifact store, a MongoDB (GridFS) or an S3 bucket; else CYCLONE_STORE's.
 _ARTIFACT_STORE = "CYCLONE_ARTIFACT_STORE"
 
 
@@ -144,8 +145,9 @@ class Infra:
     store: str  # CYCLONE_STORE: mongodb://... (the events, and the run views beside them)
     coord: str  # CYCLONE_COORD: etcd://host:2379[,host:2379]
     log_store: str  # CYCLONE_LOG_STORE: mongodb://...
-    # CYCLONE_ARTIFACT_STORE: mongodb://... (GridFS); "": CYCLONE_STORE's (``artifacts_url``)
-    artifact_store: str = ""
+    # CYCLONE_ARTIFACT_STORE: mongodb://... (GridFS) or s3://... (an S3 bucket, see
+    # shared.adapters.artifacts.s3_url); "": CYCLONE_STORE's (``artifacts_url``)
+    artifact_store: str = field(default="", repr=False)  # an s3:// URL may hold a secret
     partitions: int = 4  # CYCLONE_KAFKA_PARTITIONS: of each topic Cyclone creates
     replication: int = 1  # CYCLONE_KAFKA_REPLICATION: of each topic Cyclone creates
 
@@ -161,17 +163,15 @@ class Infra:
             if not raw.startswith(scheme):
                 raise cls.missing(name, raw, scheme)
             urls[field_name] = raw
-        artifacts = env.get(_ARTIFACT_STORE, "")
-        if artifacts and not artifacts.startswith(("mongodb://", "mongodb+srv://")):
-            raise ConfigError(f"{_ARTIFACT_STORE}={artifacts!r}: expected a mongodb://... URL "
-                              "(or nothing: CYCLONE_STORE's)")
+        artifacts = _artifact_store(env.get(_ARTIFACT_STORE, ""))
         return cls(**urls, artifact_store=artifacts,
                    partitions=positive_int(env, "CYCLONE_KAFKA_PARTITIONS", 4),
                    replication=positive_int(env, "CYCLONE_KAFKA_REPLICATION", 1))
 
     @property
     def artifacts_url(self) -> str:
-        """The artifact store's MongoDB: CYCLONE_ARTIFACT_STORE, else CYCLONE_STORE."""
+        """The artifact store's URL (mongodb:// or s3://): CYCLONE_ARTIFACT_STORE, else
+        CYCLONE_STORE."""
         return self.artifact_store or self.store
 
     @staticmethod
@@ -179,6 +179,21 @@ class Infra:
         return ConfigError(f"{name}={raw!r}: expected a {scheme}... URL (distributed mode "
                            "needs all of CYCLONE_BUS, CYCLONE_STORE, CYCLONE_COORD and "
                            "CYCLONE_LOG_STORE)")
+
+
+def _artifact_store(url: str) -> str:
+    """CYCLONE_ARTIFACT_STORE, checked: "", a mongodb:// URL or a well-formed s3:// one (a
+    ``ConfigError`` says what is wrong, without the URL's secret)."""
+    if not url or url.startswith(("mongodb://", "mongodb+srv://")):
+        return url
+    if url.startswith("s3://"):
+        try:
+            S3Location.parse(url)
+        except ValueError as exc:
+            raise ConfigError(f"{_ARTIFACT_STORE}={mask(url)!r}: {exc}") from None
+        return url
+    raise ConfigError(f"{_ARTIFACT_STORE}={mask(url)!r}: expected a mongodb://... or s3://... "
+                      "URL (or nothing: CYCLONE_STORE's)")
 
 
 @dataclass(frozen=True)

@@ -77,13 +77,25 @@ def test_the_clients_and_the_hooks_settings_are_read_here_too() -> None:
     assert Settings.from_env({}).log_format == "text"
 
 
+def test_the_artifact_store_may_be_an_s3_bucket_checked_at_start_without_its_secret() -> None:
+    url = "s3://AKIA:s3cret@minio:9000/blobs?tls=0"
+    infra = Settings.from_env({**INFRA, "CYCLONE_ARTIFACT_STORE": url}).infra
+    assert infra is not None and infra.artifacts_url == url
+    assert "s3cret" not in repr(infra)
+    for bad, why in [("s3://AKIA:s3cret@minio:9000", "bucket ''"),
+                     ("s3://AKIA:s3cret@minio/blobs?tls=no", "option tls='no'")]:
+        with pytest.raises(ConfigError, match=f"CYCLONE_ARTIFACT_STORE=.*{why}") as caught:
+            Settings.from_env({**INFRA, "CYCLONE_ARTIFACT_STORE": bad})
+        assert "s3cret" not in str(caught.value)
+
+
 def test_the_artifact_store_is_the_event_stores_mongodb_unless_set() -> None:
     infra = Settings.from_env(INFRA).infra
     assert infra is not None and infra.artifacts_url == "mongodb://m:27017"
     infra = Settings.from_env({**INFRA, "CYCLONE_ARTIFACT_STORE": "mongodb://a:27017/blobs"}).infra
     assert infra is not None and infra.artifacts_url == "mongodb://a:27017/blobs"
-    with pytest.raises(ConfigError, match="CYCLONE_ARTIFACT_STORE='s3://b'"):
-        Settings.from_env({**INFRA, "CYCLONE_ARTIFACT_STORE": "s3://b"})
+    with pytest.raises(ConfigError, match="CYCLONE_ARTIFACT_STORE='ftp://b'"):
+        Settings.from_env({**INFRA, "CYCLONE_ARTIFACT_STORE": "ftp://b"})
     with pytest.raises(ConfigError, match="CYCLONE_BUS=''"):  # alone, it names a cluster too
         Settings.from_env({"CYCLONE_ARTIFACT_STORE": "mongodb://a:27017"})
     assert Settings.from_env({"CYCLONE_HOME": "/h"}).artifacts_dir == Path("/h/artifacts")

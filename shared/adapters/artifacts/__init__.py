@@ -1,10 +1,11 @@
-"""Artifact store adapters (``shared.ports.artifacts.ArtifactStore``): files and GridFS.
+"""Artifact store adapters (``shared.ports.artifacts.ArtifactStore``): files, GridFS, S3.
 
-What both share: a digest's spelling, checked before it names a file or a document;
-``rechunk``, which turns whatever pieces a source yields into ``CHUNK_BYTES`` pieces
+What they share: a digest's spelling, checked before it names a file, a document or a
+key; ``rechunk``, which turns whatever pieces a source yields into pieces of one size
 (GridFS needs every chunk but the last to be exactly its chunk size; the files adapter
-writes in large pieces to cross into a thread less often); and ``InFlight``, which lets
-a put fetch chunk N+1 from its source while chunk N is being written.
+writes in large pieces to cross into a thread less often; S3 uploads parts of at least
+5 MiB); and ``InFlight``, which lets a put fetch chunk N+1 from its source while chunk N
+is being written.
 """
 
 from __future__ import annotations
@@ -31,18 +32,32 @@ def check_digest(digest: str) -> str:
 
 async def rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
     """The bytes of ``chunks`` in pieces of exactly ``size`` (the last may be shorter,
-    never empty); at most one piece is buffered."""
-    buffer = bytearray()
-    async for piece in chunks:
-        if not buffer and len(piece) == size:  # the common case: no copy
-            yield bytes(piece)
+    never empty); at most one piece is buffered.
+
+    What comes is kept as it came (views of it) until a piece is full, then joined: one
+    copy a piece, so at most twice ``size`` is held at once (the S3 adapter's parts are
+    8 MiB)."""
+    held: list[memoryview] = []
+    count = 0
+    async for chunk in chunks:
+        # bytes() is the chunk itself when it is bytes, else a copy: a source may reuse
+        # its bytearray, and a view of it kept here would change under us.
+        data = bytes(chunk)
+        if not held and len(data) == size:  # the common case: no copy
+            yield data
             continue
-        buffer += piece
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)
+        view = memoryview(data)
+        while count + len(view) >= size:
+            cut = size - count
+            piece = b"".join([*held, view[:cut]])
+            held, count, view = [], 0, view[cut:]
+            yield piece
+            del piece  # not kept while the next one is gathered
+        if view:
+            held.append(view)
+            count += len(view)
+    if held:
+        yield b"".join(held)
 
 
 class InFlight:
