@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from aiohttp import web
 
+from cyclone import SERVICES
 from services.api.app import create_app as api_app
 from services.api.context import CONTEXT
 from services.eventmanager.app import create_app as eventmanager_app
@@ -45,7 +46,6 @@ FACTORIES: Mapping[str, Factory] = {
 }
 log = logging.getLogger(__name__)
 
-SERVICES = ("api", "eventmanager", "workermanager", "logserver", "notifier")
 SHUTDOWN_TIMEOUT_S = 5.0  # within a container's usual 10 s stop grace period
 
 
