@@ -24,8 +24,9 @@ from shared.pipeline import caicloud
 from shared.pipeline.diagnostics import Diagnostic
 from shared.pipeline.include import IncludedFile, merged
 from shared.pipeline.lint_delivery import check_delivery, secret_paths
-from shared.pipeline.loader import Path, Reporter, ordered, parse
+from shared.pipeline.loader import Document, Path, Reporter, ordered, parse
 from shared.pipeline.notify import VARIABLE
+from shared.pipeline.overrides import apply as overridden
 from shared.pipeline.resources import UNKNOWN, Policy, Resources
 from shared.pipeline.schema import (
     ON_EVENTS,
@@ -81,13 +82,14 @@ class CheckedCyclone:
 
 
 def lint(text: str, file: str, policy: Policy = UNKNOWN,
-         includes: Sequence[IncludedFile] = ()) -> list[Diagnostic]:
+         includes: Sequence[IncludedFile] = (), overrides: Sequence[str] = (),
+         ) -> list[Diagnostic]:
     """Every problem in ``text`` (read as ``file``) for a project with ``policy`` (default:
-    none known), with the files it includes from ``includes``: errors first, then
-    warnings."""
+    none known), with the files it includes from ``includes`` and the keys ``overrides``
+    sets (``shared.pipeline.overrides``): errors first, then warnings."""
     if detect_format(text, file) == "caicloud":
-        return caicloud.check_caicloud(text, file, policy)[1]
-    return check_cyclone(text, file, policy, includes)[1]
+        return caicloud.check_caicloud(text, file, policy, overrides)[1]
+    return check_cyclone(text, file, policy, includes, overrides)[1]
 
 
 def detect_format(text: str, file: str) -> Literal["cyclone", "caicloud"]:
@@ -107,16 +109,14 @@ def detect_format(text: str, file: str) -> Literal["cyclone", "caicloud"]:
 
 
 def check_cyclone(text: str, file: str, policy: Policy = UNKNOWN,
-                  includes: Sequence[IncludedFile] = (),
+                  includes: Sequence[IncludedFile] = (), overrides: Sequence[str] = (),
                   ) -> tuple[CheckedCyclone | None, list[Diagnostic]]:
     """Lint a ``.cyclone.yml`` for a project with ``policy``, its ``include:`` read from
-    ``includes`` (``shared.pipeline.include``); the checked file comes back only when
-    there is no error."""
-    parsed = parse(text, file)
-    if parsed.document is None:
-        return None, parsed.diagnostics
-    # From here on the included jobs are among the file's own, each with its own file.
-    document, problems = merged(parsed.document, file, includes)
+    ``includes`` (``shared.pipeline.include``), ``overrides`` set (``--set``); the checked
+    file comes back only when there is no error."""
+    document, problems = _document(text, file, includes, overrides)
+    if document is None:
+        return None, problems
     report = Reporter(file, document)
     report.diagnostics.extend(problems)
     data = document.data
@@ -158,16 +158,17 @@ def check_cyclone(text: str, file: str, policy: Policy = UNKNOWN,
 
 
 def check_secrets(text: str, file: str, known: Collection[str],
-                  implicit: Collection[str] = (),
-                  includes: Sequence[IncludedFile] = ()) -> list[Diagnostic]:
+                  implicit: Collection[str] = (), includes: Sequence[IncludedFile] = (),
+                  overrides: Sequence[str] = ()) -> list[Diagnostic]:
     """For a ``.cyclone.yml`` without errors (its includes from ``includes``): an error
     at each ``secrets:`` name that is not in ``known`` (the secrets the run's project
     sees), and a warning for each ``implicit`` secret (moved from the project's env: given
     to every step) that no ``secrets:`` lists."""
-    parsed = parse(text, file).document
-    if parsed is None or detect_format(text, file) != "cyclone":
+    if detect_format(text, file) != "cyclone":
         return []
-    document = merged(parsed, file, includes)[0]
+    document = _document(text, file, includes, overrides)[0]
+    if document is None:
+        return []
     data = document.data
     if not isinstance(data, dict):
         return []
@@ -183,6 +184,18 @@ def check_secrets(text: str, file: str, known: Collection[str],
                        "given to every step; list it under secrets: on the jobs or steps "
                        "that need it", at_key=True)
     return ordered(report.diagnostics)
+
+
+def _document(text: str, file: str, includes: Sequence[IncludedFile],
+              overrides: Sequence[str]) -> tuple[Document | None, list[Diagnostic]]:
+    """The document to check: parsed, the included jobs merged in (each keeping its own
+    file), then the ``--set`` overrides applied (placed at the override)."""
+    parsed = parse(text, file)
+    if parsed.document is None:
+        return None, parsed.diagnostics
+    document, problems = merged(parsed.document, file, includes)
+    document, unset = overridden(document, overrides)
+    return document, [*problems, *unset]
 
 
 def _secret_names(data: dict[str, Any]) -> Iterator[tuple[Path, str]]:
