@@ -68,7 +68,7 @@ from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode
 from shared.ports.logstore import LogLine
 from shared.tasks import cancel_and_wait
 
-__all__ = ["add_client_commands"]
+__all__ = ["add_client_commands", "override_arg"]
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 FOLLOW_RETRIES = 5  # reconnections in a row without a single event before giving up
@@ -110,6 +110,10 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     trigger.add_argument("--commit", metavar="SHA", help="commit to build")
     trigger.add_argument("--param", action="append", default=[], type=_key_value,
                          metavar="K=V", help="environment variable for every step (repeatable)")
+    trigger.add_argument("--set", dest="overrides", action="append", default=[],
+                         type=override_arg, metavar="PATH=VALUE",
+                         help="set a key of the pipeline file for this run, e.g. "
+                              "jobs.test.image=python:3.13 (repeatable; recorded in the run)")
     _follow_flags(trigger)
 
     runs = command(sub, "runs", _runs, "list runs, newest first")
@@ -218,6 +222,15 @@ def _key_value(raw: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {raw!r}")
     return key, value
+
+
+def override_arg(raw: str) -> str:
+    """``--set PATH=VALUE``, its syntax checked (what it sets is checked with the file)."""
+    from shared.pipeline.overrides import syntax_problem  # the YAML reader: only when used
+    problem = syntax_problem(raw)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{raw!r}: {problem}")
+    return raw
 
 
 def _count(raw: str) -> int:
@@ -375,7 +388,7 @@ def _max_runs(value: object) -> str:
 
 async def _trigger(args: argparse.Namespace, client: CycloneClient) -> int:
     started = await client.trigger(args.project, ref=args.ref, commit=args.commit,
-                                   params=dict(args.param))
+                                   params=dict(args.param), overrides=args.overrides)
     return await _started(args, client, started)
 
 

@@ -4,8 +4,9 @@
 order: YAML parsing (``loader``), structural checks (``schema``, one job at a time
 so that every job's problems are reported, ``on:`` once its shorthands are
 expanded, ``notify:`` one rule at a time), then the semantic checks below (job and
-step names, images, needs, cycles, matrix references, trigger filters, rule names,
-chat URLs and webhook secrets written in the file instead of ``${NAME}``).
+step names, images, needs, ``stages:`` (``stages``, made into needs here), cycles,
+matrix references, trigger filters, rule names, chat URLs and webhook secrets written
+in the file instead of ``${NAME}``).
 ``caicloud.yml`` files are checked by ``caicloud.check_caicloud``.
 
 The jobs of the files an ``include:`` names are merged in right after parsing
@@ -14,9 +15,10 @@ The jobs of the files an ``include:`` names are merged in right after parsing
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +44,7 @@ from shared.pipeline.schema import (
     validate,
 )
 from shared.pipeline.schema_delivery import RegistryModel
+from shared.pipeline.stages import implied_needs
 from shared.pipeline.trust import check_privileged, check_resources, check_volumes
 
 __all__ = [
@@ -148,11 +151,19 @@ def check_cyclone(text: str, file: str, policy: Policy = UNKNOWN,
     # jobs with structural errors: their needs are still checked, as far as they read
     needs = {name: jobs[name].needs if name in jobs else _raw_needs(raw_jobs[name])
              for name in names}
-    _check_needs(report, names, needs)
+    # a top level with errors may have lost its stages: then they are not judged
+    implied = (implied_needs(report, top.stages if top else None, jobs)
+               if top is not None or "stages" not in written else {})
+    _check_needs(report, names, needs, implied)
+    needs = {name: list(dict.fromkeys([*wanted, *implied.get(name, ())]))
+             for name, wanted in needs.items()}
     check_delivery(report, jobs, needs)
     diagnostics = ordered(report.diagnostics)
     if top is None or any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
+    # from here on a stage is only the needs it adds
+    jobs = {name: job.model_copy(update={"needs": needs[name]}) if implied.get(name) else job
+            for name, job in jobs.items()}
     return CheckedCyclone(dict(top.env or {}), jobs, on, notify,
                           dict(top.registries or {})), diagnostics
 
@@ -368,7 +379,10 @@ def _raw_needs(raw: object) -> list[str]:
     return [item for item in items if isinstance(item, str)]
 
 
-def _check_needs(report: Reporter, names: list[str], needs: dict[str, list[str]]) -> None:
+def _check_needs(report: Reporter, names: list[str], needs: dict[str, list[str]],
+                 implied: Mapping[str, list[str]]) -> None:
+    """The needs as written (``needs``), and the cycles they make with those the stages
+    add (``implied``)."""
     for name, wanted in needs.items():
         where: Path = ("jobs", name, "needs")
         for i, need in enumerate(wanted):
@@ -380,11 +394,15 @@ def _check_needs(report: Reporter, names: list[str], needs: dict[str, list[str]]
                              shown=where)
             elif need in wanted[:i]:
                 report.warning((*where, i), f"job '{need}' is listed twice", shown=where)
-    for cycle in _cycles(names, needs):
+    combined = {name: [*wanted, *implied.get(name, ())] for name, wanted in needs.items()}
+    for cycle in _cycles(names, combined):
         first, second = cycle[0], cycle[1]
-        index = needs[first].index(second)
-        report.error(("jobs", first, "needs", index),
-                     f"dependency cycle: {' -> '.join(cycle)}", shown=("jobs", first, "needs"))
+        staged = any(b not in needs[a] for a, b in itertools.pairwise(cycle))
+        through = " (with the needs that stages add)" if staged else ""
+        where: Path = (("jobs", first, "needs", needs[first].index(second))
+                       if second in needs[first] else ("jobs", first, "stage"))
+        report.error(where, f"dependency cycle: {' -> '.join(cycle)}{through}",
+                     shown=where[:3])
 
 
 def _cycles(names: list[str], needs: dict[str, list[str]]) -> list[list[str]]:
