@@ -152,7 +152,7 @@ def check_cyclone(text: str, file: str, policy: Policy = UNKNOWN,
     needs = {name: jobs[name].needs if name in jobs else _raw_needs(raw_jobs[name])
              for name in names}
     # a top level with errors may have lost its stages: then they are not judged
-    implied = (implied_needs(report, top.stages if top else None, jobs)
+    implied = (implied_needs(report, top.stages if top else None, jobs, raw_jobs)
                if top is not None or "stages" not in written else {})
     _check_needs(report, names, needs, implied)
     needs = {name: list(dict.fromkeys([*wanted, *implied.get(name, ())]))

@@ -19,6 +19,7 @@ no job is in is a warning (a misspelt name, most often).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from shared.pipeline.loader import Reporter
 from shared.pipeline.schema import JobModel, did_you_mean
@@ -26,10 +27,12 @@ from shared.pipeline.schema import JobModel, did_you_mean
 __all__ = ["implied_needs"]
 
 
-def implied_needs(report: Reporter, stages: list[str] | None,
-                  jobs: Mapping[str, JobModel]) -> dict[str, list[str]]:
-    """The needs each job's ``stage`` adds (jobs in file order), and the problems of
-    ``stages`` and ``stage`` reported; ``{}`` when the file uses no stage."""
+def implied_needs(report: Reporter, stages: list[str] | None, jobs: Mapping[str, JobModel],
+                  written: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The needs each job's ``stage`` adds (``jobs``: those without errors, in file
+    order), and the problems of ``stages`` and ``stage`` reported; ``{}`` when the file
+    uses no stage. ``written``: every job as written (a stage a job with errors names is
+    not empty)."""
     staged = {name: job.stage for name, job in jobs.items() if job.stage is not None}
     if stages is None:
         for name, stage in staged.items():
@@ -44,8 +47,9 @@ def implied_needs(report: Reporter, stages: list[str] | None,
         else:
             report.error(("jobs", name, "stage"), f"unknown stage '{stage}'"
                          f"{did_you_mean(stage, stages)} (stages: {', '.join(stages)})")
+    named = {job.get("stage") for job in written.values() if isinstance(job, dict)}
     for stage, names in members.items():
-        if not names:
+        if not names and stage not in named:
             report.warning(("stages", stages.index(stage)), f"no job is in stage '{stage}'")
     added: dict[str, list[str]] = {}
     previous: list[str] = []
