@@ -1,9 +1,10 @@
 """The ``cyclone`` commands that talk to a Cyclone server over HTTP (``cyclone up``).
 
     cyclone project add|list|show|update|delete ...   manage projects
-    cyclone trigger PROJECT [--follow]                  start a run (prints its id)
+    cyclone trigger PROJECT [--set P=V] [--follow]      start a run (prints its id)
     cyclone runs [--project P] [--status S] ...         list runs, newest first
     cyclone show RUN                                    a run's jobs and steps
+    cyclone report RUN [--job J] [--step S] [--local]   summed up (cyclone/cli_report.py)
     cyclone logs [-f] RUN                               a run's log, or follow it live
     cyclone cancel RUN | rerun RUN [--failed | --from JOB] [--follow] | events RUN
     cyclone approve|reject RUN [JOB]                    a run or a job waiting for approval
@@ -48,6 +49,7 @@ from cyclone.cli_gc import (
     project_storage_flags,
     shown_project_storage,
 )
+from cyclone.cli_report import add_report_command
 from cyclone.cli_secrets import add_secret_commands
 from cyclone.cli_tests import add_test_commands
 from cyclone.cli_users import add_user_commands
@@ -155,6 +157,7 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     add_delivery_commands(sub, command)
     add_artifact_commands(sub, command)
     add_test_commands(sub, command)
+    add_report_command(sub, command)
     add_user_commands(sub, command)
     add_gc_command(sub, command)
 

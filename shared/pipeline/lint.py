@@ -399,10 +399,9 @@ def _check_needs(report: Reporter, names: list[str], needs: dict[str, list[str]]
         first, second = cycle[0], cycle[1]
         staged = any(b not in needs[a] for a, b in itertools.pairwise(cycle))
         through = " (with the needs that stages add)" if staged else ""
-        where: Path = (("jobs", first, "needs", needs[first].index(second))
-                       if second in needs[first] else ("jobs", first, "stage"))
-        report.error(where, f"dependency cycle: {' -> '.join(cycle)}{through}",
-                     shown=where[:3])
+        at: Path = (("jobs", first, "needs", needs[first].index(second))
+                    if second in needs[first] else ("jobs", first, "stage"))
+        report.error(at, f"dependency cycle: {' -> '.join(cycle)}{through}", shown=at[:3])
 
 
 def _cycles(names: list[str], needs: dict[str, list[str]]) -> list[list[str]]:
