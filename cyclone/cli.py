@@ -106,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="check as for a project that is not trusted: privileged "
                                "containers and volumes are errors (by default warnings, as "
                                "no project is known)")
+    lint_cmd.add_argument("--set", dest="overrides", action="append", default=[],
+                          type=override_arg, metavar="PATH=VALUE",
+                          help="check with this key set, as `cyclone run --set` would "
+                               "(repeatable)")
     lint_cmd.set_defaults(func=_lint)
 
     up = sub.add_parser("up", help="run the Cyclone server (API, services) on this machine")
@@ -164,7 +168,8 @@ def _hook_install(args: argparse.Namespace, settings: Settings) -> int:
 def _lint(args: argparse.Namespace, settings: Settings) -> int:
     worst = EXIT_OK
     for name in args.files:
-        diagnostics = _lint_file(Path(name), UNTRUSTED if args.untrusted else UNKNOWN, settings)
+        diagnostics = _lint_file(Path(name), UNTRUSTED if args.untrusted else UNKNOWN, settings,
+                                 args.overrides)
         for diagnostic in diagnostics:
             print(diagnostic)
         if any(d.severity == "error" for d in diagnostics):
@@ -174,7 +179,8 @@ def _lint(args: argparse.Namespace, settings: Settings) -> int:
     return worst
 
 
-def _lint_file(path: Path, policy: Policy, settings: Settings) -> list[Diagnostic]:
+def _lint_file(path: Path, policy: Policy, settings: Settings,
+               overrides: list[str]) -> list[Diagnostic]:
     from cyclone.includes import resolve_here
     try:
         text = path.read_text(encoding="utf-8")
@@ -184,7 +190,7 @@ def _lint_file(path: Path, policy: Policy, settings: Settings) -> list[Diagnosti
     # Included paths are the repository's: from the top of the work tree holding the file.
     root = _git_top(path.parent) or path.parent
     includes = asyncio.run(resolve_here(text, str(path), root, settings))
-    return lint(text, str(path), policy, includes)
+    return lint(text, str(path), policy, includes, overrides)
 
 
 # --- run ---------------------------------------------------------------------------------

@@ -447,6 +447,7 @@ async def _show(args: argparse.Namespace, client: CycloneClient) -> int:
         rows.append(("rerun of", run["rerun_of"]))
     if params:
         rows.append(("params", ", ".join(f"{k}={v}" for k, v in sorted(params.items()))))
+    rows += [("set", written) for written in run.get("overrides") or []]
     if run.get("cancel_requested"):
         rows.append(("cancel", "requested"))
     if run.get("awaiting_approval"):
