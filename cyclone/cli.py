@@ -245,6 +245,8 @@ async def _run_async(args: argparse.Namespace, settings: Settings, file_name: st
             display.note("warning: no Docker daemon reachable: steps run on the host shell, "
                          "without isolation, and services are unavailable")
         display.header(run_id, file_name, branch, runtime.executor.name)
+        for written in args.overrides:
+            display.note(f"--set {written}")  # this run differs from the file: say how
         events = await runtime.bus.subscribe(TOPIC_EVENTS, f"cli-{run_id}")
         logs = await runtime.bus.subscribe(TOPIC_LOGS, f"cli-{run_id}")
         await request_run(
