@@ -1,6 +1,7 @@
 """The ``cyclone`` command.
 
-    cyclone run [FILE]      run the pipeline of the current directory, live (exit 0 / 1 / 2)
+    cyclone run [FILE]      run the pipeline of the current directory, live (exit 0 / 1 / 2);
+                            --set PATH=VALUE overrides a key, --dry-run prints the plan only
     cyclone lint FILE...    check pipeline files; every problem with file:line
     cyclone replay          rebuild the run projections from the event store, print counts
     cyclone up              the server: REST API, log streams, all services (see --help)
@@ -22,9 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cyclone import SERVICES
-from cyclone.cli_client import add_client_commands
+from cyclone.cli_client import add_client_commands, override_arg
 from cyclone.display import Display
 from cyclone.githook import install_hook
+from cyclone.output import print_json
 from shared import events as ev
 from shared.config import Settings
 from shared.errors import ConfigError, CycloneError
@@ -83,6 +85,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="trigger event that `when.event` sees (default: cli)")
     run.add_argument("--param", action="append", default=[], metavar="K=V",
                      help="extra environment variable for every step (repeatable)")
+    run.add_argument("--set", dest="overrides", action="append", default=[],
+                     type=override_arg, metavar="PATH=VALUE",
+                     help="set a key of the pipeline file for this run, e.g. "
+                          "jobs.test.image=python:3.13 or jobs.test.steps.0.retry=2 "
+                          "(repeatable; recorded in the run's events)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the plan (jobs in order, images, what when: skips and "
+                          "why) and run nothing")
+    run.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
     run.add_argument("--no-color", action="store_true", help="plain output")
     run.add_argument("--approve", action="store_true",
                      help="approve the jobs that wait for approval (you are the approver of "
@@ -95,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="check as for a project that is not trusted: privileged "
                                "containers and volumes are errors (by default warnings, as "
                                "no project is known)")
+    lint_cmd.add_argument("--set", dest="overrides", action="append", default=[],
+                          type=override_arg, metavar="PATH=VALUE",
+                          help="check with this key set, as `cyclone run --set` would "
+                               "(repeatable)")
     lint_cmd.set_defaults(func=_lint)
 
     up = sub.add_parser("up", help="run the Cyclone server (API, services) on this machine")
@@ -153,7 +168,8 @@ def _hook_install(args: argparse.Namespace, settings: Settings) -> int:
 def _lint(args: argparse.Namespace, settings: Settings) -> int:
     worst = EXIT_OK
     for name in args.files:
-        diagnostics = _lint_file(Path(name), UNTRUSTED if args.untrusted else UNKNOWN, settings)
+        diagnostics = _lint_file(Path(name), UNTRUSTED if args.untrusted else UNKNOWN, settings,
+                                 args.overrides)
         for diagnostic in diagnostics:
             print(diagnostic)
         if any(d.severity == "error" for d in diagnostics):
@@ -163,7 +179,8 @@ def _lint(args: argparse.Namespace, settings: Settings) -> int:
     return worst
 
 
-def _lint_file(path: Path, policy: Policy, settings: Settings) -> list[Diagnostic]:
+def _lint_file(path: Path, policy: Policy, settings: Settings,
+               overrides: list[str]) -> list[Diagnostic]:
     from cyclone.includes import resolve_here
     try:
         text = path.read_text(encoding="utf-8")
@@ -173,7 +190,7 @@ def _lint_file(path: Path, policy: Policy, settings: Settings) -> list[Diagnosti
     # Included paths are the repository's: from the top of the work tree holding the file.
     root = _git_top(path.parent) or path.parent
     includes = asyncio.run(resolve_here(text, str(path), root, settings))
-    return lint(text, str(path), policy, includes)
+    return lint(text, str(path), policy, includes, overrides)
 
 
 # --- run ---------------------------------------------------------------------------------
@@ -191,9 +208,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         print(f"cyclone: {path}: cannot read: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    if args.json and not args.dry_run:
+        print("cyclone: --json goes with --dry-run (a run's events: cyclone events RUN "
+              "--json)", file=sys.stderr)
+        return EXIT_INVALID
     # The source is the current directory: its files are what an include reads.
     includes = asyncio.run(resolve_here(text, path.name, Path.cwd(), settings))
-    diagnostics = lint(text, path.name, includes=includes)
+    diagnostics = lint(text, path.name, includes=includes, overrides=args.overrides)
     for diagnostic in diagnostics:
         print(diagnostic, file=sys.stderr)
     if any(d.severity == "error" for d in diagnostics):
@@ -201,6 +222,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     params = _parse_params(args.param)
     if params is None:
         return EXIT_INVALID
+    if args.dry_run:
+        return _dry_run(args, path.name, text, includes)
     display = Display(colour=False if args.no_color else None)
     return asyncio.run(_run_async(args, settings, path.name, text, params, display,
                                   includes))
@@ -222,12 +245,14 @@ async def _run_async(args: argparse.Namespace, settings: Settings, file_name: st
             display.note("warning: no Docker daemon reachable: steps run on the host shell, "
                          "without isolation, and services are unavailable")
         display.header(run_id, file_name, branch, runtime.executor.name)
+        for written in args.overrides:
+            display.note(f"--set {written}")  # this run differs from the file: say how
         events = await runtime.bus.subscribe(TOPIC_EVENTS, f"cli-{run_id}")
         logs = await runtime.bus.subscribe(TOPIC_LOGS, f"cli-{run_id}")
         await request_run(
             runtime.store, run_id=run_id, project=source.name, trigger=args.event,
             branch=branch, commit=commit, pipeline_file=file_name, pipeline=text,
-            source=str(source), params=params,
+            source=str(source), params=params, overrides=args.overrides,
             requested_by="cli", includes=[f.to_data() for f in includes],
         )
         decide = _approver(runtime, run_id, args.approve)
@@ -238,6 +263,22 @@ async def _run_async(args: argparse.Namespace, settings: Settings, file_name: st
         return EXIT_OK if outcome == ev.RunSucceeded.TYPE else EXIT_FAILED
     finally:
         await runtime.stop()
+
+
+def _dry_run(args: argparse.Namespace, file_name: str, text: str,
+             includes: tuple[IncludedFile, ...]) -> int:
+    """Print what ``cyclone run`` would run, judged as the run would judge it: the same
+    file, includes, overrides, branch and event. Nothing runs, nothing is recorded."""
+    from shared.pipeline import load
+    from shared.pipeline.preview import lines, preview
+    plan = load(text, file_name, includes=includes, overrides=args.overrides).plan
+    branch = args.branch or _git_head(Path.cwd())[0]
+    shown = preview(plan, branch, args.event, overrides=tuple(args.overrides))
+    if args.json:
+        print_json(shown.to_json())
+    else:
+        print("\n".join(lines(shown)))
+    return EXIT_OK
 
 
 def _approver(runtime: Embedded, run_id: str, approve: bool) -> Callable[[str], object]:

@@ -1,9 +1,10 @@
 """The ``cyclone`` commands that talk to a Cyclone server over HTTP (``cyclone up``).
 
     cyclone project add|list|show|update|delete ...   manage projects
-    cyclone trigger PROJECT [--follow]                  start a run (prints its id)
+    cyclone trigger PROJECT [--set P=V] [--follow]      start a run (prints its id)
     cyclone runs [--project P] [--status S] ...         list runs, newest first
     cyclone show RUN                                    a run's jobs and steps
+    cyclone report RUN [--job J] [--step S] [--local]   summed up (cyclone/cli_report.py)
     cyclone logs [-f] RUN                               a run's log, or follow it live
     cyclone cancel RUN | rerun RUN [--failed | --from JOB] [--follow] | events RUN
     cyclone approve|reject RUN [JOB]                    a run or a job waiting for approval
@@ -48,6 +49,7 @@ from cyclone.cli_gc import (
     project_storage_flags,
     shown_project_storage,
 )
+from cyclone.cli_report import add_report_command
 from cyclone.cli_secrets import add_secret_commands
 from cyclone.cli_tests import add_test_commands
 from cyclone.cli_users import add_user_commands
@@ -68,7 +70,7 @@ from shared.events import TERMINAL_RUN_EVENTS, RecordedEvent, decode
 from shared.ports.logstore import LogLine
 from shared.tasks import cancel_and_wait
 
-__all__ = ["add_client_commands"]
+__all__ = ["add_client_commands", "override_arg"]
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 FOLLOW_RETRIES = 5  # reconnections in a row without a single event before giving up
@@ -110,6 +112,10 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     trigger.add_argument("--commit", metavar="SHA", help="commit to build")
     trigger.add_argument("--param", action="append", default=[], type=_key_value,
                          metavar="K=V", help="environment variable for every step (repeatable)")
+    trigger.add_argument("--set", dest="overrides", action="append", default=[],
+                         type=override_arg, metavar="PATH=VALUE",
+                         help="set a key of the pipeline file for this run, e.g. "
+                              "jobs.test.image=python:3.13 (repeatable; recorded in the run)")
     _follow_flags(trigger)
 
     runs = command(sub, "runs", _runs, "list runs, newest first")
@@ -151,6 +157,7 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     add_delivery_commands(sub, command)
     add_artifact_commands(sub, command)
     add_test_commands(sub, command)
+    add_report_command(sub, command)
     add_user_commands(sub, command)
     add_gc_command(sub, command)
 
@@ -218,6 +225,15 @@ def _key_value(raw: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {raw!r}")
     return key, value
+
+
+def override_arg(raw: str) -> str:
+    """``--set PATH=VALUE``, its syntax checked (what it sets is checked with the file)."""
+    from shared.pipeline.overrides import syntax_problem  # the YAML reader: only when used
+    problem = syntax_problem(raw)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{raw!r}: {problem}")
+    return raw
 
 
 def _count(raw: str) -> int:
@@ -375,7 +391,7 @@ def _max_runs(value: object) -> str:
 
 async def _trigger(args: argparse.Namespace, client: CycloneClient) -> int:
     started = await client.trigger(args.project, ref=args.ref, commit=args.commit,
-                                   params=dict(args.param))
+                                   params=dict(args.param), overrides=args.overrides)
     return await _started(args, client, started)
 
 
@@ -431,6 +447,7 @@ async def _show(args: argparse.Namespace, client: CycloneClient) -> int:
         rows.append(("rerun of", run["rerun_of"]))
     if params:
         rows.append(("params", ", ".join(f"{k}={v}" for k, v in sorted(params.items()))))
+    rows += [("set", written) for written in run.get("overrides") or []]
     if run.get("cancel_requested"):
         rows.append(("cancel", "requested"))
     if run.get("awaiting_approval"):

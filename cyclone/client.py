@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -141,11 +141,15 @@ class CycloneClient:
         return await self._call("GET", f"/api/v1/notifications/tests/{_seg(test_id)}")
 
     async def trigger(self, project: str, ref: str | None = None, commit: str | None = None,
-                      params: Mapping[str, str] | None = None) -> Json:
-        """Start a run; returns ``{"id", "url"}``."""
+                      params: Mapping[str, str] | None = None,
+                      overrides: Sequence[str] = ()) -> Json:
+        """Start a run (``overrides``: keys of its pipeline file set, ``PATH=VALUE``);
+        returns ``{"id", "url"}``."""
         body: Json = {k: v for k, v in (("ref", ref), ("commit", commit)) if v is not None}
         if params:
             body["params"] = dict(params)
+        if overrides:
+            body["overrides"] = list(overrides)
         return await self._call("POST", f"/api/v1/projects/{_seg(project)}/runs", body=body)
 
     async def list_runs(self, project: str | None = None, status: str | None = None,

@@ -7,8 +7,8 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-__all__ = ["duration", "fields", "first_line", "print_json", "report", "short", "table",
-           "when"]
+__all__ = ["duration", "field_lines", "fields", "first_line", "print_json", "report", "short",
+           "table", "table_lines", "when"]
 
 
 def print_json(value: object) -> None:
@@ -25,18 +25,28 @@ def report(args: argparse.Namespace, answer: object, text: str) -> int:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    for line in table_lines(headers, rows):
+        print(line)
+
+
+def table_lines(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     """Columns padded to their widest cell; the last column is not padded."""
     cells = [list(headers), *([str(c) for c in row] for row in rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
-        print("  ".join([*padded, row[-1]]).rstrip())
+    return ["  ".join([*(cell.ljust(width) for cell, width in zip(row[:-1], widths,
+                                                                  strict=False)),
+                       row[-1]]).rstrip() for row in cells]
 
 
 def fields(rows: Sequence[tuple[str, str]]) -> None:
+    for line in field_lines(rows):
+        print(line)
+
+
+def field_lines(rows: Sequence[tuple[str, str]]) -> list[str]:
+    """``name  value`` lines, the names padded to the longest."""
     width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name.ljust(width)}  {value}")
+    return [f"{name.ljust(width)}  {value}" for name, value in rows]
 
 
 def when(iso: object) -> str:

@@ -254,6 +254,9 @@ class RunRequested(Event):
     # The files the pipeline's ``include:`` names, as read (``shared.pipeline.include.
     # IncludedFile.to_data``): planning reads them here and fetches nothing.
     includes: tuple[Mapping[str, Any], ...] = ()
+    # Keys of the pipeline file set for this run (``--set PATH=VALUE``, as written;
+    # ``shared.pipeline.overrides``): planning applies them, a rerun keeps them.
+    overrides: tuple[str, ...] = ()
 
 
 @_register

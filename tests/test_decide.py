@@ -170,6 +170,22 @@ def test_an_invalid_pipeline_errors_the_run_with_the_diagnostics() -> None:
     assert decided[0].reason.startswith("invalid pipeline:\n.cyclone.yml:1")
 
 
+def test_the_runs_overrides_are_applied_when_it_is_planned() -> None:
+    text = "jobs:\n  a:\n    image: alpine\n    steps: [{run: make}]\n"
+    h = History(job("a"))
+    h.events = []  # requested only, with the overrides
+    h.add(dataclasses.replace(h.requested, overrides=("jobs.a.image=python:3.13",)))
+    planned = decide(h.run, (".cyclone.yml", text), 4)[0]
+    assert isinstance(planned, ev.RunPlanned)
+    assert planned.plan.job("a").steps[0].image == "python:3.13"
+
+    h.events = []
+    h.add(dataclasses.replace(h.requested, overrides=("jobs.b.image=x",)))
+    errored = decide(h.run, (".cyclone.yml", text), 4)
+    assert errored == [ev.RunErrored(reason="invalid pipeline:\n--set jobs.b.image=x: jobs.b: "
+                                            "no such key: jobs has no 'b' (it has: a)")]
+
+
 DIND = """\
 jobs:
   build:

@@ -26,15 +26,18 @@ async def request_run(
     requested_by: str = "", run_id: str | None = None, source_kind: str = "dir",
     forge_event: Mapping[str, Any] | None = None, approval: str = "",
     secrets_withheld: str = "", includes: Sequence[Mapping[str, Any]] = (),
+    overrides: Sequence[str] = (),
 ) -> str:
     """Record a new run; the event manager plans it from this event alone (``includes``:
-    the files its pipeline includes, ``IncludedFile.to_data`` of each)."""
+    the files its pipeline includes, ``IncludedFile.to_data`` of each; ``overrides``: the
+    keys of its pipeline file set for it, ``--set``)."""
     event = ev.RunRequested(
         project=project, trigger=trigger, branch=branch, commit=commit,
         pipeline_file=pipeline_file, pipeline=pipeline, source=source,
         params=dict(params or {}), requested_by=requested_by, source_kind=source_kind,
         forge_event=dict(forge_event or {}), approval=approval,
         secrets_withheld=secrets_withheld, includes=tuple(includes),
+        overrides=tuple(overrides),
     )
     return await record_request(store, event, run_id)
 

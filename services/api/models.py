@@ -26,6 +26,7 @@ from pydantic import (
 
 from shared import cron
 from shared.email_templates import check_template
+from shared.pipeline.overrides import syntax_problem
 from shared.pipeline.schema import NotifyRuleModel, ResourcesModel
 from shared.projections.projects import FORGE_API_URLS
 from shared.retention import Retention
@@ -298,6 +299,10 @@ class RunCreate(_Body):
     ref: str | None = None
     commit: str | None = None
     params: dict[str, str] = {}
+    # keys of the pipeline file set for this run, "PATH=VALUE" (``cyclone trigger --set``);
+    # a path the file lacks ends the run errored, naming it
+    overrides: Annotated[list[Annotated[str, Field(max_length=4096)]],
+                         Field(max_length=100)] = []
 
     @field_validator("ref")
     @classmethod
@@ -312,6 +317,15 @@ class RunCreate(_Body):
         return value
 
     _params = field_validator("params")(_check_env)
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides(cls, value: list[str]) -> list[str]:
+        for written in value:
+            problem = syntax_problem(written)
+            if problem:
+                raise ValueError(f"{written!r}: {problem}")
+        return value
 
 
 _UserName = Annotated[str, Field(pattern=_NAME)]

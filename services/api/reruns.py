@@ -37,8 +37,8 @@ async def rerun(request: web.Request) -> web.Response:
 
 def _request(run_id: str, recorded: list[RecordedEvent], body: RunRerun,
              who: str) -> ev.RunRequested:
-    """The new run's request: the earlier one's commit, params and pipeline file (as its
-    checkout resolved them, when it had one), started by ``who``."""
+    """The new run's request: the earlier one's commit, params, overrides and pipeline
+    file (as its checkout resolved them, when it had one), started by ``who``."""
     events = [e for r in recorded if (e := decode(r))]
     requested = next((e for e in events if isinstance(e, ev.RunRequested)), None)
     if requested is None:
@@ -54,6 +54,7 @@ def _request(run_id: str, recorded: list[RecordedEvent], body: RunRerun,
         # the very files it included, not what their refs name now
         includes=resolved.includes if resolved else requested.includes,
         source=requested.source, params=requested.params, requested_by=who,
+        overrides=requested.overrides,  # the same keys set (``--set``) as in that run
         source_kind=requested.source_kind,
         # a fork's code waits for approval again, and gets no secret it was not given
         approval=requested.approval, secrets_withheld=requested.secrets_withheld,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from aiohttp import web
 
 from services.api.access import listing, principal_of
@@ -48,6 +50,7 @@ async def _trigger(request: web.Request) -> web.Response:
     branch = body.ref or ("" if body.commit else project.default_branch)
     event = project.run_requested(trigger="manual", branch=branch, commit=body.commit or "",
                                   params=body.params, requested_by=_who(request))
+    event = dataclasses.replace(event, overrides=tuple(body.overrides))
     return _accepted(await record_request(ctx.store, event))
 
 

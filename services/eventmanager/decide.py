@@ -4,7 +4,8 @@
 no clock, store or bus, so it is tested on plain values and replays the same way.
 ``source`` is the pipeline file (name, content) recorded so far: in the request
 itself (``cyclone run``, a rerun) or by the checkout (``RunSourceResolved``);
-``includes``, the files it includes, recorded with it.
+``includes``, the files it includes, recorded with it; the run's ``overrides`` (``--set``)
+are applied to it.
 ``secrets``: the secrets the run's project sees, by name (True: implicit, given to
 every step); a ``secrets:`` name not among them makes the file invalid.
 Rules:
@@ -38,7 +39,6 @@ from collections.abc import Mapping, Sequence
 from services.eventmanager import approval
 from shared import events as ev
 from shared.errors import PipelineError
-from shared.forge import ForgeEvent
 from shared.pipeline import load, triggers
 from shared.pipeline.include import IncludedFile
 from shared.pipeline.plan import Plan
@@ -101,18 +101,6 @@ def decide(run: RunView | None, source: PipelineSource | None,
     return _finish(run)
 
 
-def _not_triggered(plan: Plan, run: RunView) -> str:
-    """Why the pipeline's ``on:`` rules start nothing for what triggered the run ("" when
-    they start it). Only webhook and manual runs are judged: a rerun or ``cyclone run``
-    is an explicit request for this very pipeline."""
-    if run.forge_event:
-        decision = triggers.decide(plan.triggers, ForgeEvent.from_json(run.forge_event))
-        return "" if decision.start else decision.reason
-    if run.trigger == "manual" and not triggers.allows_manual(plan.triggers):
-        return "the pipeline's on: does not list manual"
-    return ""
-
-
 def _plan(source: PipelineSource, includes: Sequence[IncludedFile], run: RunView,
           max_parallel_jobs: int, secrets: Mapping[str, bool] | None, policy: Policy,
           now: str, reused: Sequence[ev.JobReused]) -> list[ev.Event]:
@@ -120,10 +108,10 @@ def _plan(source: PipelineSource, includes: Sequence[IncludedFile], run: RunView
     implicit = [name for name, given in (secrets or {}).items() if given]
     try:
         result = load(text, file, policy, secrets=secrets, implicit=implicit,
-                      includes=includes)
+                      includes=includes, overrides=run.overrides)
     except PipelineError as exc:
         return [ev.RunErrored(reason=f"invalid pipeline:\n{exc}")]
-    skip = _not_triggered(result.plan, run)
+    skip = triggers.refused(result.plan.triggers, run.trigger, run.forge_event)
     if skip:
         return [ev.RunSkipped(reason=skip)]
     planned = ev.RunPlanned(plan=result.plan, warnings=tuple(str(w) for w in result.warnings))
@@ -153,8 +141,9 @@ def _verdict(run: RunView, plan: Plan, job: JobView) -> str | None:
     """Why the job must be skipped, or None when it should run. A reason its own ``when``
     gives starts with "when": a rerun of what failed reuses such a skip (shared.rerun)."""
     spec = plan.job(job.name)
-    if not spec.when.matches(run.branch, run.when_event):
-        return f"when: does not match branch {run.branch!r} / event {run.when_event!r}"
+    mismatch = spec.when.mismatch(run.branch, run.when_event)
+    if mismatch:
+        return mismatch
     failed = [n for n in job.needs if run.job_failed(n)]
     outcome = "failure" if failed else "success"
     if spec.when.runs_on(outcome):

@@ -301,9 +301,9 @@ class JobRun:
     def _skip_reason(self, step: StepSpec, failed: bool) -> str:
         if self.cancelled.is_set():
             return "run cancelled"
-        branch, event = self.run.branch, self.run.when_event
-        if not step.when.matches(branch, event):
-            return f"when: does not match branch {branch!r} / event {event!r}"
+        mismatch = step.when.mismatch(self.run.branch, self.run.when_event)
+        if mismatch:
+            return mismatch
         if self._job_timed_out():
             return "job timed out"
         if not step.when.runs_on("failure" if failed else "success"):

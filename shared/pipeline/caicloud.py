@@ -51,11 +51,13 @@ import dataclasses
 import posixpath
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.pipeline.diagnostics import Diagnostic
 from shared.pipeline.loader import Path, Reporter, ordered, parse
+from shared.pipeline.overrides import apply as overridden
 from shared.pipeline.plan import (
     BuildSpec,
     DeploySpec,
@@ -129,14 +131,17 @@ class _Context:
 
 
 def check_caicloud(text: str, file: str, policy: Policy = UNKNOWN,
+                   overrides: Sequence[str] = (),
                    ) -> tuple[CheckedCaicloud | None, list[Diagnostic]]:
-    """Lint a ``caicloud.yml`` for a project with ``policy``; the translated jobs come back
-    only when there is no error."""
+    """Lint a ``caicloud.yml`` for a project with ``policy``, ``overrides`` set
+    (``--set``, ``shared.pipeline.overrides``); the translated jobs come back only when
+    there is no error."""
     parsed = parse(text, file)
     if parsed.document is None:
         return None, parsed.diagnostics
-    document = parsed.document
+    document, unset = overridden(parsed.document, overrides)
     report = Reporter(file, document)
+    report.diagnostics.extend(unset)
     top, problems = validate(CaiFile, document.data, (), document, file)
     report.diagnostics.extend(problems)
     data = document.data if isinstance(document.data, dict) else {}

@@ -97,22 +97,24 @@ class LoadResult:
 
 
 def load(text: str, file: str, policy: Policy = UNKNOWN, secrets: Collection[str] | None = None,
-         implicit: Collection[str] = (), includes: Sequence[IncludedFile] = ()) -> LoadResult:
+         implicit: Collection[str] = (), includes: Sequence[IncludedFile] = (),
+         overrides: Sequence[str] = ()) -> LoadResult:
     """Lint and compile ``text`` (read as ``file``) for a project with ``policy``; raise
     ``PipelineError`` on any error. The plan records the project's maximum resources.
     ``secrets``: the names the run may ask for (None: not known here, not checked);
     ``implicit``: those given to every step anyway (``check_secrets``); ``includes``: the
-    files its ``include:`` names, as the run recorded them (``shared.pipeline.include``)."""
+    files its ``include:`` names, as the run recorded them (``shared.pipeline.include``);
+    ``overrides``: the keys ``--set`` sets (``shared.pipeline.overrides``)."""
     plan: Plan | None
     if detect_format(text, file) == "caicloud":
-        cai, diagnostics = caicloud.check_caicloud(text, file, policy)
+        cai, diagnostics = caicloud.check_caicloud(text, file, policy, overrides)
         plan = caicloud.translate(cai, file) if cai is not None else None
     else:
-        checked, diagnostics = check_cyclone(text, file, policy, includes)
+        checked, diagnostics = check_cyclone(text, file, policy, includes, overrides)
         plan = compile_cyclone(checked, file) if checked is not None else None
         if plan is not None and secrets is not None:
             diagnostics = ordered([*diagnostics, *check_secrets(text, file, secrets, implicit,
-                                                                includes)])
+                                                                includes, overrides)])
             plan = None if any(d.severity == "error" for d in diagnostics) else plan
     if plan is None:
         raise PipelineError(diagnostics)

@@ -4,8 +4,9 @@
 order: YAML parsing (``loader``), structural checks (``schema``, one job at a time
 so that every job's problems are reported, ``on:`` once its shorthands are
 expanded, ``notify:`` one rule at a time), then the semantic checks below (job and
-step names, images, needs, cycles, matrix references, trigger filters, rule names,
-chat URLs and webhook secrets written in the file instead of ``${NAME}``).
+step names, images, needs, ``stages:`` (``stages``, made into needs here), cycles,
+matrix references, trigger filters, rule names, chat URLs and webhook secrets written
+in the file instead of ``${NAME}``).
 ``caicloud.yml`` files are checked by ``caicloud.check_caicloud``.
 
 The jobs of the files an ``include:`` names are merged in right after parsing
@@ -14,9 +15,10 @@ The jobs of the files an ``include:`` names are merged in right after parsing
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,8 +26,9 @@ from shared.pipeline import caicloud
 from shared.pipeline.diagnostics import Diagnostic
 from shared.pipeline.include import IncludedFile, merged
 from shared.pipeline.lint_delivery import check_delivery, secret_paths
-from shared.pipeline.loader import Path, Reporter, ordered, parse
+from shared.pipeline.loader import Document, Path, Reporter, ordered, parse
 from shared.pipeline.notify import VARIABLE
+from shared.pipeline.overrides import apply as overridden
 from shared.pipeline.resources import UNKNOWN, Policy, Resources
 from shared.pipeline.schema import (
     ON_EVENTS,
@@ -41,6 +44,7 @@ from shared.pipeline.schema import (
     validate,
 )
 from shared.pipeline.schema_delivery import RegistryModel
+from shared.pipeline.stages import implied_needs
 from shared.pipeline.trust import check_privileged, check_resources, check_volumes
 
 __all__ = [
@@ -81,13 +85,14 @@ class CheckedCyclone:
 
 
 def lint(text: str, file: str, policy: Policy = UNKNOWN,
-         includes: Sequence[IncludedFile] = ()) -> list[Diagnostic]:
+         includes: Sequence[IncludedFile] = (), overrides: Sequence[str] = (),
+         ) -> list[Diagnostic]:
     """Every problem in ``text`` (read as ``file``) for a project with ``policy`` (default:
-    none known), with the files it includes from ``includes``: errors first, then
-    warnings."""
+    none known), with the files it includes from ``includes`` and the keys ``overrides``
+    sets (``shared.pipeline.overrides``): errors first, then warnings."""
     if detect_format(text, file) == "caicloud":
-        return caicloud.check_caicloud(text, file, policy)[1]
-    return check_cyclone(text, file, policy, includes)[1]
+        return caicloud.check_caicloud(text, file, policy, overrides)[1]
+    return check_cyclone(text, file, policy, includes, overrides)[1]
 
 
 def detect_format(text: str, file: str) -> Literal["cyclone", "caicloud"]:
@@ -107,16 +112,14 @@ def detect_format(text: str, file: str) -> Literal["cyclone", "caicloud"]:
 
 
 def check_cyclone(text: str, file: str, policy: Policy = UNKNOWN,
-                  includes: Sequence[IncludedFile] = (),
+                  includes: Sequence[IncludedFile] = (), overrides: Sequence[str] = (),
                   ) -> tuple[CheckedCyclone | None, list[Diagnostic]]:
     """Lint a ``.cyclone.yml`` for a project with ``policy``, its ``include:`` read from
-    ``includes`` (``shared.pipeline.include``); the checked file comes back only when
-    there is no error."""
-    parsed = parse(text, file)
-    if parsed.document is None:
-        return None, parsed.diagnostics
-    # From here on the included jobs are among the file's own, each with its own file.
-    document, problems = merged(parsed.document, file, includes)
+    ``includes`` (``shared.pipeline.include``), ``overrides`` set (``--set``); the checked
+    file comes back only when there is no error."""
+    document, problems = _document(text, file, includes, overrides)
+    if document is None:
+        return None, problems
     report = Reporter(file, document)
     report.diagnostics.extend(problems)
     data = document.data
@@ -148,26 +151,35 @@ def check_cyclone(text: str, file: str, policy: Policy = UNKNOWN,
     # jobs with structural errors: their needs are still checked, as far as they read
     needs = {name: jobs[name].needs if name in jobs else _raw_needs(raw_jobs[name])
              for name in names}
-    _check_needs(report, names, needs)
+    # a top level with errors may have lost its stages: then they are not judged
+    implied = (implied_needs(report, top.stages if top else None, jobs, raw_jobs)
+               if top is not None or "stages" not in written else {})
+    _check_needs(report, names, needs, implied)
+    needs = {name: list(dict.fromkeys([*wanted, *implied.get(name, ())]))
+             for name, wanted in needs.items()}
     check_delivery(report, jobs, needs)
     diagnostics = ordered(report.diagnostics)
     if top is None or any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
+    # from here on a stage is only the needs it adds
+    jobs = {name: job.model_copy(update={"needs": needs[name]}) if implied.get(name) else job
+            for name, job in jobs.items()}
     return CheckedCyclone(dict(top.env or {}), jobs, on, notify,
                           dict(top.registries or {})), diagnostics
 
 
 def check_secrets(text: str, file: str, known: Collection[str],
-                  implicit: Collection[str] = (),
-                  includes: Sequence[IncludedFile] = ()) -> list[Diagnostic]:
+                  implicit: Collection[str] = (), includes: Sequence[IncludedFile] = (),
+                  overrides: Sequence[str] = ()) -> list[Diagnostic]:
     """For a ``.cyclone.yml`` without errors (its includes from ``includes``): an error
     at each ``secrets:`` name that is not in ``known`` (the secrets the run's project
     sees), and a warning for each ``implicit`` secret (moved from the project's env: given
     to every step) that no ``secrets:`` lists."""
-    parsed = parse(text, file).document
-    if parsed is None or detect_format(text, file) != "cyclone":
+    if detect_format(text, file) != "cyclone":
         return []
-    document = merged(parsed, file, includes)[0]
+    document = _document(text, file, includes, overrides)[0]
+    if document is None:
+        return []
     data = document.data
     if not isinstance(data, dict):
         return []
@@ -183,6 +195,18 @@ def check_secrets(text: str, file: str, known: Collection[str],
                        "given to every step; list it under secrets: on the jobs or steps "
                        "that need it", at_key=True)
     return ordered(report.diagnostics)
+
+
+def _document(text: str, file: str, includes: Sequence[IncludedFile],
+              overrides: Sequence[str]) -> tuple[Document | None, list[Diagnostic]]:
+    """The document to check: parsed, the included jobs merged in (each keeping its own
+    file), then the ``--set`` overrides applied (placed at the override)."""
+    parsed = parse(text, file)
+    if parsed.document is None:
+        return None, parsed.diagnostics
+    document, problems = merged(parsed.document, file, includes)
+    document, unset = overridden(document, overrides)
+    return document, [*problems, *unset]
 
 
 def _secret_names(data: dict[str, Any]) -> Iterator[tuple[Path, str]]:
@@ -355,7 +379,10 @@ def _raw_needs(raw: object) -> list[str]:
     return [item for item in items if isinstance(item, str)]
 
 
-def _check_needs(report: Reporter, names: list[str], needs: dict[str, list[str]]) -> None:
+def _check_needs(report: Reporter, names: list[str], needs: dict[str, list[str]],
+                 implied: Mapping[str, list[str]]) -> None:
+    """The needs as written (``needs``), and the cycles they make with those the stages
+    add (``implied``)."""
     for name, wanted in needs.items():
         where: Path = ("jobs", name, "needs")
         for i, need in enumerate(wanted):
@@ -367,11 +394,14 @@ def _check_needs(report: Reporter, names: list[str], needs: dict[str, list[str]]
                              shown=where)
             elif need in wanted[:i]:
                 report.warning((*where, i), f"job '{need}' is listed twice", shown=where)
-    for cycle in _cycles(names, needs):
+    combined = {name: [*wanted, *implied.get(name, ())] for name, wanted in needs.items()}
+    for cycle in _cycles(names, combined):
         first, second = cycle[0], cycle[1]
-        index = needs[first].index(second)
-        report.error(("jobs", first, "needs", index),
-                     f"dependency cycle: {' -> '.join(cycle)}", shown=("jobs", first, "needs"))
+        staged = any(b not in needs[a] for a, b in itertools.pairwise(cycle))
+        through = " (with the needs that stages add)" if staged else ""
+        at: Path = (("jobs", first, "needs", needs[first].index(second))
+                    if second in needs[first] else ("jobs", first, "stage"))
+        report.error(at, f"dependency cycle: {' -> '.join(cycle)}{through}", shown=at[:3])
 
 
 def _cycles(names: list[str], needs: dict[str, list[str]]) -> list[list[str]]:

@@ -50,6 +50,13 @@ class When:
             return True  # most jobs: decided for every job of a run at each of its events
         return self._branch_matches(branch) and (not self.events or event in self.events)
 
+    def mismatch(self, branch: str, event: str) -> str:
+        """Why this skips its job or step in a run of ``branch`` for ``event``, "" when it
+        does not: the reason the event manager (jobs) and the workers (steps) record."""
+        if self.matches(branch, event):
+            return ""
+        return f"when: does not match branch {branch!r} / event {event!r}"
+
     def outputs_match(self, outputs: Mapping[str, str]) -> str:
         """"" when every ``outputs`` condition holds, else which one does not (a reason)."""
         for key, pattern in self.outputs:

@@ -349,6 +349,7 @@ class StepModel(_Model):
 
 class JobModel(_Model):
     image: NonEmpty | None = None
+    stage: NonEmpty | None = None  # one of the file's ``stages:`` (``shared.pipeline.stages``)
     env: EnvMap | None = None
     needs: StrList = []
     services: Services | None = None
@@ -408,6 +409,7 @@ class CycloneFile(_Model):
     notify: Any = None
     registries: dict[str, RegistryModel] | None = None
     include: Any = None  # checked and merged into jobs by ``shared.pipeline.include``
+    stages: Annotated[list[NonEmpty], Field(min_length=1)] | None = None  # GitLab's, as needs
     jobs: Annotated[dict[str, Any], Field(min_length=1)]
 
 

@@ -31,7 +31,7 @@ be judged and the run starts. Deleted refs and pings never start anything.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -138,6 +138,19 @@ class Decision:
 def allows_manual(triggers: Triggers) -> bool:
     """Whether a run may be started by hand (API, CLI, UI)."""
     return triggers.manual
+
+
+def refused(triggers: Triggers, trigger: str, forge_event: Mapping[str, Any] | None) -> str:
+    """Why the pipeline's ``on:`` starts nothing for a run started by ``trigger`` (with
+    what a webhook said, ``forge_event``), "" when it starts it. Only webhook and manual
+    runs are judged: a rerun or ``cyclone run`` is an explicit request for this very
+    pipeline. (The event manager's rule; ``cyclone run --dry-run`` shows it.)"""
+    if forge_event:
+        decision = decide(triggers, ForgeEvent.from_json(forge_event))
+        return "" if decision.start else decision.reason
+    if trigger == "manual" and not allows_manual(triggers):
+        return "the pipeline's on: does not list manual"
+    return ""
 
 
 def schedules(triggers: Triggers) -> list[str]:

@@ -121,6 +121,7 @@ class RunView:
     source: str = ""
     source_kind: str = "dir"
     params: tuple[tuple[str, str], ...] = ()
+    overrides: tuple[str, ...] = ()  # keys of the pipeline file set for it (``--set``)
     forge_event: Mapping[str, Any] | None = None  # what a webhook said (shared.forge.ForgeEvent)
     created_at: str = ""
     started_at: str = ""
@@ -252,6 +253,7 @@ class RunView:
                                        for r in fields.get("test_reports", ()))
         fields["collected"] = tuple(fields.get("collected", ()))
         fields["reuse"] = tuple(fields.get("reuse", ()))
+        fields["overrides"] = tuple(fields.get("overrides", ()))
         fields["status"] = RunStatus(fields.get("status", RunStatus.REQUESTED))
         fields["checkout"] = CheckoutState(fields.get("checkout", CheckoutState.NONE))
         plan = fields.get("plan")
@@ -303,7 +305,7 @@ def _requested(run: RunView, e: ev.RunRequested, ts: str) -> RunView:
         params=tuple(sorted(e.params.items())), secrets_withheld=e.secrets_withheld,
         awaiting_approval=e.approval, requested_by=e.requested_by, rerun_of=e.rerun_of,
         event=e.event,
-        reuse=tuple(e.reuse),
+        reuse=tuple(e.reuse), overrides=tuple(e.overrides),
     )
 
 

@@ -235,6 +235,16 @@ async def test_runs_followed_listed_shown_and_replayed(server: CycloneServer, de
     assert re.search(r"^build\s+failure\s", shown, re.MULTILINE), shown
     assert re.search(r"^\s+check\s+failure\s+3\s+1\s", shown, re.MULTILINE), shown
 
+    summed = await ok(env, "report", bad)  # the same run, summed up
+    assert re.search(r"^jobs\s+1 failure$", summed, re.MULTILINE), summed
+    assert re.search(r"^build\s+failure\s+\S+\s+1\s+0/1\s+3\s+step failed: check$", summed,
+                     re.MULTILINE), summed
+    step = await json_of(env, "report", bad, "--step", "check")
+    assert (step["job"], step["step"]["exit_code"], step["step"]["attempts"]) == ("build", 3, 1)
+    unknown = await cyclone(env, "report", bad, "--job", "biuld")
+    assert (unknown.code, unknown.err.strip()) == (
+        1, f"cyclone: run {bad} has no job 'biuld' (jobs: build)")
+
     rerun = await cyclone(env, "rerun", good, "--follow", "--no-color")
     assert rerun.code == 0, rerun.out + rerun.err
     assert started_run(rerun.out) != good
@@ -242,10 +252,14 @@ async def test_runs_followed_listed_shown_and_replayed(server: CycloneServer, de
 
 
 @pytest.mark.usefixtures("docker_ready")
-async def test_events_of_a_run_start_with_run_requested(server: CycloneServer, demo: GitRepo) -> None:
+async def test_events_of_a_run_start_with_run_requested_and_its_overrides(server: CycloneServer, demo: GitRepo) -> None:
     env = server.env
     await ok(env, "project", "add", "demo", demo.url)
-    run_id = started_run((await cyclone(env, "trigger", "demo", "--follow")).out)
+    # --set: a key of the pipeline file for this run only, recorded in its request
+    followed = await cyclone(env, "trigger", "demo", "--follow", "--no-color",
+                             "--set", "jobs.build.env={GREETING: from-set}")
+    assert "[build/greet] greeting=from-set" in followed.out, followed.out + followed.err
+    run_id = started_run(followed.out)
     table = (await ok(env, "events", run_id)).splitlines()
     assert table[0].split() == ["SEQ", "TS", "TYPE", "DATA"]
     first = table[1].split()
@@ -253,6 +267,7 @@ async def test_events_of_a_run_start_with_run_requested(server: CycloneServer, d
     events = (await json_of(env, "events", run_id))["events"]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events[0]["type"] == "RunRequested" and events[-1]["type"] == "RunSucceeded"
+    assert events[0]["data"]["overrides"] == ["jobs.build.env={GREETING: from-set}"]
     assert len(table) == len(events) + 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.docker_support import AT_THE_GATE, cyclone_leftovers, open_gate
+from tests.docker_support import AT_THE_GATE, TEST_IMAGE, cyclone_leftovers, open_gate
 from tests.e2e.conftest import Project, run_id_in
 from tests.git_support import git_env
 from tests.support import HANG_S
@@ -211,6 +212,67 @@ def test_invalid_needs_exits_2_with_file_and_line(project: Project) -> None:
     assert done.returncode == 2
     assert ".cyclone.yml:9: jobs.test.needs" in done.stderr
     assert "unknown job 'biuld'" in done.stderr
+
+
+STAGED = """
+    stages: [build, test]
+    jobs:
+      compile:
+        stage: build
+        image: IMAGE
+        steps:
+          - name: make
+            run: echo "compiled by $GREETING"
+      unit:
+        stage: test
+        image: IMAGE
+        steps:
+          - name: check
+            run: [echo checking, "exit 3"]
+          - name: release
+            when: {branch: "release/*"}
+            run: echo never here
+"""
+
+
+def test_dry_run_prints_the_plan_with_sets_and_runs_nothing(project: Project) -> None:
+    project.write(STAGED)
+    done = project.run("run", "--dry-run", "--branch", "dev",
+                       "--set", "jobs.unit.image=alpine:3.20")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        ".cyclone.yml: 2 jobs, branch dev, event cli (dry run: nothing is run)",
+        "  --set jobs.unit.image=alpine:3.20", "",
+        "1. compile", f"   - make  {TEST_IMAGE}", "",
+        "2. unit  needs compile", "   - check    alpine:3.20", "   - release  alpine:3.20",
+        "       SKIPPED: when: does not match branch 'dev' / event 'cli' "
+        "(when.branch: release/*)"]
+    assert not project.home.exists(), "a dry run recorded something"
+    bad = project.run("run", "--dry-run", "--set", "jobs.unit.steps.5.name=x")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("--set jobs.unit.steps.5.name=x: jobs.unit.steps: a list "
+                                  "of 2 items: no index 5 (from 0)")
+
+
+def test_set_is_applied_recorded_and_reported_locally(project: Project) -> None:
+    project.write(STAGED)
+    done = project.run("run", "--no-color", "--set", "env={GREETING: the-set}",
+                       "--set", "jobs.unit.steps.0.retry=1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "[compile/make] compiled by the-set" in done.stdout
+    run_id = run_id_in(done.stdout)
+    report = project.run("report", run_id, "--local", "--json")
+    assert report.returncode == 0, report.stderr
+    summed = json.loads(report.stdout)
+    assert summed["overrides"] == ["env={GREETING: the-set}", "jobs.unit.steps.0.retry=1"]
+    unit = next(job for job in summed["jobs"] if job["name"] == "unit")
+    assert (unit["status"], unit["needs"], unit["exit_codes"]) == ("failure", ["compile"], [3])
+    assert unit["steps"][0]["attempts"] == 2  # the retry --set asked for
+    text = project.run("report", run_id, "--local", "--job", "unit", "--step", "check")
+    assert re.search(r"^exit code\s+3$", text.stdout, re.MULTILINE), text.stdout
+    unknown = project.run("report", run_id, "--local", "--job", "test")
+    assert (unknown.returncode, unknown.stderr.strip()) == (
+        1, f"cyclone: run {run_id} has no job 'test' (jobs: compile, unit)")
 
 
 def test_included_files_are_read_from_the_directory(project: Project) -> None:

@@ -1,5 +1,6 @@
 """The pipeline loader and linter, both formats, over arbitrary text and arbitrary
-structures: ``lint`` returns diagnostics placed in the file, ``load`` a plan or a
+structures (``stages:`` and ``--set`` overrides among them): ``lint`` returns
+diagnostics placed in the file (or at the ``--set``), ``load`` a plan or a
 ``PipelineError`` carrying them; nothing else ever escapes. With ``include:``, over
 arbitrary trees of included files (cycles, failures, junk): ``resolve`` ends, and each
 diagnostic is placed in one of the files read."""
@@ -37,7 +38,8 @@ PIECES = [" ", ":", "- ", "\n", "  ", "[", "]", "{", "}", ",", "'", '"', "#", "&
           "${{ matrix.x }}", "${X}", "BUILT_IMAGE", "\x00", "\ufeff", "\u00e9", "\t",
           "registries:", "promote:", "docker:", "kubernetes:", "approval:", "tags:", "push:",
           "${{ images.app }}", "${CYCLONE_SHORT_SHA}", "127.0.0.1:5000/a/b:c",
-          "include:", "file:", "project:", "ref:", "a.yml", "ci/b.yml", "v1"]
+          "include:", "file:", "project:", "ref:", "a.yml", "ci/b.yml", "v1",
+          "stages:", "stage:", "[build, test]", "stage: test"]
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
                     st.floats(allow_nan=True), st.text(max_size=20),
@@ -47,7 +49,8 @@ KEYS = ["image", "steps", "run", "name", "needs", "services", "env", "when", "ma
         "commands", "environment", "links", "context_dir", "dockerfile_name", "type",
         "notify", "email", "webhook", "include", "exclude", "cron", "manual", "build",
         "promote", "deploy", "docker", "kubernetes", "approval", "role", "tags", "push",
-        "container", "ports", "deployment", "registries", "username", "password"]
+        "container", "ports", "deployment", "registries", "username", "password", "stages",
+        "stage"]
 keys = st.one_of(st.sampled_from(KEYS), st.text(max_size=8))
 values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=5)), max_leaves=25)
@@ -57,7 +60,8 @@ delivery_steps = st.lists(st.fixed_dictionaries({}, optional={
 jobs = st.dictionaries(st.text(min_size=1, max_size=10), st.one_of(
     values, st.fixed_dictionaries({"image": scalars, "steps": values | delivery_steps},
                                   optional={k: values for k in (*KEYS[3:12], "environment",
-                                                                "approval")})), max_size=4)
+                                                                "approval", "stage")})),
+    max_size=4)
 # include entries: mostly well-formed, naming a few files of two sources, so that trees,
 # diamonds, clashes and cycles form; sometimes anything
 INCLUDED = ["a.yml", "ci/b.yml", "./c.yaml", "../x.yml", "d.txt"]
@@ -70,9 +74,26 @@ entries = st.one_of(
         "ref": st.sampled_from(["v1", "refs/heads/main", "c" * 40, "a b"])}),
     values)
 includes = st.one_of(entries, st.lists(entries, max_size=4))
+STAGES = ["build", "test", "deploy"]
+stage_lists = st.lists(st.sampled_from(STAGES) | st.text(max_size=4), max_size=4) | values
 cyclone = st.fixed_dictionaries({"jobs": jobs}, optional={
     "on": values, "env": values, "notify": values, "junk": values, "registries": values,
-    "include": includes})
+    "include": includes, "stages": stage_lists})
+# jobs in stages (mostly known ones), with needs among them: stage order and needs meet
+staged_jobs = st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), st.fixed_dictionaries(
+    {"image": st.just("x"), "steps": st.just([{"run": "make"}])},
+    optional={"stage": st.sampled_from([*STAGES, "qa"]),
+              "needs": st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=2)}),
+    max_size=4)
+# --set: paths into what the files hold (or not), values as YAML flow text (or junk)
+set_paths = st.lists(st.sampled_from(["jobs", "a", "b", "steps", "0", "1", "image", "run",
+                                      "stage", "stages", "needs", "env", "include", "[0]",
+                                      '"a"', ""]) | st.text(max_size=4),
+                     min_size=0, max_size=5).map(".".join)
+set_values = st.one_of(st.sampled_from(["x", "3", "[make]", "{run: [make]}", "", "[", "null",
+                                        "test", "[a, b]", "{a: *x}"]), st.text(max_size=8))
+overrides = st.lists(st.tuples(set_paths, st.sampled_from(["=", ""]), set_values).map(
+    "".join), max_size=3)
 good_jobs = st.dictionaries(st.sampled_from(["a", "b", "c"]), st.fixed_dictionaries(
     {"image": st.just("x"), "steps": st.just([{"run": "make"}])},
     optional={"needs": st.sampled_from(["a", "b", "c"])}), max_size=2)
@@ -131,6 +152,34 @@ def _dump(document: Any) -> str:
 @given(cyclone, st.sampled_from([".cyclone.yml", "pipeline.yml"]))
 def test_structured_cyclone_files(document: dict[str, Any], file: str) -> None:
     _check(_dump(document), file)
+
+
+@examples(100)
+@given(st.fixed_dictionaries({"jobs": staged_jobs}, optional={"stages": stage_lists}))
+def test_structured_stages(document: dict[str, Any]) -> None:
+    _check(_dump(document), FILE_NAME)
+
+
+@examples(100)
+@given(cyclone | st.fixed_dictionaries({"jobs": staged_jobs, "stages": stage_lists}),
+       overrides, st.sampled_from([".cyclone.yml", "caicloud.yml"]))
+def test_overrides_over_structured_files(document: dict[str, Any], sets: list[str],
+                                         file: str) -> None:
+    """Any --set over any file: every problem is in the file, at one of its lines, or
+    at one of the --set given (line 0); only PipelineError escapes load."""
+    text = _dump(document)
+    found = lint(text, file, overrides=sets)
+    lines = len(LINE_BREAKS.split(text))
+    places = {file, *(f"--set {written}" for written in sets)}
+    assert all(d.file in places and 0 <= d.line <= (lines if d.file == file else 0)
+               for d in found), found
+    try:
+        result = load(text, file, overrides=sets)
+    except PipelineError as exc:
+        assert exc.diagnostics and exc.diagnostics[0].severity == "error", exc
+        return
+    assert all(d.severity == "warning" for d in result.warnings)
+    assert [d for d in found if d.severity == "error"] == []
 
 
 @examples(200)
