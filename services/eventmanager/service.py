@@ -7,13 +7,13 @@ briefly both see a run after a rebalance cannot both queue a job). It also
 raises and clears the run's cancel signal in the coordination service, which
 the workers running the run's jobs watch.
 
-Three watches on the coordination service run beside the consumer: job claims (a
-claim deleted while its job still runs means the worker died: the job is queued
-again), admission slots (a slot freed by any replica lets the project's waiting
-runs in, see ``admission``) and workers (one that registers gets the queued jobs that
-wait for its labels offered again, see ``reoffer``). A watch that breaks (etcd away longer than the watch's
-own retry window) is opened again with backoff, and what the gap may have hidden is
-made up for: jobs whose claim is missing are queued again, waiting runs are advanced.
+Three watches on the coordination service run beside the consumer: job claims (a claim
+deleted while its job still runs means the worker died: the job is queued again),
+admission slots (a slot freed by any replica lets the project's waiting runs in, see
+``admission``) and workers (one that registers gets the queued jobs that wait for its
+labels offered again, see ``reoffer``). A watch that breaks (etcd away longer than the
+watch's own retry window) is opened again with backoff, and what the gap may have hidden
+is made up for: jobs whose claim is missing are queued again, waiting runs are advanced.
 """
 
 from __future__ import annotations
