@@ -4,19 +4,25 @@ live worker can run waits, and which queued jobs a new worker is offered (pure).
 from __future__ import annotations
 
 import dataclasses
+import re
+from datetime import datetime
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
+from services.api.metrics import api_collector
+from services.api.readmodel import Queue, RunsReadModel, queues_of
 from services.eventmanager.reoffer import QueuedWithLabels
 from services.workermanager.service import pool_group
 from shared import events as ev
+from shared.adapters.runviews.memory import MemoryRunViews
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.pipeline.plan import JobSpec, Plan, StepSpec
 from shared.projections.runs import RunView
 from shared.projections.waiting import WaitKind, why_waiting
 from shared.workers import WorkerInfo, can_run, default_labels, label_set, parse_labels
-from tests.test_waiting import run
+from tests.test_waiting import at, run
 
 W1 = WorkerInfo("w1", frozenset({"linux", "amd64", "docker"}), "docker", 4)
 W2 = WorkerInfo("w2", frozenset({"linux", "arm64", "docker"}), "docker", 2)
@@ -111,3 +117,27 @@ def test_a_new_worker_is_offered_the_queued_jobs_it_has_the_labels_of() -> None:
                   ev.JobStarted(job="train", worker="g1", executor="docker"))
     index.note(started)
     assert index.runnable_by(GPU) == []
+
+
+def test_metrics_give_queue_depth_and_oldest_wait_by_label_set() -> None:
+    later = run("r2", ev.RunPlanned(plan=PLAN), ev.JobQueued(job="train"))
+    runs = {"r1": queued("any", "arm", "train"), "r2": dataclasses.replace(later, id="r2")}
+    assert queues_of(runs.values()) == {
+        "": Queue(1, datetime.fromisoformat(at(2)).timestamp()),
+        "arm64": Queue(1, datetime.fromisoformat(at(3)).timestamp()),
+        "gpu,linux": Queue(2, datetime.fromisoformat(at(2)).timestamp())}  # r2's is at 12:02
+    registry = CollectorRegistry()
+    registry.register(api_collector(RunsReadModel(MemoryRunViews(runs)), lambda: 0))
+    text = generate_latest(registry).decode()
+    assert 'cyclone_jobs_queued{labels="gpu,linux"} 2.0' in text
+    assert 'cyclone_jobs_queued{labels="arm64"} 1.0' in text
+    waited = re.search(r'cyclone_jobs_oldest_wait_seconds\{labels="gpu,linux"\} (\S+)', text)
+    assert waited is not None and float(waited.group(1)) > 0
+
+
+def test_with_nothing_queued_the_metrics_still_say_zero() -> None:
+    registry = CollectorRegistry()
+    registry.register(api_collector(RunsReadModel(MemoryRunViews({})), lambda: 0))
+    text = generate_latest(registry).decode()
+    assert 'cyclone_jobs_queued{labels=""} 0.0' in text
+    assert 'cyclone_jobs_oldest_wait_seconds{labels=""} 0.0' in text
