@@ -26,7 +26,7 @@ from the earliest message retained.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from shared import events as ev
 from shared.events import decode, run_stream
@@ -79,10 +79,11 @@ class Reoffers:
         for run in runs:
             self.queued.note(run)
 
-    async def offer_to(self, worker: WorkerInfo) -> int:
-        """Publish again the queued jobs ``worker`` can run; returns how many."""
+    async def offer_to(self, workers: Sequence[WorkerInfo]) -> int:
+        """Publish again, once each, the queued jobs one of ``workers`` can run; returns
+        how many."""
         offered = 0
-        for run_id, job in self.queued.runnable_by(worker):
+        for run_id, job in sorted({key for w in workers for key in self.queued.runnable_by(w)}):
             run = await self.runs.load(run_id)
             if run is not None:
                 self.queued.note(run)  # it may have started or ended since
@@ -94,8 +95,8 @@ class Reoffers:
                 await self.bus.publish(TOPIC_JOBS, run_id, encode_event(queued))
                 offered += 1
         if offered:
-            log.info("queued jobs offered again to a new worker",
-                     extra={"worker": worker.id, "jobs": offered})
+            log.info("queued jobs offered again to new workers",
+                     extra={"workers": [w.id for w in workers], "jobs": offered})
         return offered
 
     async def _last_queued(self, run_id: str, job: str) -> ev.RecordedEvent | None:

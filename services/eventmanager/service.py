@@ -179,11 +179,10 @@ class EventManager:
         again (``reoffer``)."""
         if change.kind == "put" and change.value is not None:
             worker = WorkerInfo.decode(change.key.removeprefix(WORKERS_PREFIX), change.value)
-            await self.reoffers.offer_to(worker)
+            await self.reoffers.offer_to([worker])
 
     async def _offer_to_all(self) -> None:
-        for worker in await live_workers(self.coord):
-            await self.reoffers.offer_to(worker)
+        await self.reoffers.offer_to(await live_workers(self.coord))
 
     async def _wake_all(self) -> None:
         for project in await self.admissions.waiting_projects():
