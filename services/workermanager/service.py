@@ -96,6 +96,7 @@ from shared.projections.runs import RunView, run_id_of
 from shared.retry import retrying
 from shared.runstream import RunStates
 from shared.secrets import SecretStore
+from shared.status import JobStatus
 from shared.wire import decode_event
 from shared.workers import WorkerInfo, can_run, default_labels, label_set
 
@@ -226,8 +227,8 @@ class WorkerManager:
 
     async def _job_queued(self, message: Message) -> None:
         queued = decode_event(message.value)
-        if not await self._can_run(queued):
-            return  # another pool's (or no one's yet: see the module docstring)
+        if not await self._worth_taking(queued):
+            return  # over, or another pool's (or no one's yet: see the module docstring)
         await self.capacity.acquire()  # take no more jobs than we can run
         taken = asyncio.Event()
         task = asyncio.create_task(self._take(queued, taken))
@@ -256,15 +257,19 @@ class WorkerManager:
             self._cancel_run(run_id)  # nothing should be running; make sure of it
             await self.host.run_ended(run_id)
 
-    async def _can_run(self, queued: RecordedEvent) -> bool:
-        """Whether this worker's labels are enough for the queued job (a checkout, and a
-        job without ``runs-on:``, need none)."""
+    async def _worth_taking(self, queued: RecordedEvent) -> bool:
+        """Whether the queued job is still queued and this worker's labels are enough for
+        it (a checkout, and a job without ``runs-on:``, need none). A job no longer queued
+        is let go before any claim: what a new pool reads first is the topic's history."""
         if queued.type != ev.JobQueued.TYPE:
             return True
         event = decode(queued)
         run = await self.runs.load(run_id_of(queued.stream))
         if run is None or not isinstance(event, ev.JobQueued):
             return True  # ``_take`` finds out what it is
+        job = run.job(event.job)
+        if run.done or job is None or job.status != JobStatus.QUEUED:
+            return False  # started (a redelivery) or over: ``_take`` would let it go too
         return can_run(run.runs_on(event.job), self.labels)
 
     def _cancel_run(self, run_id: str) -> None:
