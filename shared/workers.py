@@ -95,16 +95,17 @@ class WorkerInfo:
 
     @classmethod
     def decode(cls, worker_id: str, value: bytes) -> WorkerInfo:
+        """What a worker key holds; never fails (a watcher must not die of a bad value)."""
         try:
             data = json.loads(value)
         except ValueError:
             data = None
         if not isinstance(data, dict):  # a worker from before labels: its executor's name
             return cls(worker_id, frozenset(), value.decode(errors="replace"))
-        labels = data.get("labels")
+        labels, capacity = data.get("labels"), data.get("capacity")
         return cls(worker_id,
                    frozenset(str(x) for x in labels) if isinstance(labels, list) else frozenset(),
-                   str(data.get("executor", "")), int(data.get("capacity") or 0))
+                   str(data.get("executor", "")), capacity if isinstance(capacity, int) else 0)
 
     def can_run(self, wanted: Iterable[str]) -> bool:
         return can_run(wanted, self.labels)

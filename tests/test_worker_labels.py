@@ -65,6 +65,8 @@ def test_labels_from_the_setting_and_by_default() -> None:
 def test_a_workers_registration_round_trips_and_an_old_one_reads_as_no_labels() -> None:
     assert WorkerInfo.decode("w1", W1.encode()) == W1
     assert WorkerInfo.decode("old", b"docker") == WorkerInfo("old", frozenset(), "docker")
+    odd = WorkerInfo.decode("odd", b'{"labels": "gpu", "capacity": "many"}')
+    assert (odd.labels, odd.capacity) == (frozenset(), 0)
 
 
 def test_workers_with_the_same_labels_share_a_pool() -> None:
