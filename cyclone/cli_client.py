@@ -462,9 +462,19 @@ async def _show(args: argparse.Namespace, client: CycloneClient) -> int:
         print()
         table(["JOB / STEP", "STATUS", "EXIT", "ATTEMPT", "DURATION", "REASON"],
                _job_rows(jobs))
+    _show_waiting(run)
     show_delivery(run)
     show_kept(run)
     return EXIT_OK
+
+
+def _show_waiting(run: Json) -> None:
+    """What of the run waits, and why (the server's ``waiting``)."""
+    waiting = run.get("waiting") or []
+    if waiting:
+        print()
+        table(["WAITING", "WHY"], ([w.get("job") or "(the run)", w.get("text", "")]
+                                  for w in waiting))
 
 
 def _job_rows(jobs: Sequence[Json]) -> Iterable[list[str]]:

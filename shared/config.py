@@ -19,6 +19,7 @@ from typing import TypeVar
 from shared.adapters.artifacts.s3_url import S3Location, mask
 from shared.errors import ConfigError
 from shared.pipeline.resources import Resources, parse_cpus, parse_memory, parse_pids
+from shared.workers import parse_labels
 
 T = TypeVar("T")
 
@@ -60,6 +61,9 @@ class Settings:
     # says otherwise (least recently used ones are evicted past it)
     cache_max_mb: int = 1024
     gc_interval_s: float = 3600.0  # CYCLONE_GC_INTERVAL_S: between retention passes
+    # CYCLONE_WORKER_LABELS: comma-separated labels a workermanager offers to ``runs-on:``
+    # (empty: its OS, architecture and executor kind, ``shared.workers.default_labels``)
+    worker_labels: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +99,7 @@ class Settings:
             else None,
             cache_max_mb=positive_int(env, "CYCLONE_CACHE_MAX_MB", 1024),
             gc_interval_s=_positive_seconds(env, "CYCLONE_GC_INTERVAL_S", 3600.0),
+            worker_labels=_labels(env, "CYCLONE_WORKER_LABELS"),
         )
 
     def require_infra(self) -> Infra:
@@ -229,6 +234,14 @@ def step_resources(env: Mapping[str, str] | None = None) -> Resources:
         memory=_parsed(env, "CYCLONE_STEP_MEMORY", parse_memory, default.memory),
         cpus=_parsed(env, "CYCLONE_STEP_CPUS", parse_cpus, default.cpus),
         pids=_parsed(env, "CYCLONE_STEP_PIDS", parse_pids, default.pids))
+
+
+def _labels(env: Mapping[str, str], name: str) -> frozenset[str]:
+    raw = env.get(name, "")
+    try:
+        return parse_labels(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r}: {exc}") from None
 
 
 def _parsed(env: Mapping[str, str], name: str, parse: Callable[[object], T], default: T) -> T:

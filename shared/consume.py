@@ -49,7 +49,10 @@ Handler = Callable[[Message], Awaitable[None]]
 
 
 async def consume(bus: Bus, topic: str, group: str, handle: Handler,
-                  concurrency: int = 1, commit_behind: bool = False) -> None:
+                  concurrency: int = 1, commit_behind: bool = False,
+                  subscribed: Callable[[], None] = lambda: None) -> None:
+    """``subscribed`` is called each time the group is joined, before any message is
+    handled (what has been published since then reaches the group)."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     if commit_behind and concurrency > 1:
@@ -58,7 +61,7 @@ async def consume(bus: Bus, topic: str, group: str, handle: Handler,
     while True:
         try:
             await _consume_once(bus, topic, group, handle, backoff, concurrency,
-                                commit_behind)
+                                commit_behind, subscribed)
             return  # the bus was closed: iteration ended
         except Exception as exc:
             if not is_transient(exc):
@@ -71,8 +74,10 @@ async def consume(bus: Bus, topic: str, group: str, handle: Handler,
 
 
 async def _consume_once(bus: Bus, topic: str, group: str, handle: Handler,
-                        backoff: Backoff, concurrency: int, commit_behind: bool) -> None:
+                        backoff: Backoff, concurrency: int, commit_behind: bool,
+                        subscribed: Callable[[], None]) -> None:
     sub = await bus.subscribe(topic, group)
+    subscribed()
     committer = _CommitBehind(sub) if commit_behind else None
     try:
         if concurrency > 1:

@@ -1,6 +1,7 @@
 """The coordination key space (etcd in distributed mode), in one place.
 
-    cyclone/workers/<worker id>        a live worker, bound to its lease
+    cyclone/workers/<worker id>        a live worker, bound to its lease (value: its labels,
+                                       executor and capacity, ``shared.workers.WorkerInfo``)
     cyclone/claims/<run id>/<job>      the worker that runs a job, bound to its lease
     cyclone/cancel/<run id>            present while a cancel of the run is in progress
     cyclone/notifying/<notification>   a notification a notifier replica is sending

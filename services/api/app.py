@@ -59,7 +59,8 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
     readmodel = RunsReadModel(store=ports.store)  # its views are opened at start
     ctx = ApiContext(store=ports.store, readmodel=readmodel, public_read=settings.public_read,
                      live=live, max_parallel_jobs=settings.max_parallel_jobs,
-                     ui_dist=settings.ui_dist or UI_DIST, artifacts=ports.artifacts)
+                     ui_dist=settings.ui_dist or UI_DIST, artifacts=ports.artifacts,
+                     coord=ports.coord)
     app = build_app(ctx, ready=ports.ready, events_appended=lambda: ports.store.appended_total)
 
     async def run_views(app: web.Application) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ from services.api.live import LiveRuns
 from services.api.readmodel import RunsReadModel
 from shared.collector import Collector, StorageUse
 from shared.ports.artifacts import ArtifactStore
+from shared.ports.coordination import Coordinator
 from shared.ports.eventstore import EventStore
 from shared.projections.runs import RunView
 from shared.runstream import load_run
@@ -40,6 +41,9 @@ class ApiContext:
     # the storage figures /metrics shows (none: not shown)
     gc: Collector | None = None
     storage: StorageUse | None = None
+    # where the live workers are registered, to say which labels a queued job waits for
+    # (none: a queued job just waits for a worker)
+    coord: Coordinator | None = None
 
     # who makes requests: read from the store (so every replica sees each change)
     tokens: Tokens = field(init=False)

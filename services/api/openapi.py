@@ -280,13 +280,15 @@ def openapi_document() -> dict[str, Any]:
 
 
 _WAITING = (
-    "`waiting`: [{kind, text, job, since, on, role, deadline}], one per waiting thing (the "
+    "`waiting`: [{kind, text, job, since, on, role, deadline, labels?}], one per waiting "
+    "thing (the "
     "run until it is planned, then each pending or queued job), in words (`text`). kind: "
     "approval (a fork's pull request; role: who may approve), slots (its project's "
     "max_concurrent_runs are held by the runs in `on`), queue (older runs in `on` go "
     "first), admission, checkout, plan, cancel; for a job: needs (the jobs in `on` have not "
     "ended), job_approval (role, deadline), parallel (the run's most jobs at once), ready, "
-    "worker (queued since `since`).")
+    "worker (queued since `since`; `labels`: its runs-on), no_worker (queued, and no live "
+    "worker has its `labels`, or none is live).")
 
 
 _GC = (

@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from shared.adapters.runviews.memory import MemoryRunViews
 from shared.consume import consume
@@ -36,10 +37,12 @@ from shared.ports.runviews import DurationHistogram, RunViews, step_durations_of
 from shared.projections.replay import replay_runs
 from shared.projections.runs import RunView, apply, run_id_of
 from shared.runstream import load_run
+from shared.status import JobStatus
 from shared.tasks import cancel_and_wait
 from shared.wire import decode_event
+from shared.workers import label_set
 
-__all__ = ["GROUP", "STEP_BUCKETS", "RunStats", "RunsReadModel"]
+__all__ = ["GROUP", "STEP_BUCKETS", "Queue", "RunStats", "RunsReadModel", "queues_of"]
 
 log = logging.getLogger(__name__)
 
@@ -50,29 +53,56 @@ STATS_IDLE_S = 300.0  # not refreshed while nobody has scraped /metrics for this
 
 
 @dataclass(frozen=True)
+class Queue:
+    """The jobs queued for workers with one label set (their ``runs-on:``)."""
+
+    jobs: int
+    oldest: float | None  # when the longest-waiting one was queued (epoch s; None: unknown)
+
+
+def queues_of(runs: Iterable[RunView]) -> dict[str, Queue]:
+    """The queued jobs of ``runs`` by label set (``label_set``: "" for no labels)."""
+    counts: Counter[str] = Counter()
+    oldest: dict[str, float] = {}
+    for run in runs:
+        for job in run.jobs:
+            if job.status != JobStatus.QUEUED:
+                continue
+            labels = label_set(run.runs_on(job.name))
+            counts[labels] += 1
+            since = _epoch(job.queued_at)
+            if since is not None and since < oldest.get(labels, since + 1):
+                oldest[labels] = since
+    return {labels: Queue(n, oldest.get(labels)) for labels, n in counts.items()}
+
+
+def _epoch(iso: str) -> float | None:
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError:  # a view stored before it had the time
+        return None
+
+
+@dataclass(frozen=True)
 class RunStats:
     """The figures ``/metrics`` shows about runs."""
 
     by_status: dict[str, int]
-    jobs_queued: int
+    queues: dict[str, Queue]  # queued jobs by label set
     steps: DurationHistogram  # step durations, in STEP_BUCKETS
 
     @classmethod
     async def of(cls, views: RunViews) -> RunStats:
         # Only a run that has not ended has queued jobs (an end closes them).
         return cls(by_status=await views.counts_by_status(),
-                   jobs_queued=_queued(await views.unfinished()),
+                   queues=queues_of(await views.unfinished()),
                    steps=await views.step_durations(STEP_BUCKETS))
 
     @classmethod
     def of_runs(cls, runs: Collection[RunView]) -> RunStats:
-        return cls(by_status=dict(Counter(r.status for r in runs)), jobs_queued=_queued(runs),
+        return cls(by_status=dict(Counter(r.status for r in runs)), queues=queues_of(runs),
                    steps=DurationHistogram.of(
                        STEP_BUCKETS, [d for r in runs for d in step_durations_of(r)]))
-
-
-def _queued(runs: Iterable[RunView]) -> int:
-    return sum(1 for r in runs for j in r.jobs if j.status == "queued")
 
 
 class RunsReadModel:
@@ -82,7 +112,7 @@ class RunsReadModel:
     def __init__(self, views: RunViews | None = None, store: EventStore | None = None) -> None:
         self.views: RunViews = MemoryRunViews() if views is None else views
         self.store = store
-        self._stats = RunStats({}, 0, DurationHistogram.of(STEP_BUCKETS, []))
+        self._stats = RunStats({}, {}, DurationHistogram.of(STEP_BUCKETS, []))
         self._scraped = time.monotonic()
 
     @classmethod

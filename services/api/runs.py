@@ -20,10 +20,12 @@ from services.api.models import RunApprove, RunCreate
 from services.api.projects import get_project, require_project
 from services.api.reruns import rerun
 from services.api.streams import follow_run_events, seq_param, wants_stream
+from shared.errors import CoordinationError
 from shared.events import run_stream
 from shared.projections.runs import RunView
 from shared.projections.waiting import Wait, waits_for_admission, why_waiting
-from shared.status import RUN_DONE
+from shared.status import RUN_DONE, JobStatus
+from shared.workers import WorkerInfo, live_workers
 
 __all__ = ["run_routes"]
 
@@ -103,7 +105,18 @@ async def _waiting(ctx: ApiContext, run: RunView) -> list[Wait]:
         if limit > 0:
             others = await ctx.readmodel.views.unfinished(run.project)
     return why_waiting(run, others, max_concurrent_runs=limit,
-                       max_parallel_jobs=ctx.max_parallel_jobs)
+                       max_parallel_jobs=ctx.max_parallel_jobs, workers=await _workers(ctx, run))
+
+
+async def _workers(ctx: ApiContext, run: RunView) -> list[WorkerInfo] | None:
+    """The live workers, read only for a run with a queued job (the only wait they
+    explain); None when they cannot be read: the job then just waits for a worker."""
+    if ctx.coord is None or not any(j.status == JobStatus.QUEUED for j in run.jobs):
+        return None
+    try:
+        return await live_workers(ctx.coord)
+    except CoordinationError:
+        return None
 
 
 async def _cancel(request: web.Request) -> web.Response:

@@ -7,12 +7,13 @@ briefly both see a run after a rebalance cannot both queue a job). It also
 raises and clears the run's cancel signal in the coordination service, which
 the workers running the run's jobs watch.
 
-Two watches on the coordination service run beside the consumer: job claims (a
-claim deleted while its job still runs means the worker died: the job is queued
-again) and admission slots (a slot freed by any replica lets the project's waiting
-runs in, see ``admission``). A watch that breaks (etcd away longer than the watch's
-own retry window) is opened again with backoff, and what the gap may have hidden is
-made up for: jobs whose claim is missing are queued again, waiting runs are advanced.
+Three watches on the coordination service run beside the consumer: job claims (a claim
+deleted while its job still runs means the worker died: the job is queued again),
+admission slots (a slot freed by any replica lets the project's waiting runs in, see
+``admission``) and workers (one that registers gets the queued jobs that wait for its
+labels offered again, see ``reoffer``). A watch that breaks (etcd away longer than the
+watch's own retry window) is opened again with backoff, and what the gap may have hidden
+is made up for: jobs whose claim is missing are queued again, waiting runs are advanced.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from services.eventmanager.admission import Admissions, started
 from services.eventmanager.approval import ApprovalTimers
 from services.eventmanager.decide import PipelineSource, decide
+from services.eventmanager.reoffer import Reoffers
 from shared import events as ev
 from shared.consume import consume
 from shared.events import decode, is_run_stream, run_stream, utc_now
@@ -33,6 +35,7 @@ from shared.keys import (
     CLAIMS_PREFIX,
     SLOTS_PREFIX,
     WAITING_PREFIX,
+    WORKERS_PREFIX,
     cancel_key,
     claim_key,
 )
@@ -52,6 +55,7 @@ from shared.secrets import SecretStore
 from shared.status import CheckoutState, JobStatus
 from shared.streamcache import StreamCache
 from shared.wire import decode_event
+from shared.workers import WorkerInfo, live_workers
 
 __all__ = ["EventManager", "abandon_run"]
 
@@ -79,6 +83,7 @@ class EventManager:
         self.secrets = SecretStore(store)  # names only
         self.admissions = Admissions(coord)
         self.approvals = ApprovalTimers(self.advance)
+        self.reoffers = Reoffers(store, bus, self.runs)  # jobs waiting for a worker's labels
         self.handling = Timings("cyclone_eventmanager_handle_seconds",
                                 "Time the event manager took to handle one run event")
 
@@ -91,6 +96,7 @@ class EventManager:
         held = await self.coord.get_prefix(SLOTS_PREFIX)
         listed = await self.coord.get_prefix(WAITING_PREFIX)
         runs = (await replay_runs(self.store)).runs
+        self.reoffers.note(runs.values())
         for run in runs.values():
             self.approvals.watch(run)  # deadlines that passed while no event manager ran
         for project in sorted(await self.admissions.reconcile(held, listed, runs,
@@ -105,6 +111,8 @@ class EventManager:
                                                self._requeue_abandoned))
                 group.create_task(self._follow(SLOTS_PREFIX, self._slot_changed,
                                                self._wake_all))
+                group.create_task(self._follow(WORKERS_PREFIX, self._worker_changed,
+                                               self._offer_to_all))
         finally:
             await self.approvals.close()
 
@@ -166,6 +174,16 @@ class EventManager:
             project = change.key.removeprefix(SLOTS_PREFIX).rpartition("/")[0]
             await self._wake(project)
 
+    async def _worker_changed(self, change: WatchEvent) -> None:
+        """A worker registered: the queued jobs that wait for its labels are offered
+        again (``reoffer``)."""
+        if change.kind == "put" and change.value is not None:
+            worker = WorkerInfo.decode(change.key.removeprefix(WORKERS_PREFIX), change.value)
+            await self.reoffers.offer_to([worker])
+
+    async def _offer_to_all(self) -> None:
+        await self.reoffers.offer_to(await live_workers(self.coord))
+
     async def _wake_all(self) -> None:
         for project in await self.admissions.waiting_projects():
             await self._wake(project)
@@ -210,6 +228,9 @@ class EventManager:
         result = await self.runs.append(run_id, requeue)
         if result.appended:
             log.warning("worker lost; work queued again", extra={"run": run_id, "job": job})
+            run = fold(result.appended, result.run)
+            if run is not None:
+                self.reoffers.note([run])
         return bool(result.appended)
 
     async def handle(self, message: Message) -> None:
@@ -253,6 +274,7 @@ class EventManager:
                                        reused=reused, includes=includes))
         run = fold(result.appended, result.run)  # the state after what was just appended
         if run is not None:
+            self.reoffers.note([run])
             self.approvals.watch(run)
             await self._signal_cancel(run)
             if run.done:

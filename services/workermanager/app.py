@@ -61,7 +61,8 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
                                    secrets=secrets, step_resources=settings.step_resources,
                                    deployer=deployers, artifacts=ports.artifacts,
                                    caches=CacheIndex(ports.store, project_cache_limit(
-                                       ports.store, settings.cache_max_mb)))
+                                       ports.store, settings.cache_max_mb)),
+                                   labels=settings.worker_labels)
             app[WORKER] = worker
             if ports.distributed:
                 await worker.reap_own(label)  # this incarnation has created nothing yet

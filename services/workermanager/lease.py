@@ -45,7 +45,7 @@ class WorkerLease:
     def __init__(self, coord: Coordinator, worker_id: str, value: bytes, ttl: float) -> None:
         self.coord = coord
         self.worker_id = worker_id
-        self.value = value  # what the worker key holds (the executor's name)
+        self.value = value  # what the worker key holds (shared.workers.WorkerInfo.encode)
         self.ttl = ttl
         self.lease: Lease | None = None
         self.generation = 0  # goes up when a lease is lost

@@ -34,6 +34,24 @@ What it survives:
   hands the rest back at once (no lease ttl to wait for).
 * its own crash: ``reap_own`` at the next start removes what the earlier
   incarnation of the same worker (its executor label: id and home) left on its host.
+
+Labels (``runs-on:``, ``shared.workers``): a worker runs a job only if the job's labels
+are a subset of its own. Kafka hands a partition's messages to one member of a group,
+which may not be able to run them; skipping such a message for another member is not
+possible (offsets are committed in order) and handing it back by publishing it again
+would spin while nobody can run it. So the workers form one consumer group per label
+set, a *pool* (``workermanager:amd64,docker,linux``): every pool sees every job, the
+workers of a pool share its jobs as before, and a worker commits at once a job its pool
+cannot run (no waiting for a free slot, no claim). A job several pools can run is
+claimed by the first worker that gets to it; the others find the claim (or the job
+started) and let it go, as with any redelivered job. Nothing is lost: a pool only moves
+past a job it cannot run, and a job no pool can run stays queued in the store, saying
+why (``shared.projections.waiting``). It runs when a worker that can run it appears: a
+new pool's group starts at the topic's earliest retained message, and since the bus may
+no longer hold it (the embedded bus trims what every live group has committed, Kafka's
+retention), the event manager also offers such jobs again when a worker registers
+(``services.eventmanager.reoffer``). For that, a worker joins its pool's group before it
+registers. The cost: a job message is read once per pool, not once.
 """
 
 from __future__ import annotations
@@ -78,13 +96,20 @@ from shared.projections.runs import RunView, run_id_of
 from shared.retry import retrying
 from shared.runstream import RunStates
 from shared.secrets import SecretStore
+from shared.status import JobStatus
 from shared.wire import decode_event
+from shared.workers import WorkerInfo, can_run, default_labels, label_set
 
-__all__ = ["WorkerManager"]
+__all__ = ["WorkerManager", "pool_group"]
 
 log = logging.getLogger(__name__)
 
 _TERMINAL_TYPES = frozenset(t.TYPE for t in TERMINAL_RUN_EVENTS)
+
+
+def pool_group(labels: frozenset[str]) -> str:
+    """The consumer group of ``cyclone.jobs`` of the workers with these labels."""
+    return f"workermanager:{label_set(labels)}"
 
 
 class WorkerManager:
@@ -94,7 +119,10 @@ class WorkerManager:
                  secrets: SecretStore | None = None,
                  step_resources: Resources = DEFAULT_STEP_RESOURCES,
                  deployer: Deployer | None = None, artifacts: ArtifactStore | None = None,
-                 caches: CacheIndex | None = None) -> None:
+                 caches: CacheIndex | None = None,
+                 labels: frozenset[str] = frozenset()) -> None:
+        # what it offers to ``runs-on:`` (none said: its OS, architecture and executor)
+        self.labels = labels or default_labels(executor.name)
         self.deployer = deployer  # None: deploy steps error, saying so
         self.artifacts = artifacts  # None: jobs with artifacts, caches or reports error
         self.caches = caches
@@ -109,7 +137,8 @@ class WorkerManager:
         self.executor = executor
         self.worker_id = worker_id
         self.capacity = asyncio.Semaphore(capacity)
-        self.lease = WorkerLease(coord, worker_id, executor.name.encode(), lease_ttl)
+        registration = WorkerInfo(worker_id, self.labels, executor.name, capacity)
+        self.lease = WorkerLease(coord, worker_id, registration.encode(), lease_ttl)
         self.claims = JobClaims(self.lease, self.runs, executor.name)
         self.active = self.claims.active  # (run id, job) -> running job
         self.host = Host(executor, git_cache)
@@ -122,12 +151,17 @@ class WorkerManager:
         self._keeper: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        await self.lease.register()
-        if self._stopping:
-            return  # drained before it started
         async with asyncio.TaskGroup() as group:
+            # In its pool's group before it registers: a job the event manager offers
+            # again when it sees the registration reaches the pool (jobs taken meanwhile
+            # wait for the lease to be claimed).
+            listening = asyncio.Event()
+            self._jobs_consumer = group.create_task(self._consume_jobs(listening.set))
+            await listening.wait()
+            if self._stopping:
+                return  # drained before it started (which stopped the consumer)
+            await self.lease.register()
             self._keeper = group.create_task(self.lease.keep_alive(self.claims.lease_lost))
-            self._jobs_consumer = group.create_task(self._consume_jobs())
             group.create_task(self._consume_run_ends())
             group.create_task(watch_cancels(self.coord, self._cancel_run))
 
@@ -187,13 +221,17 @@ class WorkerManager:
 
     # --- loops -----------------------------------------------------------------------
 
-    async def _consume_jobs(self) -> None:
-        await consume(self.bus, TOPIC_JOBS, "workermanager", self._job_queued)
+    async def _consume_jobs(self, subscribed: Callable[[], None]) -> None:
+        await consume(self.bus, TOPIC_JOBS, pool_group(self.labels), self._job_queued,
+                      subscribed=subscribed)
 
     async def _job_queued(self, message: Message) -> None:
+        queued = decode_event(message.value)
+        if not await self._worth_taking(queued):
+            return  # over, or another pool's (or no one's yet: see the module docstring)
         await self.capacity.acquire()  # take no more jobs than we can run
         taken = asyncio.Event()
-        task = asyncio.create_task(self._take(decode_event(message.value), taken))
+        task = asyncio.create_task(self._take(queued, taken))
         self._tasks.add(task)
         task.add_done_callback(self._job_done)
         # The message is committed once the job is ours and started in the store (or
@@ -218,6 +256,21 @@ class WorkerManager:
             run_id = run_id_of(recorded.stream)
             self._cancel_run(run_id)  # nothing should be running; make sure of it
             await self.host.run_ended(run_id)
+
+    async def _worth_taking(self, queued: RecordedEvent) -> bool:
+        """Whether the queued job is still queued and this worker's labels are enough for
+        it (a checkout, and a job without ``runs-on:``, need none). A job no longer queued
+        is let go before any claim: what a new pool reads first is the topic's history."""
+        if queued.type != ev.JobQueued.TYPE:
+            return True
+        event = decode(queued)
+        run = await self.runs.load(run_id_of(queued.stream))
+        if run is None or not isinstance(event, ev.JobQueued):
+            return True  # ``_take`` finds out what it is
+        job = run.job(event.job)
+        if run.done or job is None or job.status != JobStatus.QUEUED:
+            return False  # started (a redelivery) or over: ``_take`` would let it go too
+        return can_run(run.runs_on(event.job), self.labels)
 
     def _cancel_run(self, run_id: str) -> None:
         for (rid, _), entry in self.active.items():

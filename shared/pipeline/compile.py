@@ -253,6 +253,7 @@ def _job(name: str, job: JobModel, combo: dict[str, str], needs: tuple[str, ...]
                                restore_keys=tuple(sub(k) for k in c.restore_keys))
                      for c in caches_of(job.cache)),
         reports=ReportsSpec(junit=tuple(job.reports.junit)) if job.reports else None,
+        runs_on=tuple(sorted(set(job.runs_on))),
     )
 
 

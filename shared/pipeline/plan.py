@@ -262,6 +262,7 @@ class JobSpec:
     artifacts: ArtifactsSpec | None = None
     caches: tuple[CacheSpec, ...] = ()  # ``cache:`` (one, or a list)
     reports: ReportsSpec | None = None
+    runs_on: tuple[str, ...] = ()  # the worker labels it needs (``runs-on:``), sorted
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,7 @@ class Plan:
         _drop_defaults(data, "max_resources", "registries")
         for job in data["jobs"]:
             _drop_defaults(job, "resources", "environment", "approval", "artifacts",
-                           "caches", "reports")
+                           "caches", "reports", "runs_on")
             _drop_when_defaults(job["when"])
             for part in (*job["steps"], *job["services"]):
                 _drop_defaults(part, "privileged", "volumes")
@@ -398,6 +399,7 @@ def _job(d: dict[str, Any]) -> JobSpec:
                      for c in d.get("caches", ())),
         reports=ReportsSpec(junit=tuple(d["reports"].get("junit", ()))) if d.get("reports")
         else None,
+        runs_on=tuple(d.get("runs_on", ())),
     )
 
 

@@ -49,6 +49,7 @@ from shared.pipeline.loader import Document, Path, format_path
 from shared.pipeline.notify import CHANNEL_KINDS, DEFAULT_WHEN, REDACTED, VARIABLE, WHENS
 from shared.pipeline.resources import parse_cpus, parse_memory, parse_pids
 from shared.pipeline.triggers import PR_ACTIONS, glob_error
+from shared.workers import label_error
 
 __all__ = [
     "EVENTS",
@@ -199,6 +200,13 @@ def _secret_name(value: str) -> str:
     return value
 
 
+def _label(value: str) -> str:
+    problem = label_error(value)
+    if problem:
+        raise PydanticCustomError("label", "{problem}", {"problem": problem})
+    return value
+
+
 def _glob(value: str) -> str:
     problem = glob_error(value)
     if problem:
@@ -256,6 +264,8 @@ EnvItems = list[Annotated[str, AfterValidator(_env_item)]]
 SecretNames = Annotated[list[Annotated[str, AfterValidator(_secret_name)]],
                         BeforeValidator(_as_list)]
 Patterns = Annotated[list[Annotated[str, AfterValidator(_glob)]], BeforeValidator(_as_list)]
+# ``runs-on:``: the worker labels a job needs (shared.workers), one or a list
+Labels = Annotated[list[Annotated[str, AfterValidator(_label)]], BeforeValidator(_as_list)]
 PrAction = Annotated[str, _choice(PR_ACTIONS, "pull request action")]
 Memory = Annotated[int, _parsed(parse_memory, "size"),
                    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}],
@@ -363,6 +373,7 @@ class JobModel(_Model):
     artifacts: ArtifactsModel | None = None
     cache: Caches | None = None
     reports: ReportsModel | None = None
+    runs_on: Labels = Field(default=[], alias="runs-on")
     steps: Annotated[list[StepModel], Field(min_length=1)]
 
 

@@ -189,6 +189,13 @@ class RunView:
             outputs.update(job.outputs if job else ())
         return outputs
 
+    def runs_on(self, name: str) -> tuple[str, ...]:
+        """The worker labels the job needs (its ``runs-on:``); none for a `cyclone run`,
+        whose jobs run on its user's own machine, the one worker it has."""
+        if self.plan is None or self.trigger == "cli" or name not in self.job_index:
+            return ()
+        return self.plan.job(name).runs_on
+
     def job_failed(self, name: str) -> bool:
         """Whether a job failed, or was skipped because something it needs failed."""
         job = self.job(name)

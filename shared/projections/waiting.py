@@ -6,11 +6,13 @@ jobs it needs or a worker. ``why_waiting`` restates what the event manager decid
 (``services/eventmanager/decide.py``, ``admission.py``) as one ``Wait`` per waiting thing,
 so the UI (and anyone reading ``GET /api/v1/runs/{id}``) can say it in a sentence.
 
-A pure function over views (themselves folded from the events), no clock and no I/O:
-the caller passes the project's unfinished runs and limits. Admission is judged from the
-read model, as the coordinator's slots would say it: a run holds a slot from the moment
-it has started (checkout queued, or planned) until it ends; unstarted runs go in the order
-of their ids (which sort by creation time).
+A pure function over views (themselves folded from the events), no clock and no I/O: the
+caller passes the project's unfinished runs and limits, and the live workers
+(``shared.workers``) when it knows them: a queued job none of them can run (its ``runs-
+on:`` labels, or no worker at all) says so instead of "queued for a worker". Admission
+is judged from the read model, as the coordinator's slots would say it: a run holds a
+slot from the moment it has started (checkout queued, or planned) until it ends;
+unstarted runs go in the order of their ids (which sort by creation time).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from shared.projections.runs import JobView, RunView
 from shared.status import JOB_DONE, CheckoutState, JobStatus, Role
+from shared.workers import WorkerInfo, describe_workers, label_set
 
 __all__ = ["Wait", "WaitKind", "started", "waits_for_admission", "why_waiting"]
 
@@ -43,6 +46,7 @@ class WaitKind(StrEnum):
     PARALLEL = "parallel"  # the run's max parallel jobs are queued or running (``on``)
     READY = "ready"  # nothing holds it: about to be queued
     WORKER = "worker"  # queued: no worker has taken it yet
+    NO_WORKER = "no_worker"  # queued: no live worker has its ``labels`` (or none is live)
 
 
 @dataclass(frozen=True)
@@ -56,10 +60,14 @@ class Wait:
     on: tuple[str, ...] = ()  # what it waits on: run ids (slots, queue), job names
     role: str = ""  # who may end it (an approval): that role or a higher one
     deadline: str = ""  # ISO 8601 UTC: when an approval's wait ends rejected
+    labels: tuple[str, ...] = ()  # a queued job's ``runs-on:``: what its worker needs
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["on"] = list(self.on)
+        data["labels"] = list(self.labels)
+        if not self.labels:
+            del data["labels"]  # said only of a job whose worker needs labels
         return data
 
 
@@ -76,18 +84,21 @@ def waits_for_admission(run: RunView) -> bool:
 
 
 def why_waiting(run: RunView, others: Iterable[RunView] = (), *, max_concurrent_runs: int = 0,
-                max_parallel_jobs: int = 0) -> list[Wait]:
+                max_parallel_jobs: int = 0,
+                workers: Sequence[WorkerInfo] | None = None) -> list[Wait]:
     """What waits in ``run`` and why: the run itself until it is planned, then each job
     that is pending or queued. ``others``: the project's unfinished runs (``run`` may be
     among them); ``max_concurrent_runs``: the project's (0: no limit);
-    ``max_parallel_jobs``: the event manager's per-run limit (0: not known)."""
+    ``max_parallel_jobs``: the event manager's per-run limit (0: not known);
+    ``workers``: the live workers (None: not known)."""
     if run.done:
         return []
     if run.cancel_requested:
         return [_cancelling(run)]
     if run.plan is None:
         return [_before_plan(run, others, max_concurrent_runs)]
-    return [wait for job in run.jobs if (wait := _job_wait(run, job, max_parallel_jobs))]
+    return [wait for job in run.jobs
+            if (wait := _job_wait(run, job, max_parallel_jobs, workers))]
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -149,11 +160,10 @@ def _unheld(run: RunView) -> Wait:
 # --- its jobs --------------------------------------------------------------------------
 
 
-def _job_wait(run: RunView, job: JobView, max_parallel_jobs: int) -> Wait | None:
+def _job_wait(run: RunView, job: JobView, max_parallel_jobs: int,
+              workers: Sequence[WorkerInfo] | None) -> Wait | None:
     if job.status == JobStatus.QUEUED:
-        again = " (again: the worker that had it was lost)" if job.attempt else ""
-        return Wait(WaitKind.WORKER, f"queued for a worker{_since(job.queued_at)}"
-                                     f"{again}", job=job.name, since=job.queued_at)
+        return _queued(run, job, workers)
     if job.status != JobStatus.PENDING:
         return None
     if job.waiting_for_approval:
@@ -170,6 +180,22 @@ def _job_wait(run: RunView, job: JobView, max_parallel_jobs: int) -> Wait | None
                                        "is queued when one ends", job=job.name, on=active)
     return Wait(WaitKind.READY, "the jobs it needs have ended: it is about to be queued",
                 job=job.name)
+
+
+def _queued(run: RunView, job: JobView, workers: Sequence[WorkerInfo] | None) -> Wait:
+    labels = run.runs_on(job.name)
+    if workers is not None and not any(w.can_run(labels) for w in workers):
+        if not workers:
+            text = "queued, but no worker is live to take it: it runs when one starts"
+        else:
+            text = (f"no live worker has labels {label_set(labels)} (live: "
+                    f"{describe_workers(workers)}): it runs when one with them starts")
+        return Wait(WaitKind.NO_WORKER, text, job=job.name, since=job.queued_at,
+                    labels=labels)
+    again = " (again: the worker that had it was lost)" if job.attempt else ""
+    wanted = f" with labels {label_set(labels)}" if labels else ""
+    return Wait(WaitKind.WORKER, f"queued for a worker{wanted}{_since(job.queued_at)}{again}",
+                job=job.name, since=job.queued_at, labels=labels)
 
 
 def _job_approval(run: RunView, job: JobView) -> Wait:

@@ -151,13 +151,14 @@ export interface RunDeployment {
 /** One waiting thing of a run (the run itself when ``job`` is ""), and why, in words
  *  (shared/projections/waiting.py). */
 export interface Waiting {
-  kind: string // approval, slots, queue, admission, checkout, plan, cancel, needs, job_approval, parallel, worker…
+  kind: string // approval, slots, queue, admission, checkout, plan, cancel, needs, job_approval, parallel, worker, no_worker…
   text: string
   job: string
   since?: string
   on?: string[]
   role?: string
   deadline?: string
+  labels?: string[] // a queued job's runs-on: the worker labels it waits for
 }
 
 export interface Run extends RunSummary {
