@@ -3,17 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shared.adapters.eventstore.sqlite import SqliteEventStore
+from shared.audit import canonical_json
 from shared.errors import ConcurrencyConflict, StoreError
-from shared.events import JobQueued, NewEvent
+from shared.events import JobQueued, NewEvent, RecordedEvent
 from shared.ports.eventstore import EventStore
-from tests.contracts.eventstore import EventStoreContract, Reopen, jobs, unique
+from tests.contracts.eventstore import EventStoreContract, Reopen, Tamper, jobs, unique
+
+
+class SqliteTamper:
+    """``Tamper`` with the sqlite3 module on the store's file, as anyone with the file can."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    async def set_data(self, stream: str, seq: int, data: dict[str, Any]) -> None:
+        self._write("UPDATE events SET data = ? WHERE stream = ? AND seq = ?",
+                    canonical_json(data), stream, seq)
+
+    async def delete(self, stream: str, seq: int) -> None:
+        self._write("DELETE FROM events WHERE stream = ? AND seq = ?", stream, seq)
+
+    async def renumber(self, stream: str, seq: int, new_seq: int) -> None:
+        self._write("UPDATE events SET seq = ? WHERE stream = ? AND seq = ?", new_seq, stream, seq)
+
+    async def insert(self, event: RecordedEvent) -> None:
+        self._write("INSERT INTO events (id, stream, seq, type, version, ts, data, meta, hash,"
+                    " prev_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    event.id, event.stream, event.seq, event.type, event.version, event.ts,
+                    json.dumps(event.data), json.dumps(event.meta), event.hash, event.prev_hash)
+
+    def _write(self, sql: str, *args: object) -> None:
+        assert self.conn.execute(sql, args).rowcount == 1, (sql, args)
 
 
 class TestSqliteEventStore(EventStoreContract):
@@ -39,6 +68,12 @@ class TestSqliteEventStore(EventStoreContract):
         yield reopen
         for store in opened:
             await store.close()
+
+    @pytest.fixture
+    def tamper(self, db_path: Path, store: EventStore) -> Iterator[Tamper]:
+        conn = sqlite3.connect(db_path, isolation_level=None)  # the store made the file
+        yield SqliteTamper(conn)
+        conn.close()
 
 
 @pytest.fixture
