@@ -60,6 +60,8 @@ class Settings:
     # says otherwise (least recently used ones are evicted past it)
     cache_max_mb: int = 1024
     gc_interval_s: float = 3600.0  # CYCLONE_GC_INTERVAL_S: between retention passes
+    # CYCLONE_AUDIT_CHECKPOINT_S: between audit checkpoints (shared.audit_checkpoints)
+    audit_checkpoint_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +97,7 @@ class Settings:
             else None,
             cache_max_mb=positive_int(env, "CYCLONE_CACHE_MAX_MB", 1024),
             gc_interval_s=_positive_seconds(env, "CYCLONE_GC_INTERVAL_S", 3600.0),
+            audit_checkpoint_s=_positive_seconds(env, "CYCLONE_AUDIT_CHECKPOINT_S", 60.0),
         )
 
     def require_infra(self) -> Infra:
