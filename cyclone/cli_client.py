@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from cyclone.cli_artifacts import add_artifact_commands, show_kept
+from cyclone.cli_audit import add_audit_commands
 from cyclone.cli_delivery import (
     add_delivery_commands,
     project_delivery_fields,
@@ -153,6 +154,7 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     add_test_commands(sub, command)
     add_user_commands(sub, command)
     add_gc_command(sub, command)
+    add_audit_commands(sub, command)
 
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(required=True, metavar="ACTION")

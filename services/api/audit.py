@@ -34,7 +34,7 @@ from shared.errors import CycloneError
 from shared.events import run_stream
 from shared.infra import Ports
 from shared.leader import run_as_leader
-from shared.projections.provenance import provenance
+from shared.projections.provenance import of_image, provenance
 
 __all__ = ["PROGRESS_EVERY_S", "audit_routes", "start_audit_checkpoints"]
 
@@ -106,12 +106,10 @@ async def _provenance(request: web.Request) -> web.Response:
     statements = provenance(run_id, events)
     image = request.query.get("image", "")
     if image:
-        pushed = sorted({s["subject"][0]["annotations"]["name"] for s in statements})
-        statements = [s for s in statements if image in (
-            s["subject"][0]["name"], s["subject"][0]["annotations"]["name"])]
-        if not statements:
-            raise ApiError(404, f"run {run_id!r} pushed no image {image!r} (it pushed: "
-                                f"{', '.join(pushed) or 'none'})")
+        try:
+            statements = of_image(statements, image)
+        except LookupError as exc:
+            raise ApiError(404, f"run {run_id!r}: {exc.args[0]}") from None
     return web.json_response({"run": run_id, "statements": statements})
 
 

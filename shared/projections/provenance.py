@@ -29,7 +29,7 @@ from shared import events as ev
 from shared.events import RecordedEvent, decode
 from shared.pipeline.plan import StepSpec
 
-__all__ = ["BUILD_TYPE", "PREDICATE_TYPE", "STATEMENT_TYPE", "provenance"]
+__all__ = ["BUILD_TYPE", "PREDICATE_TYPE", "STATEMENT_TYPE", "of_image", "provenance"]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -47,6 +47,18 @@ def provenance(run_id: str, events: Sequence[RecordedEvent]) -> list[Json]:
             run.apply(recorded, event)
     head = events[-1] if events and events[-1].hash else None  # unchained: no head
     return [run.statement(image, head) for image in run.images]
+
+
+def of_image(statements: Sequence[Json], image: str) -> list[Json]:
+    """The statements about ``image``: its name in ``${{ images.NAME }}`` or its
+    repository. ``LookupError`` naming the images there are when none is."""
+    chosen = [s for s in statements
+              if image in (s["subject"][0]["name"], s["subject"][0]["annotations"]["name"])]
+    if not chosen:
+        pushed = sorted({s["subject"][0]["annotations"]["name"] for s in statements})
+        raise LookupError(f"no image {image!r} was pushed by the run (it pushed: "
+                          f"{', '.join(pushed) or 'none'})")
+    return chosen
 
 
 class _RunFacts:
