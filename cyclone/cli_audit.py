@@ -122,7 +122,7 @@ async def _verify_store(args: argparse.Namespace, settings: Settings) -> int:
         print(f"cyclone: no run {args.run!r} in the store", file=sys.stderr)
         return EXIT_FAILED
     code = EXIT_OK
-    for item in [*({"kind": "finding", **f.to_json()} for f in report.findings),
+    for item in [*({"kind": "finding", "finding": f.to_json()} for f in report.findings),
                  {"kind": "done", **report.to_json()}]:
         code = max(code, _show(item, args.json))
     return code
@@ -138,7 +138,7 @@ def _show(item: Json, as_json: bool) -> int:
         print(f"verified {item['done']} of {item['total']} streams ...", file=sys.stderr,
               flush=True)
     elif kind == "finding":
-        print(_finding(item), flush=True)
+        print(_finding(item["finding"]), flush=True)
     elif kind == "done":
         print(_summary(item), flush=True)
     else:

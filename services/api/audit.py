@@ -2,10 +2,10 @@
 
 ``GET /api/v1/audit/verify?run=ID`` (one run's stream) or ``?all=1`` (every stream),
 admins only, answers NDJSON: ``{"kind": "progress", "done", "total"}`` now and then
-(``--all``), one ``{"kind": "finding", ...}`` per finding (``shared.audit_verify.
-Finding.to_json``), and a last ``{"kind": "done", "streams", "events", "findings",
-"tampered"}``; a verification that fails half-way ends with ``{"kind": "error",
-"detail"}`` (the status is 200 by then).
+(``all``), one ``{"kind": "finding", "finding": {...}}`` per finding
+(``shared.audit_verify.Finding.to_json``), and a last ``{"kind": "done", "streams",
+"events", "findings", "tampered"}``; a verification that fails half-way ends with
+``{"kind": "error", "detail"}`` (the status is 200 by then).
 
 ``GET /api/v1/runs/{id}/provenance[?image=NAME]``: ``{"run", "statements": [...]}``, an
 in-toto Statement per image the run pushed (``shared.projections.provenance``), only
@@ -90,7 +90,7 @@ async def _verify(request: web.Request) -> web.StreamResponse:
 
 async def _report(response: web.StreamResponse, report: AuditReport) -> None:
     for finding in report.findings:
-        await _line(response, {"kind": "finding", **finding.to_json()})
+        await _line(response, {"kind": "finding", "finding": finding.to_json()})
     await _line(response, {"kind": "done", **report.to_json()})
 
 

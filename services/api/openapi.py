@@ -356,8 +356,9 @@ def _test_paths(project: list[dict[str, Any]], run: list[dict[str, Any]]) -> dic
 
 _VERIFY = (
     "run=ID: that run's event stream; all=1: every stream (and every stream a checkpoint "
-    "names). NDJSON: {kind: progress, done, total} now and then, {kind: finding, stream, "
-    "seq, last_seq, type, kind: edited|removed|inserted|reordered|unchained, detail} each, "
+    "names). NDJSON: {kind: progress, done, total} now and then, {kind: finding, finding: "
+    "{stream, seq, last_seq, type, kind: edited|removed|inserted|reordered|unchained, "
+    "detail}} each, "
     "then {kind: done, streams, events, findings, tampered}; {kind: error, detail} if it "
     "failed half-way. unchained: events stored before the audit chain (not tampering).")
 _PROVENANCE = (
