@@ -38,17 +38,21 @@ GENESIS = ""
 # The stream the checkpoints (``AuditCheckpoint``) are appended to.
 AUDIT_STREAM = "audit"
 
+# Made once: ``json.dumps`` with options builds an encoder per call, a third of the
+# hash's cost on the append path. Same output.
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
+
 
 def canonical_json(value: Mapping[str, Any]) -> str:
     """The JSON text stored for an event's data or meta (and hashed)."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return _CANONICAL(value)
 
 
 def event_hash(stream: str, seq: int, event_id: str, type_: str, version: int, ts: str,
                data_json: str, meta_json: str, prev_hash: str) -> str:
     """SHA-256 hex of an event's canonical encoding (see the module docstring)."""
-    head = json.dumps([stream, seq, event_id, type_, version, ts, prev_hash],
-                      separators=(",", ":"))
+    head = _COMPACT([stream, seq, event_id, type_, version, ts, prev_hash])
     return hashlib.sha256(f"{head}\n{data_json}\n{meta_json}".encode()).hexdigest()
 
 

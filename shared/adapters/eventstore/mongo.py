@@ -282,7 +282,7 @@ def _is_duplicate(exc: BaseException | None) -> bool:
 
 def _record(stream: str, seq: int, position: int, new: NewEvent,
             prev_hash: str) -> RecordedEvent:
-    data, meta = new.data_json(), canonical_json(new.meta)
+    data, meta = new.data_json(), canonical_json(dict(new.meta))
     return RecordedEvent(
         id=new.id, stream=stream, seq=seq, type=new.type, version=new.version, ts=new.ts,
         # Decoded from the stored JSON so the result equals what ``read`` returns later.

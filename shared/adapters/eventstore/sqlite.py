@@ -263,7 +263,7 @@ def _append(
 def _insert(conn: sqlite3.Connection, stream: str, seq: int, new: NewEvent,
             prev_hash: str) -> RecordedEvent:
     data = new.data_json()
-    meta = canonical_json(new.meta)
+    meta = canonical_json(dict(new.meta))
     hash_ = event_hash(stream, seq, new.id, new.type, new.version, new.ts, data, meta, prev_hash)
     cursor = conn.execute(
         _INSERT, (new.id, stream, seq, new.type, new.version, new.ts, data, meta, hash_,
