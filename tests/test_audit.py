@@ -17,18 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from cyclone.apps import build_apps
+from cyclone.ports import open_ports
 from shared import events as ev
 from shared.adapters.eventstore.sqlite import SqliteEventStore
 from shared.audit import GENESIS, recorded_hash
 from shared.audit_checkpoints import write_checkpoint
 from shared.audit_verify import FindingKind, Head, latest_heads, verify_store, verify_stream
+from shared.config import Settings
 from shared.events import NewEvent, RecordedEvent, run_stream
 from shared.pipeline.plan import BuildSpec, JobSpec, Plan, StepSpec
 from shared.projections.provenance import PREDICATE_TYPE, of_image, provenance
 from shared.status import JobStatus
 from tests.api import support
-from tests.support import HANG_S
+from tests.support import HANG_S, eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,6 +141,22 @@ async def test_a_stream_removed_whole_is_found_by_verifying_all(
                                             strict=True)] == [
         ("run-gone", FindingKind.REMOVED, 1, 3)]
     assert report.streams == 3  # the audit stream, run-kept, and run-gone from the checkpoint
+
+
+async def test_the_api_anchors_new_events_in_checkpoints(tmp_path: Path) -> None:
+    settings = Settings.from_env({"CYCLONE_HOME": str(tmp_path / "home"),
+                                  "CYCLONE_EXECUTOR": "shell",
+                                  "CYCLONE_AUDIT_CHECKPOINT_S": "0.05"})
+    async with open_ports(settings) as ports:
+        app = build_apps(["api"], settings, ports)["api"]
+        async with TestClient(TestServer(app)):
+            written = await ports.store.append("run-late", [NewEvent(ev.JobQueued(job="x"))], 0)
+
+            async def anchored() -> Head | None:
+                return (await latest_heads(ports.store)).get("run-late")
+
+            head = await eventually(anchored, what="run-late in a checkpoint")
+            assert (head.seq, head.hash) == (1, written[0].hash)
 
 
 # --- provenance ------------------------------------------------------------------------
