@@ -13,6 +13,7 @@ from pymongo import AsyncMongoClient
 from shared.adapters.eventstore.mongo import MongoEventStore
 from shared.adapters.mongo import mask_url
 from shared.audit import canonical_json
+from shared.audit_verify import FindingKind, verify_store
 from shared.errors import ConcurrencyConflict, StoreError
 from shared.events import RecordedEvent
 from shared.ports.eventstore import EventStore
@@ -225,3 +226,28 @@ async def test_calls_after_close_are_store_errors(mongo_url: str, mongo_database
     with pytest.raises(StoreError, match="closed"):
         await store.read(unique("run"))
 
+
+
+async def test_events_from_before_the_audit_chain_are_unchained_and_chained_on(
+        mongo_url: str, mongo_database: str) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    db = client[mongo_database]
+    try:  # an event as a Cyclone before the chain stored it: no hash, no prev_hash
+        await db["events"].insert_one({
+            "_id": 1, "id": "old-1", "stream": "run-old", "seq": 1, "type": "JobQueued",
+            "version": 1, "ts": "2025-01-01T00:00:00+00:00", "data": '{"job":"a"}',
+            "meta": "{}"})
+        await db["counters"].update_one({"_id": "events"}, {"$set": {"n": 1}}, upsert=True)
+    finally:
+        await client.close()
+    store = await MongoEventStore.connect(mongo_url, mongo_database)
+    try:
+        [new] = await store.append("run-old", jobs("b"), expected_seq=1)
+        assert new.prev_hash == "" and new.hash
+
+        report = await verify_store(store, ["run-old"])
+
+        assert [(f.kind, f.seq) for f in report.findings] == [(FindingKind.UNCHAINED, 1)]
+        assert not report.tampered
+    finally:
+        await store.close()

@@ -13,6 +13,7 @@ import pytest
 
 from shared.adapters.eventstore.sqlite import SqliteEventStore
 from shared.audit import canonical_json
+from shared.audit_verify import FindingKind, verify_store
 from shared.errors import ConcurrencyConflict, StoreError
 from shared.events import JobQueued, NewEvent, RecordedEvent
 from shared.ports.eventstore import EventStore
@@ -173,4 +174,33 @@ async def test_another_process_holding_the_write_lock(tmp_path: Path) -> None:
         assert [e.seq for e in await waiting] == [2]
     finally:
         other.close()
+        await store.close()
+
+
+async def test_a_file_from_before_the_audit_chain_is_upgraded_and_chained_on(
+        tmp_path: Path) -> None:
+    """Its events keep no hash (reported as unchained, not as tampering); new ones chain."""
+    path = tmp_path / "events.db"
+    with sqlite3.connect(path) as old:
+        old.executescript("""
+            CREATE TABLE events (position INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE, stream TEXT NOT NULL, seq INTEGER NOT NULL,
+                type TEXT NOT NULL, version INTEGER NOT NULL, ts TEXT NOT NULL,
+                data TEXT NOT NULL, meta TEXT NOT NULL, UNIQUE (stream, seq));
+            INSERT INTO events (id, stream, seq, type, version, ts, data, meta) VALUES
+                ('old-1', 'run-old', 1, 'JobQueued', 1, '2025-01-01T00:00:00+00:00',
+                 '{"job":"a"}', '{}');
+        """)
+    store = await SqliteEventStore.open(path)
+    try:
+        [legacy] = await store.read("run-old")
+        assert (legacy.hash, legacy.prev_hash) == ("", "")
+        [new] = await store.append("run-old", jobs("b"), expected_seq=1)
+        assert new.prev_hash == "" and new.hash
+
+        report = await verify_store(store, ["run-old"])
+
+        assert [(f.kind, f.seq) for f in report.findings] == [(FindingKind.UNCHAINED, 1)]
+        assert not report.tampered
+    finally:
         await store.close()
