@@ -28,7 +28,10 @@ __all__ = ["MAX_HEADS", "checkpoint_every", "write_checkpoint"]
 
 log = logging.getLogger(__name__)
 
-MAX_HEADS = 5000  # streams one checkpoint names at most (the rest: the next one)
+# Streams one checkpoint names at most (the rest: the next one). A checkpoint is an
+# event like any other, published on the bus: ~120 bytes a head keeps it far below
+# Kafka's 1 MB message limit.
+MAX_HEADS = 1000
 _PAGE = 1000
 
 
