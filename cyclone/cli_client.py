@@ -12,6 +12,7 @@
     cyclone token create NAME | list | revoke ID
     cyclone notify test PROJECT                         message every notification channel
     cyclone gc [--dry-run]                              a retention pass now (cyclone/cli_gc.py)
+    cyclone audit verify RUN|--all | provenance RUN     the audit trail (cyclone/cli_audit.py)
     cyclone secret set|list|rm ... | rotate-key         secrets (cyclone/cli_secrets.py)
     cyclone user add|list|rm|passwd|grant|revoke ...    users and roles (cyclone/cli_users.py)
 
