@@ -281,6 +281,13 @@ async def test_the_api_verifies_a_run_and_serves_its_provenance(tmp_path: Path) 
         body, _ = await api.call("GET", "/api/v1/audit/verify", 400)
         assert "run=ID" in body["detail"]
         await api.call("GET", "/api/v1/audit/verify?run=nope", 404)
+        server = str(api.client.make_url("")).rstrip("/")
+        token = api.headers["Authorization"].removeprefix("Bearer ")
+        code, out, err = await cyclone("audit", "verify", "r1", "--server", server,
+                                       "--token", token, home=tmp_path / "client")
+        assert code == 1, err
+        assert out.splitlines() == ["run-r1 seq 5: REMOVED (missing from the chain)",
+                                    "TAMPERED: 1 findings in 1 streams, 6 events"]
 
 
 async def verified(api: support.Api, **query: str) -> list[dict[str, Any]]:
