@@ -31,6 +31,7 @@ store (a provenance document holds its run's) still shows it.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -193,26 +194,27 @@ class _Chain:
         return True
 
     def _removed(self, head: Head | None) -> list[Finding]:
+        """The chained seqs missing, as ranges (never one by one: a seq edited to a huge
+        number must not make a huge list)."""
         present = sorted(self.claimed)
-        end = max(present[-1] if present else self.base, head.seq if head else 0)
-        missing = [s for s in range(self.base + 1, end + 1) if s not in self.claimed]
+        bounds = [self.base, *present]
+        if head is not None and head.seq > bounds[-1]:
+            bounds.append(head.seq + 1)  # up to the checkpoint's head, inclusive
         found: list[Finding] = []
-        for seq in missing:
-            if found and found[-1].last_seq == seq - 1:
-                found[-1] = Finding(FindingKind.REMOVED, self.stream, found[-1].seq, seq,
-                                    detail=found[-1].detail)
-            else:
-                after_end = not present or seq > present[-1]
+        for before, after in itertools.pairwise(bounds):
+            if after - before > 1:
+                past_end = not present or before >= present[-1]
                 why = (f"checkpoint {head.checkpoint} recorded the stream up to seq {head.seq}"
-                       if after_end and head else "missing from the chain")
-                found.append(Finding(FindingKind.REMOVED, self.stream, seq, seq, detail=why))
+                       if past_end and head else "missing from the chain")
+                found.append(Finding(FindingKind.REMOVED, self.stream, before + 1, after - 1,
+                                     detail=why))
         return found
 
     def _moves(self, removed: list[Finding]) -> None:
-        gaps = sorted(s for f in removed for s in range(f.seq, f.last_seq + 1))
         inserted = sorted(self.inserted)
         for event, seq in self.moved:
-            shift = bisect.bisect_left(inserted, event.seq) - bisect.bisect_left(gaps, seq)
+            gaps_before = sum(max(0, min(f.last_seq, seq - 1) - f.seq + 1) for f in removed)
+            shift = bisect.bisect_left(inserted, event.seq) - gaps_before
             if event.seq - seq != shift:
                 self._report(event, FindingKind.REORDERED,
                              f"stored as seq {event.seq}, chained as seq {seq}")

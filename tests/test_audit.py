@@ -81,6 +81,16 @@ def test_a_removed_event_with_the_rest_renumbered_is_one_removal() -> None:
     assert kinds(verify_stream("run-a", renumbered)) == [(FindingKind.REMOVED, 3, 3)]
 
 
+def test_an_event_moved_far_away_is_reordered() -> None:
+    stream = chain("run-a", 4)
+    moved = [stream[0], stream[1], stream[3], dataclasses.replace(stream[2], seq=10**9)]
+
+    found = verify_stream("run-a", moved)
+
+    assert kinds(found) == [(FindingKind.REORDERED, 10**9, 10**9)]
+    assert found[0].detail == "stored as seq 1000000000, chained as seq 3"
+
+
 def test_an_edited_event_with_its_hash_recomputed_is_found_by_the_next_link() -> None:
     stream = chain("run-a", 4)
     stream[1] = rehashed(stream[1], data={"job": "forged"})
