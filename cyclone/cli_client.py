@@ -13,6 +13,7 @@
     cyclone token create NAME | list | revoke ID
     cyclone notify test PROJECT                         message every notification channel
     cyclone gc [--dry-run]                              a retention pass now (cyclone/cli_gc.py)
+    cyclone audit verify RUN|--all | provenance RUN     the audit trail (cyclone/cli_audit.py)
     cyclone secret set|list|rm ... | rotate-key         secrets (cyclone/cli_secrets.py)
     cyclone user add|list|rm|passwd|grant|revoke ...    users and roles (cyclone/cli_users.py)
 
@@ -36,6 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from cyclone.cli_artifacts import add_artifact_commands, show_kept
+from cyclone.cli_audit import add_audit_commands
 from cyclone.cli_delivery import (
     add_delivery_commands,
     project_delivery_fields,
@@ -160,6 +162,7 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     add_report_command(sub, command)
     add_user_commands(sub, command)
     add_gc_command(sub, command)
+    add_audit_commands(sub, command)
 
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(required=True, metavar="ACTION")

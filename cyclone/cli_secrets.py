@@ -35,7 +35,7 @@ from shared.ports.eventstore import EventStore
 from shared.secretbox import KEY_FILE, new_key, write_key_file
 from shared.secrets import SecretStore, check_secret, open_secret_store
 
-__all__ = ["add_secret_commands"]
+__all__ = ["add_secret_commands", "open_event_store"]
 
 EXIT_OK, EXIT_INVALID = 0, 2
 Handler = Callable[[argparse.Namespace, CycloneClient], Any]
@@ -119,7 +119,7 @@ def _rotate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _rotate_async(settings: Settings) -> int:
-    async with _event_store(settings) as store:
+    async with open_event_store(settings) as store:
         secrets = await open_secret_store(settings.secret_key, settings.home, store)
         assert secrets.box is not None
         if settings.secret_key and len(secrets.box.keys) > 1:
@@ -152,7 +152,8 @@ async def _rotate_file(path: Path, secrets: SecretStore, key: str) -> int:
 
 
 @asynccontextmanager
-async def _event_store(settings: Settings) -> AsyncIterator[EventStore]:
+async def open_event_store(settings: Settings) -> AsyncIterator[EventStore]:
+    """The event store the settings name (as the services open it), closed after."""
     store: EventStore
     if settings.infra is None:
         settings.home.mkdir(parents=True, exist_ok=True)

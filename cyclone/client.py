@@ -275,6 +275,21 @@ class CycloneClient:
                 if line.strip():
                     yield _decode_object(line, response.status)
 
+    async def audit_verify(self, run_id: str | None) -> AsyncGenerator[Json, None]:
+        """Verify the audit chain (admin): of one run, or of every stream (None); the
+        objects the server streams (``kind``: progress, finding, then done or error)."""
+        query = {"run": run_id} if run_id else {"all": "1"}
+        async with self._open("GET", "/api/v1/audit/verify", query=query,
+                              stream=True) as response, \
+                contextlib.aclosing(self._lines(response)) as lines:
+            async for line in lines:
+                if line.strip():
+                    yield _decode_object(line, response.status)
+
+    async def provenance(self, run_id: str, image: str | None = None) -> Json:
+        return await self._call("GET", f"/api/v1/runs/{_seg(run_id)}/provenance",
+                                query={"image": image})
+
     async def log_lines(self, run_id: str, from_index: int = 0) -> AsyncGenerator[Json, None]:
         """The stored log lines ``{"i","job","step","stream","ts","text"}`` from
         ``from_index`` on, as they are read from the ndjson response."""

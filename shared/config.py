@@ -64,6 +64,8 @@ class Settings:
     # CYCLONE_WORKER_LABELS: comma-separated labels a workermanager offers to ``runs-on:``
     # (empty: its OS, architecture and executor kind, ``shared.workers.default_labels``)
     worker_labels: frozenset[str] = frozenset()
+    # CYCLONE_AUDIT_CHECKPOINT_S: between audit checkpoints (shared.audit_checkpoints)
+    audit_checkpoint_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -100,6 +102,7 @@ class Settings:
             cache_max_mb=positive_int(env, "CYCLONE_CACHE_MAX_MB", 1024),
             gc_interval_s=_positive_seconds(env, "CYCLONE_GC_INTERVAL_S", 3600.0),
             worker_labels=_labels(env, "CYCLONE_WORKER_LABELS"),
+            audit_checkpoint_s=_positive_seconds(env, "CYCLONE_AUDIT_CHECKPOINT_S", 60.0),
         )
 
     def require_infra(self) -> Infra:

@@ -32,6 +32,7 @@ __all__ = [
     "TERMINAL_RUN_EVENTS",
     "UPCASTERS",
     "ArtifactUploaded",
+    "AuditCheckpoint",
     "BranchRunEnded",
     "CacheEntryEvicted",
     "CacheEntrySaved",
@@ -1026,6 +1027,21 @@ class ScheduleMissed(Event):
     missed_from: str
 
 
+# --- audit ------------------------------------------------------------------------------
+
+
+@_register
+@dataclass(frozen=True)
+class AuditCheckpoint(Event):
+    """The heads of the streams changed since the previous checkpoint, in the ``audit``
+    stream (``shared.audit_checkpoints``): ``heads`` maps a stream to ``{"seq", "hash"}``
+    of its last event as of ``position``, so removing a stream's last events shows."""
+
+    TYPE: ClassVar[str] = "AuditCheckpoint"
+    heads: Mapping[str, Mapping[str, Any]]
+    position: int  # every event up to this global position was looked at
+
+
 TERMINAL_RUN_EVENTS: tuple[type[Event], ...] = (RunSucceeded, RunFailed, RunCancelled, RunErrored,
                                                  RunSkipped)
 
@@ -1067,6 +1083,10 @@ class RecordedEvent:
     data: dict[str, Any]
     meta: dict[str, str]
     position: int
+    # The audit chain (``shared.audit``): this event's hash and its stream's previous
+    # event's; "" for events stored before the chain existed.
+    hash: str = ""
+    prev_hash: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -1083,6 +1103,8 @@ class RecordedEvent:
             data=dict(raw["data"]),
             meta=dict(raw.get("meta") or {}),
             position=int(raw["position"]),
+            hash=str(raw.get("hash") or ""),
+            prev_hash=str(raw.get("prev_hash") or ""),
         )
 
 

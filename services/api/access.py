@@ -197,6 +197,8 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/api/v1/projects/{name}/tests"): _VIEW_PROJECT,  # a test's history
     ("POST", "/api/v1/projects/{name}/environments/{env}/rollback"): _MAINTAIN_PROJECT,
     ("POST", "/api/v1/gc"): _ADMIN,  # a retention pass now, over every project
+    ("GET", "/api/v1/audit/verify"): _ADMIN,  # reads every project's events
+    ("GET", "/api/v1/runs/{id}/provenance"): _VIEW_RUN,
 }
 
 # (request, scope) -> the project the request is about; None when there is no such thing

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from services.api.access import Principal, Scope, access_middleware
 from services.api.artifacts import artifacts_routes
+from services.api.audit import audit_routes, start_audit_checkpoints
 from services.api.auth import identify
 from services.api.badge import badge_routes
 from services.api.context import CONTEXT, UI_DIST, ApiContext
@@ -90,6 +91,7 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
     app.cleanup_ctx.append(run_views)
     app.cleanup_ctx.append(admin_token)
     start_retention(app, settings, ports)  # reads the run views: after they are open
+    start_audit_checkpoints(app, settings, ports)
     run_in_background(app, follow, "RunsReadModel.follow")
     run_in_background(app, live.run, "LiveRuns.run")
     app.cleanup_ctx.append(_tails_open)
@@ -140,6 +142,7 @@ def build_app(ctx: ApiContext, *, ready: Callable[[], Awaitable[object]] | None 
         *secret_routes(),
         *badge_routes(),
         *gc_routes(),
+        *audit_routes(),
         *ui_routes(),  # its catch-all leaves /api/ out, so later routes (logs) still match
     ])
     return app

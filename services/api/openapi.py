@@ -223,6 +223,7 @@ def openapi_document() -> dict[str, Any]:
                 params=[_query("project")], errors=(401,))},
             **_secret_paths(project),
             **_test_paths(project, run),
+            **_audit_paths(run),
             "/api/v1/tokens": {
                 "get": _op("List API tokens: your own (every token, for an admin)", 200,
                            errors=(401,)),
@@ -352,6 +353,33 @@ def _test_paths(project: list[dict[str, Any]], run: list[dict[str, Any]]) -> dic
             "commit, time", 200,
             params=[*project, {**_query("name"), "required": True}, _query("limit", "integer")],
             errors=(400, 401, 404, 503), description=_HISTORY)},
+    }
+
+
+_VERIFY = (
+    "run=ID: that run's event stream; all=1: every stream (and every stream a checkpoint "
+    "names). NDJSON: {kind: progress, done, total} now and then, {kind: finding, finding: "
+    "{stream, seq, last_seq, type, kind: edited|removed|inserted|reordered|unchained, "
+    "detail}} each, "
+    "then {kind: done, streams, events, findings, tampered}; {kind: error, detail} if it "
+    "failed half-way. unchained: events stored before the audit chain (not tampering).")
+_PROVENANCE = (
+    "{run, statements: [in-toto Statement v1, predicateType https://slsa.dev/provenance/v1]}"
+    ", one per image the run pushed, derived from its events; not signed. image=NAME: only "
+    "the image of that name or repository (404 when the run pushed none).")
+
+
+def _audit_paths(run: list[dict[str, Any]]) -> dict[str, Any]:
+    """The audit trail (services/api/audit.py)."""
+    return {
+        "/api/v1/audit/verify": {"get": _op(
+            "Verify the audit hash chain (admin): events edited, removed, inserted or "
+            "reordered in the store", 200, params=[_query("run"), _query("all")],
+            content="application/x-ndjson", errors=(400, 401, 403, 404),
+            description=_VERIFY)},
+        "/api/v1/runs/{id}/provenance": {"get": _op(
+            "Provenance (SLSA v1 style) of the images the run pushed", 200,
+            params=[*run, _query("image")], description=_PROVENANCE)},
     }
 
 

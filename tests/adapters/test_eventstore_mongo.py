@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
 
 from shared.adapters.eventstore.mongo import MongoEventStore
 from shared.adapters.mongo import mask_url
+from shared.audit import canonical_json
+from shared.audit_verify import FindingKind, verify_store
 from shared.errors import ConcurrencyConflict, StoreError
+from shared.events import RecordedEvent
 from shared.ports.eventstore import EventStore
-from tests.contracts.eventstore import EventStoreContract, Reopen, jobs, unique
+from tests.contracts.eventstore import EventStoreContract, Reopen, Tamper, jobs, unique
 from tests.infra.mongo import connect_to_dead_server, mongo_database, mongo_url
 
 __all__ = ["mongo_database", "mongo_url"]  # the fixtures this module uses
@@ -38,6 +42,43 @@ class TestMongoEventStore(EventStoreContract):
         yield reopen
         for store in opened:
             await store.close()
+
+    @pytest.fixture
+    async def tamper(self, mongo_url: str, mongo_database: str) -> AsyncIterator[Tamper]:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+        yield MongoTamper(client, mongo_database)
+        await client.close()
+
+
+class MongoTamper:
+    """``Tamper`` with PyMongo on the store's database, as anyone with its URL can."""
+
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+        self.events = client[database]["events"]
+
+    async def set_data(self, stream: str, seq: int, data: dict[str, Any]) -> None:
+        await self._one(self.events.update_one(
+            {"stream": stream, "seq": seq}, {"$set": {"data": canonical_json(data)}}))
+
+    async def delete(self, stream: str, seq: int) -> None:
+        result = await self.events.delete_one({"stream": stream, "seq": seq})
+        assert result.deleted_count == 1
+
+    async def renumber(self, stream: str, seq: int, new_seq: int) -> None:
+        await self._one(self.events.update_one(
+            {"stream": stream, "seq": seq}, {"$set": {"seq": new_seq}}))
+
+    async def insert(self, event: RecordedEvent) -> None:
+        last = await self.events.find_one({}, sort=[("_id", -1)])
+        await self.events.insert_one({
+            "_id": int(last["_id"]) + 1 if last else 1, "id": event.id, "stream": event.stream,
+            "seq": event.seq, "type": event.type, "version": event.version, "ts": event.ts,
+            "data": canonical_json(event.data), "meta": canonical_json(event.meta),
+            "hash": event.hash, "prev_hash": event.prev_hash})
+
+    @staticmethod
+    async def _one(update: Any) -> None:
+        assert (await update).modified_count == 1
 
 
 @pytest.fixture
@@ -185,3 +226,28 @@ async def test_calls_after_close_are_store_errors(mongo_url: str, mongo_database
     with pytest.raises(StoreError, match="closed"):
         await store.read(unique("run"))
 
+
+
+async def test_events_from_before_the_audit_chain_are_unchained_and_chained_on(
+        mongo_url: str, mongo_database: str) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    db = client[mongo_database]
+    try:  # an event as a Cyclone before the chain stored it: no hash, no prev_hash
+        await db["events"].insert_one({
+            "_id": 1, "id": "old-1", "stream": "run-old", "seq": 1, "type": "JobQueued",
+            "version": 1, "ts": "2025-01-01T00:00:00+00:00", "data": '{"job":"a"}',
+            "meta": "{}"})
+        await db["counters"].update_one({"_id": "events"}, {"$set": {"n": 1}}, upsert=True)
+    finally:
+        await client.close()
+    store = await MongoEventStore.connect(mongo_url, mongo_database)
+    try:
+        [new] = await store.append("run-old", jobs("b"), expected_seq=1)
+        assert new.prev_hash == "" and new.hash
+
+        report = await verify_store(store, ["run-old"])
+
+        assert [(f.kind, f.seq) for f in report.findings] == [(FindingKind.UNCHAINED, 1)]
+        assert not report.tampered
+    finally:
+        await store.close()

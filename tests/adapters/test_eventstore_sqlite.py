@@ -3,17 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shared.adapters.eventstore.sqlite import SqliteEventStore
+from shared.audit import canonical_json
+from shared.audit_verify import FindingKind, verify_store
 from shared.errors import ConcurrencyConflict, StoreError
-from shared.events import JobQueued, NewEvent
+from shared.events import JobQueued, NewEvent, RecordedEvent
 from shared.ports.eventstore import EventStore
-from tests.contracts.eventstore import EventStoreContract, Reopen, jobs, unique
+from tests.contracts.eventstore import EventStoreContract, Reopen, Tamper, jobs, unique
+
+
+class SqliteTamper:
+    """``Tamper`` with the sqlite3 module on the store's file, as anyone with the file can."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    async def set_data(self, stream: str, seq: int, data: dict[str, Any]) -> None:
+        self._write("UPDATE events SET data = ? WHERE stream = ? AND seq = ?",
+                    canonical_json(data), stream, seq)
+
+    async def delete(self, stream: str, seq: int) -> None:
+        self._write("DELETE FROM events WHERE stream = ? AND seq = ?", stream, seq)
+
+    async def renumber(self, stream: str, seq: int, new_seq: int) -> None:
+        self._write("UPDATE events SET seq = ? WHERE stream = ? AND seq = ?", new_seq, stream, seq)
+
+    async def insert(self, event: RecordedEvent) -> None:
+        self._write("INSERT INTO events (id, stream, seq, type, version, ts, data, meta, hash,"
+                    " prev_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    event.id, event.stream, event.seq, event.type, event.version, event.ts,
+                    json.dumps(event.data), json.dumps(event.meta), event.hash, event.prev_hash)
+
+    def _write(self, sql: str, *args: object) -> None:
+        assert self.conn.execute(sql, args).rowcount == 1, (sql, args)
 
 
 class TestSqliteEventStore(EventStoreContract):
@@ -39,6 +69,12 @@ class TestSqliteEventStore(EventStoreContract):
         yield reopen
         for store in opened:
             await store.close()
+
+    @pytest.fixture
+    def tamper(self, db_path: Path, store: EventStore) -> Iterator[Tamper]:
+        conn = sqlite3.connect(db_path, isolation_level=None)  # the store made the file
+        yield SqliteTamper(conn)
+        conn.close()
 
 
 @pytest.fixture
@@ -138,4 +174,33 @@ async def test_another_process_holding_the_write_lock(tmp_path: Path) -> None:
         assert [e.seq for e in await waiting] == [2]
     finally:
         other.close()
+        await store.close()
+
+
+async def test_a_file_from_before_the_audit_chain_is_upgraded_and_chained_on(
+        tmp_path: Path) -> None:
+    """Its events keep no hash (reported as unchained, not as tampering); new ones chain."""
+    path = tmp_path / "events.db"
+    with sqlite3.connect(path) as old:
+        old.executescript("""
+            CREATE TABLE events (position INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE, stream TEXT NOT NULL, seq INTEGER NOT NULL,
+                type TEXT NOT NULL, version INTEGER NOT NULL, ts TEXT NOT NULL,
+                data TEXT NOT NULL, meta TEXT NOT NULL, UNIQUE (stream, seq));
+            INSERT INTO events (id, stream, seq, type, version, ts, data, meta) VALUES
+                ('old-1', 'run-old', 1, 'JobQueued', 1, '2025-01-01T00:00:00+00:00',
+                 '{"job":"a"}', '{}');
+        """)
+    store = await SqliteEventStore.open(path)
+    try:
+        [legacy] = await store.read("run-old")
+        assert (legacy.hash, legacy.prev_hash) == ("", "")
+        [new] = await store.append("run-old", jobs("b"), expected_seq=1)
+        assert new.prev_hash == "" and new.hash
+
+        report = await verify_store(store, ["run-old"])
+
+        assert [(f.kind, f.seq) for f in report.findings] == [(FindingKind.UNCHAINED, 1)]
+        assert not report.tampered
+    finally:
         await store.close()

@@ -88,6 +88,8 @@ EXPECTED = {
     ("GET", "/api/v1/projects/{name}/tests"): "viewer",
     ("POST", "/api/v1/projects/{name}/environments/{env}/rollback"): "maintainer",
     ("POST", "/api/v1/gc"): "admin",
+    ("GET", "/api/v1/audit/verify"): "admin",
+    ("GET", "/api/v1/runs/{id}/provenance"): "viewer",
 }
 SAFE = ("GET", "HEAD")
 PASSWORD = "correct horse battery"

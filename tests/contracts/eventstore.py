@@ -1,10 +1,12 @@
 """The EventStore contract (``shared/ports/eventstore.py``), run against every adapter.
 
-Subclass ``EventStoreContract`` as ``Test<Adapter>`` and provide two fixtures:
+Subclass ``EventStoreContract`` as ``Test<Adapter>`` and provide three fixtures:
 
 * ``store``: an open store (closed by the fixture afterwards);
 * ``reopen``: an async callable that closes the store it is given and returns a new
-  store on the same storage (the fixture closes what it returned).
+  store on the same storage (the fixture closes what it returned);
+* ``tamper``: a ``Tamper`` on the same storage, writing to the database directly (as
+  someone editing it behind Cyclone's back would), for the audit chain's tests.
 
 Stream names are unique per test, so an adapter may share its storage between tests.
 """
@@ -12,12 +14,17 @@ Stream names are unique per test, so an adapter may share its storage between te
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 import pytest
 
+from shared.audit import GENESIS, recorded_hash
+from shared.audit_checkpoints import write_checkpoint
+from shared.audit_verify import Finding, FindingKind, verify_store
 from shared.errors import ConcurrencyConflict
 from shared.events import (
     JobQueued,
@@ -31,9 +38,22 @@ from shared.pipeline.plan import JobSpec, Plan, StepSpec
 from shared.ports.eventstore import EventStore
 from shared.status import StepStatus
 
-__all__ = ["EventStoreContract", "Reopen"]
+__all__ = ["EventStoreContract", "Reopen", "Tamper"]
 
 Reopen = Callable[[EventStore], Awaitable[EventStore]]
+
+
+class Tamper(Protocol):
+    """Direct writes to an adapter's database, bypassing the store (and its chain)."""
+
+    async def set_data(self, stream: str, seq: int, data: dict[str, Any]) -> None: ...
+
+    async def delete(self, stream: str, seq: int) -> None: ...
+
+    async def renumber(self, stream: str, seq: int, new_seq: int) -> None: ...
+
+    async def insert(self, event: RecordedEvent) -> None:
+        """Store ``event`` as it is (its seq, hash and prev_hash), at a new position."""
 
 
 def unique(name: str) -> str:
@@ -55,6 +75,17 @@ async def all_events_of(store: EventStore, streams: set[str], after: int) -> lis
     return found
 
 
+async def findings_of(store: EventStore, stream: str) -> list[tuple[FindingKind, int, str]]:
+    found: list[Finding] = (await verify_store(store, [stream])).findings
+    return [(f.kind, f.seq, f.type) for f in found]
+
+
+async def chained(store: EventStore) -> tuple[str, list[RecordedEvent]]:
+    """A stream of five events: JobQueued a, b, c, d, e."""
+    stream = unique("run")
+    return stream, await store.append(stream, jobs("a", "b", "c", "d", "e"), expected_seq=0)
+
+
 class EventStoreContract:
     @pytest.fixture
     async def store(self) -> AsyncIterator[EventStore]:
@@ -64,6 +95,10 @@ class EventStoreContract:
     @pytest.fixture
     def reopen(self) -> Reopen:
         raise NotImplementedError("subclass provides the reopen fixture")
+
+    @pytest.fixture
+    def tamper(self) -> Tamper:
+        raise NotImplementedError("subclass provides the tamper fixture")
 
     # --- append and read -----------------------------------------------------------------
 
@@ -247,3 +282,78 @@ class EventStoreContract:
             await again.append(stream, jobs("stale"), expected_seq=0)
         after = await again.append(stream, jobs("c"), expected_seq=2)
         assert after[0].seq == 3 and after[0].position > before[-1].position
+
+    # --- the audit chain (shared/audit.py, shared/audit_verify.py) ------------------------
+
+    async def test_appended_events_are_chained_per_stream(self, store: EventStore) -> None:
+        stream, other = unique("run"), unique("run")
+        first = await store.append(stream, jobs("a", "b"), expected_seq=0)
+        await store.append(other, jobs("x"), expected_seq=0)
+        second = await store.append(stream, jobs("c"), expected_seq=2)
+
+        read = await store.read(stream)
+        assert read == [*first, *second]
+        assert [e.prev_hash for e in read] == [GENESIS, read[0].hash, read[1].hash]
+        assert all(e.hash == recorded_hash(e) for e in read)
+        assert len({e.hash for e in read}) == 3
+        assert await findings_of(store, stream) == []
+
+    async def test_an_untouched_store_verifies_clean(self, store: EventStore) -> None:
+        await chained(store)
+        await store.append(unique("project"), jobs("p"), expected_seq=0)
+        assert await write_checkpoint(store) is not None
+        await chained(store)  # after the checkpoint: not anchored yet, still clean
+
+        report = await verify_store(store)
+
+        assert report.findings == [] and not report.tampered
+        assert report.streams >= 4 and report.events >= 12
+
+    async def test_an_edited_payload_is_found(self, store: EventStore, tamper: Tamper) -> None:
+        stream, events = await chained(store)
+
+        await tamper.set_data(stream, 3, {**events[2].data, "job": "c-edited"})
+
+        assert await findings_of(store, stream) == [(FindingKind.EDITED, 3, "JobQueued")]
+
+    async def test_a_removed_event_is_found(self, store: EventStore, tamper: Tamper) -> None:
+        stream, _ = await chained(store)
+
+        await tamper.delete(stream, 3)
+
+        assert await findings_of(store, stream) == [(FindingKind.REMOVED, 3, "")]
+
+    async def test_an_inserted_event_is_found(self, store: EventStore, tamper: Tamper) -> None:
+        stream, events = await chained(store)
+        for seq in (5, 4, 3):  # make room at seq 3, as a forger must
+            await tamper.renumber(stream, seq, seq + 1)
+        forged = dataclasses.replace(events[2], id=uuid.uuid4().hex, type="JobSkipped",
+                                     data={"job": "c", "reason": "forged"}, hash="f" * 64)
+
+        await tamper.insert(forged)
+
+        assert await findings_of(store, stream) == [(FindingKind.INSERTED, 3, "JobSkipped")]
+
+    async def test_swapped_events_are_found(self, store: EventStore, tamper: Tamper) -> None:
+        stream, _ = await chained(store)
+
+        await tamper.renumber(stream, 2, 100)
+        await tamper.renumber(stream, 3, 2)
+        await tamper.renumber(stream, 100, 3)
+
+        assert await findings_of(store, stream) == [
+            (FindingKind.REORDERED, 2, "JobQueued"), (FindingKind.REORDERED, 3, "JobQueued")]
+
+    async def test_a_removed_tail_is_found_by_the_checkpoint(
+            self, store: EventStore, tamper: Tamper) -> None:
+        stream, _ = await chained(store)
+        await write_checkpoint(store)
+
+        await tamper.delete(stream, 5)
+        await tamper.delete(stream, 4)
+
+        report = await verify_store(store, [stream])
+        assert [(f.kind, f.seq, f.last_seq) for f in report.findings] == [
+            (FindingKind.REMOVED, 4, 5)]
+        assert "checkpoint 1 recorded the stream up to seq 5" in str(report.findings[0])
+        assert report.tampered

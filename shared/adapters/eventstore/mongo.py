@@ -5,7 +5,8 @@ Open with ``await MongoEventStore.connect("mongodb://host/", database="cyclone")
 
 Storage (database ``database``)::
 
-    events     {_id: position, id, stream, seq, type, version, ts, data: JSON, meta: JSON}
+    events     {_id: position, id, stream, seq, type, version, ts, data: JSON, meta: JSON,
+                hash, prev_hash}
                unique (stream, seq), unique id
     counters   {_id: "events", n}             the last position handed out
     appending  {_id: token, floor, until}     appends in flight (see "Global order")
@@ -13,7 +14,10 @@ Storage (database ``database``)::
 
 ``data`` and ``meta`` are stored as JSON text, exactly as the SQLite twin stores them:
 field names with ``.`` or ``$`` (environment variables, user keys) need no escaping and
-what ``read`` returns equals what ``append`` returned.
+what ``read`` returns equals what ``append`` returned. ``hash`` and ``prev_hash`` are the
+audit chain (``shared.audit``), linked to the stream's last event as read by the seq
+check; the unique (stream, seq) index that makes one of racing appends win also makes
+the chain it extends the one stored. Events stored before the chain have neither field.
 
 No transactions. They need a replica set (and the test stand-in has no sessions), so
 an append is: check the stream's last seq, check the ids are new, take positions from
@@ -67,6 +71,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.adapters.mongo import Doc, Index, MongoResource
+from shared.audit import GENESIS, canonical_json, event_hash
 from shared.errors import ConcurrencyConflict, StoreError
 from shared.events import NewEvent, RecordedEvent
 
@@ -171,8 +176,9 @@ class MongoEventStore(MongoResource):
             raise ConcurrencyConflict(stream, expected_seq)
         with self._errors():
             last = await self._events.find_one(
-                {"stream": stream}, projection={"seq": 1}, sort=[("seq", DESCENDING)])
+                {"stream": stream}, projection={"seq": 1, "hash": 1}, sort=[("seq", DESCENDING)])
             actual = 0 if last is None else int(last["seq"])
+            prev_hash = GENESIS if last is None else str(last.get("hash") or "")
             if actual != expected_seq:
                 raise ConcurrencyConflict(stream, expected_seq, actual)
             if not events:
@@ -182,7 +188,7 @@ class MongoEventStore(MongoResource):
         token = uuid.uuid4().hex
         until = await self._register(token)
         try:
-            return await self._insert(stream, events, expected_seq, until)
+            return await self._insert(stream, events, expected_seq, prev_hash, until)
         finally:
             with self._errors():
                 await self._appending.delete_one({"_id": token})
@@ -197,7 +203,8 @@ class MongoEventStore(MongoResource):
         return until
 
     async def _insert(
-        self, stream: str, events: list[NewEvent], expected_seq: int, until: float
+        self, stream: str, events: list[NewEvent], expected_seq: int, prev_hash: str,
+        until: float
     ) -> list[RecordedEvent]:
         counter = await self._retry_upsert(lambda: self._counters.find_one_and_update(
             {"_id": "events"}, {"$inc": {"n": len(events)}}, upsert=True,
@@ -205,8 +212,10 @@ class MongoEventStore(MongoResource):
         if counter is None:  # pragma: no cover - an upsert with AFTER returns the document
             raise StoreError(f"{self._where}: the position counter did not come back")
         first = int(counter["n"]) - len(events) + 1
-        recorded = [_record(stream, expected_seq + 1 + n, first + n, new)
-                    for n, new in enumerate(events)]
+        recorded: list[RecordedEvent] = []
+        for n, new in enumerate(events):
+            recorded.append(_record(stream, expected_seq + 1 + n, first + n, new, prev_hash))
+            prev_hash = recorded[-1].hash
         if time.time() > until:  # readers may already have passed our positions
             raise StoreError(f"{self._where}: append to {stream!r} took longer than its lease")
         try:
@@ -271,24 +280,25 @@ def _is_duplicate(exc: BaseException | None) -> bool:
     return False
 
 
-def _record(stream: str, seq: int, position: int, new: NewEvent) -> RecordedEvent:
+def _record(stream: str, seq: int, position: int, new: NewEvent,
+            prev_hash: str) -> RecordedEvent:
+    data, meta = new.data_json(), canonical_json(dict(new.meta))
     return RecordedEvent(
         id=new.id, stream=stream, seq=seq, type=new.type, version=new.version, ts=new.ts,
         # Decoded from the stored JSON so the result equals what ``read`` returns later.
-        data=json.loads(new.data_json()), meta=json.loads(_meta_json(new)), position=position,
+        data=json.loads(data), meta=json.loads(meta), position=position,
+        hash=event_hash(stream, seq, new.id, new.type, new.version, new.ts, data, meta,
+                        prev_hash),
+        prev_hash=prev_hash,
     )
-
-
-def _meta_json(new: NewEvent) -> str:
-    return json.dumps(dict(new.meta), separators=(",", ":"), sort_keys=True)
 
 
 def _encode(event: RecordedEvent) -> Doc:
     return {
         "_id": event.position, "id": event.id, "stream": event.stream, "seq": event.seq,
         "type": event.type, "version": event.version, "ts": event.ts,
-        "data": json.dumps(event.data, separators=(",", ":"), sort_keys=True),
-        "meta": json.dumps(event.meta, separators=(",", ":"), sort_keys=True),
+        "data": canonical_json(event.data), "meta": canonical_json(event.meta),
+        "hash": event.hash, "prev_hash": event.prev_hash,
     }
 
 
@@ -297,5 +307,6 @@ def _decode(doc: Doc) -> RecordedEvent:
         id=str(doc["id"]), stream=str(doc["stream"]), seq=int(doc["seq"]),
         type=str(doc["type"]), version=int(doc["version"]), ts=str(doc["ts"]),
         data=json.loads(doc["data"]), meta=json.loads(doc["meta"]), position=int(doc["_id"]),
+        hash=str(doc.get("hash") or ""), prev_hash=str(doc.get("prev_hash") or ""),
     )
 

@@ -5,8 +5,12 @@ Implements ``shared.ports.eventstore.EventStore``; the port's docstring is the c
 Storage::
 
     events(position INTEGER PRIMARY KEY AUTOINCREMENT, id UNIQUE, stream, seq, type,
-           version, ts, data JSON, meta JSON, UNIQUE(stream, seq))
+           version, ts, data JSON, meta JSON, hash, prev_hash, UNIQUE(stream, seq))
     checkpoints(name PRIMARY KEY, position)
+
+``hash`` and ``prev_hash`` are the audit chain (``shared.audit``), computed by ``append``
+from the stream's last event, read in the same write transaction as its seq. A file
+made before they existed gets the columns when opened; its old events keep "" there.
 
 Concurrency. Every sqlite3 call runs in ONE worker thread owned by the store (with
 its own connection), so calls of one store are serialised and the event loop never
@@ -38,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.audit import GENESIS, canonical_json, event_hash
 from shared.errors import ConcurrencyConflict, StoreError
 from shared.events import NewEvent, RecordedEvent
 
@@ -59,6 +64,8 @@ CREATE TABLE IF NOT EXISTS events (
     ts       TEXT    NOT NULL,
     data     TEXT    NOT NULL,
     meta     TEXT    NOT NULL,
+    hash     TEXT    NOT NULL DEFAULT '',
+    prev_hash TEXT   NOT NULL DEFAULT '',
     UNIQUE (stream, seq)
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -67,11 +74,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 """
 
-_COLUMNS = "position, id, stream, seq, type, version, ts, data, meta"
+_COLUMNS = "position, id, stream, seq, type, version, ts, data, meta, hash, prev_hash"
 _INSERT = (
-    "INSERT INTO events (id, stream, seq, type, version, ts, data, meta)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (id, stream, seq, type, version, ts, data, meta, hash, prev_hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_CHAIN_COLUMNS = ("hash", "prev_hash")  # added to files made before the audit chain
 
 
 class SqliteEventStore:
@@ -199,6 +207,7 @@ class SqliteEventStore:
                 # in memory, so an append or a read costs what it does on a new store.
                 conn.execute("PRAGMA cache_size = -32768")
                 conn.executescript(_SCHEMA)
+                _add_chain_columns(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -211,6 +220,17 @@ class SqliteEventStore:
             self._conn = None
 
 
+def _add_chain_columns(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    for column in _CHAIN_COLUMNS:
+        if column not in have:
+            try:
+                conn.execute(f"ALTER TABLE events ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+            except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
+
+
 def _append(
     conn: sqlite3.Connection, stream: str, events: list[NewEvent], expected_seq: int
 ) -> list[RecordedEvent]:
@@ -219,14 +239,16 @@ def _append(
     # even when another process appends to the same file.
     conn.execute("BEGIN IMMEDIATE")
     try:
-        actual = int(
-            conn.execute(
-                "SELECT coalesce(max(seq), 0) FROM events WHERE stream = ?", (stream,)
-            ).fetchone()[0]
-        )
+        last = conn.execute(
+            "SELECT seq, hash FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1", (stream,)
+        ).fetchone()
+        actual, prev_hash = (0, GENESIS) if last is None else (int(last[0]), str(last[1]))
         if actual != expected_seq:
             raise ConcurrencyConflict(stream, expected_seq, actual)
-        recorded = [_insert(conn, stream, expected_seq + n, new) for n, new in enumerate(events, 1)]
+        recorded: list[RecordedEvent] = []
+        for n, new in enumerate(events, 1):
+            recorded.append(_insert(conn, stream, expected_seq + n, new, prev_hash))
+            prev_hash = recorded[-1].hash
         conn.execute("COMMIT")
     except sqlite3.IntegrityError as exc:
         # (stream, seq) taken or an event id that exists: someone else's write won.
@@ -238,11 +260,14 @@ def _append(
     return recorded
 
 
-def _insert(conn: sqlite3.Connection, stream: str, seq: int, new: NewEvent) -> RecordedEvent:
+def _insert(conn: sqlite3.Connection, stream: str, seq: int, new: NewEvent,
+            prev_hash: str) -> RecordedEvent:
     data = new.data_json()
-    meta = json.dumps(dict(new.meta), separators=(",", ":"), sort_keys=True)
+    meta = canonical_json(dict(new.meta))
+    hash_ = event_hash(stream, seq, new.id, new.type, new.version, new.ts, data, meta, prev_hash)
     cursor = conn.execute(
-        _INSERT, (new.id, stream, seq, new.type, new.version, new.ts, data, meta)
+        _INSERT, (new.id, stream, seq, new.type, new.version, new.ts, data, meta, hash_,
+                  prev_hash)
     )
     if cursor.lastrowid is None:  # pragma: no cover - SQLite always sets it for an INSERT
         raise StoreError("sqlite did not report the new event's position")
@@ -250,6 +275,7 @@ def _insert(conn: sqlite3.Connection, stream: str, seq: int, new: NewEvent) -> R
         id=new.id, stream=stream, seq=seq, type=new.type, version=new.version, ts=new.ts,
         # Decoded from the stored JSON so the result equals what ``read`` returns later.
         data=json.loads(data), meta=json.loads(meta), position=cursor.lastrowid,
+        hash=hash_, prev_hash=prev_hash,
     )
 
 
@@ -263,8 +289,9 @@ def _query(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[Re
 
 
 def _decode(row: tuple[Any, ...]) -> RecordedEvent:
-    position, id_, stream, seq, type_, version, ts, data, meta = row
+    position, id_, stream, seq, type_, version, ts, data, meta, hash_, prev_hash = row
     return RecordedEvent(
         id=id_, stream=stream, seq=seq, type=type_, version=version, ts=ts,
         data=json.loads(data), meta=json.loads(meta), position=position,
+        hash=hash_, prev_hash=prev_hash,
     )
