@@ -5,12 +5,18 @@
 #   * the wheels of deploy/requirements.lock are downloaded by the host's pip (hashes
 #     checked) into .cache/image-wheels once per lock, copied into deploy/wheels (the build
 #     context; ignored by Git), and installed with --no-index.
-# Usage: scripts/build-image.sh [TAG]   (default cyclone:dev). Idempotent: with the base and
+# Usage: scripts/build-image.sh [TAG]   (default cyclone:dev); with --deps-only, only the base
+# and the wheels (what `make test`'s setup prepares). Idempotent: with the base and
 # the wheels cached, an unchanged tree is a build of cached layers (seconds). Build the web
 # UI first (`make ui`) for the image to serve it. Production builds need none of this:
 #   docker build -f deploy/Dockerfile -t cyclone .
 set -euo pipefail
 
+deps_only=0
+if [ "${1:-}" = --deps-only ]; then
+  deps_only=1
+  shift
+fi
 tag=${1:-cyclone:dev}
 base=cyclone-base/bookworm:python
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,6 +43,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   rm -rf "$cache"
   mv "$cache.new" "$cache"
 fi
+
+[ "$deps_only" = 0 ] || exit 0
 
 # The context gets exactly the lock's wheels (none left from an older lock).
 find "$context_wheels" -name '*.whl' -delete
