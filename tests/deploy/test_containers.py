@@ -94,10 +94,20 @@ class Container:
                               timeout=HANG_S, check=False)
         return done.stdout + done.stderr
 
-    def health(self) -> str:
-        state = json.loads(_docker("inspect", "-f", "{{json .State}}", self.name))
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads(_docker("inspect", "-f", "{{json .State}}",
+                                                   self.name))
         assert state["Running"], f"{self.name} exited ({state['ExitCode']}):\n{self.logs()}"
-        return str(state.get("Health", {}).get("Status", "none"))
+        return state
+
+    async def healthy(self) -> None:
+        """Wait until Docker runs the image's health check and it passes."""
+        try:
+            await eventually(lambda: self.state()["Health"]["Status"] == "healthy",
+                             timeout=180, interval=0.5, what=f"{self.name} healthy")
+        except AssertionError as exc:
+            checks = self.state()["Health"]["Log"]
+            raise AssertionError(f"{exc}; its checks: {checks}\n{self.logs()}") from None
 
 
 def _run_service(image: str, service: str, env: dict[str, str], test_id: str) -> Container:
@@ -140,8 +150,7 @@ async def test_the_five_services_run_from_the_image_and_a_run_goes_through_them(
     containers: dict[str, Container], git_server: GitServer,
 ) -> None:
     for container in containers.values():  # the image's HEALTHCHECK: GET /healthz
-        await eventually(lambda c=container: c.health() == "healthy",  # type: ignore[misc]
-                         timeout=120, interval=0.5, what=f"{container.name} healthy")
+        await container.healthy()
     user = _docker("exec", containers["api"].name, "id", "-u").strip()
     assert user == "10001"
     api = containers["api"]
@@ -159,7 +168,7 @@ async def test_the_five_services_run_from_the_image_and_a_run_goes_through_them(
                             json={"value": "opened-by-the-worker"}) as r:
             assert r.status in (200, 201, 204), await r.text()
         async with http.post("/api/v1/projects/demo/runs", json={}) as r:
-            assert r.status == 201, await r.text()
+            assert r.status == 202, await r.text()
             run_id = (await r.json())["id"]
 
         async def ended() -> Any:
