@@ -47,7 +47,7 @@ jobs:
     image: {TEST_IMAGE}
     secrets: [GREETING_TOKEN]
     steps:
-      - run: ["echo built $CYCLONE_BRANCH in $(pwd)",
+      - run: ["echo built $CYCLONE_BRANCH in $(pwd)", "cat hello.txt",
               "[ \\"$GREETING_TOKEN\\" = opened-by-the-worker ] && echo the secret opened"]
   test:
     image: {TEST_IMAGE}
@@ -156,7 +156,8 @@ async def test_the_five_services_run_from_the_image_and_a_run_goes_through_them(
     api = containers["api"]
     token = await eventually(lambda: _token(api), interval=0.2, what="the admin token printed")
     repo = git_server.create("demo")
-    sha = repo.commit({".cyclone.yml": PIPELINE})
+    # checked out by the worker in its container, into a volume the step container mounts
+    sha = repo.commit({".cyclone.yml": PIPELINE, "hello.txt": "hello from the repository\n"})
     async with aiohttp.ClientSession(api.url, headers={"Authorization": f"Bearer {token}"}
                                      ) as http:
         for container in containers.values():
@@ -187,6 +188,7 @@ async def test_the_five_services_run_from_the_image_and_a_run_goes_through_them(
 
         texts = await eventually(logged, what="the last step's last line stored")
         assert "built main in /workspace" in texts
+        assert "hello from the repository" in texts
         assert "the secret opened" in texts
         assert [t for t in texts if t.startswith("line ")] == [f"line {i}" for i in range(1, 6)]
         async with http.get("/") as response:  # the web UI, as `make ui` built it
