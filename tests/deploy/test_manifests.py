@@ -133,10 +133,14 @@ NON_DEFAULT = [
 ]
 
 
-def _helm(*args: str) -> str:
+def _run_helm(*args: str) -> subprocess.CompletedProcess[str]:
     helm = _tool(HELM, "setup-infra-helm.sh")
-    done = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120,
                           check=False)
+
+
+def _helm(*args: str) -> str:
+    done = _run_helm(*args)
     assert done.returncode == 0, f"helm {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -276,3 +280,16 @@ def test_the_chart_sets_only_declared_settings(
         names |= {e["name"] for _, pod in _pods(documents)
                   for e in pod["spec"]["containers"][0].get("env", [])}
     assert not _undeclared(names)
+
+
+@pytest.mark.parametrize(("setting", "named"), [
+    ("infra.bus=", "infra.bus (a kafka:// URL) is required"),
+    ("infra.coord=", "infra.coord (an etcd:// URL) is required"),
+    ("infra.store=", "infra.store (a mongodb:// URL) is required"),
+])
+def test_the_chart_refuses_to_render_without_an_infrastructure_url(
+    setting: str, named: str,
+) -> None:
+    done = _run_helm("template", "ci", str(CHART), "--set", setting)
+    assert done.returncode != 0
+    assert named in done.stderr
