@@ -127,7 +127,7 @@ NON_DEFAULT = [
     "ingress.enabled=true", "ingress.className=nginx", "ingress.host=ci.example.org",
     "ingress.tls[0].secretName=ci-tls", "ingress.tls[0].hosts[0]=ci.example.org",
     "workermanager.kind=DaemonSet", "workermanager.docker.host=tcp://dind.ci.svc:2375",
-    "secret.existingSecret=cyclone-managed-keys", "podDisruptionBudget.enabled=false",
+    "secret.existingSecret=cyclone-managed-keys", "podDisruptionBudget.maxUnavailable=2",
     "api.replicas=3", "env.CYCLONE_LOG_LEVEL=DEBUG", "metrics.scrape=false",
     "infra.artifactStore=s3://minio.ci.svc:9000/cyclone?tls=0",
 ]
@@ -254,7 +254,9 @@ def test_other_values_give_an_ingress_a_daemon_set_and_an_existing_secret(
     assert ingress["tls"] == [{"secretName": "ci-tls", "hosts": ["ci.example.org"]}]
     assert ingress["ingressClassName"] == "nginx"
     assert not _of(custom_render, "Secret")  # the existing one is used
-    assert not _of(custom_render, "PodDisruptionBudget")
+    budgets = _of(custom_render, "PodDisruptionBudget")  # none for a DaemonSet's pods
+    assert set(budgets) == {f"ci-cyclone-{s}" for s in SERVICES if s != "workermanager"}
+    assert {b["spec"]["maxUnavailable"] for b in budgets.values()} == {2}
     settings = _of(custom_render, "ConfigMap")["ci-cyclone-settings"]["data"]
     assert settings["CYCLONE_PUBLIC_URL"] == "https://ci.example.org"
     assert settings["CYCLONE_LOG_LEVEL"] == "DEBUG"
@@ -292,4 +294,16 @@ def test_the_chart_refuses_to_render_without_an_infrastructure_url(
 ) -> None:
     done = _run_helm("template", "ci", str(CHART), "--set", setting)
     assert done.returncode != 0
+    assert named in done.stderr
+
+
+@pytest.mark.parametrize(("setting", "named"), [
+    ("workermanager.kind=StatefulSet", "/workermanager/kind"),
+    ("infra.bus=redis://cache:6379", "/infra/bus"),
+    ("env.LOG_LEVEL=DEBUG", "'LOG_LEVEL' does not match pattern '^CYCLONE_"),
+])
+def test_the_values_schema_names_a_wrong_value(setting: str, named: str) -> None:
+    done = _run_helm("template", "ci", str(CHART), "--set", setting)
+    assert done.returncode != 0
+    assert "values don't meet the specifications of the schema" in done.stderr, done.stderr
     assert named in done.stderr
