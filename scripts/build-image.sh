@@ -50,7 +50,25 @@ fi
 find "$context_wheels" -name '*.whl' -delete
 cp "$cache"/*.whl "$context_wheels/"
 
-docker build -q -f "$root/deploy/Dockerfile" --build-arg "BASE=$base" \
-  --build-arg "PIP_INSTALL_ARGS=--no-index --find-links /wheels" -t "$tag" "$root" >/dev/null
+# The build stage is tagged too ("TAG-build"): it holds the layer cache of the next build
+# (the installed dependencies). What an earlier build of either tag left is removed, so
+# rebuilds of a changing tree do not pile up untagged images.
+stage_tag="${tag%:*}-build:${tag##*:}"
+[ "$tag" != "${tag%:*}" ] || stage_tag="$tag-build"
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+old_ids="$(image_id "$tag") $(image_id "$stage_tag")"
+build() {
+  docker build -q -f "$root/deploy/Dockerfile" --build-arg "BASE=$base" \
+    --build-arg "PIP_INSTALL_ARGS=--no-index --find-links /wheels" "$@" "$root" >/dev/null
+}
+build --target build -t "$stage_tag"
+build -t "$tag"
+new_ids="$(image_id "$tag") $(image_id "$stage_tag")"
+for id in $old_ids; do
+  case " $new_ids " in
+    *" $id "*) ;;
+    *) docker rmi "$id" >/dev/null 2>&1 || true ;;  # a container may still use it: leave it
+  esac
+done
 echo "build-image: built $tag ($(docker image inspect -f '{{.Size}}' "$tag" \
   | awk '{printf "%.0f MB", $1 / 1e6}'))" >&2
