@@ -12,7 +12,8 @@ setup:
 ui:
 	@bash scripts/build-ui.sh
 
-# Regenerates requirements.lock from pyproject.toml (runtime deps and the dev extra), for
+# Regenerates requirements.lock from pyproject.toml (runtime deps and the dev extra), and
+# deploy/requirements.lock (what deploy/Dockerfile installs) from it, for
 # CI's Python (3.11, Linux x86_64), keeping every pin that still fits: see README,
 # "Upgrading dependencies" (LOCK_ARGS=-U upgrades all, LOCK_ARGS='-P NAME' one package).
 lock:
@@ -20,6 +21,10 @@ lock:
 	$(VENV)/uv pip compile -q pyproject.toml --extra dev --generate-hashes \
 	  --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 	  --custom-compile-command 'make lock' -o requirements.lock $(LOCK_ARGS)
+	@# the service image's share of it: the runtime dependencies, at the same pins
+	$(VENV)/uv pip compile -q pyproject.toml deploy/image-build.in --generate-hashes \
+	  --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	  --custom-compile-command 'make lock' -c requirements.lock -o deploy/requirements.lock
 
 setup-docker:
 	@bash scripts/setup-docker.sh
