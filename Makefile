@@ -2,7 +2,7 @@
 # and `make test` (set up, then run the whole test suite). Both are idempotent.
 VENV := .venv/bin
 
-.PHONY: up test setup ui lock setup-docker setup-infra lint fuzz bench bench-cluster clean
+.PHONY: up test setup ui lock setup-docker setup-infra setup-deploy lint fuzz bench bench-cluster clean
 
 setup:
 	@bash scripts/setup-python.sh
@@ -40,8 +40,14 @@ setup-infra:
 up: setup setup-docker ui
 	$(VENV)/cyclone up
 
+# tests/deploy's tools (Helm, Compose, the image's base: scripts/setup-deploy-*.sh) build
+# in the background while the rest of the suite runs; tests/deploy runs last (scripts/test.sh).
 test: setup setup-docker setup-infra ui
-	$(VENV)/python -m pytest -q -ra
+	@bash scripts/test.sh
+
+# What tests/deploy needs, in the foreground (make test builds it beside the suite).
+setup-deploy:
+	@for script in scripts/setup-deploy-*.sh; do bash "$$script" || exit 1; done
 
 # The fuzzers of tests/fuzz with the long budget (Hypothesis profile "fuzz": 50 times the
 # suite's examples; findings are kept in .hypothesis/ and replayed first next time).

@@ -1,7 +1,7 @@
 """deploy/compose.yaml and the Helm chart deploy/helm/cyclone, checked by the tools that
 read them, without a cluster: the compose file by Docker Compose itself (`docker-compose
-config`, built by scripts/setup-infra-compose.sh), the chart by Helm 4 (`helm lint`, `helm
-template`, built by scripts/setup-infra-helm.sh) with its output validated against
+config`, built by scripts/setup-deploy-compose.sh), the chart by Helm 4 (`helm lint`, `helm
+template`, built by scripts/setup-deploy-helm.sh) with its output validated against
 Kubernetes' own schemas (kubernetes-validate), with the default values and others.
 A missing tool SKIPS the tests that need it, loudly, and FAILS them under CI.
 
@@ -61,7 +61,7 @@ def _undeclared(names: set[str]) -> set[str]:
 
 
 def _compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    compose = _tool(COMPOSE, "setup-infra-compose.sh")
+    compose = _tool(COMPOSE, "setup-deploy-compose.sh")
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CYCLONE_")}
     return subprocess.run([str(compose), "-f", str(ROOT / "deploy" / "compose.yaml"), *args],
                           env={**clean, **env}, capture_output=True, text=True, timeout=120,
@@ -134,7 +134,7 @@ NON_DEFAULT = [
 
 
 def _run_helm(*args: str) -> subprocess.CompletedProcess[str]:
-    helm = _tool(HELM, "setup-infra-helm.sh")
+    helm = _tool(HELM, "setup-deploy-helm.sh")
     return subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120,
                           check=False)
 

@@ -20,12 +20,12 @@ if [ -z "$go" ] && [ -x /usr/local/go/bin/go ]; then
     go=/usr/local/go/bin/go  # where Go's own tarball puts it, often not on a script's PATH
 fi
 if [ -z "$go" ]; then
-    echo "setup-infra-helm: Go is not installed: Helm $version is built with \`go install\`;" \
+    echo "setup-deploy-helm: Go is not installed: Helm $version is built with \`go install\`;" \
          "install Go from go.dev, or the chart's tests will skip (and fail under CI)" >&2
     exit 1
 fi
 
-echo "setup-infra-helm: building Helm $version with $("$go" version) into $cache/bin" \
+echo "setup-deploy-helm: building Helm $version with $("$go" version) into $cache/bin" \
      "(several minutes, once)" >&2
 mkdir -p "$cache"
 # Into a fresh dir, then swap: an interrupted build never leaves a binary the stamp vouches for.
@@ -34,4 +34,4 @@ GOBIN="$cache/bin.new" GOFLAGS=-buildvcs=false "$go" install "helm.sh/helm/v4/cm
 rm -rf "$cache/bin"
 mv "$cache/bin.new" "$cache/bin"
 echo "$version" >"$stamp"
-echo "setup-infra-helm: Helm $version installed: $cache/bin/helm" >&2
+echo "setup-deploy-helm: Helm $version installed: $cache/bin/helm" >&2

@@ -22,13 +22,13 @@ if [ -z "$go" ] && [ -x /usr/local/go/bin/go ]; then
     go=/usr/local/go/bin/go
 fi
 if [ -z "$go" ]; then
-    echo "setup-infra-compose: Go is not installed: Docker Compose $version is built with" \
+    echo "setup-deploy-compose: Go is not installed: Docker Compose $version is built with" \
          "Go; install Go from go.dev, or the compose test will skip (and fail" \
          "under CI)" >&2
     exit 1
 fi
 
-echo "setup-infra-compose: building Docker Compose $version with $("$go" version) into" \
+echo "setup-deploy-compose: building Docker Compose $version with $("$go" version) into" \
      "$cache/bin (several minutes, once)" >&2
 mkdir -p "$cache"
 rm -rf "$cache/bin.new"
@@ -40,7 +40,7 @@ work=$(mktemp -d)
 trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
 source_dir="$(cd "$work" && "$go" mod download -json "$module@$version" \
     | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-[ -d "$source_dir" ] || { echo "setup-infra-compose: cannot fetch $module@$version" >&2; exit 1; }
+[ -d "$source_dir" ] || { echo "setup-deploy-compose: cannot fetch $module@$version" >&2; exit 1; }
 cp -r "$source_dir" "$work/compose"
 chmod -R u+w "$work/compose"  # the module cache is read-only
 (cd "$work/compose" && GOFLAGS=-buildvcs=false "$go" build -trimpath \
@@ -49,4 +49,4 @@ chmod -R u+w "$work/compose"  # the module cache is read-only
 rm -rf "$cache/bin"
 mv "$cache/bin.new" "$cache/bin"
 echo "$version" >"$stamp"
-echo "setup-infra-compose: Docker Compose $version installed: $binary" >&2
+echo "setup-deploy-compose: Docker Compose $version installed: $binary" >&2
