@@ -25,7 +25,7 @@ from tests.infra.kafka import kafka_broker, kafka_url
 from tests.infra.mongo import mongo_url
 from tests.support import HANG_S
 
-__all__ = ["Cluster", "Service", "etcd_server", "etcd_url", "infra", "kafka_broker",
+__all__ = ["Cluster", "Service", "etcd_server", "etcd_url", "infra", "infra_urls", "kafka_broker",
            "kafka_url", "mongo_url", "start_cluster"]
 
 _TOKEN = re.compile(r"CYCLONE_TOKEN=(cyc_[A-Za-z0-9_-]+)")
@@ -186,6 +186,11 @@ def start_cluster(home: Path, infra: dict[str, str], workers: int = 1, replicas:
 @pytest.fixture
 def infra(kafka_url: str, etcd_url: str, mongo_url: str, docker_ready: None) -> dict[str, str]:
     """The four infrastructure URLs, with a database of the test's own."""
+    return infra_urls(kafka_url, etcd_url, mongo_url)
+
+
+def infra_urls(kafka_url: str, etcd_url: str, mongo_url: str) -> dict[str, str]:
+    """The four infrastructure URLs, with a database of its own."""
     database = f"{mongo_url.rstrip('/')}/cluster{uuid.uuid4().hex[:8]}"
     return {"CYCLONE_BUS": kafka_url, "CYCLONE_COORD": etcd_url,
             "CYCLONE_STORE": database, "CYCLONE_LOG_STORE": database}

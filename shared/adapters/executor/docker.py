@@ -399,15 +399,25 @@ class DockerExecutor:
                 container = await self._create(config, name, registries)
                 outcome = await self._run(container, step, on_log)
                 if step.commands:
-                    written = await docker_files.read_output(self._docker, container.id,
-                                                             CONTAINER_OUTPUT)
-                    outcome = dataclasses.replace(outcome, outputs=written)
+                    outcome = dataclasses.replace(
+                        outcome, outputs=await self._outputs(container, outcome))
         except BaseException:
             # also on cancel: the container is killed and gone before CancelledError goes on
             await finish_shielded(self._remove_quietly(name))
             raise
         self._remove_later(run_id, name)  # it has exited: nothing waits for its removal
         return outcome
+
+    async def _outputs(self, container: DockerContainer, outcome: StepOutcome) -> bytes:
+        """What the step wrote to ``$CYCLONE_OUTPUT``. A failed step's container may be
+        going already (its run was cancelled or destroyed, and Docker answers 404, or 500
+        "RWLayer ... is unexpectedly nil"): its outputs are none, the failure says enough."""
+        try:
+            return await docker_files.read_output(self._docker, container.id, CONTAINER_OUTPUT)
+        except DockerError:
+            if outcome.exit_code == 0:
+                raise
+            return b""
 
     async def _run(self, container: DockerContainer, step: StepSpec,
                    on_log: LogSink) -> StepOutcome:
