@@ -19,7 +19,9 @@ log=.cache/setup-deploy.log
 ) >"$log" 2>&1 &
 building=$!
 
-.venv/bin/python -m pytest -q -ra --ignore=tests/deploy "$@"
+# Two workers: most of the suite waits on Docker, subprocesses and sockets, so a second
+# worker uses the second core (tests/conftest.py says how the tests are shared out).
+.venv/bin/python -m pytest -q -ra -n 2 --dist loadgroup --ignore=tests/deploy "$@"
 suite=$?
 
 if ! wait "$building"; then
