@@ -42,7 +42,8 @@ def test_a_prepended_key_seals_and_the_old_one_still_opens() -> None:
     assert both.seal("", "A_KEY", VALUE).key_id == both.key_ids[0] != before.key_id
 
 
-@pytest.mark.parametrize("raw", ["not base64!", "c2hvcnQ=", f"{new_key()},"])
+@pytest.mark.parametrize("raw", ["not base64!", "c2hvcnQ=", f"{new_key()},"],
+                         ids=["not-base64", "too-short", "trailing-comma"])
 def test_a_malformed_key_is_refused_naming_the_variable(raw: str) -> None:
     with pytest.raises(SecretKeyError, match=r"^CYCLONE_SECRET_KEY: key"):
         SecretBox.load(raw, Path("/nonexistent"))
