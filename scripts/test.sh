@@ -21,7 +21,7 @@ building=$!
 
 # Two workers: most of the suite waits on Docker, subprocesses and sockets, so a second
 # worker uses the second core (tests/conftest.py says how the tests are shared out).
-.venv/bin/python -m pytest -q -ra -n 2 --dist loadgroup --ignore=tests/deploy "$@"
+.venv/bin/python -m pytest -q -ra -n 2 --dist loadscope --ignore=tests/deploy "$@"
 suite=$?
 
 if ! wait "$building"; then
