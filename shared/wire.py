@@ -1,14 +1,19 @@
 """How messages on the bus are encoded: one place for every topic's format.
 
 * ``cyclone.events`` / ``cyclone.jobs``: a ``RecordedEvent`` as JSON.
-* ``cyclone.logs``: ``{"run": id, "batch": id, "lines": [line, ...]}``; the batch id
-  lets the log server drop a redelivered batch. Each line is the JSON array
-  ``[job, step, stream, ts, text, attempt]`` (five strings and an integer): what
-  ``json.dumps`` makes of a ``LogLine`` by itself, and about three times cheaper to
-  encode and decode than an object. Before, a line was the object
-  ``{"job", "step", "stream", "ts", "text"[, "attempt"]}`` (``LogLine.to_json``); the
-  decoder still reads it, so batches already on a bus during an upgrade are stored.
-  An older log server cannot read arrays: upgrade log servers before workers.
+* ``cyclone.logs``: ``{"run": id, "batch": id, "groups": [group, ...]}``; the batch id
+  lets the log server drop a redelivered batch. A group is the consecutive lines of one
+  job, step, stream and attempt, as columns: ``[job, step, stream, attempt, stamps,
+  texts]``, where ``texts`` holds each line's text and ``stamps`` is ``[[ts, count],
+  ...]``: the first ``count`` lines have that ``ts``, and so on (a chunk read from a step
+  gives all its lines one ``ts``). Per line that is one JSON string: a tenth of the bytes
+  of a line as an array, and several times cheaper to encode and decode, which is most
+  of the log pipeline's cost in one process (``bench/logs.py``).
+  Older formats are still read, so batches already on a bus during an upgrade are
+  stored: ``"lines": [line, ...]``, each line the array ``[job, step, stream, ts, text,
+  attempt]`` or, before that, the object ``{"job", "step", "stream", "ts", "text"[,
+  "attempt"]}`` (``LogLine.to_json``). An older log server cannot read groups: upgrade
+  log servers before workers.
 * ``cyclone.logs.stored``: ``{"run": id, "end": n}``: the run's lines ``0 .. n-1`` are
   stored (a hint for followers of the log; a lost one only delays them).
 """
@@ -16,7 +21,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from shared.events import RecordedEvent
@@ -27,6 +34,9 @@ __all__ = ["decode_event", "decode_log_batch", "decode_log_stored", "encode_even
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 _new = tuple.__new__  # a LogLine from a list already checked to hold its six fields
+_GROUP = itemgetter(0, 1, 2, 5)  # a LogLine's job, step, stream and attempt
+_TS = itemgetter(3)
+_TEXT = itemgetter(4)
 
 
 def encode_event(recorded: RecordedEvent) -> bytes:
@@ -37,28 +47,72 @@ def decode_event(value: bytes) -> RecordedEvent:
     return RecordedEvent.from_json(json.loads(value))
 
 
-def encode_log_batch(run_id: str, batch_id: str, lines: Sequence[LogLine]) -> bytes:
-    # A LogLine is a tuple: the C encoder writes it as an array, with no dict per line.
-    listed = lines if isinstance(lines, (list, tuple)) else list(lines)
-    return _encode({"run": run_id, "batch": batch_id, "lines": listed}).encode()
+def encode_log_batch(run_id: str, batch_id: str, lines: Iterable[LogLine]) -> bytes:
+    groups = []
+    for (job, step, stream, attempt), group in groupby(lines, _GROUP):
+        same = list(group)
+        stamps = [[ts, sum(1 for _ in run)] for ts, run in groupby(map(_TS, same))]
+        groups.append([job, step, stream, attempt, stamps, list(map(_TEXT, same))])
+    return _encode({"run": run_id, "batch": batch_id, "groups": groups}).encode()
 
 
 def decode_log_batch(value: bytes) -> tuple[str, str, list[LogLine]]:
-    """(run id, batch id, lines) of a ``cyclone.logs`` message, in the array or the
-    older object format (also mixed). A line of neither shape is a ``ValueError``."""
+    """(run id, batch id, lines) of a ``cyclone.logs`` message, in any of its formats. A
+    malformed one is a ``ValueError`` saying what is wrong."""
     raw = json.loads(value)
+    if type(raw) is not dict:
+        raise ValueError(f"log batch: a {type(raw).__name__}, not an object")
+    run, batch = str(raw["run"]), str(raw["batch"])
+    if "groups" in raw:
+        return run, batch, _grouped(raw["groups"])
     lines = raw["lines"]
     if type(lines) is not list:
         raise ValueError(f"log batch: lines is a {type(lines).__name__}, not an array")
     # The shape check on each line is the fast path; anything else (an object, an array
     # whose items have other types) goes through _line, which converts or refuses it.
-    return str(raw["run"]), str(raw["batch"]), [
+    return run, batch, [
         _new(LogLine, x) if (type(x) is list and len(x) == 6 and type(x[0]) is str
                              and type(x[1]) is str and type(x[2]) is str
                              and type(x[3]) is str and type(x[4]) is str
                              and type(x[5]) is int) else _line(x)
         for x in lines
     ]
+
+
+def _grouped(groups: Any) -> list[LogLine]:
+    if type(groups) is not list:
+        raise ValueError(f"log batch: groups is a {type(groups).__name__}, not an array")
+    lines: list[LogLine] = []
+    for n, group in enumerate(groups):
+        job, step, stream, attempt, stamps, texts = _checked(n, group)
+        start = 0
+        for ts, count in stamps:
+            lines += [_new(LogLine, (job, step, stream, ts, text, attempt))
+                      for text in texts[start:start + count]]
+            start += count
+    return lines
+
+
+def _checked(n: int, group: Any) -> tuple[str, str, str, int, list[list[Any]], list[str]]:
+    """Group ``n``'s fields, checked: ``[job, step, stream, attempt, stamps, texts]``."""
+    if not (type(group) is list and len(group) == 6):
+        raise ValueError(f"log batch: group {n} is not [job, step, stream, attempt, "
+                         f"stamps, texts]: {str(group)[:200]}")
+    job, step, stream, attempt, stamps, texts = group
+    if not all(type(x) is str for x in (job, step, stream)) or type(attempt) is not int:
+        raise ValueError(f"log batch: group {n}: job, step and stream must be strings and "
+                         f"attempt an integer: {str(group[:4])[:200]}")
+    if type(texts) is not list or not all(type(text) is str for text in texts):
+        raise ValueError(f"log batch: group {n}: texts must be an array of strings")
+    if type(stamps) is not list or not all(
+            type(s) is list and len(s) == 2 and type(s[0]) is str and type(s[1]) is int
+            and s[1] > 0 for s in stamps):
+        raise ValueError(f"log batch: group {n}: stamps must be [ts, count] pairs with a "
+                         "count above 0")
+    if sum(s[1] for s in stamps) != len(texts):
+        raise ValueError(f"log batch: group {n}: the stamps count "
+                         f"{sum(s[1] for s in stamps)} lines, texts has {len(texts)}")
+    return job, step, stream, attempt, stamps, texts
 
 
 def _line(raw: Any) -> LogLine:

@@ -1,10 +1,12 @@
-"""The ``cyclone.logs`` wire format: lines as arrays, and the older object format still read."""
+"""The ``cyclone.logs`` wire format: lines as column groups, and the older formats still read."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.ports.logstore import LogLine
 from shared.wire import decode_log_batch, encode_log_batch
@@ -25,15 +27,55 @@ def test_a_batch_round_trips_with_every_field() -> None:
     assert all(type(line) is LogLine for line in decoded)
 
 
-def test_a_line_goes_on_the_wire_as_an_array_of_its_six_fields() -> None:
-    line = LogLine("build", "test", "stderr", TS, "oops")
+def test_lines_go_on_the_wire_as_groups_of_columns_in_their_order() -> None:
+    later = "2024-05-01T12:00:01.000000+00:00"
+    lines = [LogLine("build", "test", "stderr", TS, "oops"),
+             LogLine("build", "test", "stderr", TS, "again"),
+             LogLine("build", "test", "stderr", later, "later"),
+             LogLine("build", "test", "stdout", later, "out"),
+             LogLine("build", "test", "stderr", later, "retried", attempt=2)]
 
-    raw = json.loads(encode_log_batch("r1", "b1", [line, line._replace(attempt=2)]))
+    raw = json.loads(encode_log_batch("r1", "b1", lines))
 
-    assert raw == {"run": "r1", "batch": "b1", "lines": [
-        ["build", "test", "stderr", TS, "oops", 1],
-        ["build", "test", "stderr", TS, "oops", 2],
+    assert raw == {"run": "r1", "batch": "b1", "groups": [
+        ["build", "test", "stderr", 1, [[TS, 2], [later, 1]], ["oops", "again", "later"]],
+        ["build", "test", "stdout", 1, [[later, 1]], ["out"]],
+        ["build", "test", "stderr", 2, [[later, 1]], ["retried"]],
     ]}
+    assert decode_log_batch(json.dumps(raw).encode())[2] == lines
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.builds(LogLine, st.sampled_from(["a", "b"]), st.sampled_from(["s", "t"]),
+                          st.sampled_from(["stdout", "stderr"]), st.sampled_from([TS, "x"]),
+                          st.text(), st.integers(1, 3))))
+def test_any_lines_round_trip_in_order(lines: list[LogLine]) -> None:
+    assert decode_log_batch(encode_log_batch("r", "b", lines)) == ("r", "b", lines)
+
+
+@pytest.mark.parametrize(("groups", "says"), [
+    ({"not": "an array"}, "groups is a dict"),
+    ([["j", "s", "stdout", 1, [[TS, 1]]]], "group 0 is not"),
+    ([["j", "s", 3, 1, [[TS, 1]], ["x"]]], "group 0: job, step and stream must be strings"),
+    ([["j", "s", "stdout", "1", [[TS, 1]], ["x"]]], "attempt an integer"),
+    ([["j", "s", "stdout", 1, [[TS, 1]], [7]]], "texts must be an array of strings"),
+    ([["j", "s", "stdout", 1, [[TS, 0]], []]], "count above 0"),
+    ([["j", "s", "stdout", 1, [[TS]], ["x"]]], "stamps must be"),
+    ([["j", "s", "stdout", 1, [[TS, 1]], ["x"]], ["j", "s", "stdout", 1, [[TS, 3]], ["x"]]],
+     "group 1: the stamps count 3 lines, texts has 1"),
+], ids=["groups", "short", "stream", "attempt", "text", "zero", "stamp", "count"])
+def test_a_malformed_group_is_refused_saying_what_is_wrong(groups: object, says: str) -> None:
+    raw = {"run": "r1", "batch": "b1", "groups": groups}
+
+    with pytest.raises(ValueError, match=says):
+        decode_log_batch(json.dumps(raw).encode())
+
+
+def test_a_batch_of_arrays_the_previous_format_is_still_read() -> None:
+    raw = {"run": "r1", "batch": "b1", "lines": [["build", "test", "stderr", TS, "oops", 2]]}
+
+    assert decode_log_batch(json.dumps(raw).encode())[2] == [
+        LogLine("build", "test", "stderr", TS, "oops", attempt=2)]
 
 
 def test_a_batch_in_the_older_object_format_is_still_read() -> None:
