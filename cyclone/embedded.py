@@ -44,7 +44,6 @@ from shared.ports.bus import TOPIC_JOBS, Bus
 from shared.ports.coordination import Coordinator
 from shared.ports.executor import Executor
 from shared.ports.logstore import LogStore
-from shared.projections.replay import replay_runs
 from shared.projections.runs import RunView
 from shared.wire import encode_event
 
@@ -93,6 +92,7 @@ class Embedded:
         await runtime._recover()
         apps = build_apps(SERVICES if own_all else RUN_SERVICES, embedded, ports)
         runtime.running = await Running.start(apps)
+        ports.replay.forget()  # started: nothing else reads every run
         stack.push_async_callback(runtime.running.stop)
         await runtime._resume()
         return runtime
@@ -105,7 +105,7 @@ class Embedded:
     async def _recover(self) -> None:
         """After a crash: runs that were running end as errored (interrupted); a server
         takes over the runs that were only queued."""
-        for run in (await replay_runs(self.store)).runs.values():
+        for run in (await self.ports.replay()).runs.values():
             if run.done or not self.scope.orphaned(run):
                 continue
             if self.scope.server and _resumable(run):

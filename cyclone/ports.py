@@ -41,7 +41,7 @@ from shared.outbox import NotifyingStore
 from shared.ports.artifacts import ArtifactStore
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_JOBS, TOPIC_LOGS, TOPIC_LOGS_STORED
 from shared.ports.runviews import RunViews
-from shared.projections.replay import replay_runs
+from shared.projections.replay import SharedReplay
 
 __all__ = ["BUS_BACKLOG_BYTES", "open_artifact_store", "open_ports"]
 
@@ -74,13 +74,15 @@ async def _embedded(stack: AsyncExitStack, settings: Settings, scope: RunScope) 
     artifacts = FileArtifactStore(settings.artifacts_dir)
     stack.push_async_callback(artifacts.close)
 
+    replay = SharedReplay(store)
+
     async def run_views() -> RunViews:
-        return MemoryRunViews((await replay_runs(store)).runs)
+        return MemoryRunViews((await replay()).runs)
 
     # Nothing behind these ports can be away but the store's file.
     return Ports(store=store, bus=bus, coord=coord, logs=logs, artifacts=artifacts,
                  scope=scope, open_run_views=run_views, ready=store.last_position,
-                 distributed=False)
+                 distributed=False, replay=replay)
 
 
 async def _distributed(stack: AsyncExitStack, infra: Infra, scope: RunScope) -> Ports:
@@ -108,7 +110,8 @@ async def _distributed(stack: AsyncExitStack, infra: Infra, scope: RunScope) -> 
         await bus.partitions_of(TOPIC_EVENTS)
 
     return Ports(store=store, bus=bus, coord=coord, logs=logs, artifacts=artifacts,
-                 scope=scope, open_run_views=run_views, ready=ready, distributed=True)
+                 scope=scope, open_run_views=run_views, ready=ready, distributed=True,
+                 replay=SharedReplay(store))
 
 
 async def open_artifact_store(url: str) -> ArtifactStore:

@@ -43,6 +43,7 @@ async def service(name: str, settings: Settings, ready: asyncio.Event | None = N
     settings.require_infra()
     async with open_ports(settings) as ports:
         running = await Running.start(build_apps([name], settings, ports))
+        ports.replay.forget()  # started: nothing else reads every run
         try:
             host, port = settings.listen
             await _serve(running, name, settings,

@@ -26,6 +26,7 @@ from shared.ports.bus import Bus
 from shared.ports.coordination import Coordinator
 from shared.ports.logstore import LogStore
 from shared.ports.runviews import RunViews
+from shared.projections.replay import SharedReplay
 
 __all__ = ["EVERY_RUN", "Ports", "RunScope"]
 
@@ -66,3 +67,6 @@ class Ports:
     # Shared with other processes (Kafka, etcd, MongoDB): appends and claims of other
     # processes are seen, a stopping worker hands its jobs to the others.
     distributed: bool
+    # Every run folded from the store, once for all who need it at start (forgotten once
+    # the process has started)
+    replay: SharedReplay

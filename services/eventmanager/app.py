@@ -44,7 +44,7 @@ def create_app(settings: Settings, ports: Ports) -> web.Application:
     # freed); only on a coordinator every process shares: an embedded process's own
     # coordinator sees no other process's claims.
     manager = EventManager(ports.store, ports.bus, ports.coord, settings.max_parallel_jobs,
-                           catch_up_at_start=ports.distributed)
+                           catch_up_at_start=ports.distributed, replay=ports.replay)
     app = service_app(ports.ready, [manager.collector()])
     app[MANAGER] = manager
 

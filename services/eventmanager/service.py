@@ -19,6 +19,7 @@ is made up for: jobs whose claim is missing are queued again, waiting runs are a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -46,7 +47,7 @@ from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.ports.coordination import Coordinator, Watch, WatchEvent
 from shared.ports.eventstore import EventStore
 from shared.projections.projects import ProjectView, fold_project, project_stream
-from shared.projections.replay import replay_runs
+from shared.projections.replay import Replayed, replay_runs
 from shared.projections.runs import RunView, fold, run_id_of
 from shared.rerun import reused_jobs
 from shared.retry import Backoff, is_transient
@@ -65,7 +66,8 @@ log = logging.getLogger(__name__)
 class EventManager:
     def __init__(self, store: EventStore, bus: Bus, coord: Coordinator,
                  max_parallel_jobs: int, group: str = "eventmanager", *,
-                 catch_up_at_start: bool = False) -> None:
+                 catch_up_at_start: bool = False,
+                 replay: Callable[[], Awaitable[Replayed]] | None = None) -> None:
         """``catch_up_at_start``: also make up, when ``run`` starts, for claim deletions
         and freed slots no replica watched (every event manager was down). Only with a
         coordinator shared by every process (etcd): with a per-process one (embedded
@@ -77,6 +79,8 @@ class EventManager:
         self.max_parallel_jobs = max_parallel_jobs
         self.group = group
         self.catch_up_at_start = catch_up_at_start
+        # every run at start (load): the process's shared fold, else one of its own
+        self.replay = replay or functools.partial(replay_runs, store)
         self._seen: dict[str, int] = {}  # run id -> highest seq handled (drops redeliveries)
         self.runs = RunStates(store)
         self.projects = StreamCache(store, fold_project)
@@ -95,7 +99,7 @@ class EventManager:
         # Read before the replay: every run they name is in it (Admissions.reconcile).
         held = await self.coord.get_prefix(SLOTS_PREFIX)
         listed = await self.coord.get_prefix(WAITING_PREFIX)
-        runs = (await replay_runs(self.store)).runs
+        runs = (await self.replay()).runs
         self.reoffers.note(runs.values())
         for run in runs.values():
             self.approvals.watch(run)  # deadlines that passed while no event manager ran
@@ -162,7 +166,7 @@ class EventManager:
     async def _requeue_abandoned(self) -> None:
         """Queue again the work whose claim vanished while nobody watched."""
         # The states first, the claims after: requeue_if_abandoned says why.
-        runs = (await replay_runs(self.store)).runs.values()
+        runs = (await self.replay()).runs.values()
         claims = await self.coord.get_prefix(CLAIMS_PREFIX)
         for run in runs:
             for job in _claimable(run):
