@@ -49,6 +49,7 @@ from shared.ports.executor import (
     Registries,
     RunContext,
     StepOutcome,
+    log_lines,
 )
 from shared.projections.runs import RunView
 from shared.status import JobStatus, StepStatus
@@ -117,6 +118,22 @@ class StepLog:
             self.bytes += size
             return self.sink(stream, ts, text)
         return self._past_limit(size)
+
+    def many(self, stream: str, ts: str, texts: list[str]) -> Awaitable[None]:
+        """Several lines at once (``LinesSink``): passed on in one call while all of them
+        fit in the limit, else line by line, as ``__call__`` takes them."""
+        joined = "\n".join(texts)  # every line's bytes and "\n", counted at C speed
+        size = (len(joined) if joined.isascii() else len(joined.encode("utf-8", "replace"))) + 1
+        if not self.dropped_lines and (self.lines + len(texts) <= self.limit.max_lines
+                                       and self.bytes + size <= self.limit.max_bytes):
+            self.lines += len(texts)
+            self.bytes += size
+            return log_lines(self.sink, stream, ts, texts)
+        return self._one_by_one(stream, ts, texts)
+
+    async def _one_by_one(self, stream: str, ts: str, texts: list[str]) -> None:
+        for text in texts:
+            await self(stream, ts, text)
 
     async def _past_limit(self, size: int) -> None:
         if not self.dropped_lines:

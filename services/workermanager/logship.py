@@ -1,8 +1,8 @@
 """Ships a job's log lines to ``cyclone.logs`` in small batches, as they are written.
 
 Lines are buffered for at most ``linger_s`` (or ``max_lines``, or ``max_chars`` of text)
-and published as one message ``{"run": id, "batch": id, "lines": [...]}`` keyed by run
-id, so the order of a run's lines is kept and the log server can drop a redelivered
+and published as one message (``shared.wire.encode_log_batch``) keyed by run id, so the
+order of a run's lines is kept and the log server can drop a redelivered
 batch by its id. A batch whose message would pass ``MAX_MESSAGE_BYTES`` (long lines
 full of escaped characters) goes out as several, each with an id of its own.
 
@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Awaitable
 
 from shared.ports.bus import TOPIC_LOGS, Bus
-from shared.ports.executor import LogSink
+from shared.ports.executor import LinesSink
 from shared.ports.logstore import LogLine
 from shared.retry import Backoff, is_transient
 from shared.tasks import cancel_and_wait
@@ -60,24 +60,24 @@ class LogShipper:
         self.shipped = 0  # lines the bus has accepted so far
         self._lock = asyncio.Lock()  # one flush at a time: batches go out in order
         self._timer: asyncio.Task[None] | None = None
+        # What a line that only joins the buffer returns: a future already done, so a
+        # line costs no coroutine.
+        self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ready.set_result(None)
 
-    def sink(self, job: str, step: str) -> LogSink:
+    def sink(self, job: str, step: str) -> LinesSink:
         """An executor ``on_log`` callback that tags lines with job and step (call it in
-        the event loop's thread: the awaitable it returns for a line that only joins the
-        buffer is a future that is already done, so a line costs no coroutine)."""
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        ready.set_result(None)
+        the event loop's thread)."""
+        return _StepSink(self, job, step)
 
-        def on_log(stream: str, ts: str, text: str) -> Awaitable[None]:
-            self._buffer.append(_new(LogLine, (job, step, stream, ts, text, self.attempt)))
-            self._buffered_chars += len(text)
-            if len(self._buffer) >= self.max_lines or self._buffered_chars >= self.max_chars:
-                return self.flush()  # waits while the bus is down: backpressure
-            if self._timer is None:
-                self._timer = asyncio.create_task(self._flush_later())
-            return ready
-
-        return on_log
+    def _add(self, lines: list[LogLine], chars: int) -> Awaitable[None]:
+        self._buffer += lines
+        self._buffered_chars += chars
+        if len(self._buffer) >= self.max_lines or self._buffered_chars >= self.max_chars:
+            return self.flush()  # waits while the bus is down: backpressure
+        if self._timer is None:
+            self._timer = asyncio.create_task(self._flush_later())
+        return self._ready
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(self.linger_s)
@@ -137,3 +137,21 @@ class LogShipper:
         await cancel_and_wait(self._timer)
         self._timer = None
         await self.flush()
+
+
+class _StepSink:
+    """One step's lines into its shipper's buffer, tagged with job, step and attempt."""
+
+    def __init__(self, shipper: LogShipper, job: str, step: str) -> None:
+        self.shipper = shipper
+        self.job = job
+        self.step = step
+
+    def __call__(self, stream: str, ts: str, text: str) -> Awaitable[None]:
+        line = _new(LogLine, (self.job, self.step, stream, ts, text, self.shipper.attempt))
+        return self.shipper._add([line], len(text))
+
+    def many(self, stream: str, ts: str, texts: list[str]) -> Awaitable[None]:
+        job, step, attempt = self.job, self.step, self.shipper.attempt
+        return self.shipper._add([_new(LogLine, (job, step, stream, ts, text, attempt))
+                                  for text in texts], sum(map(len, texts)))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from shared.adapters.executor.script import MAX_LINE_BYTES
 from shared.masking import Masker
 from shared.pipeline.plan import StepSpec
-from shared.ports.executor import LogSink
+from shared.ports.executor import LogSink, log_lines
 
 __all__ = ["NO_SECRETS", "JobSecrets", "MaskedSink"]
 
@@ -73,6 +73,17 @@ class MaskedSink:
         if _piece(text):
             return self.sink(stream, ts, masker.feed(text))
         return self.sink(stream, ts, masker.feed(text + "\n")[:-1])
+
+    def many(self, stream: str, ts: str, texts: list[str]) -> Awaitable[None]:
+        """Several lines at once (``LinesSink``): passed on as they are when there is
+        nothing to mask, else masked one by one."""
+        if not self.values:
+            return log_lines(self.sink, stream, ts, texts)
+        return self._masked(stream, ts, texts)
+
+    async def _masked(self, stream: str, ts: str, texts: list[str]) -> None:
+        for text in texts:
+            await self(stream, ts, text)
 
     async def flush(self) -> None:
         for stream, masker in self._maskers.items():

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from services.workermanager.jobs import StepLog
 from services.workermanager.logship import LogShipper
 from shared.config import StepLogLimit
@@ -137,3 +140,34 @@ async def test_a_batch_too_big_for_one_message_goes_out_in_several() -> None:
     assert len(bus.batches) > 18
     assert len({batch for _, batch, _ in bus.batches}) == len(bus.batches)
     assert shipper.shipped == 100
+
+
+LIMITS = st.builds(StepLogLimit, max_lines=st.integers(1, 12), max_bytes=st.integers(1, 120))
+CHUNKS = st.lists(st.lists(st.text(max_size=8), min_size=1, max_size=6), max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(limit=LIMITS, chunks=CHUNKS)
+async def test_a_chunk_of_lines_at_once_is_limited_and_shipped_as_line_by_line(
+        limit: StepLogLimit, chunks: list[list[str]]) -> None:
+    """What an executor hands over as one chunk (``many``) ends as the same lines, the
+    same cut and the same counts as the lines one by one."""
+    outcomes = []
+    for at_once in (False, True):
+        bus = Bus()
+        shipper = LogShipper(bus, "r1", attempt=2)  # type: ignore[arg-type]
+        step_log = StepLog(shipper.sink("build", "test"), limit)
+        for chunk in chunks:
+            if at_once:
+                await step_log.many("stdout", TS, list(chunk))
+            else:
+                for text in chunk:
+                    await step_log("stdout", TS, text)
+        await shipper.close()
+        cut = step_log.truncated("build", "test", attempt=2)
+        # the cut's own line has the time it was cut at: compare what the step printed
+        lines = [(line.job, line.step, line.stream, line.text, line.attempt)
+                 for line in bus.lines()]
+        outcomes.append((lines, cut and (cut.kept_lines, cut.kept_bytes, cut.dropped_lines,
+                                         cut.dropped_bytes)))
+    assert outcomes[0] == outcomes[1]

@@ -43,3 +43,16 @@ async def test_the_sink_masks_lines_and_values_cut_across_pieces() -> None:
     assert got[1] == ("stdout", "x" * (MAX_LINE_BYTES - 4))
     assert got[2] == ("stdout", "*** end")
     assert ("stderr", "pw-abc") in got
+
+
+async def test_a_chunk_of_lines_at_once_is_masked_line_by_line() -> None:
+    got: list[tuple[str, str]] = []
+
+    async def sink(stream: str, ts: str, text: str) -> None:
+        got.append((stream, text))
+
+    await MaskedSink(sink, VALUES.values()).many("stdout", "t", ["a tok-123456", "b", "pw-abcdef"])
+    await MaskedSink(sink, ()).many("stderr", "t", ["nothing tok to mask"])
+
+    assert got == [("stdout", "a ***"), ("stdout", "b"), ("stdout", "***"),
+                   ("stderr", "nothing tok to mask")]

@@ -15,14 +15,13 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import re
 import shlex
 import time
 from collections.abc import Awaitable, Collection, Sequence
 
 from shared.errors import ExecutorError
-from shared.ports.executor import LogSink
+from shared.ports.executor import LogSink, log_lines
 
 __all__ = ["SourceClock", "StepOutput", "check_run_id", "finish_shielded", "read_to_end",
            "sanitise", "step_script"]
@@ -84,10 +83,10 @@ class _Lines:
             self.ts = ts
             texts = whole.decode("utf-8", errors="replace").replace("\r\n", "\n").split("\n")
             texts.pop()  # "" after the last "\n"
-            on_log, stream = self.on_log, self.stream
-            await on_log(stream, first_ts, texts[0])
-            for text in itertools.islice(texts, 1, None):
-                await on_log(stream, ts, text)
+            await self.on_log(self.stream, first_ts, texts[0])
+            if len(texts) > 1:  # the rest have the chunk's ts: one call for them all
+                del texts[0]
+                await log_lines(self.on_log, self.stream, ts, texts)
         while len(self.pending) > MAX_LINE_BYTES:
             await self._emit(bytes(self.pending[:MAX_LINE_BYTES]))
             del self.pending[:MAX_LINE_BYTES]
