@@ -14,6 +14,7 @@ export class LogBuffer {
   total = 0 // lines known to exist (X-Cyclone-Log-Lines, the run's count, the stream)
   headerTotal = false // whether the server says its total (windows with `limit`)
   private windows = new Map<number, Window>() // by first index / WINDOW; in LRU order
+  private retryMs = new Map<number, number>() // a short window's next wait before a refetch
   private closed = false
 
   constructor(readonly runId: string, readonly changed: () => void,
@@ -51,6 +52,7 @@ export class LogBuffer {
       if (total !== null) this.headerTotal = true
       if (lines.length >= window.lines.length) window.lines = lines
       this.grow(total ?? key * WINDOW + lines.length)
+      this.refetchIfShort(key, window)
       this.changed()
       return lines
     } catch (error) {
@@ -59,6 +61,24 @@ export class LogBuffer {
     } finally {
       window.fetching = null
     }
+  }
+
+  /** Fetches the window again, later, while it holds fewer lines than the run has: a run
+   * that has just ended may still have lines on their way to the store (a step that
+   * printed a million lines ends well before they are all stored), and a finished run's
+   * viewer has no live stream to bring them. Backs off to 5 s; stops once complete. */
+  private refetchIfShort(key: number, window: Window): void {
+    const wanted = Math.min(this.total, (key + 1) * WINDOW) - key * WINDOW
+    if (window.lines.length >= wanted) {
+      this.retryMs.delete(key)
+      return
+    }
+    const delay = Math.min((this.retryMs.get(key) ?? 125) * 2, 5000)
+    this.retryMs.set(key, delay)
+    setTimeout(() => {
+      const held = this.windows.get(key)
+      if (!this.closed && held === window && !held.fetching) void this.fetch(key)
+    }, delay)
   }
 
   /** A line of the live stream: kept when it continues a held window (or starts one). */
