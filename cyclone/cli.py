@@ -32,16 +32,15 @@ from shared.config import Settings
 from shared.errors import ConfigError, CycloneError
 from shared.events import decode
 from shared.logging import configure_logging
-from shared.pipeline import lint
-from shared.pipeline.diagnostics import Diagnostic
-from shared.pipeline.include import IncludedFile
-from shared.pipeline.resources import UNKNOWN, Policy
 from shared.ports.bus import TOPIC_EVENTS, TOPIC_LOGS, Message, Subscription
 from shared.runstream import new_run_id
 from shared.wire import decode_event, decode_log_batch
 
 if TYPE_CHECKING:
     from cyclone.embedded import Embedded
+    from shared.pipeline.diagnostics import Diagnostic
+    from shared.pipeline.include import IncludedFile
+    from shared.pipeline.resources import Policy
 
 # The server side (every service, the ports, their drivers) is imported by the commands
 # that run it (run, up, service, replay, lint), not at start: a client command such as
@@ -52,7 +51,6 @@ __all__ = ["main"]
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 PIPELINE_FILES = (".cyclone.yml", ".cyclone.yaml", "caicloud.yml", "caicloud.yaml")
 _RUN_ENDS = {t.TYPE: t for t in ev.TERMINAL_RUN_EVENTS}
-UNTRUSTED = Policy(trusted=False, project="NAME")  # `cyclone lint --untrusted`
 _LOG_QUIET_S = 0.1  # after the run ends, lines still in flight arrive within this
 
 
@@ -166,10 +164,12 @@ def _hook_install(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _lint(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.pipeline.resources import UNKNOWN, Policy
+    untrusted = Policy(trusted=False, project="NAME")  # `cyclone lint --untrusted`
     worst = EXIT_OK
     for name in args.files:
-        diagnostics = _lint_file(Path(name), UNTRUSTED if args.untrusted else UNKNOWN, settings,
-                                 args.overrides)
+        diagnostics = _lint_file(Path(name), untrusted if args.untrusted else UNKNOWN,
+                                 settings, args.overrides)
         for diagnostic in diagnostics:
             print(diagnostic)
         if any(d.severity == "error" for d in diagnostics):
@@ -182,6 +182,8 @@ def _lint(args: argparse.Namespace, settings: Settings) -> int:
 def _lint_file(path: Path, policy: Policy, settings: Settings,
                overrides: list[str]) -> list[Diagnostic]:
     from cyclone.includes import resolve_here
+    from shared.pipeline.diagnostics import Diagnostic
+    from shared.pipeline.lint import lint
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -198,6 +200,7 @@ def _lint_file(path: Path, policy: Policy, settings: Settings,
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from cyclone.includes import resolve_here
+    from shared.pipeline.lint import lint
     path = Path(args.file) if args.file else _find_pipeline(Path.cwd())
     if path is None:
         print(f"cyclone: no pipeline file here (looked for {', '.join(PIPELINE_FILES)})",

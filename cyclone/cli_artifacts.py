@@ -21,7 +21,6 @@ from typing import Any
 
 from cyclone.client import CycloneClient
 from cyclone.output import print_json, table, when
-from shared.pipeline.resources import format_size
 
 __all__ = ["add_artifact_commands", "show_kept"]
 
@@ -61,6 +60,7 @@ async def _artifacts(args: argparse.Namespace, client: CycloneClient) -> int:
 
 
 def _list(found: Json) -> None:
+    from shared.pipeline.resources import format_size  # pydantic: not at start
     if found.get("collected"):
         print("(retention has removed this run's artifacts; their records are kept)")
     table(["JOB", "NAME", "SIZE", "FILES", "DIGEST", "KEPT"],
@@ -71,6 +71,7 @@ def _list(found: Json) -> None:
 
 
 async def _download(args: argparse.Namespace, client: CycloneClient, artifact: Json) -> int:
+    from shared.pipeline.resources import format_size  # pydantic: not at start
     target = Path(args.output or f"{artifact['name']}.tar")
     if args.extract:
         target = Path(args.extract) / f".{artifact['name']}.tar.part"
@@ -101,6 +102,7 @@ async def _download(args: argparse.Namespace, client: CycloneClient, artifact: J
 
 def show_kept(run: Json) -> None:
     """A run's artifacts, caches and job outputs, under ``cyclone show``."""
+    from shared.pipeline.resources import format_size  # pydantic: not at start
     artifacts = run.get("artifacts") or []
     if artifacts:
         print()

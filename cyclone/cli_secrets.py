@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from cyclone.client import CycloneClient
-from shared.adapters.eventstore.mongo import MongoEventStore
-from shared.adapters.eventstore.sqlite import SqliteEventStore
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.ports.eventstore import EventStore
@@ -154,6 +152,9 @@ async def _rotate_file(path: Path, secrets: SecretStore, key: str) -> int:
 @asynccontextmanager
 async def open_event_store(settings: Settings) -> AsyncIterator[EventStore]:
     """The event store the settings name (as the services open it), closed after."""
+    # imported here: the drivers (pymongo above all) cost every other command's start
+    from shared.adapters.eventstore.mongo import MongoEventStore
+    from shared.adapters.eventstore.sqlite import SqliteEventStore
     store: EventStore
     if settings.infra is None:
         settings.home.mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,16 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ByteSize, TypeAdapter, ValidationError
+if TYPE_CHECKING:
+    from pydantic import ByteSize, TypeAdapter
+
 
 __all__ = ["LOCAL", "MIN_MEMORY", "UNKNOWN", "ClusterSetting", "Policy", "RegistrySetting",
            "Resources", "clusters_from_data", "format_size", "oom_message", "parse_cpus",
@@ -31,7 +34,6 @@ __all__ = ["LOCAL", "MIN_MEMORY", "UNKNOWN", "ClusterSetting", "Policy", "Regist
 
 MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses a memory limit below 6 MiB
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
-_BYTES = TypeAdapter(ByteSize)
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
@@ -46,11 +48,18 @@ def parse_size(value: object) -> int:
             raise ValueError(f"invalid size {value!r} (write e.g. \"512MiB\" or \"2GiB\")")
         number, unit = match.groups()
         value = number + _binary(unit)
-    try:
-        return int(_BYTES.validate_python(value))
+    from pydantic import ValidationError  # here: every plan imports this module, and
+    try:  # pydantic's import took a third of each CLI command's start
+        return int(_bytes().validate_python(value))
     except ValidationError:
         raise ValueError(f"invalid size {value!r} (units: B, KiB, MiB, GiB, TiB; KB, MB, "
                          "GB, TB are decimal)") from None
+
+
+@functools.cache
+def _bytes() -> TypeAdapter[ByteSize]:
+    from pydantic import ByteSize, TypeAdapter
+    return TypeAdapter(ByteSize)
 
 
 def _binary(unit: str) -> str:

@@ -17,9 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import IncludeError, PipelineError
-from shared.pipeline import lint, load
+from shared.pipeline import load
 from shared.pipeline.diagnostics import Diagnostic
 from shared.pipeline.include import IncludedFile, Key, display, resolve
+from shared.pipeline.lint import lint
 from tests.fuzz.budget import examples
 
 FIXTURES = Path(__file__).parent.parent / "pipeline" / "fixtures"

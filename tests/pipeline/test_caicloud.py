@@ -7,7 +7,8 @@ from textwrap import dedent
 import pytest
 
 from shared.errors import PipelineError
-from shared.pipeline import BUILT_IMAGE, LoadResult, lint, load
+from shared.pipeline import BUILT_IMAGE, LoadResult, load
+from shared.pipeline.lint import lint
 from shared.pipeline.plan import BuildSpec
 
 FILE = "caicloud.yml"

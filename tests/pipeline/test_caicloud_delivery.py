@@ -17,8 +17,9 @@ from textwrap import dedent
 import pytest
 
 from shared.errors import PipelineError
-from shared.pipeline import BUILT_IMAGE, LoadResult, lint, load
+from shared.pipeline import BUILT_IMAGE, LoadResult, load
 from shared.pipeline.caicloud import DOCKER_SOCKET, PUSHED_IMAGE
+from shared.pipeline.lint import lint
 from shared.pipeline.plan import (
     BuildSpec,
     DeploySpec,

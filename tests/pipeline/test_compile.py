@@ -19,8 +19,12 @@ def plan_of(text: str) -> LoadResult:
 
 
 def test_public_surface() -> None:
-    assert sorted(shared.pipeline.__all__) == [
-        "BUILT_IMAGE", "LoadResult", "detect_format", "lint", "load"]
+    """Imported when first used (``lint`` from ``shared.pipeline.lint``)."""
+    assert sorted(shared.pipeline.__all__) == ["BUILT_IMAGE", "LoadResult", "detect_format",
+                                               "load"]
+    assert all(getattr(shared.pipeline, name) is not None for name in shared.pipeline.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        shared.pipeline.nothing  # noqa: B018
 
 
 def test_minimal_job_and_step_defaults() -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from shared.errors import PipelineError
-from shared.pipeline import lint, load
+from shared.pipeline import load
+from shared.pipeline.lint import lint
 from shared.pipeline.plan import Plan
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -13,7 +13,7 @@ import pytest
 
 from cyclone.includes import DirectoryIncludes
 from shared.errors import IncludeError, PipelineError
-from shared.pipeline import lint, load
+from shared.pipeline import load
 from shared.pipeline.include import (
     MAX_BYTES,
     MAX_DEPTH,
@@ -23,7 +23,7 @@ from shared.pipeline.include import (
     included_files,
     resolve,
 )
-from shared.pipeline.lint import check_secrets
+from shared.pipeline.lint import check_secrets, lint
 
 FILE = ".cyclone.yml"
 IMAGE = "cyclone-test/busybox:latest"

@@ -7,8 +7,9 @@ from textwrap import dedent
 import pytest
 
 from shared.errors import PipelineError
-from shared.pipeline import detect_format, lint, load
+from shared.pipeline import detect_format, load
 from shared.pipeline.diagnostics import Diagnostic
+from shared.pipeline.lint import lint
 
 FILE = ".cyclone.yml"
 IMAGE = "cyclone-test/busybox:latest"

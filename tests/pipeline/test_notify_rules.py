@@ -9,7 +9,8 @@ from textwrap import dedent
 import pytest
 
 from shared.errors import PipelineError
-from shared.pipeline import lint, load
+from shared.pipeline import load
+from shared.pipeline.lint import lint
 from shared.pipeline.notify import DEFAULT_WHEN, Channel, NotifyRule
 from shared.pipeline.plan import Plan
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from textwrap import dedent
 
-from shared.pipeline import lint, load
+from shared.pipeline import load
+from shared.pipeline.lint import lint
 
 FILE = ".cyclone.yml"
 IMAGE = "cyclone-test/busybox:latest"

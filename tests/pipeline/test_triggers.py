@@ -9,7 +9,8 @@ import pytest
 
 from shared.errors import PipelineError
 from shared.forge import ForgeEvent
-from shared.pipeline import lint, load
+from shared.pipeline import load
+from shared.pipeline.lint import lint
 from shared.pipeline.plan import Plan
 from shared.pipeline.triggers import (
     Decision,
