@@ -109,9 +109,10 @@ def _checked(n: int, group: Any) -> tuple[str, str, str, int, list[list[Any]], l
             and s[1] > 0 for s in stamps):
         raise ValueError(f"log batch: group {n}: stamps must be [ts, count] pairs with a "
                          "count above 0")
-    if sum(s[1] for s in stamps) != len(texts):
-        raise ValueError(f"log batch: group {n}: the stamps count "
-                         f"{sum(s[1] for s in stamps)} lines, texts has {len(texts)}")
+    counted = sum(s[1] for s in stamps)
+    if counted != len(texts):
+        raise ValueError(f"log batch: group {n}: the stamps count {counted} lines, texts "
+                         f"has {len(texts)}")
     return job, step, stream, attempt, stamps, texts
 
 

@@ -50,6 +50,7 @@ from shared.ports.executor import (
     RunContext,
     StepOutcome,
     log_lines,
+    one_by_one,
 )
 from shared.projections.runs import RunView
 from shared.status import JobStatus, StepStatus
@@ -129,11 +130,7 @@ class StepLog:
             self.lines += len(texts)
             self.bytes += size
             return log_lines(self.sink, stream, ts, texts)
-        return self._one_by_one(stream, ts, texts)
-
-    async def _one_by_one(self, stream: str, ts: str, texts: list[str]) -> None:
-        for text in texts:
-            await self(stream, ts, text)
+        return one_by_one(self, stream, ts, texts)
 
     async def _past_limit(self, size: int) -> None:
         if not self.dropped_lines:

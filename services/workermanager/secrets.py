@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from shared.adapters.executor.script import MAX_LINE_BYTES
 from shared.masking import Masker
 from shared.pipeline.plan import StepSpec
-from shared.ports.executor import LogSink, log_lines
+from shared.ports.executor import LogSink, log_lines, one_by_one
 
 __all__ = ["NO_SECRETS", "JobSecrets", "MaskedSink"]
 
@@ -79,11 +79,7 @@ class MaskedSink:
         nothing to mask, else masked one by one."""
         if not self.values:
             return log_lines(self.sink, stream, ts, texts)
-        return self._masked(stream, ts, texts)
-
-    async def _masked(self, stream: str, ts: str, texts: list[str]) -> None:
-        for text in texts:
-            await self(stream, ts, text)
+        return one_by_one(self, stream, ts, texts)
 
     async def flush(self) -> None:
         for stream, masker in self._maskers.items():

@@ -48,8 +48,10 @@ def parse_size(value: object) -> int:
             raise ValueError(f"invalid size {value!r} (write e.g. \"512MiB\" or \"2GiB\")")
         number, unit = match.groups()
         value = number + _binary(unit)
-    from pydantic import ValidationError  # here: every plan imports this module, and
-    try:  # pydantic's import took a third of each CLI command's start
+    # pydantic is imported here, not with the module: every plan imports this module,
+    # and pydantic's import took a third of each CLI command's start
+    from pydantic import ValidationError
+    try:
         return int(_bytes().validate_python(value))
     except ValidationError:
         raise ValueError(f"invalid size {value!r} (units: B, KiB, MiB, GiB, TiB; KB, MB, "

@@ -81,6 +81,7 @@ __all__ = [
     "SourceArchive",
     "StepOutcome",
     "log_lines",
+    "one_by_one",
 ]
 
 WORKSPACE = "/workspace"  # where the workspace is mounted in every step container
@@ -91,7 +92,7 @@ LogSink = Callable[[str, str, str], Awaitable[None]]
 
 class LinesSink(Protocol):
     """A ``LogSink`` that also takes several lines of one stream and ``ts`` in one call
-    (``lines``): the lines an executor reads in one chunk. A step printing flat out gives
+    (``many``): the lines an executor reads in one chunk. A step printing flat out gives
     thousands of lines per chunk, and a call per line at every hop (limit, masking,
     shipping) was a quarter of the log pipeline's cost."""
 
@@ -105,7 +106,13 @@ async def log_lines(sink: LogSink, stream: str, ts: str, texts: list[str]) -> No
     many = getattr(sink, "many", None)
     if many is not None:
         await many(stream, ts, texts)
-        return
+    else:
+        await one_by_one(sink, stream, ts, texts)
+
+
+async def one_by_one(sink: LogSink, stream: str, ts: str, texts: list[str]) -> None:
+    """``texts`` to ``sink`` a line at a time (what a ``LinesSink`` does with lines it
+    must look at one by one)."""
     for text in texts:
         await sink(stream, ts, text)
 
