@@ -211,6 +211,8 @@ def report(r: dict[str, Any]) -> None:
           f" max {live['max_ms']:,.1f} ms  [target p50 <= 50 ms]")
     print(f"replay SSE client (finished log from line 0): {replay['lines']:,} lines at "
           f"{replay['rate']:,.0f} lines/s ({replay['mb_s']:.1f} MB/s)")
+    for name, c in (("live", live), ("replay", replay)):
+        print(f"  {name} client's own CPU: {c['cpu_s']:.1f} s over {c['elapsed_s']:.1f} s")
     print(f"server RSS: start {start:.0f} MB, peak {peak:.0f} MB, end {end:.0f} MB"
           f"  [target: flat]{'  (bus trimmed)' if r['bus_trim'] else ''}")
 
@@ -260,6 +262,7 @@ async def read_stream(resp: aiohttp.ClientResponse) -> dict[str, Any]:
     elapsed = max(last - first, 1e-9)
     return {"lines": count, "bytes": size, "contiguous": contiguous, "end": end,
             "rate": count / elapsed, "mb_s": size / elapsed / 1e6,
+            "cpu_s": time.process_time(), "elapsed_s": elapsed,
             "p50_ms": statistics.median(ordered) * 1000 if ordered else 0.0,
             "p99_ms": ordered[int(len(ordered) * 0.99)] * 1000 if ordered else 0.0,
             "max_ms": ordered[-1] * 1000 if ordered else 0.0}

@@ -30,7 +30,7 @@ from shared.events import RecordedEvent
 from shared.ports.logstore import LogLine
 
 __all__ = ["decode_event", "decode_log_batch", "decode_log_stored", "encode_event",
-           "encode_log_batch", "encode_log_stored"]
+           "encode_log_batch", "encode_log_stored", "groups_of", "lines_of_groups"]
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 _new = tuple.__new__  # a LogLine from a list already checked to hold its six fields
@@ -48,12 +48,18 @@ def decode_event(value: bytes) -> RecordedEvent:
 
 
 def encode_log_batch(run_id: str, batch_id: str, lines: Iterable[LogLine]) -> bytes:
+    return _encode({"run": run_id, "batch": batch_id, "groups": groups_of(lines)}).encode()
+
+
+def groups_of(lines: Iterable[LogLine]) -> list[list[Any]]:
+    """``lines`` as column groups (the module docstring); ``lines_of_groups`` undoes it.
+    The file log store keeps its batches in this shape too."""
     groups = []
     for (job, step, stream, attempt), group in groupby(lines, _GROUP):
         same = list(group)
         stamps = [[ts, sum(1 for _ in run)] for ts, run in groupby(map(_TS, same))]
         groups.append([job, step, stream, attempt, stamps, list(map(_TEXT, same))])
-    return _encode({"run": run_id, "batch": batch_id, "groups": groups}).encode()
+    return groups
 
 
 def decode_log_batch(value: bytes) -> tuple[str, str, list[LogLine]]:
@@ -64,7 +70,7 @@ def decode_log_batch(value: bytes) -> tuple[str, str, list[LogLine]]:
         raise ValueError(f"log batch: a {type(raw).__name__}, not an object")
     run, batch = str(raw["run"]), str(raw["batch"])
     if "groups" in raw:
-        return run, batch, _grouped(raw["groups"])
+        return run, batch, lines_of_groups(raw["groups"])
     lines = raw["lines"]
     if type(lines) is not list:
         raise ValueError(f"log batch: lines is a {type(lines).__name__}, not an array")
@@ -79,12 +85,14 @@ def decode_log_batch(value: bytes) -> tuple[str, str, list[LogLine]]:
     ]
 
 
-def _grouped(groups: Any) -> list[LogLine]:
+def lines_of_groups(groups: Any, what: str = "log batch") -> list[LogLine]:
+    """The lines of column groups (``groups_of``); malformed ones are a ``ValueError``
+    starting with ``what`` and naming the group and the field."""
     if type(groups) is not list:
-        raise ValueError(f"log batch: groups is a {type(groups).__name__}, not an array")
+        raise ValueError(f"{what}: groups is a {type(groups).__name__}, not an array")
     lines: list[LogLine] = []
     for n, group in enumerate(groups):
-        job, step, stream, attempt, stamps, texts = _checked(n, group)
+        job, step, stream, attempt, stamps, texts = _checked(what, n, group)
         start = 0
         for ts, count in stamps:
             lines += [_new(LogLine, (job, step, stream, ts, text, attempt))
@@ -93,25 +101,26 @@ def _grouped(groups: Any) -> list[LogLine]:
     return lines
 
 
-def _checked(n: int, group: Any) -> tuple[str, str, str, int, list[list[Any]], list[str]]:
+def _checked(what: str, n: int,
+             group: Any) -> tuple[str, str, str, int, list[list[Any]], list[str]]:
     """Group ``n``'s fields, checked: ``[job, step, stream, attempt, stamps, texts]``."""
     if not (type(group) is list and len(group) == 6):
-        raise ValueError(f"log batch: group {n} is not [job, step, stream, attempt, "
+        raise ValueError(f"{what}: group {n} is not [job, step, stream, attempt, "
                          f"stamps, texts]: {str(group)[:200]}")
     job, step, stream, attempt, stamps, texts = group
     if not all(type(x) is str for x in (job, step, stream)) or type(attempt) is not int:
-        raise ValueError(f"log batch: group {n}: job, step and stream must be strings and "
+        raise ValueError(f"{what}: group {n}: job, step and stream must be strings and "
                          f"attempt an integer: {str(group[:4])[:200]}")
     if type(texts) is not list or not all(type(text) is str for text in texts):
-        raise ValueError(f"log batch: group {n}: texts must be an array of strings")
+        raise ValueError(f"{what}: group {n}: texts must be an array of strings")
     if type(stamps) is not list or not all(
             type(s) is list and len(s) == 2 and type(s[0]) is str and type(s[1]) is int
             and s[1] > 0 for s in stamps):
-        raise ValueError(f"log batch: group {n}: stamps must be [ts, count] pairs with a "
+        raise ValueError(f"{what}: group {n}: stamps must be [ts, count] pairs with a "
                          "count above 0")
     counted = sum(s[1] for s in stamps)
     if counted != len(texts):
-        raise ValueError(f"log batch: group {n}: the stamps count {counted} lines, texts "
+        raise ValueError(f"{what}: group {n}: the stamps count {counted} lines, texts "
                          f"has {len(texts)}")
     return job, step, stream, attempt, stamps, texts
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.adapters.logstore.files import SPARSE_EVERY, FileLogStore
+from shared.adapters.logstore.files import RECORD_CHARS, SPARSE_EVERY, FileLogStore
 from shared.errors import StoreError
 from shared.ports.logstore import LogStore
+from shared.wire import groups_of
 from tests.contracts.logstore import LogStoreContract, ReopenLogs, lines_of, read_all, run_id
 
 
@@ -194,25 +195,104 @@ ODD = ['say "hi"', "back\\slash", "tab\there", "ünïcödé €", "emoji 😀", 
        "", "a lone surrogate \udcff", "nul \x00 and del \x7f", "line\u2028separator"]
 
 
-async def test_lines_are_written_as_json_dumps_writes_them(root: Path) -> None:
-    # The on-disk format is json.dumps(..., ensure_ascii=False) of {"i", line fields},
-    # whatever builds it: files written before must read the same, and vice versa.
+async def test_a_batch_is_written_as_one_record_of_column_groups(root: Path) -> None:
+    # The on-disk format is json.dumps(..., ensure_ascii=False) of a batch's record, its
+    # lines as shared.wire's column groups: a line is a string in a list, not an object.
     run = run_id()
     lines = [line._replace(attempt=1 + n % 2) for n, line in enumerate(lines_of(*ODD))]
     logs = FileLogStore(root)
     try:
-        await logs.append(run, lines, batch_id="b1")
+        await logs.append(run, lines[:3], batch_id="b1")
+        await logs.append(run, lines[3:], batch_id="b2")
         stored = await read_all(logs, run)
     finally:
         await logs.close()
 
     expected = b"".join(
-        json.dumps({"i": i, **line.to_json()}, ensure_ascii=False, separators=(",", ":"))
-        .encode("utf-8", "surrogatepass") + b"\n"
-        for i, line in enumerate(lines)
-    ) + b'{"batch":"b1"}\n'
+        json.dumps({"i": first, "n": len(batch), "batch": batch_id, "groups": groups_of(batch)},
+                   ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+        + b"\n" for first, batch, batch_id in ((0, lines[:3], "b1"), (3, lines[3:], "b2")))
     assert (root / f"{run}.ndjson").read_bytes() == expected
     assert [s.line for s in stored] == lines
+    assert [s.index for s in stored] == list(range(len(lines)))
+
+
+async def test_a_run_stored_in_both_formats_is_read_whole(root: Path) -> None:
+    # An upgrade in the middle of a run: a line a record (and a marker) before, whole
+    # batches after. Count, indexes, reads from any index and redelivery all hold.
+    run = run_id()
+    root.mkdir(parents=True)
+    (root / f"{run}.ndjson").write_bytes(b"".join(
+        json.dumps({"i": i, **line.to_json()}).encode() + b"\n"
+        for i, line in enumerate(lines_of(*[f"old {n}" for n in range(1500)]))
+    ) + b'{"batch":"old"}\n')
+    logs = FileLogStore(root)
+    try:
+        assert await logs.append(run, lines_of("new 0", "new 1"), batch_id="new") == 1500
+        assert await logs.append(run, lines_of("ignored"), batch_id="old") == 0  # known
+        assert await logs.count(run) == 1502
+        every = await read_all(logs, run)
+        later = await read_all(logs, run, 1499)
+    finally:
+        await logs.close()
+    reopened = FileLogStore(root)
+    try:
+        assert await reopened.count(run) == 1502
+        again = await read_all(reopened, run, 1000)
+    finally:
+        await reopened.close()
+
+    assert [s.index for s in every] == list(range(1502))
+    assert [s.line.text for s in later] == ["old 1499", "new 0", "new 1"]
+    assert [s.line.text for s in again] == [f"old {n}" for n in range(1000, 1500)] + [
+        "new 0", "new 1"]
+
+
+async def test_a_long_batch_cut_between_its_records_is_dropped(root: Path) -> None:
+    run = run_id()
+    await write_then_close(root, run)
+    path = root / f"{run}.ndjson"
+    whole = path.stat().st_size
+    long = lines_of(*[f"{n} " + "x" * 1000 for n in range(RECORD_CHARS // 1000 * 3)])
+    logs = FileLogStore(root)
+    try:
+        await logs.append(run, long, batch_id="long")
+    finally:
+        await logs.close()
+    records = path.read_bytes()[whole:].splitlines(keepends=True)
+    assert len(records) >= 3 and [b'"batch"' in r for r in records[:-1]] == [False] * (
+        len(records) - 1)  # split, the id on the last record only
+    with open(path, "r+b") as file:  # the crash: the last record never written
+        file.truncate(path.stat().st_size - len(records[-1]))
+
+    logs = FileLogStore(root)
+    try:
+        assert await logs.count(run) == 5
+        assert await logs.append(run, long, batch_id="long") == 5  # redelivered: stored
+        texts = [s.line.text for s in await read_all(logs, run, 5)]
+    finally:
+        await logs.close()
+    assert texts == [line.text for line in long]
+
+
+@pytest.mark.parametrize("cut", [
+    b'{"i":5,"n":1,"batch":"b9","groups":[["build","te',  # half written
+    b'{"i":5,"n":2,"batch":"b9","groups":[["build","test","stdout",1,[["t",1]],["x"]]]}\n',
+    b'{"i":9,"n":1,"batch":"b9","groups":[["build","test","stdout",1,[["t",1]],["x"]]]}\n',
+    b'{"i":5,"n":1,"batch":"b9","groups":[["build","test","stdout",1,[["t",1]],[7]]]}\n',
+], ids=["half-written", "n-disagrees", "index-gap", "text-not-a-string"])
+async def test_a_damaged_last_batch_is_dropped_and_can_be_redelivered(
+    root: Path, cut: bytes,
+) -> None:
+    run = run_id()
+    await write_then_close(root, run)
+    with open(root / f"{run}.ndjson", "ab") as file:
+        file.write(cut)
+
+    count, index, texts = await reopened_texts(root, run)
+
+    assert (count, index) == (5, 5)
+    assert texts == ["a", "b", "c", "d", "e", "after"]
 
 
 async def test_a_file_in_the_older_spelling_is_read(root: Path) -> None:
@@ -269,7 +349,8 @@ async def test_multibyte_lines_are_read_from_any_index(root: Path, start: int) -
         await logs.close()
 
     data = (root / f"{run}.ndjson").read_bytes()
-    assert [data[at:].split(b",", 1)[0] for at in offsets] == [
-        b'{"i":%d' % (k * SPARSE_EVERY) for k in range(4)]
+    holding = [json.loads(data[at:data.index(b"\n", at)]) for at in offsets]
+    assert [(r["i"] <= k * SPARSE_EVERY < r["i"] + r["n"]) for k, r in enumerate(holding)] == [
+        True] * 4  # each offset is the start of the batch holding every 1,000th line
     assert [s.index for s in stored] == list(range(start, len(texts)))
     assert [s.line.text for s in stored] == texts[start:]

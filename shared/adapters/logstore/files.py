@@ -2,20 +2,30 @@
 
 Implements ``shared.ports.logstore.LogStore``; the port's docstring is the contract.
 
-File format, ``<root>/<run_id>.ndjson``, one JSON object a line::
+File format, ``<root>/<run_id>.ndjson``, one JSON object a line, one line a batch::
+
+    {"i": 0, "n": 3, "batch": "<batch id>", "groups": [group, ...]}
+
+``i`` is the index of the batch's first line, ``n`` how many it has, and ``groups``
+holds them as column groups (``shared.wire.groups_of``: the job, step, stream and
+attempt once per run of consecutive lines, then their stamps and texts), so reading
+a line back costs a list item, not a JSON object of its own. Files written before
+this format held a line a record, then a marker for its batch; they are still read
+(also when a run's file has both, from an upgrade in the middle of a run)::
 
     {"i": 0, "job": "build", "step": "test", "stream": "stdout", "ts": "...", "text": "..."}
-    {"i": 1, "job": "build", "step": "test", "stream": "stderr", "ts": "...", "text": "..."}
     {"batch": "<batch id>"}
 
-``append`` writes a batch's lines followed by its batch marker in ONE write, so
-after a restart a redelivered batch is recognised by its marker and not stored twice.
+A batch with more than ``RECORD_CHARS`` of text is split into records of about that
+much (a reader holds a record whole); only the last carries ``batch``. ``append``
+writes a batch in ONE write, so after a restart a redelivered batch is recognised by
+its id and not stored twice.
 
 Crash safety. The first time a run is used, its file is scanned once (which also
 rebuilds the run's state: next index, a sparse offset index, the recent batch ids).
-A well-formed file ends with a marker; anything after the last complete marker (a
-half-written line, or whole lines of a batch whose write was cut short) is truncated,
-so a batch is stored entirely or not at all and its redelivery stores it again.
+Anything after the last complete batch (a half-written line, the first records of a
+batch whose write was cut short) is truncated, so a batch is stored entirely or not at
+all and its redelivery stores it again.
 
 Durability. Each batch is one unbuffered write into the operating system, with no
 fsync (far too slow per batch): a stored batch survives the process crashing or
@@ -27,10 +37,11 @@ cached per store object, so ONE store object (one process) must own the writes o
 root; readers in other processes see complete lines but the cached counts of this
 object do not see their appends. A cancelled ``append`` or ``delete`` still completes.
 
-Memory per run in use: a byte offset every ``SPARSE_EVERY`` lines (so ``read`` can
-start near ``from_index``) and the last ``RECENT_BATCHES`` batch ids; a batch id
-redelivered after that many newer batches of the same run would be stored again.
-``read`` streams the file in chunks of about ``CHUNK_BYTES``, each parsed in one go.
+Memory per run in use: the byte offset of the record holding every ``SPARSE_EVERY``th
+line (so ``read`` can start near ``from_index``) and the last ``RECENT_BATCHES`` batch
+ids; a batch id redelivered after that many newer batches of the same run would be
+stored again. ``read`` streams the file in chunks of about ``CHUNK_BYTES``, each
+parsed in one go.
 """
 
 from __future__ import annotations
@@ -48,8 +59,9 @@ from typing import Any, TypeVar
 
 from shared.errors import StoreError
 from shared.ports.logstore import LogLine, StoredLine
+from shared.wire import groups_of, lines_of_groups
 
-__all__ = ["CHUNK_BYTES", "RECENT_BATCHES", "SPARSE_EVERY", "FileLogStore"]
+__all__ = ["CHUNK_BYTES", "RECENT_BATCHES", "RECORD_CHARS", "SPARSE_EVERY", "FileLogStore"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +70,7 @@ T = TypeVar("T")
 SPARSE_EVERY = 1000
 RECENT_BATCHES = 10_000
 CHUNK_BYTES = 256 * 1024
+RECORD_CHARS = 256 * 1024  # of text in one record: a batch with more is split
 
 # Run ids become file names: no separators, no dots, so no path can leave the root.
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
@@ -212,9 +225,6 @@ async def _io(fn: Callable[..., T], *args: Any) -> T:
 
 # --- file format (these run in worker threads) ---------------------------------------------
 
-# A str as a JSON string literal, non-ASCII characters kept (json.dumps' ensure_ascii=False):
-# the json module's own C encoder, so a line is written exactly as json.dumps wrote it.
-_string = json.encoder.encode_basestring
 _new = tuple.__new__  # a LogLine / StoredLine from fields whose types are checked
 
 
@@ -222,22 +232,6 @@ def _encode(record: dict[str, Any]) -> bytes:
     # surrogatepass: step output decoded with surrogateescape must not fail the batch.
     text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
     return text.encode("utf-8", "surrogatepass") + b"\n"
-
-
-def _encode_lines(first: int, lines: list[LogLine]) -> list[str]:
-    """Each line's record with its newline, as ``_encode({"i": index, **line.to_json()})``
-    gives it (same keys, same order, same escaping), field by field: several times
-    cheaper than a dict through ``json.dumps`` for every line."""
-    heads: dict[tuple[str, str, str], str] = {}  # job, step and stream repeat
-    parts = []
-    for index, (job, step, stream, ts, text, attempt) in enumerate(lines, first):
-        head = heads.get((job, step, stream))
-        if head is None:
-            head = heads[job, step, stream] = (
-                f',"job":{_string(job)},"step":{_string(step)},"stream":{_string(stream)},')
-        tail = "}\n" if attempt == 1 else f',"attempt":{int(attempt)}}}\n'
-        parts.append(f'{{"i":{index}{head}"ts":{_string(ts)},"text":{_string(text)}{tail}')
-    return parts
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -254,7 +248,7 @@ def _decode(raw: bytes) -> dict[str, Any] | None:
 
 
 def _load(path: Path) -> _RunState:
-    """Scan ``path`` once; truncate whatever follows the last complete batch marker."""
+    """Scan ``path`` once; truncate whatever follows the last complete batch."""
     state = _RunState()
     try:
         file = open(path, "r+b")
@@ -266,7 +260,19 @@ def _load(path: Path) -> _RunState:
             record = _parse(raw)
             if record is None:
                 break
-            if isinstance(record.get("batch"), str):
+            if "groups" in record:  # a batch, or a part of one
+                n = _record_size(record, index)
+                if n is None:
+                    break
+                sparse += [offset] * len(range(-index % SPARSE_EVERY, n, SPARSE_EVERY))
+                batch_first = index if batch_first < 0 else batch_first
+                index += n
+                offset += len(raw)
+                if "batch" in record:  # its last part: the batch is whole
+                    state.remember(record["batch"], batch_first)
+                    state.next_index, state.size, batch_first = index, offset, -1
+                continue
+            if isinstance(record.get("batch"), str):  # the marker after an older batch
                 state.remember(record["batch"], index if batch_first < 0 else batch_first)
                 offset += len(raw)
                 state.next_index, state.size, batch_first = index, offset, -1
@@ -289,29 +295,49 @@ def _load(path: Path) -> _RunState:
     return state
 
 
+def _record_size(record: dict[str, Any], index: int) -> int | None:
+    """How many lines a batch's record holds, if it is well-formed and starts at ``index``."""
+    n = record.get("n")
+    if (record.get("i") != index or type(n) is not int
+            or not isinstance(record.get("batch", ""), str)):
+        return None
+    try:
+        return n if len(lines_of_groups(record["groups"], "log file")) == n else None
+    except ValueError:
+        return None
+
+
 def _write_batch(path: Path, first: int, lines: list[LogLine], batch_id: str) -> _Written:
-    parts = _encode_lines(first, lines)
-    text = "".join(parts)
-    payload = text.encode("utf-8", "surrogatepass") + _encode({"batch": batch_id})
+    payload = b"".join(_records_of(first, lines, batch_id))
     path.parent.mkdir(parents=True, exist_ok=True)
     # Unbuffered: each write goes straight to the OS, and a failed one can be undone.
     with open(path, "ab", buffering=0) as file:
         start = file.seek(0, os.SEEK_END)
-        # byte offsets of the lines whose index is a multiple of SPARSE_EVERY (a batch
-        # has few): in characters when every character is one byte
-        ascii = text.isascii()
-        sparse, offset, done = [], start, 0
-        for k in range(-first % SPARSE_EVERY, len(parts), SPARSE_EVERY):
-            between = "".join(parts[done:k])
-            offset += len(between) if ascii else len(between.encode("utf-8", "surrogatepass"))
-            sparse.append(offset)
-            done = k
         try:
             _write_all(file.fileno(), payload)
         except BaseException:
             file.truncate(start)  # no half batch left behind a later one
             raise
-        return _Written(end=start + len(payload), sparse=sparse)
+    # the batch holds these lines whose index is a multiple of SPARSE_EVERY
+    marks = len(range(-first % SPARSE_EVERY, len(lines), SPARSE_EVERY))
+    return _Written(end=start + len(payload), sparse=[start] * marks)
+
+
+def _records_of(first: int, lines: list[LogLine], batch_id: str) -> list[bytes]:
+    """A batch's records: one, unless its text is longer than ``RECORD_CHARS`` (a reader
+    holds a record whole, so that bounds its memory); the last carries the batch id."""
+    if sum(len(line.text) for line in lines) < RECORD_CHARS:
+        return [_encode({"i": first, "n": len(lines), "batch": batch_id,
+                         "groups": groups_of(lines)})]
+    records, start, chars = [], 0, 0
+    for end, line in enumerate(lines, 1):
+        chars += len(line.text)
+        if chars >= RECORD_CHARS or end == len(lines):
+            last = {"batch": batch_id} if end == len(lines) else {}
+            records.append(_encode({"i": first + start, "n": end - start, **last,
+                                    "groups": groups_of(lines[start:end])}))
+            start, chars = end, 0
+    return records
 
 
 def _write_all(fd: int, payload: bytes) -> None:
@@ -349,25 +375,30 @@ def _read_chunk(path: Path, offset: int, want: int) -> tuple[list[StoredLine], i
             complete = complete[at:]
     lines = _records(complete)
     if lines is None:  # something is malformed: line by line, skipping what is
-        lines = [s for s in map(_stored, map(_decode, complete.split(b"\n"))) if s]
+        lines = [s for raw in complete.split(b"\n") for s in _stored(_decode(raw))]
     if lines and lines[0].index < want:
         lines = [stored for stored in lines if stored.index >= want]
     return lines, end
 
 
 def _records(complete: bytes) -> list[StoredLine] | None:
-    """The stored lines of whole lines of the file (markers left out), parsed as ONE
-    JSON array (several times cheaper than a ``json.loads`` a line); None if any line
-    is not a well-formed record with fields of the right types, for ``_stored`` to deal
-    with line by line."""
+    """The stored lines of whole lines of the file, parsed as ONE JSON array (several
+    times cheaper than a ``json.loads`` a line); None if any record is malformed, for
+    ``_stored`` to deal with record by record."""
     try:
         text = complete.decode("utf-8", "surrogatepass")
         records = json.loads("[" + text.replace("\n", ",") + "]")
-        lines = []
+        lines: list[StoredLine] = []
         for record in records:
             index = record.get("i")
-            if index is None and "batch" in record:
+            if "groups" in record:
+                batch = lines_of_groups(record["groups"], "log file")
+                if type(index) is not int or len(batch) != record["n"]:
+                    return None
+                lines += [_new(StoredLine, indexed) for indexed in enumerate(batch, index)]
                 continue
+            if index is None and "batch" in record:
+                continue  # an older batch's marker
             line = (record["job"], record["step"], record["stream"], record["ts"],
                     record["text"], record.get("attempt", 1))
             if not (type(index) is int and type(line[0]) is str and type(line[1]) is str
@@ -375,16 +406,19 @@ def _records(complete: bytes) -> list[StoredLine] | None:
                     and type(line[4]) is str and type(line[5]) is int):
                 return None
             lines.append(_new(StoredLine, (index, _new(LogLine, line))))
-    except (ValueError, KeyError, AttributeError):
+    except (ValueError, KeyError, AttributeError, TypeError):
         return None
     return lines
 
 
-def _stored(record: dict[str, Any] | None) -> StoredLine | None:
-    """The stored line a record holds; None for a marker or a malformed record."""
+def _stored(record: dict[str, Any] | None) -> list[StoredLine]:
+    """The stored lines a record holds: none for a marker or a malformed record."""
     if record is None or not isinstance(record.get("i"), int):
-        return None
+        return []
     try:
-        return StoredLine(index=record["i"], line=LogLine.from_json(record))
+        if "groups" in record:
+            return list(map(StoredLine._make, enumerate(
+                lines_of_groups(record["groups"], "log file"), record["i"])))
+        return [StoredLine(index=record["i"], line=LogLine.from_json(record))]
     except (KeyError, TypeError, ValueError):
-        return None
+        return []
