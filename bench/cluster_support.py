@@ -58,6 +58,12 @@ class Target:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+def cpu_s(pid: int) -> float:
+    """The process's own CPU seconds (user + system), not its children's."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def workdir(name: str, keep: bool) -> Iterator[Path]:
     """A temporary directory for a benchmark's servers and repositories: removed at the

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cluster_support import Target, embedded_mode, workdir
+from cluster_support import Target, cpu_s, embedded_mode, workdir
 
 IMAGE = "cyclone-test/busybox:latest"
 CAPACITY = 8  # CYCLONE_WORKER_CAPACITY and CYCLONE_MAX_PARALLEL_JOBS
@@ -245,15 +245,17 @@ async def docker_burst() -> float:
     return BURST / (time.perf_counter() - started) * 60
 
 
-async def burst(client: Client, project: Project) -> tuple[float, float, list[Run]]:
+async def burst(client: Client, project: Project,
+                pid: int) -> tuple[float, float, float, list[Run]]:
     """``BURST`` runs triggered at once and followed concurrently; (runs/min, seconds from
-    the first POST to the last terminal event, the runs)."""
+    the first POST to the last terminal event, the server's CPU seconds a run, the runs)."""
     async def one() -> Run:
         return await client.run(project)
 
+    cpu = cpu_s(pid)
     runs = await asyncio.gather(*(one() for _ in range(BURST)))
     elapsed = max(r.done for r in runs) - min(r.triggered for r in runs)
-    return BURST / elapsed * 60, elapsed, runs
+    return BURST / elapsed * 60, elapsed, (cpu_s(pid) - cpu) / BURST, runs
 
 
 def offsets(runs: list[Run], type_: str) -> str:
@@ -272,6 +274,7 @@ class Results:
     docker: dict[int, list[float]] = field(default_factory=lambda: {1: [], TEN: []})
     ratios: dict[int, list[float]] = field(default_factory=lambda: {1: [], TEN: []})
     bursts: list[float] = field(default_factory=list)
+    burst_cpu: list[float] = field(default_factory=list)  # the server's CPU s a run
     docker_bursts: list[float] = field(default_factory=list)  # plain docker run, same burst
 
 
@@ -322,10 +325,12 @@ async def measure(server: Target, executor: str, projects: dict[int, Project],
                 parts.append(part)
             print(f"round {round_no}: " + "; ".join(parts), flush=True)
         for burst_no in range(1, args.bursts + 1):
-            rate, elapsed, runs = await burst(client, projects[1])
+            rate, elapsed, cpu, runs = await burst(client, projects[1], server.pid)
             results.bursts.append(rate)
+            results.burst_cpu.append(cpu)
             print(f"burst {burst_no}: {BURST} one-step runs done {elapsed:.2f} s after the "
-                  f"first POST = {rate:,.0f} runs/min", flush=True)
+                  f"first POST = {rate:,.0f} runs/min; server CPU {cpu * 1000:.0f} ms a run",
+                  flush=True)
             for type_ in ("JobStarted", "StepStarted", "RunSucceeded"):
                 print(f"  {type_ + ' at':<15} {offsets(runs, type_)} s", flush=True)
             if docker:
@@ -360,6 +365,8 @@ def report(results: Results) -> None:
         target = TARGET_BURST[ex]
         print(f"burst of {BURST}: {spread(results.bursts, ' runs/min', 0)}"
               f"  [target >= {target:,.0f}: {verdict(rate >= target)}]")
+        print(f"  server CPU a run in the bursts (its own, not its children's): "
+              f"{spread([c * 1000 for c in results.burst_cpu], ' ms', 0)}")
     if results.docker_bursts:
         print(f"burst of {BURST} plain docker run --rm: "
               f"{spread(results.docker_bursts, ' runs/min', 0)} (this daemon's own ceiling)")

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cluster_support import Target, embedded_mode, workdir
+from cluster_support import Target, cpu_s, embedded_mode, workdir
 from latency import Client, Run, ts_of
 from webhooks import github_push
 
@@ -91,12 +91,6 @@ def git_repo(path: Path, pipeline: str) -> str:
         subprocess.run([*git, *command], check=True, capture_output=True)
     return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True,
                           text=True).stdout.strip()
-
-
-def cpu_s(pid: int) -> float:
-    """The process's own CPU seconds (user + system), not its children's."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Api:

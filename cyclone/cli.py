@@ -28,6 +28,7 @@ from cyclone.display import Display
 from cyclone.githook import install_hook
 from cyclone.output import print_json
 from shared import events as ev
+from shared.children import watch_children_with_pidfds
 from shared.config import Settings
 from shared.errors import ConfigError, CycloneError
 from shared.events import decode
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cyclone: {exc}", file=sys.stderr)
         return EXIT_INVALID
     configure_logging(settings.log_level, settings.log_format)
+    watch_children_with_pidfds()
     try:
         code: int = args.func(args, settings)
     except CycloneError as exc:

@@ -32,6 +32,12 @@ __all__ = [
 
 Path = tuple[str | int, ...]
 MERGE_TAG = "tag:yaml.org,2002:merge"
+# libyaml's parser when PyYAML was built with it (Debian's and the wheels are): the same
+# nodes and marks, 15-20x faster than the pure-Python one (a run's file is parsed as it
+# is planned, so that is on every run's way to its first job). A file it refuses is
+# parsed again by the pure-Python one, whose messages say more ("expected ',' or ']',
+# but got '<stream end>'").
+_FAST_LOADER = getattr(yaml, "CSafeLoader", None)
 # Aliases can make a small text expand into a huge tree ("billion laughs"):
 # stop converting after this many nodes.
 MAX_NODES = 100_000
@@ -108,7 +114,7 @@ class ParseResult:
 def parse(text: str, file: str) -> ParseResult:
     """Parse ``text``; see the module docstring for the contract."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = _compose(text)
     except yaml.MarkedYAMLError as exc:
         return ParseResult(None, [_syntax_error(exc, file)])
     except yaml.YAMLError as exc:  # ReaderError: a character YAML does not allow
@@ -129,6 +135,15 @@ def parse(text: str, file: str) -> ParseResult:
     if builder.errors:
         return ParseResult(None, builder.errors)
     return ParseResult(Document(data, builder.marks), [])
+
+
+def _compose(text: str) -> Node | None:
+    if _FAST_LOADER is not None:
+        try:
+            return yaml.compose(text, Loader=_FAST_LOADER)
+        except (yaml.YAMLError, RecursionError):
+            pass  # the pure-Python parser says what is wrong
+    return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
 class _TooLarge(Exception):
