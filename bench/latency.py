@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -60,6 +61,8 @@ from typing import Any
 
 import aiohttp
 from cluster_support import Target, cpu_s, embedded_mode, workdir
+
+from shared.adapters.executor.docker_convert import LABEL_RUN
 
 IMAGE = "cyclone-test/busybox:latest"
 CAPACITY = 8  # CYCLONE_WORKER_CAPACITY and CYCLONE_MAX_PARALLEL_JOBS
@@ -233,29 +236,64 @@ async def docker_runs(count: int) -> float:
     return time.perf_counter() - started
 
 
-async def docker_burst() -> float:
+async def docker_burst() -> tuple[float, float]:
     """``BURST`` plain ``docker run --rm`` at once: what this Docker daemon itself manages,
-    in runs per minute (the ceiling for any Docker executor on this machine)."""
-    started = time.perf_counter()
+    in runs per minute (the ceiling for any Docker executor on this machine), and the
+    daemon's CPU seconds a run."""
+    started, cpu = time.perf_counter(), daemon_cpu_s()
     procs = [await asyncio.create_subprocess_exec(
         "docker", "run", "--rm", IMAGE, "true", stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL) for _ in range(BURST)]
     if any([await proc.wait() for proc in procs]):
         raise SystemExit("a parallel docker run failed")
-    return BURST / (time.perf_counter() - started) * 60
+    return BURST / (time.perf_counter() - started) * 60, (daemon_cpu_s() - cpu) / BURST
 
 
-async def burst(client: Client, project: Project,
-                pid: int) -> tuple[float, float, float, list[Run]]:
-    """``BURST`` runs triggered at once and followed concurrently; (runs/min, seconds from
-    the first POST to the last terminal event, the server's CPU seconds a run, the runs)."""
+def daemon_cpu_s() -> float:
+    """The CPU seconds of this machine's Docker daemon (dockerd and containerd) so far."""
+    total = 0.0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):  # a process that has just gone
+            if comm.read_text().strip() in ("dockerd", "containerd"):
+                total += cpu_s(int(comm.parent.name))
+    return total
+
+
+async def containers_removed(timeout_s: float = 60.0) -> None:
+    """Until no container of Cyclone's is left: its runs' containers are removed in the
+    background, after their steps (or runs) end."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        listed = await asyncio.create_subprocess_exec(
+            "docker", "ps", "-aq", "--filter", f"label={LABEL_RUN}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        out, _ = await listed.communicate()
+        if not out.strip():
+            return
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Burst:
+    rate: float  # runs per minute
+    elapsed: float  # seconds from the first POST to the last terminal event
+    cpu: float  # the server's CPU seconds a run
+    daemon_cpu: float  # the Docker daemon's CPU seconds a run, removals included
+    runs: list[Run]
+
+
+async def burst(client: Client, project: Project, pid: int, docker: bool) -> Burst:
+    """``BURST`` runs triggered at once and followed concurrently."""
     async def one() -> Run:
         return await client.run(project)
 
-    cpu = cpu_s(pid)
+    cpu, daemon = cpu_s(pid), daemon_cpu_s()
     runs = await asyncio.gather(*(one() for _ in range(BURST)))
     elapsed = max(r.done for r in runs) - min(r.triggered for r in runs)
-    return BURST / elapsed * 60, elapsed, (cpu_s(pid) - cpu) / BURST, runs
+    cpu = (cpu_s(pid) - cpu) / BURST
+    if docker:
+        await containers_removed()
+    return Burst(BURST / elapsed * 60, elapsed, cpu, (daemon_cpu_s() - daemon) / BURST, runs)
 
 
 def offsets(runs: list[Run], type_: str) -> str:
@@ -275,6 +313,7 @@ class Results:
     ratios: dict[int, list[float]] = field(default_factory=lambda: {1: [], TEN: []})
     bursts: list[float] = field(default_factory=list)
     burst_cpu: list[float] = field(default_factory=list)  # the server's CPU s a run
+    daemon_cpu: list[tuple[float, float]] = field(default_factory=list)  # Cyclone's, docker's
     docker_bursts: list[float] = field(default_factory=list)  # plain docker run, same burst
 
 
@@ -325,18 +364,21 @@ async def measure(server: Target, executor: str, projects: dict[int, Project],
                 parts.append(part)
             print(f"round {round_no}: " + "; ".join(parts), flush=True)
         for burst_no in range(1, args.bursts + 1):
-            rate, elapsed, cpu, runs = await burst(client, projects[1], server.pid)
-            results.bursts.append(rate)
-            results.burst_cpu.append(cpu)
-            print(f"burst {burst_no}: {BURST} one-step runs done {elapsed:.2f} s after the "
-                  f"first POST = {rate:,.0f} runs/min; server CPU {cpu * 1000:.0f} ms a run",
-                  flush=True)
+            done = await burst(client, projects[1], server.pid, docker)
+            results.bursts.append(done.rate)
+            results.burst_cpu.append(done.cpu)
+            print(f"burst {burst_no}: {BURST} one-step runs done {done.elapsed:.2f} s after "
+                  f"the first POST = {done.rate:,.0f} runs/min; server CPU "
+                  f"{done.cpu * 1000:.0f} ms a run", flush=True)
             for type_ in ("JobStarted", "StepStarted", "RunSucceeded"):
-                print(f"  {type_ + ' at':<15} {offsets(runs, type_)} s", flush=True)
+                print(f"  {type_ + ' at':<15} {offsets(done.runs, type_)} s", flush=True)
             if docker:
-                results.docker_bursts.append(await docker_burst())
-                print(f"  the same burst of plain docker run: "
-                      f"{results.docker_bursts[-1]:,.0f} runs/min", flush=True)
+                plain, plain_cpu = await docker_burst()
+                results.docker_bursts.append(plain)
+                results.daemon_cpu.append((done.daemon_cpu, plain_cpu))
+                print(f"  the same burst of plain docker run: {plain:,.0f} runs/min; Docker "
+                      f"daemon CPU a run: {done.daemon_cpu * 1000:.0f} ms for Cyclone's, "
+                      f"{plain_cpu * 1000:.0f} ms for docker run's", flush=True)
     return results
 
 
@@ -370,6 +412,9 @@ def report(results: Results) -> None:
     if results.docker_bursts:
         print(f"burst of {BURST} plain docker run --rm: "
               f"{spread(results.docker_bursts, ' runs/min', 0)} (this daemon's own ceiling)")
+        for k, whose in enumerate(("Cyclone's runs", "docker run")):
+            print(f"  Docker daemon CPU a run, {whose}: "
+                  f"{spread([c[k] * 1000 for c in results.daemon_cpu], ' ms', 0)}")
 
 
 def summary(all_results: list[Results]) -> None:

@@ -46,10 +46,11 @@ from shared.masking import mask
 from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.ports.eventstore import EventStore
 from shared.projections.projects import ForgeSettings, fold_project, project_stream
-from shared.projections.runs import RunView, fold, run_id_of
+from shared.projections.runs import RunView, run_id_of
 from shared.retry import Backoff, retrying
-from shared.runstream import append_to_run
+from shared.runstream import RunStates, append_to_run
 from shared.secrets import SecretStore
+from shared.streamcache import StreamCache
 from shared.tasks import cancel_and_wait
 from shared.wire import decode_event
 
@@ -92,6 +93,10 @@ class CommitStatusReporter:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         self.store = store
+        # Every run event comes by, and most runs are not a forge project's: the run's
+        # and project's views are kept, read on from their last events.
+        self.runs = RunStates(store)
+        self.projects = StreamCache(store, fold_project)
         self.public_url = public_url.rstrip("/")
         self.attempts = attempts
         self.first_delay = first_delay
@@ -145,16 +150,15 @@ class CommitStatusReporter:
 
     async def _prepare(self, run_id: str, moment: Moment) -> _Report | None:
         """What to send, or ``None``: not a forge project's run, no commit, already done."""
-        events = await self.store.read(run_stream(run_id))
-        run = fold(events)
+        run = await self.runs.load(run_id)
         if run is None or not run.project or run.trigger == "cli":
             return None
         if moment.state == "pending" and run.done:
             return None  # it has ended already: only its end is worth telling
-        if _recorded(events, moment.state):
-            return None
-        project = fold_project(await self.store.read(project_stream(run.project)))
+        project = await self.projects.load(project_stream(run.project))
         if project is None or project.deleted or project.forge is None:
+            return None
+        if _recorded(await self.store.read(run_stream(run_id)), moment.state):
             return None
         if not _FULL_SHA.match(run.commit):
             log.info("no commit status: the run's commit is not resolved",

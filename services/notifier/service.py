@@ -57,8 +57,9 @@ from shared.ports.eventstore import EventStore
 from shared.ports.logstore import LogStore
 from shared.projections.projects import ProjectView, fold_project, project_stream
 from shared.projections.runs import RunView, fold, run_id_of
-from shared.runstream import append_to_stream
+from shared.runstream import RunStates, append_to_stream
 from shared.secrets import SecretStore
+from shared.streamcache import StreamCache
 from shared.wire import decode_event
 
 __all__ = ["GROUP", "Notifier", "outcomes_stream"]
@@ -93,6 +94,9 @@ class Notifier:
                  concurrency: int = 32) -> None:
         self.store = store
         self.logs = logs
+        # Each run comes by twice (planned, ended): its view is read on from the first.
+        self.runs = RunStates(store)
+        self.projects = StreamCache(store, fold_project)
         self.public_url = public_url.rstrip("/")
         self.smtp = settings.smtp
         self.email = EmailSender(settings.smtp)
@@ -137,18 +141,19 @@ class Notifier:
 
     async def notify_run(self, run_id: str, moment: str) -> None:
         """Send what the rules say ``moment`` ("started" or "ended") of the run is worth."""
-        events = await self.store.read(run_stream(run_id))
-        run = fold(events)
+        run = await self.runs.load(run_id)
         if run is None or not run.project or run.done != (moment == "ended"):
             return  # not a project's run; or it has ended already: "started" is stale
-        project = fold_project(await self.store.read(project_stream(run.project)))
+        project = await self.projects.load(project_stream(run.project))
         if project is None or project.deleted:
             return
         previous = await self._previous_outcome(run) if moment == "ended" else None
         rules = (*project.notify, *_file_rules(run))
         due = [(rule, reason) for rule in rules
                if (reason := due_reason(rule, moment, run.status, run.branch, previous))]
-        done = recorded_keys(events)
+        if not due:
+            return
+        done = recorded_keys(await self.store.read(run_stream(run_id)))
         pending = [(rule, reason, channel) for rule, reason in due for channel in rule.channels
                    if _key(run.id, moment, rule, channel) not in done]
         if not pending:
