@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 from shared.adapters.logstore.mongo import MongoLogStore
 from shared.errors import StoreError
 from shared.ports.logstore import LogStore
+from shared.wire import groups_of
 from tests.contracts.logstore import LogStoreContract, ReopenLogs, lines_of, read_all, run_id
 from tests.infra.mongo import connect_to_dead_server, mongo_database, mongo_url
 
@@ -87,6 +88,21 @@ async def test_a_batch_is_one_document(
         {"run": run}, sort=[("first", 1)])]
     assert [(c["first"], c["n"], c["batch"]) for c in chunks] == [(0, 500, "b1"),
                                                                   (500, 1, "b2")]
+    # the lines as column groups: one string a line
+    assert chunks[1]["groups"] == groups_of(lines_of("next"))
+
+
+async def test_a_chunk_stored_before_column_groups_is_read(
+    logs: MongoLogStore, mongo_database: str, raw: AsyncMongoClient[dict[str, object]]
+) -> None:
+    run = run_id()
+    older = lines_of("one", "two")
+    await raw[mongo_database]["log_chunks"].insert_one(
+        {"run": run, "first": 0, "n": 2, "batch": "old", "lines": [list(x) for x in older]})
+    await logs.append(run, lines_of("three"), batch_id="new")
+
+    stored = await read_all(logs, run)
+    assert [(s.index, s.line) for s in stored] == list(enumerate([*older, *lines_of("three")]))
 
 
 async def test_two_deliveries_of_one_batch_at_once_store_it_once(
