@@ -11,11 +11,11 @@ from services.api.auth import LoginLimiter, Tokens, Users
 from services.api.live import LiveRuns
 from services.api.readmodel import RunsReadModel
 from shared.collector import Collector, StorageUse
+from shared.events import run_stream
 from shared.ports.artifacts import ArtifactStore
 from shared.ports.coordination import Coordinator
 from shared.ports.eventstore import EventStore
-from shared.projections.runs import RunView
-from shared.runstream import load_run
+from shared.projections.runs import RunView, fold
 from shared.secrets import SecretStore
 
 __all__ = ["CONTEXT", "UI_DIST", "ApiContext"]
@@ -58,10 +58,14 @@ class ApiContext:
         self.users = Users(self.store)
 
     async def find_run(self, run_id: str) -> RunView | None:
-        """The run's view; straight from its stream when the read model has not caught up
-        yet (the run was just requested, here or on another api replica), so a client
-        can read the run it was just told was accepted."""
-        return await self.readmodel.get(run_id) or await load_run(self.store, run_id)
+        """The run's view as its stream has it now: the read model's, with the events it
+        has not applied yet folded on. The read model follows the bus and may be a moment
+        behind (another replica applies the events; the run was just requested): a client
+        that has just seen the run end on an event or log stream must not read an older
+        state here."""
+        kept = await self.readmodel.get(run_id)
+        newer = await self.store.read(run_stream(run_id), kept.last_seq + 1 if kept else 1)
+        return fold(newer, kept) if newer else kept
 
 
 CONTEXT = web.AppKey("cyclone", ApiContext)

@@ -43,3 +43,23 @@ async def test_a_run_says_it_waits_for_the_run_holding_its_projects_slot(
         assert (await api.call("GET", f"/api/v1/runs/{first}", 200))[0]["waiting"] == []
         [wait] = (await api.call("GET", f"/api/v1/runs/{second}", 200))[0]["waiting"]
         assert wait["kind"] == "admission"  # its slot is free: the event manager's turn
+
+
+async def test_a_run_shows_what_its_stream_has_before_the_read_model_applies_it(
+        tmp_path: Path) -> None:
+    # The read model follows the bus: an event stream (or another replica) may have shown
+    # a client the run's end before this replica's read model applied it.
+    async with serving(tmp_path, Api) as api:
+        app = api.client.app
+        assert app is not None
+        readmodel = app[CONTEXT].readmodel
+        await api.call("POST", "/api/v1/projects", 201, {"name": "demo", "repo": "git://x"})
+        run = (await api.call("POST", "/api/v1/projects/demo/runs", 202))[0]["id"]
+        for recorded in await api.store.read(run_stream(run)):
+            await readmodel.apply(recorded)
+        await api.store.append(run_stream(run), [NewEvent(ev.RunCancelled(reason="x"))], 1)
+
+        shown = (await api.call("GET", f"/api/v1/runs/{run}", 200))[0]
+        assert (shown["status"], shown["reason"], shown["last_seq"]) == ("cancelled", "x", 2)
+        kept = await readmodel.get(run)
+        assert kept is not None and kept.status == "requested"  # it has not applied it
