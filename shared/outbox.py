@@ -6,12 +6,16 @@ order from its checkpoint and publishes each event to ``cyclone.events`` (and a
 ``JobQueued`` also to ``cyclone.jobs``), saving its checkpoint after publishing.
 A crash between publish and checkpoint republishes a few events, which the
 consumers drop by ``(stream, seq)``: at-least-once publication, exactly-once effect.
+That is also why the checkpoint is saved at most every ``CHECKPOINT_EVERY_S`` while
+events flow (and once they stop): saving it after every batch was a store write for
+every few events (~7 a run), and a crash republishes the same few events either way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from shared.events import CheckoutQueued, JobQueued, NewEvent, RecordedEvent
@@ -21,11 +25,13 @@ from shared.projections.runs import run_id_of
 from shared.retry import Backoff, is_transient, retrying
 from shared.wire import encode_event
 
-__all__ = ["NotifyingStore", "OutboxRelay"]
+__all__ = ["CHECKPOINT_EVERY_S", "NotifyingStore", "OutboxRelay"]
 
 log = logging.getLogger(__name__)
 
 _WORK = frozenset({JobQueued.TYPE, CheckoutQueued.TYPE})  # also go to cyclone.jobs
+BATCH = 500  # events read from the store at once
+CHECKPOINT_EVERY_S = 0.5
 
 
 class NotifyingStore:
@@ -97,13 +103,15 @@ class OutboxRelay:
         self.owns = owns
         self.poll_s = poll_s
         self.position = 0
-        self.published = asyncio.Event()  # set after each batch: lets tests and stop() wait
+        self.published = asyncio.Event()  # set when caught up: lets tests and stop() wait
+        self._saved = (0, 0.0)  # the checkpoint saved last, and when (monotonic)
 
     async def start_at(self, position: int) -> None:
         """Start from ``position`` instead of the saved checkpoint."""
         self.position = position
         if self.checkpoint:
             await self.store.save_checkpoint(self.checkpoint, position)
+            self._saved = (position, time.monotonic())
 
     async def run(self) -> None:
         """Publish forever; an outage of the store or the bus delays publication (retried
@@ -111,10 +119,12 @@ class OutboxRelay:
         if not self.position and self.checkpoint:
             self.position = await retrying(lambda: self.store.checkpoint(self.checkpoint or ""),
                                            "read the outbox checkpoint")
-        backoff = Backoff()
+            self._saved = (self.position, time.monotonic())
+        backoff, idle = Backoff(), False
         while True:
             try:
                 await self.drain()
+                await self._save_checkpoint(due=idle)
                 backoff.reset()
             except Exception as exc:
                 if not is_transient(exc):
@@ -125,23 +135,36 @@ class OutboxRelay:
             try:  # not asyncio.wait_for: on 3.11 it loses a cancel that meets the wake-up
                 async with asyncio.timeout(self.poll_s):
                     await self.store.appended.wait()
+                idle = False
             except TimeoutError:
-                pass
+                idle = True
 
     async def drain(self) -> None:
-        """Publish everything stored after the checkpoint."""
+        """Publish everything stored after the position reached (not saved: see
+        ``_save_checkpoint``)."""
         while True:
             self.store.appended.clear()
-            batch = await self.store.read_all(self.position, limit=500)
-            if not batch:
-                self.published.set()
-                return
+            batch = await self.store.read_all(self.position, limit=BATCH)
             for recorded in batch:
                 if self.owns(recorded):
                     await self._publish(recorded)
-            self.position = batch[-1].position
-            if self.checkpoint:
-                await self.store.save_checkpoint(self.checkpoint, self.position)
+            if batch:
+                self.position = batch[-1].position
+            # The store's end, and nothing appended here since it was read: caught up
+            # (what other processes append is found at the next poll).
+            if len(batch) < BATCH and not self.store.appended.is_set():
+                self.published.set()
+                return
+
+    async def _save_checkpoint(self, due: bool = False) -> None:
+        """Save the position reached, when ``due`` or ``CHECKPOINT_EVERY_S`` after the
+        last save."""
+        saved, when = self._saved
+        if not self.checkpoint or self.position == saved:
+            return
+        if due or time.monotonic() - when >= CHECKPOINT_EVERY_S:
+            await self.store.save_checkpoint(self.checkpoint, self.position)
+            self._saved = (self.position, time.monotonic())
 
     async def _publish(self, recorded: RecordedEvent) -> None:
         key = run_id_of(recorded.stream)

@@ -108,13 +108,30 @@ class RunStates:
 
     async def append(self, run_id: str, decide: Decide, attempts: int = 50) -> AppendResult:
         """``append_to_run`` on the kept view: what ``decide(state)`` returns, appended
-        with the state's last seq expected, decided again on a concurrent append."""
+        with the state's last seq expected, decided again on a concurrent append.
+
+        The first try decides on the view kept, without reading the store: the append's
+        expected seq refuses it if the stream has moved on (then it reads on and decides
+        again), and a decision to append nothing is made again on a fresh read (what the
+        kept view lacks may call for events). Most appends follow a load of the same run
+        a moment before: this saves the second read."""
         stream = run_stream(run_id)
+        optimistic = self._views.kept(stream)
+        run: RunView | None
         for _ in range(attempts):
-            run = await self.load(run_id)
-            new = list(decide(run))
-            if not new:
-                return AppendResult(run, [])
+            if optimistic is not None:
+                run, seq = optimistic
+                optimistic = None
+                if run.last_seq != seq:
+                    continue  # a fold that skipped events (unknown types): read it again
+                new = list(decide(run))
+                if not new:
+                    continue
+            else:
+                run = await self.load(run_id)
+                new = list(decide(run))
+                if not new:
+                    return AppendResult(run, [])
             try:
                 appended = await self.store.append(
                     stream, [NewEvent(e) for e in new], run.last_seq if run else 0)

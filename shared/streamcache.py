@@ -44,6 +44,12 @@ class StreamCache(Generic[V]):
         self.keep(stream, view, new[-1].seq)
         return view
 
+    def kept(self, stream: str) -> tuple[V, int] | None:
+        """The fold kept of ``stream`` and the seq it reached, without reading the store
+        (it may be behind it); None when none is kept (or the fold was none)."""
+        view, seq = self._kept.get(stream, (None, 0))
+        return None if view is None else (view, seq)
+
     def keep(self, stream: str, view: V | None, seq: int) -> None:
         """Remember ``view`` as the fold of ``stream`` up to ``seq`` (e.g. after an append
         of one's own, so the next load does not read it back). An older fold never

@@ -1,14 +1,19 @@
-"""OutboxRelay: stopping it is never lost to a wake-up that lands in the same moment."""
+"""OutboxRelay: stopping it is never lost to a wake-up that lands in the same moment; a
+burst is published whole, its checkpoint saved a few times, not once a batch."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+from shared import events as ev
 from shared.adapters.bus.memory import MemoryBus
 from shared.adapters.eventstore.sqlite import SqliteEventStore
+from shared.events import NewEvent
 from shared.outbox import NotifyingStore, OutboxRelay
-from tests.support import HANG_S
+from shared.ports.bus import TOPIC_EVENTS
+from shared.wire import decode_event
+from tests.support import HANG_S, eventually
 
 
 async def test_a_cancel_that_meets_an_append_wake_up_still_stops_the_relay(
@@ -37,3 +42,48 @@ async def test_a_cancel_that_meets_an_append_wake_up_still_stops_the_relay(
         await asyncio.gather(task, return_exceptions=True)
         await bus.close()
         await store.inner.close()
+
+
+class CountingStore(SqliteEventStore):
+    """Counts the checkpoint writes."""
+
+    saves = 0
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        self.saves += 1
+        await super().save_checkpoint(name, position)
+
+
+async def test_a_burst_is_published_whole_with_few_checkpoint_writes_and_the_end_saved(
+        tmp_path: Path) -> None:
+    inner = await CountingStore.open(tmp_path / "events.db")
+    assert isinstance(inner, CountingStore)
+    store = NotifyingStore(inner)
+    bus = MemoryBus()
+    subscription = await bus.subscribe(TOPIC_EVENTS, "test")
+    relay = OutboxRelay(store, bus, poll_s=0.2)
+    task = asyncio.create_task(relay.run())
+    try:
+        for n in range(200):  # one append at a time: a wake-up (and a drain) each
+            await store.append(f"run-{n % 7}", [NewEvent(ev.CheckoutQueued())], n // 7)
+            await asyncio.sleep(0)
+        published = []
+        async with asyncio.timeout(HANG_S):
+            async for message in subscription:
+                published.append(decode_event(message.value))
+                if len(published) == 200:
+                    break
+
+        async def saved_to_the_end() -> bool:
+            return await inner.checkpoint("outbox") == published[-1].position
+
+        await eventually(saved_to_the_end)  # once the burst is over
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await bus.close()
+        await inner.close()
+
+    assert sorted((e.stream, e.seq) for e in published) == sorted(
+        (f"run-{n % 7}", n // 7 + 1) for n in range(200))  # each once
+    assert inner.saves < 20, f"{inner.saves} checkpoint writes for 200 events"
