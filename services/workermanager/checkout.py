@@ -86,6 +86,8 @@ _CONFIG = (
 _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _HEX = re.compile(r"[0-9a-fA-F]{4,64}")
 _FULL_SHA = re.compile(r"[0-9a-fA-F]{40}")
+_OBJECT_ID = re.compile(rb"[0-9a-f]{40}|[0-9a-f]{64}")
+_KINDS = frozenset({b"commit", b"tree", b"blob", b"tag"})
 _TAIL_LINES = 20  # lines of git's stderr kept for an error message
 _CHUNK = 256 * 1024  # bytes per chunk of an archive stream
 
@@ -123,6 +125,15 @@ class Resolved:
 
 
 @dataclass(frozen=True)
+class _Object:
+    """An object of a mirror, as ``git cat-file --batch`` gives it."""
+
+    sha: str
+    kind: str  # commit, tree, blob, tag
+    content: bytes
+
+
+@dataclass(frozen=True)
 class _Done:
     returncode: int
     stdout: bytes
@@ -155,13 +166,23 @@ class GitCheckout:
         """
         mirror = self.mirror_path(url)
         if commit:
-            sha = await self._commit(mirror, url, commit, via)
-            branch = _branch_of(ref) if ref.startswith("refs/") or not ref else ref
+            if not _HEX.fullmatch(commit):
+                raise CheckoutError(f"{commit!r} is not a commit id")
+            name, branch = commit, _branch_of(ref) if ref.startswith("refs/") or not ref else ref
         else:
-            remote_ref, branch, advertised = await self._remote_ref(url, ref)
-            # The ref's commit is often in the mirror already (an earlier run of this
-            # commit); else fetch the ref, which may have moved on since it was listed.
-            sha = await self._ensure(mirror, url, advertised,
+            remote_ref, branch, name = await self._remote_ref(url, ref)
+        names = _pipeline_names(pipeline_file)
+        # Mostly the commit is in the mirror already (an earlier run of it, or of a later
+        # one): it and its pipeline file are read by one git process.
+        found = await self._look_up(mirror, url, [
+            f"{name}^{{commit}}", *(f"{name}:{n.removeprefix('./')}" for n in names)])
+        if found[0] is not None:
+            sha = found[0].sha
+            return Resolved(sha, branch, *_pipeline_in(names, found[1:], sha, url))
+        if commit:
+            sha = await self._commit(mirror, url, commit, via)
+        else:  # the ref may have moved on since it was listed: fetch the ref itself
+            sha = await self._ensure(mirror, url, name,
                                      lambda: self._fetch_ref(mirror, url, remote_ref))
         pipeline_file, content = await self._read_pipeline(mirror, url, sha, pipeline_file)
         return Resolved(commit=sha, branch=branch, pipeline_file=pipeline_file,
@@ -232,7 +253,27 @@ class GitCheckout:
                 await container.put_archive("/workspace", tar)
         """
         mirror = self.mirror_path(url)
+        if _FULL_SHA.fullmatch(commit):
+            # Mostly the commit is in the mirror already (its run's checkout fetched it):
+            # it is archived straight away, one git process. Only when git fails having
+            # sent nothing (no such commit yet, no mirror) is it looked up (and fetched).
+            sent = False
+            try:
+                async with contextlib.aclosing(self._archive(mirror, url, commit)) as tar:
+                    async for chunk in tar:
+                        sent = True
+                        yield chunk
+                return
+            except CheckoutError:
+                if sent:
+                    raise
         sha = await self._commit(mirror, url, commit, via)
+        async with contextlib.aclosing(self._archive(mirror, url, sha)) as tar:
+            async for chunk in tar:
+                yield chunk
+
+    async def _archive(self, mirror: Path, url: str, sha: str) -> AsyncGenerator[bytes, None]:
+        """``archive`` of ``sha``, which is in the mirror."""
         tail: list[str] = []
         args = ("archive", "--format=tar", sha)
         async with self._process(args, mirror, limit=_CHUNK) as proc:
@@ -367,15 +408,21 @@ class GitCheckout:
 
     async def _read_pipeline(self, mirror: Path, url: str, sha: str,
                              pipeline_file: str) -> tuple[str, str]:
-        names = [pipeline_file]
-        if pipeline_file == DEFAULT_PIPELINE:
-            names.append(LEGACY_PIPELINE)
-        for name in names:
-            content = await self._blob(mirror, url, sha, name.removeprefix("./"))
-            if content is not None:
-                return name, content
-        wanted = names[0] if len(names) == 1 else f"{names[0]} (or {names[1]})"
-        raise CheckoutError(mask_credentials(f"no {wanted} at {sha} in {url}", url))
+        names = _pipeline_names(pipeline_file)
+        found = await self._look_up(mirror, url, [f"{sha}:{n.removeprefix('./')}" for n in names])
+        return _pipeline_in(names, found, sha, url)
+
+    async def _look_up(self, mirror: Path, url: str,
+                       names: Sequence[str]) -> list[_Object | None]:
+        """For each object name (``<commit>^{commit}``, ``<commit>:<path>``): the object,
+        None when the mirror has no such object (or no mirror is there yet), from one
+        ``git cat-file --batch``."""
+        if any("\n" in name for name in names):
+            return [None] * len(names)  # cannot be asked; no file has such a name either
+        done = await self._git("cat-file", "--batch", url=url, git_dir=mirror,
+                               stdin="".join(f"{name}\n" for name in names).encode())
+        return _batch_answers(done.stdout, len(names)) if done.returncode == 0 \
+            else [None] * len(names)
 
     async def _blob(self, mirror: Path, url: str, sha: str, path: str) -> str | None:
         """The file ``path`` of commit ``sha`` as text; None when there is no such file."""
@@ -398,13 +445,18 @@ class GitCheckout:
             await self.on_line(mask_credentials(line, url))
 
     async def _git(self, *args: str, url: str, git_dir: Path | None = None,
-                   echo: bool = False, env: dict[str, str] | None = None) -> _Done:
-        """Run ``git <args>`` (no shell) in ``git_dir`` under the timeout; returns its
-        status, stdout and stderr's last lines. A timeout is a CheckoutError."""
+                   echo: bool = False, env: dict[str, str] | None = None,
+                   stdin: bytes | None = None) -> _Done:
+        """Run ``git <args>`` (no shell) in ``git_dir`` under the timeout, ``stdin`` its
+        input; returns its status, stdout and stderr's last lines. A timeout is a
+        CheckoutError."""
         tail: list[str] = []
-        async with (self._process(args, git_dir, env) as proc,
+        async with (self._process(args, git_dir, env, stdin=stdin is not None) as proc,
                     self._deadline(args[0], url)):
             assert proc.stdout is not None and proc.stderr is not None
+            if proc.stdin is not None and stdin is not None:
+                proc.stdin.write(stdin)  # a few names: the pipe takes them at once
+                proc.stdin.close()
             stdout, _ = await asyncio.gather(
                 proc.stdout.read(), self._read_lines(proc.stderr, url, tail, echo))
             returncode = await proc.wait()
@@ -413,7 +465,7 @@ class GitCheckout:
     @contextlib.asynccontextmanager
     async def _process(self, args: Sequence[str], git_dir: Path | None,
                        env: dict[str, str] | None = None, limit: int = 2 ** 16,
-                       ) -> AsyncIterator[asyncio.subprocess.Process]:
+                       stdin: bool = False) -> AsyncIterator[asyncio.subprocess.Process]:
         """``git <args>`` running with its output piped (``limit``: bytes buffered);
         on leaving the block, killed with its children unless it has exited, and reaped."""
         full_env = {k: v for k, v in os.environ.items() if k not in _REPO_VARS}
@@ -422,7 +474,8 @@ class GitCheckout:
             full_env["GIT_DIR"] = str(git_dir)
         try:
             proc = await asyncio.create_subprocess_exec(
-                "git", *_CONFIG, *args, env=full_env, stdin=asyncio.subprocess.DEVNULL,
+                "git", *_CONFIG, *args, env=full_env,
+                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 limit=limit,
                 start_new_session=True)  # no terminal to prompt on; killpg reaches children
@@ -493,6 +546,46 @@ async def _background(work: Coroutine[Any, Any, None],
         yield task
     finally:
         await cancel_and_wait(task)
+
+
+def _pipeline_names(pipeline_file: str) -> list[str]:
+    """The files to read a run's pipeline from, in order."""
+    names = [pipeline_file]
+    if pipeline_file == DEFAULT_PIPELINE:
+        names.append(LEGACY_PIPELINE)
+    return names
+
+
+def _pipeline_in(names: list[str], found: Sequence[_Object | None], sha: str,
+                 url: str) -> tuple[str, str]:
+    """The first of ``names`` that is a file (``found``: what the commit has at each), and
+    its text."""
+    for name, obj in zip(names, found, strict=True):
+        if obj is not None and obj.kind == "blob":
+            return name, obj.content.decode(errors="replace")
+    wanted = names[0] if len(names) == 1 else f"{names[0]} (or {names[1]})"
+    raise CheckoutError(mask_credentials(f"no {wanted} at {sha} in {url}", url))
+
+
+def _batch_answers(out: bytes, count: int) -> list[_Object | None]:
+    """``count`` answers of ``git cat-file --batch``: ``<sha> <type> <size>``, the
+    content and a newline for an object; ``<name> missing`` (or ``ambiguous``) else."""
+    answers: list[_Object | None] = []
+    at = 0
+    for _ in range(count):
+        end = out.find(b"\n", at)
+        if end < 0:
+            return answers + [None] * (count - len(answers))
+        header = out[at:end].split(b" ")
+        at = end + 1
+        if (len(header) == 3 and _OBJECT_ID.fullmatch(header[0])
+                and header[1] in _KINDS and header[2].isdigit()):
+            size = int(header[2])
+            answers.append(_Object(header[0].decode(), header[1].decode(), out[at:at + size]))
+            at += size + 1
+        else:
+            answers.append(None)
+    return answers
 
 
 def _branch_of(ref: str) -> str:

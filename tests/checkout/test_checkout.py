@@ -164,6 +164,29 @@ async def test_a_configured_pipeline_file_is_read_from_its_path(demo: GitRepo,
     assert (resolved.pipeline_file, resolved.pipeline) == ("ci/build.yml", "custom\n")
 
 
+async def test_pipeline_files_are_read_alike_before_and_after_the_mirror_has_the_commit(
+        demo: GitRepo, checkout: GitCheckout) -> None:
+    # The first resolve fetches; the later ones find the commit in the mirror and read
+    # it and its pipeline file with one git process: both must read the same.
+    sha = demo.commit({"ci files/build #1.yml": "spaced\n", ".cyclone.yml/x": "a directory\n",
+                       "caicloud.yml": "legacy\n"})
+
+    for _ in range(2):
+        spaced = await checkout.resolve(demo.url, pipeline_file="ci files/build #1.yml")
+        dotted = await checkout.resolve(demo.url, commit=sha[:10],
+                                        pipeline_file="./ci files/build #1.yml")
+        legacy = await checkout.resolve(demo.url)  # .cyclone.yml is no file: caicloud.yml
+        with pytest.raises(CheckoutError) as newline:
+            await checkout.resolve(demo.url, pipeline_file="ci\nfiles")
+
+        assert (spaced.commit, spaced.pipeline_file, spaced.pipeline) == (
+            sha, "ci files/build #1.yml", "spaced\n")
+        assert (dotted.commit, dotted.pipeline_file, dotted.pipeline) == (
+            sha, "./ci files/build #1.yml", "spaced\n")
+        assert (legacy.pipeline_file, legacy.pipeline) == ("caicloud.yml", "legacy\n")
+        assert str(newline.value) == f"no ci\nfiles at {sha} in {demo.url}"
+
+
 async def test_a_missing_pipeline_file_is_named_with_commit_and_repository(
         demo: GitRepo, checkout: GitCheckout) -> None:
     sha = demo.commit({"README": "no pipeline here\n"})
