@@ -266,9 +266,13 @@ class EventManager:
         if verdict == "behind" and wake:
             await self._wake(current.project)  # the older runs first; this one is among them
             return await self.runs.load(run_id)
-        # Only an unplanned run needs its pipeline file (the stream is read again for it).
-        source, includes = (await self._pipeline_source(run_id) if current.plan is None
-                            else (None, ()))
+        # Only an unplanned run needs its pipeline file (the stream is read again for it),
+        # and not while its checkout is queued: it then has none yet (a run requested
+        # with its pipeline file is planned at once, and never queues a checkout).
+        source, includes = (
+            await self._pipeline_source(run_id)
+            if current.plan is None and current.checkout != CheckoutState.QUEUED
+            else (None, ()))
         secrets = await self._secret_names(current) if source is not None else None
         admitted = verdict == "admitted"
         reused = await self._reused(current) if source is not None and admitted else []
