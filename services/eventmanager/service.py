@@ -330,6 +330,8 @@ class EventManager:
         checkout, else by its request."""
         source: tuple[PipelineSource | None, tuple[IncludedFile, ...]] = None, ()
         for recorded in await self.store.read(run_stream(run_id)):
+            if recorded.type not in _SOURCES:
+                continue  # not decoded: only these three matter here
             event = decode(recorded)
             if isinstance(event, ev.RunSourceResolved):
                 return (event.pipeline_file, event.pipeline), included_files(event.includes)
@@ -360,6 +362,7 @@ def _policy(run: RunView, project: ProjectView | None) -> Policy:
 # a job and a job's start (only a job's end frees a slot or completes a need), a step's
 # progress, its own wait for an approval, what a job delivered, and what the notifier
 # records of its work.
+_SOURCES = frozenset({ev.RunSourceResolved.TYPE, ev.RunRequested.TYPE, ev.RunPlanned.TYPE})
 _NO_DECISION = frozenset(t.TYPE for t in (
     ev.JobQueued, ev.JobStarted, ev.StepStarted, ev.StepFinished, ev.StepSkipped,
     ev.StepLogTruncated, ev.JobAwaitingApproval, ev.ImagePushed, ev.DeploymentStarted,

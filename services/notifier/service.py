@@ -70,7 +70,8 @@ GROUP = "notifier"
 _MOMENTS = {ev.RunPlanned.TYPE: "started", ev.RunSucceeded.TYPE: "ended",
             ev.RunFailed.TYPE: "ended", ev.RunErrored.TYPE: "ended",
             ev.RunCancelled.TYPE: "ended"}  # a skipped run tells nobody anything
-LEDGER_TAIL = 64  # ledger entries read to find a run's predecessor (more: the whole ledger)
+LEDGER_TAIL = 8  # ledger entries read to find a run's predecessor (more: the whole ledger;
+# each is decoded, and runs mostly end in order: a run's entry goes last)
 _TEST_ATTEMPTS = 2  # someone is waiting at the terminal for the answer
 
 
