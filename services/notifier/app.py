@@ -16,7 +16,10 @@ from services.notifier.service import Notifier
 from shared.app import on_cleanup, run_in_background, service_app
 from shared.config import Settings
 from shared.infra import Ports
+from shared.projections.projects import fold_project
+from shared.runstream import RunStates
 from shared.secrets import open_secret_store
+from shared.streamcache import StreamCache
 
 __all__ = ["NOTIFIER", "create_app"]
 
@@ -24,9 +27,13 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 
 
 def create_app(settings: Settings, ports: Ports) -> web.Application:
+    # One view of each run and project for both: they look at the same moments of a run.
+    runs, projects = RunStates(ports.store), StreamCache(ports.store, fold_project)
     notifier = Notifier(ports.store, ports.coord, ports.logs, public_url=settings.public_url,
-                        settings=settings.notify, me=settings.worker_id)
-    reporter = CommitStatusReporter(ports.store, settings.public_url)
+                        settings=settings.notify, me=settings.worker_id, runs=runs,
+                        projects=projects)
+    reporter = CommitStatusReporter(ports.store, settings.public_url, runs=runs,
+                                    projects=projects)
     app = service_app(ports.ready, [notifier.collector()])
     app[NOTIFIER] = notifier
     # Closed once their consumers have stopped: deliveries in flight are cancelled.

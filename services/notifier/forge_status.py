@@ -45,7 +45,7 @@ from shared.events import decode, is_run_stream, run_stream
 from shared.masking import mask
 from shared.ports.bus import TOPIC_EVENTS, Bus, Message
 from shared.ports.eventstore import EventStore
-from shared.projections.projects import ForgeSettings, fold_project, project_stream
+from shared.projections.projects import ForgeSettings, ProjectView, fold_project, project_stream
 from shared.projections.runs import RunView, run_id_of
 from shared.retry import Backoff, retrying
 from shared.runstream import RunStates, append_to_run
@@ -89,14 +89,16 @@ class CommitStatusReporter:
     def __init__(self, store: EventStore, public_url: str, *,
                  session_factory: SessionFactory | None = None, attempts: int = 5,
                  first_delay: float = 4.0, max_delay: float = 30.0,
-                 request_timeout: float = 10.0) -> None:
+                 request_timeout: float = 10.0, runs: RunStates | None = None,
+                 projects: StreamCache[ProjectView] | None = None) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         self.store = store
         # Every run event comes by, and most runs are not a forge project's: the run's
-        # and project's views are kept, read on from their last events.
-        self.runs = RunStates(store)
-        self.projects = StreamCache(store, fold_project)
+        # and project's views are kept, read on from their last events (``runs`` and
+        # ``projects``: views shared with the notifier, which looks at the same moments).
+        self.runs = runs or RunStates(store)
+        self.projects = projects or StreamCache(store, fold_project)
         self.public_url = public_url.rstrip("/")
         self.attempts = attempts
         self.first_delay = first_delay

@@ -92,12 +92,14 @@ class Notifier:
     def __init__(self, store: EventStore, coord: Coordinator, logs: LogStore, *,
                  public_url: str, settings: NotifySettings, me: str,
                  claim_ttl: float = 10.0, tail_wait_s: float = 5.0,
-                 concurrency: int = 32) -> None:
+                 concurrency: int = 32, runs: RunStates | None = None,
+                 projects: StreamCache[ProjectView] | None = None) -> None:
         self.store = store
         self.logs = logs
-        # Each run comes by twice (planned, ended): its view is read on from the first.
-        self.runs = RunStates(store)
-        self.projects = StreamCache(store, fold_project)
+        # Each run comes by twice (planned, ended): its view is read on from the first
+        # (``runs`` and ``projects``: views shared with the commit-status reporter).
+        self.runs = runs or RunStates(store)
+        self.projects = projects or StreamCache(store, fold_project)
         self.public_url = public_url.rstrip("/")
         self.smtp = settings.smtp
         self.email = EmailSender(settings.smtp)
