@@ -25,34 +25,67 @@ from shared.projections.runs import run_id_of
 from shared.retry import Backoff, is_transient, retrying
 from shared.wire import encode_event
 
-__all__ = ["CHECKPOINT_EVERY_S", "NotifyingStore", "OutboxRelay"]
+__all__ = ["CHECKPOINT_EVERY_S", "KEPT", "NotifyingStore", "OutboxRelay"]
 
 log = logging.getLogger(__name__)
 
 _WORK = frozenset({JobQueued.TYPE, CheckoutQueued.TYPE})  # also go to cyclone.jobs
 BATCH = 500  # events read from the store at once
+KEPT = 10_000  # events appended here kept for the relay, at most
 CHECKPOINT_EVERY_S = 0.5
 
 
 class NotifyingStore:
-    """An EventStore wrapper that wakes the relay as soon as an append commits.
+    """An EventStore wrapper that wakes the relay as soon as an append commits, and
+    hands it what this process appended.
 
     Without it the relay would have to poll; with it, in-process publication
-    latency is one task switch. All other calls pass straight through.
+    latency is one task switch. While a relay takes them (``keep``), the events
+    appended here are kept by position (``KEPT`` at most) so that the relay publishes
+    the ones that come next in the store's order without reading them back: the store
+    is read when the next position is not among them (another process appended it, or
+    an append that took it has not returned yet). All other calls pass straight through.
     """
 
     def __init__(self, inner: EventStore) -> None:
         self.inner = inner
         self.appended = asyncio.Event()
         self.appended_total = 0  # events appended through this process (a metric)
+        self._kept: dict[int, RecordedEvent] | None = None  # by position, while kept
 
     async def append(
         self, stream: str, events: Sequence[NewEvent], expected_seq: int
     ) -> list[RecordedEvent]:
         recorded = await self.inner.append(stream, events, expected_seq)
         self.appended_total += len(recorded)
+        if self._kept is not None:
+            self._kept.update((r.position, r) for r in recorded)
+            while len(self._kept) > KEPT:  # the relay is far behind: it reads the store
+                del self._kept[next(iter(self._kept))]
         self.appended.set()
         return recorded
+
+    def keep(self, keeping: bool) -> None:
+        """Start (or stop, forgetting them) keeping the events appended here."""
+        self._kept = {} if keeping else None
+
+    def kept_after(self, position: int) -> bool:
+        """Whether an event appended here after ``position`` is kept."""
+        return any(kept > position for kept in self._kept or ())
+
+    def take(self, after: int) -> list[RecordedEvent]:
+        """The kept events at positions ``after + 1``, ``after + 2``, ... with no gap;
+        those at or before ``after`` (published already) are forgotten."""
+        kept = self._kept
+        if not kept:
+            return []
+        taken = []
+        while (recorded := kept.pop(after + 1, None)) is not None:
+            taken.append(recorded)
+            after += 1
+        for stale in [p for p in kept if p <= after]:
+            del kept[stale]
+        return taken
 
     async def read(self, stream: str, from_seq: int = 1) -> list[RecordedEvent]:
         return await self.inner.read(stream, from_seq)
@@ -120,10 +153,17 @@ class OutboxRelay:
             self.position = await retrying(lambda: self.store.checkpoint(self.checkpoint or ""),
                                            "read the outbox checkpoint")
             self._saved = (self.position, time.monotonic())
-        backoff, idle = Backoff(), False
+        backoff, idle = Backoff(), True  # the first pass reads the store
+        self.store.keep(True)
+        try:
+            await self._relay(backoff, idle)
+        finally:
+            self.store.keep(False)
+
+    async def _relay(self, backoff: Backoff, idle: bool) -> None:
         while True:
             try:
-                await self.drain()
+                await self.drain(read=idle)
                 await self._save_checkpoint(due=idle)
                 backoff.reset()
             except Exception as exc:
@@ -131,6 +171,7 @@ class OutboxRelay:
                     raise
                 log.warning("outbox relay interrupted", extra={"error": str(exc)})
                 await backoff.wait()
+                idle = True  # what was handed over and not published is read again
                 continue
             try:  # not asyncio.wait_for: on 3.11 it loses a cancel that meets the wake-up
                 async with asyncio.timeout(self.poll_s):
@@ -139,20 +180,26 @@ class OutboxRelay:
             except TimeoutError:
                 idle = True
 
-    async def drain(self) -> None:
+    async def drain(self, read: bool = True) -> None:
         """Publish everything stored after the position reached (not saved: see
-        ``_save_checkpoint``)."""
+        ``_save_checkpoint``): what this process appended next as it was handed over,
+        the rest read from the store. ``read=False``: woken by an append here, the
+        store is read only if what is kept skips a position (another process's event)."""
         while True:
             self.store.appended.clear()
-            batch = await self.store.read_all(self.position, limit=BATCH)
+            batch = self.store.take(self.position)
+            if not batch and (read or self.store.kept_after(self.position)):
+                batch = await self.store.read_all(self.position, limit=BATCH)
+                read = len(batch) == BATCH  # there may be more
             for recorded in batch:
                 if self.owns(recorded):
                     await self._publish(recorded)
             if batch:
                 self.position = batch[-1].position
-            # The store's end, and nothing appended here since it was read: caught up
-            # (what other processes append is found at the next poll).
-            if len(batch) < BATCH and not self.store.appended.is_set():
+            # Caught up with the store as read and with what was appended here (what
+            # other processes append comes at the next poll, or fills a skipped position).
+            if not (read or self.store.appended.is_set()
+                    or self.store.kept_after(self.position)):
                 self.published.set()
                 return
 

@@ -9,9 +9,10 @@ from pathlib import Path
 from shared import events as ev
 from shared.adapters.bus.memory import MemoryBus
 from shared.adapters.eventstore.sqlite import SqliteEventStore
-from shared.events import NewEvent
+from shared.events import NewEvent, RecordedEvent
 from shared.outbox import NotifyingStore, OutboxRelay
 from shared.ports.bus import TOPIC_EVENTS
+from shared.ports.eventstore import EventStore
 from shared.wire import decode_event
 from tests.support import HANG_S, eventually
 
@@ -45,13 +46,17 @@ async def test_a_cancel_that_meets_an_append_wake_up_still_stops_the_relay(
 
 
 class CountingStore(SqliteEventStore):
-    """Counts the checkpoint writes."""
+    """Counts the checkpoint writes and the reads of the store's order."""
 
-    saves = 0
+    saves = reads = 0
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         self.saves += 1
         await super().save_checkpoint(name, position)
+
+    async def read_all(self, from_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        self.reads += 1
+        return await super().read_all(from_position, limit)
 
 
 async def test_a_burst_is_published_whole_with_few_checkpoint_writes_and_the_end_saved(
@@ -59,7 +64,7 @@ async def test_a_burst_is_published_whole_with_few_checkpoint_writes_and_the_end
     inner = await CountingStore.open(tmp_path / "events.db")
     assert isinstance(inner, CountingStore)
     store = NotifyingStore(inner)
-    bus = MemoryBus()
+    bus = MemoryBus(partitions=1)  # what it publishes, in the order it does
     subscription = await bus.subscribe(TOPIC_EVENTS, "test")
     relay = OutboxRelay(store, bus, poll_s=0.2)
     task = asyncio.create_task(relay.run())
@@ -86,4 +91,44 @@ async def test_a_burst_is_published_whole_with_few_checkpoint_writes_and_the_end
 
     assert sorted((e.stream, e.seq) for e in published) == sorted(
         (f"run-{n % 7}", n // 7 + 1) for n in range(200))  # each once
+    assert [e.position for e in published] == sorted(e.position for e in published)
     assert inner.saves < 20, f"{inner.saves} checkpoint writes for 200 events"
+    # handed over as appended, not read back from the store
+    assert inner.reads < 20, f"{inner.reads} reads of the store for 200 events"
+
+
+async def test_events_appended_by_others_in_between_are_published_in_the_stores_order(
+        tmp_path: Path) -> None:
+    # Another process's appends take positions between this one's: the relay publishes
+    # what it was handed only up to a gap, and reads the store from there.
+    inner = await SqliteEventStore.open(tmp_path / "events.db")
+    store = NotifyingStore(inner)
+    bus = MemoryBus(partitions=1)  # what it publishes, in the order it does
+    subscription = await bus.subscribe(TOPIC_EVENTS, "test")
+    relay = OutboxRelay(store, bus, poll_s=0.05)
+    task = asyncio.create_task(relay.run())
+    try:
+        seqs = {"mine": 0, "others": 0}
+
+        async def append(through: EventStore, stream: str) -> None:
+            await through.append(stream, [NewEvent(ev.CheckoutQueued())], seqs[stream])
+            seqs[stream] += 1
+
+        for n in range(120):
+            await append(inner if n % 3 == 0 else store, "others" if n % 3 == 0 else "mine")
+            if n % 5 == 0:
+                await asyncio.sleep(0)
+        published = []
+        async with asyncio.timeout(HANG_S):
+            async for message in subscription:
+                published.append(decode_event(message.value))
+                if len(published) == 120:
+                    break
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await bus.close()
+        await inner.close()
+
+    assert [e.position for e in published] == list(range(1, 121))
+    assert not store.kept_after(0)  # forgotten once the relay stopped
