@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 CACHED_RUNS = 2000  # views kept, the most recently changed
 LISTENER_BACKLOG = 10_000  # changes a listener may have unread before it is ended
+WATCH_KEPT = 1000  # events of a watched run kept for its watchers (more: the store is read)
 
 WakeUp = Callable[[str], None]
 
@@ -92,10 +93,28 @@ class Listener:
 
 @dataclass
 class Watch:
-    """One run's watchers: ``event`` is set, and replaced, on each of its events."""
+    """One run's watchers: ``event`` is set, and replaced, on each of its events, which
+    are kept by seq (``WATCH_KEPT`` at most) for them to take without reading the store."""
 
     watchers: int = 0
     event: asyncio.Event = field(default_factory=asyncio.Event)
+    recent: dict[int, RecordedEvent] = field(default_factory=dict)
+
+    def keep(self, recorded: RecordedEvent) -> None:
+        self.recent[recorded.seq] = recorded
+        while len(self.recent) > WATCH_KEPT:
+            del self.recent[next(iter(self.recent))]
+
+    def take(self, after: int) -> list[RecordedEvent]:
+        """The kept events ``after + 1``, ``after + 2``, ... with no gap (older ones are
+        forgotten)."""
+        taken = []
+        while (recorded := self.recent.pop(after + 1, None)) is not None:
+            taken.append(recorded)
+            after += 1
+        for stale in [seq for seq in self.recent if seq <= after]:
+            del self.recent[stale]
+        return taken
 
 
 class LiveRuns:
@@ -224,6 +243,9 @@ class LiveRuns:
         if view is None:
             return
         self._keep(view)
+        watch = self._watches.get(run_id)
+        if watch is not None:
+            watch.keep(recorded)
         self._wake(run_id)
         change = RunChange(recorded.position, recorded.type, view)
         for listener in list(self._listeners):

@@ -97,10 +97,17 @@ async def _send_run_events(request: web.Request, resp: web.StreamResponse, ctx: 
     """Send the run's events after ``after`` until it has ended; its last view, or None
     when the client went away first."""
     pacer = sse.Pacer()
+    first = True
     with live.watch(run_id) as watch:
         while True:
             woken = watch.event  # taken before reading: an event meanwhile sets it
-            recorded = await ctx.store.read(run_stream(run_id), from_seq=after + 1)
+            # The events the bus brought since, as kept for the watchers; the store is
+            # read for the history, and whenever the run's view is ahead of what was
+            # kept (folded from the store, or the bus skipped: see LiveRuns).
+            recorded = watch.take(after)
+            if not recorded and (first or await _ahead(live, run_id, after)):
+                recorded = await ctx.store.read(run_stream(run_id), from_seq=after + 1)
+            first = False
             if recorded:
                 await resp.write("".join(_event_text(r) for r in recorded).encode())
                 pacer.wrote()
@@ -114,6 +121,11 @@ async def _send_run_events(request: web.Request, resp: web.StreamResponse, ctx: 
             if sse.gone(request):
                 return None
             await pacer.idle(resp)
+
+
+async def _ahead(live: LiveRuns, run_id: str, after: int) -> bool:
+    view = await live.view(run_id)
+    return view is None or view.last_seq > after
 
 
 def _event_text(recorded: RecordedEvent) -> str:
