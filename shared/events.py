@@ -1089,7 +1089,12 @@ class RecordedEvent:
     prev_hash: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The event as a JSON object, for serialising: it shares ``data`` and ``meta``
+        with the event (``dataclasses.asdict`` copied them deeply, for every event the
+        relay publishes and every stream sends)."""
+        return {"id": self.id, "stream": self.stream, "seq": self.seq, "type": self.type,
+                "version": self.version, "ts": self.ts, "data": self.data, "meta": self.meta,
+                "position": self.position, "hash": self.hash, "prev_hash": self.prev_hash}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> RecordedEvent:

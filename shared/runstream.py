@@ -106,6 +106,12 @@ class RunStates:
         """The run's current view (``None``: the run has no events)."""
         return await self._views.load(run_stream(run_id))
 
+    def kept(self, run_id: str) -> RunView | None:
+        """The run's view as last loaded, without reading the store (it may be behind:
+        for what never changes, such as its project); None when none is kept."""
+        kept = self._views.kept(run_stream(run_id))
+        return kept[0] if kept is not None else None
+
     async def append(self, run_id: str, decide: Decide, attempts: int = 50) -> AppendResult:
         """``append_to_run`` on the kept view: what ``decide(state)`` returns, appended
         with the state's last seq expected, decided again on a concurrent append.

@@ -65,6 +65,7 @@ def test_event_payloads_are_deeply_immutable() -> None:
 def test_recorded_event_envelope_round_trips() -> None:
     r = recorded("JobQueued", {"job": "build"})
     assert RecordedEvent.from_json(json.loads(json.dumps(r.to_json()))) == r
+    assert r.to_json() == dataclasses.asdict(r)  # every field, a new one too
 
 
 def test_unknown_event_type_is_skipped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:

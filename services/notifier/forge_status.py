@@ -152,6 +152,9 @@ class CommitStatusReporter:
 
     async def _prepare(self, run_id: str, moment: Moment) -> _Report | None:
         """What to send, or ``None``: not a forge project's run, no commit, already done."""
+        kept = self.runs.kept(run_id)  # a run's project never changes: no read for it
+        if kept is not None and kept.project and not await self._has_forge(kept.project):
+            return None
         run = await self.runs.load(run_id)
         if run is None or not run.project or run.trigger == "cli":
             return None
@@ -171,6 +174,10 @@ class CommitStatusReporter:
         request = status_request(project.forge, run.commit, moment, target_url, run_id,
                                  mask(_reason(run), values.values()))
         return _Report(run_id, moment, project.forge, run.commit, request)
+
+    async def _has_forge(self, name: str) -> bool:
+        project = await self.projects.load(project_stream(name))
+        return project is not None and not project.deleted and project.forge is not None
 
     def _forget(self, run_id: str, done: asyncio.Task[None]) -> None:
         sending = self._sending.get(run_id)
