@@ -4,6 +4,9 @@ burst is published whole, its checkpoint saved a few times, not once a batch."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from shared import events as ev
@@ -11,7 +14,7 @@ from shared.adapters.bus.memory import MemoryBus
 from shared.adapters.eventstore.sqlite import SqliteEventStore
 from shared.events import NewEvent, RecordedEvent
 from shared.outbox import NotifyingStore, OutboxRelay
-from shared.ports.bus import TOPIC_EVENTS
+from shared.ports.bus import TOPIC_EVENTS, Subscription
 from shared.ports.eventstore import EventStore
 from shared.wire import decode_event
 from tests.support import HANG_S, eventually
@@ -59,35 +62,53 @@ class CountingStore(SqliteEventStore):
         return await super().read_all(from_position, limit)
 
 
-async def test_a_burst_is_published_whole_with_few_checkpoint_writes_and_the_end_saved(
-        tmp_path: Path) -> None:
-    inner = await CountingStore.open(tmp_path / "events.db")
-    assert isinstance(inner, CountingStore)
-    store = NotifyingStore(inner)
-    bus = MemoryBus(partitions=1)  # what it publishes, in the order it does
-    subscription = await bus.subscribe(TOPIC_EVENTS, "test")
-    relay = OutboxRelay(store, bus, poll_s=0.2)
-    task = asyncio.create_task(relay.run())
-    try:
-        for n in range(200):  # one append at a time: a wake-up (and a drain) each
-            await store.append(f"run-{n % 7}", [NewEvent(ev.CheckoutQueued())], n // 7)
-            await asyncio.sleep(0)
-        published = []
+@dataclass
+class Relaying:
+    """A relay running on ``store``, publishing to a one-partition bus (so what it
+    publishes arrives in the order it does)."""
+
+    store: NotifyingStore
+    subscription: Subscription
+
+    async def published(self, count: int) -> list[RecordedEvent]:
+        got = []
         async with asyncio.timeout(HANG_S):
-            async for message in subscription:
-                published.append(decode_event(message.value))
-                if len(published) == 200:
-                    break
+            async for message in self.subscription:
+                got.append(decode_event(message.value))
+                if len(got) == count:
+                    return got
+        raise AssertionError(f"the bus closed after {len(got)} of {count} events")
 
-        async def saved_to_the_end() -> bool:
-            return await inner.checkpoint("outbox") == published[-1].position
 
-        await eventually(saved_to_the_end)  # once the burst is over
+@contextlib.asynccontextmanager
+async def relaying(inner: SqliteEventStore, poll_s: float) -> AsyncIterator[Relaying]:
+    store = NotifyingStore(inner)
+    bus = MemoryBus(partitions=1)
+    subscription = await bus.subscribe(TOPIC_EVENTS, "test")
+    task = asyncio.create_task(OutboxRelay(store, bus, poll_s=poll_s).run())
+    try:
+        yield Relaying(store, subscription)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await bus.close()
         await inner.close()
+
+
+async def test_a_burst_is_published_whole_with_few_checkpoint_writes_and_the_end_saved(
+        tmp_path: Path) -> None:
+    inner = await CountingStore.open(tmp_path / "events.db")
+    assert isinstance(inner, CountingStore)
+    async with relaying(inner, poll_s=0.2) as relay:
+        for n in range(200):  # one append at a time: a wake-up (and a drain) each
+            await relay.store.append(f"run-{n % 7}", [NewEvent(ev.CheckoutQueued())], n // 7)
+            await asyncio.sleep(0)
+        published = await relay.published(200)
+
+        async def saved_to_the_end() -> bool:
+            return await inner.checkpoint("outbox") == published[-1].position
+
+        await eventually(saved_to_the_end)  # once the burst is over
 
     assert sorted((e.stream, e.seq) for e in published) == sorted(
         (f"run-{n % 7}", n // 7 + 1) for n in range(200))  # each once
@@ -102,12 +123,7 @@ async def test_events_appended_by_others_in_between_are_published_in_the_stores_
     # Another process's appends take positions between this one's: the relay publishes
     # what it was handed only up to a gap, and reads the store from there.
     inner = await SqliteEventStore.open(tmp_path / "events.db")
-    store = NotifyingStore(inner)
-    bus = MemoryBus(partitions=1)  # what it publishes, in the order it does
-    subscription = await bus.subscribe(TOPIC_EVENTS, "test")
-    relay = OutboxRelay(store, bus, poll_s=0.05)
-    task = asyncio.create_task(relay.run())
-    try:
+    async with relaying(inner, poll_s=0.05) as relay:
         seqs = {"mine": 0, "others": 0}
 
         async def append(through: EventStore, stream: str) -> None:
@@ -115,20 +131,11 @@ async def test_events_appended_by_others_in_between_are_published_in_the_stores_
             seqs[stream] += 1
 
         for n in range(120):
-            await append(inner if n % 3 == 0 else store, "others" if n % 3 == 0 else "mine")
+            await append(inner if n % 3 == 0 else relay.store,
+                         "others" if n % 3 == 0 else "mine")
             if n % 5 == 0:
                 await asyncio.sleep(0)
-        published = []
-        async with asyncio.timeout(HANG_S):
-            async for message in subscription:
-                published.append(decode_event(message.value))
-                if len(published) == 120:
-                    break
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await bus.close()
-        await inner.close()
+        published = await relay.published(120)
 
     assert [e.position for e in published] == list(range(1, 121))
-    assert not store.kept_after(0)  # forgotten once the relay stopped
+    assert not relay.store.kept_after(0)  # forgotten once the relay stopped

@@ -6,17 +6,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.api.context import CONTEXT
+from services.api.readmodel import RunsReadModel
 from shared import events as ev
 from shared.events import NewEvent, run_stream
 from tests.api.support import Api, serving
 
 
+def readmodel_of(api: Api) -> RunsReadModel:
+    """The served app's read model: these tests apply events to it by hand."""
+    app = api.client.app
+    assert app is not None
+    readmodel: RunsReadModel = app[CONTEXT].readmodel
+    return readmodel
+
+
 async def test_a_run_says_it_waits_for_the_run_holding_its_projects_slot(
         tmp_path: Path) -> None:
     async with serving(tmp_path, Api) as api:
-        app = api.client.app
-        assert app is not None
-        readmodel = app[CONTEXT].readmodel
+        readmodel = readmodel_of(api)
         await api.call("POST", "/api/v1/projects", 201,
                        {"name": "demo", "repo": "git://x", "max_concurrent_runs": 1})
         first = (await api.call("POST", "/api/v1/projects/demo/runs", 202))[0]["id"]
@@ -50,9 +57,7 @@ async def test_a_run_shows_what_its_stream_has_before_the_read_model_applies_it(
     # The read model follows the bus: an event stream (or another replica) may have shown
     # a client the run's end before this replica's read model applied it.
     async with serving(tmp_path, Api) as api:
-        app = api.client.app
-        assert app is not None
-        readmodel = app[CONTEXT].readmodel
+        readmodel = readmodel_of(api)
         await api.call("POST", "/api/v1/projects", 201, {"name": "demo", "repo": "git://x"})
         run = (await api.call("POST", "/api/v1/projects/demo/runs", 202))[0]["id"]
         for recorded in await api.store.read(run_stream(run)):
