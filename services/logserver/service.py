@@ -44,7 +44,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from shared.consume import consume
 from shared.metrics import FunctionCollector
 from shared.ports.bus import TOPIC_LOGS, TOPIC_LOGS_STORED, Bus, Message
-from shared.ports.logstore import LogLine, LogStore, StoredLine
+from shared.ports.logstore import LogLine, LogStore, StoredLine, numbered
 from shared.retry import Backoff, is_transient
 from shared.wire import decode_log_batch, encode_log_stored
 
@@ -78,7 +78,7 @@ class _Tail:
         if first > self.end or not self.lines:  # a gap (another writer): start afresh
             self.start = self.end = first
             self.lines, self.chars = [], [0]
-        self.lines += [_new(StoredLine, (index, line)) for index, line in enumerate(lines, first)]
+        self.lines += numbered(lines, first)
         total = self.chars[-1]
         self.chars += [total := total + len(line.text) for line in lines]
         self.end = first + len(lines)
@@ -116,9 +116,6 @@ class _Wakeup:
     def set(self) -> None:
         self.event.set()
         self.event = asyncio.Event()
-
-
-_new = tuple.__new__  # a StoredLine of an index and a line, without a call of its own
 
 
 class LogServer:

@@ -153,15 +153,15 @@ class CommitStatusReporter:
     async def _prepare(self, run_id: str, moment: Moment) -> _Report | None:
         """What to send, or ``None``: not a forge project's run, no commit, already done."""
         kept = self.runs.kept(run_id)  # a run's project never changes: no read for it
-        if kept is not None and kept.project and not await self._has_forge(kept.project):
+        if kept is not None and kept.project and await self._forge_of(kept.project) is None:
             return None
         run = await self.runs.load(run_id)
         if run is None or not run.project or run.trigger == "cli":
             return None
         if moment.state == "pending" and run.done:
             return None  # it has ended already: only its end is worth telling
-        project = await self.projects.load(project_stream(run.project))
-        if project is None or project.deleted or project.forge is None:
+        forge = await self._forge_of(run.project)
+        if forge is None:
             return None
         if _recorded(await self.store.read(run_stream(run_id)), moment.state):
             return None
@@ -171,13 +171,14 @@ class CommitStatusReporter:
             return None
         target_url = f"{self.public_url}/api/v1/runs/{run_id}"
         values = await self.secrets.values(run.project) if self.secrets else {}
-        request = status_request(project.forge, run.commit, moment, target_url, run_id,
+        request = status_request(forge, run.commit, moment, target_url, run_id,
                                  mask(_reason(run), values.values()))
-        return _Report(run_id, moment, project.forge, run.commit, request)
+        return _Report(run_id, moment, forge, run.commit, request)
 
-    async def _has_forge(self, name: str) -> bool:
+    async def _forge_of(self, name: str) -> ForgeSettings | None:
+        """The forge of project ``name``; None when it has none (or is gone)."""
         project = await self.projects.load(project_stream(name))
-        return project is not None and not project.deleted and project.forge is not None
+        return project.forge if project is not None and not project.deleted else None
 
     def _forget(self, run_id: str, done: asyncio.Task[None]) -> None:
         sending = self._sending.get(run_id)

@@ -166,9 +166,8 @@ class GitCheckout:
         """
         mirror = self.mirror_path(url)
         if commit:
-            if not _HEX.fullmatch(commit):
-                raise CheckoutError(f"{commit!r} is not a commit id")
-            name, branch = commit, _branch_of(ref) if ref.startswith("refs/") or not ref else ref
+            name = _commit_id(commit)
+            branch = _branch_of(ref) if ref.startswith("refs/") or not ref else ref
         else:
             remote_ref, branch, name = await self._remote_ref(url, ref)
         names = _pipeline_names(pipeline_file)
@@ -316,8 +315,7 @@ class GitCheckout:
         """The full SHA of ``commit``, fetched into ``mirror`` unless already there:
         through the ref ``via`` when given (a fork's commit is reachable from no branch,
         and some servers refuse a fetch by SHA), else (or when it has moved on) by SHA."""
-        if not _HEX.fullmatch(commit):
-            raise CheckoutError(f"{commit!r} is not a commit id")
+        _commit_id(commit)
 
         async def fetch() -> str:
             if via:
@@ -546,6 +544,13 @@ async def _background(work: Coroutine[Any, Any, None],
         yield task
     finally:
         await cancel_and_wait(task)
+
+
+def _commit_id(commit: str) -> str:
+    """``commit``, if it can name a commit (hex, abbreviations allowed); else refused."""
+    if not _HEX.fullmatch(commit):
+        raise CheckoutError(f"{commit!r} is not a commit id")
+    return commit
 
 
 def _pipeline_names(pipeline_file: str) -> list[str]:

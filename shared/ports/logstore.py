@@ -13,10 +13,10 @@ Contract (every adapter; ``tests/contracts/logstore.py`` checks it):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["LogLine", "LogStore", "StoredLine"]
+__all__ = ["LogLine", "LogStore", "StoredLine", "numbered"]
 
 
 class LogLine(NamedTuple):
@@ -55,6 +55,15 @@ class StoredLine(NamedTuple):
 
     index: int  # type: ignore[assignment]  # a field: it hides tuple.index(), unused here
     line: LogLine
+
+
+def numbered(lines: Iterable[LogLine], first: int) -> list[StoredLine]:
+    """``lines`` stored at ``first``, ``first + 1``, ...: made without a call per line
+    (``tuple.__new__``), as a store hands back every line it reads."""
+    return [_new(StoredLine, indexed) for indexed in enumerate(lines, first)]
+
+
+_new = tuple.__new__
 
 
 class LogStore(Protocol):

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from shared.errors import StoreError
-from shared.ports.logstore import LogLine, StoredLine
+from shared.ports.logstore import LogLine, StoredLine, numbered
 from shared.wire import groups_of, lines_of_groups
 
 __all__ = ["CHUNK_BYTES", "RECENT_BATCHES", "RECORD_CHARS", "SPARSE_EVERY", "FileLogStore"]
@@ -395,7 +395,7 @@ def _records(complete: bytes) -> list[StoredLine] | None:
                 batch = lines_of_groups(record["groups"], "log file")
                 if type(index) is not int or len(batch) != record["n"]:
                     return None
-                lines += [_new(StoredLine, indexed) for indexed in enumerate(batch, index)]
+                lines += numbered(batch, index)
                 continue
             if index is None and "batch" in record:
                 continue  # an older batch's marker
@@ -417,8 +417,7 @@ def _stored(record: dict[str, Any] | None) -> list[StoredLine]:
         return []
     try:
         if "groups" in record:
-            return list(map(StoredLine._make, enumerate(
-                lines_of_groups(record["groups"], "log file"), record["i"])))
+            return numbered(lines_of_groups(record["groups"], "log file"), record["i"])
         return [StoredLine(index=record["i"], line=LogLine.from_json(record))]
     except (KeyError, TypeError, ValueError):
         return []

@@ -48,7 +48,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.adapters.mongo import Doc, Index, MongoResource
 from shared.errors import StoreError
-from shared.ports.logstore import LogLine, StoredLine
+from shared.ports.logstore import LogLine, StoredLine, numbered
 from shared.wire import groups_of, lines_of_groups
 
 __all__ = ["CHUNK_CHARS", "READ_BATCH", "MongoLogStore"]
@@ -180,10 +180,6 @@ def _lines_of(doc: Doc, where: str) -> list[StoredLine]:
             lines = lines_of_groups(doc["groups"], "log chunk")
         else:  # stored before column groups
             lines = [LogLine._make(raw) for raw in doc["lines"]]
-        return list(map(_new_stored, enumerate(lines, first)))
+        return numbered(lines, first)
     except (KeyError, TypeError, ValueError) as exc:
         raise StoreError(f"{where}: malformed log chunk: {exc}") from exc
-
-
-def _new_stored(indexed: tuple[int, LogLine]) -> StoredLine:
-    return tuple.__new__(StoredLine, indexed)
