@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from shared import events as ev
 from shared.adapters.bus.memory import MemoryBus
 from shared.adapters.eventstore.sqlite import SqliteEventStore
 from shared.events import NewEvent, RecordedEvent
-from shared.outbox import NotifyingStore, OutboxRelay
+from shared.outbox import CHECKPOINT_EVERY_S, NotifyingStore, OutboxRelay
 from shared.ports.bus import TOPIC_EVENTS, Subscription
 from shared.ports.eventstore import EventStore
 from shared.wire import decode_event
@@ -99,7 +100,9 @@ async def test_a_burst_is_published_whole_with_few_checkpoint_writes_and_the_end
         tmp_path: Path) -> None:
     inner = await CountingStore.open(tmp_path / "events.db")
     assert isinstance(inner, CountingStore)
-    async with relaying(inner, poll_s=0.2) as relay:
+    poll_s = 0.2
+    started = time.monotonic()
+    async with relaying(inner, poll_s=poll_s) as relay:
         for n in range(200):  # one append at a time: a wake-up (and a drain) each
             await relay.store.append(f"run-{n % 7}", [NewEvent(ev.CheckoutQueued())], n // 7)
             await asyncio.sleep(0)
@@ -109,13 +112,17 @@ async def test_a_burst_is_published_whole_with_few_checkpoint_writes_and_the_end
             return await inner.checkpoint("outbox") == published[-1].position
 
         await eventually(saved_to_the_end)  # once the burst is over
+        elapsed = time.monotonic() - started
 
     assert sorted((e.stream, e.seq) for e in published) == sorted(
         (f"run-{n % 7}", n // 7 + 1) for n in range(200))  # each once
     assert [e.position for e in published] == sorted(e.position for e in published)
-    assert inner.saves < 20, f"{inner.saves} checkpoint writes for 200 events"
+    # A save at most every CHECKPOINT_EVERY_S while events flow, and a read at start and
+    # at each poll: bounds that grow with the time a loaded machine takes, far below one
+    # per batch (100 saves and 200 reads before, in well under a second).
+    assert inner.saves <= elapsed / CHECKPOINT_EVERY_S + 3, (inner.saves, elapsed)
     # handed over as appended, not read back from the store
-    assert inner.reads < 20, f"{inner.reads} reads of the store for 200 events"
+    assert inner.reads <= elapsed / poll_s + 3, (inner.reads, elapsed)
 
 
 async def test_events_appended_by_others_in_between_are_published_in_the_stores_order(
