@@ -446,8 +446,7 @@ class DockerExecutor:
             await _cancel_all([reader])
             await attached.close()
         await output.flush()
-        # Killed at its memory limit: the kernel's SIGKILL alone (137) would not say why.
-        oom = bool(exit_code) and bool((await container.show())["State"].get("OOMKilled"))
+        oom = bool(exit_code) and await _out_of_memory(container)
         return StepOutcome(exit_code=exit_code, timed_out=timed_out, out_of_memory=oom)
 
     async def _cpus(self) -> float | None:
@@ -639,6 +638,19 @@ def _docker_errors(what: str) -> Iterator[None]:
         raise ExecutorError(f"{what}: {exc.message}") from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise ExecutorUnavailable(f"{what}: lost the Docker daemon: {exc}") from exc
+
+
+async def _out_of_memory(container: DockerContainer) -> bool:
+    """Whether a failed step's container was killed at its memory limit (the kernel's
+    SIGKILL alone, 137, would not say why). A container that is gone already (its run
+    was destroyed meanwhile: another incarnation of the worker cleaning up) was not:
+    the failure says enough, as for its outputs."""
+    try:
+        return bool((await container.show())["State"].get("OOMKilled"))
+    except DockerError as exc:
+        if exc.status != 404:
+            raise
+        return False
 
 
 async def _absent_ok(operation: Awaitable[Any], also: tuple[int, ...] = ()) -> None:
